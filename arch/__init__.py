@@ -1,0 +1,67 @@
+"""Pure Flax Linen modules, no training logic. Importable on their own:
+
+    from arch.cnn import ResNet20
+    model = ResNet20(num_classes=10)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+
+`build(config.model)` resolves `config.model.name` (`"family.Name"`) in `REGISTRY` and passes the
+other fields as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+
+from arch import cnn, mlp
+
+REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    "mlp.MLP": mlp.MLP,
+    "cnn.CNN": cnn.CNN,
+    "cnn.LeNet5": cnn.LeNet5,
+    "cnn.ResNet": cnn.ResNet,
+    "cnn.ResNet20": cnn.ResNet20,
+    "cnn.ResNet56": cnn.ResNet56,
+    "cnn.ResNet18": cnn.ResNet18,
+    "cnn.ResNetTiny": cnn.ResNetTiny,
+}
+
+_MODULE_FIELDS = {"parent", "name"}
+
+
+def fields(factory: Callable[..., nn.Module]) -> set[str]:
+  """The keyword arguments a registered model accepts."""
+  cls = factory.func if isinstance(factory, functools.partial) else factory
+  return {f.name for f in dataclasses.fields(cls) if f.init} - _MODULE_FIELDS
+
+
+def _plain(value: Any) -> Any:
+  if hasattr(value, "to_dict"):
+    return {k: _plain(v) for k, v in value.to_dict().items()}
+  if isinstance(value, list):
+    return tuple(_plain(v) for v in value)
+  return value
+
+
+def build(model_config: Mapping[str, Any]) -> nn.Module:
+  """The module named by `model_config["name"]`, built with the remaining fields.
+
+  Raises:
+    ValueError: an unknown name (listing the registered ones) or an argument the model does
+      not take (listing the ones it does).
+  """
+  kwargs = _plain(model_config)
+  kwargs = dict(kwargs)
+  name = kwargs.pop("name", None)
+  if name not in REGISTRY:
+    raise ValueError(f"model.name={name!r} is not a registered model; expected one of "
+                     f"{sorted(REGISTRY)}")
+  factory = REGISTRY[name]
+  unknown = sorted(set(kwargs) - fields(factory))
+  if unknown:
+    raise ValueError(f"model.{unknown[0]} is not an argument of {name}; it takes "
+                     f"{sorted(fields(factory))}")
+  return factory(**kwargs)

@@ -1,0 +1,205 @@
+"""Convolutional networks: plain conv stacks (1-D and 2-D) with pooling, LeNet-5, and ResNets.
+
+Inputs are channels-last: (B, L) or (B, L, C) for `ndim=1`; (B, H, W) or (B, H, W, C) for
+`ndim=2`. A missing channel axis is added. Outputs are logits (B, num_classes). The features
+before the head are sown as `intermediates/features` (transfer learning, Frechet distance).
+
+Named variants (flax `imagenet/models.py` style): `LeNet5`, `ResNet20`, `ResNet56` (CIFAR
+ResNets, He et al. 2016, section 4.2), `ResNet18` (ImageNet layout), and `ResNetTiny` for tests.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from arch.mlp import activation as get_activation
+
+
+def _with_channels(x: jnp.ndarray, ndim: int) -> jnp.ndarray:
+  if x.ndim == ndim + 1:
+    return x[..., None]
+  if x.ndim != ndim + 2:
+    raise ValueError(f"model.ndim={ndim} expects inputs (B, {'L' if ndim == 1 else 'H, W'}[, C]); "
+                     f"got shape {x.shape}")
+  return x
+
+
+def _per_layer(value: Any, n: int, field: str) -> list[Any]:
+  if isinstance(value, (list, tuple)):
+    if len(value) != n:
+      raise ValueError(f"model.{field} has {len(value)} entries; expected one per conv layer ({n})")
+    return list(value)
+  return [value] * n
+
+
+class CNN(nn.Module):
+  """Conv -> activation [-> pool] per layer, then flatten or global-mean, dense layers, head.
+
+  Attributes:
+    num_classes: number of logits.
+    features: output channels per conv layer.
+    kernel_sizes, strides: per layer (or one value for all), applied on every spatial axis.
+    padding: `"SAME"`, `"VALID"`, or an int of symmetric zero padding; one, or one per layer.
+    ndim: spatial dimensions, 1 (signals) or 2 (images).
+    pool: `"none"`, `"max"` or `"avg"` after each conv, window and stride `pool_size`.
+    head: `"flatten"` (as LeNet and the MNIST-1D CNN) or `"mean"` (global average pooling).
+    dense: widths of hidden dense layers between the convs and the head.
+    activation: name in `arch.mlp.ACTIVATIONS`; dropout before every dense layer (train only).
+  """
+
+  num_classes: int
+  features: Sequence[int] = (25, 25, 25)
+  kernel_sizes: Any = (5, 3, 3)
+  strides: Any = 2
+  padding: Any = 1
+  ndim: int = 1
+  pool: str = "none"
+  pool_size: int = 2
+  head: str = "flatten"
+  dense: Sequence[int] = ()
+  activation: str = "relu"
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    if self.pool not in ("none", "max", "avg"):
+      raise ValueError(f"model.pool={self.pool!r}; expected 'none', 'max' or 'avg'")
+    if self.head not in ("flatten", "mean"):
+      raise ValueError(f"model.head={self.head!r}; expected 'flatten' or 'mean'")
+    act = get_activation(self.activation)
+    n = len(self.features)
+    kernels = _per_layer(self.kernel_sizes, n, "kernel_sizes")
+    strides = _per_layer(self.strides, n, "strides")
+    paddings = _per_layer(self.padding, n, "padding")
+    x = _with_channels(x, self.ndim).astype(self.dtype)
+    for i, (f, k, s, p) in enumerate(zip(self.features, kernels, strides, paddings)):
+      x = nn.Conv(f, (k,) * self.ndim, strides=(s,) * self.ndim, padding=p, dtype=self.dtype,
+                  param_dtype=self.param_dtype, name=f"conv{i}")(x)
+      x = act(x)
+      window = (self.pool_size,) * self.ndim
+      if self.pool == "max":
+        x = nn.max_pool(x, window, strides=window)
+      elif self.pool == "avg":
+        x = nn.avg_pool(x, window, strides=window)
+    x = x.reshape((x.shape[0], -1)) if self.head == "flatten" else x.mean(
+        axis=tuple(range(1, 1 + self.ndim)))
+    for i, width in enumerate(self.dense):
+      if self.dropout > 0:
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      x = act(nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype,
+                       name=f"dense{i}")(x))
+    self.sow("intermediates", "features", x)
+    if self.dropout > 0:
+      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+                    name="head")(x)
+
+
+# LeNet-5 (LeCun et al. 1998) with its average pooling, tanh and 120-84 dense layers. The first
+# convolution keeps the size (28x28 MNIST is padded to LeNet's 32x32 input that way).
+LeNet5 = functools.partial(CNN, features=(6, 16), kernel_sizes=5, strides=1,
+                           padding=("SAME", "VALID"), ndim=2, pool="avg", dense=(120, 84),
+                           activation="tanh")
+
+
+class ResidualBlock(nn.Module):
+  """The basic two-conv residual block with a projection shortcut when the shape changes."""
+
+  features: int
+  strides: int
+  ndim: int
+  kernel_size: int
+  norm: Any
+  dtype: Any
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             param_dtype=self.param_dtype)
+    k = (self.kernel_size,) * self.ndim
+    s = (self.strides,) * self.ndim
+    y = conv(self.features, k, strides=s, padding="SAME", name="conv1")(x)
+    y = nn.relu(self.norm(name="bn1")(y))
+    y = conv(self.features, k, padding="SAME", name="conv2")(y)
+    # Zero-initialised last scale: each block starts as the identity (Goyal et al. 2017).
+    y = self.norm(scale_init=nn.initializers.zeros, name="bn2")(y)
+    if x.shape[-1] != self.features or self.strides != 1:
+      x = conv(self.features, (1,) * self.ndim, strides=s, name="proj")(x)
+      x = self.norm(name="proj_bn")(x)
+    return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+  """A ResNet of basic blocks with BatchNorm; 1-D or 2-D.
+
+  Attributes:
+    num_classes: number of logits.
+    stage_sizes: residual blocks per stage; each stage after the first halves the resolution.
+    widths: channels per stage.
+    ndim: spatial dimensions (1 or 2).
+    kernel_size: of the block convolutions.
+    stem: `"cifar"` (one 3x3 conv) or `"imagenet"` (7x7 stride-2 conv and 3x3 max pool).
+    dropout: before the head (train only).
+    bn_momentum: running-average momentum of BatchNorm statistics.
+
+  BatchNorm statistics live in the `batch_stats` collection; under `jax.jit` over a sharded
+  batch they are computed on the global batch, so one device and eight agree.
+  """
+
+  num_classes: int
+  stage_sizes: Sequence[int] = (3, 3, 3)
+  widths: Sequence[int] = (16, 32, 64)
+  ndim: int = 2
+  kernel_size: int = 3
+  stem: str = "cifar"
+  dropout: float = 0.0
+  bn_momentum: float = 0.9
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    if len(self.stage_sizes) != len(self.widths):
+      raise ValueError(f"model.stage_sizes {tuple(self.stage_sizes)} and model.widths "
+                       f"{tuple(self.widths)} must have the same length")
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+                             momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype,
+                             param_dtype=self.param_dtype)
+    x = _with_channels(x, self.ndim).astype(self.dtype)
+    if self.stem == "cifar":
+      x = nn.Conv(self.widths[0], (3,) * self.ndim, padding="SAME", use_bias=False,
+                  dtype=self.dtype, param_dtype=self.param_dtype, name="stem")(x)
+      x = nn.relu(norm(name="stem_bn")(x))
+    elif self.stem == "imagenet":
+      x = nn.Conv(self.widths[0], (7,) * self.ndim, strides=(2,) * self.ndim,
+                  padding=[(3, 3)] * self.ndim, use_bias=False, dtype=self.dtype,
+                  param_dtype=self.param_dtype, name="stem")(x)
+      x = nn.relu(norm(name="stem_bn")(x))
+      x = nn.max_pool(x, (3,) * self.ndim, strides=(2,) * self.ndim,
+                      padding=[(1, 1)] * self.ndim)
+    else:
+      raise ValueError(f"model.stem={self.stem!r}; expected 'cifar' or 'imagenet'")
+    for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
+      for j in range(blocks):
+        x = ResidualBlock(width, 2 if (i > 0 and j == 0) else 1, self.ndim, self.kernel_size,
+                          norm, self.dtype, self.param_dtype, name=f"stage{i}_block{j}")(x)
+    x = x.mean(axis=tuple(range(1, 1 + self.ndim)))
+    self.sow("intermediates", "features", x)
+    if self.dropout > 0:
+      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+                    name="head")(x)
+
+
+ResNet20 = functools.partial(ResNet, stage_sizes=(3, 3, 3), widths=(16, 32, 64))
+ResNet56 = functools.partial(ResNet, stage_sizes=(9, 9, 9), widths=(16, 32, 64))
+ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512),
+                             stem="imagenet")
+ResNetTiny = functools.partial(ResNet, stage_sizes=(1, 1), widths=(4, 8))

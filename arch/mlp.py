@@ -1,0 +1,54 @@
+"""Multi-layer perceptrons (and logistic regression: an MLP with no hidden layer)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu, "tanh": jnp.tanh, "silu": nn.silu,
+               "sigmoid": nn.sigmoid, "elu": nn.elu, "leaky_relu": nn.leaky_relu}
+
+
+def activation(name: str):
+  """The activation function called `name`; a clear error lists the valid names."""
+  try:
+    return ACTIVATIONS[name]
+  except KeyError:
+    raise ValueError(f"model.activation={name!r}; expected one of {sorted(ACTIVATIONS)}") from None
+
+
+class MLP(nn.Module):
+  """Flatten, then Dense -> activation -> dropout per hidden width, then a Dense head.
+
+  Attributes:
+    num_classes: outputs of the head (logits; 1 for scalar regression).
+    widths: hidden layer widths; `()` is logistic/linear regression.
+    activation: name in `ACTIVATIONS`.
+    dropout: drop probability after each hidden activation (train only).
+    dtype: compute dtype; param_dtype: storage dtype of the parameters.
+
+  Input (B, ...) of any trailing shape; output (B, num_classes). Sows the last hidden
+  features as `intermediates/features`.
+  """
+
+  num_classes: int
+  widths: Sequence[int] = (100, 100)
+  activation: str = "relu"
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    act = activation(self.activation)
+    x = x.reshape((x.shape[0], -1)).astype(self.dtype)
+    for i, width in enumerate(self.widths):
+      x = nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype, name=f"dense{i}")(x)
+      x = act(x)
+      if self.dropout > 0:
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    self.sow("intermediates", "features", x)
+    return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+                    name="head")(x)

@@ -1,0 +1,217 @@
+"""The grain pipeline: host-local numpy batches for one process of a (possibly multi-host) run.
+
+Elements of the grain `MapDataset`s here are whole batches. Measured on this 2-core machine,
+grain's per-record shuffle/batch costs 11.6 ms per batch of 100 (92 s for the MNIST-1D recipe's
+8,000 steps, ten times its training time), the batch-level dataset 0.3 ms. Batch `i` is a pure
+function of (seed, i), so grain's iterator state is just the next index and a resumed run sees
+exactly the batches an uninterrupted one would.
+
+Training batches: epoch `e` visits a permutation drawn from `default_rng([seed, e])` (or, with
+`sampler="balanced"`, n draws with replacement weighted by inverse class frequency); the
+remainder of an epoch that does not fill a global batch is dropped. Evaluation batches visit
+every example exactly once in order; the last batch is padded with `mask = 0`.
+
+Every process builds the same global batch and keeps rows
+`[process_index * B / P, (process_index + 1) * B / P)`, so the union over processes is the global
+batch and a run's numbers do not depend on the process count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Any, Iterator
+
+import grain
+import numpy as np
+
+from data import sources
+from data import transforms as transforms_lib
+
+Batch = dict[str, np.ndarray]
+SAMPLERS = ("shuffle", "balanced")
+CLASS_WEIGHTS = ("none", "balanced")
+
+
+class _Batches(grain.MapDataset):
+  """Base for batch-level map datasets over in-memory arrays."""
+
+  def __init__(self, inputs: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+               global_batch: int, process_index: int, process_count: int):
+    super().__init__([])
+    self._inputs, self._labels, self._weights = inputs, labels, weights
+    self._global_batch = global_batch
+    local = global_batch // process_count
+    self._rows = slice(process_index * local, (process_index + 1) * local)
+
+  def _gather(self, idx: np.ndarray, mask: np.ndarray) -> Batch:
+    idx, mask = idx[self._rows], mask[self._rows]
+    return {"inputs": self._inputs[idx], "label": self._labels[idx],
+            "mask": (mask * self._weights[idx]).astype(np.float32)}
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._batch(int(index))
+
+  def _batch(self, index: int) -> Batch:
+    raise NotImplementedError
+
+
+class TrainBatches(_Batches):
+  """Batch `i` of an endless stream of seeded epochs (see module docstring)."""
+
+  def __init__(self, *args, seed: int, sampler: str, num_batches: int, **kwargs):
+    super().__init__(*args, **kwargs)
+    self._seed, self._sampler, self._len = seed, sampler, num_batches
+    n = len(self._labels)
+    self.steps_per_epoch = n // self._global_batch
+    if sampler == "balanced":
+      counts = np.bincount(self._labels)
+      p = 1.0 / counts[self._labels]
+      self._p = p / p.sum()
+    self._cache: tuple[int, np.ndarray] | None = None
+
+  def __len__(self) -> int:
+    return self._len
+
+  def _order(self, epoch: int) -> np.ndarray:
+    if self._cache is None or self._cache[0] != epoch:
+      rng = np.random.default_rng([self._seed, epoch])
+      n = len(self._labels)
+      order = (rng.permutation(n) if self._sampler == "shuffle" else
+               rng.choice(n, size=n, replace=True, p=self._p))
+      self._cache = (epoch, order)
+    return self._cache[1]
+
+  def _batch(self, index: int) -> Batch:
+    epoch, b = divmod(index, self.steps_per_epoch)
+    idx = self._order(epoch)[b * self._global_batch:(b + 1) * self._global_batch]
+    return self._gather(idx, np.ones(len(idx), np.float32))
+
+
+class EvalBatches(_Batches):
+  """Every example once, in order, padded to whole global batches with mask 0."""
+
+  def __len__(self) -> int:
+    return -(-len(self._labels) // self._global_batch)
+
+  def _batch(self, index: int) -> Batch:
+    if not 0 <= index < len(self):
+      raise IndexError(index)
+    idx = np.arange(index * self._global_batch, (index + 1) * self._global_batch)
+    mask = (idx < len(self._labels)).astype(np.float32)
+    return self._gather(np.where(mask > 0, idx, 0), mask)
+
+
+@dataclasses.dataclass
+class Pipeline:
+  """A split's batches for this process.
+
+  Attributes:
+    dataset: grain MapDataset whose element `i` is this process's part of global batch `i`.
+    info: the source's `SourceInfo` (name, version, fingerprint, classes).
+    global_batch_size: examples per step across all processes.
+    num_examples: examples in the split.
+    steps_per_epoch: full global batches per pass over the split.
+    stats: normalisation statistics from the training split (None when `normalize="none"`).
+    class_weights: (num_classes,) weights folded into the training `mask` (ones when unused).
+  """
+
+  dataset: grain.MapDataset
+  info: sources.SourceInfo
+  global_batch_size: int
+  num_examples: int
+  steps_per_epoch: int
+  stats: transforms_lib.Statistics | None
+  class_weights: np.ndarray
+
+  def __iter__(self) -> Iterator[Batch]:
+    return iter(self.dataset.to_iter_dataset())
+
+  def iterator(self, prefetch: int = 0) -> grain.DatasetIterator:
+    """A checkpointable grain iterator, with `prefetch` batches made on a background thread."""
+    options = grain.ReadOptions(num_threads=1 if prefetch else 0,
+                                prefetch_buffer_size=prefetch)
+    return iter(self.dataset.to_iter_dataset(options))
+
+
+def _class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray:
+  if mode == "none":
+    return np.ones(max(num_classes, 1), np.float32)
+  counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+  # scikit-learn's "balanced": n / (k * count), so the mean weight over the split is 1.
+  w = len(labels) / (num_classes * np.maximum(counts, 1))
+  return w.astype(np.float32)
+
+
+def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
+  """Raises a clear error for a label outside [0, num_classes)."""
+  if len(labels) == 0:
+    return
+  lo, hi = int(labels.min()), int(labels.max())
+  if lo < 0 or hi >= num_classes:
+    bad = lo if lo < 0 else hi
+    raise sources.DataError(
+        f"{where}: label {bad} is out of range for num_classes={num_classes} "
+        f"(expected labels in [0, {num_classes - 1}])")
+
+
+def build_pipeline(data_config, split: str, process_index: int = 0, process_count: int = 1, *,
+                   train: bool, seed: int, num_batches: int | None = None) -> Pipeline:
+  """Builds the batches of `split` for one process.
+
+  Args:
+    data_config: `config.data` (source, batch sizes, normalisation, augmentation, sampling).
+    split: a split of the source (`train`, `test`, `train[:90%]`, ...).
+    process_index, process_count: this process and the number of processes.
+    train: training batches (shuffled, augmented, endless) or evaluation batches (one pass).
+    seed: base seed of shuffling and augmentation.
+    num_batches: length of the training stream (defaults to effectively endless).
+
+  Raises:
+    DataError: unknown source/split, batch larger than the split or not divisible by the
+      process count, or labels out of range.
+  """
+  info = sources.source_info(data_config)
+  arrays = sources.load_split(data_config, split)
+  batch = data_config.batch_size if train else data_config.eval_batch_size
+  field = "data.batch_size" if train else "data.eval_batch_size"
+  if batch % process_count:
+    raise sources.DataError(f"{field}={batch} is not divisible by the {process_count} processes")
+  n = len(arrays.labels)
+  if train and batch > n:
+    raise sources.DataError(f"{field}={batch} is larger than the {split!r} split of "
+                            f"{data_config.source!r} ({n} examples)")
+  if info.num_classes:
+    check_labels(arrays.labels, info.num_classes, f"data.source={data_config.source!r} split "
+                 f"{split!r}")
+
+  train_arrays = sources.load_split(data_config, data_config.train_split)
+  stats = (None if data_config.normalize == "none" else
+           transforms_lib.compute_statistics(train_arrays.inputs, data_config.normalize))
+  weights = _class_weights(train_arrays.labels, info.num_classes, data_config.class_weights)
+  per_example = weights[arrays.labels] if train and info.num_classes else np.ones(n, np.float32)
+
+  common = dict(global_batch=batch, process_index=process_index, process_count=process_count)
+  if train:
+    ds: grain.MapDataset = TrainBatches(
+        arrays.inputs, arrays.labels, per_example, seed=seed, sampler=data_config.sampler,
+        num_batches=num_batches or sys.maxsize, **common)
+  else:
+    ds = EvalBatches(arrays.inputs, arrays.labels, per_example, **common)
+  for i, t in enumerate(transforms_lib.build(data_config.augment, stats, train)):
+    if isinstance(t, grain.transforms.RandomMap):
+      # A distinct stream per transform: grain derives each batch's generator from (seed, index).
+      t_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+      ds = ds.random_map(t, seed=t_seed)
+    else:
+      ds = ds.map(t)
+  return Pipeline(dataset=ds, info=info, global_batch_size=batch, num_examples=n,
+                  steps_per_epoch=n // batch, stats=stats, class_weights=weights)
+
+
+def describe(pipeline: Pipeline) -> dict[str, Any]:
+  """A JSON-able summary for logs and lineage."""
+  return {**pipeline.info.lineage(), "global_batch_size": pipeline.global_batch_size,
+          "num_examples": pipeline.num_examples, "steps_per_epoch": pipeline.steps_per_epoch}

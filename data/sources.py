@@ -1,0 +1,212 @@
+"""Named sources: the offline builders and the public TFDS catalog, through one path.
+
+`load_split(data_config, split)` prepares the source if needed (offline builders only), opens
+it with `builder.as_data_source(split)` and returns its inputs and labels as numpy arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from data import builders
+
+DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
+
+
+class DataError(ValueError):
+  """A data source or split that cannot be served as configured."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceInfo:
+  """What a run needs to know about its source.
+
+  Attributes:
+    name: the config name (`mnist1d`, `mnist`, ...).
+    tfds_name: the TFDS builder name and config (`strata_mnist1d/canonical`).
+    version: the builder version string.
+    data_dir: the resolved TFDS data directory.
+    input_key, label_key: the features used as inputs and labels.
+    num_classes: number of classes of the label feature (0 for a non-class label).
+    split_sizes: examples per split.
+    fingerprint: sha256 of the builder arguments and the prepared files (hex).
+  """
+
+  name: str
+  tfds_name: str
+  version: str
+  data_dir: str
+  input_key: str
+  label_key: str
+  num_classes: int
+  split_sizes: dict[str, int]
+  fingerprint: str
+
+  def lineage(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitArrays:
+  """One split in memory: `inputs` (N, ...) as stored, `labels` (N,)."""
+
+  inputs: np.ndarray
+  labels: np.ndarray
+
+
+def _data_dir(data_config) -> str:
+  return os.path.abspath(os.path.expanduser(data_config.data_dir or DEFAULT_DATA_DIR))
+
+
+def _builder_overrides(data_config) -> dict[str, Any]:
+  bc = data_config.builder_config
+  return dict(bc.to_dict() if hasattr(bc, "to_dict") else bc)
+
+
+def _builder(data_config):
+  """Returns a prepared TFDS builder for `data_config.source`.
+
+  Raises:
+    DataError: the source is unknown, or a catalog dataset is not prepared and cannot be.
+  """
+  return _cached_builder(data_config.source, _data_dir(data_config),
+                         json.dumps(_builder_overrides(data_config), sort_keys=True),
+                         bool(data_config.download))
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_builder(name: str, data_dir: str, overrides_json: str, download: bool):
+  import tensorflow_datasets as tfds
+
+  overrides = json.loads(overrides_json)
+  if name in builders.OFFLINE_BUILDERS:
+    cls = builders.OFFLINE_BUILDERS[name]
+    if cls is builders.StrataMnist1d:
+      config = builders.mnist1d_config(overrides)
+      # A config that TFDS already knows must be named, not passed again.
+      builder = cls(data_dir=data_dir, config=config.name if not config.overrides else config)
+    elif overrides:
+      raise DataError(f"data.builder_config={overrides} is not supported by source {name!r}; "
+                      "only 'mnist1d' takes builder arguments")
+    else:
+      builder = cls(data_dir=data_dir)
+    if not builder.is_prepared():
+      builder.download_and_prepare()
+    return builder
+
+  if overrides:
+    raise DataError(f"data.builder_config={overrides} is only supported by source 'mnist1d'")
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except Exception as e:  # TFDS raises DatasetNotFoundError with a long catalog listing.
+    raise DataError(
+        f"data.source={name!r} is neither an offline source ({sorted(builders.OFFLINE_BUILDERS)}) "
+        f"nor a dataset in the TFDS catalog ({type(e).__name__})") from None
+  if not builder.is_prepared():
+    how = (f"prepare it where the network is reachable with\n"
+           f"  python -c \"import tensorflow_datasets as tfds; "
+           f"tfds.builder('{name}', data_dir='{data_dir}').download_and_prepare("
+           f"file_format='array_record')\"\n"
+           f"and copy {data_dir}/{builder.name} here, or set data.download=True on a machine with "
+           f"network access")
+    if not download:
+      raise DataError(f"data.source={name!r}: dataset not prepared in data_dir={data_dir!r}; {how}")
+    try:
+      builder.download_and_prepare(file_format="array_record")
+    except Exception as e:
+      raise DataError(f"data.source={name!r}: download into data_dir={data_dir!r} failed "
+                      f"({type(e).__name__}: {str(e)[:200]}); {how}") from e
+  return builder
+
+
+def _keys(data_config, builder) -> tuple[str, str]:
+  supervised = builder.info.supervised_keys or (None, None)
+  input_key = data_config.input_key or supervised[0]
+  label_key = data_config.label_key or supervised[1]
+  features = builder.info.features
+  for field, key in (("data.input_key", input_key), ("data.label_key", label_key)):
+    if key is None or key not in features:
+      raise DataError(f"{field}={key!r} is not a feature of {builder.name}; "
+                      f"expected one of {sorted(features.keys())}")
+  return input_key, label_key
+
+
+def _split_files(builder, split: str) -> list[str]:
+  from etils import epath
+
+  base = epath.Path(builder.data_dir)
+  return sorted(str(p) for p in base.glob(f"*-{split}.array_record*"))
+
+
+def fingerprint(builder, splits: list[str]) -> str:
+  """sha256 of the builder's arguments and the bytes of its prepared split files."""
+  h = hashlib.sha256()
+  args = (builder.builder_arguments() if hasattr(builder, "builder_arguments") else
+          {"name": builder.name, "version": str(builder.version),
+           "config": builder.builder_config.name if builder.builder_config else None})
+  h.update(json.dumps(args, sort_keys=True, default=str).encode())
+  for split in sorted(splits):
+    for path in _split_files(builder, split):
+      h.update(os.path.basename(path).encode())
+      with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+          h.update(chunk)
+  return h.hexdigest()
+
+
+def source_info(data_config) -> SourceInfo:
+  """The `SourceInfo` of `data_config.source`, preparing an offline source if needed."""
+  builder = _builder(data_config)
+  input_key, label_key = _keys(data_config, builder)
+  label_feature = builder.info.features[label_key]
+  num_classes = int(getattr(label_feature, "num_classes", 0) or 0)
+  splits = {name: int(s.num_examples) for name, s in builder.info.splits.items()}
+  return SourceInfo(
+      name=data_config.source,
+      tfds_name=builder.info.full_name,
+      version=str(builder.version),
+      data_dir=str(builder.data_dir),
+      input_key=input_key,
+      label_key=label_key,
+      num_classes=num_classes,
+      split_sizes=splits,
+      fingerprint=_cached_fingerprint(builder, tuple(sorted(splits))),
+  )
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_fingerprint(builder, splits: tuple[str, ...]) -> str:
+  return fingerprint(builder, list(splits))
+
+
+def load_split(data_config, split: str) -> SplitArrays:
+  """All of `split` in memory (inputs as stored, labels as int64).
+
+  Raises:
+    DataError: unknown split, naming the available ones.
+  """
+  builder = _builder(data_config)
+  input_key, label_key = _keys(data_config, builder)
+  return _cached_split(builder, split, input_key, label_key)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_split(builder, split: str, input_key: str, label_key: str) -> SplitArrays:
+  base = split.split("[")[0]
+  # (A builder with no split metadata, such as TFDS's mock, is asked directly.)
+  if builder.info.splits and base not in builder.info.splits:
+    raise DataError(f"split {split!r} is not in {builder.info.full_name}; "
+                    f"expected one of {sorted(builder.info.splits.keys())}")
+  source = builder.as_data_source(split=split)
+  n = len(source)
+  records = [source[i] for i in range(n)]
+  inputs = np.stack([np.asarray(r[input_key]) for r in records]) if n else np.zeros((0,))
+  labels = np.asarray([r[label_key] for r in records], dtype=np.int64)
+  return SplitArrays(inputs=inputs, labels=labels)

@@ -1,0 +1,149 @@
+"""Batch-level grain transforms, declared in `config.data` and applied in this order:
+
+  crop (images) -> flip (images) -> shift (1-D) -> normalise -> noise
+
+They act on a whole batch dict `{"inputs": (B, ...), "label": (B,), "mask": (B,)}` with vectorised
+numpy, so a batch costs microseconds, not a Python call per example. Random transforms are
+`grain.transforms.RandomMap`s: grain seeds their generator from the pipeline seed and the batch
+index, so a resumed run draws the same augmentation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import grain
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+
+NORMALIZATIONS = ("none", "global", "per_channel", "per_feature")
+
+
+@dataclasses.dataclass(frozen=True)
+class Statistics:
+  """Mean and standard deviation that broadcast against one example (units of the inputs)."""
+
+  mean: np.ndarray
+  std: np.ndarray
+
+
+def compute_statistics(inputs: np.ndarray, mode: str) -> Statistics:
+  """Statistics of the training inputs (N, ...) for `Normalize`.
+
+  Args:
+    inputs: training inputs, first axis the examples.
+    mode: `global` (one scalar), `per_channel` (last axis), `per_feature` (every element).
+  """
+  x = inputs.astype(np.float64)
+  if mode == "global":
+    axes = tuple(range(x.ndim))
+  elif mode == "per_channel":
+    axes = tuple(range(x.ndim - 1))
+  elif mode == "per_feature":
+    axes = (0,)
+  else:
+    raise ValueError(f"data.normalize={mode!r}; expected one of {NORMALIZATIONS}")
+  mean = x.mean(axis=axes, keepdims=True)[0]
+  std = x.std(axis=axes, keepdims=True)[0]
+  std = np.where(std < 1e-8, 1.0, std)  # constant features (digits' border pixels) stay finite
+  return Statistics(mean=mean.astype(np.float32), std=std.astype(np.float32))
+
+
+class Normalize(grain.transforms.Map):
+  """(x - mean) / std with training-split statistics; casts inputs to float32."""
+
+  def __init__(self, stats: Statistics | None):
+    self.stats = stats
+
+  def map(self, batch: Batch) -> Batch:
+    x = batch["inputs"].astype(np.float32)
+    if self.stats is not None:
+      x = (x - self.stats.mean) / self.stats.std
+    return {**batch, "inputs": x}
+
+
+class RandomShift1D(grain.transforms.RandomMap):
+  """Translates each 1-D signal (B, L) or (B, L, C) by an integer in [-max_shift, max_shift].
+
+  Vacated positions are filled with zeros (the signals' resting value).
+  """
+
+  def __init__(self, max_shift: int):
+    self.max_shift = int(max_shift)
+
+  def random_map(self, batch: Batch, rng: np.random.Generator) -> Batch:
+    x = batch["inputs"]
+    b, length = x.shape[0], x.shape[1]
+    s = self.max_shift
+    shifts = rng.integers(-s, s + 1, size=b)
+    pad = [(0, 0), (s, s)] + [(0, 0)] * (x.ndim - 2)
+    padded = np.pad(x, pad)
+    # output position j reads padded position j + s - shift.
+    idx = np.arange(length)[None, :] + (s - shifts)[:, None]
+    out = np.take_along_axis(padded, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
+    return {**batch, "inputs": out}
+
+
+class GaussianNoise(grain.transforms.RandomMap):
+  """Adds N(0, std^2) noise to float inputs (applied after normalisation)."""
+
+  def __init__(self, std: float):
+    self.std = float(std)
+
+  def random_map(self, batch: Batch, rng: np.random.Generator) -> Batch:
+    x = batch["inputs"]
+    noise = rng.standard_normal(size=x.shape).astype(x.dtype)
+    return {**batch, "inputs": x + self.std * noise}
+
+
+class RandomCrop(grain.transforms.RandomMap):
+  """Pads images (B, H, W, C) by `padding` zeros on each side and crops back to (H, W) at a
+  random offset per image (the CIFAR recipe)."""
+
+  def __init__(self, padding: int):
+    self.padding = int(padding)
+
+  def random_map(self, batch: Batch, rng: np.random.Generator) -> Batch:
+    x = batch["inputs"]
+    if x.ndim != 4:
+      raise ValueError(f"data.augment.crop_padding needs images (B, H, W, C); got inputs of "
+                       f"shape {x.shape}")
+    b, h, w, _ = x.shape
+    p = self.padding
+    padded = np.pad(x, [(0, 0), (p, p), (p, p), (0, 0)])
+    dy = rng.integers(0, 2 * p + 1, size=b)
+    dx = rng.integers(0, 2 * p + 1, size=b)
+    rows = (np.arange(h)[None, :] + dy[:, None])[:, :, None]  # (B, H, 1)
+    cols = (np.arange(w)[None, :] + dx[:, None])[:, None, :]  # (B, 1, W)
+    out = padded[np.arange(b)[:, None, None], rows, cols]
+    return {**batch, "inputs": out}
+
+
+class RandomFlip(grain.transforms.RandomMap):
+  """Flips each image (B, H, W, C) left-right with probability 1/2."""
+
+  def random_map(self, batch: Batch, rng: np.random.Generator) -> Batch:
+    x = batch["inputs"]
+    if x.ndim != 4:
+      raise ValueError(f"data.augment.flip needs images (B, H, W, C); got inputs of shape "
+                       f"{x.shape}")
+    flip = rng.random(x.shape[0]) < 0.5
+    out = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
+    return {**batch, "inputs": out}
+
+
+def build(augment: Any, stats: Statistics | None, train: bool) -> list[Any]:
+  """The transform list for a split: augmentation only for training, normalisation always."""
+  out: list[Any] = []
+  if train and augment.crop_padding > 0:
+    out.append(RandomCrop(augment.crop_padding))
+  if train and augment.flip:
+    out.append(RandomFlip())
+  if train and augment.shift > 0:
+    out.append(RandomShift1D(augment.shift))
+  out.append(Normalize(stats))
+  if train and augment.noise_std > 0:
+    out.append(GaussianNoise(augment.noise_std))
+  return out

@@ -1,0 +1,18 @@
+"""The MNIST-1D paper's training recipe (Greydanus 2020, the mnist1d package's `train.py`):
+the frozen 4,000/1,000 split, Adam 1e-2, batch 100, 8,000 steps, no augmentation, no schedule."""
+
+from train import config as config_lib
+
+
+def recipe(model: dict) -> "config_lib.mlc.ConfigDict":
+  c = config_lib.base()
+  c.data.source = "mnist1d"
+  c.data.batch_size = 100
+  c.model = model
+  c.optim.name = "adam"
+  c.optim.learning_rate = 1e-2
+  c.train.steps = 8000
+  c.train.log_every = 1000
+  c.train.eval_every = 2000
+  c.train.checkpoint_every = 4000
+  return c

@@ -1,0 +1,27 @@
+"""MNIST-1D, the paper's CNN (Greydanus 2020): three stride-2 1-D convolutions of 25 channels
+and a linear head; Adam 1e-2, batch 100, 8,000 steps, no augmentation. Paper: 94% test accuracy.
+
+  python -m train --config experiments/mnist1d_cnn.py --workdir runs/mnist1d_cnn
+  python -m train --config experiments/mnist1d_cnn.py:tiny     # smoke run, seconds
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _mnist1d_paper import recipe  # noqa: E402
+
+from train import config as config_lib  # noqa: E402
+
+
+def get_config(arg: str | None = None):
+  c = recipe(dict(name="cnn.CNN", num_classes=10, features=(25, 25, 25),
+                  kernel_sizes=(5, 3, 3), strides=2, padding=1, ndim=1))
+  c.data.eval_batch_size = 500
+  if arg == "tiny":
+    c.data.eval_batch_size = 100
+    c.model.features = (4, 4, 4)
+    config_lib.tiny(c)
+  elif arg:
+    raise config_lib.unknown_arg("mnist1d_cnn", arg)
+  return config_lib.lock(c)

@@ -1,0 +1,52 @@
+"""Shared fixtures: one prepared TFDS data directory per test session, and helpers to load
+experiment files and run the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENTS = os.path.join(ROOT, "experiments")
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> str:
+  """A TFDS data dir with the offline sources prepared once for the whole session."""
+  import ml_collections as mlc
+
+  from data import sources
+  from train import config as config_lib
+
+  path = str(tmp_path_factory.mktemp("tfds"))
+  for name in ("digits", "breast_cancer", "mnist1d"):
+    c = config_lib.base().data
+    c.source, c.data_dir = name, path
+    sources.source_info(c)
+  return path
+
+
+def load_experiment(name: str, arg: str | None = None, data_dir: str | None = None):
+  """`experiments/<name>.py:get_config(arg)`, unlocked copy with `data_dir` set."""
+  spec = importlib.util.spec_from_file_location(name, os.path.join(EXPERIMENTS, f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg)
+  if data_dir is not None:
+    with config.unlocked():
+      config.data.data_dir = data_dir
+  return config
+
+
+def run_cli(args: list[str], env_extra: dict[str, str] | None = None, timeout: int = 300,
+            **kwargs) -> subprocess.CompletedProcess:
+  """`python -m train ARGS` from the repository root."""
+  env = dict(os.environ)
+  env.update(env_extra or {})
+  return subprocess.run([sys.executable, "-m", "train", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout, **kwargs)

@@ -1,0 +1,39 @@
+import pytest
+
+from tests.conftest import load_experiment, run_cli
+from train import config as config_lib
+
+
+def test_locked_config_rejects_unknown_keys_and_wrong_types():
+  c = load_experiment("mnist1d_cnn")
+  with pytest.raises(AttributeError, match="stepz"):
+    c.train.stepz = 3
+  with pytest.raises(TypeError, match="steps"):
+    c.train.steps = "many"
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("optim.name", "adamax", r"optim.name='adamax'; expected one of \['sgd'"),
+    ("optim.schedule", "linear", r"optim.schedule='linear'"),
+    ("data.normalize", "zscore", r"data.normalize='zscore'"),
+    ("train.steps", 0, r"train.steps=0; expected a positive number"),
+    ("paradigm", "unsupervised", r"paradigm='unsupervised'; expected one of \['supervised'\]"),
+    ("supervised.label_smoothing", 1.5, r"supervised.label_smoothing=1.5"),
+])
+def test_bad_values_are_named(field, value, match):
+  c = load_experiment("mnist1d_cnn")
+  section, _, key = field.rpartition(".")
+  (c[section] if section else c)[key] = value
+  with pytest.raises(config_lib.ConfigError, match=match):
+    config_lib.validate(c)
+
+
+def test_cli_reports_an_unknown_key_with_its_name():
+  r = run_cli(["--config", "experiments/mnist1d_logreg.py:tiny", "--config.train.stepz=3"])
+  assert r.returncode != 0
+  assert "stepz" in r.stderr
+
+
+def test_cli_reports_a_wrong_type():
+  r = run_cli(["--config", "experiments/mnist1d_logreg.py:tiny", "--config.train.steps=abc"])
+  assert r.returncode != 0 and "steps" in r.stderr

@@ -1,0 +1,186 @@
+"""The loop end to end on tiny configs: records, determinism, exact resume, devices, failures."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from data import DataError
+from tests.conftest import ROOT, load_experiment, run_cli
+from train import checkpoint as checkpoint_lib
+from train import config as config_lib
+from train import loop
+
+
+def _tiny(name, data_dir, **overrides):
+  c = load_experiment(name, "tiny", data_dir)
+  for field, value in overrides.items():
+    section, _, key = field.rpartition(".")
+    node = c
+    for part in section.split(".") if section else []:
+      node = node[part]
+    node[key] = value
+  return c
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _params(workdir, step):
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  return ocp.PyTreeCheckpointer().restore(path)["params"]
+
+
+def _assert_trees_equal(a, b):
+  import jax
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb) > 0
+  for x, y in zip(la, lb):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_a_run_writes_records_and_the_same_seed_repeats_exactly(data_dir, tmp_path):
+  runs = []
+  for i in range(2):
+    wd = str(tmp_path / f"run{i}")
+    final = loop.train_and_evaluate(_tiny("mnist1d_cnn", data_dir), wd)
+    runs.append(wd)
+  assert 0.0 <= final["accuracy"] <= 1.0 and final["count"] == 1000
+  for name in ("config.json", "lineage.json", "summary.json", "metrics.jsonl"):
+    assert os.path.exists(os.path.join(runs[0], name))
+  assert os.listdir(os.path.join(runs[0], "tensorboard"))
+  records = _metrics(runs[0])
+  train = [r for r in records if r["split"] == "train"]
+  assert [r["step"] for r in train] == [10, 20]
+  assert {"loss", "accuracy", "grad_norm", "param_norm", "update_norm",
+          "learning_rate"} <= set(train[0])
+  assert [r["step"] for r in records if r["split"] == "eval"] == [10, 20]
+  lineage = json.load(open(os.path.join(runs[0], "lineage.json")))
+  assert len(lineage["dataset"]["fingerprint"]) == 64 and lineage["libraries"]["jax"]
+  assert sorted(int(s) for s in os.listdir(os.path.join(runs[0], "checkpoints"))) == [10, 20]
+  with open(os.path.join(runs[0], "metrics.jsonl"), "rb") as a, \
+       open(os.path.join(runs[1], "metrics.jsonl"), "rb") as b:
+    assert a.read() == b.read()
+
+
+def test_sigkill_half_way_then_resume_ends_bit_identical(data_dir, tmp_path):
+  args = ["--config", "experiments/mnist1d_mlp.py:tiny", f"--config.data.data_dir={data_dir}",
+          "--config.train.steps=3000", "--config.train.checkpoint_every=100",
+          "--config.train.log_every=100", "--config.train.eval_every=0",
+          "--config.model.widths=(32,)", "--config.data.augment.noise_std=0.1"]
+  straight = str(tmp_path / "straight")
+  r = run_cli(args + [f"--workdir={straight}"])
+  assert r.returncode == 0, r.stderr[-2000:]
+
+  killed = str(tmp_path / "killed")
+  proc = subprocess.Popen([sys.executable, "-m", "train", *args, f"--workdir={killed}"],
+                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpts = os.path.join(killed, "checkpoints")
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.isdir(ckpts) and any(s.isdigit() and int(s) >= 1000 for s in os.listdir(ckpts)):
+      proc.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.005)
+  assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+  done = [int(s) for s in os.listdir(ckpts) if s.isdigit()]
+  assert max(done) < 3000
+
+  r = run_cli(args + [f"--workdir={killed}"])
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "resumed from" in r.stderr
+  assert json.load(open(os.path.join(killed, "summary.json")))["resumed_from"] >= 1000
+  _assert_trees_equal(_params(killed, 3000), _params(straight, 3000))
+  assert _metrics(killed) == _metrics(straight)
+
+
+def test_eight_devices_give_the_one_device_loss_curve(data_dir, tmp_path):
+  curves = {}
+  for n in (1, 8):
+    wd = str(tmp_path / f"dev{n}")
+    r = run_cli(["--config", "experiments/mnist1d_resnet.py:tiny",
+                 f"--config.data.data_dir={data_dir}", "--config.data.batch_size=64",
+                 "--config.data.eval_batch_size=200", "--config.train.log_every=1",
+                 f"--workdir={wd}"],
+                env_extra={"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.load(open(os.path.join(wd, "lineage.json")))["devices"] == n
+    curves[n] = [m for m in _metrics(wd)]
+  loss1 = [m["loss"] for m in curves[1] if m["split"] == "train"]
+  loss8 = [m["loss"] for m in curves[8] if m["split"] == "train"]
+  assert len(loss1) == 20
+  np.testing.assert_allclose(loss8, loss1, rtol=2e-5, atol=1e-6)
+  ev1 = [m["accuracy"] for m in curves[1] if m["split"] == "eval"]
+  ev8 = [m["accuracy"] for m in curves[8] if m["split"] == "eval"]
+  np.testing.assert_allclose(ev8, ev1, atol=2e-3)
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_checkpoints(data_dir, tmp_path):
+  wd = str(tmp_path / "nan")
+  # The learning rate jumps from 1e-2 to 1e28 at step 15: the MLP's logits overflow.
+  c = _tiny("mnist1d_mlp", data_dir, **{"train.steps": 30, "train.log_every": 5,
+                                        "optim.schedule": "step", "optim.step_boundaries": (0.5,),
+                                        "optim.step_factor": 1e30})
+  with pytest.raises(loop.NonFiniteLossError, match=r"at step 1[6-9].*last good checkpoint is "
+                     r"step 10"):
+    loop.train_and_evaluate(c, wd)
+  assert sorted(int(s) for s in os.listdir(os.path.join(wd, "checkpoints"))) == [10]
+  _params(wd, 10)  # still restorable
+
+
+def _corrupt(path):
+  for root, _, files in os.walk(path):
+    for f in files:
+      with open(os.path.join(root, f), "wb") as fh:
+        fh.write(b"\x00garbage")
+
+
+def test_corrupt_checkpoint_falls_back_and_half_written_is_ignored(data_dir, tmp_path):
+  wd = str(tmp_path / "c")
+  loop.train_and_evaluate(_tiny("mnist1d_logreg", data_dir), wd)  # checkpoints 10, 20
+  _corrupt(os.path.join(wd, "checkpoints", "20"))
+  os.makedirs(os.path.join(wd, "checkpoints", "25.orbax-checkpoint-tmp-1"))  # half-written
+  loop.train_and_evaluate(_tiny("mnist1d_logreg", data_dir, **{"train.steps": 30}), wd)
+  assert json.load(open(os.path.join(wd, "summary.json")))["resumed_from"] == 10
+  moved = os.listdir(os.path.join(wd, "checkpoints_corrupt"))
+  assert len(moved) == 1 and moved[0].startswith("20-")  # moved aside, not deleted
+  steps = sorted(int(s) for s in os.listdir(os.path.join(wd, "checkpoints")) if s.isdigit())
+  assert steps[-1] == 30
+
+  wd2 = str(tmp_path / "all_bad")
+  loop.train_and_evaluate(_tiny("mnist1d_logreg", data_dir), wd2)
+  for s in ("10", "20"):
+    _corrupt(os.path.join(wd2, "checkpoints", s))
+  with pytest.raises(checkpoint_lib.CheckpointError, match=r"no checkpoint .* could be restored"
+                     r"(.|\n)*step 20(.|\n)*step 10"):
+    loop.train_and_evaluate(_tiny("mnist1d_logreg", data_dir), wd2)
+
+
+def test_resuming_with_a_different_config_is_refused(data_dir, tmp_path):
+  wd = str(tmp_path / "r")
+  loop.train_and_evaluate(_tiny("mnist1d_logreg", data_dir), wd)
+  with pytest.raises(config_lib.ConfigError, match=r"optim.learning_rate: 0.01 -> 0.5"):
+    loop.train_and_evaluate(_tiny("mnist1d_logreg", data_dir, **{"optim.learning_rate": 0.5}),
+                            wd)
+
+
+@pytest.mark.parametrize("overrides,error,match", [
+    ({"model.num_classes": 5}, DataError, r"label 9 is out of range for num_classes=5"),
+    ({"data.batch_size": 5000}, DataError, r"data.batch_size=5000 is larger than the 'train'"),
+    ({"data.source": "nope"}, DataError, r"data.source='nope' is neither"),
+    ({"model.name": "cnn.Nope"}, ValueError, r"model.name='cnn.Nope'"),
+])
+def test_bad_inputs_fail_before_training_with_clear_errors(data_dir, tmp_path, overrides, error,
+                                                            match):
+  wd = str(tmp_path / "e")
+  with pytest.raises(error, match=match):
+    loop.train_and_evaluate(_tiny("mnist1d_logreg", data_dir, **overrides), wd)
+  assert not os.path.exists(os.path.join(wd, "checkpoints"))

@@ -1,0 +1,114 @@
+"""Checkpoints: an orbax `CheckpointManager` in `WORKDIR/checkpoints`, each step one composite of
+
+  state  the train state (orbax StandardSave, restored with the run's shardings),
+  data   the grain iterator state (grain's orbax handler), so a resumed run sees the same batches,
+  meta   JSON: step, config, lineage.
+
+Orbax writes a step to a temporary folder and renames it when complete, so a half-written step is
+never listed. A listed step that fails to restore (corrupt files) is moved, not deleted, to
+`WORKDIR/checkpoints_corrupt/` and the previous complete step is tried; if none restores, the
+error says why for each.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint in a workdir with checkpoints could be restored."""
+
+
+class Checkpointer:
+  """Saves and restores (state, data iterator, meta) composites in `directory`."""
+
+  def __init__(self, directory: str, keep: int, async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    self.quarantine = os.path.join(os.path.dirname(self.directory),
+                                   os.path.basename(self.directory) + "_corrupt")
+    self._keep, self._async = keep, async_save
+    self._manager = self._open()
+
+  def _open(self) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
+                                           enable_async_checkpointing=self._async)
+    return ocp.CheckpointManager(self.directory, options=options)
+
+  def steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    steps = self.steps()
+    return steps[-1] if steps else None
+
+  def save(self, step: int, state: Any, iterator: grain.DatasetIterator,
+           meta: dict[str, Any]) -> None:
+    """Saves step `step` (asynchronously when enabled). Never replaces an existing step."""
+    if step in self._manager.all_steps():
+      raise CheckpointError(f"checkpoint step {step} already exists in {self.directory}; "
+                            "refusing to overwrite it")
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(iterator),
+        meta=ocp.args.JsonSave(meta)))
+
+  def restore_latest(self, abstract_state: Any,
+                     iterator: grain.DatasetIterator) -> tuple[Any, dict[str, Any]] | None:
+    """Restores the newest step that restores cleanly into (state, iterator).
+
+    Returns:
+      (state, meta), or None when the directory holds no checkpoint.
+
+    Raises:
+      CheckpointError: checkpoints exist but none restores; each failure is named.
+    """
+    failures = []
+    for step in reversed(self.steps()):
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=grain.checkpoint.CheckpointRestore(iterator),
+            meta=ocp.args.JsonRestore()))
+      except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        moved = self._quarantine(step)
+        logging.warning("checkpoint step %d in %s does not restore (%s); moved it to %s and "
+                        "trying the previous one", step, self.directory, reason, moved)
+        failures.append(f"step {step}: {reason} (moved to {moved})")
+        continue
+      if failures:
+        logging.warning("resumed from step %d after skipping damaged checkpoints: %s", step,
+                        "; ".join(failures))
+      return restored["state"], dict(restored["meta"])
+    if failures:
+      raise CheckpointError(
+          f"no checkpoint in {self.directory} could be restored:\n  " + "\n  ".join(failures) +
+          "\nThe damaged steps were moved aside, not deleted. Start again in this workdir to "
+          "train from scratch, or point --workdir elsewhere.")
+    return None
+
+  def _quarantine(self, step: int) -> str:
+    # Only process 0 moves files; every process then reopens the manager to forget the step.
+    src = os.path.join(self.directory, str(step))
+    dst = os.path.join(self.quarantine, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if jax.process_index() == 0 and os.path.exists(src):
+      os.makedirs(self.quarantine, exist_ok=True)
+      shutil.move(src, dst)
+    self._manager.close()
+    self._manager = self._open()
+    return dst
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

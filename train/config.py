@@ -1,0 +1,168 @@
+"""The experiment schema: every field that changes a result, with its default, validated before
+any compute.
+
+An experiment file starts from `base()`, sets its fields, and returns `lock(config)`. A locked
+ConfigDict rejects unknown keys (a typo in an experiment or in `--config.train.stepz=1` is an
+error) and ml-collections rejects a value of the wrong type. `validate` checks values.
+"""
+
+from __future__ import annotations
+
+import ml_collections as mlc
+from ml_collections import config_dict
+
+from data import pipeline as data_pipeline
+from data import transforms as data_transforms
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
+LOSSES = ("cross_entropy", "mse")
+
+
+class ConfigError(ValueError):
+  """A config field with a value that cannot run."""
+
+
+def base() -> mlc.ConfigDict:
+  """All fields with their defaults. `model` is free-form: its fields are the model's."""
+  c = mlc.ConfigDict()
+  c.seed = 0
+  c.paradigm = "supervised"
+
+  c.data = mlc.ConfigDict()
+  c.data.source = "mnist1d"
+  c.data.data_dir = config_dict.placeholder(str)  # default ~/tensorflow_datasets
+  c.data.builder_config = mlc.ConfigDict()          # builder arguments (mnist1d's generator)
+  c.data.download = False                           # catalog datasets: try to download
+  c.data.input_key = ""                             # "" = the source's supervised keys
+  c.data.label_key = ""
+  c.data.train_split = "train"
+  c.data.eval_split = "test"
+  c.data.batch_size = 100                           # global, across processes
+  c.data.eval_batch_size = 500
+  c.data.normalize = "none"                         # none|global|per_channel|per_feature
+  c.data.sampler = "shuffle"                        # shuffle|balanced
+  c.data.class_weights = "none"                     # none|balanced
+  c.data.prefetch = 0                               # batches made ahead on a thread
+  c.data.augment = mlc.ConfigDict()
+  c.data.augment.shift = 0                          # 1-D: max translation in samples
+  c.data.augment.noise_std = 0.0                    # additive Gaussian, normalised units
+  c.data.augment.crop_padding = 0                   # images: pad-and-crop
+  c.data.augment.flip = False                       # images: random left-right flip
+
+  c.model = mlc.ConfigDict()
+  c.model.name = "cnn.CNN"
+
+  c.supervised = mlc.ConfigDict()
+  c.supervised.loss = "cross_entropy"               # cross_entropy|mse
+  c.supervised.label_smoothing = 0.0
+
+  c.optim = mlc.ConfigDict()
+  c.optim.name = "adam"
+  c.optim.learning_rate = 1e-3
+  c.optim.schedule = "constant"
+  c.optim.warmup_steps = 0
+  c.optim.end_lr_factor = 0.0                       # cosine: final lr / peak lr
+  c.optim.step_boundaries = (0.5, 0.75)             # step: fractions of the run
+  c.optim.step_factor = 0.1
+  c.optim.momentum = 0.9
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-8
+  c.optim.weight_decay = 0.0                        # skips biases and norm scales
+  c.optim.clip_norm = 0.0                           # global-norm clipping, 0 = off
+  c.optim.grad_accum_steps = 1                      # optax.MultiSteps
+
+  c.train = mlc.ConfigDict()
+  c.train.steps = 1000
+  c.train.epochs = config_dict.placeholder(float)   # if set, overrides steps
+  c.train.log_every = 100
+  c.train.eval_every = 1000                         # 0 = only at the end
+  c.train.checkpoint_every = 1000                   # 0 = only at the end
+  c.train.keep_checkpoints = 3
+
+  c.mesh = mlc.ConfigDict()
+  c.mesh.data = -1                                  # -1 = all devices left over
+  c.mesh.fsdp = 1
+  return c
+
+
+def lock(config: mlc.ConfigDict) -> mlc.ConfigDict:
+  config.lock()
+  return config
+
+
+def _choice(value, options, field):
+  if value not in options:
+    raise ConfigError(f"{field}={value!r}; expected one of {list(options)}")
+
+
+def _positive(value, field, allow_zero=False):
+  if value < 0 or (value == 0 and not allow_zero):
+    raise ConfigError(f"{field}={value!r}; expected a {'non-negative' if allow_zero else 'positive'} "
+                      "number")
+
+
+def validate(config: mlc.ConfigDict) -> None:
+  """Checks values that types alone do not catch. Raises ConfigError naming field and value."""
+  from train import paradigms
+
+  for key in ("seed", "paradigm", "data", "model", "optim", "train", "mesh"):
+    if key not in config:
+      raise ConfigError(f"config has no field {key!r}; start experiments from train.config.base()")
+  if config.paradigm not in paradigms.REGISTRY:
+    raise ConfigError(f"paradigm={config.paradigm!r}; expected one of {sorted(paradigms.REGISTRY)}")
+  d = config.data
+  _choice(d.normalize, data_transforms.NORMALIZATIONS, "data.normalize")
+  _choice(d.sampler, data_pipeline.SAMPLERS, "data.sampler")
+  _choice(d.class_weights, data_pipeline.CLASS_WEIGHTS, "data.class_weights")
+  _positive(d.batch_size, "data.batch_size")
+  _positive(d.eval_batch_size, "data.eval_batch_size")
+  _positive(d.prefetch, "data.prefetch", allow_zero=True)
+  for f in ("shift", "crop_padding", "noise_std"):
+    _positive(d.augment[f], f"data.augment.{f}", allow_zero=True)
+  o = config.optim
+  _choice(o.name, OPTIMIZERS, "optim.name")
+  _choice(o.schedule, SCHEDULES, "optim.schedule")
+  _positive(o.learning_rate, "optim.learning_rate")
+  for f in ("warmup_steps", "weight_decay", "clip_norm", "end_lr_factor"):
+    _positive(o[f], f"optim.{f}", allow_zero=True)
+  _positive(o.grad_accum_steps, "optim.grad_accum_steps")
+  t = config.train
+  _positive(t.steps, "train.steps")
+  if t.epochs is not None:
+    _positive(t.epochs, "train.epochs")
+  _positive(t.log_every, "train.log_every")
+  for f in ("eval_every", "checkpoint_every"):
+    _positive(t[f], f"train.{f}", allow_zero=True)
+  _positive(t.keep_checkpoints, "train.keep_checkpoints")
+  if "supervised" in config:
+    _choice(config.supervised.loss, LOSSES, "supervised.loss")
+    if not 0.0 <= config.supervised.label_smoothing < 1.0:
+      raise ConfigError(f"supervised.label_smoothing={config.supervised.label_smoothing}; "
+                        "expected a value in [0, 1)")
+  if config.mesh.fsdp < 1 or (config.mesh.data < 1 and config.mesh.data != -1):
+    raise ConfigError(f"mesh=(data={config.mesh.data}, fsdp={config.mesh.fsdp}); expected "
+                      "positive sizes (data may be -1: all devices left over)")
+
+
+def total_steps(config: mlc.ConfigDict, steps_per_epoch: int) -> int:
+  """The run's length in steps: `train.epochs` (if set) converted once, else `train.steps`."""
+  if config.train.epochs is not None:
+    return max(1, int(round(config.train.epochs * steps_per_epoch)))
+  return int(config.train.steps)
+
+
+def tiny(config: mlc.ConfigDict, steps: int = 20) -> mlc.ConfigDict:
+  """The smoke-run schedule every experiment's `tiny` mode shares: `steps` steps, logging,
+  evaluating and checkpointing every half of it. Model and data shrinking stay per file."""
+  config.train.steps = steps
+  config.train.epochs = None
+  config.train.log_every = config.train.eval_every = config.train.checkpoint_every = steps // 2
+  return config
+
+
+def unknown_arg(experiment: str, arg: str, valid: tuple[str, ...] = ("tiny",)) -> ValueError:
+  """The error for an experiment argument the file does not define."""
+  return ValueError(f"experiments/{experiment}.py: unknown argument {arg!r}; expected one of "
+                    f"{list(valid)}")

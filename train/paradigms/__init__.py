@@ -1,0 +1,47 @@
+"""Paradigms: one step factory each. `get(name).make(model, config, total_steps=N)` returns a
+`Paradigm` of pure functions that the loop jit-compiles; the loop never looks inside a state or
+a batch.
+
+Eval steps return sums and a `count`: a metric `x_sum` is reported as `x = x_sum / count`, so
+batches and hosts merge exactly (padding has weight 0).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any, Callable, NamedTuple
+
+import optax
+
+# name -> module; a module defines make(model, config, *, total_steps) -> Paradigm.
+REGISTRY: dict[str, str] = {
+    "supervised": "train.paradigms.supervised",
+}
+
+
+class Paradigm(NamedTuple):
+  """init(rng, batch) -> state; train_step(state, batch, rng) -> (state, metrics);
+  eval_step(state, batch, rng) -> sums and count; predict(state, inputs) -> outputs;
+  schedule(update) -> learning rate (for logging)."""
+
+  init: Callable[..., Any]
+  train_step: Callable[..., Any]
+  eval_step: Callable[..., Any]
+  predict: Callable[..., Any] | None
+  schedule: optax.Schedule
+
+
+def get(name: str) -> ModuleType:
+  """The paradigm module called `name`; an unknown name lists the valid ones."""
+  if name not in REGISTRY:
+    raise ValueError(f"paradigm={name!r}; expected one of {sorted(REGISTRY)}")
+  return importlib.import_module(REGISTRY[name])
+
+
+def reduce_eval(sums: dict[str, float]) -> dict[str, float]:
+  """{x_sum, ..., count} -> {x: x_sum / count, ..., count}."""
+  count = float(sums["count"])
+  out = {k[:-4]: float(v) / max(count, 1.0) for k, v in sums.items() if k.endswith("_sum")}
+  out["count"] = count
+  return out

@@ -1,0 +1,97 @@
+"""Supervised learning: classification (softmax cross-entropy with label smoothing and class
+weights) and regression (mean squared error).
+
+Batches are `{"inputs": (B, ...), "label": (B,) int or (B, ...) float, "mask": (B,) float}`.
+In training, `mask` carries per-example weights (class weights, else ones) and the loss is
+`sum(mask * loss) / B`; in evaluation it is 1 for real examples and 0 for padding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from train import optim
+from train import state as state_lib
+from train.paradigms import Paradigm
+
+
+def per_example_loss(outputs: jnp.ndarray, labels: jnp.ndarray, loss: str,
+                     label_smoothing: float = 0.0) -> jnp.ndarray:
+  """(B,) losses in nats (cross-entropy) or squared units (mse) from float32 outputs."""
+  outputs = outputs.astype(jnp.float32)
+  if loss == "cross_entropy":
+    targets = jax.nn.one_hot(labels, outputs.shape[-1])
+    if label_smoothing > 0:
+      targets = optax.smooth_labels(targets, label_smoothing)
+    return optax.softmax_cross_entropy(outputs, targets)
+  target = labels.astype(jnp.float32).reshape(labels.shape[0], -1)
+  return jnp.mean(jnp.square(outputs.reshape(outputs.shape[0], -1) - target), axis=-1)
+
+
+def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Paradigm:
+  """The supervised step factory; `total_steps` sizes the learning-rate schedule."""
+  tx, lr = optim.make(config.optim, total_steps or config.train.steps)
+  loss_kind = config.supervised.loss
+  smoothing = config.supervised.label_smoothing
+
+  def init(rng: jax.Array, batch: dict[str, jax.Array]) -> state_lib.TrainState:
+    params_rng, dropout_rng = jax.random.split(rng)
+    variables = dict(model.init({"params": params_rng, "dropout": dropout_rng},
+                                batch["inputs"], train=False))
+    variables.pop("intermediates", None)
+    params = variables.pop("params")
+    return state_lib.create(params, tx.init(params), model_state=variables)
+
+  def apply(state, params, inputs, train: bool, rng=None):
+    variables = {"params": params, **state.model_state}
+    mutable = list(state.model_state) if train and state.model_state else False
+    out = model.apply(variables, inputs, train=train, rngs={"dropout": rng} if rng is not None
+                      else None, mutable=mutable)
+    return out if mutable else (out, state.model_state)
+
+  def train_step(state, batch, rng):
+    chex.assert_rank(batch["mask"], 1)
+    chex.assert_equal_shape_prefix([batch["inputs"], batch["label"], batch["mask"]], 1)
+    rng = jax.random.fold_in(rng, state.step)
+
+    def loss_fn(params):
+      outputs, model_state = apply(state, params, batch["inputs"], True, rng)
+      per = per_example_loss(outputs, batch["label"], loss_kind, smoothing)
+      return jnp.sum(per * batch["mask"]) / per.shape[0], (outputs, model_state)
+
+    (loss, (outputs, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+               "update_norm": optax.global_norm(updates), "param_norm": optax.global_norm(params)}
+    if loss_kind == "cross_entropy":
+      metrics["accuracy"] = jnp.mean(jnp.argmax(outputs, -1) == batch["label"])
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              model_state=model_state)
+    return new_state, metrics
+
+  def eval_step(state, batch, rng):
+    del rng
+    outputs, _ = apply(state, state.params, batch["inputs"], False)
+    m = batch["mask"]
+    per = per_example_loss(outputs, batch["label"], loss_kind)
+    sums = {"loss_sum": jnp.sum(per * m), "count": jnp.sum(m)}
+    if loss_kind == "cross_entropy":
+      sums["accuracy_sum"] = jnp.sum((jnp.argmax(outputs, -1) == batch["label"]) * m)
+    else:
+      err = outputs.reshape(outputs.shape[0], -1) - batch["label"].reshape(outputs.shape[0], -1)
+      sums["mae_sum"] = jnp.sum(jnp.mean(jnp.abs(err), axis=-1) * m)
+    return sums
+
+  def predict(state, inputs):
+    return apply(state, state.params, inputs, False)[0]
+
+  return Paradigm(init=init, train_step=train_step, eval_step=eval_step, predict=predict,
+                  schedule=lr)

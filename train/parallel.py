@@ -1,0 +1,69 @@
+"""The device mesh and shardings: one code path for one CPU and a pod.
+
+A `Mesh` with axes ("data", "fsdp"); batches are sharded over both axes (each device holds
+B / (data * fsdp) rows); parameters are replicated, or with `mesh.fsdp > 1` sharded over "fsdp"
+along their largest divisible axis. Host-local batches become global arrays with
+`jax.make_array_from_process_local_data`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+AXES = ("data", "fsdp")
+# Arrays smaller than this stay replicated under FSDP: sharding them saves nothing.
+FSDP_MIN_SIZE = 2 ** 12
+
+
+def make_mesh(mesh_config) -> Mesh:
+  """A ("data", "fsdp") mesh over all devices. Raises ValueError if the sizes do not fit."""
+  n = jax.device_count()
+  fsdp = mesh_config.fsdp
+  data = mesh_config.data if mesh_config.data != -1 else n // fsdp
+  if data * fsdp != n:
+    raise ValueError(f"mesh.data={mesh_config.data} x mesh.fsdp={fsdp} does not cover the {n} "
+                     "devices; set mesh.data=-1 to use all devices left over")
+  # Auto axes: the compiler propagates shardings through model code written without them.
+  return jax.make_mesh((data, fsdp), AXES, axis_types=(AxisType.Auto,) * 2)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def _param_spec(shape: tuple[int, ...], fsdp: int) -> P:
+  if fsdp == 1 or int(np.prod(shape, dtype=np.int64)) < FSDP_MIN_SIZE:
+    return P()
+  for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
+    if shape[axis] % fsdp == 0:
+      spec = [None] * len(shape)
+      spec[axis] = "fsdp"
+      return P(*spec)
+  return P()
+
+
+def state_shardings(mesh: Mesh, abstract_state: Any) -> Any:
+  """Shardings for every leaf of a state: FSDP rule for arrays, replicated scalars."""
+  fsdp = mesh.shape["fsdp"]
+  return jax.tree.map(lambda x: NamedSharding(mesh, _param_spec(tuple(x.shape), fsdp)),
+                      abstract_state)
+
+
+def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, Any]:
+  """This process's rows of a batch -> global arrays sharded over the mesh.
+
+  With one process the numpy batch is returned as is: a jitted function with `in_shardings`
+  places it itself, measured 0.16 ms per MNIST-1D batch against 0.6 ms for
+  `make_array_from_process_local_data` (which multi-process runs need).
+  """
+  if jax.process_count() == 1:
+    return batch
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

@@ -1,0 +1,142 @@
+"""What a run writes beside its checkpoints: the resolved config, lineage, metrics (JSONL and
+TensorBoard) and the console progress line.
+
+`metrics.jsonl` holds one object per line, `{"step": int, "split": str, <metric>: float, ...}`,
+and only numbers that are a function of the config and seed (no timings), so the same seed gives
+the same file. Rates and ETA go to the console and TensorBoard.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any
+
+from absl import logging
+
+LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "tensorflow-datasets",
+             "chex", "ml-collections", "numpy", "strata")
+
+
+def library_versions() -> dict[str, str]:
+  out = {}
+  for name in LIBRARIES:
+    try:
+      out[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      out[name] = "not installed"
+  out["python"] = platform.python_version()
+  return out
+
+
+def code_version() -> str:
+  """`git describe` of the source tree when it is a checkout, else the package version."""
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    out = subprocess.run(["git", "-C", here, "describe", "--always", "--dirty"],
+                         capture_output=True, text=True, timeout=5, check=True)
+    return out.stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return importlib.metadata.version("strata")
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=str)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+class MetricWriter:
+  """Appends metrics to `WORKDIR/metrics.jsonl` and TensorBoard events in `WORKDIR/tensorboard`.
+
+  On resume from step `resume_step`, records after that step (written by the interrupted run,
+  and about to be recomputed identically) are dropped so every step appears once.
+  """
+
+  def __init__(self, workdir: str, resume_step: int = 0, enabled: bool = True):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if not enabled:
+      return
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        lines = [ln for ln in f if ln.strip()]
+      keep = [ln for ln in lines if json.loads(ln)["step"] <= resume_step]
+      if len(keep) != len(lines):
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+          f.writelines(keep)
+        os.replace(tmp, self.path)
+        logging.info("metrics.jsonl: dropped %d records after resumed step %d",
+                     len(lines) - len(keep), resume_step)
+    self._file = open(self.path, "a")
+    try:
+      from tensorboardX import SummaryWriter
+
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    except ImportError:  # pragma: no cover - tensorboardX is a dependency
+      logging.warning("tensorboardX not installed; writing metrics.jsonl only")
+
+  def write(self, step: int, split: str, metrics: dict[str, float],
+            extra_scalars: dict[str, float] | None = None) -> None:
+    if not self.enabled:
+      return
+    record = {"step": int(step), "split": split}
+    record.update({k: float(v) for k, v in sorted(metrics.items())})
+    self._file.write(json.dumps(record) + "\n")
+    self._file.flush()
+    if self._tb is not None:
+      for k, v in {**metrics, **(extra_scalars or {})}.items():
+        self._tb.add_scalar(f"{split}/{k}", float(v), step)
+
+  def close(self) -> None:
+    if self.enabled:
+      self._file.close()
+      if self._tb is not None:
+        self._tb.close()
+
+
+class Progress:
+  """The console line: step, metrics, steps/s over the last window and ETA."""
+
+  def __init__(self, total_steps: int, start_step: int):
+    self.total = total_steps
+    self._last_step, self._last_time = start_step, time.perf_counter()
+
+  def rate(self, step: int) -> float:
+    now = time.perf_counter()
+    rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+    self._last_step, self._last_time = step, now
+    return rate
+
+  def line(self, step: int, split: str, metrics: dict[str, float], rate: float | None) -> str:
+    shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in (
+        "loss", "accuracy", "mse", "mae", "learning_rate"))
+    width = len(str(self.total))
+    text = f"[{split:5s}] step {step:>{width}}/{self.total} | {shown}"
+    if rate is not None and rate > 0:
+      eta = (self.total - step) / rate
+      text += f" | {rate:,.0f} steps/s | ETA {_duration(eta)}"
+    return text
+
+
+def _duration(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(round(seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def console(text: str) -> None:
+  print(text, file=sys.stderr, flush=True)

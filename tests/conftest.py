@@ -18,7 +18,6 @@ SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> str:
   """A TFDS data dir with the offline sources prepared once for the whole session."""
-  import ml_collections as mlc
 
   from data import sources
   from train import config as config_lib

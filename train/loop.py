@@ -15,16 +15,13 @@ each step folds in its step number, so a resumed run draws the numbers an uninte
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
-from absl import logging
 
 import arch
 import data as data_lib

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import data as data_lib
-from data import pipeline, sources, transforms
+from data import sources, transforms
 from train import config as config_lib
 
 

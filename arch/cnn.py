@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from arch.initializers import layer_inits
 from arch.mlp import activation as get_activation
 
 
@@ -49,6 +50,7 @@ class CNN(nn.Module):
     head: `"flatten"` (as LeNet and the MNIST-1D CNN) or `"mean"` (global average pooling).
     dense: widths of hidden dense layers between the convs and the head.
     activation: name in `arch.mlp.ACTIVATIONS`; dropout before every dense layer (train only).
+    weight_init: weight initialisation of every layer, a name in `arch.initializers.INITS`.
   """
 
   num_classes: int
@@ -63,8 +65,14 @@ class CNN(nn.Module):
   dense: Sequence[int] = ()
   activation: str = "relu"
   dropout: float = 0.0
+  weight_init: str = "lecun_normal"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+
+  def _inits(self, x: jnp.ndarray, receptive_field: int = 1) -> dict[str, Any]:
+    kernel_init, bias_init = layer_inits(self.weight_init, receptive_field * x.shape[-1])
+    return dict(kernel_init=kernel_init, bias_init=bias_init, dtype=self.dtype,
+                param_dtype=self.param_dtype)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -79,8 +87,8 @@ class CNN(nn.Module):
     paddings = _per_layer(self.padding, n, "padding")
     x = _with_channels(x, self.ndim).astype(self.dtype)
     for i, (f, k, s, p) in enumerate(zip(self.features, kernels, strides, paddings)):
-      x = nn.Conv(f, (k,) * self.ndim, strides=(s,) * self.ndim, padding=p, dtype=self.dtype,
-                  param_dtype=self.param_dtype, name=f"conv{i}")(x)
+      x = nn.Conv(f, (k,) * self.ndim, strides=(s,) * self.ndim, padding=p, name=f"conv{i}",
+                  **self._inits(x, k ** self.ndim))(x)
       x = act(x)
       window = (self.pool_size,) * self.ndim
       if self.pool == "max":
@@ -92,13 +100,11 @@ class CNN(nn.Module):
     for i, width in enumerate(self.dense):
       if self.dropout > 0:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-      x = act(nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype,
-                       name=f"dense{i}")(x))
+      x = act(nn.Dense(width, name=f"dense{i}", **self._inits(x))(x))
     self.sow("intermediates", "features", x)
     if self.dropout > 0:
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
-                    name="head")(x)
+    return nn.Dense(self.num_classes, name="head", **self._inits(x))(x)
 
 
 # LeNet-5 (LeCun et al. 1998) with its average pooling, tanh and 120-84 dense layers. The first

@@ -7,6 +7,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from arch.initializers import layer_inits
+
 ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu, "tanh": jnp.tanh, "silu": nn.silu,
                "sigmoid": nn.sigmoid, "elu": nn.elu, "leaky_relu": nn.leaky_relu}
 
@@ -27,6 +29,7 @@ class MLP(nn.Module):
     widths: hidden layer widths; `()` is logistic/linear regression.
     activation: name in `ACTIVATIONS`.
     dropout: drop probability after each hidden activation (train only).
+    weight_init: weight initialisation, a name in `arch.initializers.INITS`.
     dtype: compute dtype; param_dtype: storage dtype of the parameters.
 
   Input (B, ...) of any trailing shape; output (B, num_classes). Sows the last hidden
@@ -37,18 +40,23 @@ class MLP(nn.Module):
   widths: Sequence[int] = (100, 100)
   activation: str = "relu"
   dropout: float = 0.0
+  weight_init: str = "lecun_normal"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+
+  def _dense(self, width: int, x: jnp.ndarray, name: str) -> jnp.ndarray:
+    kernel_init, bias_init = layer_inits(self.weight_init, x.shape[-1])
+    return nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype, name=name,
+                    kernel_init=kernel_init, bias_init=bias_init)(x)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     act = activation(self.activation)
     x = x.reshape((x.shape[0], -1)).astype(self.dtype)
     for i, width in enumerate(self.widths):
-      x = nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype, name=f"dense{i}")(x)
+      x = self._dense(width, x, f"dense{i}")
       x = act(x)
       if self.dropout > 0:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
     self.sow("intermediates", "features", x)
-    return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
-                    name="head")(x)
+    return self._dense(self.num_classes, x, "head")

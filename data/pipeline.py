@@ -7,7 +7,8 @@ function of (seed, i), so grain's iterator state is just the next index and a re
 exactly the batches an uninterrupted one would.
 
 Training batches: epoch `e` visits a permutation drawn from `default_rng([seed, e])` (or, with
-`sampler="balanced"`, n draws with replacement weighted by inverse class frequency); the
+`sampler="balanced"`, n draws with replacement weighted by inverse class frequency; with
+`sampler="sequential"`, the stored order every epoch, as papers that slice `x[i*B:(i+1)*B]` do); the
 remainder of an epoch that does not fill a global batch is dropped. Evaluation batches visit
 every example exactly once in order; the last batch is padded with `mask = 0`.
 
@@ -29,7 +30,7 @@ from data import sources
 from data import transforms as transforms_lib
 
 Batch = dict[str, np.ndarray]
-SAMPLERS = ("shuffle", "balanced")
+SAMPLERS = ("shuffle", "sequential", "balanced")
 CLASS_WEIGHTS = ("none", "balanced")
 
 
@@ -79,8 +80,12 @@ class TrainBatches(_Batches):
     if self._cache is None or self._cache[0] != epoch:
       rng = np.random.default_rng([self._seed, epoch])
       n = len(self._labels)
-      order = (rng.permutation(n) if self._sampler == "shuffle" else
-               rng.choice(n, size=n, replace=True, p=self._p))
+      if self._sampler == "shuffle":
+        order = rng.permutation(n)
+      elif self._sampler == "sequential":
+        order = np.arange(n)
+      else:
+        order = rng.choice(n, size=n, replace=True, p=self._p)
       self._cache = (epoch, order)
     return self._cache[1]
 

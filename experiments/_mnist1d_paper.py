@@ -1,5 +1,10 @@
 """The MNIST-1D paper's training recipe (Greydanus 2020, the mnist1d package's `train.py`):
-the frozen 4,000/1,000 split, Adam 1e-2, batch 100, 8,000 steps, no augmentation, no schedule."""
+the frozen 4,000/1,000 split, Adam 1e-2, batch 100, 8,000 steps, no augmentation, no schedule,
+batches taken in stored order (`bix = step * 100 % 4000`), and PyTorch's default initialisation.
+
+The last two are the paper's too and they matter: over seeds 0-4, the CNN's mean test accuracy is
+92.6% with shuffled batches and Flax's initialisation, 93.3% with the paper's (benchmarks/README.md).
+"""
 
 from train import config as config_lib
 
@@ -8,7 +13,8 @@ def recipe(model: dict) -> "config_lib.mlc.ConfigDict":
   c = config_lib.base()
   c.data.source = "mnist1d"
   c.data.batch_size = 100
-  c.model = model
+  c.data.sampler = "sequential"
+  c.model = dict(model, weight_init="torch")
   c.optim.name = "adam"
   c.optim.learning_rate = 1e-2
   c.train.steps = 8000

@@ -41,7 +41,7 @@ def base() -> mlc.ConfigDict:
   c.data.batch_size = 100                           # global, across processes
   c.data.eval_batch_size = 500
   c.data.normalize = "none"                         # none|global|per_channel|per_feature
-  c.data.sampler = "shuffle"                        # shuffle|balanced
+  c.data.sampler = "shuffle"                        # shuffle|sequential|balanced
   c.data.class_weights = "none"                     # none|balanced
   c.data.prefetch = 0                               # batches made ahead on a thread
   c.data.augment = mlc.ConfigDict()

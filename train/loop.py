@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
@@ -27,9 +28,7 @@ import arch
 import data as data_lib
 from train import checkpoint as checkpoint_lib
 from train import config as config_lib
-from train import paradigms
-from train import parallel
-from train import records
+from train import paradigms, parallel, records
 
 # Fields that may differ between the run that wrote a workdir and a run that resumes it:
 # extending a run or changing how often it reports does not change its numbers so far.
@@ -80,9 +79,22 @@ def _check_model_labels(config: mlc.ConfigDict, model) -> None:
                           f"data.source={config.data.source!r} split {split!r}")
 
 
-def _mean_metrics(window: list[dict[str, jax.Array]]) -> dict[str, np.ndarray]:
-  host = jax.device_get(window)
-  return {k: np.asarray([m[k] for m in host], np.float64) for k in host[0]}
+def _packed(train_step, names: list[str]):
+  """`train_step` with its metrics packed into one (len(names),) float32 vector.
+
+  A logging window then fetches one array per step instead of one per metric and step (fetching
+  40,000 scalars one by one took 1.4 s of a 26 s MNIST-1D CNN run).
+  """
+  def step(state, batch, rng):
+    state, metrics = train_step(state, batch, rng)
+    return state, jnp.stack([metrics[k].astype(jnp.float32) for k in names])
+  return step
+
+
+def _window_metrics(window: list[jax.Array], names: list[str]) -> dict[str, np.ndarray]:
+  """Per-step metrics of a logging window: name -> (steps,) float64 on the host."""
+  host = np.asarray(jax.device_get(window), np.float64).reshape(len(window), len(names))
+  return {k: host[:, i] for i, k in enumerate(names)}
 
 
 def evaluate(eval_step, state, pipeline: data_lib.Pipeline, sharding, rng) -> dict[str, float]:
@@ -166,8 +178,9 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
   # Donation lets XLA update the state in place on accelerators; on CPU, where a device buffer
   # may back the host copy a pending asynchronous checkpoint is writing, it is left off.
   donate = (0,) if jax.default_backend() != "cpu" else ()
-  train_step = jax.jit(paradigm.train_step, in_shardings=(state_sharding, batch_sharding,
-                                                          replicated),
+  names = sorted(jax.eval_shape(paradigm.train_step, abstract, example, step_rng)[1])
+  train_step = jax.jit(_packed(paradigm.train_step, names),
+                       in_shardings=(state_sharding, batch_sharding, replicated),
                        out_shardings=(state_sharding, replicated), donate_argnums=donate)
   eval_step = jax.jit(paradigm.eval_step, in_shardings=(state_sharding, batch_sharding,
                                                         replicated), out_shardings=replicated)
@@ -176,7 +189,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
   progress = records.Progress(steps, start)
   t_cfg = config.train
   accum = config.optim.grad_accum_steps
-  window: list[dict[str, jax.Array]] = []
+  window: list[jax.Array] = []
   window_start = start
   last_eval: dict[str, float] = {}
   records.console(f"training {config.model.name} on {d.source} for {steps} steps "
@@ -186,7 +199,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
     nonlocal window, window_start
     if not window:
       return
-    means = _mean_metrics(window)
+    means = _window_metrics(window, names)
     bad = np.flatnonzero(~np.isfinite(means["loss"]))
     if bad.size:
       bad_step = window_start + int(bad[0]) + 1

@@ -134,3 +134,14 @@ def test_shift_crop_flip_noise():
   noisy = transforms.GaussianNoise(0.5).random_map({"inputs": np.zeros((2000, 10), np.float32)},
                                                    np.random.default_rng(4))["inputs"]
   assert abs(noisy.std() - 0.5) < 0.01
+
+
+def test_sequential_sampler_takes_stored_order_every_epoch(data_dir):
+  # The MNIST-1D paper's `bix = step * B % N`: batch i holds rows [i*B, (i+1)*B) of its epoch.
+  c = _cfg("digits", data_dir, batch_size=100, sampler="sequential")
+  p = data_lib.build_pipeline(c, "train", train=True, seed=3)
+  raw = sources.load_split(c, "train")
+  spe = p.steps_per_epoch
+  for i in (0, 5, spe - 1, spe, spe + 5):
+    b = (i % spe) * 100
+    np.testing.assert_array_equal(p.dataset[i]["label"], raw.labels[b:b + 100])

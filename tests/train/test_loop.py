@@ -184,3 +184,17 @@ def test_bad_inputs_fail_before_training_with_clear_errors(data_dir, tmp_path, o
   with pytest.raises(error, match=match):
     loop.train_and_evaluate(_tiny("mnist1d_logreg", data_dir, **overrides), wd)
   assert not os.path.exists(os.path.join(wd, "checkpoints"))
+
+
+def test_compilation_cache_is_filled_then_reused_with_identical_results(data_dir, tmp_path):
+  cache = tmp_path / "xla"
+  args = ["--config", "experiments/mnist1d_cnn.py:tiny", f"--config.data.data_dir={data_dir}",
+          f"--compilation_cache={cache}"]
+  for i in range(2):
+    r = run_cli(args + [f"--workdir={tmp_path / f'run{i}'}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    if i == 0:
+      entries = sorted(os.listdir(cache))
+      assert any(e.startswith("jit_step") for e in entries), entries
+  assert sorted(os.listdir(cache)) == entries  # the second run added no entries: same keys
+  assert _metrics(str(tmp_path / "run0")) == _metrics(str(tmp_path / "run1"))

@@ -18,6 +18,7 @@ import sys
 import time
 from typing import Any
 
+import jax
 from absl import logging
 
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "tensorflow-datasets",
@@ -139,4 +140,6 @@ def _duration(seconds: float) -> str:
 
 
 def console(text: str) -> None:
-  print(text, file=sys.stderr, flush=True)
+  """A line on stderr, from process 0 only (every process of a multi-process run calls it)."""
+  if jax.process_index() == 0:
+    print(text, file=sys.stderr, flush=True)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 
-from arch import cnn, mlp
+from arch import cnn, mlp, recurrent
 
 REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "mlp.MLP": mlp.MLP,
@@ -27,6 +27,7 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "cnn.ResNet56": cnn.ResNet56,
     "cnn.ResNet18": cnn.ResNet18,
     "cnn.ResNetTiny": cnn.ResNetTiny,
+    "recurrent.RecurrentNet": recurrent.RecurrentNet,
 }
 
 _MODULE_FIELDS = {"parent", "name"}

@@ -25,7 +25,8 @@ Initializer = Callable[..., jnp.ndarray]
 INITS = ("lecun_normal", "he_normal", "xavier_uniform", "torch")
 
 
-def _uniform(bound: float) -> Initializer:
+def uniform(bound: float) -> Initializer:
+  """U(-bound, bound)."""
   def init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
   return init
@@ -48,5 +49,5 @@ def layer_inits(name: str, fan_in: int) -> tuple[Initializer, Initializer]:
     # variance_scaling(1/3, fan_in, uniform) is U(+-sqrt(3 * 1/(3 fan_in))) = U(+-1/sqrt(fan_in)),
     # with flax's own fan_in for conv kernels (receptive field x input channels).
     return (nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
-            _uniform(1 / math.sqrt(fan_in)))
+            uniform(1 / math.sqrt(fan_in)))
   raise ValueError(f"model.weight_init={name!r}; expected one of {list(INITS)}")

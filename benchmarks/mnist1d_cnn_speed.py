@@ -59,7 +59,6 @@ def step_floor(steps: int = 2000) -> dict:
   grain's per-record shuffle + batch against our batch-level dataset."""
   import grain
   import jax
-  import numpy as np
 
   sys.path.insert(0, os.path.join(ROOT, "experiments"))
   import importlib.util

@@ -1,0 +1,114 @@
+"""Recurrent sequence models: simple RNN, LSTM and GRU, stacked and bidirectional.
+
+Built on Flax's own cells (`nn.SimpleCell`, `nn.LSTMCell`, `nn.GRUCell`) scanned over time by
+`nn.RNN` (one `lax.scan`, no Python loop over steps). Inputs are batch-major:
+
+  (B, T)      a real signal, one feature per step (MNIST-1D), or token ids when `vocab_size > 0`;
+  (B, T, F)   F features per step.
+
+`lengths` (B,) int, optional, marks the valid prefix of each sequence: steps at or beyond it do
+not change the result of the "last" and "mean" heads (the backward direction starts at each
+sequence's own last valid step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from arch.initializers import layer_inits, uniform
+
+CELLS = {"rnn": nn.SimpleCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+HEADS = ("last", "mean", "flatten", "sequence")
+
+
+class RecurrentNet(nn.Module):
+  """Embedding or features -> stacked (bi)directional recurrent layers -> head.
+
+  Attributes:
+    num_classes: outputs of the head (classes, or the vocabulary for a language model).
+    hidden: state size of each stacked layer.
+    cell: "rnn", "lstm" or "gru".
+    bidirectional: a forward and a backward pass per layer, outputs concatenated.
+    vocab_size: > 0 embeds integer token inputs (B, T) into `embed_dim` features.
+    head: "last" (output at the last valid step; for the backward direction, at the first),
+      "mean" (mean over valid steps), "flatten" (all steps' outputs concatenated; fixed T, as
+      the MNIST-1D paper's GRU), "sequence" (per-step outputs (B, T, num_classes)).
+    dropout: between layers and before the head (train only).
+    weight_init: a name in `arch.initializers.INITS` for the head; the cells keep Flax's
+      initialisation (LeCun normal input kernels, orthogonal recurrent kernels, zero biases)
+      except under "torch", where, as in PyTorch's nn.RNN/LSTM/GRU, every cell weight and bias
+      is U(+-1/sqrt(hidden)).
+
+  Returns (B, num_classes), or (B, T, num_classes) for head="sequence". The features before the
+  head are sown as `intermediates/features`.
+  """
+
+  num_classes: int
+  hidden: Sequence[int] = (128,)
+  cell: str = "lstm"
+  bidirectional: bool = False
+  vocab_size: int = 0
+  embed_dim: int = 64
+  head: str = "last"
+  dropout: float = 0.0
+  weight_init: str = "lecun_normal"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False,
+               lengths: jnp.ndarray | None = None) -> jnp.ndarray:
+    if self.cell not in CELLS:
+      raise ValueError(f"model.cell={self.cell!r}; expected one of {sorted(CELLS)}")
+    if self.head not in HEADS:
+      raise ValueError(f"model.head={self.head!r}; expected one of {list(HEADS)}")
+    if self.vocab_size > 0:
+      if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.integer):
+        raise ValueError(f"model.vocab_size={self.vocab_size} expects int token ids (B, T); got "
+                         f"{x.dtype} {x.shape}")
+      x = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype,
+                   param_dtype=self.param_dtype, name="embed")(x)
+    elif x.ndim == 2:
+      x = x[..., None]
+    elif x.ndim != 3:
+      raise ValueError(f"recurrent inputs are (B, T) or (B, T, F); got shape {x.shape}")
+    x = x.astype(self.dtype)
+    batch, steps = x.shape[:2]
+    if lengths is None:
+      lengths = jnp.full((batch,), steps, jnp.int32)
+    make = CELLS[self.cell]
+    for i, width in enumerate(self.hidden):
+      inits = {}
+      if self.weight_init == "torch":
+        u = uniform(width ** -0.5)
+        inits = dict(kernel_init=u, recurrent_kernel_init=u, bias_init=u)
+
+      def cell(width=width, inits=inits):
+        return make(width, dtype=self.dtype, param_dtype=self.param_dtype, parent=None, **inits)
+      outputs = nn.RNN(cell(), name=f"layer{i}_fwd")(x, seq_lengths=lengths)
+      if self.bidirectional:
+        back = nn.RNN(cell(), reverse=True, keep_order=True, name=f"layer{i}_bwd")(
+            x, seq_lengths=lengths)
+        outputs = jnp.concatenate([outputs, back], axis=-1)
+      x = outputs
+      if self.dropout > 0:
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    valid = (jnp.arange(steps)[None, :] < lengths[:, None]).astype(x.dtype)  # (B, T)
+    if self.head == "last":
+      width = self.hidden[-1]
+      last = jnp.take_along_axis(x[..., :width], (lengths - 1)[:, None, None], axis=1)[:, 0]
+      feats = jnp.concatenate([last, x[:, 0, width:]], axis=-1) if self.bidirectional else last
+    elif self.head == "mean":
+      feats = (x * valid[..., None]).sum(1) / jnp.maximum(valid.sum(1, keepdims=True), 1)
+    elif self.head == "flatten":
+      feats = (x * valid[..., None]).reshape(batch, -1)
+    else:
+      feats = x
+    self.sow("intermediates", "features", feats)
+    kernel_init, bias_init = layer_inits(self.weight_init, feats.shape[-1])
+    return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+                    kernel_init=kernel_init, bias_init=bias_init, name="head")(feats)

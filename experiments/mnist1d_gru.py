@@ -1,0 +1,28 @@
+"""MNIST-1D, the paper's GRU: one bidirectional GRU layer of 6 units read over the 40 steps, all
+steps' outputs flattened into a linear head (5,110 parameters); Adam 1e-2, batch 100, 8,000
+steps, PyTorch's initialisation. Paper: 91% test accuracy.
+
+  python -m train --config experiments/mnist1d_gru.py --workdir runs/mnist1d_gru
+  python -m train --config experiments/mnist1d_gru.py:tiny
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _mnist1d_paper import recipe  # noqa: E402
+
+from train import config as config_lib  # noqa: E402
+
+
+def get_config(arg: str | None = None):
+  c = recipe(dict(name="recurrent.RecurrentNet", num_classes=10, hidden=(6,), cell="gru",
+                  bidirectional=True, head="flatten"))
+  c.data.eval_batch_size = 500
+  if arg == "tiny":
+    c.data.eval_batch_size = 100
+    c.model.hidden = (2,)
+    config_lib.tiny(c)
+  elif arg:
+    raise config_lib.unknown_arg("mnist1d_gru", arg)
+  return config_lib.lock(c)

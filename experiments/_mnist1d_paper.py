@@ -22,3 +22,17 @@ def recipe(model: dict) -> "config_lib.mlc.ConfigDict":
   c.train.eval_every = 2000
   c.train.checkpoint_every = 4000
   return c
+
+
+def experiment(name: str, model: dict, arg: str | None, tiny_model: dict | None = None):
+  """The locked config of a paper model under `recipe`; `arg="tiny"` shrinks it to a smoke run
+  (`tiny_model` overrides model fields, `config.tiny` the schedule)."""
+  c = recipe(model)
+  c.data.eval_batch_size = 500
+  if arg == "tiny":
+    c.data.eval_batch_size = 100
+    c.model.update(tiny_model or {})
+    config_lib.tiny(c)
+  elif arg:
+    raise config_lib.unknown_arg(name, arg)
+  return config_lib.lock(c)

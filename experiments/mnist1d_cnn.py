@@ -9,19 +9,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _mnist1d_paper import recipe  # noqa: E402
-
-from train import config as config_lib  # noqa: E402
+from _mnist1d_paper import experiment  # noqa: E402
 
 
 def get_config(arg: str | None = None):
-  c = recipe(dict(name="cnn.CNN", num_classes=10, features=(25, 25, 25),
-                  kernel_sizes=(5, 3, 3), strides=2, padding=1, ndim=1))
-  c.data.eval_batch_size = 500
-  if arg == "tiny":
-    c.data.eval_batch_size = 100
-    c.model.features = (4, 4, 4)
-    config_lib.tiny(c)
-  elif arg:
-    raise config_lib.unknown_arg("mnist1d_cnn", arg)
-  return config_lib.lock(c)
+  model = dict(name="cnn.CNN", num_classes=10, features=(25, 25, 25), kernel_sizes=(5, 3, 3),
+               strides=2, padding=1, ndim=1)
+  return experiment("mnist1d_cnn", model, arg, tiny_model=dict(features=(4, 4, 4)))

@@ -9,17 +9,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _mnist1d_paper import recipe  # noqa: E402
-
-from train import config as config_lib  # noqa: E402
+from _mnist1d_paper import experiment  # noqa: E402
 
 
 def get_config(arg: str | None = None):
-  c = recipe(dict(name="mlp.MLP", num_classes=10, widths=()))
-  c.data.eval_batch_size = 500
-  if arg == "tiny":
-    c.data.eval_batch_size = 100
-    config_lib.tiny(c)
-  elif arg:
-    raise config_lib.unknown_arg("mnist1d_logreg", arg)
-  return config_lib.lock(c)
+  return experiment("mnist1d_logreg", dict(name="mlp.MLP", num_classes=10, widths=()), arg)

@@ -15,8 +15,10 @@ import functools
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
-from arch import cnn, mlp, recurrent
+from arch import cnn, mlp, recurrent, transformer
 
 REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "mlp.MLP": mlp.MLP,
@@ -28,6 +30,8 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "cnn.ResNet18": cnn.ResNet18,
     "cnn.ResNetTiny": cnn.ResNetTiny,
     "recurrent.RecurrentNet": recurrent.RecurrentNet,
+    "transformer.TransformerClassifier": transformer.TransformerClassifier,
+    "transformer.TransformerLM": transformer.TransformerLM,
 }
 
 _MODULE_FIELDS = {"parent", "name"}
@@ -66,3 +70,15 @@ def build(model_config: Mapping[str, Any]) -> nn.Module:
     raise ValueError(f"model.{unknown[0]} is not an argument of {name}; it takes "
                      f"{sorted(fields(factory))}")
   return factory(**kwargs)
+
+
+def init_cache(model: nn.Module, batch: int, length: int) -> Any:
+  """The zero decoding cache (`cache` collection) of a model that takes `decode=True`: key/value
+  caches with room for `length` steps (`transformer.TransformerLM`) or recurrent carries
+  (`recurrent.RecurrentNet`), for `batch` sequences of int tokens."""
+  shapes = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((batch, length), jnp.int32),
+                         decode=True))
+  if "cache" not in shapes:
+    raise ValueError(f"{type(model).__name__} keeps no decoding cache")
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])

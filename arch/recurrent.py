@@ -9,6 +9,11 @@ Built on Flax's own cells (`nn.SimpleCell`, `nn.LSTMCell`, `nn.GRUCell`) scanned
 `lengths` (B,) int, optional, marks the valid prefix of each sequence: steps at or beyond it do
 not change the result of the "last" and "mean" heads (the backward direction starts at each
 sequence's own last valid step).
+
+A unidirectional model with head="sequence" is a language model (`vocab_size` = `num_classes`)
+that can decode step by step: `apply(..., decode=True, mutable=["cache"])` continues from the
+carries kept in the `cache` collection (see `arch.transformer.init_cache`), so feeding a sequence
+in pieces gives the logits of one full pass.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from arch.initializers import layer_inits, uniform
@@ -61,9 +67,13 @@ class RecurrentNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False,
-               lengths: jnp.ndarray | None = None) -> jnp.ndarray:
+               lengths: jnp.ndarray | None = None, decode: bool = False) -> jnp.ndarray:
     if self.cell not in CELLS:
       raise ValueError(f"model.cell={self.cell!r}; expected one of {sorted(CELLS)}")
+    if decode and (self.bidirectional or self.head != "sequence"):
+      raise ValueError("decode=True (step-by-step generation) needs a unidirectional model with "
+                       f"head='sequence'; got bidirectional={self.bidirectional}, "
+                       f"head={self.head!r}")
     if self.head not in HEADS:
       raise ValueError(f"model.head={self.head!r}; expected one of {list(HEADS)}")
     if self.vocab_size > 0:
@@ -89,7 +99,14 @@ class RecurrentNet(nn.Module):
 
       def cell(width=width, inits=inits):
         return make(width, dtype=self.dtype, param_dtype=self.param_dtype, parent=None, **inits)
-      outputs = nn.RNN(cell(), name=f"layer{i}_fwd")(x, seq_lengths=lengths)
+      rnn = nn.RNN(cell(), return_carry=True, name=f"layer{i}_fwd")
+      if decode and self.has_variable("cache", f"carry{i}"):
+        carry = self.variable("cache", f"carry{i}")
+        carry.value, outputs = rnn(x, initial_carry=carry.value, seq_lengths=lengths)
+      else:
+        final, outputs = rnn(x, seq_lengths=lengths)
+        if decode:  # init: the cache starts from the zero state nn.RNN starts from
+          self.variable("cache", f"carry{i}", lambda f=final: jax.tree.map(jnp.zeros_like, f))
       if self.bidirectional:
         back = nn.RNN(cell(), reverse=True, keep_order=True, name=f"layer{i}_bwd")(
             x, seq_lengths=lengths)

@@ -1,0 +1,146 @@
+"""Multi-head attention through `jax.nn.dot_product_attention`, with rotary positions and a
+key/value cache for autoregressive decoding.
+
+Shapes: B batch, T query steps, S key steps, D model width, N heads, H = D // N head width.
+`jax.nn.dot_product_attention` takes (B, T, N, H) queries and (B, S, N, H) keys and values; on
+GPU it may pick a fused (cuDNN) kernel, on CPU it is XLA's softmax(QK^T/sqrt(H))V.
+
+Attention weights are not returned by the fused kernel. When the caller makes `intermediates`
+mutable (`model.apply(..., mutable=["intermediates"])`), the module also computes them explicitly
+and sows them as `intermediates/attention_weights`, (B, N, T, S), for visualisation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def sinusoidal(positions: jnp.ndarray, dim: int, base: float = 10000.0) -> jnp.ndarray:
+  """Vaswani et al.'s encoding: (..., dim) with sin at even and cos at odd features.
+
+  PE[p, 2i] = sin(p / base^(2i/dim)), PE[p, 2i+1] = cos(p / base^(2i/dim)).
+  """
+  if dim % 2:
+    raise ValueError(f"sinusoidal positions need an even width; got {dim}")
+  inv = base ** (-np.arange(0, dim, 2, dtype=np.float32) / dim)     # (dim/2,)
+  angles = positions[..., None].astype(jnp.float32) * inv
+  return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(*angles.shape[:-1], dim)
+
+
+def rotary(x: jnp.ndarray, positions: jnp.ndarray, base: float = 10000.0) -> jnp.ndarray:
+  """Rotary position embedding (Su et al. 2021, the "rotate half" layout of GPT-NeoX/LLaMA).
+
+  x: (B, T, N, H) queries or keys; positions: (T,) or (B, T) absolute positions. Feature pairs
+  (j, j + H/2) are rotated by the angle position * base^(-2j/H), so q.k depends only on the
+  positions' difference.
+  """
+  h = x.shape[-1]
+  if h % 2:
+    raise ValueError(f"rotary positions need an even head width; got {h}")
+  inv = base ** (-np.arange(0, h, 2, dtype=np.float32) / h)          # (H/2,)
+  angles = positions[..., None].astype(jnp.float32) * inv            # (..., T, H/2)
+  if angles.ndim == 2:
+    angles = angles[None]
+  cos = jnp.cos(angles)[:, :, None, :]                               # (B|1, T, 1, H/2)
+  sin = jnp.sin(angles)[:, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+def attention_weights(q: jnp.ndarray, k: jnp.ndarray, mask: jnp.ndarray | None) -> jnp.ndarray:
+  """softmax(QK^T / sqrt(H)) with masked logits removed: (B, N, T, S), float32 or wider."""
+  dtype = jnp.promote_types(q.dtype, jnp.float32)
+  logits = jnp.einsum("btnh,bsnh->bnts", q.astype(dtype), k.astype(dtype))
+  logits = logits / np.sqrt(q.shape[-1])
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(dtype).min)
+  return jax.nn.softmax(logits, axis=-1)
+
+
+class MultiHeadAttention(nn.Module):
+  """Self-attention of x (B, T, D) onto itself.
+
+  Attributes:
+    num_heads: N; D must be divisible by it.
+    rotary: apply rotary positions to queries and keys.
+    rope_base: the rotary frequency base.
+    dropout: on the output projection (train only).
+
+  Call arguments:
+    mask: bool, broadcastable to (B, N, T, S); True where a query may attend to a key.
+    causal: each step attends to itself and earlier steps only.
+    positions: (T,) or (B, T) absolute positions for rotary (default arange(T), or the cache
+      index onward when decoding).
+    decode: use and update the key/value cache (`cache` collection, made mutable by the
+      caller). The cache is created with the shape of the first `init(..., decode=True)` input,
+      which sets the longest sequence it can hold; later calls append T steps to it and attend
+      causally to everything cached so far.
+  """
+
+  num_heads: int
+  rotary: bool = False
+  rope_base: float = 10000.0
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None, *, causal: bool = False,
+               positions: jnp.ndarray | None = None, decode: bool = False,
+               train: bool = False) -> jnp.ndarray:
+    batch, steps, width = x.shape
+    if width % self.num_heads:
+      raise ValueError(f"model width {width} is not divisible by num_heads={self.num_heads}")
+    head = width // self.num_heads
+
+    def proj(name):
+      return nn.DenseGeneral((self.num_heads, head), dtype=self.dtype,
+                             param_dtype=self.param_dtype, name=name)
+    q, k, v = proj("query")(x), proj("key")(x), proj("value")(x)   # (B, T, N, H)
+
+    offset = jnp.zeros((), jnp.int32)
+    cached = decode and self.has_variable("cache", "cached_key")
+    if decode:
+      cache_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+      cache_v = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+      index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+      if cached:
+        offset = index.value
+    if positions is None:
+      positions = offset + jnp.arange(steps)
+    if self.rotary:
+      q, k = rotary(q, positions, self.rope_base), rotary(k, positions, self.rope_base)
+
+    if cached:
+      # Write this call's keys and values at the cache index; every query then sees the cached
+      # keys up to and including its own position.
+      zero = jnp.zeros((), jnp.int32)
+      start = (zero, offset, zero, zero)
+      cache_k.value = jax.lax.dynamic_update_slice(cache_k.value, k, start)
+      cache_v.value = jax.lax.dynamic_update_slice(cache_v.value, v, start)
+      index.value = offset + steps
+      k, v = cache_k.value, cache_v.value
+      visible = jnp.arange(k.shape[1])[None, :] <= (offset + jnp.arange(steps))[:, None]
+      mask = visible[None, None] if mask is None else jnp.logical_and(mask, visible[None, None])
+      causal = False
+    elif causal:
+      lower = jnp.tril(jnp.ones((steps, steps), bool))[None, None]
+      explicit_mask = lower if mask is None else jnp.logical_and(mask, lower)
+    if mask is not None:
+      mask = jnp.broadcast_to(mask, (batch, self.num_heads, steps, k.shape[1]))
+
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
+    if self.is_mutable_collection("intermediates") and not self.is_initializing():
+      full_mask = explicit_mask if causal else mask
+      self.sow("intermediates", "attention_weights", attention_weights(q, k, full_mask))
+    out = nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
+                          name="out")(out)
+    if self.dropout > 0:
+      out = nn.Dropout(self.dropout, deterministic=not train)(out)
+    return out

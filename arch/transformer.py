@@ -1,0 +1,223 @@
+"""Transformers: pre-LayerNorm blocks, an encoder classifier and a decoder-only language model.
+
+    block(x) = x + Dropout(Attention(LN(x)));  x + Dropout(MLP(LN(x)))     (Xiong et al. 2020)
+
+Positions (`positions`): "learned" (a trained (max_len, D) table), "sinusoidal" (Vaswani et al.),
+"rotary" (applied to queries and keys inside attention) or "none".
+
+`TransformerLM` decodes with a key/value cache:
+
+    cache = arch.init_cache(model, batch, length)             # zeros, room for `length` steps
+    logits, vars = model.apply({"params": p, "cache": cache}, prompt, decode=True,
+                               mutable=["cache"])           # prefill: (B, P) -> (B, P, V)
+    logits, vars = model.apply({"params": p, **vars}, next_token, decode=True, mutable=["cache"])
+
+and gives the same logits as one full forward pass over the whole sequence.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from arch.attention import MultiHeadAttention, sinusoidal
+
+POSITIONS = ("learned", "sinusoidal", "rotary", "none")
+POOLS = ("cls", "mean")
+
+
+class Block(nn.Module):
+  """One pre-LN Transformer block on (B, T, D)."""
+
+  num_heads: int
+  mlp_dim: int
+  dropout: float = 0.0
+  rotary: bool = False
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask=None, *, causal=False, decode=False, train=False):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    h = nn.LayerNorm(**kw, name="ln_attn")(x)
+    h = MultiHeadAttention(self.num_heads, rotary=self.rotary, dropout=self.dropout, **kw,
+                           name="attn")(h, mask, causal=causal, decode=decode, train=train)
+    x = x + h
+    h = nn.LayerNorm(**kw, name="ln_mlp")(x)
+    h = nn.Dense(self.mlp_dim, **kw, name="mlp_in")(h)
+    h = nn.gelu(h)
+    h = nn.Dense(x.shape[-1], **kw, name="mlp_out")(h)
+    if self.dropout > 0:
+      h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    return x + h
+
+
+class _Stack(nn.Module):
+  """Positions + `depth` blocks + final LayerNorm, shared by the classifier and the LM."""
+
+  depth: int
+  num_heads: int
+  mlp_dim: int
+  max_len: int
+  positions: str
+  dropout: float
+  dtype: Any
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, x, mask=None, *, causal=False, decode=False, train=False):
+    steps, width = x.shape[1], x.shape[2]
+    offset = jnp.zeros((), jnp.int32)
+    if decode and self.positions in ("learned", "sinusoidal"):
+      # The absolute position of this call's first step, kept beside the attention caches.
+      cached = self.has_variable("cache", "position")
+      pos = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+      if cached:
+        offset = pos.value
+        pos.value = offset + steps
+    index = offset + jnp.arange(steps)
+    if self.positions == "learned":
+      table = self.param("position_embedding", nn.initializers.normal(0.02),
+                         (self.max_len, width), self.param_dtype)
+      x = x + jnp.take(table, index, axis=0).astype(x.dtype)[None]
+    elif self.positions == "sinusoidal":
+      x = x + sinusoidal(index, width).astype(x.dtype)[None]
+    if self.dropout > 0:
+      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    for i in range(self.depth):
+      x = Block(self.num_heads, self.mlp_dim, self.dropout, rotary=self.positions == "rotary",
+                dtype=self.dtype, param_dtype=self.param_dtype, name=f"block{i}")(
+                    x, mask, causal=causal, decode=decode, train=train)
+    return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="ln_final")(x)
+
+
+def _check_choice(value, options, field):
+  if value not in options:
+    raise ValueError(f"model.{field}={value!r}; expected one of {list(options)}")
+
+
+def _check_length(steps: int, max_len: int, what: str) -> None:
+  if steps > max_len:
+    raise ValueError(f"{what} of length {steps} is longer than the model's max_len={max_len}")
+
+
+class TransformerClassifier(nn.Module):
+  """Transformer encoder over a sequence, pooled to class logits.
+
+  Inputs: (B, T) real signal (one feature per step, as MNIST-1D), (B, T, F) features, or (B, T)
+  int token ids when `vocab_size > 0`. `patch_size` > 1 groups consecutive steps into one token
+  (a 1-D ViT patch), so T must be divisible by it. Each token is linearly embedded to `width`.
+  `lengths` (B,) marks each sequence's valid prefix (in steps): padding is masked out of
+  attention and of the mean pool.
+
+  Attributes:
+    num_classes, width (D), depth, num_heads, mlp_dim: the usual.
+    max_len: the most tokens (after patching, before the CLS token) a sequence may have.
+    positions: "learned", "sinusoidal", "rotary" or "none".
+    pool: "cls" (a learned token prepended, its final state classified) or "mean" (over valid
+      tokens).
+  Returns (B, num_classes). Pooled features are sown as `intermediates/features`, attention
+  weights as `intermediates/.../attention_weights` (B, N, T', T') with T' including the CLS token.
+  """
+
+  num_classes: int
+  width: int = 64
+  depth: int = 2
+  num_heads: int = 4
+  mlp_dim: int = 128
+  max_len: int = 512
+  patch_size: int = 1
+  positions: str = "learned"
+  pool: str = "cls"
+  vocab_size: int = 0
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False,
+               lengths: jnp.ndarray | None = None) -> jnp.ndarray:
+    _check_choice(self.positions, POSITIONS, "positions")
+    _check_choice(self.pool, POOLS, "pool")
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    if self.vocab_size > 0:
+      if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.integer):
+        raise ValueError(f"model.vocab_size={self.vocab_size} expects int token ids (B, T); got "
+                         f"{x.dtype} {x.shape}")
+      x = nn.Embed(self.vocab_size, self.width, **kw, name="embed")(x)
+    else:
+      if x.ndim == 2:
+        x = x[..., None]
+      if x.ndim != 3:
+        raise ValueError(f"TransformerClassifier inputs are (B, T) or (B, T, F); got {x.shape}")
+      batch, steps, feats = x.shape
+      if steps % self.patch_size:
+        raise ValueError(f"sequence length {steps} is not divisible by model.patch_size="
+                         f"{self.patch_size}")
+      x = x.reshape(batch, steps // self.patch_size, self.patch_size * feats)
+      x = nn.Dense(self.width, **kw, name="embed")(x.astype(self.dtype))
+    batch, tokens = x.shape[:2]
+    _check_length(tokens, self.max_len, "input sequence (in tokens)")
+    if lengths is None:
+      valid = jnp.ones((batch, tokens), bool)
+    else:
+      valid = jnp.arange(tokens)[None] * self.patch_size < lengths[:, None]
+    if self.pool == "cls":
+      cls = self.param("cls", nn.initializers.zeros, (1, 1, self.width), self.param_dtype)
+      x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, self.width)).astype(x.dtype), x], 1)
+      valid = jnp.concatenate([jnp.ones((batch, 1), bool), valid], axis=1)
+    mask = valid[:, None, None, :]                                   # keys that may be attended
+    x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len + 1, self.positions,
+               self.dropout, self.dtype, self.param_dtype, name="encoder")(x, mask, train=train)
+    if self.pool == "cls":
+      feats = x[:, 0]
+    else:
+      w = valid.astype(x.dtype)[..., None]
+      feats = (x * w).sum(1) / jnp.maximum(w.sum(1), 1)
+    self.sow("intermediates", "features", feats)
+    return nn.Dense(self.num_classes, **kw, name="head")(feats)
+
+
+class TransformerLM(nn.Module):
+  """Decoder-only (causal) language model: int tokens (B, T) -> next-token logits (B, T, V).
+
+  Attributes:
+    vocab_size: V; token ids must lie in [0, V).
+    width, depth, num_heads, mlp_dim, dropout: the usual.
+    max_len: the longest sequence (and cache) the model accepts.
+    positions: "learned", "sinusoidal", "rotary" or "none".
+  """
+
+  vocab_size: int
+  width: int = 128
+  depth: int = 4
+  num_heads: int = 4
+  mlp_dim: int = 512
+  max_len: int = 256
+  positions: str = "learned"
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @property
+  def num_classes(self) -> int:  # what the loop checks labels against
+    return self.vocab_size
+
+  @nn.compact
+  def __call__(self, tokens: jnp.ndarray, train: bool = False,
+               decode: bool = False) -> jnp.ndarray:
+    _check_choice(self.positions, POSITIONS, "positions")
+    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+      raise ValueError(f"TransformerLM expects int token ids (B, T); got {tokens.dtype} "
+                       f"{tokens.shape}")
+    _check_length(tokens.shape[1], self.max_len, "token sequence")
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02), **kw,
+                 name="embed")(tokens)
+    x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len, self.positions,
+               self.dropout, self.dtype, self.param_dtype, name="decoder")(
+                   x, causal=True, decode=decode, train=train)
+    return nn.Dense(self.vocab_size, **kw, name="head")(x)
+

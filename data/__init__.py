@@ -6,7 +6,7 @@
 """
 
 from data.pipeline import Pipeline, build_pipeline, check_labels, describe
-from data.sources import DataError, SourceInfo, load_split, source_info
+from data.sources import DataError, SourceInfo, load_split, load_text, source_info
 
 __all__ = ["Pipeline", "build_pipeline", "check_labels", "describe", "DataError", "SourceInfo",
-           "load_split", "source_info"]
+           "load_split", "load_text", "source_info"]

@@ -12,6 +12,10 @@ Each builder writes array_record files (no TensorFlow needed) and is served thro
   which names the on-disk config after the changed arguments.
 - `strata_breast_cancer`: scikit-learn's Wisconsin breast-cancer table (569 rows, 30 features,
   binary: 0 malignant, 1 benign). Same fixed stratified 80/20 split as digits: 455 / 114.
+- `strata_pydoc_text`: English text shipped with CPython, `pydoc_data.topics` (the language
+  reference sections `help()` shows, about 465,000 characters under 3.11), as ASCII bytes for
+  character-level language modelling. Split by position, as `tiny_shakespeare` is: the first 90%
+  train, the next 5% validation, the last 5% test, one record per split with a `text` feature.
 """
 
 from __future__ import annotations
@@ -193,9 +197,57 @@ class StrataMnist1d(_OfflineBuilder):
     return {**super().builder_arguments(), "generator_args": self._generator_args()}
 
 
+# Typographic characters in pydoc_data.topics and their ASCII spelling; anything else outside
+# ASCII becomes "?". The corpus is then bytes 0..127, one byte per character.
+ASCII_FOLD = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-",
+              "\u2014": "--", "\u2026": "...", "\u00b0": " degrees", "\u00df": "ss",
+              "\u00a0": " "}
+TEXT_SPLITS = {"train": (0.0, 0.9), "validation": (0.9, 0.95), "test": (0.95, 1.0)}
+
+
+def pydoc_text() -> bytes:
+  """pydoc_data.topics in sorted topic order, ASCII-folded: the whole corpus as bytes."""
+  from pydoc_data.topics import topics
+
+  text = "".join(topics[k] for k in sorted(topics))
+  text = "".join(ASCII_FOLD.get(c, c) for c in text)
+  return text.encode("ascii", errors="replace")
+
+
+class StrataPydocText(_OfflineBuilder):
+  """pydoc_data.topics as one ASCII `text` record per positional split."""
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description="CPython's pydoc_data.topics, ASCII-folded, split 90/5/5 by position.",
+        features=tfds.features.FeaturesDict({"text": tfds.features.Text()}),
+        disable_shuffling=True,
+        supervised_keys=None,
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    corpus = pydoc_text()
+    n = len(corpus)
+    return {name: self._generate_text(corpus[round(a * n):round(b * n)])
+            for name, (a, b) in TEXT_SPLITS.items()}
+
+  def _generate_text(self, text: bytes):
+    yield 0, {"text": text}
+
+  def builder_arguments(self) -> dict[str, Any]:
+    import sys
+
+    return {"name": self.name, "version": str(self.version), "splits": TEXT_SPLITS,
+            "python": sys.version.split()[0],
+            "corpus_sha256": hashlib.sha256(pydoc_text()).hexdigest()}
+
+
 # The offline sources by their config name. Catalog names (mnist, cifar10, ...) go to TFDS.
 OFFLINE_BUILDERS: dict[str, type[_OfflineBuilder]] = {
     "digits": StrataDigits,
     "mnist1d": StrataMnist1d,
     "breast_cancer": StrataBreastCancer,
+    "pydoc_text": StrataPydocText,
 }

@@ -12,6 +12,12 @@ Training batches: epoch `e` visits a permutation drawn from `default_rng([seed, 
 remainder of an epoch that does not fill a global batch is dropped. Evaluation batches visit
 every example exactly once in order; the last batch is padded with `mask = 0`.
 
+Text sources (`data.seq_len` = L > 0) are one token stream per split (bytes), cut into next-token
+windows: `inputs = stream[o:o+L]`, `label = stream[o+1:o+L+1]`, `mask` (B, L). Training epoch `e`
+starts its windows at a random phase in [0, L) drawn from `default_rng([seed, e])` and visits
+them in a seeded permutation (or in order, with `sampler="sequential"`). Evaluation windows tile
+the split so that every next-token target is scored exactly once; the tail is masked.
+
 Every process builds the same global batch and keeps rows
 `[process_index * B / P, (process_index + 1) * B / P)`, so the union over processes is the global
 batch and a run's numbers do not depend on the process count.
@@ -109,6 +115,63 @@ class EvalBatches(_Batches):
     return self._gather(np.where(mask > 0, idx, 0), mask)
 
 
+class TextTrainBatches(_Batches):
+  """Batch `i` of an endless stream of seeded epochs of next-token windows (module docstring)."""
+
+  def __init__(self, stream: np.ndarray, seq_len: int, *args, seed: int, sampler: str,
+               num_batches: int, **kwargs):
+    super().__init__(stream, stream, np.ones(1, np.float32), *args, **kwargs)
+    self._len_seq, self._seed, self._sampler, self._len = seq_len, seed, sampler, num_batches
+    # Windows per epoch: every phase in [0, L) leaves room for this many (inputs + 1 target).
+    self.windows_per_epoch = len(stream) // seq_len - 1
+    self.steps_per_epoch = self.windows_per_epoch // self._global_batch
+    self._cache: tuple[int, np.ndarray] | None = None
+
+  def __len__(self) -> int:
+    return self._len
+
+  def _starts(self, epoch: int) -> np.ndarray:
+    if self._cache is None or self._cache[0] != epoch:
+      rng = np.random.default_rng([self._seed, epoch])
+      starts = rng.integers(self._len_seq) + self._len_seq * np.arange(self.windows_per_epoch)
+      if self._sampler == "shuffle":
+        starts = starts[rng.permutation(len(starts))]
+      self._cache = (epoch, starts)
+    return self._cache[1]
+
+  def _batch(self, index: int) -> Batch:
+    epoch, b = divmod(index, self.steps_per_epoch)
+    starts = self._starts(epoch)[b * self._global_batch:(b + 1) * self._global_batch]
+    starts = starts[self._rows]
+    idx = starts[:, None] + np.arange(self._len_seq)[None, :]
+    return {"inputs": self._inputs[idx].astype(np.int32),
+            "label": self._inputs[idx + 1].astype(np.int32),
+            "mask": np.ones(idx.shape, np.float32)}
+
+
+class TextEvalBatches(_Batches):
+  """Windows tiling the stream so each target stream[1:] is scored once; padding masked."""
+
+  def __init__(self, stream: np.ndarray, seq_len: int, *args, **kwargs):
+    super().__init__(stream, stream, np.ones(1, np.float32), *args, **kwargs)
+    self._len_seq = seq_len
+    self.num_windows = -(-(len(stream) - 1) // seq_len)
+
+  def __len__(self) -> int:
+    return -(-self.num_windows // self._global_batch)
+
+  def _batch(self, index: int) -> Batch:
+    if not 0 <= index < len(self):
+      raise IndexError(index)
+    window = index * self._global_batch + np.arange(self._global_batch)[self._rows]
+    idx = window[:, None] * self._len_seq + np.arange(self._len_seq)[None, :]
+    valid = idx + 1 < len(self._inputs)
+    safe = np.where(valid, idx, 0)
+    return {"inputs": self._inputs[safe].astype(np.int32),
+            "label": self._inputs[np.where(valid, idx + 1, 0)].astype(np.int32),
+            "mask": valid.astype(np.float32)}
+
+
 @dataclasses.dataclass
 class Pipeline:
   """A split's batches for this process.
@@ -178,6 +241,9 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
     DataError: unknown source/split, batch larger than the split or not divisible by the
       process count, or labels out of range.
   """
+  if data_config.seq_len > 0:
+    return _text_pipeline(data_config, split, process_index, process_count, train=train,
+                          seed=seed, num_batches=num_batches)
   info = sources.source_info(data_config)
   arrays = sources.load_split(data_config, split)
   batch = data_config.batch_size if train else data_config.eval_batch_size
@@ -214,6 +280,45 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
       ds = ds.map(t)
   return Pipeline(dataset=ds, info=info, global_batch_size=batch, num_examples=n,
                   steps_per_epoch=n // batch, stats=stats, class_weights=weights)
+
+
+def _text_pipeline(data_config, split, process_index, process_count, *, train, seed,
+                   num_batches) -> Pipeline:
+  """Next-token windows of a text source (module docstring)."""
+  unsupported = {"data.normalize": (data_config.normalize, "none"),
+                 "data.class_weights": (data_config.class_weights, "none"),
+                 "data.augment.shift": (data_config.augment.shift, 0),
+                 "data.augment.noise_std": (data_config.augment.noise_std, 0.0),
+                 "data.augment.crop_padding": (data_config.augment.crop_padding, 0),
+                 "data.augment.flip": (data_config.augment.flip, False)}
+  for field, (value, default) in unsupported.items():
+    if value != default:
+      raise sources.DataError(f"{field}={value!r} does not apply to next-token windows "
+                              f"(data.seq_len={data_config.seq_len}); expected {default!r}")
+  if data_config.sampler == "balanced":
+    raise sources.DataError("data.sampler='balanced' does not apply to next-token windows; "
+                            "expected 'shuffle' or 'sequential'")
+  info = sources.source_info(data_config)
+  stream = sources.load_text(data_config, split)
+  batch = data_config.batch_size if train else data_config.eval_batch_size
+  field = "data.batch_size" if train else "data.eval_batch_size"
+  if batch % process_count:
+    raise sources.DataError(f"{field}={batch} is not divisible by the {process_count} processes")
+  seq_len = data_config.seq_len
+  common = dict(global_batch=batch, process_index=process_index, process_count=process_count)
+  if train:
+    ds = TextTrainBatches(stream, seq_len, seed=seed, sampler=data_config.sampler,
+                          num_batches=num_batches or sys.maxsize, **common)
+    if ds.steps_per_epoch < 1:
+      raise sources.DataError(
+          f"{field}={batch} windows of data.seq_len={seq_len} do not fit in the {split!r} split "
+          f"of {data_config.source!r} ({len(stream)} tokens, {ds.windows_per_epoch} windows)")
+    steps = ds.steps_per_epoch
+  else:
+    ds = TextEvalBatches(stream, seq_len, **common)
+    steps = len(ds)
+  return Pipeline(dataset=ds, info=info, global_batch_size=batch, num_examples=len(stream),
+                  steps_per_epoch=steps, stats=None, class_weights=np.ones(1, np.float32))
 
 
 def describe(pipeline: Pipeline) -> dict[str, Any]:

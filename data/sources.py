@@ -127,7 +127,17 @@ def _cached_builder(name: str, data_dir: str, overrides_json: str, download: boo
 
 
 def _keys(data_config, builder) -> tuple[str, str]:
+  if data_config.seq_len > 0:  # a text corpus: one text feature, no labels
+    key = data_config.input_key or "text"
+    if key not in builder.info.features:
+      raise DataError(f"data.input_key={key!r} is not a feature of {builder.name}; expected one "
+                      f"of {sorted(builder.info.features.keys())}")
+    return key, ""
   supervised = builder.info.supervised_keys or (None, None)
+  text = [k for k, f in builder.info.features.items() if type(f).__name__ == "Text"]
+  if supervised[1] is None and not data_config.label_key and text:
+    raise DataError(f"data.source={data_config.source!r} is a text corpus with no labels "
+                    f"(feature {text[0]!r}); set data.seq_len > 0 to train on next-token windows")
   input_key = data_config.input_key or supervised[0]
   label_key = data_config.label_key or supervised[1]
   features = builder.info.features
@@ -165,7 +175,7 @@ def source_info(data_config) -> SourceInfo:
   """The `SourceInfo` of `data_config.source`, preparing an offline source if needed."""
   builder = _builder(data_config)
   input_key, label_key = _keys(data_config, builder)
-  label_feature = builder.info.features[label_key]
+  label_feature = builder.info.features[label_key] if label_key else None
   num_classes = int(getattr(label_feature, "num_classes", 0) or 0)
   splits = {name: int(s.num_examples) for name, s in builder.info.splits.items()}
   return SourceInfo(
@@ -186,6 +196,37 @@ def _cached_fingerprint(builder, splits: tuple[str, ...]) -> str:
   return fingerprint(builder, list(splits))
 
 
+def load_text(data_config, split: str) -> np.ndarray:
+  """A text split as one (N,) uint8 stream: the `input_key` text of every record, in stored
+  order, as bytes (a split of `tiny_shakespeare` or `pydoc_text` is one record)."""
+  builder = _builder(data_config)
+  key, _ = _keys(data_config, builder)
+  return _cached_text(builder, split, key)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_text(builder, split: str, key: str) -> np.ndarray:
+  source = _data_source(builder, split)
+  parts = []
+  for i in range(len(source)):
+    text = source[i][key]
+    parts.append(text.encode("utf-8") if isinstance(text, str) else bytes(text))
+  return np.frombuffer(b"".join(parts), np.uint8)
+
+
+def _data_source(builder, split: str):
+  base = split.split("[")[0]
+  # (A builder with no split metadata, such as TFDS's mock, is asked directly.)
+  if builder.info.splits and base not in builder.info.splits:
+    raise DataError(f"split {split!r} is not in {builder.info.full_name}; "
+                    f"expected one of {sorted(builder.info.splits.keys())}")
+  try:
+    return builder.as_data_source(split=split)
+  except Exception as e:  # TFDS raises ValueError/AssertionError for bad slices
+    raise DataError(f"split {split!r} of {builder.info.full_name} cannot be read: "
+                    f"{type(e).__name__}: {e}") from None
+
+
 def load_split(data_config, split: str) -> SplitArrays:
   """All of `split` in memory (inputs as stored, labels as int64).
 
@@ -199,12 +240,7 @@ def load_split(data_config, split: str) -> SplitArrays:
 
 @functools.lru_cache(maxsize=16)
 def _cached_split(builder, split: str, input_key: str, label_key: str) -> SplitArrays:
-  base = split.split("[")[0]
-  # (A builder with no split metadata, such as TFDS's mock, is asked directly.)
-  if builder.info.splits and base not in builder.info.splits:
-    raise DataError(f"split {split!r} is not in {builder.info.full_name}; "
-                    f"expected one of {sorted(builder.info.splits.keys())}")
-  source = builder.as_data_source(split=split)
+  source = _data_source(builder, split)
   n = len(source)
   try:
     records = source.__getitems__(range(n)) if n else []  # one bulk read (0.39 s vs 0.58 s for MNIST-1D train)

@@ -9,12 +9,12 @@ The last two are the paper's too and they matter: over seeds 0-4, the CNN's mean
 from train import config as config_lib
 
 
-def recipe(model: dict) -> "config_lib.mlc.ConfigDict":
+def recipe(model: dict, torch_init: bool = True) -> "config_lib.mlc.ConfigDict":
   c = config_lib.base()
   c.data.source = "mnist1d"
   c.data.batch_size = 100
   c.data.sampler = "sequential"
-  c.model = dict(model, weight_init="torch")
+  c.model = dict(model, weight_init="torch") if torch_init else dict(model)
   c.optim.name = "adam"
   c.optim.learning_rate = 1e-2
   c.train.steps = 8000
@@ -24,10 +24,11 @@ def recipe(model: dict) -> "config_lib.mlc.ConfigDict":
   return c
 
 
-def experiment(name: str, model: dict, arg: str | None, tiny_model: dict | None = None):
+def experiment(name: str, model: dict, arg: str | None, tiny_model: dict | None = None,
+               torch_init: bool = True):
   """The locked config of a paper model under `recipe`; `arg="tiny"` shrinks it to a smoke run
   (`tiny_model` overrides model fields, `config.tiny` the schedule)."""
-  c = recipe(model)
+  c = recipe(model, torch_init)
   c.data.eval_batch_size = 500
   if arg == "tiny":
     c.data.eval_batch_size = 100

@@ -30,6 +30,22 @@ def data_dir(tmp_path_factory) -> str:
   return path
 
 
+@pytest.fixture(scope="session")
+def trained(data_dir, tmp_path_factory):
+  """`trained(name)`: the workdir of experiment `name` trained once in tiny mode per session."""
+  from train import loop
+
+  done: dict[str, str] = {}
+
+  def get(name: str) -> str:
+    if name not in done:
+      workdir = str(tmp_path_factory.mktemp(name))
+      loop.train_and_evaluate(load_experiment(name, "tiny", data_dir), workdir)
+      done[name] = workdir
+    return done[name]
+  return get
+
+
 def load_experiment(name: str, arg: str | None = None, data_dir: str | None = None):
   """`experiments/<name>.py:get_config(arg)`, unlocked copy with `data_dir` set."""
   spec = importlib.util.spec_from_file_location(name, os.path.join(EXPERIMENTS, f"{name}.py"))

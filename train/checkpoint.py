@@ -112,3 +112,33 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def load_state_tree(directory: str, step: int | None = None) -> tuple[dict[str, Any], int]:
+  """A saved train state as a plain tree of arrays (no template needed), for inference tools.
+
+  Reads `step`, or the newest step that restores; a damaged step is skipped (and left in place:
+  this is a reader). Returns (state tree with `params`, `model_state`, ..., step).
+
+  Raises:
+    CheckpointError: no checkpoint in `directory`, `step` not among them, or none restores.
+  """
+  directory = os.path.abspath(directory)
+  manager = ocp.CheckpointManager(directory) if os.path.isdir(directory) else None
+  steps = sorted(manager.all_steps()) if manager else []
+  if not steps:
+    raise CheckpointError(f"no checkpoint in {directory}; train first with "
+                          "`python -m train --config ... --workdir` on this workdir")
+  if step is not None and step not in steps:
+    raise CheckpointError(f"checkpoint step {step} is not in {directory}; it holds {steps}")
+  failures = []
+  for s in ([step] if step is not None else reversed(steps)):
+    try:
+      restored = manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+      manager.close()
+      return dict(restored["state"]), s
+    except Exception as e:  # orbax/tensorstore raise many types for damaged files
+      failures.append(f"step {s}: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
+  manager.close()
+  raise CheckpointError(f"no checkpoint in {directory} could be restored:\n  " +
+                        "\n  ".join(failures))

@@ -40,6 +40,7 @@ def base() -> mlc.ConfigDict:
   c.data.eval_split = "test"
   c.data.batch_size = 100                           # global, across processes
   c.data.eval_batch_size = 500
+  c.data.seq_len = 0                                # text sources: next-token windows of this
   c.data.normalize = "none"                         # none|global|per_channel|per_feature
   c.data.sampler = "shuffle"                        # shuffle|sequential|balanced
   c.data.class_weights = "none"                     # none|balanced
@@ -119,6 +120,7 @@ def validate(config: mlc.ConfigDict) -> None:
   _positive(d.batch_size, "data.batch_size")
   _positive(d.eval_batch_size, "data.eval_batch_size")
   _positive(d.prefetch, "data.prefetch", allow_zero=True)
+  _positive(d.seq_len, "data.seq_len", allow_zero=True)
   for f in ("shift", "crop_padding", "noise_std"):
     _positive(d.augment[f], f"data.augment.{f}", allow_zero=True)
   o = config.optim

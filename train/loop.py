@@ -67,8 +67,29 @@ def _check_resumable(workdir: str, config: mlc.ConfigDict) -> None:
         "--workdir, or the same config to resume")
 
 
+def _check_model_tokens(config: mlc.ConfigDict, model) -> None:
+  """Next-token windows: every token of both splits must be in the model's vocabulary."""
+  vocab = getattr(model, "vocab_size", 0)
+  if not vocab:
+    raise config_lib.ConfigError(
+        f"data.seq_len={config.data.seq_len} trains on token ids; model {config.model.name} "
+        "needs model.vocab_size > 0")
+  for split in (config.data.train_split, config.data.eval_split):
+    stream = data_lib.load_text(config.data, split)
+    top = int(stream.max()) if len(stream) else 0
+    for field, size in (("vocab_size", vocab), ("num_classes", getattr(model, "num_classes",
+                                                                       vocab))):
+      if top >= size:
+        raise data_lib.DataError(
+            f"data.source={config.data.source!r} split {split!r}: token id {top} is out of "
+            f"range for model.{field}={size} (expected ids in [0, {size - 1}])")
+
+
 def _check_model_labels(config: mlc.ConfigDict, model) -> None:
   """Every label of both splits must index one of the model's outputs."""
+  if config.data.seq_len > 0:
+    _check_model_tokens(config, model)
+    return
   num_classes = getattr(model, "num_classes", None)
   if (config.paradigm != "supervised" or config.supervised.loss != "cross_entropy" or
       num_classes is None):

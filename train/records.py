@@ -121,12 +121,12 @@ class Progress:
 
   def line(self, step: int, split: str, metrics: dict[str, float], rate: float | None) -> str:
     shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in (
-        "loss", "accuracy", "mse", "mae", "learning_rate"))
+        "loss", "accuracy", "bits_per_token", "mse", "mae", "learning_rate"))
     width = len(str(self.total))
     text = f"[{split:5s}] step {step:>{width}}/{self.total} | {shown}"
     if rate is not None and rate > 0:
       eta = (self.total - step) / rate
-      text += f" | {rate:,.0f} steps/s | ETA {_duration(eta)}"
+      text += f" | {rate:,.3g} steps/s | ETA {_duration(eta)}"
     return text
 
 

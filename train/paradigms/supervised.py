@@ -1,9 +1,14 @@
 """Supervised learning: classification (softmax cross-entropy with label smoothing and class
-weights) and regression (mean squared error).
+weights), next-token prediction, and regression (mean squared error).
 
 Batches are `{"inputs": (B, ...), "label": (B,) int or (B, ...) float, "mask": (B,) float}`.
 In training, `mask` carries per-example weights (class weights, else ones) and the loss is
 `sum(mask * loss) / B`; in evaluation it is 1 for real examples and 0 for padding.
+
+Next-token prediction is classification at every position: `label` and `mask` are (B, T), the
+model's outputs (B, T, V), and the loss and accuracy are per token (`sum(mask * loss) / (B T)`
+in training; sums over unmasked tokens in evaluation). Evaluation also reports
+`bits_per_token`, the cross-entropy in bits (bits per character for byte-level text).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from train.paradigms import Paradigm
 
 def per_example_loss(outputs: jnp.ndarray, labels: jnp.ndarray, loss: str,
                      label_smoothing: float = 0.0) -> jnp.ndarray:
-  """(B,) losses in nats (cross-entropy) or squared units (mse) from float32 outputs."""
+  """Losses in nats (cross-entropy: shape of `labels`, (B,) or (B, T)) or squared units (mse:
+  (B,)) from float32 outputs."""
   outputs = outputs.astype(jnp.float32)
   if loss == "cross_entropy":
     targets = jax.nn.one_hot(labels, outputs.shape[-1])
@@ -56,14 +62,17 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
     return out if mutable else (out, state.model_state)
 
   def train_step(state, batch, rng):
-    chex.assert_rank(batch["mask"], 1)
     chex.assert_equal_shape_prefix([batch["inputs"], batch["label"], batch["mask"]], 1)
+    if loss_kind == "cross_entropy":
+      chex.assert_equal_shape([batch["label"], batch["mask"]])
+    else:
+      chex.assert_rank(batch["mask"], 1)
     rng = jax.random.fold_in(rng, state.step)
 
     def loss_fn(params):
       outputs, model_state = apply(state, params, batch["inputs"], True, rng)
       per = per_example_loss(outputs, batch["label"], loss_kind, smoothing)
-      return jnp.sum(per * batch["mask"]) / per.shape[0], (outputs, model_state)
+      return jnp.sum(per * batch["mask"]) / per.size, (outputs, model_state)
 
     (loss, (outputs, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
@@ -85,6 +94,8 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
     sums = {"loss_sum": jnp.sum(per * m), "count": jnp.sum(m)}
     if loss_kind == "cross_entropy":
       sums["accuracy_sum"] = jnp.sum((jnp.argmax(outputs, -1) == batch["label"]) * m)
+      if batch["label"].ndim > 1:
+        sums["bits_per_token_sum"] = sums["loss_sum"] / jnp.log(2.0)
     else:
       err = outputs.reshape(outputs.shape[0], -1) - batch["label"].reshape(outputs.shape[0], -1)
       sums["mae_sum"] = jnp.sum(jnp.mean(jnp.abs(err), axis=-1) * m)

@@ -1,0 +1,122 @@
+"""Held-out bits per token of trained language models, beside a count-based bigram baseline.
+
+  python -m eval.lm --workdir runs/charlm_transformer --workdir runs/charlm_lstm --split test
+
+prints, for each workdir, the bits per token (bits per character for byte-level text) of its
+newest checkpoint on `--split`, with every next-token target of the split scored once (the
+windows of `data.pipeline.TextEvalBatches`), and, first, a bigram model fitted on the same
+train split: P(b | a) = (C(a, b) + alpha) / (C(a) + alpha V), alpha chosen on the validation split.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import numpy as np
+from absl import app, flags, logging
+
+ALPHAS = tuple(float(a) for a in np.logspace(-4, 1, 26))
+
+
+def bigram_counts(stream: np.ndarray, vocab: int) -> np.ndarray:
+  """(V, V) counts C[a, b] of byte b following byte a in `stream` (N,) int."""
+  counts = np.zeros((vocab, vocab), np.float64)
+  np.add.at(counts, (stream[:-1].astype(np.int64), stream[1:].astype(np.int64)), 1.0)
+  return counts
+
+
+def bigram_bits(counts: np.ndarray, held_out: np.ndarray, alpha: float) -> float:
+  """Mean -log2 P(held_out[t] | held_out[t-1]) over t = 1..N-1 under add-`alpha` smoothing."""
+  vocab = counts.shape[0]
+  probs = (counts + alpha) / (counts.sum(1, keepdims=True) + alpha * vocab)
+  prev, nxt = held_out[:-1].astype(np.int64), held_out[1:].astype(np.int64)
+  return float(-np.mean(np.log2(probs[prev, nxt])))
+
+
+def fit_bigram(train: np.ndarray, valid: np.ndarray, vocab: int) -> tuple[np.ndarray, float]:
+  """Counts on `train` and the smoothing alpha (from `ALPHAS`) best on `valid`."""
+  counts = bigram_counts(train, vocab)
+  alpha = min(ALPHAS, key=lambda a: bigram_bits(counts, valid, a))
+  return counts, alpha
+
+
+def workdir_metrics(workdir: str, split: str) -> tuple[dict[str, float], int, int]:
+  """(eval metrics on `split`, checkpoint step, parameter count) of a trained workdir."""
+  import jax
+  import ml_collections as mlc
+
+  import data as data_lib
+  from train import generate, loop, paradigms, parallel
+  from train import state as state_lib
+
+  model, tree, config_dict, step = generate.load(workdir, language_model=False)
+  config = mlc.ConfigDict(config_dict)
+  paradigm = paradigms.get(config.paradigm).make(model, config, total_steps=1)
+  state = state_lib.TrainState(step=tree["step"], params=tree["params"], opt_state=None,
+                               model_state=tree.get("model_state") or {})
+  pipe = data_lib.build_pipeline(config.data, split, train=False, seed=config.seed)
+  sharding = parallel.batch_sharding(parallel.make_mesh(config.mesh))
+  metrics = loop.evaluate(jax.jit(paradigm.eval_step), state, pipe, sharding, jax.random.key(0))
+  return metrics, step, sum(x.size for x in jax.tree.leaves(tree["params"]))
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  import json
+  import os
+
+  import ml_collections as mlc
+
+  import data as data_lib
+  from train.checkpoint import CheckpointError
+  from train.generate import GenerationError
+
+  rows: list[tuple[str, Any, Any, float]] = []
+  try:
+    path = os.path.join(FLAGS.workdir[0], "config.json")
+    if not os.path.exists(path):
+      raise ValueError(f"--workdir={FLAGS.workdir[0]} holds no config.json; train there first")
+    with open(path) as f:
+      first = json.load(f)
+    data_config = mlc.ConfigDict(first["data"])
+    if data_config.seq_len <= 0:
+      raise ValueError(f"--workdir={FLAGS.workdir[0]} is not a language model run "
+                       f"(data.seq_len={data_config.seq_len})")
+    train = data_lib.load_text(data_config, data_config.train_split)
+    valid = data_lib.load_text(data_config, "validation")
+    held = data_lib.load_text(data_config, FLAGS.split)
+    vocab = int(first["model"].get("vocab_size") or max(train.max(), valid.max(), held.max()) + 1)
+    counts, alpha = fit_bigram(train, valid, vocab)
+    rows.append((f"bigram, add-{alpha:.3g} (fitted on {data_config.train_split})", "-",
+                 vocab * vocab, bigram_bits(counts, held, alpha)))
+    for w in FLAGS.workdir:
+      metrics, step, params = workdir_metrics(w, FLAGS.split)
+      rows.append((w, step, params, metrics["bits_per_token"]))
+  except (CheckpointError, GenerationError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(f"| model | step | parameters | {FLAGS.split} bits per token |")
+  print("|---|---|---|---|")
+  for name, step, params, bits in rows:
+    print(f"| {name} | {step} | {params:,} | {bits:.4f} |" if math.isfinite(bits) else
+          f"| {name} | {step} | {params} | {bits} |")
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program, so modules import together)."""
+  flags.DEFINE_multi_string("workdir", None, "Trained language models' run directories.")
+  flags.DEFINE_string("split", "test", "The held-out split to score.")
+
+
+if __name__ == "__main__":
+  define_flags()
+  flags.mark_flags_as_required(["workdir"])
+  app.run(main)

@@ -1,0 +1,18 @@
+"""Character (byte) language model: a two-layer LSTM on pydoc_text, the recipe in `_charlm.py`;
+the same parameter count and step budget as `charlm_transformer.py`.
+
+  python -m train --config experiments/charlm_lstm.py --workdir runs/charlm_lstm
+  python -m train.generate --workdir runs/charlm_lstm --prompt "The with statement"
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _charlm import VOCAB, experiment  # noqa: E402
+
+
+def get_config(arg: str | None = None):
+  model = dict(name="recurrent.RecurrentNet", num_classes=VOCAB, vocab_size=VOCAB,
+               embed_dim=64, hidden=(159, 159), cell="lstm", head="sequence")
+  return experiment("charlm_lstm", model, arg, tiny_model=dict(embed_dim=8, hidden=(16,)))

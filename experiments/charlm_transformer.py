@@ -1,0 +1,20 @@
+"""Character (byte) language model: a decoder-only Transformer (3 pre-LN blocks of width 96, 4
+heads, learned positions) on pydoc_text, the recipe in `_charlm.py`; the same parameter count and
+step budget as `charlm_lstm.py`.
+
+  python -m train --config experiments/charlm_transformer.py --workdir runs/charlm_transformer
+  python -m train.generate --workdir runs/charlm_transformer --prompt "The with statement"
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _charlm import SEQ_LEN, VOCAB, experiment  # noqa: E402
+
+
+def get_config(arg: str | None = None):
+  model = dict(name="transformer.TransformerLM", vocab_size=VOCAB, width=96, depth=3,
+               num_heads=4, mlp_dim=384, max_len=SEQ_LEN, positions="learned")
+  return experiment("charlm_transformer", model, arg,
+                    tiny_model=dict(width=16, depth=1, num_heads=2, mlp_dim=32, max_len=16))

@@ -27,6 +27,34 @@ import jax.numpy as jnp
 
 from arch.initializers import layer_inits, uniform
 
+
+
+class TorchGRUCell(nn.GRUCell):
+  """PyTorch's parameterisation of the GRU: Flax's cell plus the hidden-side biases of the
+  reset and update gates (b_hr, b_hz), which Flax leaves out as redundant with the input-side
+  ones. The function class is the same; initialisation and Adam's per-parameter steps are not
+  (the summed gate bias moves twice as fast), and the MNIST-1D paper's GRU is trained this way.
+  """
+
+  @nn.compact
+  def __call__(self, carry, inputs):
+    h = carry
+    width = h.shape[-1]
+    kw = {"features": width, "dtype": self.dtype, "param_dtype": self.param_dtype,
+          "bias_init": self.bias_init}
+
+    def dense_i(name):
+      return nn.Dense(kernel_init=self.kernel_init, name=name, **kw)(inputs)
+
+    def dense_h(name):
+      return nn.Dense(kernel_init=self.recurrent_kernel_init, name=name, **kw)(h)
+    r = self.gate_fn(dense_i("ir") + dense_h("hr"))
+    z = self.gate_fn(dense_i("iz") + dense_h("hz"))
+    n = self.activation_fn(dense_i("in") + r * dense_h("hn"))
+    new_h = (1.0 - z) * n + z * h
+    return new_h, new_h
+
+
 CELLS = {"rnn": nn.SimpleCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
 HEADS = ("last", "mean", "flatten", "sequence")
 
@@ -47,7 +75,7 @@ class RecurrentNet(nn.Module):
     weight_init: a name in `arch.initializers.INITS` for the head; the cells keep Flax's
       initialisation (LeCun normal input kernels, orthogonal recurrent kernels, zero biases)
       except under "torch", where, as in PyTorch's nn.RNN/LSTM/GRU, every cell weight and bias
-      is U(+-1/sqrt(hidden)).
+      is U(+-1/sqrt(hidden)) and the GRU has PyTorch's six biases (`TorchGRUCell`).
 
   Returns (B, num_classes), or (B, T, num_classes) for head="sequence". The features before the
   head are sown as `intermediates/features`.
@@ -90,7 +118,7 @@ class RecurrentNet(nn.Module):
     batch, steps = x.shape[:2]
     if lengths is None:
       lengths = jnp.full((batch,), steps, jnp.int32)
-    make = CELLS[self.cell]
+    make = TorchGRUCell if self.cell == "gru" and self.weight_init == "torch" else CELLS[self.cell]
     for i, width in enumerate(self.hidden):
       inits = {}
       if self.weight_init == "torch":

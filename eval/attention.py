@@ -62,6 +62,8 @@ def _plot_classifier(path: str, signal: np.ndarray, maps: list[np.ndarray], patc
                        extent=(-0.5, len(signal) - 0.5, 0, 1))
     axes[i + 1].set_yticks([])
     axes[i + 1].set_ylabel(f"layer {i}", fontsize=8)
+  axes[1].set_title(("attention of the CLS token" if cls else "mean attention") +
+                    " over the patches, mean over heads", fontsize=9)
   last = maps[-1].mean(axis=0)
   im = axes[-1].imshow(last, cmap="viridis")
   labels = (["CLS"] if cls else []) + [str(j) for j in range(last.shape[1] - int(cls))]

@@ -39,13 +39,17 @@ def _numpy_scan(kind, p, xs, reverse=False):
   return out
 
 
-@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
-def test_cells_equal_a_float64_numpy_reference(kind):
+@pytest.mark.parametrize("kind,init", [("rnn", "lecun_normal"), ("lstm", "lecun_normal"),
+                                       ("gru", "lecun_normal"), ("gru", "torch")])
+def test_cells_equal_a_float64_numpy_reference(kind, init):
   model = arch.build({"name": "recurrent.RecurrentNet", "num_classes": 3, "hidden": (4,),
-                      "cell": kind, "bidirectional": True, "head": "sequence"})
+                      "cell": kind, "bidirectional": True, "head": "sequence",
+                      "weight_init": init})
   xs = np.random.default_rng(0).normal(size=(2, 6, 3)).astype(np.float32)
   v = model.init(jax.random.key(0), xs)
   p = v["params"]
+  if init == "torch":  # PyTorch's GRU: a bias on every input- and hidden-side gate transform
+    assert all("bias" in p["layer0_fwd"]["cell"][g] for g in ("ir", "iz", "in", "hr", "hz", "hn"))
   ref = np.concatenate([_numpy_scan(kind, p["layer0_fwd"]["cell"], xs.astype(np.float64)),
                         _numpy_scan(kind, p["layer0_bwd"]["cell"], xs.astype(np.float64),
                                     reverse=True)], axis=-1)

@@ -28,7 +28,6 @@ import jax.numpy as jnp
 from arch.initializers import layer_inits, uniform
 
 
-
 class TorchGRUCell(nn.GRUCell):
   """PyTorch's parameterisation of the GRU: Flax's cell plus the hidden-side biases of the
   reset and update gates (b_hr, b_hz), which Flax leaves out as redundant with the input-side

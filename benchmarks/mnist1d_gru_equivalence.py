@@ -1,0 +1,124 @@
+"""Is our MNIST-1D GRU the paper's PyTorch GRU? Same weights in, same numbers out, in float64.
+
+  /path/to/torch-venv/bin/python benchmarks/mnist1d_gru_equivalence.py --side torch \\
+      --data ../shared/data/mnist1d_frozen.npz --out /tmp/gru_torch.npz
+  python benchmarks/mnist1d_gru_equivalence.py --side jax \\
+      --data ../shared/data/mnist1d_frozen.npz --out /tmp/gru_torch.npz
+
+The torch side builds `benchmarks/mnist1d_torch.py`'s GRU (the mnist1d package's model) with
+`torch.manual_seed(0)` in float64, records its initial weights, and takes `--steps` Adam(1e-2)
+steps on in-order batches of 100 (`bix = step * 100 % 4000`), as the paper's loop does. The JAX
+side loads those initial weights into `experiments/mnist1d_gru.py`'s model (float64), takes the
+same steps with optax's Adam, and prints the largest differences in initial logits, initial
+gradients and final weights. Differences at float64 rounding mean the model, the loss, the
+optimizer and the batch order are the same computation; a different final accuracy between the
+two frameworks can then only come from the initial draw (the seed) and float32 rounding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HIDDEN = 6
+
+
+def torch_side(a) -> None:
+  import torch
+
+  sys.path.insert(0, HERE)
+  from mnist1d_torch import GRU
+
+  d = np.load(a.data)
+  torch.manual_seed(0)
+  m = GRU().double()
+  init = {k: v.detach().numpy().copy() for k, v in m.state_dict().items()}
+  x0, y0 = torch.tensor(d["x"][:100]), torch.tensor(d["y"][:100]).long()
+  logits0 = m(x0)
+  torch.nn.functional.cross_entropy(logits0, y0).backward()
+  grads0 = {k: p.grad.numpy().copy() for k, p in m.named_parameters()}
+  opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+  for step in range(a.steps):
+    bix = step * 100 % 4000
+    xb, yb = torch.tensor(d["x"][bix:bix + 100]), torch.tensor(d["y"][bix:bix + 100]).long()
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(m(xb), yb).backward()
+    opt.step()
+  np.savez(a.out, logits0=logits0.detach().numpy(),
+           **{"init/" + k: v for k, v in init.items()},
+           **{"grad0/" + k: v for k, v in grads0.items()},
+           **{"final/" + k: v.detach().numpy() for k, v in m.state_dict().items()})
+  print(f"wrote {a.out}")
+
+
+def _to_flax(t: dict[str, np.ndarray], prefix: str) -> dict:
+  def cell(sfx):
+    w = {n: t[f"{prefix}gru.{n}_l0{sfx}"] for n in ("weight_ih", "weight_hh", "bias_ih",
+                                                    "bias_hh")}
+    p = {}
+    for j, g in enumerate("rzn"):  # torch stacks the gates as rows [r; z; n]
+      rows = slice(j * HIDDEN, (j + 1) * HIDDEN)
+      p["i" + g] = {"kernel": w["weight_ih"][rows].T, "bias": w["bias_ih"][rows]}
+      p["h" + g] = {"kernel": w["weight_hh"][rows].T, "bias": w["bias_hh"][rows]}
+    return {"cell": p}
+  return {"layer0_fwd": cell(""), "layer0_bwd": cell("_reverse"),
+          "head": {"kernel": t[f"{prefix}linear.weight"].T, "bias": t[f"{prefix}linear.bias"]}}
+
+
+def jax_side(a) -> None:
+  import jax
+  jax.config.update("jax_enable_x64", True)
+  import jax.numpy as jnp
+  import optax
+
+  sys.path.insert(0, os.path.join(os.path.dirname(HERE), "experiments"))
+  import arch
+  import mnist1d_gru
+
+  t = dict(np.load(a.out))
+  d = np.load(a.data)
+  model = arch.build({**mnist1d_gru.get_config().model.to_dict(), "dtype": jnp.float64,
+                      "param_dtype": jnp.float64})
+
+  def loss(p, x, y):
+    out = model.apply({"params": p}, x)
+    return optax.softmax_cross_entropy_with_integer_labels(out, y).mean(), out
+
+  grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
+  params = jax.tree.map(jnp.asarray, _to_flax(t, "init/"))
+  (_, logits0), g0 = grad(params, d["x"][:100], d["y"][:100])
+  tx = optax.adam(1e-2)
+  opt_state = tx.init(params)
+  for step in range(a.steps):
+    bix = step * 100 % 4000
+    _, g = grad(params, d["x"][bix:bix + 100], d["y"][bix:bix + 100])
+    updates, opt_state = tx.update(g, opt_state, params)
+    params = optax.apply_updates(params, updates)
+
+  def max_diff(ours, theirs):
+    a_, b_ = jax.tree.leaves(ours), jax.tree.leaves(theirs)
+    return max(float(np.abs(np.asarray(x) - y).max()) for x, y in zip(a_, b_))
+
+  grads_t = {k.replace("grad0/", "init/"): v for k, v in t.items() if k.startswith("grad0/")}
+  print(f"initial logits: max |difference| {np.abs(np.asarray(logits0) - t['logits0']).max():.2e}")
+  print(f"initial gradients: max |difference| {max_diff(g0, _to_flax(grads_t, 'init/')):.2e}")
+  print(f"weights after {a.steps} Adam steps: max |difference| "
+        f"{max_diff(params, _to_flax(t, 'final/')):.2e}")
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--side", choices=("torch", "jax"), required=True)
+  p.add_argument("--data", required=True)
+  p.add_argument("--out", required=True, help="the torch side's .npz (written, then read)")
+  p.add_argument("--steps", type=int, default=100)
+  a = p.parse_args()
+  torch_side(a) if a.side == "torch" else jax_side(a)
+
+
+if __name__ == "__main__":
+  main()

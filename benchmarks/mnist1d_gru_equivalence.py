@@ -6,13 +6,17 @@
       --data ../shared/data/mnist1d_frozen.npz --out /tmp/gru_torch.npz
 
 The torch side builds `benchmarks/mnist1d_torch.py`'s GRU (the mnist1d package's model) with
-`torch.manual_seed(0)` in float64, records its initial weights, and takes `--steps` Adam(1e-2)
+`torch.manual_seed(--seed)` in float64, records its initial weights, and takes `--steps` Adam(1e-2)
 steps on in-order batches of 100 (`bix = step * 100 % 4000`), as the paper's loop does. The JAX
 side loads those initial weights into `experiments/mnist1d_gru.py`'s model (float64), takes the
 same steps with optax's Adam, and prints the largest differences in initial logits, initial
 gradients and final weights. Differences at float64 rounding mean the model, the loss, the
 optimizer and the batch order are the same computation; a different final accuracy between the
 two frameworks can then only come from the initial draw (the seed) and float32 rounding.
+
+`--dtype float32 --steps 8000` on the JAX side trains our model the paper's full 8,000 steps in
+float32 from the torch run's initial weights of `--seed` and prints its test accuracy, to set
+beside `mnist1d_torch.py --model gru --seed S`, which starts from the same weights.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ def torch_side(a) -> None:
   from mnist1d_torch import GRU
 
   d = np.load(a.data)
-  torch.manual_seed(0)
+  torch.manual_seed(a.seed)  # as mnist1d_torch.py: the same initial weights as its run
   m = GRU().double()
   init = {k: v.detach().numpy().copy() for k, v in m.state_dict().items()}
   x0, y0 = torch.tensor(d["x"][:100]), torch.tensor(d["y"][:100]).long()
@@ -71,7 +75,7 @@ def _to_flax(t: dict[str, np.ndarray], prefix: str) -> dict:
 
 def jax_side(a) -> None:
   import jax
-  jax.config.update("jax_enable_x64", True)
+  jax.config.update("jax_enable_x64", a.dtype == "float64")
   import jax.numpy as jnp
   import optax
 
@@ -81,23 +85,30 @@ def jax_side(a) -> None:
 
   t = dict(np.load(a.out))
   d = np.load(a.data)
-  model = arch.build({**mnist1d_gru.get_config().model.to_dict(), "dtype": jnp.float64,
-                      "param_dtype": jnp.float64})
+  dtype = jnp.dtype(a.dtype)
+  model = arch.build({**mnist1d_gru.get_config().model.to_dict(), "dtype": dtype,
+                      "param_dtype": dtype})
+  d = {k: np.asarray(v, dtype) if k.startswith("x") else v for k, v in d.items()}
 
   def loss(p, x, y):
     out = model.apply({"params": p}, x)
     return optax.softmax_cross_entropy_with_integer_labels(out, y).mean(), out
 
   grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
-  params = jax.tree.map(jnp.asarray, _to_flax(t, "init/"))
-  (_, logits0), g0 = grad(params, d["x"][:100], d["y"][:100])
   tx = optax.adam(1e-2)
+
+  @jax.jit
+  def step_fn(params, opt_state, x, y):
+    _, g = grad(params, x, y)
+    updates, opt_state = tx.update(g, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  params = jax.tree.map(lambda v: jnp.asarray(v, dtype), _to_flax(t, "init/"))
+  (_, logits0), g0 = grad(params, d["x"][:100], d["y"][:100])
   opt_state = tx.init(params)
   for step in range(a.steps):
     bix = step * 100 % 4000
-    _, g = grad(params, d["x"][bix:bix + 100], d["y"][bix:bix + 100])
-    updates, opt_state = tx.update(g, opt_state, params)
-    params = optax.apply_updates(params, updates)
+    params, opt_state = step_fn(params, opt_state, d["x"][bix:bix + 100], d["y"][bix:bix + 100])
 
   def max_diff(ours, theirs):
     a_, b_ = jax.tree.leaves(ours), jax.tree.leaves(theirs)
@@ -108,6 +119,8 @@ def jax_side(a) -> None:
   print(f"initial gradients: max |difference| {max_diff(g0, _to_flax(grads_t, 'init/')):.2e}")
   print(f"weights after {a.steps} Adam steps: max |difference| "
         f"{max_diff(params, _to_flax(t, 'final/')):.2e}")
+  test = model.apply({"params": params}, d["x_test"]).argmax(-1) == d["y_test"]
+  print(f"test accuracy after {a.steps} steps ({a.dtype}): {float(test.mean()):.4f}")
 
 
 def main() -> None:
@@ -116,6 +129,9 @@ def main() -> None:
   p.add_argument("--data", required=True)
   p.add_argument("--out", required=True, help="the torch side's .npz (written, then read)")
   p.add_argument("--steps", type=int, default=100)
+  p.add_argument("--seed", type=int, default=0, help="torch side: torch.manual_seed")
+  p.add_argument("--dtype", default="float64", choices=("float64", "float32"),
+                 help="jax side: float32 trains as the runs do, from the torch run's weights")
   a = p.parse_args()
   torch_side(a) if a.side == "torch" else jax_side(a)
 

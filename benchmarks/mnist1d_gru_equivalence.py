@@ -80,8 +80,9 @@ def jax_side(a) -> None:
   import optax
 
   sys.path.insert(0, os.path.join(os.path.dirname(HERE), "experiments"))
-  import arch
   import mnist1d_gru
+
+  import arch
 
   t = dict(np.load(a.out))
   d = np.load(a.data)

@@ -110,7 +110,7 @@ class TransformerClassifier(nn.Module):
   int token ids when `vocab_size > 0`. `patch_size` > 1 groups consecutive steps into one token
   (a 1-D ViT patch), so T must be divisible by it. Each token is linearly embedded to `width`.
   `lengths` (B,) marks each sequence's valid prefix (in steps): padding is masked out of
-  attention and of the mean pool.
+  attention and of the mean pool (a patch counts as valid when its first step is).
 
   Attributes:
     num_classes, width (D), depth, num_heads, mlp_dim: the usual.

@@ -51,6 +51,10 @@ class _Batches(grain.MapDataset):
     local = global_batch // process_count
     self._rows = slice(process_index * local, (process_index + 1) * local)
 
+  def _num_items(self) -> int:
+    """Items (examples, or text windows) a pass over the split visits."""
+    return len(self._labels)
+
   def _gather(self, idx: np.ndarray, mask: np.ndarray) -> Batch:
     idx, mask = idx[self._rows], mask[self._rows]
     return {"inputs": self._inputs[idx], "label": self._labels[idx],
@@ -71,8 +75,6 @@ class TrainBatches(_Batches):
   def __init__(self, *args, seed: int, sampler: str, num_batches: int, **kwargs):
     super().__init__(*args, **kwargs)
     self._seed, self._sampler, self._len = seed, sampler, num_batches
-    n = len(self._labels)
-    self.steps_per_epoch = n // self._global_batch
     if sampler == "balanced":
       counts = np.bincount(self._labels)
       p = 1.0 / counts[self._labels]
@@ -82,18 +84,23 @@ class TrainBatches(_Batches):
   def __len__(self) -> int:
     return self._len
 
+  @property
+  def steps_per_epoch(self) -> int:
+    return self._num_items() // self._global_batch
+
   def _order(self, epoch: int) -> np.ndarray:
+    """The items of `epoch` in visiting order (cached: consecutive batches share an epoch)."""
     if self._cache is None or self._cache[0] != epoch:
-      rng = np.random.default_rng([self._seed, epoch])
-      n = len(self._labels)
-      if self._sampler == "shuffle":
-        order = rng.permutation(n)
-      elif self._sampler == "sequential":
-        order = np.arange(n)
-      else:
-        order = rng.choice(n, size=n, replace=True, p=self._p)
-      self._cache = (epoch, order)
+      self._cache = (epoch, self._draw(np.random.default_rng([self._seed, epoch])))
     return self._cache[1]
+
+  def _draw(self, rng: np.random.Generator) -> np.ndarray:
+    n = len(self._labels)
+    if self._sampler == "shuffle":
+      return rng.permutation(n)
+    if self._sampler == "sequential":
+      return np.arange(n)
+    return rng.choice(n, size=n, replace=True, p=self._p)
 
   def _batch(self, index: int) -> Batch:
     epoch, b = divmod(index, self.steps_per_epoch)
@@ -105,71 +112,63 @@ class EvalBatches(_Batches):
   """Every example once, in order, padded to whole global batches with mask 0."""
 
   def __len__(self) -> int:
-    return -(-len(self._labels) // self._global_batch)
+    return -(-self._num_items() // self._global_batch)
 
   def _batch(self, index: int) -> Batch:
     if not 0 <= index < len(self):
       raise IndexError(index)
     idx = np.arange(index * self._global_batch, (index + 1) * self._global_batch)
-    mask = (idx < len(self._labels)).astype(np.float32)
+    mask = (idx < self._num_items()).astype(np.float32)
     return self._gather(np.where(mask > 0, idx, 0), mask)
 
 
-class TextTrainBatches(_Batches):
-  """Batch `i` of an endless stream of seeded epochs of next-token windows (module docstring)."""
+def _windows(stream: np.ndarray, starts: np.ndarray, seq_len: int,
+             valid: np.ndarray) -> Batch:
+  """Next-token windows at `starts` (B,): inputs stream[o:o+L], labels one step later; positions
+  where `valid` (B, L) is False are masked and read token 0."""
+  idx = starts[:, None] + np.arange(seq_len)[None, :]
+  return {"inputs": stream[np.where(valid, idx, 0)].astype(np.int32),
+          "label": stream[np.where(valid, idx + 1, 0)].astype(np.int32),
+          "mask": valid.astype(np.float32)}
 
-  def __init__(self, stream: np.ndarray, seq_len: int, *args, seed: int, sampler: str,
-               num_batches: int, **kwargs):
+
+class TextTrainBatches(TrainBatches):
+  """Seeded epochs of next-token windows (module docstring); the items are window starts."""
+
+  def __init__(self, stream: np.ndarray, seq_len: int, *args, **kwargs):
     super().__init__(stream, stream, np.ones(1, np.float32), *args, **kwargs)
-    self._len_seq, self._seed, self._sampler, self._len = seq_len, seed, sampler, num_batches
+    self._len_seq = seq_len
     # Windows per epoch: every phase in [0, L) leaves room for this many (inputs + 1 target).
     self.windows_per_epoch = len(stream) // seq_len - 1
-    self.steps_per_epoch = self.windows_per_epoch // self._global_batch
-    self._cache: tuple[int, np.ndarray] | None = None
 
-  def __len__(self) -> int:
-    return self._len
+  def _num_items(self) -> int:
+    return self.windows_per_epoch
 
-  def _starts(self, epoch: int) -> np.ndarray:
-    if self._cache is None or self._cache[0] != epoch:
-      rng = np.random.default_rng([self._seed, epoch])
-      starts = rng.integers(self._len_seq) + self._len_seq * np.arange(self.windows_per_epoch)
-      if self._sampler == "shuffle":
-        starts = starts[rng.permutation(len(starts))]
-      self._cache = (epoch, starts)
-    return self._cache[1]
+  def _draw(self, rng: np.random.Generator) -> np.ndarray:
+    starts = rng.integers(self._len_seq) + self._len_seq * np.arange(self.windows_per_epoch)
+    return starts[rng.permutation(len(starts))] if self._sampler == "shuffle" else starts
 
-  def _batch(self, index: int) -> Batch:
-    epoch, b = divmod(index, self.steps_per_epoch)
-    starts = self._starts(epoch)[b * self._global_batch:(b + 1) * self._global_batch]
-    starts = starts[self._rows]
-    idx = starts[:, None] + np.arange(self._len_seq)[None, :]
-    return {"inputs": self._inputs[idx].astype(np.int32),
-            "label": self._inputs[idx + 1].astype(np.int32),
-            "mask": np.ones(idx.shape, np.float32)}
+  def _gather(self, idx: np.ndarray, mask: np.ndarray) -> Batch:
+    starts = idx[self._rows]
+    return _windows(self._inputs, starts, self._len_seq,
+                    np.ones((len(starts), self._len_seq), bool))
 
 
-class TextEvalBatches(_Batches):
+class TextEvalBatches(EvalBatches):
   """Windows tiling the stream so each target stream[1:] is scored once; padding masked."""
 
   def __init__(self, stream: np.ndarray, seq_len: int, *args, **kwargs):
     super().__init__(stream, stream, np.ones(1, np.float32), *args, **kwargs)
     self._len_seq = seq_len
-    self.num_windows = -(-(len(stream) - 1) // seq_len)
 
-  def __len__(self) -> int:
-    return -(-self.num_windows // self._global_batch)
+  def _num_items(self) -> int:
+    return -(-(len(self._inputs) - 1) // self._len_seq)
 
-  def _batch(self, index: int) -> Batch:
-    if not 0 <= index < len(self):
-      raise IndexError(index)
-    window = index * self._global_batch + np.arange(self._global_batch)[self._rows]
-    idx = window[:, None] * self._len_seq + np.arange(self._len_seq)[None, :]
-    valid = idx + 1 < len(self._inputs)
-    safe = np.where(valid, idx, 0)
-    return {"inputs": self._inputs[safe].astype(np.int32),
-            "label": self._inputs[np.where(valid, idx + 1, 0)].astype(np.int32),
-            "mask": valid.astype(np.float32)}
+  def _gather(self, idx: np.ndarray, mask: np.ndarray) -> Batch:
+    starts, mask = idx[self._rows] * self._len_seq, mask[self._rows]
+    targets = starts[:, None] + np.arange(self._len_seq)[None, :] + 1
+    return _windows(self._inputs, starts, self._len_seq,
+                    (targets < len(self._inputs)) & (mask[:, None] > 0))
 
 
 @dataclasses.dataclass

@@ -50,9 +50,9 @@ def test_train_windows_are_next_token_pairs_from_a_seeded_phase(text_dir):
           stream, 16) == row_in, axis=1))[0])
       np.testing.assert_array_equal(stream[start + 1:start + 17], row_out)
   # One epoch: windows of one phase, each at most once.
-  starts = np.concatenate([ds._starts(0)[:p.steps_per_epoch * 8]])
+  starts = np.concatenate([ds._order(0)[:p.steps_per_epoch * 8]])
   assert len(set(starts % 16)) == 1 and len(set(starts)) == len(starts)
-  assert set(ds._starts(1) % 16) != set(starts % 16) or not np.array_equal(ds._starts(1), starts)
+  assert set(ds._order(1) % 16) != set(starts % 16) or not np.array_equal(ds._order(1), starts)
   again = pipeline.build_pipeline(c, "train", train=True, seed=3).dataset
   np.testing.assert_array_equal(again[7]["inputs"], ds[7]["inputs"])
   other = pipeline.build_pipeline(c, "train", train=True, seed=4).dataset

@@ -129,15 +129,15 @@ class MultiHeadAttention(nn.Module):
       visible = jnp.arange(k.shape[1])[None, :] <= (offset + jnp.arange(steps))[:, None]
       mask = visible[None, None] if mask is None else jnp.logical_and(mask, visible[None, None])
       causal = False
-    elif causal:
-      lower = jnp.tril(jnp.ones((steps, steps), bool))[None, None]
-      explicit_mask = lower if mask is None else jnp.logical_and(mask, lower)
     if mask is not None:
       mask = jnp.broadcast_to(mask, (batch, self.num_heads, steps, k.shape[1]))
 
     out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
     if self.is_mutable_collection("intermediates") and not self.is_initializing():
-      full_mask = explicit_mask if causal else mask
+      full_mask = mask
+      if causal:  # the fused call applies it through is_causal; explicit weights need the mask
+        lower = jnp.tril(jnp.ones((steps, steps), bool))[None, None]
+        full_mask = lower if mask is None else jnp.logical_and(mask, lower)
       self.sow("intermediates", "attention_weights", attention_weights(q, k, full_mask))
     out = nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
                           name="out")(out)

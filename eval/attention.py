@@ -22,7 +22,7 @@ from typing import Any
 import flax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 
 def attention_maps(model: Any, params: Any, inputs: jnp.ndarray,
@@ -104,10 +104,9 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  from train import records
+
+  records.start_cli(argv)
   import ml_collections as mlc
 
   import data as data_lib

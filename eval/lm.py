@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 ALPHAS = tuple(float(a) for a in np.logspace(-4, 1, 26))
 
@@ -66,26 +66,18 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  import json
-  import os
+  from train import records
 
+  records.start_cli(argv)
   import ml_collections as mlc
 
   import data as data_lib
+  from train import generate
   from train.checkpoint import CheckpointError
-  from train.generate import GenerationError
 
   rows: list[tuple[str, Any, Any, float]] = []
   try:
-    path = os.path.join(FLAGS.workdir[0], "config.json")
-    if not os.path.exists(path):
-      raise ValueError(f"--workdir={FLAGS.workdir[0]} holds no config.json; train there first")
-    with open(path) as f:
-      first = json.load(f)
+    first = generate.read_config(FLAGS.workdir[0])
     data_config = mlc.ConfigDict(first["data"])
     if data_config.seq_len <= 0:
       raise ValueError(f"--workdir={FLAGS.workdir[0]} is not a language model run "
@@ -100,7 +92,7 @@ def main(argv: list[str]) -> None:
     for w in FLAGS.workdir:
       metrics, step, params = workdir_metrics(w, FLAGS.split)
       rows.append((w, step, params, metrics["bits_per_token"]))
-  except (CheckpointError, GenerationError, ValueError) as e:
+  except (CheckpointError, generate.GenerationError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   print(f"| model | step | parameters | {FLAGS.split} bits per token |")

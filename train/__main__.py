@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -58,11 +58,9 @@ def default_workdir(config_arg: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    # orbax logs every file it writes at INFO; keep the console to our progress lines.
-    logging.set_verbosity(logging.WARNING)
+  from train import records
+
+  records.start_cli(argv)
   init_distributed()
   if _CACHE.value:
     import jax

@@ -20,9 +20,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 import arch
+from train import records
 
 
 class GenerationError(ValueError):
@@ -111,17 +112,22 @@ def _generate(model, length, temperature, top_k):
   return run
 
 
-def load(workdir: str, language_model: bool = True) -> tuple[Any, dict[str, Any], dict[str, Any],
-                                                             int]:
-  """(model, state tree with `params`, config dict, checkpoint step) of a trained workdir."""
-  from train import checkpoint
-
+def read_config(workdir: str) -> dict[str, Any]:
+  """The resolved config a run wrote to `workdir/config.json`, as a dict."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise GenerationError(f"--workdir={workdir} holds no config.json; train a language model "
                           "there first with `python -m train --config ... --workdir`")
   with open(path) as f:
-    config = json.load(f)
+    return json.load(f)
+
+
+def load(workdir: str, language_model: bool = True) -> tuple[Any, dict[str, Any], dict[str, Any],
+                                                             int]:
+  """(model, state tree with `params`, config dict, checkpoint step) of a trained workdir."""
+  from train import checkpoint
+
+  config = read_config(workdir)
   model = arch.build(config["model"])
   if language_model and not getattr(model, "vocab_size", 0):
     raise GenerationError(f"--workdir={workdir} holds a {config['model']['name']} without a "
@@ -134,10 +140,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every file it reads at INFO
+  records.start_cli(argv)
   from train.checkpoint import CheckpointError
   try:
     model, state, _, step = load(FLAGS.workdir)

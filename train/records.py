@@ -143,3 +143,15 @@ def console(text: str) -> None:
   """A line on stderr, from process 0 only (every process of a multi-process run calls it)."""
   if jax.process_index() == 0:
     print(text, file=sys.stderr, flush=True)
+
+
+def start_cli(argv: list[str]) -> None:
+  """The common start of the command-line tools' `main`: rejects stray positional arguments and,
+  unless --verbosity was given, keeps absl INFO lines off the console (orbax logs every file it
+  reads and writes at INFO)."""
+  from absl import app, flags
+
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from arch import cnn, mlp, recurrent, transformer
+from arch import autoencoder, cnn, mlp, recurrent, transformer
 
 REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "mlp.MLP": mlp.MLP,
@@ -32,6 +32,9 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "recurrent.RecurrentNet": recurrent.RecurrentNet,
     "transformer.TransformerClassifier": transformer.TransformerClassifier,
     "transformer.TransformerLM": transformer.TransformerLM,
+    "autoencoder.Autoencoder": autoencoder.Autoencoder,
+    "autoencoder.DenoisingAutoencoder": autoencoder.DenoisingAutoencoder,
+    "autoencoder.VAE": autoencoder.VAE,
 }
 
 _MODULE_FIELDS = {"parent", "name"}

@@ -10,7 +10,9 @@ Training batches: epoch `e` visits a permutation drawn from `default_rng([seed, 
 `sampler="balanced"`, n draws with replacement weighted by inverse class frequency; with
 `sampler="sequential"`, the stored order every epoch, as papers that slice `x[i*B:(i+1)*B]` do); the
 remainder of an epoch that does not fill a global batch is dropped. Evaluation batches visit
-every example exactly once in order; the last batch is padded with `mask = 0`.
+every example exactly once in order; the last batch is padded with `mask = 0`. With
+`data.keep_classes` set, every split (and the normalisation statistics) holds those labels only:
+anomaly detection trains on the normal classes.
 
 Text sources (`data.seq_len` = L > 0) are one token stream per split (bytes), cut into next-token
 windows: `inputs = stream[o:o+L]`, `label = stream[o+1:o+L+1]`, `mask` (B, L). Training epoch `e`
@@ -224,6 +226,25 @@ def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
         f"(expected labels in [0, {num_classes - 1}])")
 
 
+def select_classes(arrays: sources.SplitArrays, keep: tuple[int, ...], num_classes: int,
+                   where: str) -> sources.SplitArrays:
+  """The examples of `arrays` whose label is in `keep` (all of them when `keep` is empty).
+
+  Raises:
+    DataError: a class outside [0, num_classes), or a selection that leaves no example.
+  """
+  if not keep:
+    return arrays
+  bad = [k for k in keep if not 0 <= k < max(num_classes, 1)]
+  if bad:
+    raise sources.DataError(f"data.keep_classes={tuple(keep)}: class {bad[0]} is not a label of "
+                            f"{where} (expected classes in [0, {num_classes - 1}])")
+  rows = np.isin(arrays.labels, np.asarray(keep))
+  if not rows.any():
+    raise sources.DataError(f"data.keep_classes={tuple(keep)} leaves no example in {where}")
+  return sources.SplitArrays(inputs=arrays.inputs[rows], labels=arrays.labels[rows])
+
+
 def build_pipeline(data_config, split: str, process_index: int = 0, process_count: int = 1, *,
                    train: bool, seed: int, num_batches: int | None = None) -> Pipeline:
   """Builds the batches of `split` for one process.
@@ -244,7 +265,10 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
     return _text_pipeline(data_config, split, process_index, process_count, train=train,
                           seed=seed, num_batches=num_batches)
   info = sources.source_info(data_config)
-  arrays = sources.load_split(data_config, split)
+  keep = tuple(data_config.keep_classes)
+  where = f"data.source={data_config.source!r} split {{!r}}"
+  arrays = select_classes(sources.load_split(data_config, split), keep, info.num_classes,
+                          where.format(split))
   batch = data_config.batch_size if train else data_config.eval_batch_size
   field = "data.batch_size" if train else "data.eval_batch_size"
   if batch % process_count:
@@ -257,7 +281,8 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
     check_labels(arrays.labels, info.num_classes, f"data.source={data_config.source!r} split "
                  f"{split!r}")
 
-  train_arrays = sources.load_split(data_config, data_config.train_split)
+  train_arrays = select_classes(sources.load_split(data_config, data_config.train_split), keep,
+                                info.num_classes, where.format(data_config.train_split))
   stats = (None if data_config.normalize == "none" else
            transforms_lib.compute_statistics(train_arrays.inputs, data_config.normalize))
   weights = _class_weights(train_arrays.labels, info.num_classes, data_config.class_weights)
@@ -270,7 +295,8 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
         num_batches=num_batches or sys.maxsize, **common)
   else:
     ds = EvalBatches(arrays.inputs, arrays.labels, per_example, **common)
-  for i, t in enumerate(transforms_lib.build(data_config.augment, stats, train)):
+  for i, t in enumerate(transforms_lib.build(data_config.augment, stats, train,
+                                                    data_config.binarize)):
     if isinstance(t, grain.transforms.RandomMap):
       # A distinct stream per transform: grain derives each batch's generator from (seed, index).
       t_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
@@ -286,6 +312,8 @@ def _text_pipeline(data_config, split, process_index, process_count, *, train, s
   """Next-token windows of a text source (module docstring)."""
   unsupported = {"data.normalize": (data_config.normalize, "none"),
                  "data.class_weights": (data_config.class_weights, "none"),
+                 "data.binarize": (data_config.binarize, False),
+                 "data.keep_classes": (tuple(data_config.keep_classes), ()),
                  "data.augment.shift": (data_config.augment.shift, 0),
                  "data.augment.noise_std": (data_config.augment.noise_std, 0.0),
                  "data.augment.crop_padding": (data_config.augment.crop_padding, 0),

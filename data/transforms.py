@@ -1,6 +1,6 @@
 """Batch-level grain transforms, declared in `config.data` and applied in this order:
 
-  crop (images) -> flip (images) -> shift (1-D) -> normalise -> noise
+  crop (images) -> flip (images) -> shift (1-D) -> normalise -> binarise -> noise
 
 They act on a whole batch dict `{"inputs": (B, ...), "label": (B,), "mask": (B,)}` with vectorised
 numpy, so a batch costs microseconds, not a Python call per example. Random transforms are
@@ -18,12 +18,13 @@ import numpy as np
 
 Batch = dict[str, np.ndarray]
 
-NORMALIZATIONS = ("none", "global", "per_channel", "per_feature")
+NORMALIZATIONS = ("none", "global", "per_channel", "per_feature", "unit")
 
 
 @dataclasses.dataclass(frozen=True)
 class Statistics:
-  """Mean and standard deviation that broadcast against one example (units of the inputs)."""
+  """Mean and standard deviation that broadcast against one example (units of the inputs); for
+  `unit` scaling, the training minimum and range."""
 
   mean: np.ndarray
   std: np.ndarray
@@ -34,9 +35,15 @@ def compute_statistics(inputs: np.ndarray, mode: str) -> Statistics:
 
   Args:
     inputs: training inputs, first axis the examples.
-    mode: `global` (one scalar), `per_channel` (last axis), `per_feature` (every element).
+    mode: `global` (one scalar), `per_channel` (last axis), `per_feature` (every element), or
+      `unit`: one minimum and range, so training inputs span [0, 1] (digits' 0..16 -> x / 16).
   """
   x = inputs.astype(np.float64)
+  if mode == "unit":
+    lo, hi = x.min(), x.max()
+    shape = (1,) * (x.ndim - 1)
+    return Statistics(mean=np.full(shape, lo, np.float32),
+                      std=np.full(shape, hi - lo if hi > lo else 1.0, np.float32))
   if mode == "global":
     axes = tuple(range(x.ndim))
   elif mode == "per_channel":
@@ -62,6 +69,14 @@ class Normalize(grain.transforms.Map):
     if self.stats is not None:
       x = (x - self.stats.mean) / self.stats.std
     return {**batch, "inputs": x}
+
+
+class Binarize(grain.transforms.Map):
+  """x >= 0.5 -> 1, else 0 (float32): fixed binary data for a Bernoulli likelihood, after
+  `normalize="unit"`."""
+
+  def map(self, batch: Batch) -> Batch:
+    return {**batch, "inputs": (batch["inputs"] >= 0.5).astype(np.float32)}
 
 
 class RandomShift1D(grain.transforms.RandomMap):
@@ -134,8 +149,10 @@ class RandomFlip(grain.transforms.RandomMap):
     return {**batch, "inputs": out}
 
 
-def build(augment: Any, stats: Statistics | None, train: bool) -> list[Any]:
-  """The transform list for a split: augmentation only for training, normalisation always."""
+def build(augment: Any, stats: Statistics | None, train: bool,
+          binarize: bool = False) -> list[Any]:
+  """The transform list for a split: augmentation only for training, normalisation (and
+  binarisation) always."""
   out: list[Any] = []
   if train and augment.crop_padding > 0:
     out.append(RandomCrop(augment.crop_padding))
@@ -144,6 +161,8 @@ def build(augment: Any, stats: Statistics | None, train: bool) -> list[Any]:
   if train and augment.shift > 0:
     out.append(RandomShift1D(augment.shift))
   out.append(Normalize(stats))
+  if binarize:
+    out.append(Binarize())
   if train and augment.noise_std > 0:
     out.append(GaussianNoise(augment.noise_std))
   return out

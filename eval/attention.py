@@ -110,12 +110,12 @@ def main(argv: list[str]) -> None:
   import ml_collections as mlc
 
   import data as data_lib
-  from train import generate
+  from train import checkpoint, generate
   from train.checkpoint import CheckpointError
 
   out = FLAGS.out or os.path.join(FLAGS.workdir, "attention.png")
   try:
-    model, state, config, step = generate.load(FLAGS.workdir, language_model=False)
+    model, state, config, step = checkpoint.load_workdir(FLAGS.workdir)
     name = config["model"]["name"]
     if name == "transformer.TransformerLM":
       if not FLAGS.prompt:

@@ -48,10 +48,10 @@ def workdir_metrics(workdir: str, split: str) -> tuple[dict[str, float], int, in
   import ml_collections as mlc
 
   import data as data_lib
-  from train import generate, loop, paradigms, parallel
+  from train import checkpoint, loop, paradigms, parallel
   from train import state as state_lib
 
-  model, tree, config_dict, step = generate.load(workdir, language_model=False)
+  model, tree, config_dict, step = checkpoint.load_workdir(workdir)
   config = mlc.ConfigDict(config_dict)
   paradigm = paradigms.get(config.paradigm).make(model, config, total_steps=1)
   state = state_lib.TrainState(step=tree["step"], params=tree["params"], opt_state=None,
@@ -72,12 +72,12 @@ def main(argv: list[str]) -> None:
   import ml_collections as mlc
 
   import data as data_lib
-  from train import generate
+  from train import checkpoint
   from train.checkpoint import CheckpointError
 
   rows: list[tuple[str, Any, Any, float]] = []
   try:
-    first = generate.read_config(FLAGS.workdir[0])
+    first = checkpoint.read_config(FLAGS.workdir[0])
     data_config = mlc.ConfigDict(first["data"])
     if data_config.seq_len <= 0:
       raise ValueError(f"--workdir={FLAGS.workdir[0]} is not a language model run "
@@ -92,7 +92,7 @@ def main(argv: list[str]) -> None:
     for w in FLAGS.workdir:
       metrics, step, params = workdir_metrics(w, FLAGS.split)
       rows.append((w, step, params, metrics["bits_per_token"]))
-  except (CheckpointError, generate.GenerationError, ValueError) as e:
+  except (CheckpointError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   print(f"| model | step | parameters | {FLAGS.split} bits per token |")

@@ -32,17 +32,24 @@ def data_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def trained(data_dir, tmp_path_factory):
-  """`trained(name)`: the workdir of experiment `name` trained once in tiny mode per session."""
+  """`trained(name)`: the workdir of experiment `name` trained once in tiny mode per session;
+  `trained(name, steps=N)`: its full config trained for N steps (evaluated and checkpointed at
+  the end only)."""
   from train import loop
 
-  done: dict[str, str] = {}
+  done: dict[tuple[str, int | None], str] = {}
 
-  def get(name: str) -> str:
-    if name not in done:
+  def get(name: str, steps: int | None = None) -> str:
+    if (name, steps) not in done:
       workdir = str(tmp_path_factory.mktemp(name))
-      loop.train_and_evaluate(load_experiment(name, "tiny", data_dir), workdir)
-      done[name] = workdir
-    return done[name]
+      config = load_experiment(name, None if steps else "tiny", data_dir)
+      if steps:
+        config.train.steps = steps
+        config.train.log_every = min(config.train.log_every, steps)
+        config.train.eval_every = config.train.checkpoint_every = 0
+      loop.train_and_evaluate(config, workdir)
+      done[name, steps] = workdir
+    return done[name, steps]
   return get
 
 

@@ -12,6 +12,7 @@ error says why for each.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -142,3 +143,33 @@ def load_state_tree(directory: str, step: int | None = None) -> tuple[dict[str, 
   manager.close()
   raise CheckpointError(f"no checkpoint in {directory} could be restored:\n  " +
                         "\n  ".join(failures))
+
+
+def read_config(workdir: str) -> dict[str, Any]:
+  """The resolved config a run wrote to `workdir/config.json`, as a dict.
+
+  Raises:
+    CheckpointError: the workdir holds no config.json (nothing was trained there).
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise CheckpointError(f"--workdir={workdir} holds no config.json; train there first with "
+                          "`python -m train --config ... --workdir`")
+  with open(path) as f:
+    return json.load(f)
+
+
+def load_workdir(workdir: str, step: int | None = None) -> tuple[Any, dict[str, Any],
+                                                                 dict[str, Any], int]:
+  """(model, state tree with `params`, config dict, checkpoint step) of a trained workdir: the
+  model rebuilt from its config, the newest restorable checkpoint (or `step`) as plain arrays.
+
+  Raises:
+    CheckpointError: no config.json, no checkpoint, or none that restores.
+  """
+  import arch
+
+  config = read_config(workdir)
+  model = arch.build(config["model"])
+  state, step = load_state_tree(os.path.join(workdir, "checkpoints"), step)
+  return model, state, config, step

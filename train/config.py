@@ -41,7 +41,9 @@ def base() -> mlc.ConfigDict:
   c.data.batch_size = 100                           # global, across processes
   c.data.eval_batch_size = 500
   c.data.seq_len = 0                                # text sources: next-token windows of this
-  c.data.normalize = "none"                         # none|global|per_channel|per_feature
+  c.data.normalize = "none"                         # none|global|per_channel|per_feature|unit
+  c.data.binarize = False                           # after normalize="unit": x >= 0.5 -> 1
+  c.data.keep_classes = ()                          # only these labels, in every split; () = all
   c.data.sampler = "shuffle"                        # shuffle|sequential|balanced
   c.data.class_weights = "none"                     # none|balanced
   c.data.prefetch = 0                               # batches made ahead on a thread
@@ -57,6 +59,12 @@ def base() -> mlc.ConfigDict:
   c.supervised = mlc.ConfigDict()
   c.supervised.loss = "cross_entropy"               # cross_entropy|mse
   c.supervised.label_smoothing = 0.0
+
+  c.reconstruction = mlc.ConfigDict()
+  c.reconstruction.beta = 1.0                       # VAE: KL weight after warm-up (beta-VAE)
+  c.reconstruction.kl_warmup_steps = 0              # VAE: KL weight rises linearly from 0
+  c.reconstruction.eval_samples = 1                 # VAE: posterior samples of the eval ELBO
+  c.reconstruction.iwae_samples = 0                 # VAE: k of the eval IWAE bound, 0 = off
 
   c.optim = mlc.ConfigDict()
   c.optim.name = "adam"
@@ -117,6 +125,9 @@ def validate(config: mlc.ConfigDict) -> None:
   _choice(d.normalize, data_transforms.NORMALIZATIONS, "data.normalize")
   _choice(d.sampler, data_pipeline.SAMPLERS, "data.sampler")
   _choice(d.class_weights, data_pipeline.CLASS_WEIGHTS, "data.class_weights")
+  if d.binarize and d.normalize != "unit":
+    raise ConfigError(f"data.binarize=True with data.normalize={d.normalize!r}; binarising "
+                      "thresholds inputs scaled to [0, 1]: expected data.normalize='unit'")
   _positive(d.batch_size, "data.batch_size")
   _positive(d.eval_batch_size, "data.eval_batch_size")
   _positive(d.prefetch, "data.prefetch", allow_zero=True)
@@ -143,6 +154,12 @@ def validate(config: mlc.ConfigDict) -> None:
     if not 0.0 <= config.supervised.label_smoothing < 1.0:
       raise ConfigError(f"supervised.label_smoothing={config.supervised.label_smoothing}; "
                         "expected a value in [0, 1)")
+  if "reconstruction" in config:
+    r = config.reconstruction
+    _positive(r.beta, "reconstruction.beta", allow_zero=True)
+    _positive(r.kl_warmup_steps, "reconstruction.kl_warmup_steps", allow_zero=True)
+    _positive(r.eval_samples, "reconstruction.eval_samples")
+    _positive(r.iwae_samples, "reconstruction.iwae_samples", allow_zero=True)
   if config.mesh.fsdp < 1 or (config.mesh.data < 1 and config.mesh.data != -1):
     raise ConfigError(f"mesh=(data={config.mesh.data}, fsdp={config.mesh.fsdp}); expected "
                       "positive sizes (data may be -1: all devices left over)")

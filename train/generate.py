@@ -12,8 +12,6 @@ token at every step (greedy decoding).
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from typing import Any
 
@@ -112,27 +110,15 @@ def _generate(model, length, temperature, top_k):
   return run
 
 
-def read_config(workdir: str) -> dict[str, Any]:
-  """The resolved config a run wrote to `workdir/config.json`, as a dict."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise GenerationError(f"--workdir={workdir} holds no config.json; train a language model "
-                          "there first with `python -m train --config ... --workdir`")
-  with open(path) as f:
-    return json.load(f)
-
-
-def load(workdir: str, language_model: bool = True) -> tuple[Any, dict[str, Any], dict[str, Any],
-                                                             int]:
-  """(model, state tree with `params`, config dict, checkpoint step) of a trained workdir."""
+def load(workdir: str) -> tuple[Any, dict[str, Any], dict[str, Any], int]:
+  """(model, state tree with `params`, config dict, checkpoint step) of a trained language
+  model's workdir (`checkpoint.load_workdir`)."""
   from train import checkpoint
 
-  config = read_config(workdir)
-  model = arch.build(config["model"])
-  if language_model and not getattr(model, "vocab_size", 0):
+  model, state, config, step = checkpoint.load_workdir(workdir)
+  if not getattr(model, "vocab_size", 0):
     raise GenerationError(f"--workdir={workdir} holds a {config['model']['name']} without a "
                           "token vocabulary (model.vocab_size); it is not a language model")
-  state, step = checkpoint.load_state_tree(os.path.join(workdir, "checkpoints"))
   return model, state, config, step
 
 

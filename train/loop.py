@@ -119,10 +119,12 @@ def _window_metrics(window: list[jax.Array], names: list[str]) -> dict[str, np.n
 
 
 def evaluate(eval_step, state, pipeline: data_lib.Pipeline, sharding, rng) -> dict[str, float]:
-  """One pass over an evaluation pipeline; sums merge across batches, then divide."""
+  """One pass over an evaluation pipeline; sums merge across batches, then divide. Batch `i`
+  gets the key `fold_in(rng, i)` (a VAE's posterior samples differ from batch to batch)."""
   totals: dict[str, float] = {}
-  for batch in pipeline:
-    sums = jax.device_get(eval_step(state, parallel.global_batch(batch, sharding), rng))
+  for i, batch in enumerate(pipeline):
+    sums = jax.device_get(eval_step(state, parallel.global_batch(batch, sharding),
+                                    jax.random.fold_in(rng, i)))
     for k, v in sums.items():
       totals[k] = totals.get(k, 0.0) + float(v)
   return paradigms.reduce_eval(totals)

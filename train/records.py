@@ -121,7 +121,8 @@ class Progress:
 
   def line(self, step: int, split: str, metrics: dict[str, float], rate: float | None) -> str:
     shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in (
-        "loss", "accuracy", "bits_per_token", "mse", "mae", "learning_rate"))
+        "loss", "accuracy", "bits_per_token", "mse", "mae", "neg_elbo", "neg_iwae", "kl",
+        "learning_rate"))
     width = len(str(self.total))
     text = f"[{split:5s}] step {step:>{width}}/{self.total} | {shown}"
     if rate is not None and rate > 0:

@@ -15,7 +15,8 @@ NAMES = sorted(f[:-3] for f in os.listdir(EXPERIMENTS) if f.endswith(".py") and 
 def test_the_issue_experiments_exist():
   assert {"mnist1d_logreg", "mnist1d_mlp", "mnist1d_cnn", "mnist1d_resnet", "digits_cnn",
           "breast_cancer_mlp", "mnist1d_gru", "mnist1d_transformer", "charlm_lstm",
-          "charlm_transformer"} <= set(NAMES)
+          "charlm_transformer", "digits_ae", "digits_dae", "digits_vae", "mnist1d_vae",
+          "digits_anomaly", "digits_impute"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -17,8 +17,13 @@ def test_locked_config_rejects_unknown_keys_and_wrong_types():
     ("optim.schedule", "linear", r"optim.schedule='linear'"),
     ("data.normalize", "zscore", r"data.normalize='zscore'"),
     ("train.steps", 0, r"train.steps=0; expected a positive number"),
-    ("paradigm", "unsupervised", r"paradigm='unsupervised'; expected one of \['supervised'\]"),
+    ("paradigm", "unsupervised",
+     r"paradigm='unsupervised'; expected one of \['reconstruction', 'supervised'\]"),
     ("supervised.label_smoothing", 1.5, r"supervised.label_smoothing=1.5"),
+    ("data.binarize", True, r"data.binarize=True with data.normalize='none'.*expected "
+     r"data.normalize='unit'"),
+    ("reconstruction.eval_samples", 0, r"reconstruction.eval_samples=0; expected a positive"),
+    ("reconstruction.beta", -1.0, r"reconstruction.beta=-1.0; expected a non-negative"),
 ])
 def test_bad_values_are_named(field, value, match):
   c = load_experiment("mnist1d_cnn")

@@ -17,6 +17,7 @@ import optax
 # name -> module; a module defines make(model, config, *, total_steps) -> Paradigm.
 REGISTRY: dict[str, str] = {
     "supervised": "train.paradigms.supervised",
+    "reconstruction": "train.paradigms.reconstruction",
 }
 
 

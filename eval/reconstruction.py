@@ -187,7 +187,7 @@ def plot_reconstructions(x: np.ndarray, rec: np.ndarray, path: str, n: int = 10)
   fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.8), squeeze=False)
   for j in range(n):
     for i, img in enumerate((x[j], rec[j])):
-      _show(axes[i, j], img)
+      _show(axes[i, j], img, (float(x[j].min()), float(x[j].max())))
   axes[0, 0].set_ylabel("input")
   axes[1, 0].set_ylabel("recon.")
   fig.tight_layout()
@@ -206,8 +206,9 @@ def plot_interpolation(trained: Trained, a: np.ndarray, b: np.ndarray, path: str
   t = np.linspace(0.0, 1.0, steps)[:, None]
   images = trained.decode((1 - t) * za + t * zb)
   fig, axes = plt.subplots(1, steps + 2, figsize=(1.2 * (steps + 2), 1.6), squeeze=False)
+  limits = (float(min(a.min(), b.min())), float(max(a.max(), b.max())))
   for j, img in enumerate([a, *images, b]):
-    _show(axes[0, j], img)
+    _show(axes[0, j], img, limits)
   axes[0, 0].set_title("a", fontsize=8)
   axes[0, -1].set_title("b", fontsize=8)
   fig.tight_layout()
@@ -241,14 +242,18 @@ def plot_latents(codes: np.ndarray, labels: np.ndarray, path: str) -> str:
   return what
 
 
-def _show(ax, example: np.ndarray) -> None:
+def _show(ax, example: np.ndarray, limits: tuple[float, float]) -> None:
+  """An image on a grey scale fixed to `limits` (so a reconstruction is drawn on its input's
+  scale), or a signal on a y-axis fixed to them."""
   example = np.asarray(example)
   if example.ndim == 3 and example.shape[-1] == 1:
     example = example[..., 0]
   if example.ndim == 2:
-    ax.imshow(example, cmap="gray_r")
+    ax.imshow(example, cmap="gray_r", vmin=limits[0], vmax=limits[1])
   else:
     ax.plot(example.reshape(-1), lw=1)
+    pad = 0.1 * (limits[1] - limits[0])
+    ax.set_ylim(limits[0] - pad, limits[1] + pad)
   ax.set_xticks([])
   ax.set_yticks([])
 

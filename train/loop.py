@@ -158,7 +158,10 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
   steps = config_lib.total_steps(config, train_pipe.steps_per_epoch)
   model = arch.build(config.model)
   _check_model_labels(config, model)
-  paradigm = paradigms.get(config.paradigm).make(model, config, total_steps=steps)
+  module = paradigms.get(config.paradigm)
+  if hasattr(module, "check_data"):  # a paradigm's own data requirements, before any compute
+    module.check_data(config, model)
+  paradigm = module.make(model, config, total_steps=steps)
   _check_resumable(workdir, config)
 
   lineage = {"dataset": data_lib.describe(train_pipe), "code_version": records.code_version(),

@@ -118,3 +118,19 @@ def test_a_model_that_is_not_an_autoencoder_is_refused(data_dir, tmp_path):
   with pytest.raises(config_lib.ConfigError, match=r"paradigm='reconstruction' trains an "
                      r"arch.autoencoder model .*; got model.name='cnn.CNN'"):
     loop.train_and_evaluate(c, str(tmp_path))
+
+
+@pytest.mark.parametrize("normalize,match", [
+    ("global", r"model.likelihood='bernoulli' needs inputs in \[0, 1\]; with "
+     r"data.source='digits', data.normalize='global' centres them: expected "
+     r"data.normalize='unit'"),
+    ("none", r"split 'train' spans \[0, 16\] with data.normalize='none': expected "
+     r"data.normalize='unit'"),
+])
+def test_a_bernoulli_model_on_inputs_outside_0_1_is_refused(data_dir, tmp_path, normalize,
+                                                             match):
+  c = load_experiment("digits_vae", "tiny", data_dir)
+  c.data.normalize, c.data.binarize = normalize, False
+  with pytest.raises(config_lib.ConfigError, match=match):
+    loop.train_and_evaluate(c, str(tmp_path))
+  assert not os.path.exists(tmp_path / "checkpoints")

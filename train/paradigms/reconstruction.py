@@ -133,6 +133,30 @@ def check_model(model: nn.Module, model_name: str) -> None:
                       f"autoencoder.VAE); got model.name={model_name!r}")
 
 
+def check_data(config: Any, model: nn.Module) -> None:
+  """A Bernoulli decoder's targets are probabilities: the inputs must lie in [0, 1].
+
+  Raises:
+    ConfigError: `data.normalize` centres the inputs, or unnormalised inputs leave [0, 1].
+  """
+  check_model(model, config.model.name)
+  if model.likelihood != "bernoulli" or config.data.normalize == "unit":
+    return
+  where = (f"model.likelihood='bernoulli' needs inputs in [0, 1]; with data.source="
+           f"{config.data.source!r}")
+  if config.data.normalize != "none":
+    raise ConfigError(f"{where}, data.normalize={config.data.normalize!r} centres them: expected "
+                      "data.normalize='unit' (or 'none' for data already in [0, 1])")
+  import data as data_lib
+
+  for split in (config.data.train_split, config.data.eval_split):
+    x = data_lib.load_split(config.data, split).inputs
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+      raise ConfigError(f"{where}, split {split!r} spans [{lo:g}, {hi:g}] with "
+                        "data.normalize='none': expected data.normalize='unit'")
+
+
 def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Paradigm:
   """The reconstruction step factory; `total_steps` sizes the learning-rate schedule."""
   check_model(model, config.model.name)

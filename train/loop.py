@@ -67,39 +67,6 @@ def _check_resumable(workdir: str, config: mlc.ConfigDict) -> None:
         "--workdir, or the same config to resume")
 
 
-def _check_model_tokens(config: mlc.ConfigDict, model) -> None:
-  """Next-token windows: every token of both splits must be in the model's vocabulary."""
-  vocab = getattr(model, "vocab_size", 0)
-  if not vocab:
-    raise config_lib.ConfigError(
-        f"data.seq_len={config.data.seq_len} trains on token ids; model {config.model.name} "
-        "needs model.vocab_size > 0")
-  for split in (config.data.train_split, config.data.eval_split):
-    stream = data_lib.load_text(config.data, split)
-    top = int(stream.max()) if len(stream) else 0
-    for field, size in (("vocab_size", vocab), ("num_classes", getattr(model, "num_classes",
-                                                                       vocab))):
-      if top >= size:
-        raise data_lib.DataError(
-            f"data.source={config.data.source!r} split {split!r}: token id {top} is out of "
-            f"range for model.{field}={size} (expected ids in [0, {size - 1}])")
-
-
-def _check_model_labels(config: mlc.ConfigDict, model) -> None:
-  """Every label of both splits must index one of the model's outputs."""
-  if config.data.seq_len > 0:
-    _check_model_tokens(config, model)
-    return
-  num_classes = getattr(model, "num_classes", None)
-  if (config.paradigm != "supervised" or config.supervised.loss != "cross_entropy" or
-      num_classes is None):
-    return
-  for split in (config.data.train_split, config.data.eval_split):
-    labels = data_lib.load_split(config.data, split).labels
-    data_lib.check_labels(labels, num_classes, f"model.num_classes={num_classes} with "
-                          f"data.source={config.data.source!r} split {split!r}")
-
-
 def _packed(train_step, names: list[str]):
   """`train_step` with its metrics packed into one (len(names),) float32 vector.
 
@@ -157,10 +124,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
                                    "of the mesh")
   steps = config_lib.total_steps(config, train_pipe.steps_per_epoch)
   model = arch.build(config.model)
-  _check_model_labels(config, model)
   module = paradigms.get(config.paradigm)
-  if hasattr(module, "check_data"):  # a paradigm's own data requirements, before any compute
-    module.check_data(config, model)
+  module.check_data(config, model)  # the paradigm's own data requirements, before any compute
   paradigm = module.make(model, config, total_steps=steps)
   _check_resumable(workdir, config)
 

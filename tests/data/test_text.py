@@ -5,7 +5,7 @@ import pytest
 
 from data import builders, pipeline, sources
 from train import config as config_lib
-from train import loop
+from train.paradigms import supervised
 
 
 def _text_config(data_dir, source="pydoc_text", **kw):
@@ -91,10 +91,10 @@ def test_text_errors_name_the_field(text_dir):
   import arch
   with pytest.raises(sources.DataError, match=r"token id 126 is out of range for "
                      r"model.vocab_size=100 \(expected ids in \[0, 99\]\)"):
-    loop._check_model_labels(c, arch.build(c.model))
+    supervised.check_data(c, arch.build(c.model))
   c.model = {"name": "recurrent.RecurrentNet", "num_classes": 128}
   with pytest.raises(config_lib.ConfigError, match="needs model.vocab_size > 0"):
-    loop._check_model_labels(c, arch.build(c.model))
+    supervised.check_data(c, arch.build(c.model))
 
 
 def test_tiny_shakespeare_goes_through_the_same_path(tmp_path):

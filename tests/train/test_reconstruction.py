@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import arch
 from eval import reconstruction as eval_rec
 from tests.conftest import load_experiment
 from train import checkpoint, loop
@@ -118,6 +119,11 @@ def test_a_model_that_is_not_an_autoencoder_is_refused(data_dir, tmp_path):
   with pytest.raises(config_lib.ConfigError, match=r"paradigm='reconstruction' trains an "
                      r"arch.autoencoder model .*; got model.name='cnn.CNN'"):
     loop.train_and_evaluate(c, str(tmp_path))
+  c = load_experiment("digits_ae", "tiny", data_dir)
+  c.data.seq_len = 16
+  with pytest.raises(config_lib.ConfigError, match=r"data.seq_len=16 makes next-token windows; "
+                     r"paradigm='reconstruction' trains on whole examples"):
+    rec.check_data(c, arch.build(c.model))
 
 
 @pytest.mark.parametrize("normalize,match", [

@@ -14,8 +14,8 @@ from typing import Any, Callable, NamedTuple
 
 import optax
 
-# name -> module; a module defines make(model, config, *, total_steps) -> Paradigm, and may define
-# check_data(config, model), which the loop calls first to reject data the paradigm cannot train on.
+# name -> module; a module defines check_data(config, model), which the loop calls first to reject
+# data the paradigm cannot train on, and make(model, config, *, total_steps) -> Paradigm.
 REGISTRY: dict[str, str] = {
     "supervised": "train.paradigms.supervised",
     "reconstruction": "train.paradigms.reconstruction",

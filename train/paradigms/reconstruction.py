@@ -137,9 +137,14 @@ def check_data(config: Any, model: nn.Module) -> None:
   """A Bernoulli decoder's targets are probabilities: the inputs must lie in [0, 1].
 
   Raises:
-    ConfigError: `data.normalize` centres the inputs, or unnormalised inputs leave [0, 1].
+    ConfigError: a model that is not an autoencoder, next-token windows (`data.seq_len` > 0),
+      or a Bernoulli decoder whose inputs `data.normalize` centres or that leave [0, 1].
   """
   check_model(model, config.model.name)
+  if config.data.seq_len > 0:
+    raise ConfigError(f"data.seq_len={config.data.seq_len} makes next-token windows; "
+                      "paradigm='reconstruction' trains on whole examples: expected "
+                      "data.seq_len=0")
   if model.likelihood != "bernoulli" or config.data.normalize == "unit":
     return
   where = (f"model.likelihood='bernoulli' needs inputs in [0, 1]; with data.source="

@@ -21,8 +21,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+import data as data_lib
 from train import optim
 from train import state as state_lib
+from train.config import ConfigError
 from train.paradigms import Paradigm
 
 
@@ -38,6 +40,44 @@ def per_example_loss(outputs: jnp.ndarray, labels: jnp.ndarray, loss: str,
     return optax.softmax_cross_entropy(outputs, targets)
   target = labels.astype(jnp.float32).reshape(labels.shape[0], -1)
   return jnp.mean(jnp.square(outputs.reshape(outputs.shape[0], -1) - target), axis=-1)
+
+
+def _check_model_tokens(config: Any, model) -> None:
+  """Next-token windows: every token of both splits must be in the model's vocabulary."""
+  vocab = getattr(model, "vocab_size", 0)
+  if not vocab:
+    raise ConfigError(
+        f"data.seq_len={config.data.seq_len} trains on token ids; model {config.model.name} "
+        "needs model.vocab_size > 0")
+  for split in (config.data.train_split, config.data.eval_split):
+    stream = data_lib.load_text(config.data, split)
+    top = int(stream.max()) if len(stream) else 0
+    for field, size in (("vocab_size", vocab), ("num_classes", getattr(model, "num_classes",
+                                                                       vocab))):
+      if top >= size:
+        raise data_lib.DataError(
+            f"data.source={config.data.source!r} split {split!r}: token id {top} is out of "
+            f"range for model.{field}={size} (expected ids in [0, {size - 1}])")
+
+
+def check_data(config: Any, model: nn.Module) -> None:
+  """Every label (or, for next-token windows, every token id) of both splits must index one of
+  the model's outputs.
+
+  Raises:
+    ConfigError: next-token windows for a model without a vocabulary.
+    DataError: a label or token id out of range, naming the split and the model field.
+  """
+  if config.data.seq_len > 0:
+    _check_model_tokens(config, model)
+    return
+  num_classes = getattr(model, "num_classes", None)
+  if config.supervised.loss != "cross_entropy" or num_classes is None:
+    return
+  for split in (config.data.train_split, config.data.eval_split):
+    labels = data_lib.load_split(config.data, split).labels
+    data_lib.check_labels(labels, num_classes, f"model.num_classes={num_classes} with "
+                          f"data.source={config.data.source!r} split {split!r}")
 
 
 def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Paradigm:

@@ -81,6 +81,20 @@ def _mse(model, x, output) -> jnp.ndarray:
   return jnp.mean(jnp.square(err.reshape(err.shape[0], -1)), axis=-1)
 
 
+def _posterior_draws(m: autoencoder.VAE, x: jnp.ndarray, rng: jax.Array, samples: int):
+  """Inside a bound VAE: the posterior (mean, logvar) (B, D) of `x`, `samples` reparameterised
+  draws z (k, B, D) and log p(x | z) (k, B), decoded `min(k, 16)` draws at a time."""
+  mean, logvar = m.encode(x)
+  std = m.observation_std() if m.likelihood == "gaussian" else None
+
+  def one(key):
+    z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
+    return z, log_likelihood(x, m.decode(z), m.likelihood, std)
+
+  z, ll = jax.lax.map(one, jax.random.split(rng, samples), batch_size=min(samples, 16))
+  return mean, logvar, z, ll
+
+
 def elbo_terms(model: autoencoder.VAE, variables: Any, x: jnp.ndarray, rng: jax.Array,
                samples: int = 1) -> dict[str, jnp.ndarray]:
   """A VAE's per-example `nll` (-E_q log p(x|z), averaged over `samples` posterior draws), `kl`
@@ -88,14 +102,7 @@ def elbo_terms(model: autoencoder.VAE, variables: Any, x: jnp.ndarray, rng: jax.
   decoded from the posterior mean."""
 
   def body(m: autoencoder.VAE):
-    mean, logvar = m.encode(x)
-    std = m.observation_std() if m.likelihood == "gaussian" else None
-
-    def one(key):
-      z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
-      return log_likelihood(x, m.decode(z), m.likelihood, std)
-
-    ll = jax.lax.map(one, jax.random.split(rng, samples), batch_size=min(samples, 16))
+    mean, logvar, _, ll = _posterior_draws(m, x, rng, samples)
     nll = -jnp.mean(ll, axis=0)
     kl = gaussian_kl(mean, logvar)
     return {"nll": nll, "kl": kl, "neg_elbo": nll + kl, "mse": _mse(m, x, m.decode(mean))}
@@ -110,16 +117,9 @@ def iwae_bound(model: autoencoder.VAE, variables: Any, x: jnp.ndarray, rng: jax.
   expectation is the negative ELBO; it decreases towards -log p(x) as k grows."""
 
   def body(m: autoencoder.VAE):
-    mean, logvar = m.encode(x)
-    std = m.observation_std() if m.likelihood == "gaussian" else None
-
-    def one(key):
-      z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
-      log_prior = gaussian_log_density(z, jnp.zeros_like(z), jnp.zeros_like(z))
-      return (log_likelihood(x, m.decode(z), m.likelihood, std) + log_prior
-              - gaussian_log_density(z, mean, logvar))
-
-    log_w = jax.lax.map(one, jax.random.split(rng, samples), batch_size=min(samples, 16))
+    mean, logvar, z, ll = _posterior_draws(m, x, rng, samples)
+    log_prior = gaussian_log_density(z, jnp.zeros_like(z), jnp.zeros_like(z))
+    log_w = ll + log_prior - gaussian_log_density(z, mean, logvar)          # (k, B)
     return -(jax.scipy.special.logsumexp(log_w, axis=0) - math.log(samples))
 
   return nn.apply(body, model)(variables)

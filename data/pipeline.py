@@ -278,8 +278,7 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
     raise sources.DataError(f"{field}={batch} is larger than the {split!r} split of "
                             f"{data_config.source!r} ({n} examples)")
   if info.num_classes:
-    check_labels(arrays.labels, info.num_classes, f"data.source={data_config.source!r} split "
-                 f"{split!r}")
+    check_labels(arrays.labels, info.num_classes, where.format(split))
 
   train_arrays = select_classes(sources.load_split(data_config, data_config.train_split), keep,
                                 info.num_classes, where.format(data_config.train_split))

@@ -112,9 +112,10 @@ class Trained:
   def reconstruct(self, x: np.ndarray) -> np.ndarray:
     return self.decode(self.code(x))
 
-  def errors(self, x: np.ndarray) -> np.ndarray:
-    """Per-example mean squared reconstruction error (N,)."""
-    err = self.reconstruct(x) - x
+  def errors(self, x: np.ndarray, reconstruction: np.ndarray | None = None) -> np.ndarray:
+    """Per-example mean squared reconstruction error (N,) (of `reconstruction`, when `x`'s is
+    already at hand)."""
+    err = (self.reconstruct(x) if reconstruction is None else reconstruction) - x
     return np.mean(np.square(err.reshape(len(x), -1)), axis=1)
 
   def neg_elbo(self, x: np.ndarray, samples: int = 100, seed: int = 0) -> np.ndarray:
@@ -284,7 +285,8 @@ def report(workdir: str, split: str = "test", out: str | None = None, missing: f
 
   # As many components as the code has dimensions, where the data have that many.
   components = min(trained.latent_dim, int(np.prod(x_train.shape[1:])), len(x_train))
-  result["compression"] = {"model_mse": float(trained.errors(x).mean()),
+  x_rec = trained.reconstruct(x)
+  result["compression"] = {"model_mse": float(trained.errors(x, x_rec).mean()),
                            "pca_mse": float(pca_errors(x_train, x, components).mean()),
                            "pca_components": components, "examples": len(x)}
 
@@ -317,7 +319,7 @@ def report(workdir: str, split: str = "test", out: str | None = None, missing: f
     result["imputation"] = {"units": "stored data units", "iterations": iterations,
                             "mse_on_hidden": imputation}
 
-  plot_reconstructions(x, trained.reconstruct(x), os.path.join(out, "reconstructions.png"))
+  plot_reconstructions(x, x_rec, os.path.join(out, "reconstructions.png"))
   a, b = 0, int(np.flatnonzero(labels != labels[0])[0]) if (labels != labels[0]).any() else 1
   plot_interpolation(trained, x[a], x[b], os.path.join(out, "interpolation.png"))
   result["latent_plot"] = plot_latents(trained.code(x), labels, os.path.join(out, "latents.png"))

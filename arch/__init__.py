@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from arch import autoencoder, cnn, mlp, recurrent, transformer
+from arch import autoencoder, cnn, gan, mlp, recurrent, transformer
 
 REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "mlp.MLP": mlp.MLP,
@@ -35,6 +35,7 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "autoencoder.Autoencoder": autoencoder.Autoencoder,
     "autoencoder.DenoisingAutoencoder": autoencoder.DenoisingAutoencoder,
     "autoencoder.VAE": autoencoder.VAE,
+    "gan.GAN": gan.GAN,
 }
 
 _MODULE_FIELDS = {"parent", "name"}

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from eval import figures
+
 
 def attention_maps(model: Any, params: Any, inputs: jnp.ndarray,
                    model_state: dict[str, Any] | None = None) -> tuple[jnp.ndarray, list[np.ndarray]]:
@@ -41,9 +43,7 @@ def attention_maps(model: Any, params: Any, inputs: jnp.ndarray,
 
 def _plot_classifier(path: str, signal: np.ndarray, maps: list[np.ndarray], patch: int,
                      cls: bool, title: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = figures.pyplot()
 
   depth = len(maps)
   fig, axes = plt.subplots(depth + 2, 1, figsize=(7, 1.6 * (depth + 2) + 2.5),
@@ -79,9 +79,7 @@ def _plot_classifier(path: str, signal: np.ndarray, maps: list[np.ndarray], patc
 
 
 def _plot_lm(path: str, text: str, maps: list[np.ndarray], title: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = figures.pyplot()
 
   depth = len(maps)
   fig, axes = plt.subplots(1, depth, figsize=(4.2 * depth, 4.6))

@@ -13,11 +13,25 @@ plain NumPy and testable against float64 references.
   of generated samples inside the k-NN balls of the real ones, and the reverse.
 - `gaussian_baseline`: samples from a multivariate normal fitted to the training data, the floor
   every generative model should clear.
+
+`python -m eval.generative --workdir DIR [--reference REF] [--samples N]` scores a trained
+generative run (a paradigm with `generate`, e.g. `adversarial`) in the features of the classifier
+trained in REF (default: the run's `generative.reference`). Every set is N examples (default:
+the evaluation split's size) compared with the training split, so the numbers share one
+estimator bias: the held-out real data (the ceiling), the model's samples, and the Gaussian
+baseline (the floor). A conditional model's samples are also scored for being classified as the
+class they were asked for. Writes DIR/generative/report.json, report.md and sample grids.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from typing import Any
+
 import numpy as np
+from absl import app, flags
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,3 +114,202 @@ def gaussian_baseline(train: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
   mean, cov = flat.mean(0), np.cov(flat, rowvar=False)
   samples = np.random.default_rng(seed).multivariate_normal(mean, cov, size=n, method="eigh")
   return samples.reshape((n,) + np.shape(train)[1:]).astype(np.float32)
+
+
+class Reference:
+  """A classifier trained by this codebase, restored from its workdir: `features(x)` are its
+  penultimate activations (`intermediates/features`) and `predict(x)` its classes, for inputs in
+  raw data units (it applies its own normalisation)."""
+
+  def __init__(self, workdir: str, batch_size: int = 500):
+    import jax
+    import ml_collections as mlc
+
+    from eval.reconstruction import split_arrays
+    from train import checkpoint
+
+    model, tree, config_dict, self.step = checkpoint.load_workdir(workdir)
+    config = mlc.ConfigDict(config_dict)
+    self.num_classes = int(getattr(model, "num_classes", 0) or 0)
+    if config.paradigm != "supervised" or not self.num_classes or config.data.seq_len:
+      raise ValueError(f"reference {workdir} holds a paradigm={config.paradigm!r} "
+                       f"{config.model.name} run; expected a supervised classifier")
+    self.workdir, self.config, self.batch_size = workdir, config, batch_size
+    _, _, self.stats = split_arrays(config, config.data.train_split)
+    variables = {"params": tree["params"], **(tree.get("model_state") or {})}
+
+    def apply(x):
+      logits, state = model.apply(variables, x, train=False, mutable=["intermediates"])
+      features = state["intermediates"]["features"][0]
+      return features.reshape(features.shape[0], -1), logits
+
+    self._apply = jax.jit(apply)
+
+  def normalize(self, raw: np.ndarray) -> np.ndarray:
+    raw = np.asarray(raw, np.float32)
+    return raw if self.stats is None else (raw - self.stats.mean) / self.stats.std
+
+  def __call__(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(features (N, D), predicted classes (N,)) of examples (N, ...) in raw data units."""
+    x = self.normalize(raw)
+    feats, preds = [], []
+    for i in range(0, len(x), self.batch_size):
+      f, logits = self._apply(x[i:i + self.batch_size])
+      feats.append(np.asarray(f, np.float64))
+      preds.append(np.asarray(logits).argmax(-1))
+    return np.concatenate(feats), np.concatenate(preds)
+
+
+def _raw(x: np.ndarray, stats) -> np.ndarray:
+  return np.asarray(x, np.float32) if stats is None else np.asarray(x) * stats.std + stats.mean
+
+
+def score(reference: Reference, real_train: np.ndarray, sets: dict[str, np.ndarray],
+          k: int = 3, seed: int = 0) -> dict[str, dict[str, Any]]:
+  """Each named set of raw examples scored against the training data in `reference`'s features:
+  Frechet distance to the whole training split, k-NN precision/recall against a random subset
+  of the training split of the set's size, and class coverage."""
+  train_f, _ = reference(real_train)
+  rng = np.random.default_rng(seed)
+  out = {}
+  for name, x in sets.items():
+    f, pred = reference(x)
+    subset = train_f[rng.choice(len(train_f), size=min(len(f), len(train_f)), replace=False)]
+    out[name] = {"examples": len(x), "frechet_distance": frechet_distance_of(f, train_f),
+                 **knn_precision_recall(subset, f, k),
+                 "coverage": class_coverage(pred, reference.num_classes)}
+  return out
+
+
+def report(workdir: str, reference: str | None = None, samples: int = 0, out: str | None = None,
+           seed: int = 0) -> dict[str, Any]:
+  """The module docstring's comparison for one trained generative run; writes report.json,
+  report.md and sample grids to `out` (default WORKDIR/generative) and returns the report."""
+  import jax
+  import jax.numpy as jnp
+  import ml_collections as mlc
+
+  from eval import figures
+  from eval.reconstruction import split_arrays
+  from train import checkpoint, paradigms
+  from train import state as state_lib
+
+  model, tree, config_dict, step = checkpoint.load_workdir(workdir)
+  config = mlc.ConfigDict(config_dict)
+  paradigm = paradigms.get(config.paradigm).make(model, config)
+  if paradigm.generate is None:
+    raise ValueError(f"--workdir={workdir} holds a paradigm={config.paradigm!r} run, which does "
+                     "not generate samples")
+  reference = reference or config.generative.reference
+  if not reference:
+    raise ValueError(f"no reference classifier: --workdir={workdir} has generative.reference='' "
+                     "and --reference was not given; train one (e.g. python -m train --config "
+                     "experiments/digits_cnn.py --workdir runs/digits_cnn) and name its workdir")
+  if not os.path.exists(os.path.join(reference, "config.json")):
+    raise ValueError(f"reference classifier {reference} (--reference or generative.reference) "
+                     "holds no trained run; train a classifier on data.source="
+                     f"{config.data.source!r} there first, e.g. python -m train --config "
+                     f"experiments/{config.data.source}_cnn.py --workdir {reference}")
+  ref = Reference(reference)
+  if ref.config.data.source != config.data.source:
+    raise ValueError(f"reference classifier {reference} was trained on data.source="
+                     f"{ref.config.data.source!r}; the run's is {config.data.source!r}")
+  x_train, _, stats = split_arrays(config, config.data.train_split)
+  x_test, _, _ = split_arrays(config, config.data.eval_split)
+  n = samples or len(x_test)
+  state = state_lib.TrainState(**tree)
+  conditional = getattr(model, "num_classes", 0) > 0
+  rng = np.random.default_rng(seed)
+  labels = (rng.integers(0, model.num_classes, n) if conditional else None)
+  generate = jax.jit(paradigm.generate)
+  z = jax.random.normal(jax.random.key(seed), (n, model.latent_dim))
+  fake = np.concatenate([
+      np.asarray(generate(state, z[i:i + 500], None if labels is None else
+                          jnp.asarray(labels[i:i + 500], jnp.int32)))
+      for i in range(0, n, 500)])
+  raw_train = _raw(x_train, stats)
+  held_out = _raw(x_test, stats)
+  if n != len(held_out):
+    held_out = held_out[rng.choice(len(held_out), size=n, replace=n > len(held_out))]
+  sets = {"held-out real data": held_out,
+          "model samples": _raw(fake, stats),
+          "Gaussian baseline": gaussian_baseline(raw_train, n, seed)}
+  result: dict[str, Any] = {
+      "workdir": workdir, "checkpoint_step": step, "model": config.model.name,
+      "reference": {"workdir": reference, "model": ref.config.model.name,
+                    "feature_dim": int(ref(raw_train[:2])[0].shape[1])},
+      "samples": n, "train_examples": len(raw_train),
+      "scores": score(ref, raw_train, sets, seed=seed)}
+  if conditional:
+    _, pred = ref(sets["model samples"])
+    result["conditional_accuracy"] = float(np.mean(pred == labels))
+  out = out or os.path.join(workdir, "generative")
+  os.makedirs(out, exist_ok=True)
+  grid = 100
+  grid_labels = None if not conditional else np.arange(grid) % model.num_classes
+  grid_z = jax.random.normal(jax.random.key(seed + 1), (grid, model.latent_dim))
+  grid_x = np.asarray(generate(state, grid_z, None if grid_labels is None else
+                               jnp.asarray(grid_labels, jnp.int32)))
+  columns = [str(c) for c in range(model.num_classes)] if conditional else None
+  name = os.path.basename(os.path.normpath(workdir))
+  for file, x, title in (("samples.png", _raw(grid_x, stats), f"{name}, step {step}"),
+                         ("real.png", raw_train[:grid], "training data"),
+                         ("gaussian_baseline.png", sets["Gaussian baseline"][:grid],
+                          "Gaussian baseline")):
+    figures.sample_grid(x, os.path.join(out, file), title=title,
+                        column_labels=columns if file == "samples.png" else None)
+  with open(os.path.join(out, "report.json"), "w") as f:
+    json.dump(result, f, indent=1)
+  with open(os.path.join(out, "report.md"), "w") as f:
+    f.write(markdown(result) + "\n")
+  return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+  """The report as a Markdown table."""
+  lines = [f"Generative evaluation of {result['workdir']} (step {result['checkpoint_step']}), "
+           f"{result['samples']} examples per set against {result['train_examples']} training "
+           f"examples, in the {result['reference']['feature_dim']}-d features of "
+           f"{result['reference']['workdir']} ({result['reference']['model']}).", "",
+           "| set | Frechet distance | precision | recall | classes with >= 5% | entropy (nats) |",
+           "|---|---|---|---|---|---|"]
+  for name, s in result["scores"].items():
+    c = s["coverage"]
+    lines.append(f"| {name} | {s['frechet_distance']:.2f} | {s['precision']:.3f} | "
+                 f"{s['recall']:.3f} | {c['num_covered']} | {c['entropy']:.3f} |")
+  if "conditional_accuracy" in result:
+    lines += ["", f"Samples classified as their requested class: "
+              f"{result['conditional_accuracy']:.1%}"]
+  return "\n".join(lines)
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv: list[str]) -> None:
+  from train import records
+  from train.checkpoint import CheckpointError
+
+  records.start_cli(argv)
+  try:
+    result = report(FLAGS.workdir, FLAGS.reference, FLAGS.samples, FLAGS.out, FLAGS.seed)
+  except (CheckpointError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(markdown(result))
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program, so modules import together)."""
+  flags.DEFINE_string("workdir", None, "A trained generative run.", required=True)
+  flags.DEFINE_string("reference", None, "Workdir of the classifier whose features score the "
+                      "samples (default: the run's generative.reference).")
+  flags.DEFINE_integer("samples", 0, "Examples per set (default: the evaluation split's size).")
+  flags.DEFINE_string("out", None, "Where report.json and the grids go (default "
+                      "WORKDIR/generative).")
+  flags.DEFINE_integer("seed", 0, "Seed of the samples, labels and subsets.")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
+from eval import figures
+
 
 def roc_auc(is_positive: np.ndarray, scores: np.ndarray) -> float:
   """Area under the ROC curve: the probability that a random positive scores above a random
@@ -180,15 +182,13 @@ def _denormalize(x: np.ndarray, stats) -> np.ndarray:
 
 def plot_reconstructions(x: np.ndarray, rec: np.ndarray, path: str, n: int = 10) -> None:
   """Inputs (top row) over their reconstructions (bottom row) for the first `n` examples."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = figures.pyplot()
 
   n = min(n, len(x))
   fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.8), squeeze=False)
   for j in range(n):
     for i, img in enumerate((x[j], rec[j])):
-      _show(axes[i, j], img, (float(x[j].min()), float(x[j].max())))
+      figures.show(axes[i, j], img, (float(x[j].min()), float(x[j].max())))
   axes[0, 0].set_ylabel("input")
   axes[1, 0].set_ylabel("recon.")
   fig.tight_layout()
@@ -199,9 +199,7 @@ def plot_reconstructions(x: np.ndarray, rec: np.ndarray, path: str, n: int = 10)
 def plot_interpolation(trained: Trained, a: np.ndarray, b: np.ndarray, path: str,
                        steps: int = 9) -> None:
   """Decodes `steps` codes on the line between the codes of examples `a` and `b`."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = figures.pyplot()
 
   za, zb = trained.code(np.stack([a, b]))
   t = np.linspace(0.0, 1.0, steps)[:, None]
@@ -209,7 +207,7 @@ def plot_interpolation(trained: Trained, a: np.ndarray, b: np.ndarray, path: str
   fig, axes = plt.subplots(1, steps + 2, figsize=(1.2 * (steps + 2), 1.6), squeeze=False)
   limits = (float(min(a.min(), b.min())), float(max(a.max(), b.max())))
   for j, img in enumerate([a, *images, b]):
-    _show(axes[0, j], img, limits)
+    figures.show(axes[0, j], img, limits)
   axes[0, 0].set_title("a", fontsize=8)
   axes[0, -1].set_title("b", fontsize=8)
   fig.tight_layout()
@@ -220,9 +218,7 @@ def plot_interpolation(trained: Trained, a: np.ndarray, b: np.ndarray, path: str
 def plot_latents(codes: np.ndarray, labels: np.ndarray, path: str) -> str:
   """Codes (N, D) coloured by label, in their own axes for D = 2, else the first two principal
   components. Returns the axis description."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = figures.pyplot()
 
   if codes.shape[1] > 2:
     from sklearn.decomposition import PCA
@@ -241,22 +237,6 @@ def plot_latents(codes: np.ndarray, labels: np.ndarray, path: str) -> str:
   fig.savefig(path, dpi=120)
   plt.close(fig)
   return what
-
-
-def _show(ax, example: np.ndarray, limits: tuple[float, float]) -> None:
-  """An image on a grey scale fixed to `limits` (so a reconstruction is drawn on its input's
-  scale), or a signal on a y-axis fixed to them."""
-  example = np.asarray(example)
-  if example.ndim == 3 and example.shape[-1] == 1:
-    example = example[..., 0]
-  if example.ndim == 2:
-    ax.imshow(example, cmap="gray_r", vmin=limits[0], vmax=limits[1])
-  else:
-    ax.plot(example.reshape(-1), lw=1)
-    pad = 0.1 * (limits[1] - limits[0])
-    ax.set_ylim(limits[0] - pad, limits[1] + pad)
-  ax.set_xticks([])
-  ax.set_yticks([])
 
 
 def report(workdir: str, split: str = "test", out: str | None = None, missing: float = 0.25,

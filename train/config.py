@@ -66,6 +66,17 @@ def base() -> mlc.ConfigDict:
   c.reconstruction.eval_samples = 1                 # VAE: posterior samples of the eval ELBO
   c.reconstruction.iwae_samples = 0                 # VAE: k of the eval IWAE bound, 0 = off
 
+  c.adversarial = mlc.ConfigDict()
+  c.adversarial.loss = "non_saturating"             # non_saturating|hinge
+  c.adversarial.d_learning_rate = 0.0               # discriminator's; 0 = optim.learning_rate
+  c.adversarial.n_critic = 1                        # discriminator updates per generator update
+  c.adversarial.r1_gamma = 0.0                      # R1 penalty weight on real data, 0 = off
+  c.adversarial.ema_decay = 0.999                   # generator average, 0 = off
+
+  c.generative = mlc.ConfigDict()                   # generative paradigms' samples
+  c.generative.grid_samples = 100                   # in the grids drawn at every evaluation
+  c.generative.reference = ""                       # classifier workdir for eval.generative
+
   c.optim = mlc.ConfigDict()
   c.optim.name = "adam"
   c.optim.learning_rate = 1e-3
@@ -160,6 +171,16 @@ def validate(config: mlc.ConfigDict) -> None:
     _positive(r.kl_warmup_steps, "reconstruction.kl_warmup_steps", allow_zero=True)
     _positive(r.eval_samples, "reconstruction.eval_samples")
     _positive(r.iwae_samples, "reconstruction.iwae_samples", allow_zero=True)
+  if "adversarial" in config:
+    a = config.adversarial
+    _choice(a.loss, ("non_saturating", "hinge"), "adversarial.loss")
+    _positive(a.d_learning_rate, "adversarial.d_learning_rate", allow_zero=True)
+    _positive(a.n_critic, "adversarial.n_critic")
+    _positive(a.r1_gamma, "adversarial.r1_gamma", allow_zero=True)
+    if not 0.0 <= a.ema_decay < 1.0:
+      raise ConfigError(f"adversarial.ema_decay={a.ema_decay}; expected a value in [0, 1)")
+  if "generative" in config:
+    _positive(config.generative.grid_samples, "generative.grid_samples", allow_zero=True)
   if config.mesh.fsdp < 1 or (config.mesh.data < 1 and config.mesh.data != -1):
     raise ConfigError(f"mesh=(data={config.mesh.data}, fsdp={config.mesh.fsdp}); expected "
                       "positive sizes (data may be -1: all devices left over)")

@@ -85,6 +85,18 @@ def _window_metrics(window: list[jax.Array], names: list[str]) -> dict[str, np.n
   return {k: host[:, i] for i, k in enumerate(names)}
 
 
+def _write_grid(samples: jax.Array, workdir: str, step: int, final: bool, enabled: bool) -> None:
+  """A generative paradigm's fixed-latent samples as WORKDIR/samples/step_XXXXXXXX.png (and
+  final.png after the last step)."""
+  samples = np.asarray(jax.device_get(samples))
+  if not enabled or not len(samples):
+    return
+  from eval import figures
+
+  for name in [f"step_{step:08d}.png"] + (["final.png"] if final else []):
+    figures.sample_grid(samples, os.path.join(workdir, "samples", name), title=f"step {step}")
+
+
 def evaluate(eval_step, state, pipeline: data_lib.Pipeline, sharding, rng) -> dict[str, float]:
   """One pass over an evaluation pipeline; sums merge across batches, then divide. Batch `i`
   gets the key `fold_in(rng, i)` (a VAE's posterior samples differ from batch to batch)."""
@@ -176,6 +188,11 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
   eval_step = jax.jit(paradigm.eval_step, in_shardings=(state_sharding, batch_sharding,
                                                         replicated), out_shardings=replicated)
 
+  sample_grid = None
+  if paradigm.samples is not None:
+    sample_grid = jax.jit(paradigm.samples, in_shardings=(state_sharding,),
+                          out_shardings=replicated)
+
   writer = records.MetricWriter(workdir, resume_step=start, enabled=is_main)
   progress = records.Progress(steps, start)
   t_cfg = config.train
@@ -224,6 +241,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
         writer.write(s, "eval", last_eval)
         if is_main:
           records.console(progress.line(s, "eval", last_eval, None))
+        if sample_grid is not None:
+          _write_grid(sample_grid(state), workdir, s, final=s == steps, enabled=is_main)
       if every(t_cfg.checkpoint_every, s):
         flush(s)
         ckpt.save(s, state, iterator, {"step": s, "config": json.loads(

@@ -122,7 +122,7 @@ class Progress:
   def line(self, step: int, split: str, metrics: dict[str, float], rate: float | None) -> str:
     shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in (
         "loss", "accuracy", "bits_per_token", "mse", "mae", "neg_elbo", "neg_iwae", "kl",
-        "learning_rate"))
+        "d_loss", "g_loss", "d_accuracy", "learning_rate"))
     width = len(str(self.total))
     text = f"[{split:5s}] step {step:>{width}}/{self.total} | {shown}"
     if rate is not None and rate > 0:

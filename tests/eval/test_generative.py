@@ -1,5 +1,7 @@
 """Generative metrics against float64 SciPy/NumPy references and closed forms."""
 
+import os
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -73,3 +75,54 @@ def test_gaussian_baseline_matches_the_training_moments():
   np.testing.assert_allclose(samples.mean(0), train.mean(0), atol=0.05)
   np.testing.assert_allclose(np.cov(samples.reshape(20000, -1).T),
                              np.cov(train.reshape(2000, -1).T), atol=0.06)
+
+
+def test_reference_features_are_the_classifiers_penultimate_activations(trained):
+  import jax
+  import ml_collections as mlc
+
+  from eval.reconstruction import split_arrays
+  from train import checkpoint
+
+  workdir = trained("digits_cnn")
+  ref = gen.Reference(workdir)
+  model, tree, config, _ = checkpoint.load_workdir(workdir)
+  x, labels, stats = split_arrays(mlc.ConfigDict(config), "test")
+  raw = x * stats.std + stats.mean
+  features, predicted = ref(raw[:7])
+  assert features.shape == (7, model.dense[-1])
+  logits = model.apply({"params": tree["params"]}, x[:7])
+  np.testing.assert_array_equal(predicted, np.asarray(logits).argmax(-1))
+  # features -> the head's dense layer gives the logits back
+  head = tree["params"]["head"]
+  np.testing.assert_allclose(features @ head["kernel"] + head["bias"], logits, rtol=1e-4,
+                             atol=1e-4)
+  del jax
+
+
+def test_report_of_a_conditional_gan(trained, tmp_path):
+  ref = trained("digits_cnn")
+  workdir = trained("digits_cgan")
+  result = gen.report(workdir, reference=ref, out=str(tmp_path))
+  scores = result["scores"]
+  assert set(scores) == {"held-out real data", "model samples", "Gaussian baseline"}
+  assert all(s["examples"] == 360 for s in scores.values())
+  assert scores["held-out real data"]["frechet_distance"] < scores["Gaussian baseline"][
+      "frechet_distance"]
+  assert 0.0 <= result["conditional_accuracy"] <= 1.0
+  for name in ("report.json", "report.md", "samples.png", "real.png", "gaussian_baseline.png"):
+    assert os.path.getsize(os.path.join(tmp_path, name)) > 0
+  assert "| model samples |" in gen.markdown(result)
+
+
+def test_report_errors_name_what_is_missing(trained, tmp_path):
+  workdir = trained("digits_dcgan")
+  missing = str(tmp_path / "missing")
+  with pytest.raises(ValueError, match=f"reference classifier {missing} .* holds no trained run"):
+    gen.report(workdir, reference=missing, out=str(tmp_path))
+  with pytest.raises(ValueError, match="expected a supervised classifier"):
+    gen.report(workdir, reference=workdir, out=str(tmp_path))
+  with pytest.raises(ValueError, match="does not generate samples"):
+    gen.report(trained("digits_cnn"), reference=workdir, out=str(tmp_path))
+  with pytest.raises(ValueError, match="trained on data.source='mnist1d'; the run's is 'digits'"):
+    gen.report(workdir, reference=trained("mnist1d_cnn"), out=str(tmp_path))

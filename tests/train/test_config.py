@@ -18,12 +18,18 @@ def test_locked_config_rejects_unknown_keys_and_wrong_types():
     ("data.normalize", "zscore", r"data.normalize='zscore'"),
     ("train.steps", 0, r"train.steps=0; expected a positive number"),
     ("paradigm", "unsupervised",
-     r"paradigm='unsupervised'; expected one of \['reconstruction', 'supervised'\]"),
+     r"paradigm='unsupervised'; expected one of \['adversarial', 'reconstruction',"
+     r" 'supervised'\]"),
     ("supervised.label_smoothing", 1.5, r"supervised.label_smoothing=1.5"),
     ("data.binarize", True, r"data.binarize=True with data.normalize='none'.*expected "
      r"data.normalize='unit'"),
     ("reconstruction.eval_samples", 0, r"reconstruction.eval_samples=0; expected a positive"),
     ("reconstruction.beta", -1.0, r"reconstruction.beta=-1.0; expected a non-negative"),
+    ("adversarial.loss", "wasserstein", r"adversarial.loss='wasserstein'; expected one of "
+     r"\['non_saturating', 'hinge'\]"),
+    ("adversarial.n_critic", 0, r"adversarial.n_critic=0; expected a positive"),
+    ("adversarial.ema_decay", 1.0, r"adversarial.ema_decay=1.0; expected a value in \[0, 1\)"),
+    ("generative.grid_samples", -1, r"generative.grid_samples=-1; expected a non-negative"),
 ])
 def test_bad_values_are_named(field, value, match):
   c = load_experiment("mnist1d_cnn")

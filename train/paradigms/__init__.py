@@ -19,19 +19,26 @@ import optax
 REGISTRY: dict[str, str] = {
     "supervised": "train.paradigms.supervised",
     "reconstruction": "train.paradigms.reconstruction",
+    "adversarial": "train.paradigms.adversarial",
 }
 
 
 class Paradigm(NamedTuple):
   """init(rng, batch) -> state; train_step(state, batch, rng) -> (state, metrics);
   eval_step(state, batch, rng) -> sums and count; predict(state, inputs) -> outputs;
-  schedule(update) -> learning rate (for logging)."""
+  schedule(update) -> learning rate (for logging).
+
+  Generative paradigms also give `generate(state, z, labels=None) -> samples` and
+  `samples(state) -> (N, ...)`, samples from fixed latents that the loop draws as a grid
+  (`WORKDIR/samples/step_XXXXXXXX.png`) at every evaluation, so the grids show progress."""
 
   init: Callable[..., Any]
   train_step: Callable[..., Any]
   eval_step: Callable[..., Any]
   predict: Callable[..., Any] | None
   schedule: optax.Schedule
+  samples: Callable[..., Any] | None = None
+  generate: Callable[..., Any] | None = None
 
 
 def get(name: str) -> ModuleType:

@@ -1,0 +1,18 @@
+"""A DCGAN on scikit-learn's digits (8x8), unconditional: the non-saturating loss with the R1
+penalty. Sample grids go to WORKDIR/samples at every evaluation; the reference classifier is
+digits_cnn.
+
+  python -m train --config experiments/digits_cnn.py --workdir runs/digits_cnn
+  python -m train --config experiments/digits_dcgan.py --workdir runs/digits_dcgan
+  python -m eval.generative --workdir runs/digits_dcgan
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _gan  # noqa: E402
+
+
+def get_config(arg: str | None = None):
+  return _gan.finish(_gan.digits(), "digits_dcgan", arg)

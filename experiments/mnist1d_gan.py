@@ -1,0 +1,18 @@
+"""A 1-D DCGAN on MNIST-1D signals (length 40), unconditional, with the hinge loss, a spectrally
+normalised discriminator and TTUR, for 12,000 steps; the reference classifier is mnist1d_cnn
+(the paper's CNN).
+
+  python -m train --config experiments/mnist1d_cnn.py --workdir runs/mnist1d_cnn
+  python -m train --config experiments/mnist1d_gan.py --workdir runs/mnist1d_gan
+  python -m eval.generative --workdir runs/mnist1d_gan
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _gan  # noqa: E402
+
+
+def get_config(arg: str | None = None):
+  return _gan.finish(_gan.mnist1d("hinge_sn", steps=12000), "mnist1d_gan", arg)

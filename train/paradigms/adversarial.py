@@ -1,0 +1,297 @@
+"""Adversarial training: a generator G and a discriminator D (`arch.gan.GAN`) in one state, each
+with its own optimizer, updated in one jitted step.
+
+State: `params = {"generator": ..., "discriminator": ...}`, `opt_state` likewise (two optax
+states: `config.optim` for G, the same with `adversarial.d_learning_rate` for D, the two time-scale
+update rule of Heusel et al. 2017), `model_state` the generator's batch statistics and the
+spectral-norm power-iteration vectors, `ema_params` an exponential moving average of G's
+parameters, used for every sample the run reports.
+
+One train step = `adversarial.n_critic` discriminator updates, each on its own 1/n_critic slice of
+the batch's real examples against as many fresh fakes, then one generator update on a full batch
+of fakes. A conditional GAN draws its fakes' labels from the real batch (the data's class
+frequencies). Losses, averaged over examples (real terms weighted by the batch's `mask`):
+
+- `non_saturating` (Goodfellow et al. 2014): D minimises softplus(-D(x)) + softplus(D(G(z))),
+  G minimises softplus(-D(G(z))).
+- `hinge` (Lim & Ye 2017; Miyato et al. 2018): D minimises relu(1 - D(x)) + relu(1 + D(G(z))),
+  G minimises -D(G(z)).
+- R1 (Mescheder et al. 2018): D also minimises gamma / 2 * ||grad_x D(x)||^2 on real x,
+  `adversarial.r1_gamma` = gamma.
+
+Metrics: `loss` = d_loss + g_loss (what the loop checks for NaN/inf), the two losses, D's mean
+logit on reals and fakes, the R1 term, and each network's gradient norm. Evaluation, on held-out
+reals against as many fakes of the averaged generator: the same losses, D's mean logits and its
+accuracy (the share it classifies correctly). Sample quality (Frechet distance, class coverage,
+precision and recall in a reference classifier's features) is `python -m eval.generative`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+import optax
+
+from arch import gan
+from train import optim
+from train import state as state_lib
+from train.config import ConfigError
+from train.paradigms import Paradigm
+
+LOSSES = ("non_saturating", "hinge")
+
+
+def d_losses(real: jnp.ndarray, fake: jnp.ndarray, loss: str) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """The discriminator's per-example losses on real logits (B,) and fake logits (M,)."""
+  if loss == "hinge":
+    return nn.relu(1.0 - real), nn.relu(1.0 + fake)
+  return nn.softplus(-real), nn.softplus(fake)
+
+
+def g_loss(fake: jnp.ndarray, loss: str) -> jnp.ndarray:
+  """The generator's per-example loss on the discriminator's logits of its samples (M,)."""
+  return -fake if loss == "hinge" else nn.softplus(-fake)
+
+
+def r1_penalty(model: gan.GAN, variables: Any, x: jnp.ndarray,
+               labels: jnp.ndarray | None = None) -> jnp.ndarray:
+  """||grad_x D(x)||^2 per example (B,), D evaluated without updating its statistics. D has no
+  cross-example layers, so the gradient of the sum over the batch is every example's own."""
+  def total(x):
+    return jnp.sum(model.apply(variables, x, labels, method=model.discriminate, train=False))
+
+  g = jax.grad(total)(x)
+  return jnp.sum(jnp.square(g.reshape(g.shape[0], -1)), axis=-1)
+
+
+def ema_decay(decay: float, step: jnp.ndarray) -> jnp.ndarray:
+  """The averaging weight at update `step`: min(decay, (1 + step) / (10 + step)), so the average
+  forgets its random start in the first steps (TensorFlow's `ExponentialMovingAverage`)."""
+  step = step.astype(jnp.float32)
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def check_model(model: nn.Module, model_name: str) -> None:
+  if not isinstance(model, gan.GAN):
+    raise ConfigError(f"paradigm='adversarial' trains an arch.gan model (gan.GAN); got "
+                      f"model.name={model_name!r}")
+
+
+def check_data(config: Any, model: nn.Module) -> None:
+  """The data must be whole examples of the model's `data_shape`, labels (conditional GAN) in
+  range, and a bounded generator output must match the data's range.
+
+  Raises:
+    ConfigError: a model that is not a GAN, next-token windows, gradient accumulation, a batch
+      not divisible by `adversarial.n_critic`, or a sigmoid output on data not scaled to [0, 1].
+    DataError: examples of another shape than `model.data_shape`, or a label out of range.
+  """
+  import data as data_lib
+
+  check_model(model, config.model.name)
+  a, d = config.adversarial, config.data
+  if d.seq_len > 0:
+    raise ConfigError(f"data.seq_len={d.seq_len} makes next-token windows; paradigm="
+                      "'adversarial' trains on whole examples: expected data.seq_len=0")
+  if config.optim.grad_accum_steps != 1:
+    raise ConfigError(f"optim.grad_accum_steps={config.optim.grad_accum_steps}: the adversarial "
+                      "step updates both networks every step; expected 1")
+  if d.batch_size % (a.n_critic * max(1, _device_count())):
+    raise ConfigError(f"data.batch_size={d.batch_size} with adversarial.n_critic={a.n_critic}: "
+                      "each discriminator update takes an equal slice of the batch, split over "
+                      f"{_device_count()} device(s); expected a multiple of "
+                      f"{a.n_critic * _device_count()}")
+  if model.output == "sigmoid" and d.normalize != "unit":
+    raise ConfigError(f"model.output='sigmoid' draws samples in [0, 1]; data.normalize="
+                      f"{d.normalize!r} does not put the data there: expected data.normalize="
+                      "'unit'")
+  for split in (d.train_split, d.eval_split):
+    arrays = data_lib.load_split(d, split)
+    shape = tuple(arrays.inputs.shape[1:])
+    if shape != tuple(model.data_shape):
+      raise data_lib.DataError(
+          f"data.source={d.source!r} split {split!r} has examples of shape {shape}; "
+          f"model.data_shape={tuple(model.data_shape)}: expected them equal")
+    if model.num_classes:
+      data_lib.check_labels(arrays.labels, model.num_classes, f"model.num_classes="
+                            f"{model.num_classes} with data.source={d.source!r} split {split!r}")
+
+
+def _device_count() -> int:
+  return jax.device_count()
+
+
+def _d_optim(config: Any) -> mlc.ConfigDict:
+  o = config.optim.copy_and_resolve_references()
+  with o.unlocked():
+    o.learning_rate = config.adversarial.d_learning_rate or config.optim.learning_rate
+  return o
+
+
+class Updates(NamedTuple):
+  """The two halves of a train step, each updating one network only:
+  `discriminator(params, opt_d, model_state, x, labels, weight, key)` and
+  `generator(params, opt_g, model_state, labels, n, key)` -> (params, opt state, model_state,
+  metrics); `apply(params, model_state, *args, method, train)` -> (output, model_state)."""
+
+  apply: Callable[..., Any]
+  discriminator: Callable[..., Any]
+  generator: Callable[..., Any]
+
+
+def updates(model: gan.GAN, config: Any, tx_g: optax.GradientTransformation,
+            tx_d: optax.GradientTransformation) -> Updates:
+  """The discriminator and generator updates of `model` under `config.adversarial`."""
+  a = config.adversarial
+  latent = model.latent_dim
+
+  def apply(params, model_state, *args, method, train):
+    """Applies `method`; returns (output, model_state updated where train mode changed it)."""
+    variables = {"params": params, **model_state}
+    if not (train and model_state):
+      return model.apply(variables, *args, train=train, method=method), model_state
+    out, new = model.apply(variables, *args, train=train, method=method,
+                           mutable=list(model_state))
+    return out, {**model_state, **new}
+
+  def d_update(params, opt_d, model_state, x, labels, weight, key):
+    """One discriminator update on reals x (b, ...) against b fresh fakes."""
+    z = jax.random.normal(key, (x.shape[0], latent))
+    fake, model_state = apply(params, model_state, z, labels, method=model.generate, train=True)
+    fake = jax.lax.stop_gradient(fake)
+    both_labels = None if labels is None else jnp.concatenate([labels, labels])
+
+    def loss_fn(d_params):
+      p = {"generator": params["generator"], "discriminator": d_params}
+      logits, ms = apply(p, model_state, jnp.concatenate([x, fake.astype(x.dtype)]), both_labels,
+                         method=model.discriminate, train=True)
+      real, fk = jnp.split(logits, 2)
+      l_real, l_fake = d_losses(real, fk, a.loss)
+      loss = jnp.sum(weight * l_real) / x.shape[0] + jnp.mean(l_fake)
+      r1 = jnp.zeros(())
+      if a.r1_gamma > 0:
+        r1 = jnp.mean(r1_penalty(model, {"params": p, **model_state}, x, labels))
+        loss = loss + 0.5 * a.r1_gamma * r1
+      return loss, (ms, {"d_real": jnp.mean(real), "d_fake": jnp.mean(fk), "r1": r1})
+
+    (loss, (model_state, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params["discriminator"])
+    upd, opt_d = tx_d.update(grads, opt_d, params["discriminator"])
+    params = {**params, "discriminator": optax.apply_updates(params["discriminator"], upd)}
+    return params, opt_d, model_state, {"d_loss": loss, "d_grad_norm": optax.global_norm(grads),
+                                        **aux}
+
+  def g_update(params, opt_g, model_state, labels, n, key):
+    """One generator update on n fresh fakes."""
+    z = jax.random.normal(key, (n, latent))
+
+    def loss_fn(g_params):
+      p = {"generator": g_params, "discriminator": params["discriminator"]}
+      fake, ms = apply(p, model_state, z, labels, method=model.generate, train=True)
+      logits, _ = apply(p, ms, fake, labels, method=model.discriminate, train=False)
+      return jnp.mean(g_loss(logits, a.loss)), ms
+
+    (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params["generator"])
+    upd, opt_g = tx_g.update(grads, opt_g, params["generator"])
+    params = {**params, "generator": optax.apply_updates(params["generator"], upd)}
+    return params, opt_g, model_state, {"g_loss": loss, "g_grad_norm": optax.global_norm(grads)}
+
+  return Updates(apply, d_update, g_update)
+
+
+def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Paradigm:
+  """The adversarial step factory; `total_steps` (generator steps) sizes both schedules."""
+  check_model(model, config.model.name)
+  a = config.adversarial
+  steps = total_steps or config.train.steps
+  tx_g, lr = optim.make(config.optim, steps)
+  tx_d, _ = optim.make(_d_optim(config), steps * a.n_critic)
+  conditional = model.num_classes > 0
+  latent = model.latent_dim
+  step_fns = updates(model, config, tx_g, tx_d)
+  apply = step_fns.apply
+
+  def init(rng: jax.Array, batch: dict[str, jax.Array]) -> state_lib.TrainState:
+    b = batch["inputs"].shape[0]
+    labels = batch["label"].astype(jnp.int32) if conditional else None
+    variables = dict(model.init(rng, jnp.zeros((b, latent)), labels, train=False))
+    params = variables.pop("params")
+    opt_state = {"generator": tx_g.init(params["generator"]),
+                 "discriminator": tx_d.init(params["discriminator"])}
+    ema = params["generator"] if a.ema_decay > 0 else None
+    return state_lib.create(params, opt_state, model_state=variables, ema_params=ema)
+
+  def train_step(state, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    keys = jax.random.split(rng, a.n_critic + 1)
+    x, mask = batch["inputs"], batch["mask"]
+    labels = batch["label"].astype(jnp.int32) if conditional else None
+    slices = lambda v: None if v is None else v.reshape((a.n_critic, -1) + v.shape[1:])  # noqa: E731
+    xs, ys, ws = slices(x), slices(labels), slices(mask)
+    params, model_state = state.params, state.model_state
+    opt_d, d_metrics = state.opt_state["discriminator"], []
+    for i in range(a.n_critic):  # n_critic is small: unrolled
+      params, opt_d, model_state, m = step_fns.discriminator(params, opt_d, model_state, xs[i],
+                                               None if ys is None else ys[i], ws[i], keys[i])
+      d_metrics.append(m)
+    params, opt_g, model_state, g_metrics = step_fns.generator(params, state.opt_state["generator"],
+                                                     model_state, labels, x.shape[0], keys[-1])
+    ema = state.ema_params
+    if ema is not None:
+      w = ema_decay(a.ema_decay, state.step)
+      ema = jax.tree.map(lambda e, p: w * e + (1.0 - w) * p, ema, params["generator"])
+    metrics = {k: jnp.mean(jnp.stack([m[k] for m in d_metrics])) for k in d_metrics[0]}
+    metrics.update(g_metrics)
+    metrics["loss"] = metrics["d_loss"] + metrics["g_loss"]
+    state = state.replace(step=state.step + 1, params=params, model_state=model_state,
+                          opt_state={"generator": opt_g, "discriminator": opt_d}, ema_params=ema)
+    return state, metrics
+
+  def generator_params(state) -> Any:
+    return state.ema_params if state.ema_params is not None else state.params["generator"]
+
+  def generate(state, z: jnp.ndarray, labels: jnp.ndarray | None = None) -> jnp.ndarray:
+    """Samples (N, *data_shape) of the averaged generator (eval mode) from latents (N, D)."""
+    params = {"generator": generator_params(state),
+              "discriminator": state.params["discriminator"]}
+    return apply(params, state.model_state, z, labels, method=model.generate, train=False)[0]
+
+  def eval_step(state, batch, rng):
+    x, mask = batch["inputs"], batch["mask"]
+    labels = batch["label"].astype(jnp.int32) if conditional else None
+    fake = generate(state, jax.random.normal(rng, (x.shape[0], latent)), labels)
+    both = None if labels is None else jnp.concatenate([labels, labels])
+    logits = model.apply({"params": state.params, **state.model_state},
+                         jnp.concatenate([x, fake.astype(x.dtype)]), both,
+                         method=model.discriminate, train=False)
+    real, fk = jnp.split(logits, 2)
+    l_real, l_fake = d_losses(real, fk, a.loss)
+    per = {"d_loss": l_real + l_fake, "g_loss": g_loss(fk, a.loss), "d_real": real, "d_fake": fk,
+           "d_accuracy": 0.5 * ((real > 0).astype(jnp.float32) + (fk < 0))}
+    per["loss"] = per["d_loss"] + per["g_loss"]
+    sums = {f"{k}_sum": jnp.sum(v * mask) for k, v in per.items()}
+    sums["count"] = jnp.sum(mask)
+    return sums
+
+  grid_z, grid_labels = grid_latents(model, config.generative.grid_samples, config.seed)
+
+  def samples(state) -> jnp.ndarray:
+    """The averaged generator's samples from the run's fixed grid latents (same every call)."""
+    return generate(state, grid_z, grid_labels)
+
+  return Paradigm(init=init, train_step=train_step, eval_step=eval_step, predict=None,
+                  schedule=lr, samples=samples, generate=generate)
+
+
+def grid_latents(model: gan.GAN, n: int, seed: int) -> tuple[jnp.ndarray, jnp.ndarray | None]:
+  """Fixed latents (n, latent_dim) for sample grids, and for a conditional GAN the labels
+  (n,): class i % num_classes, so each grid column is one class."""
+  z = jax.random.normal(jax.random.fold_in(jax.random.key(seed), 0x6A1D), (n, model.latent_dim))
+  labels = (jnp.asarray(np.arange(n) % model.num_classes, jnp.int32)
+            if model.num_classes else None)
+  return z, labels

@@ -173,7 +173,9 @@ def validate(config: mlc.ConfigDict) -> None:
     _positive(r.iwae_samples, "reconstruction.iwae_samples", allow_zero=True)
   if "adversarial" in config:
     a = config.adversarial
-    _choice(a.loss, ("non_saturating", "hinge"), "adversarial.loss")
+    from train.paradigms import adversarial
+
+    _choice(a.loss, adversarial.LOSSES, "adversarial.loss")
     _positive(a.d_learning_rate, "adversarial.d_learning_rate", allow_zero=True)
     _positive(a.n_critic, "adversarial.n_critic")
     _positive(a.r1_gamma, "adversarial.r1_gamma", allow_zero=True)

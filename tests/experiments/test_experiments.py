@@ -16,7 +16,8 @@ def test_the_issue_experiments_exist():
   assert {"mnist1d_logreg", "mnist1d_mlp", "mnist1d_cnn", "mnist1d_resnet", "digits_cnn",
           "breast_cancer_mlp", "mnist1d_gru", "mnist1d_transformer", "charlm_lstm",
           "charlm_transformer", "digits_ae", "digits_dae", "digits_vae", "mnist1d_vae",
-          "digits_anomaly", "digits_impute"} <= set(NAMES)
+          "digits_anomaly", "digits_impute", "digits_dcgan", "digits_cgan",
+          "mnist1d_gan"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -233,14 +233,15 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
     labels = batch["label"].astype(jnp.int32) if conditional else None
     slices = lambda v: None if v is None else v.reshape((a.n_critic, -1) + v.shape[1:])  # noqa: E731
     xs, ys, ws = slices(x), slices(labels), slices(mask)
-    params, model_state = state.params, state.model_state
-    opt_d, d_metrics = state.opt_state["discriminator"], []
+    params, ms = state.params, state.model_state
+    opt_d, opt_g = state.opt_state["discriminator"], state.opt_state["generator"]
+    d_metrics = []
     for i in range(a.n_critic):  # n_critic is small: unrolled
-      params, opt_d, model_state, m = step_fns.discriminator(params, opt_d, model_state, xs[i],
-                                               None if ys is None else ys[i], ws[i], keys[i])
+      y = None if ys is None else ys[i]
+      params, opt_d, ms, m = step_fns.discriminator(params, opt_d, ms, xs[i], y, ws[i], keys[i])
       d_metrics.append(m)
-    params, opt_g, model_state, g_metrics = step_fns.generator(params, state.opt_state["generator"],
-                                                     model_state, labels, x.shape[0], keys[-1])
+    params, opt_g, ms, g_metrics = step_fns.generator(params, opt_g, ms, labels, x.shape[0],
+                                                      keys[-1])
     ema = state.ema_params
     if ema is not None:
       w = ema_decay(a.ema_decay, state.step)
@@ -248,7 +249,7 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
     metrics = {k: jnp.mean(jnp.stack([m[k] for m in d_metrics])) for k in d_metrics[0]}
     metrics.update(g_metrics)
     metrics["loss"] = metrics["d_loss"] + metrics["g_loss"]
-    state = state.replace(step=state.step + 1, params=params, model_state=model_state,
+    state = state.replace(step=state.step + 1, params=params, model_state=ms,
                           opt_state={"generator": opt_g, "discriminator": opt_d}, ema_params=ema)
     return state, metrics
 

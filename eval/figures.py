@@ -34,14 +34,16 @@ def show(ax, example: np.ndarray, limits: tuple[float, float]) -> None:
 
 
 def sample_grid(samples: np.ndarray, path: str, columns: int = 10, title: str = "",
-                column_labels: list[str] | None = None) -> None:
-  """Samples (N, ...) as a grid `columns` wide, on one shared scale, written to `path` (PNG)."""
+                column_labels: list[str] | None = None,
+                limits: tuple[float, float] | None = None) -> None:
+  """Samples (N, ...) as a grid `columns` wide, on one shared scale (`limits`, default the
+  samples' own range), written to `path` (PNG)."""
   plt = pyplot()
   samples = np.asarray(samples, np.float32)
   n = len(samples)
   columns = max(1, min(columns, n))
   rows = -(-n // columns)
-  limits = (float(samples.min()), float(samples.max()))
+  limits = limits or (float(samples.min()), float(samples.max()))
   size = 0.8 if samples[0].ndim >= 2 else 1.2  # images square, signals wider
   fig, axes = plt.subplots(rows, columns, figsize=(size * columns, 0.8 * rows + 0.4),
                            squeeze=False)

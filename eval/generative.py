@@ -252,11 +252,12 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
                                jnp.asarray(grid_labels, jnp.int32)))
   columns = [str(c) for c in range(model.num_classes)] if conditional else None
   name = os.path.basename(os.path.normpath(workdir))
+  limits = (float(raw_train.min()), float(raw_train.max()))  # every grid on the data's scale
   for file, x, title in (("samples.png", _raw(grid_x, stats), f"{name}, step {step}"),
                          ("real.png", raw_train[:grid], "training data"),
                          ("gaussian_baseline.png", sets["Gaussian baseline"][:grid],
                           "Gaussian baseline")):
-    figures.sample_grid(x, os.path.join(out, file), title=title,
+    figures.sample_grid(x, os.path.join(out, file), title=title, limits=limits,
                         column_labels=columns if file == "samples.png" else None)
   with open(os.path.join(out, "report.json"), "w") as f:
     json.dump(result, f, indent=1)

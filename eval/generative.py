@@ -194,6 +194,9 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
   from train import checkpoint, paradigms
   from train import state as state_lib
 
+  if samples < 0 or 0 < samples < 4:
+    raise ValueError(f"--samples={samples}; expected 0 (the evaluation split's size) or at "
+                     "least 4 (k-NN precision and recall use k = 3 neighbours)")
   model, tree, config_dict, step = checkpoint.load_workdir(workdir)
   config = mlc.ConfigDict(config_dict)
   paradigm = paradigms.get(config.paradigm).make(model, config)

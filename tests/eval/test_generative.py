@@ -120,6 +120,8 @@ def test_report_errors_name_what_is_missing(trained, tmp_path):
   missing = str(tmp_path / "missing")
   with pytest.raises(ValueError, match=f"reference classifier {missing} .* holds no trained run"):
     gen.report(workdir, reference=missing, out=str(tmp_path))
+  with pytest.raises(ValueError, match=r"--samples=-3; expected 0"):
+    gen.report(workdir, samples=-3, out=str(tmp_path))
   with pytest.raises(ValueError, match="expected a supervised classifier"):
     gen.report(workdir, reference=workdir, out=str(tmp_path))
   with pytest.raises(ValueError, match="does not generate samples"):

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from arch import autoencoder, cnn, gan, mlp, recurrent, transformer
+from arch import autoencoder, cnn, gan, mlp, recurrent, transformer, unet
 
 REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "mlp.MLP": mlp.MLP,
@@ -36,6 +36,7 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "autoencoder.DenoisingAutoencoder": autoencoder.DenoisingAutoencoder,
     "autoencoder.VAE": autoencoder.VAE,
     "gan.GAN": gan.GAN,
+    "unet.UNet": unet.UNet,
 }
 
 _MODULE_FIELDS = {"parent", "name"}

@@ -73,6 +73,20 @@ def base() -> mlc.ConfigDict:
   c.adversarial.r1_gamma = 0.0                      # R1 penalty weight on real data, 0 = off
   c.adversarial.ema_decay = 0.999                   # generator average, 0 = off
 
+  c.diffusion = mlc.ConfigDict()
+  c.diffusion.schedule = "cosine"                   # linear|cosine
+  c.diffusion.steps = 1000                          # T, noising steps
+  c.diffusion.prediction = "eps"                    # eps|v: what the denoiser outputs
+  c.diffusion.weighting = "simple"                  # simple|min_snr
+  c.diffusion.snr_gamma = 5.0                       # min_snr: the SNR cap
+  c.diffusion.label_dropout = 0.0                   # conditional: P(null class), for guidance
+  c.diffusion.guidance_scale = 1.0                  # sampling: 1 = the conditional model
+  c.diffusion.sampler = "ddim"                      # ddpm|ddim
+  c.diffusion.sample_steps = 50                     # ddim: timesteps used
+  c.diffusion.eta = 0.0                             # ddim: 0 deterministic, 1 DDPM-like noise
+  c.diffusion.clip = 0.0                            # bound x0 estimates to [-clip, clip], 0 off
+  c.diffusion.ema_decay = 0.999                     # parameter average used for sampling
+
   c.generative = mlc.ConfigDict()                   # generative paradigms' samples
   c.generative.grid_samples = 100                   # in the grids drawn at every evaluation
   c.generative.reference = ""                       # classifier workdir for eval.generative
@@ -181,6 +195,25 @@ def validate(config: mlc.ConfigDict) -> None:
     _positive(a.r1_gamma, "adversarial.r1_gamma", allow_zero=True)
     if not 0.0 <= a.ema_decay < 1.0:
       raise ConfigError(f"adversarial.ema_decay={a.ema_decay}; expected a value in [0, 1)")
+  if "diffusion" in config:
+    from train.paradigms import diffusion
+
+    f = config.diffusion
+    _choice(f.schedule, diffusion.SCHEDULES, "diffusion.schedule")
+    _choice(f.prediction, diffusion.PREDICTIONS, "diffusion.prediction")
+    _choice(f.weighting, ("simple", "min_snr"), "diffusion.weighting")
+    _choice(f.sampler, ("ddpm", "ddim"), "diffusion.sampler")
+    _positive(f.steps, "diffusion.steps")
+    if not 1 <= f.sample_steps <= f.steps:
+      raise ConfigError(f"diffusion.sample_steps={f.sample_steps}; expected 1..{f.steps} "
+                        "(diffusion.steps)")
+    _positive(f.snr_gamma, "diffusion.snr_gamma")
+    for field in ("eta", "clip", "guidance_scale"):
+      _positive(f[field], f"diffusion.{field}", allow_zero=True)
+    if not 0.0 <= f.label_dropout < 1.0:
+      raise ConfigError(f"diffusion.label_dropout={f.label_dropout}; expected a value in [0, 1)")
+    if not 0.0 <= f.ema_decay < 1.0:
+      raise ConfigError(f"diffusion.ema_decay={f.ema_decay}; expected a value in [0, 1)")
   if "generative" in config:
     _positive(config.generative.grid_samples, "generative.grid_samples", allow_zero=True)
   if config.mesh.fsdp < 1 or (config.mesh.data < 1 and config.mesh.data != -1):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.struct
+import jax
 import jax.numpy as jnp
 
 
@@ -26,3 +27,14 @@ def create(params: Any, opt_state: Any, model_state: Any | None = None,
            ema_params: Any = None) -> TrainState:
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
                     model_state=dict(model_state or {}), ema_params=ema_params)
+
+
+def update_average(average: Any, params: Any, decay: float, step: jnp.ndarray) -> Any:
+  """An exponential moving average of `params` after update `step` (None stays None), with
+  weight min(decay, (1 + step) / (10 + step)) on the old average, so it forgets its random start
+  in the first steps (TensorFlow's `ExponentialMovingAverage` with `num_updates`)."""
+  if average is None:
+    return None
+  step = step.astype(jnp.float32)
+  w = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+  return jax.tree.map(lambda a, p: w * a + (1.0 - w) * p, average, params)

@@ -128,3 +128,19 @@ def test_report_errors_name_what_is_missing(trained, tmp_path):
     gen.report(trained("digits_cnn"), reference=workdir, out=str(tmp_path))
   with pytest.raises(ValueError, match="trained on data.source='mnist1d'; the run's is 'digits'"):
     gen.report(workdir, reference=trained("mnist1d_cnn"), out=str(tmp_path))
+
+
+def test_report_of_a_guided_diffusion_model_with_sampling_overrides(trained, tmp_path):
+  ref = trained("digits_cnn")
+  workdir = trained("digits_ddpm_cfg")
+  result = gen.report(workdir, reference=ref, samples=40, out=str(tmp_path),
+                      overrides={"diffusion.sample_steps": "3", "diffusion.guidance_scale": "3"})
+  assert result["overrides"] == {"diffusion.sample_steps": "3", "diffusion.guidance_scale": "3"}
+  assert result["sampling_seconds"] > 0 and 0.0 <= result["conditional_accuracy"] <= 1.0
+  assert all(s["examples"] == 40 for s in result["scores"].values())
+  assert "diffusion.sample_steps=3" in gen.markdown(result)
+  with pytest.raises(ValueError, match="has no field 'diffusion.samplerz'"):
+    gen.report(workdir, reference=ref, out=str(tmp_path), overrides={"diffusion.samplerz": "x"})
+  with pytest.raises(Exception, match="diffusion.sample_steps=2000"):
+    gen.report(workdir, reference=ref, out=str(tmp_path),
+               overrides={"diffusion.sample_steps": "2000"})

@@ -17,7 +17,7 @@ def test_the_issue_experiments_exist():
           "breast_cancer_mlp", "mnist1d_gru", "mnist1d_transformer", "charlm_lstm",
           "charlm_transformer", "digits_ae", "digits_dae", "digits_vae", "mnist1d_vae",
           "digits_anomaly", "digits_impute", "digits_dcgan", "digits_cgan",
-          "mnist1d_gan"} <= set(NAMES)
+          "mnist1d_gan", "digits_ddpm", "digits_ddpm_cfg", "mnist1d_ddpm"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -18,8 +18,8 @@ def test_locked_config_rejects_unknown_keys_and_wrong_types():
     ("data.normalize", "zscore", r"data.normalize='zscore'"),
     ("train.steps", 0, r"train.steps=0; expected a positive number"),
     ("paradigm", "unsupervised",
-     r"paradigm='unsupervised'; expected one of \['adversarial', 'reconstruction',"
-     r" 'supervised'\]"),
+     r"paradigm='unsupervised'; expected one of \['adversarial', 'diffusion',"
+     r" 'reconstruction', 'supervised'\]"),
     ("supervised.label_smoothing", 1.5, r"supervised.label_smoothing=1.5"),
     ("data.binarize", True, r"data.binarize=True with data.normalize='none'.*expected "
      r"data.normalize='unit'"),
@@ -30,6 +30,12 @@ def test_locked_config_rejects_unknown_keys_and_wrong_types():
     ("adversarial.n_critic", 0, r"adversarial.n_critic=0; expected a positive"),
     ("adversarial.ema_decay", 1.0, r"adversarial.ema_decay=1.0; expected a value in \[0, 1\)"),
     ("generative.grid_samples", -1, r"generative.grid_samples=-1; expected a non-negative"),
+    ("diffusion.schedule", "sigmoid", r"diffusion.schedule='sigmoid'; expected one of "
+     r"\['linear', 'cosine'\]"),
+    ("diffusion.prediction", "x0", r"diffusion.prediction='x0'; expected one of \['eps', 'v'\]"),
+    ("diffusion.sampler", "euler", r"diffusion.sampler='euler'"),
+    ("diffusion.sample_steps", 1001, r"diffusion.sample_steps=1001; expected 1..1000"),
+    ("diffusion.label_dropout", 1.0, r"diffusion.label_dropout=1.0; expected a value in \[0, 1\)"),
 ])
 def test_bad_values_are_named(field, value, match):
   c = load_experiment("mnist1d_cnn")

@@ -148,7 +148,7 @@ def test_ddim_with_eta_zero_is_deterministic():
   run = lambda key, eta: np.asarray(dif.ddim_sample(s, denoise, "eps", x_T, key, 20, eta))  # noqa: E731
   np.testing.assert_array_equal(run(jax.random.key(1), 0.0), run(jax.random.key(2), 0.0))
   assert not np.allclose(run(jax.random.key(1), 1.0), run(jax.random.key(2), 1.0))
-  with pytest.raises(ValueError, match="sampling steps=101; expected 1..100"):
+  with pytest.raises(ValueError, match=r"diffusion.sample_steps=101; expected 1..100"):
     dif.ddim_timesteps(100, 101)
 
 
@@ -162,3 +162,69 @@ def test_guidance_interpolates_conditional_and_unconditional_outputs():
   for scale in (0.0, 1.0, 3.0):
     got = dif.guided(model, labels, null_label=10, scale=scale)(x, t)
     np.testing.assert_allclose(got, uncond + scale * (cond - uncond), rtol=1e-6)
+
+
+# The paradigm over arch.unet.UNet.
+
+def _config(**diffusion):
+  from train import config as config_lib
+
+  c = config_lib.base()
+  c.paradigm = "diffusion"
+  c.data.source = "digits"
+  c.data.normalize = "global"
+  c.model = dict(name="unet.UNet", data_shape=(8, 8, 1), channels=8, channel_mults=(1, 2),
+                 num_res_blocks=1, attention_levels=(1,), groups=4, num_classes=10)
+  c.diffusion.update(dict(steps=50, sample_steps=5, label_dropout=0.2))
+  c.diffusion.update(diffusion)
+  return c
+
+
+@pytest.mark.parametrize("change,error,match", [
+    ({"model.name": "mlp.MLP"}, "ConfigError", "trains a denoiser"),
+    ({"model.num_classes": 0}, "ConfigError", r"diffusion.label_dropout=0.2 .* expected "
+     r"model.num_classes > 0"),
+    ({"model.data_shape": (8, 8)}, "DataError", r"shape \(8, 8, 1\); model.data_shape=\(8, 8\)"),
+    ({"model.num_classes": 5}, "DataError", r"model.num_classes=5 .*split 'train'"),
+])
+def test_bad_data_and_config_are_refused_before_compute(data_dir, change, error, match):
+  import arch
+  import data as data_lib
+  from train import config as config_lib
+
+  c = _config()
+  c.data.data_dir = data_dir
+  for key, value in change.items():
+    section, field = key.split(".")
+    (c.model if section == "model" else c[section])[field] = value
+  model = arch.build(dict(name="mlp.MLP", num_classes=10) if c.model.name == "mlp.MLP"
+                     else c.model)
+  errors = {"ConfigError": config_lib.ConfigError, "DataError": data_lib.DataError}
+  with pytest.raises(errors[error], match=match):
+    dif.check_data(c, model)
+
+
+def test_train_step_averages_parameters_and_guided_sampling_runs():
+  import arch
+
+  c = _config(ema_decay=0.99, guidance_scale=2.0)
+  model = arch.build(c.model)
+  paradigm = dif.make(model, c, total_steps=10)
+  rng = np.random.default_rng(0)
+  batch = {"inputs": jnp.asarray(rng.normal(size=(8, 8, 8, 1)), jnp.float32),
+           "label": jnp.asarray(rng.integers(0, 10, 8), jnp.int32),
+           "mask": jnp.ones((8,), jnp.float32)}
+  state0 = paradigm.init(jax.random.key(0), batch)
+  state1, metrics = jax.jit(paradigm.train_step)(state0, batch, jax.random.key(1))
+  assert np.isfinite(float(metrics["loss"])) and float(metrics["grad_norm"]) > 0
+  want = jax.tree.map(lambda e, p: 0.1 * e + 0.9 * p, state0.ema_params, state1.params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               state1.ema_params, want)
+  # an untrained UNet outputs 0: with eps = 0, DDIM's x0 estimate is x_t / sqrt(abar) at
+  # every step, so the samples are the start noise divided by sqrt(abar_T) (cosine, T = 50)
+  z = jax.random.normal(jax.random.key(2), (4, 8, 8, 1))
+  out = paradigm.generate(state0, z, jnp.arange(4))
+  ab_T = float(dif.make_schedule("cosine", 50).alpha_bars[-1])
+  np.testing.assert_allclose(out, z / np.sqrt(ab_T), rtol=1e-4)
+  sums = jax.jit(paradigm.eval_step)(state1, batch, jax.random.key(3))
+  assert float(sums["count"]) == 8 and np.isfinite(float(sums["loss_sum"]))

@@ -20,6 +20,7 @@ REGISTRY: dict[str, str] = {
     "supervised": "train.paradigms.supervised",
     "reconstruction": "train.paradigms.reconstruction",
     "adversarial": "train.paradigms.adversarial",
+    "diffusion": "train.paradigms.diffusion",
 }
 
 
@@ -46,6 +47,34 @@ def get(name: str) -> ModuleType:
   if name not in REGISTRY:
     raise ValueError(f"paradigm={name!r}; expected one of {sorted(REGISTRY)}")
   return importlib.import_module(REGISTRY[name])
+
+
+def check_examples(config: Any, model: Any, paradigm: str) -> None:
+  """The data checks of the generative paradigms: whole examples (no next-token windows) of the
+  model's `data_shape` in both splits, and for a conditional model (`num_classes` > 0) labels in
+  [0, num_classes).
+
+  Raises:
+    ConfigError: `data.seq_len` > 0.
+    DataError: examples of another shape than `model.data_shape`, or a label out of range.
+  """
+  import data as data_lib
+  from train.config import ConfigError
+
+  d = config.data
+  if d.seq_len > 0:
+    raise ConfigError(f"data.seq_len={d.seq_len} makes next-token windows; paradigm="
+                      f"{paradigm!r} trains on whole examples: expected data.seq_len=0")
+  for split in (d.train_split, d.eval_split):
+    arrays = data_lib.load_split(d, split)
+    shape = tuple(arrays.inputs.shape[1:])
+    if shape != tuple(model.data_shape):
+      raise data_lib.DataError(
+          f"data.source={d.source!r} split {split!r} has examples of shape {shape}; "
+          f"model.data_shape={tuple(model.data_shape)}: expected them equal")
+    if model.num_classes:
+      data_lib.check_labels(arrays.labels, model.num_classes, f"model.num_classes="
+                            f"{model.num_classes} with data.source={d.source!r} split {split!r}")
 
 
 def reduce_eval(sums: dict[str, float]) -> dict[str, float]:

@@ -41,7 +41,7 @@ from arch import gan
 from train import optim
 from train import state as state_lib
 from train.config import ConfigError
-from train.paradigms import Paradigm
+from train.paradigms import Paradigm, check_examples
 
 LOSSES = ("non_saturating", "hinge")
 
@@ -69,13 +69,6 @@ def r1_penalty(model: gan.GAN, variables: Any, x: jnp.ndarray,
   return jnp.sum(jnp.square(g.reshape(g.shape[0], -1)), axis=-1)
 
 
-def ema_decay(decay: float, step: jnp.ndarray) -> jnp.ndarray:
-  """The averaging weight at update `step`: min(decay, (1 + step) / (10 + step)), so the average
-  forgets its random start in the first steps (TensorFlow's `ExponentialMovingAverage`)."""
-  step = step.astype(jnp.float32)
-  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
-
-
 def check_model(model: nn.Module, model_name: str) -> None:
   if not isinstance(model, gan.GAN):
     raise ConfigError(f"paradigm='adversarial' trains an arch.gan model (gan.GAN); got "
@@ -91,13 +84,8 @@ def check_data(config: Any, model: nn.Module) -> None:
       not divisible by `adversarial.n_critic`, or a sigmoid output on data not scaled to [0, 1].
     DataError: examples of another shape than `model.data_shape`, or a label out of range.
   """
-  import data as data_lib
-
   check_model(model, config.model.name)
   a, d = config.adversarial, config.data
-  if d.seq_len > 0:
-    raise ConfigError(f"data.seq_len={d.seq_len} makes next-token windows; paradigm="
-                      "'adversarial' trains on whole examples: expected data.seq_len=0")
   if config.optim.grad_accum_steps != 1:
     raise ConfigError(f"optim.grad_accum_steps={config.optim.grad_accum_steps}: the adversarial "
                       "step updates both networks every step; expected 1")
@@ -110,16 +98,7 @@ def check_data(config: Any, model: nn.Module) -> None:
     raise ConfigError(f"model.output='sigmoid' draws samples in [0, 1]; data.normalize="
                       f"{d.normalize!r} does not put the data there: expected data.normalize="
                       "'unit'")
-  for split in (d.train_split, d.eval_split):
-    arrays = data_lib.load_split(d, split)
-    shape = tuple(arrays.inputs.shape[1:])
-    if shape != tuple(model.data_shape):
-      raise data_lib.DataError(
-          f"data.source={d.source!r} split {split!r} has examples of shape {shape}; "
-          f"model.data_shape={tuple(model.data_shape)}: expected them equal")
-    if model.num_classes:
-      data_lib.check_labels(arrays.labels, model.num_classes, f"model.num_classes="
-                            f"{model.num_classes} with data.source={d.source!r} split {split!r}")
+  check_examples(config, model, "adversarial")
 
 
 def _device_count() -> int:
@@ -242,10 +221,8 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
       d_metrics.append(m)
     params, opt_g, ms, g_metrics = step_fns.generator(params, opt_g, ms, labels, x.shape[0],
                                                       keys[-1])
-    ema = state.ema_params
-    if ema is not None:
-      w = ema_decay(a.ema_decay, state.step)
-      ema = jax.tree.map(lambda e, p: w * e + (1.0 - w) * p, ema, params["generator"])
+    ema = state_lib.update_average(state.ema_params, params["generator"], a.ema_decay,
+                                   state.step)
     metrics = {k: jnp.mean(jnp.stack([m[k] for m in d_metrics])) for k in d_metrics[0]}
     metrics.update(g_metrics)
     metrics["loss"] = metrics["d_loss"] + metrics["g_loss"]

@@ -24,11 +24,15 @@ Samplers take `denoise(x_t, t) -> model output` ((N, ...) and (N,) int timesteps
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+
+from train.config import ConfigError
+from train.paradigms import Paradigm, check_examples
 
 SCHEDULES = ("linear", "cosine")
 PREDICTIONS = ("eps", "v")
@@ -156,7 +160,7 @@ def ddpm_sample(schedule: Schedule, denoise: Denoiser, prediction: str, x_T: jnp
 def ddim_timesteps(total: int, steps: int) -> np.ndarray:
   """`steps` timesteps evenly spaced over [0, total - 1], descending, always ending at 0."""
   if not 1 <= steps <= total:
-    raise ValueError(f"sampling steps={steps}; expected 1..{total} (the schedule's steps)")
+    raise ValueError(f"diffusion.sample_steps={steps}; expected 1..{total} (diffusion.steps)")
   return np.round(np.linspace(total - 1, 0, steps)).astype(np.int32)
 
 
@@ -218,3 +222,135 @@ def gaussian_optimal_denoiser(schedule: Schedule, mean: np.ndarray, cov: np.ndar
     eps = (xt - a * x0) / s
     return eps if prediction == "eps" else a * eps - s * x0
   return denoise
+
+
+# The paradigm: training and evaluation steps, and sampling, over `arch.unet.UNet`.
+
+def check_model(model: Any, model_name: str) -> None:
+  from arch import unet
+
+  if not isinstance(model, unet.UNet):
+    raise ConfigError(f"paradigm='diffusion' trains a denoiser (unet.UNet); got "
+                      f"model.name={model_name!r}")
+
+
+def check_data(config: Any, model: Any) -> None:
+  """Whole examples of the model's `data_shape`, labels in [0, num_classes) for a conditional
+  model, and a valid `diffusion` section.
+
+  Raises:
+    ConfigError: a model that is not a UNet, next-token windows, or label dropout without
+      classes.
+    DataError: examples of another shape than `model.data_shape`, or a label out of range.
+  """
+  check_model(model, config.model.name)
+  f = config.diffusion
+  if f.label_dropout > 0 and not model.num_classes:
+    raise ConfigError(f"diffusion.label_dropout={f.label_dropout} trains classifier-free "
+                      "guidance, which needs a conditional model: expected model.num_classes > 0")
+  check_examples(config, model, "diffusion")
+
+
+def sampler(config: Any, schedule: Schedule, denoise: Denoiser, x_T: jnp.ndarray,
+            rng: jax.Array) -> jnp.ndarray:
+  """The sampler `config.diffusion` names (`ddpm`, or `ddim` with `sample_steps` and `eta`)."""
+  f = config.diffusion
+  clip = f.clip if f.clip > 0 else None
+  if f.sampler == "ddpm":
+    return ddpm_sample(schedule, denoise, f.prediction, x_T, rng, clip)
+  return ddim_sample(schedule, denoise, f.prediction, x_T, rng, f.sample_steps, f.eta, clip)
+
+
+def make(model: Any, config: Any, *, total_steps: int | None = None) -> Paradigm:
+  """The diffusion step factory; `total_steps` sizes the learning-rate schedule."""
+  from train import optim
+  from train import state as state_lib
+
+  check_model(model, config.model.name)
+  f = config.diffusion
+  tx, lr = optim.make(config.optim, total_steps or config.train.steps)
+  schedule = make_schedule(f.schedule, f.steps)
+  conditional = model.num_classes > 0
+  null = model.num_classes
+
+  def init(rng: jax.Array, batch: dict[str, jax.Array]) -> state_lib.TrainState:
+    x = batch["inputs"]
+    labels = batch["label"].astype(jnp.int32) if conditional else None
+    variables = dict(model.init(rng, x, jnp.zeros(x.shape[:1], jnp.int32), labels))
+    params = variables.pop("params")
+    ema = params if f.ema_decay > 0 else None
+    return state_lib.create(params, tx.init(params), model_state=variables, ema_params=ema)
+
+  def per_example_loss(params, model_state, batch, rng, train):
+    """The weighted squared error of the denoiser's output (B,), at random t and noise."""
+    x = batch["inputs"].astype(jnp.float32)
+    t_rng, n_rng, d_rng, l_rng = jax.random.split(rng, 4)
+    t = jax.random.randint(t_rng, x.shape[:1], 0, f.steps)
+    noise = jax.random.normal(n_rng, x.shape)
+    xt = q_sample(schedule, x, t, noise)
+    labels = None
+    if conditional:
+      labels = batch["label"].astype(jnp.int32)
+      if train and f.label_dropout > 0:
+        labels = jnp.where(jax.random.bernoulli(l_rng, f.label_dropout, labels.shape), null,
+                           labels)
+    out = model.apply({"params": params, **model_state}, xt, t, labels, train=train,
+                      rngs={"dropout": d_rng})
+    want = target(f.prediction, x, noise, _at(schedule.alpha_bars, t, x))
+    err = jnp.mean(jnp.square(out - want).reshape(x.shape[0], -1), axis=-1)
+    return err * loss_weight(schedule, t, f.prediction, f.weighting, f.snr_gamma), err
+
+  def train_step(state, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+
+    def loss_fn(params):
+      weighted, err = per_example_loss(params, state.model_state, batch, rng, True)
+      mask = batch["mask"]
+      return jnp.sum(weighted * mask) / mask.size, jnp.mean(err)
+
+    (loss, mse), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = state_lib.update_average(state.ema_params, params, f.ema_decay, state.step)
+    metrics = {"loss": loss, "mse": mse, "grad_norm": optax.global_norm(grads),
+               "param_norm": optax.global_norm(params)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         ema_params=ema), metrics
+
+  def sampling_params(state):
+    return state.ema_params if state.ema_params is not None else state.params
+
+  def eval_step(state, batch, rng):
+    weighted, err = per_example_loss(sampling_params(state), state.model_state, batch, rng,
+                                     False)
+    mask = batch["mask"]
+    return {"loss_sum": jnp.sum(weighted * mask), "mse_sum": jnp.sum(err * mask),
+            "count": jnp.sum(mask)}
+
+  def generate(state, z: jnp.ndarray, labels: jnp.ndarray | None = None,
+               rng: jax.Array | None = None) -> jnp.ndarray:
+    """Samples (N, *data_shape) from noise z (N, *data_shape) with the averaged parameters, by
+    `diffusion.sampler`; a conditional model is guided with `diffusion.guidance_scale`."""
+    variables = {"params": sampling_params(state), **state.model_state}
+    rng = jax.random.key(0) if rng is None else rng
+    if conditional:
+      cond = lambda x, t, y: model.apply(variables, x, t, y)  # noqa: E731
+      denoise = (guided(cond, labels, null, f.guidance_scale) if f.guidance_scale != 1.0
+                 else (lambda x, t: cond(x, t, labels)))
+    else:
+      denoise = lambda x, t: model.apply(variables, x, t)  # noqa: E731
+    return sampler(config, schedule, denoise, z, rng)
+
+  grid = config.generative.grid_samples
+  grid_z = jax.random.normal(jax.random.fold_in(jax.random.key(config.seed), 0xD1F),
+                             (grid,) + tuple(model.data_shape))
+  grid_labels = jnp.asarray(np.arange(grid) % model.num_classes, jnp.int32) if conditional \
+      else None
+
+  def samples(state) -> jnp.ndarray:
+    """Samples from the run's fixed noise (the same every call; a conditional grid has one class
+    per column)."""
+    return generate(state, grid_z, grid_labels)
+
+  return Paradigm(init=init, train_step=train_step, eval_step=eval_step, predict=None,
+                  schedule=lr, samples=samples, generate=generate)

@@ -1,0 +1,16 @@
+"""An unconditional 1-D denoising diffusion model on MNIST-1D signals (length 40).
+
+  python -m train --config experiments/mnist1d_cnn.py --workdir runs/mnist1d_cnn
+  python -m train --config experiments/mnist1d_ddpm.py --workdir runs/mnist1d_ddpm
+  python -m eval.generative --workdir runs/mnist1d_ddpm
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _diffusion  # noqa: E402
+
+
+def get_config(arg: str | None = None):
+  return _diffusion.finish(_diffusion.mnist1d(), "mnist1d_ddpm", arg)

@@ -31,17 +31,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from arch.common import channels_last, check_choice
 from arch.initializers import layer_inits
 from arch.mlp import activation as get_activation
 
 ENCODERS = ("dense", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
 CORRUPTIONS = ("none", "gaussian", "mask")
-
-
-def _check_choice(value: str, options: Sequence[str], field: str) -> None:
-  if value not in options:
-    raise ValueError(f"model.{field}={value!r}; expected one of {list(options)}")
 
 
 class _Half(nn.Module):
@@ -78,7 +74,7 @@ class _Encoder(_Half):
       for i, width in enumerate(self.features):
         x = act(nn.Dense(width, name=f"dense{i}", **self._inits(x.shape[-1]))(x))
     else:
-      x = x.reshape((x.shape[0],) + _channels_last(self.input_shape, self.ndim))
+      x = x.reshape((x.shape[0],) + channels_last(self.input_shape, self.ndim))
       k = (self.kernel_size,) * self.ndim
       for i, f in enumerate(self.features):
         x = act(nn.Conv(f, k, strides=(2,) * self.ndim, padding="SAME", name=f"conv{i}",
@@ -100,7 +96,7 @@ class _Decoder(_Half):
         x = act(nn.Dense(width, name=f"dense{i}", **self._inits(x.shape[-1]))(x))
       x = nn.Dense(size, name="out", **self._inits(x.shape[-1]))(x)
       return x.reshape((x.shape[0],) + tuple(self.input_shape))
-    shape = _channels_last(self.input_shape, self.ndim)
+    shape = channels_last(self.input_shape, self.ndim)
     factor = 2 ** len(self.features)
     bottom = tuple(s // factor for s in shape[:-1]) + (self.features[-1],)
     x = act(nn.Dense(math.prod(bottom), name="project", **self._inits(x.shape[-1]))(x))
@@ -113,12 +109,6 @@ class _Decoder(_Half):
       if i < len(widths) - 1:
         x = act(x)
     return x.reshape((x.shape[0],) + tuple(self.input_shape))
-
-
-def _channels_last(input_shape: Sequence[int], ndim: int) -> tuple[int, ...]:
-  """`input_shape` with a channel axis: (L,) -> (L, 1) for ndim 1, (H, W) -> (H, W, 1)."""
-  shape = tuple(input_shape)
-  return shape + (1,) if len(shape) == ndim else shape
 
 
 class Autoencoder(nn.Module):
@@ -160,9 +150,9 @@ class Autoencoder(nn.Module):
     return self.latent_dim
 
   def setup(self):
-    _check_choice(self.encoder, ENCODERS, "encoder")
-    _check_choice(self.likelihood, LIKELIHOODS, "likelihood")
-    _check_choice(self.corruption, CORRUPTIONS, "corruption")
+    check_choice(self.encoder, ENCODERS, "encoder")
+    check_choice(self.likelihood, LIKELIHOODS, "likelihood")
+    check_choice(self.corruption, CORRUPTIONS, "corruption")
     if self.latent_dim < 1:
       raise ValueError(f"model.latent_dim={self.latent_dim}; expected a positive size")
     if not self.features:

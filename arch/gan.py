@@ -30,21 +30,12 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from arch.common import channels_last, check_choice
 from arch.initializers import layer_inits
 
 G_NORMS = ("batch", "layer", "none")
 OUTPUTS = ("linear", "sigmoid", "tanh")
 SPECTRAL = ("none", "discriminator", "both")
-
-
-def _choice(value: str, options: Sequence[str], field: str) -> None:
-  if value not in options:
-    raise ValueError(f"model.{field}={value!r}; expected one of {list(options)}")
-
-
-def _channels_last(shape: Sequence[int], ndim: int) -> tuple[int, ...]:
-  shape = tuple(shape)
-  return shape + (1,) if len(shape) == ndim else shape
 
 
 class _Net(nn.Module):
@@ -96,7 +87,7 @@ class Generator(_Net):
   def __call__(self, z: jnp.ndarray, labels: jnp.ndarray | None = None,
                train: bool = False) -> jnp.ndarray:
     self._check_labels(labels, z.shape[0])
-    shape = _channels_last(self.data_shape, self.ndim)
+    shape = channels_last(self.data_shape, self.ndim)
     factor = 2 ** len(self.features)
     if any(s % factor for s in shape[:-1]):
       raise ValueError(f"model.data_shape={tuple(self.data_shape)}: the generator doubles every "
@@ -138,7 +129,7 @@ class Discriminator(_Net):
       raise ValueError(f"discriminator inputs of shape {x.shape}; expected (B, "
                        f"{', '.join(map(str, self.data_shape))}) (model.data_shape)")
     self._check_labels(labels, x.shape[0])
-    x = x.reshape((x.shape[0],) + _channels_last(self.data_shape, self.ndim)).astype(self.dtype)
+    x = x.reshape((x.shape[0],) + channels_last(self.data_shape, self.ndim)).astype(self.dtype)
     for i, width in enumerate(self.features):
       x = nn.leaky_relu(self._conv(nn.Conv, width, f"conv{i}", x, train), 0.2)
     phi = x.reshape((x.shape[0], -1))
@@ -185,9 +176,9 @@ class GAN(nn.Module):
   param_dtype: Any = jnp.float32
 
   def setup(self):
-    _choice(self.g_norm, G_NORMS, "g_norm")
-    _choice(self.output, OUTPUTS, "output")
-    _choice(self.spectral_norm, SPECTRAL, "spectral_norm")
+    check_choice(self.g_norm, G_NORMS, "g_norm")
+    check_choice(self.output, OUTPUTS, "output")
+    check_choice(self.spectral_norm, SPECTRAL, "spectral_norm")
     if self.ndim not in (1, 2) or len(self.data_shape) not in (self.ndim, self.ndim + 1):
       raise ValueError(f"model.data_shape={tuple(self.data_shape)} with model.ndim={self.ndim}: "
                        "expected ndim 1 with (L[, C]) or ndim 2 with (H, W[, C])")

@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from arch.attention import MultiHeadAttention, sinusoidal
+from arch.common import check_choice
 
 POSITIONS = ("learned", "sinusoidal", "rotary", "none")
 POOLS = ("cls", "mean")
@@ -93,11 +94,6 @@ class _Stack(nn.Module):
     return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="ln_final")(x)
 
 
-def _check_choice(value, options, field):
-  if value not in options:
-    raise ValueError(f"model.{field}={value!r}; expected one of {list(options)}")
-
-
 def _check_length(steps: int, max_len: int, what: str) -> None:
   if steps > max_len:
     raise ValueError(f"{what} of length {steps} is longer than the model's max_len={max_len}")
@@ -139,8 +135,8 @@ class TransformerClassifier(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False,
                lengths: jnp.ndarray | None = None) -> jnp.ndarray:
-    _check_choice(self.positions, POSITIONS, "positions")
-    _check_choice(self.pool, POOLS, "pool")
+    check_choice(self.positions, POSITIONS, "positions")
+    check_choice(self.pool, POOLS, "pool")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     if self.vocab_size > 0:
       if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.integer):
@@ -208,7 +204,7 @@ class TransformerLM(nn.Module):
   @nn.compact
   def __call__(self, tokens: jnp.ndarray, train: bool = False,
                decode: bool = False) -> jnp.ndarray:
-    _check_choice(self.positions, POSITIONS, "positions")
+    check_choice(self.positions, POSITIONS, "positions")
     if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
       raise ValueError(f"TransformerLM expects int token ids (B, T); got {tokens.dtype} "
                        f"{tokens.shape}")

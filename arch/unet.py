@@ -29,11 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from arch.attention import MultiHeadAttention, sinusoidal
-
-
-def _channels_last(shape: Sequence[int], ndim: int) -> tuple[int, ...]:
-  shape = tuple(shape)
-  return shape + (1,) if len(shape) == ndim else shape
+from arch.common import channels_last
 
 
 class ResBlock(nn.Module):
@@ -124,7 +120,7 @@ class UNet(nn.Module):
                        f"labels of shape ({x.shape[0]},) (the null class is "
                        f"{self.num_classes}); got {None if labels is None else labels.shape}")
     factor = 2 ** (len(self.channel_mults) - 1)
-    spatial = _channels_last(self.data_shape, self.ndim)[:-1]
+    spatial = channels_last(self.data_shape, self.ndim)[:-1]
     if any(s % factor for s in spatial):
       raise ValueError(f"model.data_shape={tuple(self.data_shape)}: {len(self.channel_mults)} "
                        f"levels halve every spatial axis {len(self.channel_mults) - 1} times, so "
@@ -139,7 +135,7 @@ class UNet(nn.Module):
                train: bool = False) -> jnp.ndarray:
     self._check(x, t, labels)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    shape = _channels_last(self.data_shape, self.ndim)
+    shape = channels_last(self.data_shape, self.ndim)
     h = x.reshape((x.shape[0],) + shape).astype(self.dtype)
 
     dim = 4 * self.channels

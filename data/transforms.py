@@ -58,6 +58,18 @@ def compute_statistics(inputs: np.ndarray, mode: str) -> Statistics:
   return Statistics(mean=mean.astype(np.float32), std=std.astype(np.float32))
 
 
+def normalize(x: np.ndarray, stats: Statistics | None) -> np.ndarray:
+  """(x - mean) / std in float32; x as float32 when there are no statistics."""
+  x = np.asarray(x).astype(np.float32)
+  return x if stats is None else (x - stats.mean) / stats.std
+
+
+def denormalize(x: np.ndarray, stats: Statistics | None) -> np.ndarray:
+  """The inverse of `normalize`: normalised inputs back to the stored data's units."""
+  x = np.asarray(x).astype(np.float32)
+  return x if stats is None else x * stats.std + stats.mean
+
+
 class Normalize(grain.transforms.Map):
   """(x - mean) / std with training-split statistics; casts inputs to float32."""
 
@@ -65,10 +77,7 @@ class Normalize(grain.transforms.Map):
     self.stats = stats
 
   def map(self, batch: Batch) -> Batch:
-    x = batch["inputs"].astype(np.float32)
-    if self.stats is not None:
-      x = (x - self.stats.mean) / self.stats.std
-    return {**batch, "inputs": x}
+    return {**batch, "inputs": normalize(batch["inputs"], self.stats)}
 
 
 class Binarize(grain.transforms.Map):

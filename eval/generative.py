@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
+from data import transforms
+
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Mean (D,) and covariance (D, D) of (N, D) features, in float64 (unbiased, N - 1)."""
@@ -149,23 +151,15 @@ class Reference:
 
     self._apply = jax.jit(apply)
 
-  def normalize(self, raw: np.ndarray) -> np.ndarray:
-    raw = np.asarray(raw, np.float32)
-    return raw if self.stats is None else (raw - self.stats.mean) / self.stats.std
-
   def __call__(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(features (N, D), predicted classes (N,)) of examples (N, ...) in raw data units."""
-    x = self.normalize(raw)
+    x = transforms.normalize(raw, self.stats)
     feats, preds = [], []
     for i in range(0, len(x), self.batch_size):
       f, logits = self._apply(x[i:i + self.batch_size])
       feats.append(np.asarray(f, np.float64))
       preds.append(np.asarray(logits).argmax(-1))
     return np.concatenate(feats), np.concatenate(preds)
-
-
-def _raw(x: np.ndarray, stats) -> np.ndarray:
-  return np.asarray(x, np.float32) if stats is None else np.asarray(x) * stats.std + stats.mean
 
 
 def score(reference: Reference, real_train: np.ndarray, sets: dict[str, np.ndarray],
@@ -255,12 +249,12 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
       np.asarray(generate(state, z[i:i + chunk], None if y is None else y[i:i + chunk]))
       for i in range(0, n + pad, chunk)])[:n]
   sampling_seconds = time.perf_counter() - t0
-  raw_train = _raw(x_train, stats)
-  held_out = _raw(x_test, stats)
+  raw_train = transforms.denormalize(x_train, stats)
+  held_out = transforms.denormalize(x_test, stats)
   if n != len(held_out):
     held_out = held_out[rng.choice(len(held_out), size=n, replace=n > len(held_out))]
   sets = {"held-out real data": held_out,
-          "model samples": _raw(fake, stats),
+          "model samples": transforms.denormalize(fake, stats),
           "Gaussian baseline": gaussian_baseline(raw_train, n, seed)}
   result: dict[str, Any] = {
       "workdir": workdir, "checkpoint_step": step, "model": config.model.name,
@@ -282,7 +276,7 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
   columns = [str(c) for c in range(model.num_classes)] if conditional else None
   name = os.path.basename(os.path.normpath(workdir))
   limits = (float(raw_train.min()), float(raw_train.max()))  # every grid on the data's scale
-  for file, x, title in (("samples.png", _raw(grid_x, stats), f"{name}, step {step}"),
+  for file, x, title in (("samples.png", transforms.denormalize(grid_x, stats), f"{name}, step {step}"),
                          ("real.png", raw_train[:grid], "training data"),
                          ("gaussian_baseline.png", sets["Gaussian baseline"][:grid],
                           "Gaussian baseline")):

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
+from data import transforms
 from eval import figures
 
 
@@ -176,10 +177,6 @@ def masked_mse(estimate: np.ndarray, truth: np.ndarray, missing: np.ndarray) -> 
   return float(np.mean(np.square((estimate - truth)[missing])))
 
 
-def _denormalize(x: np.ndarray, stats) -> np.ndarray:
-  return x if stats is None else x * stats.std + stats.mean
-
-
 def plot_reconstructions(x: np.ndarray, rec: np.ndarray, path: str, n: int = 10) -> None:
   """Inputs (top row) over their reconstructions (bottom row) for the first `n` examples."""
   plt = figures.pyplot()
@@ -285,13 +282,13 @@ def report(workdir: str, split: str = "test", out: str | None = None, missing: f
 
   if not config.data.binarize:
     rng = np.random.default_rng(seed)
-    truth, train_units = _denormalize(x, stats), _denormalize(x_train, stats)
+    truth, train_units = transforms.denormalize(x, stats), transforms.denormalize(x_train, stats)
     fill = np.zeros(x.shape[1:], np.float32) if stats is None else (
         (train_units.mean(0) - stats.mean) / stats.std).astype(np.float32)
     imputation = {}
     for name, hidden in ((f"random {missing:.0%}", random_missing(x.shape, missing, rng)),
                          (f"block {block}", block_missing(x.shape, block, rng))):
-      filled = _denormalize(trained.impute(x, hidden, fill, iterations), stats)
+      filled = transforms.denormalize(trained.impute(x, hidden, fill, iterations), stats)
       rows = {"model": masked_mse(filled, truth, hidden)}
       for base, estimate in impute_baselines(train_units, truth, hidden).items():
         rows[base] = masked_mse(estimate, truth, hidden)

@@ -232,11 +232,7 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
   conditional = getattr(model, "num_classes", 0) > 0
   rng = np.random.default_rng(seed)
   labels = (rng.integers(0, model.num_classes, n) if conditional else None)
-  # a GAN's generator maps latents (N, latent_dim); a diffusion sampler starts from noise
-  # shaped like the data
-  latent_shape = ((model.latent_dim,) if hasattr(model, "latent_dim")
-                  else tuple(model.data_shape))
-  z = jax.random.normal(jax.random.key(seed), (n,) + latent_shape)
+  z = jax.random.normal(jax.random.key(seed), (n,) + paradigm.latent_shape)
   # compiled once for chunks of `chunk` (the last one padded), so the timing excludes compiling
   chunk = min(n, 500)
   pad = -n % chunk
@@ -269,14 +265,14 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
   out = out or os.path.join(workdir, "generative")
   os.makedirs(out, exist_ok=True)
   grid = 100
-  grid_labels = None if not conditional else np.arange(grid) % model.num_classes
-  grid_z = jax.random.normal(jax.random.key(seed + 1), (grid,) + latent_shape)
-  grid_x = np.asarray(jax.jit(paradigm.generate)(state, grid_z, None if grid_labels is None else
-                               jnp.asarray(grid_labels, jnp.int32)))
+  grid_z, grid_labels = paradigms.fixed_inputs(paradigm.latent_shape, model.num_classes, grid,
+                                               jax.random.key(seed + 1))
+  grid_x = np.asarray(jax.jit(paradigm.generate)(state, grid_z, grid_labels))
   columns = [str(c) for c in range(model.num_classes)] if conditional else None
   name = os.path.basename(os.path.normpath(workdir))
   limits = (float(raw_train.min()), float(raw_train.max()))  # every grid on the data's scale
-  for file, x, title in (("samples.png", transforms.denormalize(grid_x, stats), f"{name}, step {step}"),
+  for file, x, title in (("samples.png", transforms.denormalize(grid_x, stats),
+                          f"{name}, step {step}"),
                          ("real.png", raw_train[:grid], "training data"),
                          ("gaussian_baseline.png", sets["Gaussian baseline"][:grid],
                           "Gaussian baseline")):

@@ -201,8 +201,8 @@ def validate(config: mlc.ConfigDict) -> None:
     f = config.diffusion
     _choice(f.schedule, diffusion.SCHEDULES, "diffusion.schedule")
     _choice(f.prediction, diffusion.PREDICTIONS, "diffusion.prediction")
-    _choice(f.weighting, ("simple", "min_snr"), "diffusion.weighting")
-    _choice(f.sampler, ("ddpm", "ddim"), "diffusion.sampler")
+    _choice(f.weighting, diffusion.WEIGHTINGS, "diffusion.weighting")
+    _choice(f.sampler, diffusion.SAMPLERS, "diffusion.sampler")
     _positive(f.steps, "diffusion.steps")
     if not 1 <= f.sample_steps <= f.steps:
       raise ConfigError(f"diffusion.sample_steps={f.sample_steps}; expected 1..{f.steps} "

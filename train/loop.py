@@ -88,8 +88,10 @@ def _window_metrics(window: list[jax.Array], names: list[str]) -> dict[str, np.n
 def _write_grid(samples: jax.Array, workdir: str, step: int, final: bool, enabled: bool) -> None:
   """A generative paradigm's fixed-latent samples as WORKDIR/samples/step_XXXXXXXX.png (and
   final.png after the last step)."""
+  if not enabled:
+    return
   samples = np.asarray(jax.device_get(samples))
-  if not enabled or not len(samples):
+  if not len(samples):
     return
   from eval import figures
 

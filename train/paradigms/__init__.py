@@ -12,6 +12,9 @@ import importlib
 from types import ModuleType
 from typing import Any, Callable, NamedTuple
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 # name -> module; a module defines check_data(config, model), which the loop calls first to reject
@@ -29,9 +32,10 @@ class Paradigm(NamedTuple):
   eval_step(state, batch, rng) -> sums and count; predict(state, inputs) -> outputs;
   schedule(update) -> learning rate (for logging).
 
-  Generative paradigms also give `generate(state, z, labels=None) -> samples` and
-  `samples(state) -> (N, ...)`, samples from fixed latents that the loop draws as a grid
-  (`WORKDIR/samples/step_XXXXXXXX.png`) at every evaluation, so the grids show progress."""
+  Generative paradigms also give `generate(state, z, labels=None) -> samples` from inputs z of
+  shape (N, *latent_shape), and `samples(state) -> (N, ...)`, samples from fixed inputs that the
+  loop draws as a grid (`WORKDIR/samples/step_XXXXXXXX.png`) at every evaluation, so the grids
+  show progress."""
 
   init: Callable[..., Any]
   train_step: Callable[..., Any]
@@ -40,6 +44,7 @@ class Paradigm(NamedTuple):
   schedule: optax.Schedule
   samples: Callable[..., Any] | None = None
   generate: Callable[..., Any] | None = None
+  latent_shape: tuple[int, ...] | None = None
 
 
 def get(name: str) -> ModuleType:
@@ -47,6 +52,16 @@ def get(name: str) -> ModuleType:
   if name not in REGISTRY:
     raise ValueError(f"paradigm={name!r}; expected one of {sorted(REGISTRY)}")
   return importlib.import_module(REGISTRY[name])
+
+
+def fixed_inputs(shape: tuple[int, ...], num_classes: int, n: int,
+                 key: jax.Array) -> tuple[jnp.ndarray, jnp.ndarray | None]:
+  """Generator inputs for sample grids: `n` standard normal draws of `shape` from `key`, and for
+  a conditional model (`num_classes` > 0) the labels (n,) i % num_classes, so that a grid
+  `num_classes` wide has one class per column."""
+  z = jax.random.normal(key, (n,) + tuple(shape))
+  labels = jnp.asarray(np.arange(n) % num_classes, jnp.int32) if num_classes else None
+  return z, labels
 
 
 def check_examples(config: Any, model: Any, paradigm: str) -> None:

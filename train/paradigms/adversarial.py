@@ -34,14 +34,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
-import numpy as np
 import optax
 
 from arch import gan
 from train import optim
 from train import state as state_lib
 from train.config import ConfigError
-from train.paradigms import Paradigm, check_examples
+from train.paradigms import Paradigm, check_examples, fixed_inputs
 
 LOSSES = ("non_saturating", "hinge")
 
@@ -89,20 +88,16 @@ def check_data(config: Any, model: nn.Module) -> None:
   if config.optim.grad_accum_steps != 1:
     raise ConfigError(f"optim.grad_accum_steps={config.optim.grad_accum_steps}: the adversarial "
                       "step updates both networks every step; expected 1")
-  if d.batch_size % (a.n_critic * max(1, _device_count())):
+  devices = jax.device_count()
+  if d.batch_size % (a.n_critic * devices):
     raise ConfigError(f"data.batch_size={d.batch_size} with adversarial.n_critic={a.n_critic}: "
                       "each discriminator update takes an equal slice of the batch, split over "
-                      f"{_device_count()} device(s); expected a multiple of "
-                      f"{a.n_critic * _device_count()}")
+                      f"{devices} device(s); expected a multiple of {a.n_critic * devices}")
   if model.output == "sigmoid" and d.normalize != "unit":
     raise ConfigError(f"model.output='sigmoid' draws samples in [0, 1]; data.normalize="
                       f"{d.normalize!r} does not put the data there: expected data.normalize="
                       "'unit'")
   check_examples(config, model, "adversarial")
-
-
-def _device_count() -> int:
-  return jax.device_count()
 
 
 def _d_optim(config: Any) -> mlc.ConfigDict:
@@ -263,13 +258,12 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
     return generate(state, grid_z, grid_labels)
 
   return Paradigm(init=init, train_step=train_step, eval_step=eval_step, predict=None,
-                  schedule=lr, samples=samples, generate=generate)
+                  schedule=lr, samples=samples, generate=generate,
+                  latent_shape=(model.latent_dim,))
 
 
 def grid_latents(model: gan.GAN, n: int, seed: int) -> tuple[jnp.ndarray, jnp.ndarray | None]:
-  """Fixed latents (n, latent_dim) for sample grids, and for a conditional GAN the labels
-  (n,): class i % num_classes, so each grid column is one class."""
-  z = jax.random.normal(jax.random.fold_in(jax.random.key(seed), 0x6A1D), (n, model.latent_dim))
-  labels = (jnp.asarray(np.arange(n) % model.num_classes, jnp.int32)
-            if model.num_classes else None)
-  return z, labels
+  """Fixed latents (n, latent_dim) for the run's sample grids, and for a conditional GAN the
+  labels (n,): class i % num_classes, so each grid column is one class."""
+  return fixed_inputs((model.latent_dim,), model.num_classes, n,
+                      jax.random.fold_in(jax.random.key(seed), 0x6A1D))

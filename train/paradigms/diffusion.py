@@ -4,7 +4,8 @@ the DDPM and DDIM samplers, as pure functions of arrays and a denoiser.
 Notation (Ho et al. 2020): t = 0..T-1 indexes the T noising steps, beta_t the step variances,
 alpha_t = 1 - beta_t and abar_t = prod_{s<=t} alpha_s, so that
 
-    q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I),     x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps.
+    q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I),
+    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps.
 
 A denoiser predicts `eps` (the noise) or `v` = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans &
 Ho 2022); either gives x_0 and eps back from x_t. Sampling runs backwards:
@@ -31,11 +32,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from train import optim
+from train import state as state_lib
 from train.config import ConfigError
-from train.paradigms import Paradigm, check_examples
+from train.paradigms import Paradigm, check_examples, fixed_inputs
 
 SCHEDULES = ("linear", "cosine")
 PREDICTIONS = ("eps", "v")
+WEIGHTINGS = ("simple", "min_snr")
+SAMPLERS = ("ddpm", "ddim")
 
 Denoiser = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
 
@@ -130,8 +135,8 @@ def loss_weight(schedule: Schedule, t: jnp.ndarray, prediction: str, weighting: 
   min(SNR, gamma): min(SNR, gamma) / SNR for eps targets, min(SNR, gamma) / (SNR + 1) for v."""
   if weighting == "simple":
     return jnp.ones(t.shape, jnp.float32)
-  if weighting != "min_snr":
-    raise ValueError(f"diffusion.weighting={weighting!r}; expected 'simple' or 'min_snr'")
+  if weighting not in WEIGHTINGS:
+    raise ValueError(f"diffusion.weighting={weighting!r}; expected one of {list(WEIGHTINGS)}")
   r = snr(schedule)[t]
   return jnp.minimum(r, gamma) / (r if prediction == "eps" else r + 1.0)
 
@@ -263,9 +268,6 @@ def sampler(config: Any, schedule: Schedule, denoise: Denoiser, x_T: jnp.ndarray
 
 def make(model: Any, config: Any, *, total_steps: int | None = None) -> Paradigm:
   """The diffusion step factory; `total_steps` sizes the learning-rate schedule."""
-  from train import optim
-  from train import state as state_lib
-
   check_model(model, config.model.name)
   f = config.diffusion
   tx, lr = optim.make(config.optim, total_steps or config.train.steps)
@@ -341,11 +343,9 @@ def make(model: Any, config: Any, *, total_steps: int | None = None) -> Paradigm
       denoise = lambda x, t: model.apply(variables, x, t)  # noqa: E731
     return sampler(config, schedule, denoise, z, rng)
 
-  grid = config.generative.grid_samples
-  grid_z = jax.random.normal(jax.random.fold_in(jax.random.key(config.seed), 0xD1F),
-                             (grid,) + tuple(model.data_shape))
-  grid_labels = jnp.asarray(np.arange(grid) % model.num_classes, jnp.int32) if conditional \
-      else None
+  grid_z, grid_labels = fixed_inputs(tuple(model.data_shape), model.num_classes,
+                                     config.generative.grid_samples,
+                                     jax.random.fold_in(jax.random.key(config.seed), 0xD1F))
 
   def samples(state) -> jnp.ndarray:
     """Samples from the run's fixed noise (the same every call; a conditional grid has one class
@@ -353,4 +353,5 @@ def make(model: Any, config: Any, *, total_steps: int | None = None) -> Paradigm
     return generate(state, grid_z, grid_labels)
 
   return Paradigm(init=init, train_step=train_step, eval_step=eval_step, predict=None,
-                  schedule=lr, samples=samples, generate=generate)
+                  schedule=lr, samples=samples, generate=generate,
+                  latent_shape=tuple(model.data_shape))

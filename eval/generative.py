@@ -22,7 +22,8 @@ numbers share one estimator bias: the held-out real data (the ceiling), the mode
 the Gaussian baseline (the floor). A conditional model's samples are also scored for being
 classified as the class they were asked for. The time to draw the N samples is reported
 (compiled beforehand); `--set` changes sampling fields of the run's config for the report (e.g.
-`--set diffusion.sampler=ddpm`, `--set diffusion.sample_steps=20`). Writes
+`--set diffusion.sampler=ddpm`, `--set diffusion.sample_steps=20`); `--seeds K` draws every set
+K times (seeds seed..seed+K-1, one compiled sampler) and reports mean ± sd. Writes
 DIR/generative/report.json, report.md and sample grids (to `--out`, when sampling differs).
 """
 
@@ -162,28 +163,51 @@ class Reference:
     return np.concatenate(feats), np.concatenate(preds)
 
 
-def score(reference: Reference, real_train: np.ndarray, sets: dict[str, np.ndarray],
+def score(reference: Reference, train_features: np.ndarray, sets: dict[str, np.ndarray],
           k: int = 3, seed: int = 0) -> dict[str, dict[str, Any]]:
-  """Each named set of raw examples scored against the training data in `reference`'s features:
-  Frechet distance to the whole training split, k-NN precision/recall against a random subset
-  of the training split of the set's size, and class coverage."""
-  train_f, _ = reference(real_train)
+  """Each named set of raw examples scored in `reference`'s features against the training
+  split's features (M, D): Frechet distance to all M, k-NN precision/recall against a random
+  subset of the set's size, and class coverage."""
   rng = np.random.default_rng(seed)
   out = {}
   for name, x in sets.items():
     f, pred = reference(x)
-    subset = train_f[rng.choice(len(train_f), size=min(len(f), len(train_f)), replace=False)]
-    out[name] = {"examples": len(x), "frechet_distance": frechet_distance_of(f, train_f),
+    subset = train_features[rng.choice(len(train_features), size=min(len(f), len(train_features)),
+                                       replace=False)]
+    out[name] = {"examples": len(x), "frechet_distance": frechet_distance_of(f, train_features),
                  **knn_precision_recall(subset, f, k),
                  "coverage": class_coverage(pred, reference.num_classes)}
   return out
 
 
+def mean_and_sd(values: list[Any]) -> tuple[Any, Any]:
+  """The mean and sample standard deviation (ddof=1; 0 for one value) over a list of equally
+  shaped results: numbers, or dicts and lists of them, taken leaf by leaf. Integer leaves that
+  all agree (e.g. `examples`) stay integers."""
+  first = values[0]
+  if isinstance(first, dict):
+    pairs = {key: mean_and_sd([v[key] for v in values]) for key in first}
+    return {k: m for k, (m, _) in pairs.items()}, {k: sd for k, (_, sd) in pairs.items()}
+  if isinstance(first, list):
+    if any(len(v) != len(first) for v in values):  # e.g. the list of covered classes
+      return None, None
+    pairs = [mean_and_sd([v[i] for v in values]) for i in range(len(first))]
+    return [m for m, _ in pairs], [sd for _, sd in pairs]
+  x = np.asarray(values, np.float64)
+  sd = float(x.std(ddof=1)) if len(x) > 1 else 0.0
+  if isinstance(first, (int, np.integer)) and not isinstance(first, bool) and np.all(x == x[0]):
+    return first, sd
+  return float(x.mean()), sd
+
+
 def report(workdir: str, reference: str | None = None, samples: int = 0, out: str | None = None,
-           seed: int = 0, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+           seed: int = 0, overrides: dict[str, Any] | None = None,
+           seeds: int = 1) -> dict[str, Any]:
   """The module docstring's comparison for one trained generative run; writes report.json,
   report.md and sample grids to `out` (default WORKDIR/generative) and returns the report.
-  `overrides` change sampling fields of the run's config, e.g. {"diffusion.sampler": "ddpm"}."""
+  `overrides` change sampling fields of the run's config, e.g. {"diffusion.sampler": "ddpm"}.
+  With `seeds` > 1 every set is drawn again for seeds seed, seed + 1, ...: the report's numbers
+  are then means, `*_sd` their sample standard deviations, and `per_seed` each draw's."""
   import jax
   import jax.numpy as jnp
   import ml_collections as mlc
@@ -197,6 +221,8 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
   if samples < 0 or 0 < samples < 4:
     raise ValueError(f"--samples={samples}; expected 0 (the evaluation split's size) or at "
                      "least 4 (k-NN precision and recall use k = 3 neighbours)")
+  if seeds < 1:
+    raise ValueError(f"--seeds={seeds}; expected at least 1")
   model, tree, config_dict, step = checkpoint.load_workdir(workdir)
   config = mlc.ConfigDict(config_dict)
   for key, value in (overrides or {}).items():
@@ -230,38 +256,58 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
   n = samples or len(x_test)
   state = state_lib.TrainState(**tree)
   conditional = getattr(model, "num_classes", 0) > 0
-  rng = np.random.default_rng(seed)
-  labels = (rng.integers(0, model.num_classes, n) if conditional else None)
-  z = jax.random.normal(jax.random.key(seed), (n,) + paradigm.latent_shape)
-  # compiled once for chunks of `chunk` (the last one padded), so the timing excludes compiling
+  # compiled once for chunks of `chunk` (the last one padded), so timings exclude compiling
   chunk = min(n, 500)
   pad = -n % chunk
-  z = jnp.concatenate([z, z[:pad]])
-  y = None if labels is None else jnp.asarray(np.concatenate([labels, labels[:pad]]), jnp.int32)
+  z_chunk = jnp.zeros((chunk,) + paradigm.latent_shape, jnp.float32)
   generate = jax.jit(paradigm.generate).lower(
-      state, z[:chunk], None if y is None else y[:chunk]).compile()
-  t0 = time.perf_counter()
-  fake = np.concatenate([
-      np.asarray(generate(state, z[i:i + chunk], None if y is None else y[i:i + chunk]))
-      for i in range(0, n + pad, chunk)])[:n]
-  sampling_seconds = time.perf_counter() - t0
+      state, z_chunk, jnp.zeros((chunk,), jnp.int32) if conditional else None).compile()
   raw_train = transforms.denormalize(x_train, stats)
-  held_out = transforms.denormalize(x_test, stats)
-  if n != len(held_out):
-    held_out = held_out[rng.choice(len(held_out), size=n, replace=n > len(held_out))]
-  sets = {"held-out real data": held_out,
-          "model samples": transforms.denormalize(fake, stats),
-          "Gaussian baseline": gaussian_baseline(raw_train, n, seed)}
+  raw_test = transforms.denormalize(x_test, stats)
+  train_f, _ = ref(raw_train)
+
+  def one_seed(s: int) -> dict[str, Any]:
+    rng = np.random.default_rng(s)
+    labels = rng.integers(0, model.num_classes, n) if conditional else None
+    z = jax.random.normal(jax.random.key(s), (n,) + paradigm.latent_shape)
+    z = jnp.concatenate([z, z[:pad]])
+    y = None if labels is None else jnp.asarray(np.concatenate([labels, labels[:pad]]),
+                                                jnp.int32)
+    t0 = time.perf_counter()
+    fake = np.concatenate([
+        np.asarray(generate(state, z[i:i + chunk], None if y is None else y[i:i + chunk]))
+        for i in range(0, n + pad, chunk)])[:n]
+    seconds = time.perf_counter() - t0
+    held_out = raw_test
+    if n != len(held_out):
+      held_out = held_out[rng.choice(len(held_out), size=n, replace=n > len(held_out))]
+    sets = {"held-out real data": held_out,
+            "model samples": transforms.denormalize(fake, stats),
+            "Gaussian baseline": gaussian_baseline(raw_train, n, s)}
+    run: dict[str, Any] = {"seed": s, "sampling_seconds": seconds,
+                           "scores": score(ref, train_f, sets, seed=s), "sets": sets}
+    if conditional:
+      _, pred = ref(sets["model samples"])
+      run["conditional_accuracy"] = float(np.mean(pred == labels))
+    return run
+
+  runs = [one_seed(seed + i) for i in range(seeds)]
+  baseline = runs[0].pop("sets")["Gaussian baseline"]
+  for run in runs[1:]:
+    del run["sets"]
   result: dict[str, Any] = {
       "workdir": workdir, "checkpoint_step": step, "model": config.model.name,
       "reference": {"workdir": reference, "model": ref.config.model.name,
-                    "feature_dim": int(ref(raw_train[:2])[0].shape[1])},
-      "samples": n, "train_examples": len(raw_train), "sampling_seconds": sampling_seconds,
-      "overrides": dict(overrides or {}),
-      "scores": score(ref, raw_train, sets, seed=seed)}
-  if conditional:
-    _, pred = ref(sets["model samples"])
-    result["conditional_accuracy"] = float(np.mean(pred == labels))
+                    "feature_dim": int(train_f.shape[1])},
+      "samples": n, "train_examples": len(raw_train), "overrides": dict(overrides or {}),
+      "seeds": [run["seed"] for run in runs]}
+  for key in ("sampling_seconds", "scores", "conditional_accuracy"):
+    if key in runs[0]:
+      result[key], spread = mean_and_sd([run[key] for run in runs])
+      if seeds > 1:
+        result[key + "_sd"] = spread
+  if seeds > 1:
+    result["per_seed"] = runs
   out = out or os.path.join(workdir, "generative")
   os.makedirs(out, exist_ok=True)
   grid = 100
@@ -274,7 +320,7 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
   for file, x, title in (("samples.png", transforms.denormalize(grid_x, stats),
                           f"{name}, step {step}"),
                          ("real.png", raw_train[:grid], "training data"),
-                         ("gaussian_baseline.png", sets["Gaussian baseline"][:grid],
+                         ("gaussian_baseline.png", baseline[:grid],
                           "Gaussian baseline")):
     figures.sample_grid(x, os.path.join(out, file), title=title, limits=limits,
                         column_labels=columns if file == "samples.png" else None)
@@ -286,23 +332,41 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
 
 
 def markdown(result: dict[str, Any]) -> str:
-  """The report as a Markdown table."""
+  """The report as a Markdown table; over several seeds, each number is mean ± sd."""
+  seeds = result.get("seeds", [0])
+  sd = result.get("scores_sd")
+
+  def num(path: tuple[str, ...], digits: int, percent: bool = False) -> str:
+    def get(tree):
+      for key in path:
+        tree = tree[key]
+      return tree
+    scale = 100.0 if percent else 1.0
+    text = f"{get(result) * scale:.{digits}f}"
+    spread = result.get(path[0] + "_sd")
+    if spread is not None and len(seeds) > 1:
+      text += f" ± {get({path[0]: spread}) * scale:.{digits}f}"
+    return text + ("%" if percent else "")
+
+  over = (f", mean ± sd over {len(seeds)} seeds ({seeds[0]}..{seeds[-1]})" if sd else "")
   lines = [f"Generative evaluation of {result['workdir']} (step {result['checkpoint_step']}), "
            f"{result['samples']} examples per set against {result['train_examples']} training "
            f"examples, in the {result['reference']['feature_dim']}-d features of "
-           f"{result['reference']['workdir']} ({result['reference']['model']}).", "",
+           f"{result['reference']['workdir']} ({result['reference']['model']}){over}.", "",
            "| set | Frechet distance | precision | recall | classes with >= 5% | entropy (nats) |",
            "|---|---|---|---|---|---|"]
-  for name, s in result["scores"].items():
-    c = s["coverage"]
-    lines.append(f"| {name} | {s['frechet_distance']:.2f} | {s['precision']:.3f} | "
-                 f"{s['recall']:.3f} | {c['num_covered']} | {c['entropy']:.3f} |")
+  for name in result["scores"]:
+    at = ("scores", name)
+    lines.append(f"| {name} | {num(at + ('frechet_distance',), 2)} | "
+                 f"{num(at + ('precision',), 3)} | {num(at + ('recall',), 3)} | "
+                 f"{num(at + ('coverage', 'num_covered'), 1 if sd else 0)} | "
+                 f"{num(at + ('coverage', 'entropy'), 3)} |")
   if "conditional_accuracy" in result:
     lines += ["", f"Samples classified as their requested class: "
-              f"{result['conditional_accuracy']:.1%}"]
+              f"{num(('conditional_accuracy',), 1, percent=True)}"]
   settings = ", ".join(f"{k}={v}" for k, v in result.get("overrides", {}).items())
   lines += ["", f"Sampling the {result['samples']} examples took "
-            f"{result['sampling_seconds']:.2f} s (compiled beforehand)"
+            f"{num(('sampling_seconds',), 2)} s (compiled beforehand)"
             f"{f'; with {settings}' if settings else ''}."]
   return "\n".join(lines)
 
@@ -323,7 +387,7 @@ def main(argv: list[str]) -> None:
         raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. diffusion.sampler=ddpm")
       overrides[key] = value
     result = report(FLAGS.workdir, FLAGS.reference, FLAGS.samples, FLAGS.out, FLAGS.seed,
-                    overrides)
+                    overrides, FLAGS.seeds)
   except (CheckpointError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
@@ -339,6 +403,8 @@ def define_flags() -> None:
   flags.DEFINE_string("out", None, "Where report.json and the grids go (default "
                       "WORKDIR/generative).")
   flags.DEFINE_integer("seed", 0, "Seed of the samples, labels and subsets.")
+  flags.DEFINE_integer("seeds", 1, "Draw every set for this many seeds (seed, seed + 1, ...) "
+                       "and report mean ± sd.")
   flags.DEFINE_multi_string("set", None, "FIELD=VALUE: change a sampling field of the run's "
                             "config, e.g. diffusion.sampler=ddpm or diffusion.sample_steps=20.")
 

@@ -115,6 +115,17 @@ def test_report_of_a_conditional_gan(trained, tmp_path):
   assert "| model samples |" in gen.markdown(result)
 
 
+def test_mean_and_sd_goes_leaf_by_leaf():
+  runs = [{"a": 1.0, "n": 40, "c": {"h": [0.5, 0.5], "k": [1]}},
+          {"a": 4.0, "n": 40, "c": {"h": [0.25, 0.75], "k": [1, 2]}}]
+  mean, sd = gen.mean_and_sd(runs)
+  assert mean["a"] == 2.5 and sd["a"] == pytest.approx(np.std([1.0, 4.0], ddof=1))
+  assert mean["n"] == 40 and isinstance(mean["n"], int) and sd["n"] == 0.0
+  np.testing.assert_allclose(mean["c"]["h"], [0.375, 0.625])
+  assert mean["c"]["k"] is None  # lists of different lengths have no mean
+  assert gen.mean_and_sd([3.0]) == (3.0, 0.0)
+
+
 def test_report_errors_name_what_is_missing(trained, tmp_path):
   workdir = trained("digits_dcgan")
   missing = str(tmp_path / "missing")
@@ -122,6 +133,8 @@ def test_report_errors_name_what_is_missing(trained, tmp_path):
     gen.report(workdir, reference=missing, out=str(tmp_path))
   with pytest.raises(ValueError, match=r"--samples=-3; expected 0"):
     gen.report(workdir, samples=-3, out=str(tmp_path))
+  with pytest.raises(ValueError, match=r"--seeds=0; expected at least 1"):
+    gen.report(workdir, seeds=0, out=str(tmp_path))
   with pytest.raises(ValueError, match="expected a supervised classifier"):
     gen.report(workdir, reference=workdir, out=str(tmp_path))
   with pytest.raises(ValueError, match="does not generate samples"):
@@ -139,6 +152,16 @@ def test_report_of_a_guided_diffusion_model_with_sampling_overrides(trained, tmp
   assert result["sampling_seconds"] > 0 and 0.0 <= result["conditional_accuracy"] <= 1.0
   assert all(s["examples"] == 40 for s in result["scores"].values())
   assert "diffusion.sample_steps=3" in gen.markdown(result)
+  again = gen.report(workdir, reference=ref, samples=40, out=str(tmp_path), seed=1, seeds=2,
+                     overrides={"diffusion.sample_steps": "3", "diffusion.guidance_scale": "3"})
+  assert again["seeds"] == [1, 2] and [r["seed"] for r in again["per_seed"]] == [1, 2]
+  fds = [r["scores"]["model samples"]["frechet_distance"] for r in again["per_seed"]]
+  assert fds[0] != fds[1]  # two draws, not one twice
+  assert again["scores"]["model samples"]["frechet_distance"] == pytest.approx(np.mean(fds))
+  assert again["scores_sd"]["model samples"]["frechet_distance"] == pytest.approx(
+      np.std(fds, ddof=1))
+  assert again["scores"]["model samples"]["examples"] == 40
+  assert "± sd over 2 seeds (1..2)" in gen.markdown(again)
   with pytest.raises(ValueError, match="has no field 'diffusion.samplerz'"):
     gen.report(workdir, reference=ref, out=str(tmp_path), overrides={"diffusion.samplerz": "x"})
   with pytest.raises(Exception, match="diffusion.sample_steps=2000"):

@@ -30,24 +30,7 @@ import numpy as np
 from absl import app, flags
 
 from data import transforms
-from eval import figures
-
-
-def roc_auc(is_positive: np.ndarray, scores: np.ndarray) -> float:
-  """Area under the ROC curve: the probability that a random positive scores above a random
-  negative, ties counting one half (the Mann-Whitney U statistic over n_pos n_neg).
-
-  Raises:
-    ValueError: `is_positive` holds one class only.
-  """
-  from scipy.stats import rankdata
-
-  y = np.asarray(is_positive, bool)
-  n_pos, n_neg = int(y.sum()), int((~y).sum())
-  if n_pos == 0 or n_neg == 0:
-    raise ValueError(f"roc_auc needs positives and negatives; got {n_pos} and {n_neg}")
-  ranks = rankdata(np.asarray(scores, np.float64))  # average ranks for ties
-  return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+from eval import figures, metrics
 
 
 def pca_errors(train: np.ndarray, x: np.ndarray, components: int) -> np.ndarray:
@@ -278,7 +261,7 @@ def report(workdir: str, split: str = "test", out: str | None = None, missing: f
     result["anomaly"] = {
         "normal_classes": list(keep), "anomalous_classes": sorted(set(labels_all[unseen].tolist())),
         "normal": int((~unseen).sum()), "anomalous": int(unseen.sum()),
-        "roc_auc": {name: roc_auc(unseen, s) for name, s in scores.items()}}
+        "roc_auc": {name: metrics.roc_auc_binary(unseen, s) for name, s in scores.items()}}
 
   if not config.data.binarize:
     rng = np.random.default_rng(seed)

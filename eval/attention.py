@@ -41,8 +41,10 @@ def attention_maps(model: Any, params: Any, inputs: jnp.ndarray,
   return outputs, [np.asarray(flat[k][0]) for k in layers]
 
 
-def _plot_classifier(path: str, signal: np.ndarray, maps: list[np.ndarray], patch: int,
-                     cls: bool, title: str) -> None:
+def plot_classifier(path: str, signal: np.ndarray, maps: list[np.ndarray], patch: int,
+                    cls: bool, title: str) -> None:
+  """A classifier's signal, each layer's attention over its patches (mean over heads) and the
+  last layer's full token-by-token map; `maps` are per-layer (N, T, S) weights of one example."""
   plt = figures.pyplot()
 
   depth = len(maps)
@@ -139,7 +141,7 @@ def main(argv: list[str]) -> None:
       logits, maps = attention_maps(model, state["params"], jnp.asarray(x, jnp.float32),
                                     state.get("model_state"))
       pred = int(jnp.argmax(logits[0]))
-      _plot_classifier(out, np.asarray(x[0]).reshape(-1), [m[0] for m in maps],
+      plot_classifier(out, np.asarray(x[0]).reshape(-1), [m[0] for m in maps],
                        getattr(model, "patch_size", 1), getattr(model, "pool", "") == "cls",
                        f"{data_config.source} {data_config.eval_split} example {FLAGS.index}: "
                        f"label {label}, predicted {pred} ({FLAGS.workdir}, step {step})")

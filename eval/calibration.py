@@ -112,7 +112,9 @@ def summary(probs: Any, labels: Any, num_bins: int = 15) -> dict[str, float]:
 def fit_temperature(logits: Any, labels: Any, iterations: int = 100,
                     tolerance: float = 1e-10) -> float:
   """The temperature T minimising nll(softmax(logits / T), labels); fit on a validation split,
-  then applied to the test split's logits.
+  then applied to the test split's logits. When every example is classified correctly the NLL
+  falls all the way to T -> 0 (no finite minimum): the fit then stops after `iterations` Newton
+  steps with a small T.
 
   Raises:
     ValueError: bad shapes or labels, or non-finite logits.
@@ -169,9 +171,10 @@ def reliability_diagram(panels: dict[str, np.ndarray], labels: Any, path: str,
     present = b["count"] > 0
     top.bar(centers[present], b["accuracy"][present], width=width, color="tab:blue",
             edgecolor="black", linewidth=0.5, label="accuracy")
-    top.bar(centers[present], (b["confidence"] - b["accuracy"])[present],
-            bottom=b["accuracy"][present], width=width, color="tab:red", alpha=0.35,
-            edgecolor="tab:red", linewidth=0.5, label="gap to confidence")
+    gap = (b["confidence"] - b["accuracy"])[present]
+    top.bar(centers[present], np.abs(gap), bottom=np.minimum(b["confidence"], b["accuracy"])[present],
+            width=width, fill=False, hatch="///", edgecolor="tab:red", linewidth=0.5,
+            label="gap to confidence")
     top.plot([0, 1], [0, 1], "k--", linewidth=1)
     top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy",
             title=f"{name}\nECE {ece(probs, labels, num_bins):.4f}")

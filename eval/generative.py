@@ -225,14 +225,7 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
     raise ValueError(f"--seeds={seeds}; expected at least 1")
   model, tree, config_dict, step = checkpoint.load_workdir(workdir)
   config = mlc.ConfigDict(config_dict)
-  for key, value in (overrides or {}).items():
-    section, _, field = key.rpartition(".")
-    if section not in config or field not in config[section]:
-      raise ValueError(f"--set {key}={value}: the run's config has no field {key!r}")
-    old = config[section][field]
-    config[section][field] = type(old)(value) if not isinstance(old, bool) else (
-        str(value).lower() in ("1", "true"))
-  config_lib.validate(config)
+  config_lib.override(config, overrides)
   paradigm = paradigms.get(config.paradigm).make(model, config)
   if paradigm.generate is None:
     raise ValueError(f"--workdir={workdir} holds a paradigm={config.paradigm!r} run, which does "
@@ -375,17 +368,13 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
+  from train import config as config_lib
   from train import records
   from train.checkpoint import CheckpointError
 
   records.start_cli(argv)
   try:
-    overrides = {}
-    for item in FLAGS.set or []:
-      key, sep, value = item.partition("=")
-      if not sep:
-        raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. diffusion.sampler=ddpm")
-      overrides[key] = value
+    overrides = config_lib.parse_sets(FLAGS.set)
     result = report(FLAGS.workdir, FLAGS.reference, FLAGS.samples, FLAGS.out, FLAGS.seed,
                     overrides, FLAGS.seeds)
   except (CheckpointError, ValueError) as e:

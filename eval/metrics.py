@@ -202,6 +202,25 @@ def roc_auc_binary(is_positive: Any, scores: Any) -> float:
   return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def precision_recall_curve(is_positive: Any, scores: Any, purpose: str = "a precision-recall "
+                           "curve") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(thresholds, precision, recall), one entry per distinct score from the highest down, of
+  predicting positive when score >= threshold.
+
+  Raises:
+    ValueError: no positives (`purpose` names what needed them).
+  """
+  y = np.asarray(is_positive, bool)
+  s = np.asarray(scores, np.float64)
+  if not y.any():
+    raise ValueError(f"{purpose} needs at least one positive")
+  order = np.argsort(-s, kind="mergesort")
+  y, s = y[order], s[order]
+  last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the end of each run of equal scores
+  tps = np.cumsum(y)[last]
+  return s[last], tps / (last + 1), tps / tps[-1]
+
+
 def average_precision_binary(is_positive: Any, scores: Any) -> float:
   """Average precision, sum_n (R_n - R_{n-1}) P_n over the distinct score thresholds from the
   highest down (sklearn's `average_precision_score`).
@@ -209,16 +228,7 @@ def average_precision_binary(is_positive: Any, scores: Any) -> float:
   Raises:
     ValueError: no positives.
   """
-  y = np.asarray(is_positive, bool)
-  s = np.asarray(scores, np.float64)
-  if not y.any():
-    raise ValueError("average precision needs at least one positive")
-  order = np.argsort(-s, kind="mergesort")
-  y, s = y[order], s[order]
-  last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the end of each run of equal scores
-  tps = np.cumsum(y)[last]
-  precision = tps / (last + 1)
-  recall = tps / tps[-1]
+  _, precision, recall = precision_recall_curve(is_positive, scores, "average precision")
   return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
@@ -271,3 +281,42 @@ def summary(stats: Statistics) -> dict[str, Any]:
   out["per_class"] = {name: np.asarray(v).tolist() for name, v in per_class.items()}
   out["confusion"] = stats.confusion.tolist()
   return out
+
+
+THRESHOLD_METRICS = ("recall", "precision")
+
+
+def choose_threshold(is_positive: Any, scores: Any, metric: str, target: float) -> float:
+  """The decision threshold (predict positive when score >= threshold) of a binary task that
+  reaches `metric` >= `target` on these examples: for `recall`, the highest such threshold (the
+  most precise way to reach the recall); for `precision`, the lowest (the most recall at that
+  precision).
+
+  Raises:
+    ValueError: an unknown metric, a target outside (0, 1], no positives, or no threshold that
+      reaches the target.
+  """
+  if metric not in THRESHOLD_METRICS:
+    raise ValueError(f"metric={metric!r}; expected one of {THRESHOLD_METRICS}")
+  if not 0.0 < target <= 1.0:
+    raise ValueError(f"target={target}; expected a {metric} in (0, 1]")
+  thresholds, precision, recall = precision_recall_curve(is_positive, scores,
+                                                        "choosing a threshold")
+  value = recall if metric == "recall" else precision
+  ok = np.flatnonzero(value >= target - 1e-12)
+  if not len(ok):
+    raise ValueError(f"no threshold reaches {metric} >= {target} (best {value.max():.4f})")
+  return float(thresholds[ok[0] if metric == "recall" else ok[-1]])
+
+
+def operating_point(is_positive: Any, scores: Any, threshold: float) -> dict[str, float]:
+  """Precision, recall, F1, false-positive rate and the counts of predicting positive when
+  score >= threshold."""
+  y = np.asarray(is_positive, bool)
+  hit = np.asarray(scores, np.float64) >= threshold
+  tp, fp = int(np.sum(hit & y)), int(np.sum(hit & ~y))
+  fn, tn = int(np.sum(~hit & y)), int(np.sum(~hit & ~y))
+  return {"threshold": float(threshold), "precision": float(_ratio(tp, tp + fp)),
+          "recall": float(_ratio(tp, tp + fn)), "f1": float(_ratio(2 * tp, 2 * tp + fp + fn)),
+          "false_positive_rate": float(_ratio(fp, fp + tn)), "tp": tp, "fp": fp, "fn": fn,
+          "tn": tn}

@@ -8,6 +8,8 @@ error) and ml-collections rejects a value of the wrong type. `validate` checks v
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_collections as mlc
 from ml_collections import config_dict
 
@@ -91,6 +93,12 @@ def base() -> mlc.ConfigDict:
   c.generative.grid_samples = 100                   # in the grids drawn at every evaluation
   c.generative.reference = ""                       # classifier workdir for eval.generative
 
+  c.report = mlc.ConfigDict()                       # python -m eval, for classifiers
+  c.report.threshold_metric = "recall"              # binary: choose the decision threshold...
+  c.report.threshold_target = 0.95                  # ...that reaches this recall|precision
+  c.report.bins = 15                                # calibration bins
+  c.report.examples = 4                             # attribution examples drawn
+
   c.optim = mlc.ConfigDict()
   c.optim.name = "adam"
   c.optim.learning_rate = 1e-3
@@ -119,6 +127,40 @@ def base() -> mlc.ConfigDict:
   c.mesh.data = -1                                  # -1 = all devices left over
   c.mesh.fsdp = 1
   return c
+
+
+def parse_sets(items: list[str] | None) -> dict[str, str]:
+  """{"SECTION.FIELD": "VALUE"} from command-line `--set SECTION.FIELD=VALUE` items."""
+  out = {}
+  for item in items or []:
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. diffusion.sampler=ddpm")
+    out[key] = value
+  return out
+
+
+def override(config: mlc.ConfigDict, overrides: dict[str, Any]) -> mlc.ConfigDict:
+  """`config` (unlocked) with SECTION.FIELD values replaced, each cast to the field's type
+  (strings from a command line's `--set SECTION.FIELD=VALUE`), then validated.
+
+  Raises:
+    ConfigError: a field the config does not have, a value of the wrong type, or a value
+      `validate` refuses.
+  """
+  for key, value in (overrides or {}).items():
+    section, _, field = key.rpartition(".")
+    if section not in config or field not in config[section]:
+      raise ConfigError(f"--set {key}={value}: the run's config has no field {key!r}")
+    old = config[section][field]
+    try:
+      new = (str(value).lower() in ("1", "true")) if isinstance(old, bool) else type(old)(value)
+    except (TypeError, ValueError):
+      raise ConfigError(f"--set {key}={value!r}: expected a value of type {type(old).__name__}"
+                        ) from None
+    config[section][field] = new
+  validate(config)
+  return config
 
 
 def lock(config: mlc.ConfigDict) -> mlc.ConfigDict:
@@ -195,6 +237,14 @@ def validate(config: mlc.ConfigDict) -> None:
     _positive(a.r1_gamma, "adversarial.r1_gamma", allow_zero=True)
     if not 0.0 <= a.ema_decay < 1.0:
       raise ConfigError(f"adversarial.ema_decay={a.ema_decay}; expected a value in [0, 1)")
+  if "report" in config:
+    r = config.report
+    _choice(r.threshold_metric, ("recall", "precision"), "report.threshold_metric")
+    if not 0.0 < r.threshold_target <= 1.0:
+      raise ConfigError(f"report.threshold_target={r.threshold_target}; expected a "
+                        f"{r.threshold_metric} in (0, 1]")
+    _positive(r.bins, "report.bins")
+    _positive(r.examples, "report.examples", allow_zero=True)
   if "diffusion" in config:
     from train.paradigms import diffusion
 

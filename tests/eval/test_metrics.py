@@ -117,3 +117,34 @@ def test_errors_name_the_field_and_value():
     m.merge(full, m.empty(2))
   with pytest.raises(ValueError, match="num_classes=1; expected at least 2"):
     m.empty(1)
+
+
+@pytest.mark.parametrize("metric,target", [("recall", 0.9), ("recall", 1.0), ("precision", 0.8)])
+def test_threshold_choice_against_sklearns_curve(metric, target):
+  rng = np.random.default_rng(6)
+  y = rng.random(500) < 0.3
+  scores = np.round(rng.normal(size=500) + 1.2 * y, 2)
+  t = m.choose_threshold(y, scores, metric, target)
+  precision, recall, thresholds = skm.precision_recall_curve(y, scores)
+  value = (recall if metric == "recall" else precision)[:-1]   # the last point has no threshold
+  valid = thresholds[value >= target]
+  assert t == (valid.max() if metric == "recall" else valid.min())
+  point = m.operating_point(y, scores, t)
+  pred = scores >= t
+  assert point["precision"] == pytest.approx(skm.precision_score(y, pred), abs=1e-12)
+  assert point["recall"] == pytest.approx(skm.recall_score(y, pred), abs=1e-12)
+  assert point["f1"] == pytest.approx(skm.f1_score(y, pred), abs=1e-12)
+  assert point[metric] >= target
+  tn, fp, fn, tp = skm.confusion_matrix(y, pred).ravel()
+  assert (point["tp"], point["fp"], point["fn"], point["tn"]) == (tp, fp, fn, tn)
+  assert point["false_positive_rate"] == pytest.approx(fp / (fp + tn))
+
+
+def test_threshold_errors():
+  y, s = np.array([0, 1, 1, 0], bool), np.array([0.9, 0.2, 0.3, 0.8])
+  with pytest.raises(ValueError, match=r"no threshold reaches precision >= 0.9 \(best 0.5000\)"):
+    m.choose_threshold(y, s, "precision", 0.9)
+  with pytest.raises(ValueError, match="metric='f1'; expected one of"):
+    m.choose_threshold(y, s, "f1", 0.9)
+  with pytest.raises(ValueError, match="target=1.5; expected a recall in"):
+    m.choose_threshold(y, s, "recall", 1.5)

@@ -54,3 +54,21 @@ def test_cli_reports_an_unknown_key_with_its_name():
 def test_cli_reports_a_wrong_type():
   r = run_cli(["--config", "experiments/mnist1d_logreg.py:tiny", "--config.train.steps=abc"])
   assert r.returncode != 0 and "steps" in r.stderr
+
+
+def test_command_line_sets_are_parsed_cast_and_validated():
+  sets = config_lib.parse_sets(["report.bins=10", "report.threshold_metric=precision",
+                                "diffusion.clip=2.5"])
+  assert sets == {"report.bins": "10", "report.threshold_metric": "precision",
+                  "diffusion.clip": "2.5"}
+  c = config_lib.override(config_lib.base(), sets)
+  assert (c.report.bins, c.report.threshold_metric, c.diffusion.clip) == (10, "precision", 2.5)
+  assert config_lib.override(config_lib.base(), {"data.binarize": "false"}).data.binarize is False
+  with pytest.raises(config_lib.ConfigError, match="expected FIELD=VALUE"):
+    config_lib.parse_sets(["report.bins"])
+  with pytest.raises(config_lib.ConfigError, match="has no field 'report.binz'"):
+    config_lib.override(config_lib.base(), {"report.binz": "3"})
+  with pytest.raises(config_lib.ConfigError, match=r"--set report.bins='ten': expected a value of type int"):
+    config_lib.override(config_lib.base(), {"report.bins": "ten"})
+  with pytest.raises(config_lib.ConfigError, match="report.threshold_metric='f1'"):
+    config_lib.override(config_lib.base(), {"report.threshold_metric": "f1"})

@@ -86,6 +86,8 @@ def _cached_builder(name: str, data_dir: str, overrides_json: str, download: boo
   import tensorflow_datasets as tfds
 
   overrides = json.loads(overrides_json)
+  if name in builders.MNIST1D_VARIANTS:
+    name, overrides = "mnist1d", {**builders.MNIST1D_VARIANTS[name], **overrides}
   if name in builders.OFFLINE_BUILDERS:
     cls = builders.OFFLINE_BUILDERS[name]
     if cls is builders.StrataMnist1d:
@@ -107,7 +109,8 @@ def _cached_builder(name: str, data_dir: str, overrides_json: str, download: boo
     builder = tfds.builder(name, data_dir=data_dir)
   except Exception as e:  # TFDS raises DatasetNotFoundError with a long catalog listing.
     raise DataError(
-        f"data.source={name!r} is neither an offline source ({sorted(builders.OFFLINE_BUILDERS)}) "
+        f"data.source={name!r} is neither an offline source "
+        f"({sorted([*builders.OFFLINE_BUILDERS, *builders.MNIST1D_VARIANTS])}) "
         f"nor a dataset in the TFDS catalog ({type(e).__name__})") from None
   if not builder.is_prepared():
     how = (f"prepare it where the network is reachable with\n"

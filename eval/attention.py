@@ -16,7 +16,6 @@ it lower-triangular.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 import flax
@@ -111,10 +110,9 @@ def main(argv: list[str]) -> None:
 
   import data as data_lib
   from train import checkpoint, generate
-  from train.checkpoint import CheckpointError
 
   out = FLAGS.out or os.path.join(FLAGS.workdir, "attention.png")
-  try:
+  with records.cli_errors():
     model, state, config, step = checkpoint.load_workdir(FLAGS.workdir)
     name = config["model"]["name"]
     if name == "transformer.TransformerLM":
@@ -145,9 +143,6 @@ def main(argv: list[str]) -> None:
                        getattr(model, "patch_size", 1), getattr(model, "pool", "") == "cls",
                        f"{data_config.source} {data_config.eval_split} example {FLAGS.index}: "
                        f"label {label}, predicted {pred} ({FLAGS.workdir}, step {step})")
-  except (CheckpointError, ValueError, generate.GenerationError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
   print(out)
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from typing import Any
 
@@ -370,16 +369,11 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> None:
   from train import config as config_lib
   from train import records
-  from train.checkpoint import CheckpointError
 
-  records.start_cli(argv)
-  try:
+  with records.cli(argv):
     overrides = config_lib.parse_sets(FLAGS.set)
     result = report(FLAGS.workdir, FLAGS.reference, FLAGS.samples, FLAGS.out, FLAGS.seed,
                     overrides, FLAGS.seeds)
-  except (CheckpointError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
   print(markdown(result))
 
 

@@ -11,7 +11,6 @@ train split: P(b | a) = (C(a, b) + alpha) / (C(a) + alpha V), alpha chosen on th
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any
 
 import numpy as np
@@ -73,10 +72,9 @@ def main(argv: list[str]) -> None:
 
   import data as data_lib
   from train import checkpoint
-  from train.checkpoint import CheckpointError
 
   rows: list[tuple[str, Any, Any, float]] = []
-  try:
+  with records.cli_errors():
     first = checkpoint.read_config(FLAGS.workdir[0])
     data_config = mlc.ConfigDict(first["data"])
     if data_config.seq_len <= 0:
@@ -92,9 +90,6 @@ def main(argv: list[str]) -> None:
     for w in FLAGS.workdir:
       metrics, step, params = workdir_metrics(w, FLAGS.split)
       rows.append((w, step, params, metrics["bits_per_token"]))
-  except (CheckpointError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
   print(f"| model | step | parameters | {FLAGS.split} bits per token |")
   print("|---|---|---|---|")
   for name, step, params, bits in rows:

@@ -315,15 +315,10 @@ FLAGS = flags.FLAGS
 
 def main(argv: list[str]) -> None:
   from train import records
-  from train.checkpoint import CheckpointError
 
-  records.start_cli(argv)
-  try:
+  with records.cli(argv):
     result = report(FLAGS.workdir, FLAGS.split, FLAGS.out, FLAGS.missing, FLAGS.block,
                     FLAGS.iterations, FLAGS.seed)
-  except (CheckpointError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
   print(markdown(result))
   print(f"figures and report.json in {FLAGS.out or os.path.join(FLAGS.workdir, 'report')}",
         file=sys.stderr)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import time
 from typing import Any
 
@@ -332,15 +331,10 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> None:
   from train import config as config_lib
   from train import records
-  from train.checkpoint import CheckpointError
 
-  records.start_cli(argv)
-  try:
+  with records.cli(argv):
     result = report(FLAGS.workdir, FLAGS.split, FLAGS.out, FLAGS.seed,
                     config_lib.parse_sets(FLAGS.set))
-  except (CheckpointError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
   print(markdown(result))
   print(f"\nwritten to {FLAGS.out or os.path.join(FLAGS.workdir, 'report')}")
 

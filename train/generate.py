@@ -126,17 +126,12 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  records.start_cli(argv)
-  from train.checkpoint import CheckpointError
-  try:
+  with records.cli(argv):
     model, state, _, step = load(FLAGS.workdir)
     prompt = encode(FLAGS.prompt, model.vocab_size)
     prompts = jnp.asarray(np.tile(prompt, (FLAGS.num_samples, 1)))
     tokens = generate(model, state["params"], prompts, FLAGS.length, temperature=FLAGS.temperature,
                       top_k=FLAGS.top_k, rng=jax.random.key(FLAGS.seed))
-  except (GenerationError, CheckpointError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
   print(f"# {FLAGS.workdir}, checkpoint step {step}, temperature {FLAGS.temperature}, "
         f"top_k {FLAGS.top_k}, seed {FLAGS.seed}", file=sys.stderr)
   for row in np.asarray(tokens):

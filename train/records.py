@@ -8,6 +8,7 @@ the same file. Rates and ETA go to the console and TensorBoard.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import math
@@ -144,6 +145,28 @@ def console(text: str) -> None:
   """A line on stderr, from process 0 only (every process of a multi-process run calls it)."""
   if jax.process_index() == 0:
     print(text, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def cli_errors():
+  """Around the work of a command-line tool's `main`: a bad input (a ValueError, which the
+  config, data and generation errors are, or a CheckpointError) ends the program with
+  `error: ...` on stderr and exit status 1 instead of a traceback."""
+  from train.checkpoint import CheckpointError
+
+  try:
+    yield
+  except (CheckpointError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+@contextlib.contextmanager
+def cli(argv: list[str]):
+  """`start_cli(argv)`, then the body under `cli_errors()`: the usual frame of a tool's main."""
+  start_cli(argv)
+  with cli_errors():
+    yield
 
 
 def start_cli(argv: list[str]) -> None:

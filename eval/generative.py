@@ -29,7 +29,6 @@ DIR/generative/report.json, report.md and sample grids (to `--out`, when samplin
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -213,7 +212,7 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
 
   from eval import figures
   from eval.reconstruction import split_arrays
-  from train import checkpoint, paradigms
+  from train import checkpoint, paradigms, records
   from train import config as config_lib
   from train import state as state_lib
 
@@ -253,7 +252,8 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
   pad = -n % chunk
   z_chunk = jnp.zeros((chunk,) + paradigm.latent_shape, jnp.float32)
   generate = jax.jit(paradigm.generate).lower(
-      state, z_chunk, jnp.zeros((chunk,), jnp.int32) if conditional else None).compile()
+      state, z_chunk, jnp.zeros((chunk,), jnp.int32) if conditional else None,
+      jax.random.key(0)).compile()
   raw_train = transforms.denormalize(x_train, stats)
   raw_test = transforms.denormalize(x_test, stats)
   train_f, _ = ref(raw_train)
@@ -262,12 +262,14 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
     rng = np.random.default_rng(s)
     labels = rng.integers(0, model.num_classes, n) if conditional else None
     z = jax.random.normal(jax.random.key(s), (n,) + paradigm.latent_shape)
+    sampler_key = jax.random.fold_in(jax.random.key(s), 1)
     z = jnp.concatenate([z, z[:pad]])
     y = None if labels is None else jnp.asarray(np.concatenate([labels, labels[:pad]]),
                                                 jnp.int32)
     t0 = time.perf_counter()
     fake = np.concatenate([
-        np.asarray(generate(state, z[i:i + chunk], None if y is None else y[i:i + chunk]))
+        np.asarray(generate(state, z[i:i + chunk], None if y is None else y[i:i + chunk],
+                            jax.random.fold_in(sampler_key, i)))
         for i in range(0, n + pad, chunk)])[:n]
     seconds = time.perf_counter() - t0
     held_out = raw_test
@@ -316,10 +318,7 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
                           "Gaussian baseline")):
     figures.sample_grid(x, os.path.join(out, file), title=title, limits=limits,
                         column_labels=columns if file == "samples.png" else None)
-  with open(os.path.join(out, "report.json"), "w") as f:
-    json.dump(result, f, indent=1)
-  with open(os.path.join(out, "report.md"), "w") as f:
-    f.write(markdown(result) + "\n")
+  records.write_report(out, result, markdown(result))
   return result
 
 

@@ -228,3 +228,18 @@ def test_train_step_averages_parameters_and_guided_sampling_runs():
   np.testing.assert_allclose(out, z / np.sqrt(ab_T), rtol=1e-4)
   sums = jax.jit(paradigm.eval_step)(state1, batch, jax.random.key(3))
   assert float(sums["count"]) == 8 and np.isfinite(float(sums["loss_sum"]))
+
+
+def test_generate_draws_its_step_noise_from_rng():
+  import arch
+
+  c = _config(eta=1.0, sample_steps=5)
+  model = arch.build(c.model)
+  paradigm = dif.make(model, c, total_steps=10)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 8, 8, 1)), jnp.float32)
+  batch = {"inputs": x, "label": jnp.arange(4), "mask": jnp.ones((4,), jnp.float32)}
+  state = paradigm.init(jax.random.key(0), batch)
+  z, y = jax.random.normal(jax.random.key(2), x.shape), jnp.arange(4)
+  a = paradigm.generate(state, z, y, jax.random.key(5))
+  np.testing.assert_array_equal(a, paradigm.generate(state, z, y, jax.random.key(5)))
+  assert not np.allclose(a, paradigm.generate(state, z, y, jax.random.key(6)))

@@ -32,8 +32,10 @@ class Paradigm(NamedTuple):
   eval_step(state, batch, rng) -> sums and count; predict(state, inputs) -> outputs;
   schedule(update) -> learning rate (for logging).
 
-  Generative paradigms also give `generate(state, z, labels=None) -> samples` from inputs z of
-  shape (N, *latent_shape), and `samples(state) -> (N, ...)`, samples from fixed inputs that the
+  Generative paradigms also give `generate(state, z, labels=None, rng=None) -> samples` from
+  inputs z of shape (N, *latent_shape) (`rng`: the randomness a stochastic sampler draws after
+  z, e.g. ancestral diffusion noise; None is a fixed key; a deterministic generator ignores it),
+  and `samples(state) -> (N, ...)`, samples from fixed inputs that the
   loop draws as a grid (`WORKDIR/samples/step_XXXXXXXX.png`) at every evaluation, so the grids
   show progress."""
 

@@ -228,8 +228,11 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
   def generator_params(state) -> Any:
     return state.ema_params if state.ema_params is not None else state.params["generator"]
 
-  def generate(state, z: jnp.ndarray, labels: jnp.ndarray | None = None) -> jnp.ndarray:
-    """Samples (N, *data_shape) of the averaged generator (eval mode) from latents (N, D)."""
+  def generate(state, z: jnp.ndarray, labels: jnp.ndarray | None = None,
+               rng: jax.Array | None = None) -> jnp.ndarray:
+    """Samples (N, *data_shape) of the averaged generator (eval mode) from latents (N, D); the
+    generator is deterministic given z, so `rng` is unused."""
+    del rng
     params = {"generator": generator_params(state),
               "discriminator": state.params["discriminator"]}
     return apply(params, state.model_state, z, labels, method=model.generate, train=False)[0]

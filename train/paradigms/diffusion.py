@@ -332,7 +332,9 @@ def make(model: Any, config: Any, *, total_steps: int | None = None) -> Paradigm
   def generate(state, z: jnp.ndarray, labels: jnp.ndarray | None = None,
                rng: jax.Array | None = None) -> jnp.ndarray:
     """Samples (N, *data_shape) from noise z (N, *data_shape) with the averaged parameters, by
-    `diffusion.sampler`; a conditional model is guided with `diffusion.guidance_scale`."""
+    `diffusion.sampler`; a conditional model is guided with `diffusion.guidance_scale`. `rng`
+    drives the noise DDPM and DDIM with eta > 0 add at every step (None: a fixed key, so equal
+    inputs give equal samples)."""
     variables = {"params": sampling_params(state), **state.model_state}
     rng = jax.random.key(0) if rng is None else rng
     if conditional:

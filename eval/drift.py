@@ -26,7 +26,6 @@ a figure of the per-feature statistics and the permutation null.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -224,7 +223,7 @@ def run(workdir: str, reference: str, current: str, alpha: float = 0.05,
 
   from data import sources
   from eval.generative import Reference
-  from train import checkpoint
+  from train import checkpoint, records
 
   config = mlc.ConfigDict(checkpoint.read_config(workdir))
   classifier = Reference(workdir)
@@ -249,8 +248,7 @@ def run(workdir: str, reference: str, current: str, alpha: float = 0.05,
   os.makedirs(out, exist_ok=True)
   plot(result, os.path.join(out, "drift.png"),
        f"{result['current']} vs {result['reference']}")
-  with open(os.path.join(out, "report.json"), "w") as f:
-    json.dump(_jsonable(result), f, indent=1)
+  records.write_report(out, _jsonable(result))
   return result
 
 

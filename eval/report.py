@@ -25,7 +25,6 @@ DIR/report/metrics.json:
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -36,7 +35,8 @@ from absl import flags
 
 from eval import attribution, calibration, figures, metrics
 
-LATENCY_CALLS = 200
+LATENCY_CALLS = 200        # batch-1 calls timed for the latency percentiles
+THROUGHPUT_SECONDS = 0.5   # at least this long per batch size for the throughput
 
 
 def _folds(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -80,10 +80,12 @@ def cross_fitted_threshold(is_positive: np.ndarray, scores: np.ndarray, metric: 
 
 
 def speed(predict, x: np.ndarray, batch_sizes: tuple[int, ...] = (1, 8, 64, 512),
-          calls: int = LATENCY_CALLS) -> dict[str, Any]:
+          calls: int | None = None) -> dict[str, Any]:
   """Batch-1 latency percentiles (ms, each call waited for) and throughput (examples/s) per
   batch size, from `predict(x_batch)` jitted; compiling happens before any timing."""
   import jax
+
+  calls = calls or LATENCY_CALLS
 
   def batch_of(n):
     return np.resize(x, (n,) + x.shape[1:]).astype(x.dtype)
@@ -102,7 +104,7 @@ def speed(predict, x: np.ndarray, batch_sizes: tuple[int, ...] = (1, 8, 64, 512)
     xb = batch_of(n)
     jax.block_until_ready(predict(xb))          # compile
     done, t0 = 0, time.perf_counter()
-    while done < 5 or time.perf_counter() - t0 < 0.5:
+    while done < 5 or time.perf_counter() - t0 < THROUGHPUT_SECONDS:
       jax.block_until_ready(predict(xb))
       done += 1
     throughput[n] = n * done / (time.perf_counter() - t0)
@@ -155,7 +157,7 @@ def report(workdir: str, split: str | None = None, out: str | None = None, seed:
   import ml_collections as mlc
 
   from eval.reconstruction import split_arrays
-  from train import checkpoint
+  from train import checkpoint, records
   from train import config as config_lib
 
   model, tree, config_dict, step = checkpoint.load_workdir(workdir)
@@ -227,10 +229,7 @@ def report(workdir: str, split: str | None = None, out: str | None = None, seed:
     result["attention"] = _attention_figure(model, tree, x, labels, out, name)
 
   result["speed"] = speed(predict, x)
-  with open(os.path.join(out, "metrics.json"), "w") as fh:
-    json.dump(result, fh, indent=1)
-  with open(os.path.join(out, "report.md"), "w") as fh:
-    fh.write(markdown(result) + "\n")
+  records.write_report(out, result, markdown(result), json_name="metrics.json")
   return result
 
 

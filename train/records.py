@@ -56,6 +56,23 @@ def write_json_atomic(path: str, obj: Any) -> None:
   os.replace(tmp, path)
 
 
+def write_text_atomic(path: str, text: str) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def write_report(out: str, result: Any, markdown: str | None = None,
+                 json_name: str = "report.json") -> None:
+  """An evaluation tool's results: `out`/`json_name` and, given, `out`/report.md, each written
+  whole (to a temporary file, then renamed), so a failure never leaves half a report."""
+  os.makedirs(out, exist_ok=True)
+  write_json_atomic(os.path.join(out, json_name), result)
+  if markdown is not None:
+    write_text_atomic(os.path.join(out, "report.md"), markdown + "\n")
+
+
 class MetricWriter:
   """Appends metrics to `WORKDIR/metrics.jsonl` and TensorBoard events in `WORKDIR/tensorboard`.
 

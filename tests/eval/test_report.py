@@ -14,6 +14,13 @@ from tests.conftest import ROOT
 FIGURES = ("confusion.png", "reliability.png", "attribution.png")
 
 
+@pytest.fixture(autouse=True)
+def quick_speed(monkeypatch):
+  """Fewer timed calls: the tests check the report's shape, not this machine's speed."""
+  monkeypatch.setattr(rp, "LATENCY_CALLS", 20)
+  monkeypatch.setattr(rp, "THROUGHPUT_SECONDS", 0.02)
+
+
 def written(out):
   with open(os.path.join(out, "metrics.json")) as f:
     on_disk = json.load(f)

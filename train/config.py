@@ -21,6 +21,9 @@ SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
 LOSSES = ("cross_entropy", "mse")
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
 class ConfigError(ValueError):
   """A config field with a value that cannot run."""
 
@@ -122,6 +125,8 @@ def base() -> mlc.ConfigDict:
   c.train.eval_every = 1000                         # 0 = only at the end
   c.train.checkpoint_every = 1000                   # 0 = only at the end
   c.train.keep_checkpoints = 3
+  c.train.precision = "float32"                     # float32|bfloat16: the compute dtype;
+                                                    # parameters and optimizer state stay float32
 
   c.mesh = mlc.ConfigDict()
   c.mesh.data = -1                                  # -1 = all devices left over
@@ -216,6 +221,11 @@ def validate(config: mlc.ConfigDict) -> None:
   for f in ("eval_every", "checkpoint_every"):
     _positive(t[f], f"train.{f}", allow_zero=True)
   _positive(t.keep_checkpoints, "train.keep_checkpoints")
+  precision = t.get("precision", "float32")  # runs saved before the field existed
+  _choice(precision, PRECISIONS, "train.precision")
+  if precision != "float32" and config.paradigm != "supervised":
+    raise ConfigError(f"train.precision={precision!r} is implemented for "
+                      f"paradigm='supervised'; got paradigm={config.paradigm!r} (use 'float32')")
   if "supervised" in config:
     _choice(config.supervised.loss, LOSSES, "supervised.loss")
     if not 0.0 <= config.supervised.label_smoothing < 1.0:

@@ -38,3 +38,12 @@ def update_average(average: Any, params: Any, decay: float, step: jnp.ndarray) -
   step = step.astype(jnp.float32)
   w = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
   return jax.tree.map(lambda a, p: w * a + (1.0 - w) * p, average, params)
+
+
+def cast_floating(tree: Any, dtype: Any) -> Any:
+  """`tree` with its floating-point leaves cast to `dtype` (integers and keys untouched): the
+  compute copy of float32 parameters under mixed precision; gradients flow back through the
+  cast to the float32 originals."""
+  def cast(x):
+    return x.astype(dtype) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x
+  return jax.tree.map(cast, tree)

@@ -71,3 +71,36 @@ def test_training_fits_a_separable_problem_and_regression():
       first = first if first is not None else float(m["loss"])
     assert float(m["loss"]) < 0.2 * first
     assert int(state.step) == 100
+
+
+def test_bfloat16_computes_in_bfloat16_and_keeps_float32_parameters():
+  model = arch.build({"name": "cnn.ResNet", "num_classes": 10, "ndim": 1, "stage_sizes": (1, 1),
+                      "widths": (8, 16)})   # with batch norm, whose statistics stay float32
+  rng = np.random.default_rng(3)
+  batch = {"inputs": rng.normal(size=(16, 40, 1)).astype(np.float32),
+           "label": rng.integers(0, 10, size=16), "mask": np.ones(16, np.float32)}
+  steps = {}
+  for precision in ("float32", "bfloat16"):
+    c = _config()
+    c.train.precision = precision
+    p = supervised.make(model, c, total_steps=100)
+    state = p.init(jax.random.key(0), batch)
+    step = jax.jit(p.train_step)
+    # the convolutions and the dense layer run in the compute dtype
+    hlo = step.lower(state, batch, jax.random.key(1)).as_text()
+    assert ("bf16" in hlo) == (precision == "bfloat16")
+    new, m = step(state, batch, jax.random.key(1))
+    dtypes = {x.dtype for x in jax.tree.leaves((new.params, new.opt_state, new.model_state))
+              if jnp.issubdtype(x.dtype, jnp.floating)}
+    assert dtypes == {jnp.dtype(jnp.float32)}, dtypes   # master weights, moments and stats
+    steps[precision] = (float(m["loss"]), new)
+  # one step from the same start: bf16's loss and update agree with float32's to bf16 precision
+  assert steps["bfloat16"][0] == pytest.approx(steps["float32"][0], rel=2e-2)
+  with pytest.raises(config_lib.ConfigError, match="train.precision='float16'"):
+    c = _config()
+    c.train.precision = "float16"
+    config_lib.validate(c)
+  with pytest.raises(config_lib.ConfigError, match="implemented for paradigm='supervised'"):
+    c = _config()
+    c.paradigm, c.train.precision = "diffusion", "bfloat16"
+    config_lib.validate(c)

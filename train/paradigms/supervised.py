@@ -85,6 +85,9 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
   tx, lr = optim.make(config.optim, total_steps or config.train.steps)
   loss_kind = config.supervised.loss
   smoothing = config.supervised.label_smoothing
+  # mixed precision: the forward and backward passes in bfloat16 from a cast of the float32
+  # parameters; losses (and so the gradients' accumulation into float32) in float32
+  compute = jnp.bfloat16 if config.train.get("precision") == "bfloat16" else None
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> state_lib.TrainState:
     params_rng, dropout_rng = jax.random.split(rng)
@@ -95,6 +98,8 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
     return state_lib.create(params, tx.init(params), model_state=variables)
 
   def apply(state, params, inputs, train: bool, rng=None):
+    if compute is not None:
+      params, inputs = state_lib.cast_floating((params, inputs), compute)
     variables = {"params": params, **state.model_state}
     mutable = list(state.model_state) if train and state.model_state else False
     out = model.apply(variables, inputs, train=train, rngs={"dropout": rng} if rng is not None

@@ -31,9 +31,12 @@ from train import config as config_lib
 from train import paradigms, parallel, records
 
 # Fields that may differ between the run that wrote a workdir and a run that resumes it:
-# extending a run or changing how often it reports does not change its numbers so far.
+# extending a run or changing how often it reports does not change its numbers so far, and the
+# mesh is only the layout: the checkpoint is restored into the new mesh's shardings (a run saved
+# on 8 devices with fsdp=8 resumes on 1, or on 4 with fsdp=4), equal to float rounding.
 RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.log_every", "train.eval_every",
-                     "train.checkpoint_every", "train.keep_checkpoints", "data.prefetch")
+                     "train.checkpoint_every", "train.keep_checkpoints", "data.prefetch",
+                     "mesh.data", "mesh.fsdp")
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -148,3 +148,44 @@ def test_threshold_errors():
     m.choose_threshold(y, s, "f1", 0.9)
   with pytest.raises(ValueError, match="target=1.5; expected a recall in"):
     m.choose_threshold(y, s, "recall", 1.5)
+
+
+SCRIPT = """
+import json, sys
+import jax
+import numpy as np
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
+from eval import metrics as m
+rng = np.random.default_rng(7)
+probs = rng.dirichlet(np.ones(4), size=50).astype(np.float32)
+labels = rng.integers(0, 4, 50)
+mine = slice(0, 20) if jax.process_index() == 0 else slice(20, 50)   # unequal shares
+print(json.dumps(m.summary(m.all_processes(m.from_predictions(probs[mine], labels[mine])))))
+"""
+
+
+def test_statistics_merge_across_two_processes_over_gloo():
+  import json
+  import socket
+  import subprocess
+  import sys
+
+  from tests.conftest import ROOT
+
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, f"localhost:{port}", str(i)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  outs = []
+  for p in procs:
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-2000:]
+    outs.append(json.loads(out.strip().splitlines()[-1]))
+  rng = np.random.default_rng(7)
+  probs = rng.dirichlet(np.ones(4), size=50).astype(np.float32)
+  labels = rng.integers(0, 4, 50)
+  whole = json.loads(json.dumps(m.summary(m.from_predictions(probs, labels))))
+  assert outs[0] == outs[1] == whole

@@ -259,7 +259,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
     writer.close()
 
   wall = time.perf_counter() - t_start
-  summary = {"steps": steps, "resumed_from": start, "wall_time_s": wall, "final_eval": last_eval}
+  summary = {"steps": steps, "resumed_from": start, "wall_time_s": wall, "final_eval": last_eval,
+             "parameter_bytes": parallel.bytes_per_device(state.params)}
   if is_main:
     records.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
     records.console(f"done in {wall:.1f} s: " + ", ".join(

@@ -68,3 +68,20 @@ def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[
   if jax.process_count() == 1:
     return batch
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def bytes_per_device(tree: Any) -> dict[str, int]:
+  """How a tree of (sharded) arrays is laid out: `total`, its logical bytes; `sharded` and
+  `replicated`, the logical bytes of the leaves split across devices and of those copied whole;
+  `per_device_max` / `per_device_min`, the bytes one addressable device holds."""
+  per: dict[str, int] = {}
+  total = sharded = 0
+  for leaf in jax.tree.leaves(tree):
+    total += leaf.nbytes
+    if not leaf.sharding.is_fully_replicated:
+      sharded += leaf.nbytes
+    for shard in leaf.addressable_shards:
+      per[str(shard.device)] = per.get(str(shard.device), 0) + shard.data.nbytes
+  return {"total": int(total), "sharded": int(sharded), "replicated": int(total - sharded),
+          "per_device_max": int(max(per.values(), default=0)),
+          "per_device_min": int(min(per.values(), default=0))}

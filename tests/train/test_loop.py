@@ -109,8 +109,8 @@ def test_fsdp_on_eight_devices_gives_the_one_device_curve_and_resumes_on_other_m
   resumed for 10 more on 4 devices with fsdp=4, and on 1 device. With sharded parameters the
   contractions reduce in another order, and the float rounding differences grow with training
   (0.23% of the loss by step 10, 0.36% by step 20 measured), so the tolerance is 1%."""
-  def run(wd, devices, fsdp, steps):
-    r = run_cli(["--config", "experiments/mnist1d_resnet.py:tiny",
+  def run(wd, devices, fsdp, steps, *extra):
+    r = run_cli(["--config", "experiments/mnist1d_resnet.py:tiny", *extra,
                  f"--config.data.data_dir={data_dir}", "--config.data.batch_size=64",
                  "--config.data.eval_batch_size=200", "--config.train.log_every=1",
                  f"--config.train.steps={steps}", "--config.train.eval_every=10",
@@ -126,12 +126,24 @@ def test_fsdp_on_eight_devices_gives_the_one_device_curve_and_resumes_on_other_m
   one, sharded = str(tmp_path / "one"), str(tmp_path / "fsdp8")
   run(one, 1, 1, 20)
   run(sharded, 8, 8, 10)
+  # the tiny model's arrays are all below parallel.FSDP_MIN_SIZE (replicated); with widths 32-64
+  # its kernels (3 x 32 x 64 and up) are sharded: each of the 8 devices holds 1/8 of every
+  # sharded array and all of the small ones
+  wide = str(tmp_path / "wide")
+  run(wide, 8, 8, 2, "--config.model.widths=(32,64)")
+  layout = json.load(open(os.path.join(wide, "summary.json")))["parameter_bytes"]
+  assert layout["sharded"] > 0.5 * layout["total"]
+  assert layout["per_device_max"] == layout["per_device_min"] == (
+      layout["sharded"] // 8 + layout["replicated"])
+  layout = json.load(open(os.path.join(sharded, "summary.json")))["parameter_bytes"]
   np.testing.assert_allclose(losses(sharded), losses(one)[:10], rtol=1e-2)
   for devices, fsdp in ((4, 4), (1, 1)):
     wd = str(tmp_path / f"resumed{devices}")
     shutil.copytree(sharded, wd)
     run(wd, devices, fsdp, 20)
-    assert json.load(open(os.path.join(wd, "summary.json")))["resumed_from"] == 10
+    summary = json.load(open(os.path.join(wd, "summary.json")))
+    assert summary["resumed_from"] == 10
+    assert summary["parameter_bytes"]["total"] == layout["total"]
     np.testing.assert_allclose(losses(wd), losses(one), rtol=1e-2)
     ev = [m["loss"] for m in _metrics(wd) if m["split"] == "eval"]
     np.testing.assert_allclose(ev, [m["loss"] for m in _metrics(one) if m["split"] == "eval"],

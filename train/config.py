@@ -8,6 +8,7 @@ error) and ml-collections rejects a value of the wrong type. `validate` checks v
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import ml_collections as mlc
@@ -117,6 +118,12 @@ def base() -> mlc.ConfigDict:
   c.optim.weight_decay = 0.0                        # skips biases and norm scales
   c.optim.clip_norm = 0.0                           # global-norm clipping, 0 = off
   c.optim.grad_accum_steps = 1                      # optax.MultiSteps
+  c.optim.freeze = ()                               # regexes of parameter paths kept fixed
+
+  c.init_from = mlc.ConfigDict()                    # transfer: start from a trained run
+  c.init_from.workdir = ""                          # its workdir ("" = random initialisation)
+  c.init_from.include = ()                          # regexes of the paths to take; () = every
+                                                    # path whose shape matches
 
   c.train = mlc.ConfigDict()
   c.train.steps = 1000
@@ -221,6 +228,13 @@ def validate(config: mlc.ConfigDict) -> None:
   for f in ("eval_every", "checkpoint_every"):
     _positive(t[f], f"train.{f}", allow_zero=True)
   _positive(t.keep_checkpoints, "train.keep_checkpoints")
+  for field, patterns in (("optim.freeze", config.optim.get("freeze", ())),
+                          ("init_from.include", config.get("init_from", {}).get("include", ()))):
+    for pattern in patterns:
+      try:
+        re.compile(pattern)
+      except re.error as e:
+        raise ConfigError(f"{field} pattern {pattern!r} is not a regular expression ({e})")
   precision = t.get("precision", "float32")  # runs saved before the field existed
   _choice(precision, PRECISIONS, "train.precision")
   if precision != "float32" and config.paradigm != "supervised":

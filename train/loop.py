@@ -178,6 +178,15 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
         compiler_options={"xla_backend_optimization_level": 0})
     state = init(init_rng, example)
     start = 0
+    if config.get("init_from") and config.init_from.workdir:
+      from train import transfer
+
+      state, copied = transfer.initialize_from(state, config.init_from, state_sharding)
+      if is_main:
+        records.write_json_atomic(os.path.join(workdir, "init_from.json"), copied)
+      records.console(f"initialised {len(copied['parameters'])} parameter arrays from "
+                      f"{config.init_from.workdir} (step {copied['step']}); "
+                      f"{len(copied['kept_initialisation'])} keep their random initialisation")
   else:
     state, meta = restored
     start = int(meta["step"])

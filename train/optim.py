@@ -9,6 +9,8 @@ optimizer updates (`steps / grad_accum_steps`), not micro-steps.
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Any
 
 import jax
@@ -39,6 +41,30 @@ def decay_mask(params: Any) -> Any:
   return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
+def path_name(path: tuple[Any, ...]) -> str:
+  """A parameter's "/"-joined path, e.g. "Conv_0/kernel"."""
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def freeze_labels(params: Any, patterns: tuple[str, ...]) -> Any:
+  """"frozen" for each parameter whose path (`path_name`) matches one of the regular
+  expressions `patterns` (re.search), "train" for the rest.
+
+  Raises:
+    ConfigError: a pattern that matches no parameter (naming the paths there are).
+  """
+  from train.config import ConfigError
+
+  paths = [path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  for pattern in patterns:
+    if not any(re.search(pattern, name) for name in paths):
+      raise ConfigError(f"optim.freeze pattern {pattern!r} matches no parameter; the "
+                        f"parameters are {paths}")
+  return jax.tree_util.tree_map_with_path(
+      lambda p, _: "frozen" if any(re.search(pat, path_name(p)) for pat in patterns)
+      else "train", params)
+
+
 def make(optim_config, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Returns (optimizer, schedule). `total_steps` counts micro-batches (train steps)."""
   o = optim_config
@@ -62,6 +88,12 @@ def make(optim_config, total_steps: int) -> tuple[optax.GradientTransformation, 
     chain.append(decay)
   chain.append(optax.scale_by_learning_rate(lr))
   tx = optax.chain(*chain)
+  freeze = tuple(o.get("freeze", ()))
+  if freeze:
+    # frozen parameters get zero updates (and no optimizer state); the chain above, clipping
+    # included, sees only the trainable ones
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
+                               functools.partial(freeze_labels, patterns=freeze))
   if o.grad_accum_steps > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=o.grad_accum_steps)
   return tx, lr

@@ -19,6 +19,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import data as data_lib
@@ -74,8 +75,11 @@ def check_data(config: Any, model: nn.Module) -> None:
   num_classes = getattr(model, "num_classes", None)
   if config.supervised.loss != "cross_entropy" or num_classes is None:
     return
+  keep = tuple(config.data.keep_classes)
   for split in (config.data.train_split, config.data.eval_split):
     labels = data_lib.load_split(config.data, split).labels
+    if keep:  # only these classes are trained and evaluated
+      labels = labels[np.isin(labels, keep)]
     data_lib.check_labels(labels, num_classes, f"model.num_classes={num_classes} with "
                           f"data.source={config.data.source!r} split {split!r}")
 

@@ -1,0 +1,57 @@
+"""Transfer on MNIST-1D with the paper's CNN: pretrain on digits 0-4, then learn digits 5-9 from
+10% of the training split (about 200 labelled examples), against training from scratch.
+
+  python -m train --config experiments/mnist1d_transfer.py:pretrain --workdir runs/mnist1d_transfer_pretrain
+  python -m train --config experiments/mnist1d_transfer.py:scratch --workdir runs/mnist1d_transfer_scratch
+  python -m train --config experiments/mnist1d_transfer.py:probe --workdir runs/mnist1d_transfer_probe
+  python -m train --config experiments/mnist1d_transfer.py:finetune --workdir runs/mnist1d_transfer_finetune
+
+- pretrain: classes 0-4, the whole training split, the paper's recipe (Adam 1e-2, batch 100,
+  8,000 steps).
+- scratch: classes 5-9, `train[:10%]`, 2,000 steps, random initialisation.
+- probe: the same, starting from the pretrained convolutions (`init_from.include`) and keeping
+  them fixed (`optim.freeze`): only the head learns, a linear probe of the pretrained features.
+- finetune: the same start, every layer trained, at a tenth of the learning rate.
+
+`probe` and `finetune` read `init_from.workdir` (default runs/mnist1d_transfer_pretrain; set
+`--config.init_from.workdir=DIR` for another). Labels stay 0-9 (one 10-way head throughout).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _mnist1d_paper import recipe  # noqa: E402
+
+from train import config as config_lib  # noqa: E402
+
+ARGS = ("pretrain", "scratch", "probe", "finetune", "tiny")
+
+
+def get_config(arg: str | None = None):
+  arg = arg or "pretrain"
+  if arg not in ARGS:
+    raise config_lib.unknown_arg("mnist1d_transfer", arg, ARGS)
+  model = dict(name="cnn.CNN", num_classes=10, features=(25, 25, 25), kernel_sizes=(5, 3, 3),
+               strides=2, padding=1, ndim=1)
+  c = recipe(model)
+  c.data.eval_batch_size = 500
+  if arg in ("pretrain", "tiny"):
+    c.data.keep_classes = (0, 1, 2, 3, 4)
+  else:
+    c.data.keep_classes = (5, 6, 7, 8, 9)
+    c.data.train_split = "train[:10%]"
+    c.train.steps = 2000
+    c.train.eval_every = 500
+    c.train.checkpoint_every = 1000
+  if arg in ("probe", "finetune"):
+    c.init_from.workdir = "runs/mnist1d_transfer_pretrain"
+    c.init_from.include = ("^conv",)
+  if arg == "probe":
+    c.optim.freeze = ("^conv",)
+  if arg == "finetune":
+    c.optim.learning_rate = 1e-3
+  if arg == "tiny":
+    c.model.features = (4, 4, 4)
+    config_lib.tiny(c)
+  return config_lib.lock(c)

@@ -29,28 +29,30 @@ def test_shapes_zero_start_and_dependence_on_time_and_class(kwargs):
   x = jax.random.normal(jax.random.key(0), (3,) + model.data_shape)
   t = jnp.array([0, 10, 999])
   labels = jnp.array([0, 5, model.num_classes]) if model.num_classes else None  # incl. null
-  variables = model.init(jax.random.key(0), x, t, labels)
-  out = model.apply(variables, x, t, labels)
+  variables = jax.jit(model.init)(jax.random.key(0), x, t, labels)
+  apply = jax.jit(model.apply)   # one compile per batch shape instead of op-by-op dispatch
+  out = apply(variables, x, t, labels)
   assert out.shape == x.shape and out.dtype == jnp.float32
   np.testing.assert_array_equal(out, 0.0)  # the output convolution starts at zero
   v = _perturbed(variables)
-  out = model.apply(v, x, t, labels)
+  out = apply(v, x, t, labels)
   assert np.isfinite(out).all()
-  other_t = model.apply(v, x, t + 1, labels)
+  other_t = apply(v, x, t + 1, labels)
   assert not np.allclose(out, other_t)
   if model.num_classes:
-    other_label = model.apply(v, x, t, (labels + 1) % (model.num_classes + 1))
+    other_label = apply(v, x, t, (labels + 1) % (model.num_classes + 1))
     assert not np.allclose(out, other_label)
   # examples do not mix (GroupNorm normalises within an example)
-  np.testing.assert_allclose(model.apply(v, x[:1], t[:1], None if labels is None else
-                                         labels[:1]), out[:1], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(apply(v, x[:1], t[:1], None if labels is None else labels[:1]),
+                             out[:1], rtol=1e-4, atol=1e-5)
 
 
 def test_parameter_count():
   model = unet.UNet(data_shape=(8, 8, 1), channels=8, channel_mults=(1, 2), num_res_blocks=1,
                     groups=4)
   count = unet.parameter_count(model)
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), jnp.zeros((1,), jnp.int32))
+  variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 1)),
+                             jnp.zeros((1,), jnp.int32))
   assert count == sum(p.size for p in jax.tree.leaves(variables["params"]))
 
 

@@ -124,6 +124,8 @@ def base() -> mlc.ConfigDict:
   c.init_from.workdir = ""                          # its workdir ("" = random initialisation)
   c.init_from.include = ()                          # regexes of the paths to take; () = every
                                                     # path whose shape matches
+  c.init_from.prune = 0.0                           # zero this fraction of the copied kernels
+                                                    # (global magnitude); they stay zero
 
   c.train = mlc.ConfigDict()
   c.train.steps = 1000
@@ -235,6 +237,12 @@ def validate(config: mlc.ConfigDict) -> None:
         re.compile(pattern)
       except re.error as e:
         raise ConfigError(f"{field} pattern {pattern!r} is not a regular expression ({e})")
+  prune = config.get("init_from", {}).get("prune", 0.0)
+  if not 0.0 <= prune < 1.0:
+    raise ConfigError(f"init_from.prune={prune}; expected a fraction in [0, 1)")
+  if prune and not config.init_from.workdir:
+    raise ConfigError(f"init_from.prune={prune} prunes a trained run's weights; set "
+                      "init_from.workdir")
   precision = t.get("precision", "float32")  # runs saved before the field existed
   _choice(precision, PRECISIONS, "train.precision")
   if precision != "float32" and config.paradigm != "supervised":

@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -65,8 +66,10 @@ def freeze_labels(params: Any, patterns: tuple[str, ...]) -> Any:
       else "train", params)
 
 
-def make(optim_config, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Returns (optimizer, schedule). `total_steps` counts micro-batches (train steps)."""
+def make(optim_config, total_steps: int, keep_zeros: bool = False
+         ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """Returns (optimizer, schedule). `total_steps` counts micro-batches (train steps). With
+  `keep_zeros`, parameters that are exactly zero are not updated (pruned weights stay pruned)."""
   o = optim_config
   num_updates = max(1, total_steps // o.grad_accum_steps)
   lr = schedule(o, num_updates)
@@ -88,6 +91,12 @@ def make(optim_config, total_steps: int) -> tuple[optax.GradientTransformation, 
     chain.append(decay)
   chain.append(optax.scale_by_learning_rate(lr))
   tx = optax.chain(*chain)
+  if keep_zeros:
+    # pruned kernel weights (exactly zero) get zero updates, so they stay pruned while the rest
+    # train; biases and norm parameters (which may start at zero) are never pruned
+    tx = optax.chain(tx, optax.stateless(
+        lambda updates, params: jax.tree.map(
+            lambda u, p: jnp.where(p == 0, 0, u) if p.ndim >= 2 else u, updates, params)))
   freeze = tuple(o.get("freeze", ()))
   if freeze:
     # frozen parameters get zero updates (and no optimizer state); the chain above, clipping

@@ -6,7 +6,9 @@
 copied, and a matching path whose shape differs is an error. The rest (e.g. a new classifier head
 for another number of classes) keeps its random initialisation. With `optim.freeze` (regexes of
 paths) the copied backbone can be held fixed: a linear probe freezes everything but the head; a
-full fine-tune freezes nothing.
+full fine-tune freezes nothing. `init_from.prune` = F zeroes the fraction F of the kernel weights
+with the smallest magnitude (globally, `compression.magnitude_masks`) and the supervised optimizer
+then leaves exact zeros alone: pruning with fine-tuning.
 """
 
 from __future__ import annotations
@@ -67,10 +69,16 @@ def initialize_from(state: Any, init_config: Any, shardings: Any) -> tuple[Any, 
                       f"{init_config.workdir}; its parameters are {sorted(_flat(tree['params']))}")
   model_state, copied_state = merge(state.model_state, tree.get("model_state") or {}, include,
                                     "model state")
+  pruned = float(init_config.get("prune", 0.0))
+  if pruned:
+    from train import compression
+
+    params = compression.apply_masks(params, compression.magnitude_masks(params, pruned))
   new = state.replace(params=params, model_state=model_state)
   if state.ema_params is not None:
     new = new.replace(ema_params=params)
   new = jax.device_put(new, shardings)
   return new, {"workdir": init_config.workdir, "step": step, "parameters": copied,
+               "pruned_fraction_of_kernels": pruned,
                "model_state": copied_state,
                "kept_initialisation": sorted(set(_flat(state.params)) - set(copied))}

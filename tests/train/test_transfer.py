@@ -70,3 +70,28 @@ def test_init_from_copies_the_backbone_and_keeps_a_new_head(trained, data_dir, t
   with pytest.raises(config_lib.ConfigError, match=r"takes parameter 'head/bias', but its "
                      r"shape there is \(10,\) and this model's is \(5,\)"):
     loop.train_and_evaluate(c, str(tmp_path / "shape"))
+
+
+def test_pruned_fine_tuning_keeps_the_pruned_weights_at_zero(trained, data_dir, tmp_path):
+  from train import compression
+
+  source = trained("mnist1d_cnn")
+  c = load_experiment("mnist1d_cnn", "tiny", data_dir)
+  c.init_from.workdir = source
+  c.init_from.prune = 0.5
+  wd = str(tmp_path / "pruned")
+  loop.train_and_evaluate(c, wd)
+  _, src_tree, _, _ = checkpoint.load_workdir(source)
+  _, new_tree, _, _ = checkpoint.load_workdir(wd)
+  masks = compression.magnitude_masks(src_tree["params"], 0.5)
+  for (path, new), (_, mask), (_, old) in zip(
+      *(jax.tree_util.tree_flatten_with_path(t)[0] for t in (new_tree["params"], masks,
+                                                             src_tree["params"]))):
+    new, mask = np.asarray(new), np.asarray(mask)
+    if new.ndim >= 2:
+      assert np.all(new[~mask] == 0), path              # pruned and still zero
+      assert not np.array_equal(new[mask], np.asarray(old)[mask]), path  # the rest trained
+  assert compression.sparsity_of(new_tree["params"]) == pytest.approx(0.5, abs=0.01)
+  c.init_from.workdir = ""
+  with pytest.raises(config_lib.ConfigError, match="init_from.prune=0.5 prunes a trained run"):
+    config_lib.validate(c)

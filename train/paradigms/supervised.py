@@ -86,7 +86,8 @@ def check_data(config: Any, model: nn.Module) -> None:
 
 def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Paradigm:
   """The supervised step factory; `total_steps` sizes the learning-rate schedule."""
-  tx, lr = optim.make(config.optim, total_steps or config.train.steps)
+  pruned = bool(config.get("init_from", {}).get("prune", 0.0))
+  tx, lr = optim.make(config.optim, total_steps or config.train.steps, keep_zeros=pruned)
   loss_kind = config.supervised.loss
   smoothing = config.supervised.label_smoothing
   # mixed precision: the forward and backward passes in bfloat16 from a cast of the float32

@@ -93,8 +93,10 @@ def integrated_gradients(f: TargetLogit, x: Any, target: Any, baseline: Any = No
   # trapezoid: (ends / 2 + sum of the inner points) / steps
   total = ends + inner * (steps - 1)
   ig = (x - base) * total / steps
+  if tolerance > 0:  # f(x) - f(x'), taken once for every check of the refinement
+    delta = _logit_change(f, x, target, base)
   while tolerance > 0 and steps * 2 <= max_steps and (
-      completeness_gap(f, x, target, ig, baseline).max() >= tolerance):
+      _relative_gap(ig, delta).max() >= tolerance):
     total = total + mean_gradient((jnp.arange(steps) + 0.5) / steps) * steps
     steps *= 2
     ig = (x - base) * total / steps
@@ -106,9 +108,17 @@ def completeness_gap(f: TargetLogit, x: Any, target: Any, attributions: Any,
   """Per example, |sum(attributions) - (f(x) - f(x'))| / |f(x) - f(x')|: 0 for exact integrated
   gradients."""
   x = _check(x)
-  base = _baseline(x, baseline)
-  target = jnp.asarray(target)
-  delta = np.asarray(f(x, target) - f(base, target), np.float64)
+  return _relative_gap(attributions, _logit_change(f, x, jnp.asarray(target),
+                                                   _baseline(x, baseline)))
+
+
+def _logit_change(f: TargetLogit, x: jnp.ndarray, target: jnp.ndarray,
+                  base: jnp.ndarray) -> np.ndarray:
+  """f(x) - f(x') per example (N,), float64."""
+  return np.asarray(f(x, target) - f(base, target), np.float64)
+
+
+def _relative_gap(attributions: Any, delta: np.ndarray) -> np.ndarray:
   total = np.asarray(attributions, np.float64).reshape(len(delta), -1).sum(-1)
   return np.abs(total - delta) / np.maximum(np.abs(delta), 1e-12)
 

@@ -125,10 +125,14 @@ def fit_temperature(logits: Any, labels: Any, iterations: int = 100,
   z_true = z[np.arange(len(y)), y]
 
   def loss_grad_curv(beta: float) -> tuple[float, float, float]:
-    p = softmax(z * beta)
+    s = beta * z
+    top = s.max(-1, keepdims=True)
+    e = np.exp(s - top)
+    norm = e.sum(-1, keepdims=True)
+    p = e / norm
     mean_z = np.sum(p * z, -1)
-    loss = float(np.mean(np.log(np.sum(np.exp(beta * z - (beta * z).max(-1, keepdims=True)), -1))
-                         + (beta * z).max(-1) - beta * z_true))
+    # NLL = mean(logsumexp(beta z) - beta z_true), from the same shifted exponentials as p
+    loss = float(np.mean(np.log(norm[:, 0]) + top[:, 0] - beta * z_true))
     return (loss, float(np.mean(mean_z - z_true)),
             float(np.mean(np.sum(p * z * z, -1) - mean_z ** 2)))
 

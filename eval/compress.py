@@ -66,7 +66,7 @@ def evaluate(workdir: str, prune: float = 0.0, out: str | None = None) -> dict[s
     one = np.asarray(exported(jnp.asarray(x[:1])))
     np.testing.assert_allclose(one, logits[:1], rtol=1e-4, atol=1e-4,
                                err_msg=f"{name}: the exported function disagrees with the model")
-    speed = report_lib.speed(lambda b, f=exported: f(b), x[:1], batch_sizes=(1,), calls=200)
+    speed = report_lib.speed(lambda b, f=exported: f(b), x[:1], batch_sizes=(1,))
     rows[name] = {"parameter_bytes": stored[name], **files,
                   "accuracy": float(np.mean(logits.argmax(-1) == labels)),
                   "agreement_with_float32": None,

@@ -124,7 +124,7 @@ def monitor(reference_raw: np.ndarray, current_raw: np.ndarray, classifier: Any,
             seed: int = 0) -> dict[str, Any]:
   """The three views' tests and the verdict, for raw-unit examples and a classifier with
   `__call__(raw) -> (features, predicted classes)` and `num_classes` (`eval.generative.Reference`).
-  Sets larger than `max_examples` are subsampled (at random, `seed`) for the MMD test."""
+  Sets larger than `max_examples` are subsampled (at random, `seed`) for every test."""
   rng = np.random.default_rng(seed)
 
   def cap(a):
@@ -223,10 +223,10 @@ def run(workdir: str, reference: str, current: str, alpha: float = 0.05,
 
   from data import sources
   from eval.generative import Reference
-  from train import checkpoint, records
+  from train import records
 
-  config = mlc.ConfigDict(checkpoint.read_config(workdir))
   classifier = Reference(workdir)
+  config = classifier.config   # the run's config, as the classifier restored it
   source, _, split = current.partition(":")
   cur_data = config.data.copy_and_resolve_references()
   with cur_data.unlocked():

@@ -62,10 +62,7 @@ def main(argv: list[str]) -> None:
 
   records.start_cli(argv)
   init_distributed()
-  if _CACHE.value:
-    import jax
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE.value))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+  records.use_compilation_cache(_CACHE.value)
   from data import DataError
   from train import loop
   from train.checkpoint import CheckpointError

@@ -8,6 +8,9 @@ error) and ml-collections rejects a value of the wrong type. `validate` checks v
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
+import os
 import re
 from typing import Any
 
@@ -155,26 +158,106 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
 
 
 def override(config: mlc.ConfigDict, overrides: dict[str, Any]) -> mlc.ConfigDict:
-  """`config` (unlocked) with SECTION.FIELD values replaced, each cast to the field's type
-  (strings from a command line's `--set SECTION.FIELD=VALUE`), then validated.
+  """`config` with SECTION.FIELD values replaced, each cast to the field's type (strings from a
+  command line's `--set SECTION.FIELD=VALUE`), then validated.
 
   Raises:
     ConfigError: a field the config does not have, a value of the wrong type, or a value
       `validate` refuses.
   """
   for key, value in (overrides or {}).items():
-    section, _, field = key.rpartition(".")
-    if section not in config or field not in config[section]:
-      raise ConfigError(f"--set {key}={value}: the run's config has no field {key!r}")
-    old = config[section][field]
+    old = get_field(config, key, f"--set {key}={value}")
     try:
       new = (str(value).lower() in ("1", "true")) if isinstance(old, bool) else type(old)(value)
     except (TypeError, ValueError):
       raise ConfigError(f"--set {key}={value!r}: expected a value of type {type(old).__name__}"
                         ) from None
-    config[section][field] = new
+    set_field(config, key, new, f"--set {key}={value}")
   validate(config)
   return config
+
+
+def fields(config: mlc.ConfigDict, prefix: str = "") -> list[str]:
+  """Every leaf field's dotted path, e.g. ["data.augment.flip", ..., "seed"]."""
+  out = []
+  for key in sorted(config.keys()):
+    value = config[key]
+    path = f"{prefix}{key}"
+    out.extend(fields(value, path + ".") if isinstance(value, mlc.ConfigDict) else [path])
+  return out
+
+
+def get_field(config: mlc.ConfigDict, path: str, where: str = "") -> Any:
+  """The value at dotted `path`. Raises ConfigError naming the path and the closest fields."""
+  node = config
+  for part in path.split("."):
+    if not isinstance(node, mlc.ConfigDict) or part not in node:
+      close = difflib.get_close_matches(path, fields(config), n=3, cutoff=0.6)
+      hint = f"; did you mean {' or '.join(close)}?" if close else ""
+      raise ConfigError(f"{where or path}: the config has no field {path!r}{hint}")
+    node = node[part]
+  if isinstance(node, mlc.ConfigDict):
+    raise ConfigError(f"{where or path}: {path!r} is a section, not a field; expected one of "
+                      f"{fields(node, path + '.')[:8]}")
+  return node
+
+
+def set_field(config: mlc.ConfigDict, path: str, value: Any, where: str = "") -> None:
+  """Sets dotted `path` to `value` if it has the field's type: an int for an int field (a bool
+  for a bool), an int or float for a float field, a list or tuple for a tuple field (stored as a
+  tuple), anything for a field that is None. Does not validate the config as a whole.
+
+  Raises:
+    ConfigError: an unknown field, or a value of another type, naming both.
+  """
+  old = get_field(config, path, where)
+  parent, _, leaf = path.rpartition(".")
+  node = config
+  for part in parent.split(".") if parent else []:
+    node = node[part]
+  kind = type(old)
+  if isinstance(old, bool) or isinstance(value, bool):
+    ok = isinstance(old, bool) and isinstance(value, bool)
+  elif isinstance(old, int):
+    ok = isinstance(value, int)
+  elif isinstance(old, float):
+    ok = isinstance(value, (int, float))
+    value = float(value) if ok else value
+  elif isinstance(old, (tuple, list)):
+    ok = isinstance(value, (tuple, list))
+    value = tuple(value) if ok else value
+  elif old is None:
+    ok = True
+  else:
+    ok = isinstance(value, kind)
+  if not ok:
+    expected = "a list or tuple" if isinstance(old, (tuple, list)) else f"a {kind.__name__}"
+    raise ConfigError(f"{where or path}: {path}={value!r} is a {type(value).__name__}; "
+                      f"expected {expected} (the field's default is {old!r})")
+  try:
+    node[leaf] = value
+  except TypeError as e:
+    raise ConfigError(f"{where or path}: {path}={value!r}: {e}") from None
+
+
+def load_file(spec: str) -> mlc.ConfigDict:
+  """The config of an experiment file, `path/to/X.py` or `path/to/X.py:arg`, as `python -m train
+  --config` loads it: `get_config(arg)` (or `get_config()` without an argument).
+
+  Raises:
+    ConfigError: the file does not exist or defines no get_config.
+  """
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"--config {spec}: no experiment file at {os.path.abspath(path)}")
+  name = os.path.splitext(os.path.basename(path))[0]
+  module_spec = importlib.util.spec_from_file_location(f"_strata_experiment_{name}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"--config {spec}: {path} defines no get_config(arg); it is not an "
+                      "experiment file")
+  return module.get_config(arg) if arg else module.get_config()
 
 
 def lock(config: mlc.ConfigDict) -> mlc.ConfigDict:

@@ -147,6 +147,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
   _check_resumable(workdir, config)
 
   lineage = {"dataset": data_lib.describe(train_pipe), "code_version": records.code_version(),
+             "code": records.code_lineage(),
              "libraries": records.library_versions(), "devices": devices,
              "platform": jax.default_backend(), "processes": pc}
   if is_main:

@@ -9,6 +9,7 @@ the same file. Rates and ETA go to the console and TensorBoard.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -37,15 +38,34 @@ def library_versions() -> dict[str, str]:
   return out
 
 
+def _git(*args: str) -> str:
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run(["git", "-C", here, *args], capture_output=True, text=True, timeout=10,
+                       check=True)
+  return out.stdout
+
+
 def code_version() -> str:
   """`git describe` of the source tree when it is a checkout, else the package version."""
-  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   try:
-    out = subprocess.run(["git", "-C", here, "describe", "--always", "--dirty"],
-                         capture_output=True, text=True, timeout=5, check=True)
-    return out.stdout.strip()
+    return _git("describe", "--always", "--dirty").strip()
   except (OSError, subprocess.SubprocessError):
     return importlib.metadata.version("strata")
+
+
+def code_lineage() -> dict[str, Any]:
+  """The source tree a run used: {"commit": full hash, "dirty": uncommitted changes to tracked
+  files, "diff_sha256": hash of `git diff HEAD` when dirty (two dirty trees with the same hash
+  ran the same code)}; {"commit": None, "package": version} outside a git checkout."""
+  try:
+    commit = _git("rev-parse", "HEAD").strip()
+    diff = _git("diff", "HEAD", "--no-ext-diff", "--binary")
+  except (OSError, subprocess.SubprocessError):
+    return {"commit": None, "dirty": None, "package": importlib.metadata.version("strata")}
+  out: dict[str, Any] = {"commit": commit, "dirty": bool(diff)}
+  if diff:
+    out["diff_sha256"] = hashlib.sha256(diff.encode()).hexdigest()
+  return out
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
@@ -184,6 +204,14 @@ def cli(argv: list[str]):
   start_cli(argv)
   with cli_errors():
     yield
+
+
+def use_compilation_cache(path: str) -> None:
+  """JAX's persistent compilation cache in `path` ("" leaves it off): a later process that
+  compiles the same step loads it instead (2.5 s of the MNIST-1D CNN run on 2 CPU cores)."""
+  if path:
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
 def start_cli(argv: list[str]) -> None:

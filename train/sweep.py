@@ -1,0 +1,430 @@
+"""Sweeps and multi-seed runs of one experiment, each run in its own workdir, and their tables.
+
+A sweep spec names config fields and their values, `;`-separated:
+
+  optim.learning_rate=[1e-3,3e-3];model.features=[(25,25,25),(50,50,50)];optim.name=[adam,sgd]
+
+Lists are Python literals (a bare word is a string). With random sampling, a field may instead
+take `uniform(a,b)`, `loguniform(a,b)` or `randint(a,b)` (both ends included); continuous draws
+are rounded to 4 significant digits so a point's directory name is its exact value. Each point
+runs once per seed, seeds `config.seed + 0 .. seeds - 1`, in `WORKDIR/<point>/seed_<s>`, through
+`train.loop.train_and_evaluate` in this process: a run whose `summary.json` exists is skipped, a
+run with checkpoints resumes from them (so a killed sweep, restarted with the same command, runs
+only what is missing), and a run whose loss became non-finite is recorded as diverged
+(`failed.json`) and not retried, since the same config and seed diverge again. Every point's
+config is built and validated before the first run starts.
+
+`aggregate` reads the runs' final evaluation (`summary.json`'s `final_eval`) and gives, per
+point, the mean and standard deviation (n - 1 in the denominator) over seeds of each metric;
+`write_tables` writes them as results.csv, results.md, results.json and a plot of one metric.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import csv
+import dataclasses
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import re
+from typing import Any, Sequence
+
+import ml_collections as mlc
+import numpy as np
+
+from train import config as config_lib
+from train.config import ConfigError
+
+DISTRIBUTIONS = ("uniform", "loguniform", "randint")
+# metrics where larger is better; for every other one, smaller is
+HIGHER_IS_BETTER = ("accuracy", "auc", "f1", "precision", "recall", "elbo_bound")
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+  """One swept field: a list of `values`, or a `distribution` (name, low, high) to draw from."""
+  field: str
+  values: tuple[Any, ...] = ()
+  distribution: tuple[str, float, float] | None = None
+
+
+@dataclasses.dataclass
+class Run:
+  """One (point, seed): its field values, seed, workdir and fully resolved config."""
+  point: dict[str, Any]
+  seed: int
+  workdir: str
+  config: mlc.ConfigDict
+
+  @property
+  def status(self) -> str:
+    """"done", "diverged", "partial" (has checkpoints to resume from) or "new"."""
+    if os.path.exists(os.path.join(self.workdir, "summary.json")):
+      return "done"
+    if os.path.exists(os.path.join(self.workdir, "failed.json")):
+      return "diverged"
+    ckpt = os.path.join(self.workdir, "checkpoints")
+    return "partial" if os.path.isdir(ckpt) and os.listdir(ckpt) else "new"
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+  """`text` split at `sep` outside brackets, parentheses and quotes."""
+  parts, depth, quote, current = [], 0, "", []
+  for ch in text:
+    if quote:
+      quote = "" if ch == quote else quote
+    elif ch in "'\"":
+      quote = ch
+    elif ch in "([{":
+      depth += 1
+    elif ch in ")]}":
+      depth -= 1
+    elif ch == sep and depth == 0:
+      parts.append("".join(current))
+      current = []
+      continue
+    current.append(ch)
+  parts.append("".join(current))
+  return parts
+
+
+def _literal(text: str) -> Any:
+  text = text.strip()
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    if re.fullmatch(r"[A-Za-z_][\w.\-]*", text):
+      return text  # a bare word: a string
+    raise ConfigError(f"--sweep: cannot read the value {text!r}; expected a Python literal "
+                      "(1e-3, 64, (32, 32), 'adam') or a bare word") from None
+
+
+def parse_spec(spec: str) -> list[Axis]:
+  """The axes of a sweep spec (module docstring). Raises ConfigError on a malformed item, an empty
+  list, a repeated field or a distribution with bad bounds; fields are checked by `plan`."""
+  axes: list[Axis] = []
+  for item in _split_top(spec, ";"):
+    item = item.strip()
+    if not item:
+      continue
+    field, sep, rhs = item.partition("=")
+    field, rhs = field.strip(), rhs.strip()
+    if not sep or not field:
+      raise ConfigError(f"--sweep item {item!r}: expected FIELD=[V1,V2,...], e.g. "
+                        "optim.learning_rate=[1e-3,3e-3]")
+    if any(a.field == field for a in axes):
+      raise ConfigError(f"--sweep: field {field!r} appears twice")
+    match = re.fullmatch(r"(\w+)\((.*)\)", rhs)
+    if rhs.startswith("[") and rhs.endswith("]"):
+      inner = rhs[1:-1].strip()
+      values = tuple(_literal(v) for v in _split_top(inner, ",")) if inner else ()
+      if not values:
+        raise ConfigError(f"--sweep: {field}={rhs} is an empty list; expected at least one value")
+      if len(set(map(repr, values))) != len(values):
+        raise ConfigError(f"--sweep: {field}={rhs} repeats a value")
+      axes.append(Axis(field, values=values))
+    elif match and match.group(1) in DISTRIBUTIONS:
+      kind = match.group(1)
+      bounds = [_literal(v) for v in _split_top(match.group(2), ",")]
+      if len(bounds) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                                     for b in bounds) or not bounds[0] < bounds[1]:
+        raise ConfigError(f"--sweep: {field}={rhs}; expected {kind}(low,high) with numbers "
+                          "low < high")
+      if kind == "loguniform" and bounds[0] <= 0:
+        raise ConfigError(f"--sweep: {field}={rhs}; loguniform needs 0 < low")
+      if kind == "randint" and not all(isinstance(b, int) for b in bounds):
+        raise ConfigError(f"--sweep: {field}={rhs}; randint needs integer bounds")
+      axes.append(Axis(field, distribution=(kind, bounds[0], bounds[1])))
+    else:
+      raise ConfigError(f"--sweep: {field}={rhs}; expected a list [V1,V2,...] or one of "
+                        f"{[d + '(low,high)' for d in DISTRIBUTIONS]}")
+  return axes
+
+
+def points(axes: Sequence[Axis], samples: int = 0, seed: int = 0) -> list[dict[str, Any]]:
+  """The points to run: the full grid of `axes` (samples=0), or `samples` points drawn at random
+  (lists uniformly; without repeats when every axis is a list)."""
+  if samples <= 0:
+    ranged = [a.field for a in axes if a.distribution]
+    if ranged:
+      raise ConfigError(f"--sweep: {ranged} take a range, which needs random sampling "
+                        "(--samples N); a grid needs lists")
+    return [dict(zip([a.field for a in axes], combo))
+            for combo in itertools.product(*[a.values for a in axes])]
+  rng = np.random.default_rng(seed)
+  if not any(a.distribution for a in axes):
+    grid = points(axes)
+    if samples > len(grid):
+      raise ConfigError(f"--samples {samples}: the lists give only {len(grid)} distinct points")
+    return [grid[i] for i in sorted(rng.permutation(len(grid))[:samples])]
+  out = []
+  for _ in range(samples):
+    point = {}
+    for a in axes:
+      if a.distribution:
+        kind, low, high = a.distribution
+        if kind == "randint":
+          point[a.field] = int(rng.integers(low, high + 1))
+        else:
+          v = (math.exp(rng.uniform(math.log(low), math.log(high))) if kind == "loguniform"
+               else rng.uniform(low, high))
+          point[a.field] = float(f"{v:.4g}")
+      else:
+        point[a.field] = a.values[int(rng.integers(len(a.values)))]
+    if point not in out:
+      out.append(point)
+  return out
+
+
+def _format(value: Any) -> str:
+  if isinstance(value, (tuple, list)):
+    return "-".join(_format(v) for v in value) or "none"
+  return re.sub(r"[^\w.+\-]", "", repr(value) if isinstance(value, float) else str(value))
+
+
+def point_name(point: dict[str, Any]) -> str:
+  """The directory name of a point, e.g. "optim.learning_rate=0.001,model.width=64" (a hash
+  beyond 200 characters); "" for the point of a seeds-only run."""
+  name = ",".join(f"{k}={_format(v)}" for k, v in point.items())
+  if len(name) > 200:
+    name = "point_" + hashlib.sha256(name.encode()).hexdigest()[:16]
+  return name
+
+
+def plan(base: mlc.ConfigDict, axes: Sequence[Axis], workdir: str, seeds: int = 1,
+         samples: int = 0, sample_seed: int = 0) -> list[Run]:
+  """Every run of the sweep, each config resolved and validated (ConfigError names the point
+  and field) before any runs; a finished run whose stored config differs from the one planned
+  is an error, so a changed experiment file never mixes into old results."""
+  if seeds < 1:
+    raise ConfigError(f"--seeds {seeds}; expected at least 1")
+  for a in axes:
+    config_lib.get_field(base, a.field, f"--sweep {a.field}")
+    if a.field == "seed":
+      raise ConfigError("--sweep: 'seed' is set by --seeds, not swept")
+  runs, names = [], {}
+  for point in points(axes, samples, sample_seed):
+    name = point_name(point)
+    if name in names:
+      raise ConfigError(f"--sweep: points {names[name]} and {point} share the directory name "
+                        f"{name!r}")
+    names[name] = point
+    for i in range(seeds):
+      config = copy.deepcopy(base)
+      where = f"--sweep point {point}"
+      for field, value in point.items():
+        config_lib.set_field(config, field, value, where)
+      config.seed = base.seed + i
+      try:
+        config_lib.validate(config)
+      except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+      run = Run(point, int(config.seed), os.path.join(workdir, name, f"seed_{config.seed}"),
+                config)
+      _check_unchanged(run)
+      runs.append(run)
+  return runs
+
+
+def _check_unchanged(run: Run) -> None:
+  stored = os.path.join(run.workdir, "config.json")
+  if not os.path.exists(stored):
+    return
+  with open(stored) as f:
+    old = json.load(f)
+  new = json.loads(run.config.to_json_best_effort())
+  if old != new:
+    differ = sorted(k for k in set(_flatten(old)) | set(_flatten(new))
+                    if _flatten(old).get(k) != _flatten(new).get(k))
+    raise ConfigError(f"{run.workdir} holds a run of another config (fields {differ[:6]} "
+                      "differ); use another --workdir or delete that run")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if not isinstance(tree, dict):
+    return {prefix[:-1]: tree}
+  out = {}
+  for k, v in tree.items():
+    out.update(_flatten(v, f"{prefix}{k}."))
+  return out
+
+
+def execute(runs: Sequence[Run], log=print) -> dict[str, int]:
+  """Runs what is not finished, in order; returns counts by status ("ran", "skipped",
+  "diverged"). A NonFiniteLossError is recorded in the run's failed.json; any other error stops
+  the sweep (a data or code problem would fail every later run too)."""
+  from train import loop, records
+
+  counts = {"ran": 0, "skipped": 0, "diverged": 0}
+  for i, run in enumerate(runs, 1):
+    label = f"[sweep] {i}/{len(runs)} {point_name(run.point) or 'run'} seed {run.seed}"
+    status = run.status
+    if status in ("done", "diverged"):
+      counts["skipped"] += 1
+      log(f"{label}: {status} already, skipped")
+      continue
+    log(f"{label}: {'resuming' if status == 'partial' else 'running'} in {run.workdir}")
+    os.makedirs(run.workdir, exist_ok=True)
+    records.write_json_atomic(os.path.join(run.workdir, "point.json"),
+                              {"point": run.point, "seed": run.seed})
+    try:
+      loop.train_and_evaluate(run.config, run.workdir)
+      counts["ran"] += 1
+    except loop.NonFiniteLossError as e:
+      records.write_json_atomic(os.path.join(run.workdir, "failed.json"), {"error": str(e)})
+      counts["diverged"] += 1
+      log(f"{label}: diverged: {e}")
+  return counts
+
+
+def aggregate(runs: Sequence[Run]) -> list[dict[str, Any]]:
+  """Per point, in planning order: {"point", "seeds", "finished", "diverged", "metrics": {name:
+  {"mean", "std", "values"}}, "wall_time_s"} from the runs' summary.json files; runs not finished
+  are left out of the statistics and counted in neither."""
+  rows: dict[str, dict[str, Any]] = {}
+  for run in runs:
+    row = rows.setdefault(point_name(run.point), {
+        "point": run.point, "seeds": [], "finished": 0, "diverged": 0, "values": {},
+        "wall": []})
+    if run.status == "diverged":
+      row["diverged"] += 1
+      continue
+    path = os.path.join(run.workdir, "summary.json")
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      summary = json.load(f)
+    row["seeds"].append(run.seed)
+    row["finished"] += 1
+    row["wall"].append(summary.get("wall_time_s", float("nan")))
+    for name, value in summary["final_eval"].items():
+      if name != "count":
+        row["values"].setdefault(name, []).append(float(value))
+  out = []
+  for row in rows.values():
+    metrics = {name: {"mean": float(np.mean(v)),
+                      "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                      "values": v} for name, v in row.pop("values").items()}
+    wall = row.pop("wall")
+    out.append({**row, "metrics": metrics,
+                "wall_time_s": float(np.mean(wall)) if wall else float("nan")})
+  return out
+
+
+def default_metric(rows: Sequence[dict[str, Any]]) -> str:
+  names = [n for row in rows for n in row["metrics"]]
+  for preferred in ("accuracy", "bits_per_token", "neg_elbo", "loss"):
+    if preferred in names:
+      return preferred
+  return names[0] if names else "loss"
+
+
+def mean_std(stat: dict[str, Any] | None, scale: float = 1.0, digits: int = 4) -> str:
+  if not stat:
+    return "–"
+  if len(stat["values"]) == 1:
+    return f"{stat['mean'] * scale:.{digits}f}"
+  return f"{stat['mean'] * scale:.{digits}f} ± {stat['std'] * scale:.{digits}f}"
+
+
+def markdown(rows: Sequence[dict[str, Any]], fields: Sequence[str],
+             metrics: Sequence[str] | None = None) -> str:
+  """A Markdown table: one row per point, its field values, each metric's mean ± std over the
+  finished seeds, the seed count (and diverged runs) and the mean wall time of one run."""
+  metrics = list(metrics or sorted({n for row in rows for n in row["metrics"]}))
+  head = [*fields, *metrics, "seeds", "time per run"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for row in rows:
+    seeds = str(row["finished"]) + (f" (+{row['diverged']} diverged)" if row["diverged"] else "")
+    wall = f"{row['wall_time_s']:.1f} s" if math.isfinite(row["wall_time_s"]) else "–"
+    cells = [str(row["point"][f]) for f in fields]
+    cells += [mean_std(row["metrics"].get(m)) for m in metrics] + [seeds, wall]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def to_csv(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> str:
+  metrics = sorted({n for row in rows for n in row["metrics"]})
+  buf = io.StringIO()
+  writer = csv.writer(buf, lineterminator="\n")
+  writer.writerow([*fields, *[f"{m}_{s}" for m in metrics for s in ("mean", "std")],
+                   "seeds_finished", "seeds_diverged", "wall_time_s"])
+  for row in rows:
+    stats = [row["metrics"].get(m, {}).get(s, "") for m in metrics for s in ("mean", "std")]
+    writer.writerow([row["point"][f] for f in fields] + stats + [
+        row["finished"], row["diverged"], row["wall_time_s"]])
+  return buf.getvalue()
+
+
+def best(rows: Sequence[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+  """The point with the best mean `metric` (largest for accuracy-like names, else smallest)."""
+  scored = [r for r in rows if metric in r["metrics"]]
+  if not scored:
+    return None
+  sign = -1.0 if any(h in metric for h in HIGHER_IS_BETTER) else 1.0
+  return min(scored, key=lambda r: sign * r["metrics"][metric]["mean"])
+
+
+def plot(rows: Sequence[dict[str, Any]], fields: Sequence[str], metric: str, path: str) -> None:
+  """`metric` (mean ± std over seeds) against the first swept field, one line per combination of
+  the others; a log x axis when the field's values are positive numbers spanning 10x or more."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  x_field, rest = (fields[0], fields[1:]) if fields else ("seeds", [])
+  xs_all = [r["point"].get(x_field, "all") for r in rows]
+  numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs_all)
+  groups: dict[tuple, list[dict[str, Any]]] = {}
+  for r in rows:
+    groups.setdefault(tuple(str(r["point"][f]) for f in rest), []).append(r)
+  for key, group in groups.items():
+    group = [r for r in group if metric in r["metrics"]]
+    if not group:
+      continue
+    xs = [r["point"].get(x_field, "all") for r in group]
+    pos = xs if numeric else [xs_all.index(x) for x in xs]
+    order = np.argsort(pos)
+    ax.errorbar(np.asarray(pos)[order],
+                [group[i]["metrics"][metric]["mean"] for i in order],
+                yerr=[group[i]["metrics"][metric]["std"] for i in order], marker="o", capsize=3,
+                label=", ".join(f"{f}={v}" for f, v in zip(rest, key)) or None)
+  if numeric and min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 10:
+    ax.set_xscale("log")
+  if not numeric:
+    labels = list(dict.fromkeys(map(str, xs_all)))
+    ax.set_xticks(range(len(labels)), labels, rotation=20)
+  ax.set_xlabel(x_field)
+  ax.set_ylabel(f"{metric} (mean ± sd over seeds)")
+  if rest:
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def write_tables(rows: Sequence[dict[str, Any]], fields: Sequence[str], out: str, metric: str,
+                 extra: dict[str, Any] | None = None) -> str:
+  """results.json, results.csv, results.md and results.png in `out`; returns the Markdown."""
+  from train import records
+
+  os.makedirs(out, exist_ok=True)
+  text = markdown(rows, fields)
+  top = best(rows, metric)
+  if top is not None and fields:
+    text += (f"\n\nBest {metric}: {mean_std(top['metrics'][metric])} at "
+             + ", ".join(f"{k}={v}" for k, v in top["point"].items()))
+  records.write_json_atomic(os.path.join(out, "results.json"),
+                            {**(extra or {}), "metric": metric, "rows": rows})
+  records.write_text_atomic(os.path.join(out, "results.csv"), to_csv(rows, fields))
+  records.write_text_atomic(os.path.join(out, "results.md"), text + "\n")
+  if any(metric in r["metrics"] for r in rows):
+    plot(rows, fields, metric, os.path.join(out, "results.png"))
+  return text

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from arch.common import maybe_remat
 from arch.initializers import layer_inits
 from arch.mlp import activation as get_activation
 
@@ -154,6 +155,8 @@ class ResNet(nn.Module):
     stem: `"cifar"` (one 3x3 conv) or `"imagenet"` (7x7 stride-2 conv and 3x3 max pool).
     dropout: before the head (train only).
     bn_momentum: running-average momentum of BatchNorm statistics.
+    remat: recompute each residual block's activations in the backward pass (`nn.remat`)
+      instead of storing them; same parameters, less memory.
 
   BatchNorm statistics live in the `batch_stats` collection; under `jax.jit` over a sharded
   batch they are computed on the global batch, so one device and eight agree.
@@ -169,6 +172,7 @@ class ResNet(nn.Module):
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -192,9 +196,10 @@ class ResNet(nn.Module):
                       padding=[(1, 1)] * self.ndim)
     else:
       raise ValueError(f"model.stem={self.stem!r}; expected 'cifar' or 'imagenet'")
+    residual = maybe_remat(ResidualBlock, self.remat)
     for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(blocks):
-        x = ResidualBlock(width, 2 if (i > 0 and j == 0) else 1, self.ndim, self.kernel_size,
+        x = residual(width, 2 if (i > 0 and j == 0) else 1, self.ndim, self.kernel_size,
                           norm, self.dtype, self.param_dtype, name=f"stage{i}_block{j}")(x)
     x = x.mean(axis=tuple(range(1, 1 + self.ndim)))
     self.sow("intermediates", "features", x)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import flax.linen as nn
+
 
 def check_choice(value: str, options: Sequence[str], field: str) -> None:
   """Raises ValueError naming `model.<field>`, its value and the valid options."""
@@ -16,3 +18,15 @@ def channels_last(shape: Sequence[int], ndim: int) -> tuple[int, ...]:
   a shape that has one already is returned as is."""
   shape = tuple(shape)
   return shape + (1,) if len(shape) == ndim else shape
+
+
+def maybe_remat(block: type[nn.Module], remat: bool, static_argnums: tuple[int, ...] = ()):
+  """`nn.remat(block)` when `remat` (the model's `remat` field), else `block` unchanged.
+
+  Rematerialisation (`jax.checkpoint`) keeps only each block's inputs for the backward pass and
+  recomputes its activations there: activation memory falls from one set per block to about one
+  block's, for roughly one more forward pass of compute. Parameter names and values are the same
+  either way, so a checkpoint trained with one setting restores into the other.
+  `static_argnums` are the positions (self = 0) of Python-valued arguments such as `train`.
+  """
+  return nn.remat(block, static_argnums=static_argnums) if remat else block

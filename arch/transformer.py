@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from arch.attention import MultiHeadAttention, sinusoidal
-from arch.common import check_choice
+from arch.common import check_choice, maybe_remat
 
 POSITIONS = ("learned", "sinusoidal", "rotary", "none")
 POOLS = ("cls", "mean")
@@ -40,7 +40,7 @@ class Block(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, mask=None, *, causal=False, decode=False, train=False):
+  def __call__(self, x, mask=None, causal=False, decode=False, train=False):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     h = nn.LayerNorm(**kw, name="ln_attn")(x)
     h = MultiHeadAttention(self.num_heads, rotary=self.rotary, dropout=self.dropout, **kw,
@@ -66,6 +66,7 @@ class _Stack(nn.Module):
   dropout: float
   dtype: Any
   param_dtype: Any
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x, mask=None, *, causal=False, decode=False, train=False):
@@ -87,10 +88,11 @@ class _Stack(nn.Module):
       x = x + sinusoidal(index, width).astype(x.dtype)[None]
     if self.dropout > 0:
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    block = maybe_remat(Block, self.remat, static_argnums=(3, 4, 5))  # causal, decode, train
     for i in range(self.depth):
-      x = Block(self.num_heads, self.mlp_dim, self.dropout, rotary=self.positions == "rotary",
+      x = block(self.num_heads, self.mlp_dim, self.dropout, rotary=self.positions == "rotary",
                 dtype=self.dtype, param_dtype=self.param_dtype, name=f"block{i}")(
-                    x, mask, causal=causal, decode=decode, train=train)
+                    x, mask, causal, decode, train)
     return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="ln_final")(x)
 
 
@@ -114,6 +116,8 @@ class TransformerClassifier(nn.Module):
     positions: "learned", "sinusoidal", "rotary" or "none".
     pool: "cls" (a learned token prepended, its final state classified) or "mean" (over valid
       tokens).
+    remat: recompute each block's activations in the backward pass (`nn.remat`) instead of
+      storing them; same parameters, less memory.
   Returns (B, num_classes). Pooled features are sown as `intermediates/features`, attention
   weights as `intermediates/.../attention_weights` (B, N, T', T') with T' including the CLS token.
   """
@@ -131,6 +135,7 @@ class TransformerClassifier(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False,
@@ -166,7 +171,8 @@ class TransformerClassifier(nn.Module):
       valid = jnp.concatenate([jnp.ones((batch, 1), bool), valid], axis=1)
     mask = valid[:, None, None, :]                                   # keys that may be attended
     x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len + 1, self.positions,
-               self.dropout, self.dtype, self.param_dtype, name="encoder")(x, mask, train=train)
+               self.dropout, self.dtype, self.param_dtype, self.remat, name="encoder")(
+                   x, mask, train=train)
     if self.pool == "cls":
       feats = x[:, 0]
     else:
@@ -184,6 +190,7 @@ class TransformerLM(nn.Module):
     width, depth, num_heads, mlp_dim, dropout: the usual.
     max_len: the longest sequence (and cache) the model accepts.
     positions: "learned", "sinusoidal", "rotary" or "none".
+    remat: recompute each block's activations in the backward pass (`nn.remat`).
   """
 
   vocab_size: int
@@ -196,6 +203,7 @@ class TransformerLM(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  remat: bool = False
 
   @property
   def num_classes(self) -> int:  # what the loop checks labels against
@@ -213,7 +221,7 @@ class TransformerLM(nn.Module):
     x = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02), **kw,
                  name="embed")(tokens)
     x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len, self.positions,
-               self.dropout, self.dtype, self.param_dtype, name="decoder")(
+               self.dropout, self.dtype, self.param_dtype, self.remat, name="decoder")(
                    x, causal=True, decode=decode, train=train)
     return nn.Dense(self.vocab_size, **kw, name="head")(x)
 

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from arch.attention import MultiHeadAttention, sinusoidal
-from arch.common import channels_last
+from arch.common import channels_last, maybe_remat
 
 
 class ResBlock(nn.Module):
@@ -94,6 +94,7 @@ class UNet(nn.Module):
       being the null class.
     dropout: inside the residual blocks, in training.
     groups: GroupNorm groups; every level's width must be divisible by it.
+    remat: recompute each residual block's activations in the backward pass (`nn.remat`).
   """
 
   data_shape: tuple[int, ...]
@@ -108,6 +109,7 @@ class UNet(nn.Module):
   groups: int = 8
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  remat: bool = False
 
   def _check(self, x: jnp.ndarray, t: jnp.ndarray, labels: jnp.ndarray | None) -> None:
     if tuple(x.shape[1:]) != tuple(self.data_shape):
@@ -145,8 +147,10 @@ class UNet(nn.Module):
     if self.num_classes:
       emb = emb + nn.Embed(self.num_classes + 1, dim, name="class_embed", **kw)(labels)
 
+    res_block = maybe_remat(ResBlock, self.remat, static_argnums=(3,))  # train
+
     def block(h, width, name):
-      return ResBlock(width, self.ndim, self.groups, self.dropout, name=name, **kw)(h, emb, train)
+      return res_block(width, self.ndim, self.groups, self.dropout, name=name, **kw)(h, emb, train)
 
     def attend(h, level, name):
       if level not in self.attention_levels:

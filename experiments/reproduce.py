@@ -51,7 +51,7 @@ class Table:
 TABLES = {
     "mnist1d": Table(
         "MNIST-1D: test accuracy", "accuracy", 100.0, "%",
-        "Greydanus & Kobak, Scaling down deep learning with MNIST-1D (ICML 2024), Table 1",
+        "Greydanus & Kobak, Scaling down deep learning with MNIST-1D (ICML 2024)",
         (Row("logistic regression", "mnist1d_logreg", 32.0),
          Row("MLP", "mnist1d_mlp", 68.0),
          Row("CNN", "mnist1d_cnn", 94.0),

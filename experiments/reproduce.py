@@ -113,9 +113,10 @@ def markdown(table: Table, results: list[dict], tiny: bool) -> str:
            "time per run |", "|---|---|---|---|---|"]
   for r in results:
     stat = r["metrics"].get(table.metric)
-    per_seed = " ".join(f"{v * table.scale:.1f}" for v in stat["values"]) if stat else "–"
+    digits = 1 if table.scale == 100 else 3
+    per_seed = " ".join(f"{v * table.scale:.{digits}f}" for v in stat["values"]) if stat else "–"
     published = "–" if r["published"] is None else f"{r['published']:g}{table.unit}"
-    mean = sweep.mean_std(stat, table.scale, 1 if table.scale == 100 else 3)
+    mean = sweep.mean_std(stat, table.scale, digits)
     lines.append(f"| {r['label']} | {mean}{table.unit if stat else ''} | {per_seed} | "
                  f"{published} | {r['wall_time_s']:.1f} s |")
   lines += ["", f"Published figures: {table.source}."]

@@ -14,6 +14,7 @@ each step folds in its step number, so a resumed run draws the numbers an uninte
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -114,21 +115,50 @@ def evaluate(eval_step, state, pipeline: data_lib.Pipeline, sharding, rng) -> di
   return paradigms.reduce_eval(totals)
 
 
-def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains `config` in `workdir` (resuming if it holds checkpoints); returns final eval metrics.
+@dataclasses.dataclass
+class Run:
+  """Everything a run computes with, before any state exists: the mesh, both pipelines, the
+  paradigm, the shardings and the jitted steps (`train_step(state, batch, rng) -> (state,
+  packed metrics)` with metric names `names`; `eval_step(state, batch, rng) -> sums`).
+  `train.loop.train_and_evaluate` drives it; `benchmarks/` times it."""
+  config: mlc.ConfigDict
+  mesh: jax.sharding.Mesh
+  train_pipe: data_lib.Pipeline
+  eval_pipe: data_lib.Pipeline
+  model: Any
+  paradigm: Any
+  steps: int
+  batch_sharding: Any
+  replicated: Any
+  state_sharding: Any
+  abstract: Any               # the state's ShapeDtypeStructs, with their shardings
+  example: Any                # the first training batch, on the mesh
+  init_rng: jax.Array
+  step_rng: jax.Array
+  names: list[str]
+  train_step: Any
+  eval_step: Any
+  sample_grid: Any
+
+  def init_state(self):
+    """A fresh state. init runs once, so it is compiled without backend optimisation: 0.6 s
+    instead of 2.3 s for the MNIST-1D CNN on 2 CPU cores (threefry kernels are slow to
+    optimise). Its values are deterministic; they differ from an optimised build's only in float
+    rounding."""
+    init = jax.jit(self.paradigm.init, out_shardings=self.state_sharding).lower(
+        self.init_rng, self.example).compile(
+            compiler_options={"xla_backend_optimization_level": 0})
+    return init(self.init_rng, self.example)
+
+
+def build(config: mlc.ConfigDict) -> Run:
+  """Validates `config` and builds its `Run`: nothing is compiled or written yet.
 
   Raises:
-    ConfigError, DataError, ValueError: invalid config, data or model, before any compute.
-    CheckpointError: the workdir has checkpoints and none restores.
-    NonFiniteLossError: the loss became NaN/inf; names the step and the last good checkpoint.
+    ConfigError, DataError, ValueError: invalid config, data or model.
   """
-  t_start = time.perf_counter()
   config_lib.validate(config)
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  is_main = jax.process_index() == 0
   pi, pc = jax.process_index(), jax.process_count()
-
   mesh = parallel.make_mesh(config.mesh)
   d = config.data
   train_pipe = data_lib.build_pipeline(d, d.train_split, pi, pc, train=True, seed=config.seed)
@@ -144,6 +174,55 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
   module = paradigms.get(config.paradigm)
   module.check_data(config, model)  # the paradigm's own data requirements, before any compute
   paradigm = module.make(model, config, total_steps=steps)
+
+  batch_sharding = parallel.batch_sharding(mesh)
+  replicated = parallel.replicated(mesh)
+  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+  example = parallel.global_batch(train_pipe.dataset[0], batch_sharding)
+  if pc == 1:
+    example = jax.device_put(example, batch_sharding)
+  abstract = jax.eval_shape(paradigm.init, init_rng, example)
+  state_sharding = parallel.state_shardings(mesh, abstract)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, state_sharding)
+
+  # Donation lets XLA update the state in place on accelerators; on CPU, where a device buffer
+  # may back the host copy a pending asynchronous checkpoint is writing, it is left off.
+  donate = (0,) if jax.default_backend() != "cpu" else ()
+  names = sorted(jax.eval_shape(paradigm.train_step, abstract, example, step_rng)[1])
+  train_step = jax.jit(_packed(paradigm.train_step, names),
+                       in_shardings=(state_sharding, batch_sharding, replicated),
+                       out_shardings=(state_sharding, replicated), donate_argnums=donate)
+  eval_step = jax.jit(paradigm.eval_step, in_shardings=(state_sharding, batch_sharding,
+                                                        replicated), out_shardings=replicated)
+  sample_grid = None
+  if paradigm.samples is not None:
+    sample_grid = jax.jit(paradigm.samples, in_shardings=(state_sharding,),
+                          out_shardings=replicated)
+  return Run(config, mesh, train_pipe, eval_pipe, model, paradigm, steps, batch_sharding,
+             replicated, state_sharding, abstract, example, init_rng, step_rng, names,
+             train_step, eval_step, sample_grid)
+
+
+def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains `config` in `workdir` (resuming if it holds checkpoints); returns final eval metrics.
+
+  Raises:
+    ConfigError, DataError, ValueError: invalid config, data or model, before any compute.
+    CheckpointError: the workdir has checkpoints and none restores.
+    NonFiniteLossError: the loss became NaN/inf; names the step and the last good checkpoint.
+  """
+  t_start = time.perf_counter()
+  workdir = os.path.abspath(workdir)
+  run = build(config)
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+  pc = jax.process_count()
+  d = config.data
+  mesh, train_pipe, eval_pipe, paradigm = run.mesh, run.train_pipe, run.eval_pipe, run.paradigm
+  steps, devices, names = run.steps, mesh.devices.size, run.names
+  batch_sharding, state_sharding = run.batch_sharding, run.state_sharding
+  step_rng, train_step, eval_step = run.step_rng, run.train_step, run.eval_step
   _check_resumable(workdir, config)
 
   lineage = {"dataset": data_lib.describe(train_pipe), "code_version": records.code_version(),
@@ -155,29 +234,12 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
                               json.loads(config.to_json_best_effort()))
     records.write_json_atomic(os.path.join(workdir, "lineage.json"), lineage)
 
-  batch_sharding = parallel.batch_sharding(mesh)
-  replicated = parallel.replicated(mesh)
-  base_rng = jax.random.key(config.seed)
-  init_rng, step_rng = jax.random.split(base_rng)
-  example = parallel.global_batch(train_pipe.dataset[0], batch_sharding)
-  if jax.process_count() == 1:
-    example = jax.device_put(example, batch_sharding)
-  abstract = jax.eval_shape(paradigm.init, init_rng, example)
-  state_sharding = parallel.state_shardings(mesh, abstract)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, state_sharding)
-
   iterator = train_pipe.iterator(prefetch=d.prefetch)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                      config.train.keep_checkpoints)
-  restored = ckpt.restore_latest(abstract, iterator)
+  restored = ckpt.restore_latest(run.abstract, iterator)
   if restored is None:
-    # init runs once, so it is compiled without backend optimisation: 0.6 s instead of 2.3 s for
-    # the MNIST-1D CNN on 2 CPU cores (threefry kernels are slow to optimise). Its values are
-    # deterministic; they differ from an optimised build's only in float rounding.
-    init = jax.jit(paradigm.init, out_shardings=state_sharding).lower(init_rng, example).compile(
-        compiler_options={"xla_backend_optimization_level": 0})
-    state = init(init_rng, example)
+    state = run.init_state()
     start = 0
     if config.get("init_from") and config.init_from.workdir:
       from train import transfer
@@ -192,21 +254,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
     state, meta = restored
     start = int(meta["step"])
     records.console(f"resumed from {ckpt.directory}/{start}")
-
-  # Donation lets XLA update the state in place on accelerators; on CPU, where a device buffer
-  # may back the host copy a pending asynchronous checkpoint is writing, it is left off.
-  donate = (0,) if jax.default_backend() != "cpu" else ()
-  names = sorted(jax.eval_shape(paradigm.train_step, abstract, example, step_rng)[1])
-  train_step = jax.jit(_packed(paradigm.train_step, names),
-                       in_shardings=(state_sharding, batch_sharding, replicated),
-                       out_shardings=(state_sharding, replicated), donate_argnums=donate)
-  eval_step = jax.jit(paradigm.eval_step, in_shardings=(state_sharding, batch_sharding,
-                                                        replicated), out_shardings=replicated)
-
-  sample_grid = None
-  if paradigm.samples is not None:
-    sample_grid = jax.jit(paradigm.samples, in_shardings=(state_sharding,),
-                          out_shardings=replicated)
+  sample_grid = run.sample_grid
 
   writer = records.MetricWriter(workdir, resume_step=start, enabled=is_main)
   progress = records.Progress(steps, start)

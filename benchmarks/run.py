@@ -1,0 +1,179 @@
+"""Training-speed benchmark of one workload per paradigm, measured the same way for each.
+
+  python -m benchmarks.run [--quick] [--only mnist1d_cnn,digits_unet] [--out benchmarks/results]
+
+Each workload is an experiment file's full config, built by `train.loop.build` exactly as
+`python -m train` builds it. For each, the report gives:
+- compile: seconds to lower and compile the jitted train step;
+- steps/s: the median over timed windows (after warm-up) of steady-state training steps per
+  second, fed by the real grain pipeline, and fed from batches already on the device; their
+  ratio is the input pipeline's overhead. The two kinds of window alternate, so a drift in the
+  machine's speed touches both;
+- FLOPs per step from XLA's cost analysis of the compiled step, the achieved FLOP/s (in-memory
+  rate), and that as a fraction of this machine's dense float32 matmul rate, measured first
+  (a 1024 x 1024 x 1024 jitted matmul, median of repeats);
+- memory: XLA's buffer sizes for the step (arguments + outputs + temporaries) and the
+  process's peak resident set so far.
+Writes OUT/benchmark.json and OUT/benchmark.md, and prints the table.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import time
+from typing import Any
+
+from absl import app, flags
+
+_QUICK = flags.DEFINE_bool("quick", False, "Shorter windows and fewer repeats (under 5 minutes).")
+_ONLY = flags.DEFINE_list("only", None, "Run only these workloads.")
+_OUT = flags.DEFINE_string("out", os.path.join("benchmarks", "results"), "Output directory.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default the config's).")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# workload -> (experiment file, paradigm shown in the table)
+WORKLOADS = {
+    "mnist1d_cnn": ("mnist1d_cnn", "supervised"),
+    "charlm_transformer": ("charlm_transformer", "supervised, sequence"),
+    "digits_vae": ("digits_vae", "reconstruction"),
+    "digits_dcgan": ("digits_dcgan", "adversarial"),
+    "digits_unet": ("digits_ddpm", "denoising diffusion"),
+}
+
+
+def matmul_flops(n: int = 1024, repeats: int = 20) -> float:
+  """This machine's dense float32 matmul rate in FLOP/s: median over `repeats` of one jitted
+  (n, n) @ (n, n) product (2 n^3 FLOPs)."""
+  import jax
+  import jax.numpy as jnp
+
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  f = jax.jit(jnp.matmul)
+  f(a, b).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a, b).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * n ** 3 / statistics.median(times)
+
+
+def _cost(compiled) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get("flops", float("nan")))
+
+
+def measure(name: str, quick: bool = False, tiny: bool = False, data_dir: str | None = None,
+            windows: int | None = None, window_seconds: float | None = None) -> dict[str, Any]:
+  """The module docstring's measurements for workload `name` (its tiny mode with `tiny`)."""
+  import jax
+  import numpy as np
+
+  from train import config as config_lib
+  from train import loop, parallel
+
+  experiment, paradigm = WORKLOADS[name]
+  config = config_lib.load_file(os.path.join(ROOT, "experiments", f"{experiment}.py")
+                                + (":tiny" if tiny else ""))
+  if data_dir:
+    config.data.data_dir = data_dir
+  windows = windows or (3 if quick else 7)
+  window_seconds = window_seconds or (1.0 if quick else 4.0)
+
+  run = loop.build(config)
+  state = run.init_state()
+  rng = run.step_rng
+  t = time.perf_counter()
+  step = run.train_step.lower(state, run.example, rng).compile()
+  compile_s = time.perf_counter() - t
+  flops = _cost(step)
+  memory = step.memory_analysis()
+  xla_bytes = (None if memory is None else int(memory.argument_size_in_bytes
+                                               + memory.output_size_in_bytes
+                                               + memory.temp_size_in_bytes))
+
+  iterator = run.train_pipe.iterator()
+  put = lambda b: parallel.global_batch(b, run.batch_sharding)  # noqa: E731
+  in_memory = [put(next(iterator)) for _ in range(8)]
+  for b in in_memory[:3]:  # warm-up
+    state, metrics = step(state, b, rng)
+  jax.block_until_ready(state)
+  t = time.perf_counter()
+  state, metrics = step(state, in_memory[0], rng)
+  jax.block_until_ready(state)
+  steps = max(3, int(window_seconds / max(time.perf_counter() - t, 1e-6)))
+
+  def window(source: str) -> float:
+    nonlocal state
+    t = time.perf_counter()
+    for i in range(steps):
+      batch = in_memory[i % len(in_memory)] if source == "memory" else put(next(iterator))
+      state, _ = step(state, batch, rng)
+    jax.block_until_ready(state)
+    return steps / (time.perf_counter() - t)
+
+  rates: dict[str, list[float]] = {"memory": [], "pipeline": []}
+  for _ in range(windows):
+    for source in rates:
+      rates[source].append(window(source))
+  memory_rate = statistics.median(rates["memory"])
+  pipeline_rate = statistics.median(rates["pipeline"])
+  params = sum(int(np.size(p)) for p in jax.tree.leaves(state.params))
+  return {
+      "workload": name, "experiment": experiment, "paradigm": paradigm, "parameters": params,
+      "batch_size": int(config.data.batch_size), "compile_s": compile_s,
+      "steps_per_window": steps, "windows": windows,
+      "steps_per_s_pipeline": pipeline_rate, "steps_per_s_in_memory": memory_rate,
+      "pipeline_overhead": 1.0 - pipeline_rate / memory_rate,
+      "flops_per_step": flops, "flops_per_s": flops * memory_rate,
+      "xla_step_bytes": xla_bytes,
+      "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+      "rates": rates,
+  }
+
+
+def markdown(rows: list[dict[str, Any]], peak: float) -> str:
+  lines = [f"Dense float32 matmul rate of this machine: {peak / 1e9:.1f} GFLOP/s.", "",
+           "| workload | paradigm | parameters | batch | compile | steps/s (pipeline) | "
+           "steps/s (in memory) | pipeline overhead | GFLOP/step | GFLOP/s | of matmul rate | "
+           "XLA step buffers |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    buffers = "–" if r["xla_step_bytes"] is None else f"{r['xla_step_bytes'] / 2**20:.1f} MiB"
+    lines.append(
+        f"| {r['workload']} | {r['paradigm']} | {r['parameters']:,} | {r['batch_size']} | "
+        f"{r['compile_s']:.2f} s | {r['steps_per_s_pipeline']:,.1f} | "
+        f"{r['steps_per_s_in_memory']:,.1f} | {100 * r['pipeline_overhead']:.1f}% | "
+        f"{r['flops_per_step'] / 1e9:.3f} | {r['flops_per_s'] / 1e9:.1f} | "
+        f"{100 * r['flops_per_s'] / peak:.1f}% | {buffers} |")
+  return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+  from train import records
+
+  with records.cli(argv):
+    names = _ONLY.value or list(WORKLOADS)
+    unknown = sorted(set(names) - set(WORKLOADS))
+    if unknown:
+      raise ValueError(f"--only {unknown}: expected some of {list(WORKLOADS)}")
+    peak = matmul_flops()
+    rows = []
+    for name in names:
+      records.console(f"[benchmark] {name}")
+      rows.append(measure(name, quick=_QUICK.value, data_dir=_DATA_DIR.value))
+      records.console(markdown(rows[-1:], peak).splitlines()[-1])
+    text = markdown(rows, peak)
+    os.makedirs(_OUT.value, exist_ok=True)
+    records.write_json_atomic(os.path.join(_OUT.value, "benchmark.json"), {
+        "matmul_flops_per_s": peak, "quick": _QUICK.value, "workloads": rows})
+    records.write_text_atomic(os.path.join(_OUT.value, "benchmark.md"), text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -121,19 +121,25 @@ def verdict(p_values: dict[str, float], alpha: float = 0.05) -> dict[str, Any]:
 
 def monitor(reference_raw: np.ndarray, current_raw: np.ndarray, classifier: Any,
             alpha: float = 0.05, permutations: int = 500, max_examples: int = 1000,
-            seed: int = 0) -> dict[str, Any]:
+            seed: int = 0, outputs: tuple[Any, Any] | None = None) -> dict[str, Any]:
   """The three views' tests and the verdict, for raw-unit examples and a classifier with
   `__call__(raw) -> (features, predicted classes)` and `num_classes` (`eval.generative.Reference`).
-  Sets larger than `max_examples` are subsampled (at random, `seed`) for every test."""
+  Sets larger than `max_examples` are subsampled (at random, `seed`) for every test. `outputs`,
+  if given, are the classifier's (features, classes) of the whole reference and current sets,
+  already computed, so it is not run again."""
   rng = np.random.default_rng(seed)
 
-  def cap(a):
-    return a[np.sort(rng.choice(len(a), max_examples, replace=False))] if len(a) > max_examples \
-        else a
+  def cap(n):
+    return np.sort(rng.choice(n, max_examples, replace=False)) if n > max_examples \
+        else np.arange(n)
 
-  ref, cur = cap(np.asarray(reference_raw)), cap(np.asarray(current_raw))
-  ref_f, ref_c = classifier(ref)
-  cur_f, cur_c = classifier(cur)
+  ref_raw, cur_raw = np.asarray(reference_raw), np.asarray(current_raw)
+  ref_i, cur_i = cap(len(ref_raw)), cap(len(cur_raw))
+  ref, cur = ref_raw[ref_i], cur_raw[cur_i]
+  if outputs is None:
+    (ref_f, ref_c), (cur_f, cur_c) = classifier(ref), classifier(cur)
+  else:
+    (ref_f, ref_c), (cur_f, cur_c) = ((f[i], c[i]) for (f, c), i in zip(outputs, (ref_i, cur_i)))
   out: dict[str, Any] = {"examples": {"reference": len(ref), "current": len(cur)}}
   out["inputs"] = {"mmd": mmd_test(ref, cur, permutations, seed), "ks": ks_tests(ref, cur)}
   out["features"] = {"mmd": mmd_test(ref_f, cur_f, permutations, seed + 1),
@@ -238,12 +244,14 @@ def run(workdir: str, reference: str, current: str, alpha: float = 0.05,
   if ref.inputs.shape[1:] != cur.inputs.shape[1:]:
     raise ValueError(f"--current={current} has examples of shape {cur.inputs.shape[1:]}; the "
                      f"reference's are {ref.inputs.shape[1:]}")
-  result = monitor(ref.inputs, cur.inputs, classifier, alpha, permutations, seed=seed)
+  outputs = (classifier(ref.inputs), classifier(cur.inputs))  # once each, for every use below
+  result = monitor(ref.inputs, cur.inputs, classifier, alpha, permutations, seed=seed,
+                   outputs=outputs)
   result.update(workdir=workdir, reference=f"{config.data.source}:{reference}",
                 current=f"{source}:{split or 'test'}")
   result["accuracy"] = {
-      name: float(np.mean(classifier(d.inputs)[1] == d.labels)) for name, d in
-      (("reference", ref), ("current", cur))} if cur.labels.size else None
+      name: float(np.mean(out[1] == d.labels)) for name, d, out in
+      (("reference", ref, outputs[0]), ("current", cur, outputs[1]))} if cur.labels.size else None
   out = out or os.path.join(workdir, "drift")
   os.makedirs(out, exist_ok=True)
   plot(result, os.path.join(out, "drift.png"),

@@ -136,9 +136,10 @@ class Reference:
     model, tree, config_dict, self.step = checkpoint.load_workdir(workdir)
     config = mlc.ConfigDict(config_dict)
     self.num_classes = int(getattr(model, "num_classes", 0) or 0)
-    if config.paradigm != "supervised" or not self.num_classes or config.data.seq_len:
-      raise ValueError(f"reference {workdir} holds a paradigm={config.paradigm!r} "
-                       f"{config.model.name} run; expected a supervised classifier")
+    from eval.report import check_classifier
+
+    check_classifier(config, workdir, "a generative reference must be a classifier",
+                     flag="reference")
     self.workdir, self.config, self.batch_size = workdir, config, batch_size
     _, _, self.stats = split_arrays(config, config.data.train_split)
     variables = {"params": tree["params"], **(tree.get("model_state") or {})}

@@ -138,15 +138,21 @@ def plot_confusion(confusion: np.ndarray, path: str, title: str = "") -> str:
   return path
 
 
-def check_classifier(config: Any, workdir: str) -> None:
+def check_classifier(config: Any, workdir: str, use: str = "the report covers classifiers",
+                     flag: str = "--workdir") -> None:
+  """Raises ValueError unless `workdir`'s config is a classifier: paradigm "supervised" with the
+  cross-entropy loss, not a next-token model. `use` says what needs one (the report, a
+  generative reference, ...) and `flag` which command-line argument named the workdir."""
   if config.paradigm != "supervised" or config.supervised.loss != "cross_entropy":
-    raise ValueError(f"--workdir={workdir} holds a paradigm={config.paradigm!r} run"
-                     f"{' with supervised.loss=' + repr(config.supervised.loss) if config.paradigm == 'supervised' else ''}"
-                     "; the report covers classifiers (paradigm='supervised', "
+    loss = (f" with supervised.loss={config.supervised.loss!r}"
+            if config.paradigm == "supervised" else "")
+    raise ValueError(f"{flag}={workdir} holds a paradigm={config.paradigm!r} "
+                     f"{config.model.name} run{loss}; {use} (paradigm='supervised', "
                      "supervised.loss='cross_entropy')")
   if config.data.seq_len:
-    raise ValueError(f"--workdir={workdir} is a next-token model (data.seq_len="
-                     f"{config.data.seq_len}); see python -m eval.lm for language models")
+    raise ValueError(f"{flag}={workdir} is a next-token model (data.seq_len="
+                     f"{config.data.seq_len}); {use}; see python -m eval.lm for language "
+                     "models")
 
 
 def report(workdir: str, split: str | None = None, out: str | None = None, seed: int = 0,

@@ -135,7 +135,7 @@ def test_report_errors_name_what_is_missing(trained, tmp_path):
     gen.report(workdir, samples=-3, out=str(tmp_path))
   with pytest.raises(ValueError, match=r"--seeds=0; expected at least 1"):
     gen.report(workdir, seeds=0, out=str(tmp_path))
-  with pytest.raises(ValueError, match="expected a supervised classifier"):
+  with pytest.raises(ValueError, match="adversarial'.*; a generative reference must be a classifier"):
     gen.report(workdir, reference=workdir, out=str(tmp_path))
   with pytest.raises(ValueError, match="does not generate samples"):
     gen.report(trained("digits_cnn"), reference=workdir, out=str(tmp_path))

@@ -104,7 +104,7 @@ def test_report_of_a_transformer_draws_its_attention(trained, tmp_path):
 
 
 def test_report_errors(trained, tmp_path):
-  with pytest.raises(ValueError, match="paradigm='diffusion' run; the report covers classifiers"):
+  with pytest.raises(ValueError, match="paradigm='diffusion' unet.UNet run; the report covers classifiers"):
     rp.report(trained("digits_ddpm"), out=str(tmp_path))
   with pytest.raises(ValueError, match="has no field 'report.bogus'"):
     rp.report(trained("mnist1d_cnn"), out=str(tmp_path), overrides={"report.bogus": "1"})

@@ -27,11 +27,6 @@ from typing import Any
 
 from absl import app, flags
 
-_QUICK = flags.DEFINE_bool("quick", False, "Shorter windows and fewer repeats (under 5 minutes).")
-_ONLY = flags.DEFINE_list("only", None, "Run only these workloads.")
-_OUT = flags.DEFINE_string("out", os.path.join("benchmarks", "results"), "Output directory.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default the config's).")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # workload -> (experiment file, paradigm shown in the table)
 WORKLOADS = {
@@ -153,11 +148,22 @@ def markdown(rows: list[dict[str, Any]], peak: float) -> str:
   return "\n".join(lines)
 
 
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program, so modules import together)."""
+  flags.DEFINE_bool("quick", False, "Shorter windows and fewer repeats (under 5 minutes).")
+  flags.DEFINE_list("only", None, "Run only these workloads.")
+  flags.DEFINE_string("out", os.path.join("benchmarks", "results"), "Output directory.")
+  flags.DEFINE_string("data_dir", None, "TFDS data directory (default the config's).")
+
+
 def main(argv: list[str]) -> None:
   from train import records
 
   with records.cli(argv):
-    names = _ONLY.value or list(WORKLOADS)
+    names = FLAGS.only or list(WORKLOADS)
     unknown = sorted(set(names) - set(WORKLOADS))
     if unknown:
       raise ValueError(f"--only {unknown}: expected some of {list(WORKLOADS)}")
@@ -165,15 +171,16 @@ def main(argv: list[str]) -> None:
     rows = []
     for name in names:
       records.console(f"[benchmark] {name}")
-      rows.append(measure(name, quick=_QUICK.value, data_dir=_DATA_DIR.value))
+      rows.append(measure(name, quick=FLAGS.quick, data_dir=FLAGS.data_dir))
       records.console(markdown(rows[-1:], peak).splitlines()[-1])
     text = markdown(rows, peak)
-    os.makedirs(_OUT.value, exist_ok=True)
-    records.write_json_atomic(os.path.join(_OUT.value, "benchmark.json"), {
-        "matmul_flops_per_s": peak, "quick": _QUICK.value, "workloads": rows})
-    records.write_text_atomic(os.path.join(_OUT.value, "benchmark.md"), text + "\n")
+    os.makedirs(FLAGS.out, exist_ok=True)
+    records.write_json_atomic(os.path.join(FLAGS.out, "benchmark.json"), {
+        "matmul_flops_per_s": peak, "quick": FLAGS.quick, "workloads": rows})
+    records.write_text_atomic(os.path.join(FLAGS.out, "benchmark.md"), text + "\n")
     print(text)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

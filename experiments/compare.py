@@ -18,8 +18,6 @@ from typing import Any
 
 from absl import app, flags
 
-_JSON = flags.DEFINE_bool("json", False, "Print JSON instead of Markdown.")
-
 _ABSENT = "(absent)"
 
 
@@ -134,8 +132,10 @@ def main(argv: list[str]) -> None:
   records.start_cli(argv[:1])
   with records.cli_errors():
     result = compare(argv[1], argv[2])
-    print(json.dumps(result, indent=2, default=str) if _JSON.value else markdown(result))
+    print(json.dumps(result, indent=2, default=str) if flags.FLAGS.json else markdown(result))
 
 
 if __name__ == "__main__":
+  # defined only when run as a program, so modules import together
+  flags.DEFINE_bool("json", False, "Print JSON instead of Markdown.")
   app.run(main)

@@ -18,16 +18,6 @@ import os
 
 from absl import app, flags
 
-_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per row: config.seed + 0 .. seeds - 1.")
-_WORKDIR = flags.DEFINE_string("workdir", os.path.join("runs", "reproduce"),
-                               "Runs go to WORKDIR/<table>/<experiment>/seed_<s>.")
-_TINY = flags.DEFINE_bool("tiny", False, "Each experiment's tiny mode (a smoke run).")
-_ONLY = flags.DEFINE_list("only", None, "Run only these experiments of the table.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default the config's).")
-_CACHE = flags.DEFINE_string(
-    "compilation_cache", os.path.join("~", ".cache", "strata", "xla"),
-    "Persistent XLA compilation cache directory; '' disables it.")
-
 EXPERIMENTS = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -123,6 +113,21 @@ def markdown(table: Table, results: list[dict], tiny: bool) -> str:
   return "\n".join(lines)
 
 
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program, so modules import together)."""
+  flags.DEFINE_integer("seeds", 3, "Seeds per row: config.seed + 0 .. seeds - 1.")
+  flags.DEFINE_string("workdir", os.path.join("runs", "reproduce"),
+                      "Runs go to WORKDIR/<table>/<experiment>/seed_<s>.")
+  flags.DEFINE_bool("tiny", False, "Each experiment's tiny mode (a smoke run).")
+  flags.DEFINE_list("only", None, "Run only these experiments of the table.")
+  flags.DEFINE_string("data_dir", None, "TFDS data directory (default the config's).")
+  flags.DEFINE_string("compilation_cache", os.path.join("~", ".cache", "strata", "xla"),
+                      "Persistent XLA compilation cache directory; '' disables it.")
+
+
 def main(argv: list[str]) -> None:
   from train import records
 
@@ -130,11 +135,12 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"expected one table name, one of {sorted(TABLES)}; got {argv[1:]}")
   records.start_cli(argv[:1])
   with records.cli_errors():
-    records.use_compilation_cache(_CACHE.value)
-    _, text = reproduce(argv[1], _SEEDS.value, _WORKDIR.value, _TINY.value, _ONLY.value,
-                        _DATA_DIR.value, log=records.console)
+    records.use_compilation_cache(FLAGS.compilation_cache)
+    _, text = reproduce(argv[1], FLAGS.seeds, FLAGS.workdir, FLAGS.tiny, FLAGS.only,
+                        FLAGS.data_dir, log=records.console)
     print(text)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -21,23 +21,27 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment file, optionally with an argument: experiments/X.py:tiny.",
-    lock_config=True)
-_SWEEP = flags.DEFINE_string(
-    "sweep", "", "FIELD=[V1,V2,...];FIELD=... (grid), or with --samples also "
-    "FIELD=uniform(a,b)|loguniform(a,b)|randint(a,b). Empty: seeds only.")
-_SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds per point: config.seed + 0 .. seeds - 1.")
-_SAMPLES = flags.DEFINE_integer("samples", 0, "Random search: this many points; 0 = the grid.")
-_SAMPLE_SEED = flags.DEFINE_integer("sample_seed", 0, "Random search: the sampler's seed.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory (default runs/sweep_<name>).")
-_METRIC = flags.DEFINE_string("metric", None, "Final-evaluation metric plotted and ranked "
-                              "(default accuracy, else bits_per_token, neg_elbo or loss).")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs and their status; run nothing.")
-_CACHE = flags.DEFINE_string(
-    "compilation_cache", os.path.join("~", ".cache", "strata", "xla"),
-    "Persistent XLA compilation cache directory; '' disables it.")
-flags.mark_flags_as_required(["config"])
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program, so modules import together)."""
+  config_flags.DEFINE_config_file(
+      "config", None, "Experiment file, optionally with an argument: experiments/X.py:tiny.",
+      lock_config=True)
+  flags.DEFINE_string(
+      "sweep", "", "FIELD=[V1,V2,...];FIELD=... (grid), or with --samples also "
+      "FIELD=uniform(a,b)|loguniform(a,b)|randint(a,b). Empty: seeds only.")
+  flags.DEFINE_integer("seeds", 1, "Seeds per point: config.seed + 0 .. seeds - 1.")
+  flags.DEFINE_integer("samples", 0, "Random search: this many points; 0 = the grid.")
+  flags.DEFINE_integer("sample_seed", 0, "Random search: the sampler's seed.")
+  flags.DEFINE_string("workdir", None, "Sweep directory (default runs/sweep_<name>).")
+  flags.DEFINE_string("metric", None, "Final-evaluation metric plotted and ranked "
+                      "(default accuracy, else bits_per_token, neg_elbo or loss).")
+  flags.DEFINE_bool("dry_run", False, "List the runs and their status; run nothing.")
+  flags.DEFINE_string("compilation_cache", os.path.join("~", ".cache", "strata", "xla"),
+                      "Persistent XLA compilation cache directory; '' disables it.")
+  flags.mark_flags_as_required(["config"])
 
 
 def main(argv: list[str]) -> None:
@@ -47,23 +51,23 @@ def main(argv: list[str]) -> None:
   with records.cli(argv):
     config_arg = flags.FLAGS["config"].serialize().split("=", 1)[1]
     name = os.path.splitext(os.path.basename(config_arg.partition(":")[0]))[0]
-    workdir = os.path.abspath(_WORKDIR.value or os.path.join("runs", f"sweep_{name}"))
-    axes = sweep_lib.parse_spec(_SWEEP.value)
-    runs = sweep_lib.plan(_CONFIG.value, axes, workdir, _SEEDS.value, _SAMPLES.value,
-                          _SAMPLE_SEED.value)
-    for run in runs if _DRY_RUN.value else []:
+    workdir = os.path.abspath(FLAGS.workdir or os.path.join("runs", f"sweep_{name}"))
+    axes = sweep_lib.parse_spec(FLAGS.sweep)
+    runs = sweep_lib.plan(FLAGS.config, axes, workdir, FLAGS.seeds, FLAGS.samples,
+                          FLAGS.sample_seed)
+    for run in runs if FLAGS.dry_run else []:
       print(f"{run.status:9s} {run.workdir}")
-    if _DRY_RUN.value:
+    if FLAGS.dry_run:
       return
-    records.use_compilation_cache(_CACHE.value)
+    records.use_compilation_cache(FLAGS.compilation_cache)
     os.makedirs(workdir, exist_ok=True)
-    command = {"config": config_arg, "sweep": _SWEEP.value, "seeds": _SEEDS.value,
-               "samples": _SAMPLES.value, "sample_seed": _SAMPLE_SEED.value,
-               "points": [r.point for r in runs[::_SEEDS.value]]}
+    command = {"config": config_arg, "sweep": FLAGS.sweep, "seeds": FLAGS.seeds,
+               "samples": FLAGS.samples, "sample_seed": FLAGS.sample_seed,
+               "points": [r.point for r in runs[::FLAGS.seeds]]}
     records.write_json_atomic(os.path.join(workdir, "sweep.json"), command)
     counts = sweep_lib.execute(runs, log=records.console)
     rows = sweep_lib.aggregate(runs)
-    metric = _METRIC.value or sweep_lib.default_metric(rows)
+    metric = FLAGS.metric or sweep_lib.default_metric(rows)
     text = sweep_lib.write_tables(rows, [a.field for a in axes], workdir, metric,
                                   extra={"command": command})
     records.console(f"[sweep] ran {counts['ran']}, skipped {counts['skipped']} finished, "
@@ -72,4 +76,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

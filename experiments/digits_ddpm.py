@@ -1,6 +1,12 @@
 """An unconditional denoising diffusion model on scikit-learn's digits (8x8); samples by DDIM with
 50 steps (add `--config.diffusion.sampler=ddpm` for ancestral sampling through all 1,000).
 
+The shared recipe (`_diffusion.py`) with v prediction, the min-SNR loss weighting (gamma 5) and
+20,000 steps instead of eps, the simple loss and 5,000: on digits, that took DDIM-50 from 44%
+above DDPM-1000's Frechet distance to the figures in the README ("Diffusion models"). DDIM's eta
+is 0.5, chosen on seeds 10-12 as for the others (Frechet distance 2.62 at 0.5; 3.09 at 0, 2.96
+at 0.25, 3.42 at 0.75, 4.61 at 1).
+
   python -m train --config experiments/digits_cnn.py --workdir runs/digits_cnn
   python -m train --config experiments/digits_ddpm.py --workdir runs/digits_ddpm
   python -m eval.generative --workdir runs/digits_ddpm
@@ -14,4 +20,8 @@ import _diffusion  # noqa: E402
 
 
 def get_config(arg: str | None = None):
-  return _diffusion.finish(_diffusion.digits(), "digits_ddpm", arg)
+  c = _diffusion.digits(steps=20000)
+  c.diffusion.prediction = "v"
+  c.diffusion.weighting = "min_snr"
+  c.diffusion.eta = 0.5
+  return _diffusion.finish(c, "digits_ddpm", arg)

@@ -28,15 +28,6 @@ def _read(path: str) -> Any:
     return json.load(f)
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  if not isinstance(tree, dict):
-    return {prefix[:-1]: tree}
-  out: dict[str, Any] = {}
-  for k, v in tree.items():
-    out.update(_flatten(v, f"{prefix}{k}."))
-  return out
-
-
 def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
   return [(k, a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(set(a) | set(b))
           if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
@@ -72,18 +63,20 @@ def load_run(workdir: str) -> dict[str, Any]:
 def compare(dir_a: str, dir_b: str) -> dict[str, Any]:
   """The differences between two runs: {"config", "data", "code", "environment": [(field, a,
   b)], "metrics": [(name, a, b)], "runs": (a, b)}."""
+  from train.records import flatten
+
   a, b = load_run(dir_a), load_run(dir_b)
   la, lb = a["lineage"], b["lineage"]
-  data_a = _flatten(la.get("dataset", {}))
-  data_b = _flatten(lb.get("dataset", {}))
-  code_a = {"code_version": la.get("code_version", _ABSENT), **_flatten(la.get("code", {}),
+  data_a = flatten(la.get("dataset", {}))
+  data_b = flatten(lb.get("dataset", {}))
+  code_a = {"code_version": la.get("code_version", _ABSENT), **flatten(la.get("code", {}),
                                                                          "code.")}
-  code_b = {"code_version": lb.get("code_version", _ABSENT), **_flatten(lb.get("code", {}),
+  code_b = {"code_version": lb.get("code_version", _ABSENT), **flatten(lb.get("code", {}),
                                                                          "code.")}
   env_keys = ("devices", "platform", "processes")
-  env_a = {**{k: la.get(k, _ABSENT) for k in env_keys}, **_flatten(la.get("libraries", {}),
+  env_a = {**{k: la.get(k, _ABSENT) for k in env_keys}, **flatten(la.get("libraries", {}),
                                                                    "libraries.")}
-  env_b = {**{k: lb.get(k, _ABSENT) for k in env_keys}, **_flatten(lb.get("libraries", {}),
+  env_b = {**{k: lb.get(k, _ABSENT) for k in env_keys}, **flatten(lb.get("libraries", {}),
                                                                    "libraries.")}
   names = sorted(set(a["metrics"]) | set(b["metrics"]))
   metrics = [(n, a["metrics"].get(n), b["metrics"].get(n)) for n in names]
@@ -91,7 +84,7 @@ def compare(dir_a: str, dir_b: str) -> dict[str, Any]:
                                                    b["wall_time_s"])]
   return {"runs": (os.path.abspath(dir_a), os.path.abspath(dir_b)),
           "finished": (a["finished"], b["finished"]),
-          "config": _diff(_flatten(a["config"]), _flatten(b["config"])),
+          "config": _diff(flatten(a["config"]), flatten(b["config"])),
           "data": _diff(data_a, data_b), "code": _diff(code_a, code_b),
           "environment": _diff(env_a, env_b), "metrics": metrics,
           "code_a": code_a["code_version"]}

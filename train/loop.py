@@ -44,28 +44,24 @@ class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN or infinite loss."""
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in d.items():
-    key = f"{prefix}{k}"
-    if isinstance(v, dict):
-      out.update(_flatten(v, key + "."))
-    else:
-      out[key] = v
-  return out
+def config_changes(workdir: str, config: mlc.ConfigDict) -> dict[str, tuple[Any, Any]]:
+  """{field: (value in WORKDIR/config.json, value in `config`)} for every field that differs,
+  sorted by field; {} when they agree or the workdir holds no config.json."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    old = records.flatten(json.load(f))
+  new = records.flatten(json.loads(config.to_json_best_effort()))
+  return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+          if old.get(k) != new.get(k)}
 
 
 def _check_resumable(workdir: str, config: mlc.ConfigDict) -> None:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    old = _flatten(json.load(f))
-  new = _flatten(json.loads(config.to_json_best_effort()))
-  changed = sorted(k for k in set(old) | set(new)
-                   if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+  changes = config_changes(workdir, config)
+  changed = [k for k in changes if k not in RESUMABLE_CHANGES]
   if changed:
-    details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+    details = ", ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in changed[:8])
     raise config_lib.ConfigError(
         f"workdir {workdir} holds a run with a different config ({details}); use a new "
         "--workdir, or the same config to resume")

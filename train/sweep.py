@@ -232,26 +232,12 @@ def plan(base: mlc.ConfigDict, axes: Sequence[Axis], workdir: str, seeds: int = 
 
 
 def _check_unchanged(run: Run) -> None:
-  stored = os.path.join(run.workdir, "config.json")
-  if not os.path.exists(stored):
-    return
-  with open(stored) as f:
-    old = json.load(f)
-  new = json.loads(run.config.to_json_best_effort())
-  if old != new:
-    differ = sorted(k for k in set(_flatten(old)) | set(_flatten(new))
-                    if _flatten(old).get(k) != _flatten(new).get(k))
+  from train import loop
+
+  differ = list(loop.config_changes(run.workdir, run.config))
+  if differ:
     raise ConfigError(f"{run.workdir} holds a run of another config (fields {differ[:6]} "
                       "differ); use another --workdir or delete that run")
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  if not isinstance(tree, dict):
-    return {prefix[:-1]: tree}
-  out = {}
-  for k, v in tree.items():
-    out.update(_flatten(v, f"{prefix}{k}."))
-  return out
 
 
 def execute(runs: Sequence[Run], log=print) -> dict[str, int]:

@@ -31,6 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from arch import conv as conv_lib
 from arch.common import channels_last, check_choice
 from arch.initializers import layer_inits
 from arch.mlp import activation as get_activation
@@ -77,7 +78,7 @@ class _Encoder(_Half):
       x = x.reshape((x.shape[0],) + channels_last(self.input_shape, self.ndim))
       k = (self.kernel_size,) * self.ndim
       for i, f in enumerate(self.features):
-        x = act(nn.Conv(f, k, strides=(2,) * self.ndim, padding="SAME", name=f"conv{i}",
+        x = act(conv_lib.Conv(f, k, strides=(2,) * self.ndim, padding="SAME", name=f"conv{i}",
                         **self._inits(self.kernel_size ** self.ndim * x.shape[-1]))(x))
       x = x.reshape((x.shape[0], -1))
     return nn.Dense(self.out_dim, name="code", **self._inits(x.shape[-1]))(x)
@@ -104,7 +105,7 @@ class _Decoder(_Half):
     k = (self.kernel_size,) * self.ndim
     widths = list(reversed(self.features))[1:] + [shape[-1]]
     for i, f in enumerate(widths):
-      x = nn.ConvTranspose(f, k, strides=(2,) * self.ndim, padding="SAME", name=f"deconv{i}",
+      x = conv_lib.ConvTranspose(f, k, strides=(2,) * self.ndim, padding="SAME", name=f"deconv{i}",
                            **self._inits(self.kernel_size ** self.ndim * x.shape[-1]))(x)
       if i < len(widths) - 1:
         x = act(x)

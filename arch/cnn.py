@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from arch import conv as conv_lib
 from arch.common import maybe_remat
 from arch.initializers import layer_inits
 from arch.mlp import activation as get_activation
@@ -88,7 +89,7 @@ class CNN(nn.Module):
     paddings = _per_layer(self.padding, n, "padding")
     x = _with_channels(x, self.ndim).astype(self.dtype)
     for i, (f, k, s, p) in enumerate(zip(self.features, kernels, strides, paddings)):
-      x = nn.Conv(f, (k,) * self.ndim, strides=(s,) * self.ndim, padding=p, name=f"conv{i}",
+      x = conv_lib.Conv(f, (k,) * self.ndim, strides=(s,) * self.ndim, padding=p, name=f"conv{i}",
                   **self._inits(x, k ** self.ndim))(x)
       x = act(x)
       window = (self.pool_size,) * self.ndim
@@ -128,7 +129,7 @@ class ResidualBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+    conv = functools.partial(conv_lib.Conv, use_bias=False, dtype=self.dtype,
                              param_dtype=self.param_dtype)
     k = (self.kernel_size,) * self.ndim
     s = (self.strides,) * self.ndim
@@ -184,11 +185,11 @@ class ResNet(nn.Module):
                              param_dtype=self.param_dtype)
     x = _with_channels(x, self.ndim).astype(self.dtype)
     if self.stem == "cifar":
-      x = nn.Conv(self.widths[0], (3,) * self.ndim, padding="SAME", use_bias=False,
+      x = conv_lib.Conv(self.widths[0], (3,) * self.ndim, padding="SAME", use_bias=False,
                   dtype=self.dtype, param_dtype=self.param_dtype, name="stem")(x)
       x = nn.relu(norm(name="stem_bn")(x))
     elif self.stem == "imagenet":
-      x = nn.Conv(self.widths[0], (7,) * self.ndim, strides=(2,) * self.ndim,
+      x = conv_lib.Conv(self.widths[0], (7,) * self.ndim, strides=(2,) * self.ndim,
                   padding=[(3, 3)] * self.ndim, use_bias=False, dtype=self.dtype,
                   param_dtype=self.param_dtype, name="stem")(x)
       x = nn.relu(norm(name="stem_bn")(x))

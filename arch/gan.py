@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from arch import conv as conv_lib
 from arch.common import channels_last, check_choice
 from arch.initializers import layer_inits
 
@@ -103,7 +104,7 @@ class Generator(_Net):
     x = nn.relu(self._norm(x.reshape((x.shape[0],) + bottom), train, "norm0"))
     widths = list(self.features[1:]) + [shape[-1]]
     for i, width in enumerate(widths):
-      x = self._conv(nn.ConvTranspose, width, f"deconv{i}", x, train)
+      x = self._conv(conv_lib.ConvTranspose, width, f"deconv{i}", x, train)
       if i < len(widths) - 1:
         x = nn.relu(self._norm(x, train, f"norm{i + 1}"))
     x = {"linear": lambda v: v, "sigmoid": nn.sigmoid, "tanh": jnp.tanh}[self.output](
@@ -131,7 +132,7 @@ class Discriminator(_Net):
     self._check_labels(labels, x.shape[0])
     x = x.reshape((x.shape[0],) + channels_last(self.data_shape, self.ndim)).astype(self.dtype)
     for i, width in enumerate(self.features):
-      x = nn.leaky_relu(self._conv(nn.Conv, width, f"conv{i}", x, train), 0.2)
+      x = nn.leaky_relu(self._conv(conv_lib.Conv, width, f"conv{i}", x, train), 0.2)
     phi = x.reshape((x.shape[0], -1))
     self.sow("intermediates", "features", phi)
     out = self._dense(1, "out", phi, train)[:, 0]

@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from arch import conv as conv_lib
 from arch.attention import MultiHeadAttention, sinusoidal
 from arch.common import channels_last, maybe_remat
 
@@ -44,7 +45,7 @@ class ResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, emb: jnp.ndarray, train: bool) -> jnp.ndarray:
-    conv = lambda f, k, name, **kw: nn.Conv(f, (k,) * self.ndim, padding="SAME", name=name,  # noqa: E731
+    conv = lambda f, k, name, **kw: conv_lib.Conv(f, (k,) * self.ndim, padding="SAME", name=name,  # noqa: E731
                                             dtype=self.dtype, param_dtype=self.param_dtype, **kw)
     norm = lambda name: nn.GroupNorm(self.groups, dtype=self.dtype,  # noqa: E731
                                      param_dtype=self.param_dtype, name=name)
@@ -157,7 +158,7 @@ class UNet(nn.Module):
         return h
       return AttentionBlock(self.num_heads, self.groups, name=name, **kw)(h)
 
-    conv = lambda f, name, **c: nn.Conv(f, (3,) * self.ndim, padding="SAME", name=name,  # noqa: E731
+    conv = lambda f, name, **c: conv_lib.Conv(f, (3,) * self.ndim, padding="SAME", name=name,  # noqa: E731
                                         **kw, **c)
     h = conv(self.channels, "stem")(h)
     skips = [h]

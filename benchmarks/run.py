@@ -1,6 +1,7 @@
 """Training-speed benchmark of one workload per paradigm, measured the same way for each.
 
   python -m benchmarks.run [--quick] [--only mnist1d_cnn,digits_unet] [--out benchmarks/results]
+                           [--notorch]
 
 Each workload is an experiment file's full config, built by `train.loop.build` exactly as
 `python -m train` builds it. For each, the report gives:
@@ -13,7 +14,12 @@ Each workload is an experiment file's full config, built by `train.loop.build` e
   rate), and that as a fraction of this machine's dense float32 matmul rate, measured first
   (a 1024 x 1024 x 1024 jitted matmul, median of repeats);
 - memory: XLA's buffer sizes for the step (arguments + outputs + temporaries) and the
-  process's peak resident set so far.
+  process's peak resident set so far;
+- PyTorch (`benchmarks/torch_workloads.py`, needs the `bench` extra): the same model, batch,
+  loss and optimizer written in eager PyTorch, built in this process, checked to have strata's
+  parameter count, and timed on the same in-memory batches in windows interleaved with strata's
+  (each round: strata in memory, strata pipeline, PyTorch), so the ratio strata / PyTorch is
+  measured side by side.
 Writes OUT/benchmark.json and OUT/benchmark.md, and prints the table.
 """
 
@@ -64,8 +70,15 @@ def _cost(compiled) -> float:
 
 
 def measure(name: str, quick: bool = False, tiny: bool = False, data_dir: str | None = None,
-            windows: int | None = None, window_seconds: float | None = None) -> dict[str, Any]:
-  """The module docstring's measurements for workload `name` (its tiny mode with `tiny`)."""
+            windows: int | None = None, window_seconds: float | None = None,
+            torch: bool = True) -> dict[str, Any]:
+  """The module docstring's measurements for workload `name` (its tiny mode with `tiny`);
+  `torch=False` leaves out the PyTorch side.
+
+  Raises:
+    ImportError: `torch` without PyTorch installed.
+    ValueError: the PyTorch twin's parameter count differs from strata's.
+  """
   import jax
   import numpy as np
 
@@ -94,7 +107,8 @@ def measure(name: str, quick: bool = False, tiny: bool = False, data_dir: str | 
 
   iterator = run.train_pipe.iterator()
   put = lambda b: parallel.global_batch(b, run.batch_sharding)  # noqa: E731
-  in_memory = [put(next(iterator)) for _ in range(8)]
+  host_batches = [next(iterator) for _ in range(8)]
+  in_memory = [put(b) for b in host_batches]
   for b in in_memory[:3]:  # warm-up
     state, metrics = step(state, b, rng)
   jax.block_until_ready(state)
@@ -102,9 +116,20 @@ def measure(name: str, quick: bool = False, tiny: bool = False, data_dir: str | 
   state, metrics = step(state, in_memory[0], rng)
   jax.block_until_ready(state)
   steps = max(3, int(window_seconds / max(time.perf_counter() - t, 1e-6)))
+  params = sum(int(np.size(p)) for p in jax.tree.leaves(state.params))
+
+  twin = None
+  if torch:
+    twin, torch_batches, torch_first_s, torch_steps = _torch_side(
+        config, host_batches, params, window_seconds)
 
   def window(source: str) -> float:
     nonlocal state
+    if source == "torch":
+      t = time.perf_counter()
+      for i in range(torch_steps):
+        twin.step(torch_batches[i % len(torch_batches)])
+      return torch_steps / (time.perf_counter() - t)
     t = time.perf_counter()
     for i in range(steps):
       batch = in_memory[i % len(in_memory)] if source == "memory" else put(next(iterator))
@@ -113,12 +138,23 @@ def measure(name: str, quick: bool = False, tiny: bool = False, data_dir: str | 
     return steps / (time.perf_counter() - t)
 
   rates: dict[str, list[float]] = {"memory": [], "pipeline": []}
+  if twin is not None:
+    rates["torch"] = []
   for _ in range(windows):
     for source in rates:
       rates[source].append(window(source))
   memory_rate = statistics.median(rates["memory"])
   pipeline_rate = statistics.median(rates["pipeline"])
-  params = sum(int(np.size(p)) for p in jax.tree.leaves(state.params))
+  torch_fields: dict[str, Any] = {}
+  if twin is not None:
+    import torch as torch_lib
+
+    torch_rate = statistics.median(rates["torch"])
+    torch_fields = {
+        "torch_version": torch_lib.__version__, "torch_threads": torch_lib.get_num_threads(),
+        "torch_parameters": twin.parameters, "torch_first_step_s": torch_first_s,
+        "torch_steps_per_window": torch_steps, "steps_per_s_torch": torch_rate,
+        "speedup_vs_torch": memory_rate / torch_rate}
   return {
       "workload": name, "experiment": experiment, "paradigm": paradigm, "parameters": params,
       "batch_size": int(config.data.batch_size), "compile_s": compile_s,
@@ -128,23 +164,59 @@ def measure(name: str, quick: bool = False, tiny: bool = False, data_dir: str | 
       "flops_per_step": flops, "flops_per_s": flops * memory_rate,
       "xla_step_bytes": xla_bytes,
       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-      "rates": rates,
+      "rates": rates, **torch_fields,
   }
 
 
+def _torch_side(config: Any, host_batches: list[Any], params: int,
+                window_seconds: float) -> tuple[Any, list[Any], float, int]:
+  """The PyTorch twin of `config` on the same batches: (twin, its batches, seconds of its first
+  step, steps per timed window). Checks the parameter count against strata's `params`."""
+  try:
+    from benchmarks import torch_workloads
+  except ImportError as e:
+    raise ImportError(f"the PyTorch side of the benchmark needs torch ({e}): pip install -e "
+                      "'.[bench]', or run with --notorch") from e
+  import jax
+  import numpy as np
+
+  host = [jax.tree.map(np.asarray, b) for b in host_batches]
+  twin = torch_workloads.build(config, host[0], seed=int(config.seed))
+  if twin.parameters != params:
+    raise ValueError(f"model.name={config.model.name!r}: the PyTorch twin has {twin.parameters:,}"
+                     f" parameters, strata's model {params:,}; the comparison needs the same "
+                     "model")
+  batches = [twin.convert(b) for b in host]
+  t = time.perf_counter()
+  twin.step(batches[0])
+  first = time.perf_counter() - t
+  for b in batches[1:3]:  # warm-up
+    twin.step(b)
+  t = time.perf_counter()
+  twin.step(batches[0])
+  steps = max(3, int(window_seconds / max(time.perf_counter() - t, 1e-6)))
+  return twin, batches, first, steps
+
+
 def markdown(rows: list[dict[str, Any]], peak: float) -> str:
-  lines = [f"Dense float32 matmul rate of this machine: {peak / 1e9:.1f} GFLOP/s.", "",
-           "| workload | paradigm | parameters | batch | compile | steps/s (pipeline) | "
-           "steps/s (in memory) | pipeline overhead | GFLOP/step | GFLOP/s | of matmul rate | "
-           "XLA step buffers |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  """The table of `rows` (from `measure`); PyTorch columns when the rows have them."""
+  torch = all("steps_per_s_torch" in r for r in rows)
+  head = ("| workload | paradigm | parameters | batch | compile | steps/s (pipeline) | "
+          "steps/s (in memory) | pipeline overhead | ")
+  if torch:
+    head += "PyTorch steps/s | strata / PyTorch | "
+  head += "GFLOP/step | GFLOP/s | of matmul rate | XLA step buffers |"
+  lines = [f"Dense float32 matmul rate of this machine: {peak / 1e9:.1f} GFLOP/s.", "", head,
+           "|" + "---|" * (head.count(" | ") + 1)]
   for r in rows:
     buffers = "–" if r["xla_step_bytes"] is None else f"{r['xla_step_bytes'] / 2**20:.1f} MiB"
-    lines.append(
-        f"| {r['workload']} | {r['paradigm']} | {r['parameters']:,} | {r['batch_size']} | "
-        f"{r['compile_s']:.2f} s | {r['steps_per_s_pipeline']:,.1f} | "
-        f"{r['steps_per_s_in_memory']:,.1f} | {100 * r['pipeline_overhead']:.1f}% | "
-        f"{r['flops_per_step'] / 1e9:.3f} | {r['flops_per_s'] / 1e9:.1f} | "
-        f"{100 * r['flops_per_s'] / peak:.1f}% | {buffers} |")
+    line = (f"| {r['workload']} | {r['paradigm']} | {r['parameters']:,} | {r['batch_size']} | "
+            f"{r['compile_s']:.2f} s | {r['steps_per_s_pipeline']:,.1f} | "
+            f"{r['steps_per_s_in_memory']:,.1f} | {100 * r['pipeline_overhead']:.1f}% | ")
+    if torch:
+      line += f"{r['steps_per_s_torch']:,.1f} | {r['speedup_vs_torch']:.2f}x | "
+    lines.append(line + f"{r['flops_per_step'] / 1e9:.3f} | {r['flops_per_s'] / 1e9:.1f} | "
+                 f"{100 * r['flops_per_s'] / peak:.1f}% | {buffers} |")
   return "\n".join(lines)
 
 
@@ -157,6 +229,7 @@ def define_flags() -> None:
   flags.DEFINE_list("only", None, "Run only these workloads.")
   flags.DEFINE_string("out", os.path.join("benchmarks", "results"), "Output directory.")
   flags.DEFINE_string("data_dir", None, "TFDS data directory (default the config's).")
+  flags.DEFINE_bool("torch", True, "Time the PyTorch twin of each workload beside strata's.")
 
 
 def main(argv: list[str]) -> None:
@@ -171,7 +244,7 @@ def main(argv: list[str]) -> None:
     rows = []
     for name in names:
       records.console(f"[benchmark] {name}")
-      rows.append(measure(name, quick=FLAGS.quick, data_dir=FLAGS.data_dir))
+      rows.append(measure(name, quick=FLAGS.quick, data_dir=FLAGS.data_dir, torch=FLAGS.torch))
       records.console(markdown(rows[-1:], peak).splitlines()[-1])
     text = markdown(rows, peak)
     os.makedirs(FLAGS.out, exist_ok=True)

@@ -1,0 +1,227 @@
+"""Convolutions without input dilation, for XLA:CPU.
+
+XLA:CPU runs stride-1 convolutions, and the forward pass and kernel gradient of strided ones, in
+library kernels; a convolution whose input is dilated falls to a generic loop several times
+slower for the same FLOPs (`python -m benchmarks.conv_speed`: 7-15x at the DCGAN's sizes). Two
+such convolutions come up in training:
+- a transposed convolution (`ConvTranspose`, a decoder's or a generator's upsampling) is an
+  input-dilated convolution in its forward pass, and
+- the input gradient of a strided convolution is a transposed convolution of the output
+  gradient.
+`conv_general_dilated` computes the same function as `jax.lax.conv_general_dilated` without
+them: an input-dilated convolution becomes s^d stride-1 convolutions, one per output phase with
+the kernel taps that land on that phase, interleaved (depth-to-space); a strided convolution
+keeps XLA's forward pass and kernel gradient and gets its input gradient that way (a
+`jax.custom_vjp`, itself differentiable, for penalties on input gradients such as R1). Both are
+exact rearrangements of the same sums. Other cases (kernel dilation, feature groups, layouts
+other than channels-last, a preferred element type) and every backend other than CPU go to
+`jax.lax.conv_general_dilated` unchanged.
+
+`Conv` and `ConvTranspose` are flax's modules (same parameters, initialisation and outputs)
+computing through it.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Pads = Sequence[tuple[int, int]]
+
+
+def _explicit_pads(padding: Any, spatial: Sequence[int], kernel: Sequence[int],
+                   strides: Sequence[int], lhs_dilation: Sequence[int]) -> list[tuple[int, int]]:
+  if isinstance(padding, str):
+    dilated = [(n - 1) * d + 1 for n, d in zip(spatial, lhs_dilation)]
+    return list(lax.padtype_to_pads(dilated, kernel, strides, padding))
+  return [tuple(p) for p in padding]
+
+
+def _channels_last(dimension_numbers: Any, ndim: int) -> bool:
+  """Whether `dimension_numbers` is flax's layout: (N, spatial..., C), (spatial..., I, O)."""
+  if dimension_numbers is None:
+    return False
+  dn = lax.conv_dimension_numbers((1,) * ndim, (1,) * ndim, dimension_numbers)
+  spatial = tuple(range(1, ndim - 1))
+  return (dn.lhs_spec == (0, ndim - 1) + spatial and dn.out_spec == dn.lhs_spec
+          and dn.rhs_spec == (ndim - 1, ndim - 2) + tuple(range(ndim - 2)))
+
+
+def _conv1(x: jnp.ndarray, w: jnp.ndarray, pads: Pads, **kw: Any) -> jnp.ndarray:
+  """A stride-1 channels-last convolution (negative pads crop)."""
+  nd = x.ndim - 2
+  cfg = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)]
+  if any(lo or hi for lo, hi in pads):
+    x = lax.pad(x, jnp.zeros((), x.dtype), cfg)
+  return lax.conv_general_dilated(x, w, (1,) * nd, [(0, 0)] * nd, dimension_numbers=_spec(nd),
+                                  **kw)
+
+
+def dilated(x: jnp.ndarray, w: jnp.ndarray, lhs_dilation: Sequence[int], pads: Pads,
+            **kw: Any) -> jnp.ndarray:
+  """A stride-1 convolution of the input dilated by `lhs_dilation` (a transposed convolution)
+  as one stride-1 convolution of the undilated input per output phase, interleaved.
+
+  With xd the dilated, padded input (pad lo a), y[o] = sum_t w[t] xd[o + t - a] is non-zero only
+  where o + t - a = s j. For the phase o = s q + r the taps are t = t0 + s u with
+  t0 = (a - r) mod s, and they read x[q + u + c] with c = (r + t0 - a) / s. Every phase computes
+  ceil(out / s) outputs; the interleaved result is cropped to `out`.
+  """
+  nd = x.ndim - 2
+  spatial, kernel = x.shape[1:-1], w.shape[:nd]
+  out = [(n - 1) * s + lo + hi - k + 2 for n, s, (lo, hi), k in
+         zip(spatial, lhs_dilation, pads, kernel)]
+  q = [-(-o // s) for o, s in zip(out, lhs_dilation)]
+  phases = []
+  for r in np.ndindex(*lhs_dilation):
+    sub, ppads = w, []
+    for i, (ri, s, (a, _), k, n, qi) in enumerate(zip(r, lhs_dilation, pads, kernel, spatial, q)):
+      t0 = (a - ri) % s
+      taps = len(range(t0, k, s))
+      if taps == 0:
+        break
+      sub = lax.slice_in_dim(sub, t0, t0 + s * (taps - 1) + 1, s, axis=i)
+      c = (ri + t0 - a) // s
+      # output q reads x[q + u + c] for u < taps: pad lo by -c, hi so that qi outputs remain
+      ppads.append((-c, qi + taps + c - n - 1))
+    else:
+      phases.append(_conv1(x, sub, ppads, **kw))
+      continue
+    phases.append(jnp.zeros((x.shape[0],) + tuple(q) + (w.shape[-1],), x.dtype))
+  # (s0, s1, ..., B, q0, q1, ..., O) -> (B, q0, s0, q1, s1, ..., O), cropped to `out`
+  y = jnp.stack(phases).reshape(tuple(lhs_dilation) + phases[0].shape)
+  order = (nd,) + sum(((nd + 1 + i, i) for i in range(nd)), ()) + (2 * nd + 1,)
+  y = y.transpose(order).reshape(
+      (x.shape[0],) + tuple(qi * s for qi, s in zip(q, lhs_dilation)) + (w.shape[-1],))
+  return y[(slice(None),) + tuple(slice(0, o) for o in out)]
+
+
+def _spec(nd: int) -> tuple[str, str, str]:
+  return {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"),
+          3: ("NDHWC", "DHWIO", "NDHWC")}[nd]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def strided(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, ...],
+            pads: tuple[tuple[int, int], ...], precision: Any = None) -> jnp.ndarray:
+  """A strided channels-last convolution: XLA's own forward and kernel gradient, and the input
+  gradient (a transposed convolution of the output gradient) through `dilated`."""
+  return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_spec(x.ndim - 2),
+                                  precision=precision)
+
+
+def _strided_fwd(x, w, strides, pads, precision):
+  return strided(x, w, strides, pads, precision), (x, w)
+
+
+def _strided_bwd(strides, pads, precision, residuals, dy):
+  x, w = residuals
+  nd = x.ndim - 2
+  _, w_vjp = jax.vjp(lambda w: lax.conv_general_dilated(
+      x, w, strides, pads, dimension_numbers=_spec(nd), precision=precision), w)
+  # dx[i] = sum_t w[t] dyd[i + lo - t] (dyd: dy dilated by the strides): a stride-1 convolution
+  # of dyd with the kernel reversed and its in/out channels swapped, padded lo k - 1 - lo.
+  w_t = jnp.swapaxes(lax.rev(w, tuple(range(nd))), -1, -2)
+  t_pads = []
+  for n, m, k, s, (lo, _) in zip(x.shape[1:-1], dy.shape[1:-1], w.shape[:nd], strides, pads):
+    t_lo = k - 1 - lo
+    t_pads.append((t_lo, n + k - 1 - (s * (m - 1) + 1) - t_lo))
+  dx = dilated(dy, w_t, strides, t_pads, precision=precision)
+  return dx.astype(x.dtype), w_vjp(dy)[0]
+
+
+strided.defvjp(_strided_fwd, _strided_bwd)
+
+
+def conv_general_dilated(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides: Sequence[int],
+                         padding: Any, lhs_dilation: Sequence[int] | None = None,
+                         rhs_dilation: Sequence[int] | None = None,
+                         dimension_numbers: Any = None, feature_group_count: int = 1,
+                         batch_group_count: int = 1, precision: Any = None,
+                         preferred_element_type: Any = None) -> jnp.ndarray:
+  """`jax.lax.conv_general_dilated`, computed with stride-1 convolutions on CPU (module
+  docstring) where the layout is channels-last and there is no kernel dilation or grouping."""
+  nd = lhs.ndim - 2
+  strides = tuple(window_strides)
+  lhs_dilation = tuple(lhs_dilation or (1,) * nd)
+  rhs_dilation = tuple(rhs_dilation or (1,) * nd)
+  kw = dict(precision=precision, preferred_element_type=preferred_element_type)
+  plain = lambda: lax.conv_general_dilated(  # noqa: E731
+      lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+      feature_group_count, batch_group_count, **kw)
+  if (jax.default_backend() != "cpu" or feature_group_count != 1 or batch_group_count != 1
+      or any(d != 1 for d in rhs_dilation) or not 1 <= nd <= 3
+      or not _channels_last(dimension_numbers, lhs.ndim)
+      or (all(s == 1 for s in strides) and all(d == 1 for d in lhs_dilation))
+      or (any(s != 1 for s in strides) and any(d != 1 for d in lhs_dilation))):
+    return plain()
+  pads = _explicit_pads(padding, lhs.shape[1:-1], rhs.shape[:nd], strides, lhs_dilation)
+  if preferred_element_type is not None:
+    return plain()
+  if any(s != 1 for s in strides):
+    return strided(lhs, rhs, strides, tuple(tuple(p) for p in pads), precision)
+  return dilated(lhs, rhs, lhs_dilation, pads, precision=precision)
+
+
+def conv_transpose(lhs: jnp.ndarray, rhs: jnp.ndarray, strides: Sequence[int], padding: Any,
+                   **kw: Any) -> jnp.ndarray:
+  """`jax.lax.conv_transpose` (channels-last, `transpose_kernel=False`) through
+  `conv_general_dilated`: the same padding rule, the input dilated by the strides."""
+  nd = lhs.ndim - 2
+  kernel = rhs.shape[:nd]
+  if isinstance(padding, str):
+    pads = []
+    for k, s in zip(kernel, strides):
+      if padding.upper() == "SAME":
+        total = k + s - 2
+        lo = k - 1 if s > k - 1 else int(np.ceil(total / 2))
+      elif padding.upper() == "VALID":
+        total = k + s - 2 + max(k - s, 0)
+        lo = k - 1
+      else:
+        raise ValueError(f"padding={padding!r}; expected 'SAME', 'VALID' or (lo, hi) pairs")
+      pads.append((lo, total - lo))
+  else:
+    pads = [tuple(p) for p in padding]
+  return conv_general_dilated(lhs, rhs, (1,) * nd, pads, lhs_dilation=tuple(strides),
+                              dimension_numbers=_spec(nd), **kw)
+
+
+class Conv(nn.Conv):
+  """`flax.linen.Conv` computed by `conv_general_dilated` (same parameters and outputs)."""
+  conv_general_dilated: Any = staticmethod(conv_general_dilated)
+
+
+class ConvTranspose(nn.Module):
+  """`flax.linen.ConvTranspose` (channels-last, `transpose_kernel=False`, string or explicit
+  padding) computed by `conv_transpose`: the same parameter names, shapes and initialisers."""
+  features: int
+  kernel_size: Sequence[int]
+  strides: Sequence[int] | None = None
+  padding: Any = "SAME"
+  use_bias: bool = True
+  kernel_init: Any = nn.initializers.lecun_normal()
+  bias_init: Any = nn.initializers.zeros_init()
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  precision: Any = None
+
+  @nn.compact
+  def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
+    kernel_size = tuple(self.kernel_size)
+    strides = tuple(self.strides or (1,) * len(kernel_size))
+    kernel = self.param("kernel", self.kernel_init,
+                        kernel_size + (inputs.shape[-1], self.features), self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    inputs, kernel, bias = nn.dtypes.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+    y = conv_transpose(inputs, kernel, strides, self.padding, precision=self.precision)
+    if bias is not None:
+      y = y + bias.reshape((1,) * (y.ndim - 1) + (-1,))
+    return y

@@ -1,0 +1,75 @@
+"""XLA:CPU's convolutions against `arch.conv`'s rewrite, one layer at a time.
+
+  python -m benchmarks.conv_speed
+
+For the strided and transposed convolutions of the benchmark workloads (shapes from
+digits_dcgan, digits_vae, digits_unet and mnist1d_cnn), the median time of the forward pass, the
+input gradient and the kernel gradient, each jitted on its own, with `jax.lax` and with
+`arch.conv`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from arch import conv
+
+SPECS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
+# name: (input shape, kernel shape, "conv" (strided) or "transpose", stride, padding)
+LAYERS = {
+    "digits_dcgan D conv1 (128,4,4,64) k4 s2": ((128, 4, 4, 64), (4, 4, 64, 128), "conv", 2,
+                                                 ((1, 1), (1, 1))),
+    "digits_dcgan D conv0 (128,8,8,1) k4 s2": ((128, 8, 8, 1), (4, 4, 1, 64), "conv", 2,
+                                                ((1, 1), (1, 1))),
+    "digits_dcgan G deconv0 (64,2,2,128) k4 s2": ((64, 2, 2, 128), (4, 4, 128, 64), "transpose",
+                                                   2, "SAME"),
+    "digits_dcgan G deconv1 (64,4,4,64) k4 s2": ((64, 4, 4, 64), (4, 4, 64, 1), "transpose", 2,
+                                                  "SAME"),
+    "digits_vae deconv0 (64,2,2,64) k3 s2": ((64, 2, 2, 64), (3, 3, 64, 32), "transpose", 2,
+                                              "SAME"),
+    "digits_unet down0_pool (64,8,8,32) k3 s2": ((64, 8, 8, 32), (3, 3, 32, 32), "conv", 2,
+                                                  "SAME"),
+    "mnist1d_cnn conv1 (100,19,25) k3 s2": ((100, 19, 25), (3, 25, 25), "conv", 2, ((1, 1),)),
+}
+
+
+def median_ms(f, repeats: int = 50) -> float:
+  jax.block_until_ready(f())
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(f())
+    times.append(time.perf_counter() - t)
+  return 1e3 * statistics.median(times)
+
+
+def main() -> None:
+  print("| layer | implementation | forward ms | input gradient ms | kernel gradient ms |")
+  print("|---|---|---|---|---|")
+  for name, (xs, ws, kind, s, pad) in LAYERS.items():
+    x = jax.random.normal(jax.random.key(0), xs)
+    w = jax.random.normal(jax.random.key(1), ws)
+    nd = len(xs) - 2
+    impls = {
+        "jax.lax": (lambda x, w: lax.conv_general_dilated(x, w, (s,) * nd, pad,
+                                                          dimension_numbers=SPECS[nd]))
+        if kind == "conv" else (lambda x, w: lax.conv_transpose(x, w, (s,) * nd, pad)),
+        "arch.conv": (lambda x, w: conv.conv_general_dilated(x, w, (s,) * nd, pad,
+                                                             dimension_numbers=SPECS[nd]))
+        if kind == "conv" else (lambda x, w: conv.conv_transpose(x, w, (s,) * nd, pad)),
+    }
+    for impl, f in impls.items():
+      fwd = jax.jit(f)
+      dx = jax.jit(jax.grad(lambda x, w: jnp.sum(f(x, w) ** 2), 0))
+      dw = jax.jit(jax.grad(lambda x, w: jnp.sum(f(x, w) ** 2), 1))
+      print(f"| {name} | {impl} | {median_ms(lambda: fwd(x, w)):.3f} | "
+            f"{median_ms(lambda: dx(x, w)):.3f} | {median_ms(lambda: dw(x, w)):.3f} |")
+
+
+if __name__ == "__main__":
+  main()

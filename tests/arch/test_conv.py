@@ -1,0 +1,81 @@
+"""arch.conv computes what jax.lax computes: values, gradients, second derivatives (float64)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from arch import conv
+
+SPECS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
+# (ndim, input size, kernel, stride, padding): odd and even sizes, kernels shorter and longer
+# than the stride, string and explicit (asymmetric) paddings.
+CASES = [(1, 5, 3, 2, "SAME"), (1, 8, 4, 2, (1, 2)), (1, 5, 1, 3, "VALID"), (2, 8, 4, 2, "SAME"),
+         (2, 5, 3, 2, "VALID"), (2, 8, 3, 2, (1, 2)), (2, 5, 4, 3, "SAME")]
+
+
+def _data(nd, size, k, seed=0):
+  rng = np.random.default_rng(seed)
+  x = jnp.asarray(rng.normal(size=(2,) + (size,) * nd + (3,)))
+  w = jnp.asarray(rng.normal(size=(k,) * nd + (3, 4)))
+  return x, w
+
+
+def _pad(pad, nd):
+  return pad if isinstance(pad, str) else (pad,) * nd
+
+
+def _check(ref, new, x, w):
+  np.testing.assert_allclose(new(x, w), ref(x, w), rtol=0, atol=1e-10)
+  loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))  # noqa: E731
+  for a, b in zip(jax.grad(loss(ref), (0, 1))(x, w), jax.grad(loss(new), (0, 1))(x, w)):
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("nd,size,k,s,pad", CASES)
+def test_strided_and_transposed_convolutions_equal_lax(nd, size, k, s, pad):
+  with jax.enable_x64(True):
+    x, w = _data(nd, size, k)
+    strides, padding = (s,) * nd, _pad(pad, nd)
+    _check(lambda x, w: lax.conv_general_dilated(x, w, strides, padding,
+                                                 dimension_numbers=SPECS[nd]),
+           lambda x, w: conv.conv_general_dilated(x, w, strides, padding,
+                                                  dimension_numbers=SPECS[nd]), x, w)
+    if isinstance(pad, str):  # lax.conv_transpose reads explicit pads differently
+      _check(lambda x, w: lax.conv_transpose(x, w, strides, pad),
+             lambda x, w: conv.conv_transpose(x, w, strides, pad), x, w)
+
+
+def test_second_derivatives_equal_lax():
+  """The R1 penalty differentiates a gradient: the custom input gradient is differentiable."""
+  with jax.enable_x64(True):
+    x, w = _data(2, 8, 4, seed=1)
+    x = jnp.concatenate([x] * 2)
+
+    def r1(f):
+      def penalty(w):
+        g = jax.grad(lambda x: jnp.sum(jnp.tanh(f(x, w))))(x)
+        return jnp.sum(g ** 2)
+      return jax.value_and_grad(penalty)(w)
+
+    args = dict(window_strides=(2, 2), padding=((1, 1), (1, 1)), dimension_numbers=SPECS[2])
+    (a, ga), (b, gb) = (r1(lambda x, w: lax.conv_general_dilated(x, w, **args)),
+                        r1(lambda x, w: conv.conv_general_dilated(x, w, **args)))
+    np.testing.assert_allclose(b, a, rtol=1e-12)
+    np.testing.assert_allclose(gb, ga, rtol=1e-10, atol=1e-10)
+
+
+def test_modules_match_flax_parameters_and_outputs():
+  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 8))
+  for ours, theirs in ((conv.Conv(5, (3, 3), strides=(2, 2)), nn.Conv(5, (3, 3), strides=(2, 2))),
+                       (conv.ConvTranspose(5, (4, 4), strides=(2, 2)),
+                        nn.ConvTranspose(5, (4, 4), strides=(2, 2)))):
+    params = ours.init(jax.random.key(1), x)
+    reference = theirs.init(jax.random.key(1), x)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, reference)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference)):
+      np.testing.assert_array_equal(a, b)  # same initialisers, same draws
+    np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), rtol=1e-5,
+                               atol=1e-5)

@@ -1,9 +1,10 @@
-"""Multi-head attention through `jax.nn.dot_product_attention`, with rotary positions and a
-key/value cache for autoregressive decoding.
+"""Multi-head attention through `dot_product_attention`, with rotary positions and a key/value
+cache for autoregressive decoding.
 
 Shapes: B batch, T query steps, S key steps, D model width, N heads, H = D // N head width.
-`jax.nn.dot_product_attention` takes (B, T, N, H) queries and (B, S, N, H) keys and values; on
-GPU it may pick a fused (cuDNN) kernel, on CPU it is XLA's softmax(QK^T/sqrt(H))V.
+`dot_product_attention` takes (B, T, N, H) queries and (B, S, N, H) keys and values. On GPU and
+TPU it is `jax.nn.dot_product_attention`, which may pick a fused (cuDNN) kernel; on CPU, the
+same softmax(QK^T/sqrt(H))V with a hand-written backward pass and causal blocks.
 
 Attention weights are not returned by the fused kernel. When the caller makes `intermediates`
 mutable (`model.apply(..., mutable=["intermediates"])`), the module also computes them explicitly
@@ -61,6 +62,70 @@ def attention_weights(q: jnp.ndarray, k: jnp.ndarray, mask: jnp.ndarray | None) 
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(dtype).min)
   return jax.nn.softmax(logits, axis=-1)
+
+
+@jax.custom_vjp
+def _softmax_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
+                       mask: jnp.ndarray | None) -> jnp.ndarray:
+  """softmax(QK^T / sqrt(H)) V with the weights kept for a hand-written backward pass."""
+  return _softmax_attention_fwd(q, k, v, mask)[0]
+
+
+def _softmax_attention_fwd(q, k, v, mask):
+  p = attention_weights(q, k, mask)                                   # (B, N, T, S)
+  out = jnp.einsum("bnts,bsnh->btnh", p, v.astype(p.dtype))
+  return out.astype(v.dtype), (q, k, v, mask, p, out)
+
+
+def _softmax_attention_bwd(residuals, g):
+  # With P = softmax(S), O = P V: dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dO * O)),
+  # dQ = dS K / sqrt(H), dK = dS^T Q / sqrt(H): five matmuls and two passes over (B, N, T, S),
+  # where differentiating the forward pass costs several more passes on XLA:CPU.
+  q, k, v, mask, p, out = residuals
+  dt = p.dtype
+  g = g.astype(dt)
+  dv = jnp.einsum("bnts,btnh->bsnh", p, g)
+  dp = jnp.einsum("btnh,bsnh->bnts", g, v.astype(dt))
+  delta = jnp.einsum("btnh,btnh->bnt", g, out)[..., None]
+  ds = p * (dp - delta) / np.sqrt(q.shape[-1])
+  dq = jnp.einsum("bnts,bsnh->btnh", ds, k.astype(dt))
+  dk = jnp.einsum("bnts,btnh->bsnh", ds, q.astype(dt))
+  mask_grad = None if mask is None else np.zeros(mask.shape, jax.dtypes.float0)
+  return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), mask_grad
+
+
+_softmax_attention.defvjp(_softmax_attention_fwd, _softmax_attention_bwd)
+
+
+def dot_product_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
+                          mask: jnp.ndarray | None = None, is_causal: bool = False,
+                          causal_blocks: int = 4) -> jnp.ndarray:
+  """`jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)` (shapes in the
+  module docstring); on GPU and TPU that call itself, on CPU an equal computation that is
+  faster there (`python -m benchmarks.attention_speed`):
+  - the backward pass is written out (`_softmax_attention`) instead of differentiated;
+  - causal self-attention splits the queries into `causal_blocks` blocks, each attending only to
+    the keys at or before its last position, which skips most of the masked-out products.
+  """
+  if jax.default_backend() != "cpu":
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
+  steps, keys = q.shape[1], k.shape[1]
+  if mask is not None:
+    mask = jnp.broadcast_to(mask, (q.shape[0], q.shape[2], steps, keys))
+  if not is_causal:
+    return _softmax_attention(q, k, v, mask)
+  if steps != keys:
+    raise ValueError(f"causal attention of {steps} queries to {keys} keys: expected as many "
+                     "keys as queries")
+  bounds = sorted({round(i * steps / causal_blocks) for i in range(causal_blocks + 1)})
+  outs = []
+  for lo, hi in zip(bounds[:-1], bounds[1:]):
+    allowed = jnp.arange(hi)[None, :] <= jnp.arange(lo, hi)[:, None]   # (hi - lo, hi)
+    block = allowed[None, None]
+    if mask is not None:
+      block = jnp.logical_and(block, mask[:, :, lo:hi, :hi])
+    outs.append(_softmax_attention(q[:, lo:hi], k[:, :hi], v[:, :hi], block))
+  return jnp.concatenate(outs, axis=1)
 
 
 class MultiHeadAttention(nn.Module):
@@ -132,7 +197,7 @@ class MultiHeadAttention(nn.Module):
     if mask is not None:
       mask = jnp.broadcast_to(mask, (batch, self.num_heads, steps, k.shape[1]))
 
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
+    out = dot_product_attention(q, k, v, mask=mask, is_causal=causal)
     if self.is_mutable_collection("intermediates") and not self.is_initializing():
       full_mask = mask
       if causal:  # the fused call applies it through is_causal; explicit weights need the mask

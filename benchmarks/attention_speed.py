@@ -1,0 +1,54 @@
+"""Attention on XLA:CPU: `jax.nn.dot_product_attention` against `arch.attention`'s, and PyTorch's
+`scaled_dot_product_attention` when torch is installed.
+
+  python -m benchmarks.attention_speed
+
+Median time of one forward + backward pass (gradients of q, k and v) at the benchmark workloads'
+shapes: the character LM's causal self-attention and the digits UNet's attention over 4 x 4
+positions.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from arch import attention
+from benchmarks.conv_speed import median_ms
+
+# name: (B, T, N, H, causal)
+SHAPES = {"charlm_transformer (causal)": (32, 128, 4, 24, True),
+          "digits_unet (4 x 4 positions)": (64, 16, 4, 16, False)}
+
+
+def main() -> None:
+  print("| shape | jax.nn.dot_product_attention | arch.attention | PyTorch SDPA |")
+  print("|---|---|---|---|")
+  for name, (b, t, n, h, causal) in SHAPES.items():
+    keys = jax.random.split(jax.random.key(0), 4)
+    q, k, v, g = (jax.random.normal(key, (b, t, n, h)) for key in keys)
+    times = []
+    for f in (jax.nn.dot_product_attention, attention.dot_product_attention):
+      def fwd_bwd(q, k, v, f=f):
+        return jax.vjp(lambda *a: f(*a, is_causal=causal), q, k, v)[1](g)
+      step = jax.jit(fwd_bwd)
+      times.append(median_ms(lambda: jax.block_until_ready(step(q, k, v))))
+    try:
+      import torch
+      import torch.nn.functional as F
+
+      tq, tk, tv = (torch.tensor(np.asarray(a).transpose(0, 2, 1, 3), requires_grad=True)
+                    for a in (q, k, v))
+      tg = torch.tensor(np.asarray(g).transpose(0, 2, 1, 3))
+
+      def torch_step():
+        out = F.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)
+        torch.autograd.grad(out, (tq, tk, tv), tg)
+      torch_ms = f"{median_ms(torch_step):.2f}"
+    except ImportError:
+      torch_ms = "(no torch)"
+    print(f"| {name} | {times[0]:.2f} ms | {times[1]:.2f} ms | {torch_ms} ms |")
+
+
+if __name__ == "__main__":
+  main()

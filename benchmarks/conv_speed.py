@@ -1,11 +1,11 @@
-"""XLA:CPU's convolutions against `arch.conv`'s rewrite, one layer at a time.
+"""XLA:CPU's convolutions against `arch.conv`'s rewrite and PyTorch's, one layer at a time.
 
   python -m benchmarks.conv_speed
 
-For the strided and transposed convolutions of the benchmark workloads (shapes from
-digits_dcgan, digits_vae, digits_unet and mnist1d_cnn), the median time of the forward pass, the
-input gradient and the kernel gradient, each jitted on its own, with `jax.lax` and with
-`arch.conv`.
+For convolutions of the benchmark workloads (shapes from digits_dcgan, digits_vae, digits_unet
+and mnist1d_cnn), the median time of the forward pass, the input gradient and the kernel
+gradient, each jitted on its own, with `jax.lax`, with `arch.conv` (the same as `jax.lax` at
+stride 1) and, when torch is installed, with PyTorch (NCHW, eager, the same shapes and FLOPs).
 """
 
 from __future__ import annotations
@@ -35,7 +35,40 @@ LAYERS = {
     "digits_unet down0_pool (64,8,8,32) k3 s2": ((64, 8, 8, 32), (3, 3, 32, 32), "conv", 2,
                                                   "SAME"),
     "mnist1d_cnn conv1 (100,19,25) k3 s2": ((100, 19, 25), (3, 25, 25), "conv", 2, ((1, 1),)),
+    "digits_unet up1_upsample (64,8,8,64) k3 s1": ((64, 8, 8, 64), (3, 3, 64, 64), "conv", 1,
+                                                    "SAME"),
+    "digits_unet up1_block0 conv0 (64,4,4,128) k3 s1": ((64, 4, 4, 128), (3, 3, 128, 64), "conv",
+                                                         1, "SAME"),
 }
+
+
+def torch_times(xs: tuple, ws: tuple, kind: str, s: int) -> tuple[float, float, float] | None:
+  """PyTorch's forward, input-gradient and kernel-gradient times for the layer, or None."""
+  try:
+    import torch
+    import torch.nn.functional as F
+  except ImportError:
+    return None
+  nd = len(xs) - 2
+  k = ws[0]
+  x = torch.randn((xs[0], xs[-1]) + tuple(xs[1:-1]))
+  if kind == "conv":
+    w = torch.randn((ws[-1], ws[-2]) + tuple(ws[:nd]))
+    f = getattr(F, f"conv{nd}d")
+    op = lambda x, w: f(x, w, stride=s, padding=(k - 1) // 2 if s == 1 else 1)  # noqa: E731
+  else:  # output = s * input, as SAME
+    w = torch.randn((ws[-2], ws[-1]) + tuple(ws[:nd]))
+    f = getattr(F, f"conv_transpose{nd}d")
+    op = lambda x, w: f(x, w, stride=s, padding=1, output_padding=k % 2)  # noqa: E731
+
+  def fwd():
+    with torch.no_grad():
+      op(x, w)
+
+  def grad(wrt: int):
+    a, b = x.detach().requires_grad_(wrt == 0), w.detach().requires_grad_(wrt == 1)
+    return lambda: torch.autograd.grad(op(a, b).square().sum(), (a, b)[wrt])
+  return median_ms(fwd), median_ms(grad(0)), median_ms(grad(1))
 
 
 def median_ms(f, repeats: int = 50) -> float:
@@ -63,12 +96,17 @@ def main() -> None:
                                                              dimension_numbers=SPECS[nd]))
         if kind == "conv" else (lambda x, w: conv.conv_transpose(x, w, (s,) * nd, pad)),
     }
+    if kind == "conv" and s == 1:
+      del impls["arch.conv"]  # it is jax.lax's convolution at stride 1
     for impl, f in impls.items():
       fwd = jax.jit(f)
       dx = jax.jit(jax.grad(lambda x, w: jnp.sum(f(x, w) ** 2), 0))
       dw = jax.jit(jax.grad(lambda x, w: jnp.sum(f(x, w) ** 2), 1))
       print(f"| {name} | {impl} | {median_ms(lambda: fwd(x, w)):.3f} | "
             f"{median_ms(lambda: dx(x, w)):.3f} | {median_ms(lambda: dw(x, w)):.3f} |")
+    theirs = torch_times(xs, ws, kind, s)
+    if theirs is not None:
+      print(f"| {name} | PyTorch | " + " | ".join(f"{t:.3f}" for t in theirs) + " |")
 
 
 if __name__ == "__main__":

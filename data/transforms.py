@@ -59,8 +59,9 @@ def compute_statistics(inputs: np.ndarray, mode: str) -> Statistics:
 
 
 def normalize(x: np.ndarray, stats: Statistics | None) -> np.ndarray:
-  """(x - mean) / std in float32; x as float32 when there are no statistics."""
-  x = np.asarray(x).astype(np.float32)
+  """(x - mean) / std in float32; x as float32 when there are no statistics (x itself, not a
+  copy, when it is float32 already)."""
+  x = np.asarray(x).astype(np.float32, copy=False)
   return x if stats is None else (x - stats.mean) / stats.std
 
 

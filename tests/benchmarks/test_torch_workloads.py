@@ -10,8 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from benchmarks import run  # noqa: E402
-from benchmarks import torch_workloads  # noqa: E402
+from benchmarks import run, torch_workloads  # noqa: E402
 from train import config as config_lib  # noqa: E402
 from train import loop  # noqa: E402
 

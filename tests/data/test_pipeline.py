@@ -145,3 +145,10 @@ def test_sequential_sampler_takes_stored_order_every_epoch(data_dir):
   for i in (0, 5, spe - 1, spe, spe + 5):
     b = (i % spe) * 100
     np.testing.assert_array_equal(p.dataset[i]["label"], raw.labels[b:b + 100])
+  # Sequential batches are read-only views of the split (labels as int32), so they cost no copy
+  # and no conversion per step, and no consumer can write into the dataset through them.
+  batch = p.dataset[1]
+  np.testing.assert_array_equal(batch["inputs"], raw.inputs[100:200])
+  assert batch["label"].dtype == np.int32 and batch["mask"].dtype == np.float32
+  with pytest.raises(ValueError, match="read-only"):
+    batch["label"][0] = 0

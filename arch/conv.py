@@ -13,7 +13,8 @@ them: an input-dilated convolution becomes s^d stride-1 convolutions, one per ou
 the kernel taps that land on that phase, interleaved (depth-to-space); a strided convolution
 keeps XLA's forward pass and kernel gradient and gets its input gradient that way (a
 `jax.custom_vjp`, itself differentiable, for penalties on input gradients such as R1). Both are
-exact rearrangements of the same sums. Other cases (kernel dilation, feature groups, layouts
+exact rearrangements of the same sums. A transposed convolution below `MIN_REWRITE_MACS`
+multiply-adds stays with XLA, whose loop is then the faster. Other cases (kernel dilation, feature groups, layouts
 other than channels-last, a preferred element type) and every backend other than CPU go to
 `jax.lax.conv_general_dilated` unchanged.
 
@@ -23,6 +24,7 @@ computing through it.
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any, Sequence
 
@@ -33,6 +35,14 @@ import numpy as np
 from jax import lax
 
 Pads = Sequence[tuple[int, int]]
+
+# A transposed (input-dilated) convolution with fewer multiply-adds (output elements x kernel taps
+# x input channels) stays with XLA: its generic loop then takes well under a millisecond, less
+# than the phase convolutions and their interleaving (`benchmarks.conv_speed`: a 64-to-1-channel
+# generator layer at 4.2M multiply-adds is 3x faster in jax.lax, a 64-to-32 decoder layer at 19M
+# 3x slower; the DCGAN step 14.1 -> 13.1 ms and the VAE's 1.95 -> 1.61 ms with this bound).
+# Strided convolutions are always rewritten: the MNIST-1D CNN's small ones gain too.
+MIN_REWRITE_MACS = 10_000_000
 
 
 def _explicit_pads(padding: Any, spatial: Sequence[int], kernel: Sequence[int],
@@ -164,8 +174,13 @@ def conv_general_dilated(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides: Seq
   pads = _explicit_pads(padding, lhs.shape[1:-1], rhs.shape[:nd], strides, lhs_dilation)
   if preferred_element_type is not None:
     return plain()
+  b, c, o, taps = lhs.shape[0], lhs.shape[-1], rhs.shape[-1], math.prod(rhs.shape[:nd])
   if any(s != 1 for s in strides):
     return strided(lhs, rhs, strides, tuple(tuple(p) for p in pads), precision)
+  out = [(n - 1) * d + lo + hi - k + 2 for n, d, (lo, hi), k in
+         zip(lhs.shape[1:-1], lhs_dilation, pads, rhs.shape[:nd])]
+  if b * math.prod(out) * o * taps * c < MIN_REWRITE_MACS:
+    return plain()
   return dilated(lhs, rhs, lhs_dilation, pads, precision=precision)
 
 

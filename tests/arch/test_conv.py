@@ -16,6 +16,12 @@ CASES = [(1, 5, 3, 2, "SAME"), (1, 8, 4, 2, (1, 2)), (1, 5, 1, 3, "VALID"), (2, 
          (2, 5, 3, 2, "VALID"), (2, 8, 3, 2, (1, 2)), (2, 5, 4, 3, "SAME")]
 
 
+@pytest.fixture(autouse=True)
+def rewrite_every_size(monkeypatch):
+  """These convolutions are tiny: without this, transposed ones would stay with jax.lax."""
+  monkeypatch.setattr(conv, "MIN_REWRITE_MACS", 0)
+
+
 def _data(nd, size, k, seed=0):
   rng = np.random.default_rng(seed)
   x = jnp.asarray(rng.normal(size=(2,) + (size,) * nd + (3,)))
@@ -65,6 +71,16 @@ def test_second_derivatives_equal_lax():
                         r1(lambda x, w: conv.conv_general_dilated(x, w, **args)))
     np.testing.assert_allclose(b, a, rtol=1e-12)
     np.testing.assert_allclose(gb, ga, rtol=1e-10, atol=1e-10)
+
+
+def test_small_transposed_convolutions_stay_with_lax(monkeypatch):
+  monkeypatch.setattr(conv, "MIN_REWRITE_MACS", 10_000_000)
+  x, w = jnp.ones((2, 4, 4, 3)), jnp.ones((3, 3, 3, 4))
+  jaxpr = str(jax.make_jaxpr(lambda x, w: conv.conv_transpose(x, w, (2, 2), "SAME"))(x, w))
+  assert jaxpr.count("conv_general_dilated") == 1 and "lhs_dilation=(2, 2)" in jaxpr
+  monkeypatch.setattr(conv, "MIN_REWRITE_MACS", 0)
+  jaxpr = str(jax.make_jaxpr(lambda x, w: conv.conv_transpose(x, w, (2, 2), "SAME"))(x, w))
+  assert jaxpr.count("conv_general_dilated") == 4 and "lhs_dilation=(2, 2)" not in jaxpr
 
 
 def test_modules_match_flax_parameters_and_outputs():

@@ -14,9 +14,9 @@ the kernel taps that land on that phase, interleaved (depth-to-space); a strided
 keeps XLA's forward pass and kernel gradient and gets its input gradient that way (a
 `jax.custom_vjp`, itself differentiable, for penalties on input gradients such as R1). Both are
 exact rearrangements of the same sums. A transposed convolution below `MIN_REWRITE_MACS`
-multiply-adds stays with XLA, whose loop is then the faster. Other cases (kernel dilation, feature groups, layouts
-other than channels-last, a preferred element type) and every backend other than CPU go to
-`jax.lax.conv_general_dilated` unchanged.
+multiply-adds stays with XLA, whose loop is then the faster. Other cases (kernel dilation,
+feature groups, layouts other than channels-last, a preferred element type) and every backend
+other than CPU go to `jax.lax.conv_general_dilated` unchanged.
 
 `Conv` and `ConvTranspose` are flax's modules (same parameters, initialisation and outputs)
 computing through it.

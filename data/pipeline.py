@@ -312,14 +312,22 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
   per_example = weights[arrays.labels] if train and info.num_classes else np.ones(n, np.float32)
 
   common = dict(global_batch=batch, process_index=process_index, process_count=process_count)
+  steps = transforms_lib.build(data_config.augment, stats, train, data_config.binarize)
+  # The deterministic transforms ahead of the first random one (normalisation, binarisation)
+  # act on each example alone: applied once to the whole split here, not to every batch.
+  inputs, ahead = arrays.inputs, 0
+  while ahead < len(steps) and not isinstance(steps[ahead], grain.transforms.RandomMap):
+    inputs = steps[ahead].map({"inputs": inputs})["inputs"]
+    ahead += 1
   if train:
     ds: grain.MapDataset = TrainBatches(
-        arrays.inputs, arrays.labels, per_example, seed=seed, sampler=data_config.sampler,
+        inputs, arrays.labels, per_example, seed=seed, sampler=data_config.sampler,
         num_batches=num_batches or sys.maxsize, **common)
   else:
-    ds = EvalBatches(arrays.inputs, arrays.labels, per_example, **common)
-  for i, t in enumerate(transforms_lib.build(data_config.augment, stats, train,
-                                                    data_config.binarize)):
+    ds = EvalBatches(inputs, arrays.labels, per_example, **common)
+  for i, t in enumerate(steps):
+    if i < ahead:
+      continue
     if isinstance(t, grain.transforms.RandomMap):
       # A distinct stream per transform: grain derives each batch's generator from (seed, index).
       t_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])

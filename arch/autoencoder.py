@@ -79,7 +79,7 @@ class _Encoder(_Half):
       k = (self.kernel_size,) * self.ndim
       for i, f in enumerate(self.features):
         x = act(conv_lib.Conv(f, k, strides=(2,) * self.ndim, padding="SAME", name=f"conv{i}",
-                        **self._inits(self.kernel_size ** self.ndim * x.shape[-1]))(x))
+                              **self._inits(self.kernel_size ** self.ndim * x.shape[-1]))(x))
       x = x.reshape((x.shape[0], -1))
     return nn.Dense(self.out_dim, name="code", **self._inits(x.shape[-1]))(x)
 
@@ -105,8 +105,9 @@ class _Decoder(_Half):
     k = (self.kernel_size,) * self.ndim
     widths = list(reversed(self.features))[1:] + [shape[-1]]
     for i, f in enumerate(widths):
-      x = conv_lib.ConvTranspose(f, k, strides=(2,) * self.ndim, padding="SAME", name=f"deconv{i}",
-                           **self._inits(self.kernel_size ** self.ndim * x.shape[-1]))(x)
+      x = conv_lib.ConvTranspose(f, k, strides=(2,) * self.ndim, padding="SAME",
+                                 name=f"deconv{i}",
+                                 **self._inits(self.kernel_size ** self.ndim * x.shape[-1]))(x)
       if i < len(widths) - 1:
         x = act(x)
     return x.reshape((x.shape[0],) + tuple(self.input_shape))

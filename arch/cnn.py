@@ -89,8 +89,8 @@ class CNN(nn.Module):
     paddings = _per_layer(self.padding, n, "padding")
     x = _with_channels(x, self.ndim).astype(self.dtype)
     for i, (f, k, s, p) in enumerate(zip(self.features, kernels, strides, paddings)):
-      x = conv_lib.Conv(f, (k,) * self.ndim, strides=(s,) * self.ndim, padding=p, name=f"conv{i}",
-                  **self._inits(x, k ** self.ndim))(x)
+      x = conv_lib.Conv(f, (k,) * self.ndim, strides=(s,) * self.ndim, padding=p,
+                        name=f"conv{i}", **self._inits(x, k ** self.ndim))(x)
       x = act(x)
       window = (self.pool_size,) * self.ndim
       if self.pool == "max":
@@ -186,12 +186,12 @@ class ResNet(nn.Module):
     x = _with_channels(x, self.ndim).astype(self.dtype)
     if self.stem == "cifar":
       x = conv_lib.Conv(self.widths[0], (3,) * self.ndim, padding="SAME", use_bias=False,
-                  dtype=self.dtype, param_dtype=self.param_dtype, name="stem")(x)
+                        dtype=self.dtype, param_dtype=self.param_dtype, name="stem")(x)
       x = nn.relu(norm(name="stem_bn")(x))
     elif self.stem == "imagenet":
       x = conv_lib.Conv(self.widths[0], (7,) * self.ndim, strides=(2,) * self.ndim,
-                  padding=[(3, 3)] * self.ndim, use_bias=False, dtype=self.dtype,
-                  param_dtype=self.param_dtype, name="stem")(x)
+                        padding=[(3, 3)] * self.ndim, use_bias=False, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name="stem")(x)
       x = nn.relu(norm(name="stem_bn")(x))
       x = nn.max_pool(x, (3,) * self.ndim, strides=(2,) * self.ndim,
                       padding=[(1, 1)] * self.ndim)

@@ -73,6 +73,13 @@ def _conv1(x: jnp.ndarray, w: jnp.ndarray, pads: Pads, **kw: Any) -> jnp.ndarray
                                   **kw)
 
 
+def _dilated_out(spatial: Sequence[int], kernel: Sequence[int], lhs_dilation: Sequence[int],
+                 pads: Pads) -> list[int]:
+  """Output sizes of a stride-1 convolution of the input dilated by `lhs_dilation`, padded."""
+  return [(n - 1) * s + lo + hi - k + 2 for n, s, (lo, hi), k in
+          zip(spatial, lhs_dilation, pads, kernel)]
+
+
 def dilated(x: jnp.ndarray, w: jnp.ndarray, lhs_dilation: Sequence[int], pads: Pads,
             **kw: Any) -> jnp.ndarray:
   """A stride-1 convolution of the input dilated by `lhs_dilation` (a transposed convolution)
@@ -85,8 +92,7 @@ def dilated(x: jnp.ndarray, w: jnp.ndarray, lhs_dilation: Sequence[int], pads: P
   """
   nd = x.ndim - 2
   spatial, kernel = x.shape[1:-1], w.shape[:nd]
-  out = [(n - 1) * s + lo + hi - k + 2 for n, s, (lo, hi), k in
-         zip(spatial, lhs_dilation, pads, kernel)]
+  out = _dilated_out(spatial, kernel, lhs_dilation, pads)
   q = [-(-o // s) for o, s in zip(out, lhs_dilation)]
   phases = []
   for r in np.ndindex(*lhs_dilation):
@@ -166,20 +172,18 @@ def conv_general_dilated(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides: Seq
       lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
       feature_group_count, batch_group_count, **kw)
   if (jax.default_backend() != "cpu" or feature_group_count != 1 or batch_group_count != 1
-      or any(d != 1 for d in rhs_dilation) or not 1 <= nd <= 3
-      or not _channels_last(dimension_numbers, lhs.ndim)
+      or preferred_element_type is not None or any(d != 1 for d in rhs_dilation)
+      or not 1 <= nd <= 3 or not _channels_last(dimension_numbers, lhs.ndim)
       or (all(s == 1 for s in strides) and all(d == 1 for d in lhs_dilation))
       or (any(s != 1 for s in strides) and any(d != 1 for d in lhs_dilation))):
     return plain()
-  pads = _explicit_pads(padding, lhs.shape[1:-1], rhs.shape[:nd], strides, lhs_dilation)
-  if preferred_element_type is not None:
-    return plain()
-  b, c, o, taps = lhs.shape[0], lhs.shape[-1], rhs.shape[-1], math.prod(rhs.shape[:nd])
+  kernel = rhs.shape[:nd]
+  pads = _explicit_pads(padding, lhs.shape[1:-1], kernel, strides, lhs_dilation)
   if any(s != 1 for s in strides):
     return strided(lhs, rhs, strides, tuple(tuple(p) for p in pads), precision)
-  out = [(n - 1) * d + lo + hi - k + 2 for n, d, (lo, hi), k in
-         zip(lhs.shape[1:-1], lhs_dilation, pads, rhs.shape[:nd])]
-  if b * math.prod(out) * o * taps * c < MIN_REWRITE_MACS:
+  out = _dilated_out(lhs.shape[1:-1], kernel, lhs_dilation, pads)
+  macs = lhs.shape[0] * math.prod(out) * rhs.shape[-1] * math.prod(kernel) * lhs.shape[-1]
+  if macs < MIN_REWRITE_MACS:
     return plain()
   return dilated(lhs, rhs, lhs_dilation, pads, precision=precision)
 

@@ -45,8 +45,9 @@ class ResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, emb: jnp.ndarray, train: bool) -> jnp.ndarray:
-    conv = lambda f, k, name, **kw: conv_lib.Conv(f, (k,) * self.ndim, padding="SAME", name=name,  # noqa: E731
-                                            dtype=self.dtype, param_dtype=self.param_dtype, **kw)
+    conv = lambda f, k, name, **kw: conv_lib.Conv(  # noqa: E731
+        f, (k,) * self.ndim, padding="SAME", name=name, dtype=self.dtype,
+        param_dtype=self.param_dtype, **kw)
     norm = lambda name: nn.GroupNorm(self.groups, dtype=self.dtype,  # noqa: E731
                                      param_dtype=self.param_dtype, name=name)
     h = conv(self.features, 3, "conv0")(nn.silu(norm("norm0")(x)))
@@ -158,8 +159,8 @@ class UNet(nn.Module):
         return h
       return AttentionBlock(self.num_heads, self.groups, name=name, **kw)(h)
 
-    conv = lambda f, name, **c: conv_lib.Conv(f, (3,) * self.ndim, padding="SAME", name=name,  # noqa: E731
-                                        **kw, **c)
+    conv = lambda f, name, **c: conv_lib.Conv(f, (3,) * self.ndim, padding="SAME",  # noqa: E731
+                                              name=name, **kw, **c)
     h = conv(self.channels, "stem")(h)
     skips = [h]
     levels = len(self.channel_mults)

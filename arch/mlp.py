@@ -29,6 +29,8 @@ class MLP(nn.Module):
     widths: hidden layer widths; `()` is logistic/linear regression.
     activation: name in `ACTIVATIONS`.
     dropout: drop probability after each hidden activation (train only).
+    residual: a hidden layer whose width equals its input's adds its input, x + act(Wx + b)
+      (the MNIST-1D paper's MLP has this skip around its second layer).
     weight_init: weight initialisation, a name in `arch.initializers.INITS`.
     dtype: compute dtype; param_dtype: storage dtype of the parameters.
 
@@ -40,6 +42,7 @@ class MLP(nn.Module):
   widths: Sequence[int] = (100, 100)
   activation: str = "relu"
   dropout: float = 0.0
+  residual: bool = False
   weight_init: str = "lecun_normal"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
@@ -54,9 +57,9 @@ class MLP(nn.Module):
     act = activation(self.activation)
     x = x.reshape((x.shape[0], -1)).astype(self.dtype)
     for i, width in enumerate(self.widths):
-      x = self._dense(width, x, f"dense{i}")
-      x = act(x)
+      h = act(self._dense(width, x, f"dense{i}"))
       if self.dropout > 0:
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+      x = x + h if self.residual and x.shape[-1] == width else h
     self.sow("intermediates", "features", x)
     return self._dense(self.num_classes, x, "head")

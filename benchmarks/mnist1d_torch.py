@@ -2,8 +2,8 @@
 
 A transcription of the mnist1d package's models and `train_model` (Greydanus 2020). `--model`:
 cnn (three stride-2 Conv1d layers of 25 channels, kernels 5, 3, 3, padding 1, ReLU, a linear
-head), mlp (100-100 ReLU), gru (bidirectional GRU of 6 units, all 40 steps' outputs flattened
-into a linear head). PyTorch's default initialisation; Adam(lr=1e-2, weight_decay=0); batch 100 taken in order
+head), mlp (100-100 ReLU, a skip around the second layer), gru (bidirectional GRU of 6 units,
+all 40 steps' outputs flattened into a linear head). PyTorch's default initialisation; Adam(lr=1e-2, weight_decay=0); batch 100 taken in order
 (`bix = step * 100 % 4000`, no shuffling); 8,000 steps; test accuracy every `--eval_every` steps
 (the package's default is 250). It needs only torch and numpy, not this project:
 
@@ -50,7 +50,9 @@ class MLP(nn.Module):
     self.linear3 = nn.Linear(hidden_size, output_size)
 
   def forward(self, x):
-    return self.linear3(self.linear2(self.linear1(x).relu()).relu())
+    h = self.linear1(x).relu()
+    h = h + self.linear2(h).relu()
+    return self.linear3(h)
 
 
 class GRU(nn.Module):

@@ -57,6 +57,29 @@ def test_arch_imports_nothing_from_train_data_or_eval():
   assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_residual_mlp_equals_numpy():
+  # The MNIST-1D paper's MLPBase: h = relu(W1 x); h = h + relu(W2 h); W3 h. The skip is only
+  # where a layer keeps its input's width (not around the 40 -> 16 layer here).
+  model = arch.build({"name": "mlp.MLP", "num_classes": 3, "widths": (16, 16, 8),
+                      "residual": True})
+  x = np.random.default_rng(0).normal(size=(5, 40))
+  with jax.enable_x64(True):
+    v = model.init(jax.random.key(0), jnp.zeros((1, 40)))
+    p = jax.tree.map(np.asarray, v["params"])
+    out = np.asarray(model.clone(dtype=jnp.float64, param_dtype=jnp.float64).apply(
+        v, jnp.asarray(x)))
+
+  def dense(name, h):
+    return h @ p[name]["kernel"] + p[name]["bias"]
+
+  h = np.maximum(dense("dense0", x), 0)
+  h = h + np.maximum(dense("dense1", h), 0)
+  h = np.maximum(dense("dense2", h), 0)
+  np.testing.assert_allclose(out, dense("head", h), rtol=1e-5)
+  plain = model.clone(residual=False).apply(v, jnp.asarray(x, jnp.float32))
+  assert not np.allclose(plain, out, atol=1e-3)
+
+
 def test_dropout_differs_in_training_only():
   model = arch.build({"name": "mlp.MLP", "num_classes": 4, "widths": (32,), "dropout": 0.5})
   x = jnp.ones((3, 10))

@@ -223,7 +223,13 @@ def test_compilation_cache_is_filled_then_reused_with_identical_results(data_dir
     if i == 0:
       entries = sorted(os.listdir(cache))
       assert any(e.startswith("jit_step") for e in entries), entries
-  assert sorted(os.listdir(cache)) == entries  # the second run added no entries: same keys
+  # The second run found the step under the same key. Only functions that compiled in more
+  # than the cache's 0.2 s threshold are stored, so under a loaded CPU the second run may add
+  # an entry for a small one that compiled faster the first time; none may change or vanish.
+  after = sorted(os.listdir(cache))
+  assert set(entries) <= set(after), (entries, after)
+  steps = lambda names: [e for e in names if e.startswith("jit_step")]  # noqa: E731
+  assert steps(after) == steps(entries), (entries, after)
   assert _metrics(str(tmp_path / "run0")) == _metrics(str(tmp_path / "run1"))
 
 

@@ -1,22 +1,24 @@
-"""Is our MNIST-1D GRU the paper's PyTorch GRU? Same weights in, same numbers out, in float64.
+"""Are our MNIST-1D CNN and GRU the paper's PyTorch models? Same weights in, same numbers out,
+in float64.
 
-  /path/to/torch-venv/bin/python benchmarks/mnist1d_gru_equivalence.py --side torch \\
-      --data ../shared/data/mnist1d_frozen.npz --out /tmp/gru_torch.npz
-  python benchmarks/mnist1d_gru_equivalence.py --side jax \\
-      --data ../shared/data/mnist1d_frozen.npz --out /tmp/gru_torch.npz
+  python benchmarks/mnist1d_equivalence.py --model cnn --side torch \\
+      --data ../shared/data/mnist1d_frozen.npz --out /tmp/cnn_torch.npz
+  python benchmarks/mnist1d_equivalence.py --model cnn --side jax \\
+      --data ../shared/data/mnist1d_frozen.npz --out /tmp/cnn_torch.npz
 
-The torch side builds `benchmarks/mnist1d_torch.py`'s GRU (the mnist1d package's model) with
-`torch.manual_seed(--seed)` in float64, records its initial weights, and takes `--steps` Adam(1e-2)
-steps on in-order batches of 100 (`bix = step * 100 % 4000`), as the paper's loop does. The JAX
-side loads those initial weights into `experiments/mnist1d_gru.py`'s model (float64), takes the
-same steps with optax's Adam, and prints the largest differences in initial logits, initial
-gradients and final weights. Differences at float64 rounding mean the model, the loss, the
-optimizer and the batch order are the same computation; a different final accuracy between the
-two frameworks can then only come from the initial draw (the seed) and float32 rounding.
+The torch side (torch: the `bench` extra) builds `benchmarks/mnist1d_torch.py`'s model (`--model`
+cnn or gru, the mnist1d package's ConvBase and GRU) with `torch.manual_seed(--seed)` in float64,
+records its initial weights, and takes `--steps` Adam(1e-2) steps on in-order batches of 100
+(`bix = step * 100 % 4000`), as the paper's loop does. The JAX side loads those initial weights
+into `experiments/mnist1d_<model>.py`'s model (float64), takes the same steps with optax's Adam,
+and prints the largest differences in initial logits, initial gradients and final weights.
+Differences at float64 rounding mean the model, the loss, the optimizer and the batch order are
+the same computation; a different final accuracy between the two frameworks can then only come
+from the initial draw (the seed) and float32 rounding.
 
 `--dtype float32 --steps 8000` on the JAX side trains our model the paper's full 8,000 steps in
 float32 from the torch run's initial weights of `--seed` and prints its test accuracy, to set
-beside `mnist1d_torch.py --model gru --seed S`, which starts from the same weights.
+beside `mnist1d_torch.py --model M --seed S`, which starts from the same weights.
 """
 
 from __future__ import annotations
@@ -35,11 +37,11 @@ def torch_side(a) -> None:
   import torch
 
   sys.path.insert(0, HERE)
-  from mnist1d_torch import GRU
+  from mnist1d_torch import GRU, ConvBase
 
   d = np.load(a.data)
   torch.manual_seed(a.seed)  # as mnist1d_torch.py: the same initial weights as its run
-  m = GRU().double()
+  m = {"cnn": ConvBase, "gru": GRU}[a.model]().double()
   init = {k: v.detach().numpy().copy() for k, v in m.state_dict().items()}
   x0, y0 = torch.tensor(d["x"][:100]), torch.tensor(d["y"][:100]).long()
   logits0 = m(x0)
@@ -59,7 +61,15 @@ def torch_side(a) -> None:
   print(f"wrote {a.out}")
 
 
-def _to_flax(t: dict[str, np.ndarray], prefix: str) -> dict:
+def _to_flax(t: dict[str, np.ndarray], prefix: str, model: str) -> dict:
+  if model == "cnn":
+    p = {f"conv{i}": {"kernel": t[f"{prefix}conv{i + 1}.weight"].transpose(2, 1, 0),  # OIW->WIO
+                      "bias": t[f"{prefix}conv{i + 1}.bias"]} for i in range(3)}
+    w = t[f"{prefix}linear.weight"]  # torch flattens (C, L), feature c * L + l; ours (L, C)
+    c = p["conv2"]["kernel"].shape[-1]
+    w = w.reshape(w.shape[0], c, -1).transpose(0, 2, 1).reshape(w.shape[0], -1)
+    return {**p, "head": {"kernel": w.T, "bias": t[f"{prefix}linear.bias"]}}
+
   def cell(sfx):
     w = {n: t[f"{prefix}gru.{n}_l0{sfx}"] for n in ("weight_ih", "weight_hh", "bias_ih",
                                                     "bias_hh")}
@@ -80,14 +90,15 @@ def jax_side(a) -> None:
   import optax
 
   sys.path.insert(0, os.path.join(os.path.dirname(HERE), "experiments"))
-  import mnist1d_gru
+  import importlib
 
   import arch
 
   t = dict(np.load(a.out))
   d = np.load(a.data)
   dtype = jnp.dtype(a.dtype)
-  model = arch.build({**mnist1d_gru.get_config().model.to_dict(), "dtype": dtype,
+  experiment = importlib.import_module(f"mnist1d_{a.model}")
+  model = arch.build({**experiment.get_config().model.to_dict(), "dtype": dtype,
                       "param_dtype": dtype})
   d = {k: np.asarray(v, dtype) if k.startswith("x") else v for k, v in d.items()}
 
@@ -104,7 +115,7 @@ def jax_side(a) -> None:
     updates, opt_state = tx.update(g, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
-  params = jax.tree.map(lambda v: jnp.asarray(v, dtype), _to_flax(t, "init/"))
+  params = jax.tree.map(lambda v: jnp.asarray(v, dtype), _to_flax(t, "init/", a.model))
   (_, logits0), g0 = grad(params, d["x"][:100], d["y"][:100])
   opt_state = tx.init(params)
   for step in range(a.steps):
@@ -117,15 +128,17 @@ def jax_side(a) -> None:
 
   grads_t = {k.replace("grad0/", "init/"): v for k, v in t.items() if k.startswith("grad0/")}
   print(f"initial logits: max |difference| {np.abs(np.asarray(logits0) - t['logits0']).max():.2e}")
-  print(f"initial gradients: max |difference| {max_diff(g0, _to_flax(grads_t, 'init/')):.2e}")
+  grad_diff = max_diff(g0, _to_flax(grads_t, "init/", a.model))
+  print(f"initial gradients: max |difference| {grad_diff:.2e}")
   print(f"weights after {a.steps} Adam steps: max |difference| "
-        f"{max_diff(params, _to_flax(t, 'final/')):.2e}")
+        f"{max_diff(params, _to_flax(t, 'final/', a.model)):.2e}")
   test = model.apply({"params": params}, d["x_test"]).argmax(-1) == d["y_test"]
   print(f"test accuracy after {a.steps} steps ({a.dtype}): {float(test.mean()):.4f}")
 
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--model", choices=("cnn", "gru"), default="gru")
   p.add_argument("--side", choices=("torch", "jax"), required=True)
   p.add_argument("--data", required=True)
   p.add_argument("--out", required=True, help="the torch side's .npz (written, then read)")

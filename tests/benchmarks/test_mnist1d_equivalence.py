@@ -1,0 +1,30 @@
+"""benchmarks/mnist1d_equivalence.py: the paper's PyTorch CNN and GRU and ours, started from the
+same weights, agree in float64 through a few Adam steps. Needs the `bench` extra (torch)."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torch")
+
+from tests.conftest import ROOT, SHARED_DATA  # noqa: E402
+
+DATA = os.path.join(SHARED_DATA, "mnist1d_frozen.npz")
+
+
+@pytest.mark.parametrize("model", ["cnn", "gru"])
+def test_same_weights_give_the_same_training_in_float64(model, tmp_path):
+  out = str(tmp_path / "torch.npz")
+  cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "mnist1d_equivalence.py"), "--model",
+         model, "--data", DATA, "--out", out, "--steps", "5"]
+  for side in ("torch", "jax"):
+    r = subprocess.run(cmd + ["--side", side], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+  diffs = {k: float(v) for k, v in re.findall(r"^(\w[\w ]*?): max \|difference\| (\S+)$",
+                                               r.stdout, re.M)}
+  assert set(diffs) == {"initial logits", "initial gradients",
+                        "weights after 5 Adam steps"}, r.stdout
+  assert max(diffs.values()) < 1e-12, diffs

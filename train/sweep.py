@@ -184,7 +184,11 @@ def points(axes: Sequence[Axis], samples: int = 0, seed: int = 0) -> list[dict[s
 def _format(value: Any) -> str:
   if isinstance(value, (tuple, list)):
     return "-".join(_format(v) for v in value) or "none"
-  return re.sub(r"[^\w.+\-]", "", repr(value) if isinstance(value, float) else str(value))
+  text = repr(value) if isinstance(value, float) else str(value)
+  safe = re.sub(r"[^\w.+\-]", "", text)
+  # characters a directory name should not hold are dropped; a short hash of the value keeps
+  # values that differ only in them apart ("train[:3500]" and "train[3500:]")
+  return safe if safe == text else f"{safe}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
 def point_name(point: dict[str, Any]) -> str:

@@ -40,3 +40,21 @@ def test_tiny_mode_trains(name, trained):
   with open(os.path.join(trained(name), "summary.json")) as f:  # shared with other tests
     final = json.load(f)["final_eval"]
   assert final["count"] > 0 and math.isfinite(final["loss"])
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+  return out
+
+
+@pytest.mark.parametrize("name", ["mnist1d_cnn", "mnist1d_mlp", "mnist1d_gru"])
+def test_augmented_recipe_changes_only_the_schedule_and_the_shift(name):
+  paper, augmented = load_experiment(name), load_experiment(name, "augmented")
+  config_lib.validate(augmented)
+  a, b = _flat(paper.to_dict()), _flat(augmented.to_dict())
+  changed = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+  assert changed == {"optim.schedule": ("constant", "cosine"), "data.augment.shift": (0, 3)}
+  with pytest.raises(ValueError, match=r"unknown argument 'huge'.*'augmented'"):
+    load_experiment(name, "huge")

@@ -31,6 +31,14 @@ def test_spec_parses_literals_tuples_and_bare_words():
   assert sweep.point_name(grid[1]) == "optim.learning_rate=0.001,model.features=8-8,optim.name=sgd"
 
 
+def test_values_that_differ_only_in_unsafe_characters_get_distinct_directories():
+  axes = sweep.parse_spec("data.eval_split=['train[:3500]','train[3500:]',test]")
+  names = [sweep.point_name(p) for p in sweep.points(axes)]
+  assert names[2] == "data.eval_split=test"  # safe values keep their plain names
+  assert len(set(names)) == 3 and all(n.startswith("data.eval_split=train3500-") for n in names[:2])
+  assert all(not set(n) & set("[]:'/ ") for n in names)
+
+
 @pytest.mark.parametrize("spec, message", [
     ("optim.learning_rate=[]", "empty list"),
     ("optim.learning_rate", "expected FIELD="),

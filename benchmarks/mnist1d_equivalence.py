@@ -24,6 +24,7 @@ beside `mnist1d_torch.py --model M --seed S`, which starts from the same weights
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
@@ -90,8 +91,6 @@ def jax_side(a) -> None:
   import optax
 
   sys.path.insert(0, os.path.join(os.path.dirname(HERE), "experiments"))
-  import importlib
-
   import arch
 
   t = dict(np.load(a.out))

@@ -3,9 +3,10 @@
 A transcription of the mnist1d package's models and `train_model` (Greydanus 2020). `--model`:
 cnn (three stride-2 Conv1d layers of 25 channels, kernels 5, 3, 3, padding 1, ReLU, a linear
 head), mlp (100-100 ReLU, a skip around the second layer), gru (bidirectional GRU of 6 units,
-all 40 steps' outputs flattened into a linear head). PyTorch's default initialisation; Adam(lr=1e-2, weight_decay=0); batch 100 taken in order
-(`bix = step * 100 % 4000`, no shuffling); 8,000 steps; test accuracy every `--eval_every` steps
-(the package's default is 250). It needs only torch and numpy, not this project:
+all 40 steps' outputs flattened into a linear head). PyTorch's default initialisation;
+Adam(lr=1e-2, weight_decay=0); batch 100 taken in order (`bix = step * 100 % 4000`, no
+shuffling); 8,000 steps; test accuracy every `--eval_every` steps (the package's default is
+250). It needs only torch and numpy, not this project:
 
   pip install torch==2.13.0 numpy
   python benchmarks/mnist1d_torch.py --data ../shared/data/mnist1d_frozen.npz --seed 0

@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import EXPERIMENTS, load_experiment
 from train import config as config_lib
+from train import records
 
 
 def _is_experiment(name: str) -> bool:
@@ -42,18 +43,11 @@ def test_tiny_mode_trains(name, trained):
   assert final["count"] > 0 and math.isfinite(final["loss"])
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-  return out
-
-
 @pytest.mark.parametrize("name", ["mnist1d_cnn", "mnist1d_mlp", "mnist1d_gru"])
 def test_augmented_recipe_changes_only_the_schedule_and_the_shift(name):
   paper, augmented = load_experiment(name), load_experiment(name, "augmented")
   config_lib.validate(augmented)
-  a, b = _flat(paper.to_dict()), _flat(augmented.to_dict())
+  a, b = records.flatten(paper.to_dict()), records.flatten(augmented.to_dict())
   changed = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
   assert changed == {"optim.schedule": ("constant", "cosine"), "data.augment.shift": (0, 3)}
   with pytest.raises(ValueError, match=r"unknown argument 'huge'.*'augmented'"):

@@ -23,7 +23,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FROZEN = os.path.join(ROOT, "..", "shared", "data", "mnist1d_frozen.npz")
+FROZEN = os.path.join(ROOT, "tests", "data", "mnist1d_frozen.npz")
 
 
 def _timed(cmd: list[str]) -> tuple[float, str]:

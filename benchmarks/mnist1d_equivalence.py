@@ -2,9 +2,9 @@
 in float64.
 
   python benchmarks/mnist1d_equivalence.py --model cnn --side torch \\
-      --data ../shared/data/mnist1d_frozen.npz --out /tmp/cnn_torch.npz
+      --data tests/data/mnist1d_frozen.npz --out /tmp/cnn_torch.npz
   python benchmarks/mnist1d_equivalence.py --model cnn --side jax \\
-      --data ../shared/data/mnist1d_frozen.npz --out /tmp/cnn_torch.npz
+      --data tests/data/mnist1d_frozen.npz --out /tmp/cnn_torch.npz
 
 The torch side (torch: the `bench` extra) builds `benchmarks/mnist1d_torch.py`'s model (`--model`
 cnn or gru, the mnist1d package's ConvBase and GRU) with `torch.manual_seed(--seed)` in float64,

@@ -9,7 +9,7 @@ shuffling); 8,000 steps; test accuracy every `--eval_every` steps (the package's
 250). It needs only torch and numpy, not this project:
 
   pip install torch==2.13.0 numpy
-  python benchmarks/mnist1d_torch.py --data ../shared/data/mnist1d_frozen.npz --seed 0
+  python benchmarks/mnist1d_torch.py --data tests/data/mnist1d_frozen.npz --seed 0
 
 Prints one JSON line: wall time from process start, steady-state steps/s, final test accuracy.
 """

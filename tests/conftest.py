@@ -12,7 +12,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = os.path.join(ROOT, "experiments")
-SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+# The MNIST-1D paper's frozen data (the authors' published pickle as plain arrays x, y, x_test,
+# y_test), kept in the repository so that a clone anywhere passes the suite.
+FROZEN_MNIST1D = os.path.join(ROOT, "tests", "data", "mnist1d_frozen.npz")
 
 
 @pytest.fixture(scope="session")

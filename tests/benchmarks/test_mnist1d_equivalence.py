@@ -10,9 +10,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from tests.conftest import ROOT, SHARED_DATA  # noqa: E402
-
-DATA = os.path.join(SHARED_DATA, "mnist1d_frozen.npz")
+from tests.conftest import FROZEN_MNIST1D as DATA  # noqa: E402
+from tests.conftest import ROOT  # noqa: E402
 
 
 @pytest.mark.parametrize("model", ["cnn", "gru"])

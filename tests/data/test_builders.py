@@ -1,10 +1,8 @@
-import os
-
 import numpy as np
 import pytest
 
 from data import builders, sources
-from tests.conftest import SHARED_DATA
+from tests.conftest import FROZEN_MNIST1D
 from train import config as config_lib
 
 
@@ -17,7 +15,7 @@ def _data_config(source, data_dir, **kw):
 
 
 def test_mnist1d_equals_the_papers_frozen_data(data_dir):
-  frozen = np.load(os.path.join(SHARED_DATA, "mnist1d_frozen.npz"))
+  frozen = np.load(FROZEN_MNIST1D)
   c = _data_config("mnist1d", data_dir)
   for split, xk, yk in (("train", "x", "y"), ("test", "x_test", "y_test")):
     arrays = sources.load_split(c, split)

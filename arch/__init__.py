@@ -5,7 +5,8 @@
     variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
 
 `build(config.model)` resolves `config.model.name` (`"family.Name"`) in `REGISTRY` and passes the
-other fields as keyword arguments.
+other fields as keyword arguments. A model defined outside this package is added with
+`register("family.Name", ModelClass)`; one inside it, by a line in `REGISTRY`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,23 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
 }
 
 _MODULE_FIELDS = {"parent", "name"}
+
+
+def register(name: str, factory: Callable[..., nn.Module]) -> None:
+  """Adds a model under `name` (`config.model.name`): a flax.linen.Module class, or a
+  functools.partial of one (a named variant). A name already taken by another model is an
+  error, so two extensions cannot silently replace each other's.
+
+  Raises:
+    ValueError: a name already registered for another factory, or a factory that is not a
+      Module class.
+  """
+  cls = factory.func if isinstance(factory, functools.partial) else factory
+  if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+    raise ValueError(f"register({name!r}, {factory!r}): expected a flax.linen.Module class")
+  if REGISTRY.get(name, factory) is not factory:
+    raise ValueError(f"model.name={name!r} is already registered as {REGISTRY[name]!r}")
+  REGISTRY[name] = factory
 
 
 def fields(factory: Callable[..., nn.Module]) -> set[str]:

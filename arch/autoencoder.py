@@ -25,7 +25,7 @@ double it back with transposed convolutions, so each spatial size must be divisi
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -134,6 +134,8 @@ class Autoencoder(nn.Module):
     weight_init: a name in `arch.initializers.INITS`.
   """
 
+  variational: ClassVar[bool] = False  # encode -> a code; VAE: encode -> (mean, logvar)
+
   input_shape: Sequence[int]
   latent_dim: int = 8
   encoder: str = "dense"
@@ -229,6 +231,7 @@ class VAE(Autoencoder):
       keeps the likelihood finite on elements that never vary (digits' border pixels).
   """
 
+  variational: ClassVar[bool] = True
   min_std: float = 1e-2
 
   def _code_size(self) -> int:

@@ -15,6 +15,7 @@ import numpy as np
 
 from arch import attention
 from benchmarks.conv_speed import median_ms
+from train import cli
 
 # name: (B, T, N, H, causal)
 SHAPES = {"charlm_transformer (causal)": (32, 128, 4, 24, True),
@@ -51,4 +52,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  cli.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
+  cli.guarded(main)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from arch import conv
+from train import cli
 
 SPECS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
 # name: (input shape, kernel shape, "conv" (strided) or "transpose", stride, padding)
@@ -110,4 +111,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  cli.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
+  cli.guarded(main)

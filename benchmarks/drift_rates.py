@@ -1,6 +1,6 @@
 """False-positive rate and power of `eval.drift.monitor` on MNIST-1D, through a trained classifier.
 
-  python benchmarks/drift_rates.py --workdir runs/mnist1d_cnn --repeats 200 --size 500
+  python -m benchmarks.drift_rates --workdir runs/mnist1d_cnn --repeats 200 --size 500
 
 Same distribution: each repeat draws two disjoint random sets of `--size` examples from the
 canonical training split (4,000 examples) and runs the monitor at alpha = 0.05; the share of
@@ -12,15 +12,12 @@ at its Bonferroni level alpha / 3.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
 
 import numpy as np
 import scipy.stats
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from train import cli
 
 
 def interval(k: int, n: int) -> tuple[float, float]:
@@ -37,7 +34,7 @@ def main() -> None:
   from eval import drift
   from eval.generative import Reference
 
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--workdir", default="runs/mnist1d_cnn")
   parser.add_argument("--repeats", type=int, default=200)
   parser.add_argument("--size", type=int, default=500)
@@ -82,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  cli.guarded(main)

@@ -10,22 +10,19 @@ Prints the median ms per step over 7 windows of 5 steps (after 3 warm-up steps).
 from __future__ import annotations
 
 import functools
-import os
 import statistics
-import sys
 import time
 
 import jax
 import numpy as np
 
 from arch import attention
-from benchmarks import run
+from train import cli, loop, parallel
 from train import config as config_lib
-from train import loop, parallel
 
 
 def _config():
-  return config_lib.load_file(os.path.join(run.ROOT, "experiments", "charlm_transformer.py"))
+  return config_lib.load("experiments.charlm_transformer")
 
 
 def _median_ms(step, windows: int = 7, per: int = 5) -> float:
@@ -77,10 +74,14 @@ def torch_ms(identity: bool) -> float:
     F.scaled_dot_product_attention = original
 
 
-def main(argv: list[str]) -> None:
-  blocks = [4]
-  if "--blocks" in argv:
-    blocks = [int(b) for b in argv[argv.index("--blocks") + 1].split(",")]
+def main(argv: list[str] | None = None) -> None:
+  parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--blocks", default="4", help="causal block counts, comma-separated")
+  args = parser.parse_args(argv)
+  try:
+    blocks = [int(b) for b in args.blocks.split(",")]
+  except ValueError:
+    cli.fail(f"--blocks={args.blocks!r}: expected whole numbers separated by commas, e.g. 2,4,8", 2)
   identity = lambda q, k, v, mask=None, is_causal=False: v  # noqa: E731
   rows = [(f"strata, {b} causal blocks",
            strata_ms(functools.partial(attention.dot_product_attention, causal_blocks=b)))
@@ -94,4 +95,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  cli.guarded(main)

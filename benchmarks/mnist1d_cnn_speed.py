@@ -2,7 +2,7 @@
 PyTorch training (benchmarks/mnist1d_torch.py), interleaved in one session so both see the same
 machine, plus the two costs that shape our loop: the bare jitted step and grain batching.
 
-  python benchmarks/mnist1d_cnn_speed.py --repeats 3 --torch_python /path/to/venv-with-torch/bin/python
+  python -m benchmarks.mnist1d_cnn_speed --repeats 3 --torch_python /path/to/venv-with-torch/bin/python
 
 Each repeat runs, in turn: ours with an empty compilation cache (cold: compiles), ours again with
 the cache it filled (warm), and the PyTorch reference (if --torch_python is given). Times are from
@@ -12,7 +12,6 @@ The data set must be prepared (any `python -m train --config experiments/mnist1d
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -21,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from train import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FROZEN = os.path.join(ROOT, "tests", "data", "mnist1d_frozen.npz")
@@ -48,7 +49,7 @@ def ours(cache: str) -> dict:
 
 
 def reference(python: str) -> dict:
-  wall, log = _timed([python, "benchmarks/mnist1d_torch.py", "--data", FROZEN])
+  wall, log = _timed([python, "-m", "benchmarks.mnist1d_torch", "--data", FROZEN])
   r = json.loads(log.strip().splitlines()[-1])
   return {"wall_s": wall, "steady_steps_per_s": r["steady_steps_per_s"],
           "test_accuracy": r["test_accuracy"], "torch": r["torch"]}
@@ -60,18 +61,12 @@ def step_floor(steps: int = 2000) -> dict:
   import grain
   import jax
 
-  sys.path.insert(0, os.path.join(ROOT, "experiments"))
-  import importlib.util
-
   import arch
   import data as data_lib
+  from train import config as config_lib
   from train import paradigms
 
-  spec = importlib.util.spec_from_file_location("e", os.path.join(ROOT, "experiments",
-                                                                 "mnist1d_cnn.py"))
-  exp = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(exp)
-  config = exp.get_config()
+  config = config_lib.load("experiments.mnist1d_cnn")
   pipe = data_lib.build_pipeline(config.data, "train", train=True, seed=0)
   par = paradigms.get("supervised").make(arch.build(config.model), config, total_steps=steps)
   rng = jax.random.key(0)
@@ -103,7 +98,7 @@ def step_floor(steps: int = 2000) -> dict:
 
 
 def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--torch_python", default="", help="a Python with torch for the reference")
   a = p.parse_args()
@@ -127,4 +122,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  cli.guarded(main)

@@ -1,9 +1,9 @@
 """Are our MNIST-1D CNN and GRU the paper's PyTorch models? Same weights in, same numbers out,
 in float64.
 
-  python benchmarks/mnist1d_equivalence.py --model cnn --side torch \\
+  python -m benchmarks.mnist1d_equivalence --model cnn --side torch \\
       --data tests/data/mnist1d_frozen.npz --out /tmp/cnn_torch.npz
-  python benchmarks/mnist1d_equivalence.py --model cnn --side jax \\
+  python -m benchmarks.mnist1d_equivalence --model cnn --side jax \\
       --data tests/data/mnist1d_frozen.npz --out /tmp/cnn_torch.npz
 
 The torch side (torch: the `bench` extra) builds `benchmarks/mnist1d_torch.py`'s model (`--model`
@@ -23,22 +23,17 @@ beside `mnist1d_torch.py --model M --seed S`, which starts from the same weights
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import os
-import sys
-
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from train import cli
+
 HIDDEN = 6
 
 
 def torch_side(a) -> None:
   import torch
 
-  sys.path.insert(0, HERE)
-  from mnist1d_torch import GRU, ConvBase
+  from benchmarks.mnist1d_torch import GRU, ConvBase
 
   d = np.load(a.data)
   torch.manual_seed(a.seed)  # as mnist1d_torch.py: the same initial weights as its run
@@ -90,14 +85,13 @@ def jax_side(a) -> None:
   import jax.numpy as jnp
   import optax
 
-  sys.path.insert(0, os.path.join(os.path.dirname(HERE), "experiments"))
   import arch
+  from train import config as config_lib
 
   t = dict(np.load(a.out))
   d = np.load(a.data)
   dtype = jnp.dtype(a.dtype)
-  experiment = importlib.import_module(f"mnist1d_{a.model}")
-  model = arch.build({**experiment.get_config().model.to_dict(), "dtype": dtype,
+  model = arch.build({**config_lib.load(f"experiments.mnist1d_{a.model}").model.to_dict(), "dtype": dtype,
                       "param_dtype": dtype})
   d = {k: np.asarray(v, dtype) if k.startswith("x") else v for k, v in d.items()}
 
@@ -136,7 +130,7 @@ def jax_side(a) -> None:
 
 
 def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = cli.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--model", choices=("cnn", "gru"), default="gru")
   p.add_argument("--side", choices=("torch", "jax"), required=True)
   p.add_argument("--data", required=True)
@@ -150,4 +144,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  cli.guarded(main)

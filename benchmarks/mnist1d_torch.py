@@ -9,12 +9,11 @@ shuffling); 8,000 steps; test accuracy every `--eval_every` steps (the package's
 250). It needs only torch and numpy, not this project:
 
   pip install torch==2.13.0 numpy
-  python benchmarks/mnist1d_torch.py --data tests/data/mnist1d_frozen.npz --seed 0
+  python -m benchmarks.mnist1d_torch --data tests/data/mnist1d_frozen.npz --seed 0
 
 Prints one JSON line: wall time from process start, steady-state steps/s, final test accuracy.
 """
 
-import argparse
 import json
 import time
 
@@ -23,6 +22,8 @@ T0 = time.perf_counter()
 import numpy as np
 import torch
 from torch import nn
+
+from train import cli
 
 
 class ConvBase(nn.Module):
@@ -76,7 +77,7 @@ def accuracy(model, x, y) -> float:
 
 
 def main() -> None:
-  p = argparse.ArgumentParser()
+  p = cli.ArgumentParser()
   p.add_argument("--data", required=True)
   p.add_argument("--model", choices=("cnn", "mlp", "gru"), default="cnn")
   p.add_argument("--seed", type=int, default=0)
@@ -115,4 +116,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  cli.guarded(main)

@@ -31,7 +31,9 @@ import statistics
 import time
 from typing import Any
 
-from absl import app, flags
+from absl import flags
+
+from train import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # workload -> (experiment file, paradigm shown in the table)
@@ -86,7 +88,7 @@ def measure(name: str, quick: bool = False, tiny: bool = False, data_dir: str | 
   from train import loop, parallel
 
   experiment, paradigm = WORKLOADS[name]
-  config = config_lib.load_file(os.path.join(ROOT, "experiments", f"{experiment}.py")
+  config = config_lib.load(os.path.join(ROOT, "experiments", f"{experiment}.py")
                                 + (":tiny" if tiny else ""))
   if data_dir:
     config.data.data_dir = data_dir
@@ -235,25 +237,24 @@ def define_flags() -> None:
 def main(argv: list[str]) -> None:
   from train import records
 
-  with records.cli(argv):
-    names = FLAGS.only or list(WORKLOADS)
-    unknown = sorted(set(names) - set(WORKLOADS))
-    if unknown:
-      raise ValueError(f"--only {unknown}: expected some of {list(WORKLOADS)}")
-    peak = matmul_flops()
-    rows = []
-    for name in names:
-      records.console(f"[benchmark] {name}")
-      rows.append(measure(name, quick=FLAGS.quick, data_dir=FLAGS.data_dir, torch=FLAGS.torch))
-      records.console(markdown(rows[-1:], peak).splitlines()[-1])
-    text = markdown(rows, peak)
-    os.makedirs(FLAGS.out, exist_ok=True)
-    records.write_json_atomic(os.path.join(FLAGS.out, "benchmark.json"), {
-        "matmul_flops_per_s": peak, "quick": FLAGS.quick, "workloads": rows})
-    records.write_text_atomic(os.path.join(FLAGS.out, "benchmark.md"), text + "\n")
-    print(text)
+  names = FLAGS.only or list(WORKLOADS)
+  unknown = sorted(set(names) - set(WORKLOADS))
+  if unknown:
+    raise ValueError(f"--only {unknown}: expected some of {list(WORKLOADS)}")
+  peak = matmul_flops()
+  rows = []
+  for name in names:
+    records.console(f"[benchmark] {name}")
+    rows.append(measure(name, quick=FLAGS.quick, data_dir=FLAGS.data_dir, torch=FLAGS.torch))
+    records.console(markdown(rows[-1:], peak).splitlines()[-1])
+  text = markdown(rows, peak)
+  os.makedirs(FLAGS.out, exist_ok=True)
+  records.write_json_atomic(os.path.join(FLAGS.out, "benchmark.json"), {
+      "matmul_flops_per_s": peak, "quick": FLAGS.quick, "workloads": rows})
+  records.write_text_atomic(os.path.join(FLAGS.out, "benchmark.md"), text + "\n")
+  print(text)
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -495,7 +495,7 @@ def unet(config: Any, example: dict[str, Any]) -> Twin:
   params = list(model.parameters())
   opt, sched = _optimizer(params, config.optim, config.train.steps)
   ema = [p.detach().clone() for p in params]
-  from train.paradigms import diffusion
+  from train.paradigms import diffusion_math as diffusion
 
   schedule = diffusion.make_schedule(f.schedule, f.steps)  # data, not timed work: strata's own
   alpha_bars = torch.from_numpy(np.array(schedule.alpha_bars))

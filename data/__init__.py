@@ -5,8 +5,9 @@
     batch = next(train.iterator())   # {"inputs": (B, ...), "label": (B,), "mask": (B,)}
 """
 
+from data.arrays import split_arrays
 from data.pipeline import Pipeline, build_pipeline, check_labels, describe
 from data.sources import DataError, SourceInfo, load_split, load_text, source_info
 
 __all__ = ["Pipeline", "build_pipeline", "check_labels", "describe", "DataError", "SourceInfo",
-           "load_split", "load_text", "source_info"]
+           "load_split", "load_text", "source_info", "split_arrays"]

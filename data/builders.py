@@ -51,6 +51,14 @@ class _OfflineBuilder(tfds.core.GeneratorBasedBuilder):
     kwargs.setdefault("file_format", "array_record")
     super().__init__(**kwargs)
 
+  # TFDS prints a download-size line before preparing and a "prepared" line after it; these
+  # builders download nothing and `data.sources` says in one line what it builds and where.
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
   def _split_generators(self, dl_manager):
     del dl_manager
     return {name: self._generate_examples(x, y) for name, (x, y) in self._arrays().items()}

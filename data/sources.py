@@ -6,14 +6,18 @@ it with `builder.as_data_source(split)` and returns its inputs and labels as num
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import os
+import sys
 from typing import Any
 
 import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
 
 from data import builders
 
@@ -81,26 +85,41 @@ def _builder(data_config):
                          bool(data_config.download))
 
 
+@contextlib.contextmanager
+def _quiet():
+  """TFDS's warnings and per-split progress bars off while an offline builder is made and
+  prepared (it downloads nothing, so they say nothing a user needs)."""
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  tfds.display_progress_bar(False)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(verbosity)
+    tfds.display_progress_bar(True)
+
+
 @functools.cache
 def _cached_builder(name: str, data_dir: str, overrides_json: str, download: bool):
-  import tensorflow_datasets as tfds
-
   overrides = json.loads(overrides_json)
   if name in builders.MNIST1D_VARIANTS:
     name, overrides = "mnist1d", {**builders.MNIST1D_VARIANTS[name], **overrides}
   if name in builders.OFFLINE_BUILDERS:
     cls = builders.OFFLINE_BUILDERS[name]
-    if cls is builders.StrataMnist1d:
-      config = builders.mnist1d_config(overrides)
-      # A config that TFDS already knows must be named, not passed again.
-      builder = cls(data_dir=data_dir, config=config.name if not config.overrides else config)
-    elif overrides:
+    if overrides and cls is not builders.StrataMnist1d:
       raise DataError(f"data.builder_config={overrides} is not supported by source {name!r}; "
                       "only 'mnist1d' takes builder arguments")
-    else:
-      builder = cls(data_dir=data_dir)
-    if not builder.is_prepared():
-      builder.download_and_prepare()
+    with _quiet():  # TFDS warns that a folder not yet prepared has no dataset_info.json
+      if cls is builders.StrataMnist1d:
+        config = builders.mnist1d_config(overrides)
+        # A config that TFDS already knows must be named, not passed again.
+        builder = cls(data_dir=data_dir, config=config.name if not config.overrides else config)
+      else:
+        builder = cls(data_dir=data_dir)
+      if not builder.is_prepared():
+        print(f"preparing the offline dataset {name!r} in {builder.data_dir} (once; later runs "
+              "reuse it)", file=sys.stderr, flush=True)
+        builder.download_and_prepare()
     return builder
 
   if overrides:

@@ -1,9 +1,8 @@
 """`python -m eval --workdir DIR`: the evaluation report of a trained classifier (eval.report)."""
 
-from absl import app
-
 from eval import report
+from train import cli
 
 if __name__ == "__main__":
   report.define_flags()
-  app.run(report.main)
+  cli.run(report.main)

@@ -23,7 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from eval import figures
+import data as data_lib
+from eval import restore
+from train import cli, figures, generate
 
 
 def attention_maps(model: Any, params: Any, inputs: jnp.ndarray,
@@ -103,46 +105,38 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  from train import records
-
-  records.start_cli(argv)
-  import ml_collections as mlc
-
-  import data as data_lib
-  from train import checkpoint, generate
-
   out = FLAGS.out or os.path.join(FLAGS.workdir, "attention.png")
-  with records.cli_errors():
-    model, state, config, step = checkpoint.load_workdir(FLAGS.workdir)
-    name = config["model"]["name"]
-    if name == "transformer.TransformerLM":
-      if not FLAGS.prompt:
-        raise ValueError("--prompt is required for a language model")
-      tokens = jnp.asarray(generate.encode(FLAGS.prompt, model.vocab_size))[None]
-      if tokens.shape[1] > model.max_len:
-        raise ValueError(f"--prompt is {tokens.shape[1]} tokens, longer than the model's "
-                         f"max_len={model.max_len}")
-      _, maps = attention_maps(model, state["params"], tokens, state.get("model_state"))
-      _plot_lm(out, FLAGS.prompt, [m[0] for m in maps],
-               f"{FLAGS.workdir} (step {step}): attention over the prompt, mean over heads")
-    else:
-      data_config = mlc.ConfigDict(config["data"])
-      pipe = data_lib.build_pipeline(data_config, data_config.eval_split, train=False,
-                                     seed=config["seed"])
-      if not 0 <= FLAGS.index < pipe.num_examples:
-        raise ValueError(f"--index={FLAGS.index} is outside the {pipe.num_examples} examples "
-                         f"of split {data_config.eval_split!r}")
-      # The example as the model saw it in evaluation (normalised by the run's statistics).
-      b, row = divmod(FLAGS.index, pipe.global_batch_size)
-      batch = pipe.dataset[b]
-      x, label = batch["inputs"][row:row + 1], int(batch["label"][row])
-      logits, maps = attention_maps(model, state["params"], jnp.asarray(x, jnp.float32),
-                                    state.get("model_state"))
-      pred = int(jnp.argmax(logits[0]))
-      plot_classifier(out, np.asarray(x[0]).reshape(-1), [m[0] for m in maps],
-                       getattr(model, "patch_size", 1), getattr(model, "pool", "") == "cls",
-                       f"{data_config.source} {data_config.eval_split} example {FLAGS.index}: "
-                       f"label {label}, predicted {pred} ({FLAGS.workdir}, step {step})")
+  run = restore.restore(FLAGS.workdir)
+  model, config, step = run.model, run.config, run.step
+  params, model_state = run.state.params, run.state.model_state
+  name = config.model.name
+  if name == "transformer.TransformerLM":
+    if not FLAGS.prompt:
+      raise app.UsageError("--prompt is required for a language model")
+    tokens = jnp.asarray(generate.encode(FLAGS.prompt, model.vocab_size))[None]
+    if tokens.shape[1] > model.max_len:
+      raise ValueError(f"--prompt is {tokens.shape[1]} tokens, longer than the model's "
+                       f"max_len={model.max_len}")
+    _, maps = attention_maps(model, params, tokens, model_state)
+    _plot_lm(out, FLAGS.prompt, [m[0] for m in maps],
+             f"{FLAGS.workdir} (step {step}): attention over the prompt, mean over heads")
+  else:
+    data_config = config.data
+    pipe = data_lib.build_pipeline(data_config, data_config.eval_split, train=False,
+                                   seed=config.seed)
+    if not 0 <= FLAGS.index < pipe.num_examples:
+      raise ValueError(f"--index={FLAGS.index} is outside the {pipe.num_examples} examples "
+                       f"of split {data_config.eval_split!r}")
+    # The example as the model saw it in evaluation (normalised by the run's statistics).
+    b, row = divmod(FLAGS.index, pipe.global_batch_size)
+    batch = pipe.dataset[b]
+    x, label = batch["inputs"][row:row + 1], int(batch["label"][row])
+    logits, maps = attention_maps(model, params, jnp.asarray(x, jnp.float32), model_state)
+    pred = int(jnp.argmax(logits[0]))
+    plot_classifier(out, np.asarray(x[0]).reshape(-1), [m[0] for m in maps],
+                     getattr(model, "patch_size", 1), getattr(model, "pool", "") == "cls",
+                     f"{data_config.source} {data_config.eval_split} example {FLAGS.index}: "
+                     f"label {label}, predicted {pred} ({FLAGS.workdir}, step {step})")
   print(out)
 
 
@@ -157,4 +151,4 @@ def define_flags() -> None:
 if __name__ == "__main__":
   define_flags()
   flags.mark_flags_as_required(["workdir"])
-  app.run(main)
+  cli.run(main)

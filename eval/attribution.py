@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from train import figures
+
 METHODS = ("gradient", "gradient_x_input", "integrated_gradients", "smoothgrad")
 
 TargetLogit = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
@@ -152,8 +154,6 @@ def plot(x: np.ndarray, maps: dict[str, np.ndarray], path: str, titles: list[str
   """A grid: one row per example, the input then each method's attribution. 1-D inputs (N, L)
   or (N, L, 1) are drawn as the signal coloured by attribution; 2-D (N, H, W[, C]) as the image
   and signed heat maps (red positive, blue negative, each map on its own symmetric scale)."""
-  from eval import figures
-
   plt = figures.pyplot()
   x = np.asarray(x)
   n = len(x)

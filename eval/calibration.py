@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from train import figures
+
 SCHEMES = ("width", "mass")
 
 
@@ -162,8 +164,6 @@ def reliability_diagram(panels: dict[str, np.ndarray], labels: Any, path: str,
   """One reliability diagram per named set of probabilities (e.g. "before" / "after temperature
   scaling"), side by side: accuracy per confidence bin against the diagonal, the gap shaded, the
   ECE in the title and the share of examples per bin underneath. Writes a PNG to `path`."""
-  from eval import figures
-
   plt = figures.pyplot()
   fig, axes = plt.subplots(2, len(panels), figsize=(4 * len(panels), 5.2), squeeze=False,
                            gridspec_kw={"height_ratios": [3, 1]}, sharex=True)

@@ -16,27 +16,24 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from eval import report as report_lib
+from eval import restore
+from train import cli, compression, records
 
 
 def evaluate(workdir: str, prune: float = 0.0, out: str | None = None) -> dict[str, Any]:
   """The module docstring's comparison; returns what report.json holds."""
-  import jax
-  import jax.numpy as jnp
-  import ml_collections as mlc
-
-  from eval import report as report_lib
-  from eval.reconstruction import split_arrays
-  from train import checkpoint, compression, records
-
-  model, tree, config_dict, step = checkpoint.load_workdir(workdir)
-  config = mlc.ConfigDict(config_dict)
+  run = restore.restore(workdir)
+  config, step = run.config, run.step
   report_lib.check_classifier(config, workdir)
-  x, labels, _ = split_arrays(config, config.data.eval_split)
+  x, labels, _ = run.split(config.data.eval_split)
   x = x.astype(np.float32)
-  model_state = tree.get("model_state") or {}
-  params = jax.tree.map(np.asarray, tree["params"])
+  params = jax.tree.map(np.asarray, run.state.params)
   quantized = compression.quantize_int8(params)
   # each variant: the parameters the function closes over, and how it turns them into float32
   variants = {"float32": (params, lambda p: p),
@@ -54,8 +51,8 @@ def evaluate(workdir: str, prune: float = 0.0, out: str | None = None) -> dict[s
   os.makedirs(out, exist_ok=True)
   rows = {}
   for name, (p, unpack) in variants.items():
-    def predict(p, inputs, unpack=unpack):
-      return model.apply({"params": unpack(p), **model_state}, inputs, train=False)
+    def predict(p, inputs, unpack=unpack):  # the paradigm's predict, over these parameters
+      return run.paradigm.predict(run.state.replace(params=unpack(p)), inputs)
 
     jitted = jax.jit(predict)
     logits = np.concatenate([np.asarray(jitted(p, x[i:i + 500])) for i in range(0, len(x), 500)])
@@ -104,10 +101,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  from train import records
-
-  with records.cli(argv):
-    result = evaluate(FLAGS.workdir, FLAGS.prune, FLAGS.out)
+  result = evaluate(FLAGS.workdir, FLAGS.prune, FLAGS.out)
   print(markdown(result))
 
 
@@ -121,4 +115,4 @@ def define_flags() -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

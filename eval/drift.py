@@ -29,8 +29,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import ml_collections as mlc
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from data import sources
+from eval.generative import Reference
+from train import cli, figures, records
 
 VIEWS = ("inputs", "features", "predictions")
 
@@ -156,8 +161,6 @@ def monitor(reference_raw: np.ndarray, current_raw: np.ndarray, classifier: Any,
 def plot(result: dict[str, Any], path: str, title: str = "") -> str:
   """Per view: the MMD permutation null with the observed statistic, and the per-feature KS
   statistics of the inputs; the predicted-class shares side by side."""
-  from eval import figures
-
   plt = figures.pyplot()
   fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
   for ax, view in zip(axes[:2], ("inputs", "features")):
@@ -225,12 +228,6 @@ def markdown(result: dict[str, Any]) -> str:
 def run(workdir: str, reference: str, current: str, alpha: float = 0.05,
         permutations: int = 500, seed: int = 0, out: str | None = None) -> dict[str, Any]:
   """The CLI: split `reference` of the run's own source against `current` (SOURCE[:SPLIT])."""
-  import ml_collections as mlc
-
-  from data import sources
-  from eval.generative import Reference
-  from train import records
-
   classifier = Reference(workdir)
   config = classifier.config   # the run's config, as the classifier restored it
   source, _, split = current.partition(":")
@@ -264,11 +261,8 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  from train import records
-
-  with records.cli(argv):
-    result = run(FLAGS.workdir, FLAGS.reference, FLAGS.current, FLAGS.alpha, FLAGS.permutations,
-                 FLAGS.seed, FLAGS.out)
+  result = run(FLAGS.workdir, FLAGS.reference, FLAGS.current, FLAGS.alpha, FLAGS.permutations,
+               FLAGS.seed, FLAGS.out)
   print(markdown(result))
 
 
@@ -287,4 +281,4 @@ def define_flags() -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -33,10 +33,16 @@ import os
 import time
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from data import transforms
+from eval import restore
+from eval.report import check_classifier
+from train import cli, figures, paradigms, records
+from train import config as config_lib
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,22 +133,14 @@ class Reference:
   raw data units (it applies its own normalisation)."""
 
   def __init__(self, workdir: str, batch_size: int = 500):
-    import jax
-    import ml_collections as mlc
-
-    from eval.reconstruction import split_arrays
-    from train import checkpoint
-
-    model, tree, config_dict, self.step = checkpoint.load_workdir(workdir)
-    config = mlc.ConfigDict(config_dict)
+    run = restore.restore(workdir)
+    model, config, self.step = run.model, run.config, run.step
     self.num_classes = int(getattr(model, "num_classes", 0) or 0)
-    from eval.report import check_classifier
-
     check_classifier(config, workdir, "a generative reference must be a classifier",
                      flag="reference")
     self.workdir, self.config, self.batch_size = workdir, config, batch_size
-    _, _, self.stats = split_arrays(config, config.data.train_split)
-    variables = {"params": tree["params"], **(tree.get("model_state") or {})}
+    _, _, self.stats = run.split(config.data.train_split)
+    variables = run.variables
 
     def apply(x):
       logits, state = model.apply(variables, x, train=False, mutable=["intermediates"])
@@ -207,25 +205,13 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
   `overrides` change sampling fields of the run's config, e.g. {"diffusion.sampler": "ddpm"}.
   With `seeds` > 1 every set is drawn again for seeds seed, seed + 1, ...: the report's numbers
   are then means, `*_sd` their sample standard deviations, and `per_seed` each draw's."""
-  import jax
-  import jax.numpy as jnp
-  import ml_collections as mlc
-
-  from eval import figures
-  from eval.reconstruction import split_arrays
-  from train import checkpoint, paradigms, records
-  from train import config as config_lib
-  from train import state as state_lib
-
   if samples < 0 or 0 < samples < 4:
     raise ValueError(f"--samples={samples}; expected 0 (the evaluation split's size) or at "
                      "least 4 (k-NN precision and recall use k = 3 neighbours)")
   if seeds < 1:
     raise ValueError(f"--seeds={seeds}; expected at least 1")
-  model, tree, config_dict, step = checkpoint.load_workdir(workdir)
-  config = mlc.ConfigDict(config_dict)
-  config_lib.override(config, overrides)
-  paradigm = paradigms.get(config.paradigm).make(model, config)
+  run = restore.restore(workdir, overrides)
+  config, model, paradigm, step = run.config, run.model, run.paradigm, run.step
   if paradigm.generate is None:
     raise ValueError(f"--workdir={workdir} holds a paradigm={config.paradigm!r} run, which does "
                      "not generate samples")
@@ -243,10 +229,10 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
   if ref.config.data.source != config.data.source:
     raise ValueError(f"reference classifier {reference} was trained on data.source="
                      f"{ref.config.data.source!r}; the run's is {config.data.source!r}")
-  x_train, _, stats = split_arrays(config, config.data.train_split)
-  x_test, _, _ = split_arrays(config, config.data.eval_split)
+  x_train, _, stats = run.split(config.data.train_split)
+  x_test, _, _ = run.split(config.data.eval_split)
   n = samples or len(x_test)
-  state = state_lib.TrainState(**tree)
+  state = run.state
   conditional = getattr(model, "num_classes", 0) > 0
   # compiled once for chunks of `chunk` (the last one padded), so timings exclude compiling
   chunk = min(n, 500)
@@ -367,13 +353,9 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  from train import config as config_lib
-  from train import records
-
-  with records.cli(argv):
-    overrides = config_lib.parse_sets(FLAGS.set)
-    result = report(FLAGS.workdir, FLAGS.reference, FLAGS.samples, FLAGS.out, FLAGS.seed,
-                    overrides, FLAGS.seeds)
+  overrides = config_lib.parse_sets(FLAGS.set)
+  result = report(FLAGS.workdir, FLAGS.reference, FLAGS.samples, FLAGS.out, FLAGS.seed,
+                  overrides, FLAGS.seeds)
   print(markdown(result))
 
 
@@ -394,4 +376,4 @@ def define_flags() -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

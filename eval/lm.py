@@ -13,8 +13,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import jax
+import ml_collections as mlc
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+import data as data_lib
+from eval import restore
+from train import checkpoint, cli, loop, parallel
 
 ALPHAS = tuple(float(a) for a in np.logspace(-4, 1, 26))
 
@@ -43,53 +49,35 @@ def fit_bigram(train: np.ndarray, valid: np.ndarray, vocab: int) -> tuple[np.nda
 
 def workdir_metrics(workdir: str, split: str) -> tuple[dict[str, float], int, int]:
   """(eval metrics on `split`, checkpoint step, parameter count) of a trained workdir."""
-  import jax
-  import ml_collections as mlc
-
-  import data as data_lib
-  from train import checkpoint, loop, paradigms, parallel
-  from train import state as state_lib
-
-  model, tree, config_dict, step = checkpoint.load_workdir(workdir)
-  config = mlc.ConfigDict(config_dict)
-  paradigm = paradigms.get(config.paradigm).make(model, config, total_steps=1)
-  state = state_lib.TrainState(step=tree["step"], params=tree["params"], opt_state=None,
-                               model_state=tree.get("model_state") or {})
+  run = restore.restore(workdir)
+  config = run.config
   pipe = data_lib.build_pipeline(config.data, split, train=False, seed=config.seed)
   sharding = parallel.batch_sharding(parallel.make_mesh(config.mesh))
-  metrics = loop.evaluate(jax.jit(paradigm.eval_step), state, pipe, sharding, jax.random.key(0))
-  return metrics, step, sum(x.size for x in jax.tree.leaves(tree["params"]))
+  metrics = loop.evaluate(jax.jit(run.paradigm.eval_step), run.state, pipe, sharding,
+                          jax.random.key(0))
+  return metrics, run.step, sum(x.size for x in jax.tree.leaves(run.state.params))
 
 
 FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  from train import records
-
-  records.start_cli(argv)
-  import ml_collections as mlc
-
-  import data as data_lib
-  from train import checkpoint
-
   rows: list[tuple[str, Any, Any, float]] = []
-  with records.cli_errors():
-    first = checkpoint.read_config(FLAGS.workdir[0])
-    data_config = mlc.ConfigDict(first["data"])
-    if data_config.seq_len <= 0:
-      raise ValueError(f"--workdir={FLAGS.workdir[0]} is not a language model run "
-                       f"(data.seq_len={data_config.seq_len})")
-    train = data_lib.load_text(data_config, data_config.train_split)
-    valid = data_lib.load_text(data_config, "validation")
-    held = data_lib.load_text(data_config, FLAGS.split)
-    vocab = int(first["model"].get("vocab_size") or max(train.max(), valid.max(), held.max()) + 1)
-    counts, alpha = fit_bigram(train, valid, vocab)
-    rows.append((f"bigram, add-{alpha:.3g} (fitted on {data_config.train_split})", "-",
-                 vocab * vocab, bigram_bits(counts, held, alpha)))
-    for w in FLAGS.workdir:
-      metrics, step, params = workdir_metrics(w, FLAGS.split)
-      rows.append((w, step, params, metrics["bits_per_token"]))
+  first = checkpoint.read_config(FLAGS.workdir[0])
+  data_config = mlc.ConfigDict(first["data"])
+  if data_config.seq_len <= 0:
+    raise ValueError(f"--workdir={FLAGS.workdir[0]} is not a language model run "
+                     f"(data.seq_len={data_config.seq_len})")
+  train = data_lib.load_text(data_config, data_config.train_split)
+  valid = data_lib.load_text(data_config, "validation")
+  held = data_lib.load_text(data_config, FLAGS.split)
+  vocab = int(first["model"].get("vocab_size") or max(train.max(), valid.max(), held.max()) + 1)
+  counts, alpha = fit_bigram(train, valid, vocab)
+  rows.append((f"bigram, add-{alpha:.3g} (fitted on {data_config.train_split})", "-",
+               vocab * vocab, bigram_bits(counts, held, alpha)))
+  for w in FLAGS.workdir:
+    metrics, step, params = workdir_metrics(w, FLAGS.split)
+    rows.append((w, step, params, metrics["bits_per_token"]))
   print(f"| model | step | parameters | {FLAGS.split} bits per token |")
   print("|---|---|---|---|")
   for name, step, params, bits in rows:
@@ -106,4 +94,4 @@ def define_flags() -> None:
 if __name__ == "__main__":
   define_flags()
   flags.mark_flags_as_required(["workdir"])
-  app.run(main)
+  cli.run(main)

@@ -26,11 +26,14 @@ import os
 import sys
 from typing import Any
 
+import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from data import transforms
-from eval import figures, metrics
+from eval import metrics, restore
+from train import cli, figures, records
+from train.paradigms import reconstruction as rec
 
 
 def pca_errors(train: np.ndarray, x: np.ndarray, components: int) -> np.ndarray:
@@ -44,38 +47,15 @@ def pca_errors(train: np.ndarray, x: np.ndarray, components: int) -> np.ndarray:
   return np.mean(np.square(rec - flat(x)), axis=1)
 
 
-def split_arrays(config, split: str, keep_classes: tuple[int, ...] | None = None):
-  """(inputs (N, ...) as the model sees them, labels (N,), normalisation statistics) of `split`,
-  through the run's own evaluation pipeline; `keep_classes` overrides `data.keep_classes`
-  (`()`: every class)."""
-  import data as data_lib
-
-  d = config.data
-  if keep_classes is not None:
-    d = d.copy_and_resolve_references()
-    with d.unlocked():
-      d.keep_classes = tuple(keep_classes)
-  pipe = data_lib.build_pipeline(d, split, train=False, seed=config.seed)
-  xs, ys = [], []
-  for batch in pipe:
-    real = batch["mask"] > 0
-    xs.append(batch["inputs"][real])
-    ys.append(batch["label"][real])
-  return np.concatenate(xs), np.concatenate(ys), pipe.stats
-
-
 class Trained:
-  """A restored reconstruction model with jitted per-example functions over numpy arrays."""
+  """A restored reconstruction run with jitted per-example functions over numpy arrays;
+  reconstructions come from the paradigm's `predict` (a VAE decodes its posterior mean)."""
 
-  def __init__(self, model, params: Any, model_state: Any = None):
-    import jax
-
-    from arch import autoencoder
-    from train.paradigms import reconstruction as rec
-
-    self.model = model
-    self.variables = {"params": params, **(model_state or {})}
-    self.is_vae = isinstance(model, autoencoder.VAE)
+  def __init__(self, run: restore.Restored):
+    model = run.model
+    rec.check_model(model, run.config.model.name)
+    self.run, self.model, self.variables = run, model, run.variables
+    self.is_vae = bool(model.variational)
     self.latent_dim = model.latent_dim
 
     def code(v, x):
@@ -96,7 +76,8 @@ class Trained:
     return np.asarray(self._decode(self.variables, z))
 
   def reconstruct(self, x: np.ndarray) -> np.ndarray:
-    return self.decode(self.code(x))
+    """Reconstructions (N, *input_shape) in input units: the paradigm's `predict`."""
+    return self.run.predict(x)
 
   def errors(self, x: np.ndarray, reconstruction: np.ndarray | None = None) -> np.ndarray:
     """Per-example mean squared reconstruction error (N,) (of `reconstruction`, when `x`'s is
@@ -106,8 +87,6 @@ class Trained:
 
   def neg_elbo(self, x: np.ndarray, samples: int = 100, seed: int = 0) -> np.ndarray:
     """A VAE's per-example negative ELBO (N,) in nats, from `samples` posterior draws."""
-    import jax
-
     return np.asarray(self._elbo(self.variables, x, jax.random.key(seed), samples)["neg_elbo"])
 
   def impute(self, x: np.ndarray, missing: np.ndarray, fill: np.ndarray,
@@ -223,23 +202,14 @@ def report(workdir: str, split: str = "test", out: str | None = None, missing: f
            block: int = 4, iterations: int = 1, seed: int = 0) -> dict[str, Any]:
   """Every analysis of the module docstring for one trained workdir; writes the figures and
   `report.json` to `out` (default WORKDIR/report) and returns the report."""
-  import ml_collections as mlc
-
-  from train import checkpoint
-  from train.paradigms import reconstruction as rec
-
-  model, tree, config_dict, step = checkpoint.load_workdir(workdir)
-  config = mlc.ConfigDict(config_dict)
-  if config.paradigm != "reconstruction":
-    raise ValueError(f"--workdir={workdir} holds a paradigm={config.paradigm!r} run; expected "
-                     "'reconstruction'")
-  rec.check_model(model, config.model.name)
-  trained = Trained(model, tree["params"], tree.get("model_state"))
+  run = restore.restore(workdir, paradigm="reconstruction")
+  config, step = run.config, run.step
+  trained = Trained(run)
   out = out or os.path.join(workdir, "report")
   os.makedirs(out, exist_ok=True)
   keep = tuple(config.data.keep_classes)
-  x_train, _, stats = split_arrays(config, config.data.train_split)
-  x, labels, _ = split_arrays(config, split)
+  x_train, _, stats = run.split(config.data.train_split)
+  x, labels, _ = run.split(split)
   result: dict[str, Any] = {"workdir": workdir, "checkpoint_step": step, "split": split,
                             "model": config.model.name, "latent_dim": trained.latent_dim}
 
@@ -251,7 +221,7 @@ def report(workdir: str, split: str = "test", out: str | None = None, missing: f
                            "pca_components": components, "examples": len(x)}
 
   if keep:
-    x_all, labels_all, _ = split_arrays(config, split, keep_classes=())
+    x_all, labels_all, _ = run.split(split, keep_classes=())
     unseen = ~np.isin(labels_all, keep)
     scores = {"model reconstruction error": trained.errors(x_all),
               f"PCA ({components} components) reconstruction error":
@@ -283,7 +253,6 @@ def report(workdir: str, split: str = "test", out: str | None = None, missing: f
   a, b = 0, int(np.flatnonzero(labels != labels[0])[0]) if (labels != labels[0]).any() else 1
   plot_interpolation(trained, x[a], x[b], os.path.join(out, "interpolation.png"))
   result["latent_plot"] = plot_latents(trained.code(x), labels, os.path.join(out, "latents.png"))
-  from train import records
   records.write_json_atomic(os.path.join(out, "report.json"), result)
   return result
 
@@ -314,11 +283,8 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  from train import records
-
-  with records.cli(argv):
-    result = report(FLAGS.workdir, FLAGS.split, FLAGS.out, FLAGS.missing, FLAGS.block,
-                    FLAGS.iterations, FLAGS.seed)
+  result = report(FLAGS.workdir, FLAGS.split, FLAGS.out, FLAGS.missing, FLAGS.block,
+                  FLAGS.iterations, FLAGS.seed)
   print(markdown(result))
   print(f"figures and report.json in {FLAGS.out or os.path.join(FLAGS.workdir, 'report')}",
         file=sys.stderr)
@@ -337,4 +303,4 @@ def define_flags() -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

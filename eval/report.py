@@ -30,10 +30,14 @@ import platform
 import time
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from eval import attribution, calibration, figures, metrics
+from eval import attention, attribution, calibration, metrics, restore
+from train import config as config_lib
+from train import figures, records
 
 LATENCY_CALLS = 200        # batch-1 calls timed for the latency percentiles
 THROUGHPUT_SECONDS = 0.5   # at least this long per batch size for the throughput
@@ -83,8 +87,6 @@ def speed(predict, x: np.ndarray, batch_sizes: tuple[int, ...] = (1, 8, 64, 512)
           calls: int | None = None) -> dict[str, Any]:
   """Batch-1 latency percentiles (ms, each call waited for) and throughput (examples/s) per
   batch size, from `predict(x_batch)` jitted; compiling happens before any timing."""
-  import jax
-
   calls = calls or LATENCY_CALLS
 
   def batch_of(n):
@@ -158,30 +160,15 @@ def check_classifier(config: Any, workdir: str, use: str = "the report covers cl
 def report(workdir: str, split: str | None = None, out: str | None = None, seed: int = 0,
            overrides: dict[str, Any] | None = None) -> dict[str, Any]:
   """The module docstring's report; returns what metrics.json holds."""
-  import jax
-  import jax.numpy as jnp
-  import ml_collections as mlc
-
-  from eval.reconstruction import split_arrays
-  from train import checkpoint, records
-  from train import config as config_lib
-
-  model, tree, config_dict, step = checkpoint.load_workdir(workdir)
-  config = mlc.ConfigDict(config_dict)
-  if "report" not in config:  # a run from before the section existed: its defaults
-    config.report = config_lib.base().report
-  config_lib.override(config, overrides)
+  run = restore.restore(workdir, overrides)
+  config, model, step = run.config, run.model, run.step
   check_classifier(config, workdir)
   r = config.report
   split = split or config.data.eval_split
-  x, labels, _ = split_arrays(config, split)
+  x, labels, _ = run.split(split)
   if len(labels) < 4:
     raise ValueError(f"split {split!r} has {len(labels)} examples; the report needs at least 4")
-  variables = {"params": tree["params"], **(tree.get("model_state") or {})}
-  predict = jax.jit(lambda x: model.apply(variables, x, train=False))
-  chunk = config.data.eval_batch_size
-  logits = np.concatenate([np.asarray(predict(x[i:i + chunk]), np.float64)
-                           for i in range(0, len(x), chunk)])
+  logits = run.predict(x).astype(np.float64)
   num_classes = logits.shape[-1]
   if labels.max() >= num_classes:
     raise ValueError(f"split {split!r} has label {labels.max()}; the model has {num_classes} "
@@ -194,7 +181,7 @@ def report(workdir: str, split: str | None = None, out: str | None = None, seed:
   stats = metrics.from_predictions(probs, labels, ks=(1, 2, 5))
   result: dict[str, Any] = {
       "workdir": workdir, "checkpoint_step": step, "model": config.model.name,
-      "parameters": int(sum(np.size(p) for p in jax.tree.leaves(tree["params"]))),
+      "parameters": int(sum(np.size(p) for p in jax.tree.leaves(run.state.params))),
       "data": {"source": config.data.source, "split": split, "examples": len(labels),
                "classes": num_classes},
       "report_config": r.to_dict(), "seed": seed,
@@ -220,7 +207,7 @@ def report(workdir: str, split: str | None = None, out: str | None = None, seed:
                                    "error": str(e)}
 
   if r.examples:
-    f = jax.jit(attribution.classifier_logit(model, variables))
+    f = jax.jit(attribution.classifier_logit(model, run.variables))
     xe = jnp.asarray(x[:r.examples], jnp.float32)
     target = jnp.asarray(logits[:r.examples].argmax(-1))   # explain the predicted class
     maps = attribution.attribute(f, xe, target, jax.random.key(seed))
@@ -232,22 +219,19 @@ def report(workdir: str, split: str | None = None, out: str | None = None, seed:
                      titles=[f"label {labels[i]}, predicted {int(target[i])}"
                              for i in range(len(xe))],
                      title=f"{name}: attributions of the predicted class's logit")
-    result["attention"] = _attention_figure(model, tree, x, labels, out, name)
+    result["attention"] = _attention_figure(run, x, labels, out, name)
 
-  result["speed"] = speed(predict, x)
+  result["speed"] = speed(run.predict_fn(), x)
   records.write_report(out, result, markdown(result), json_name="metrics.json")
   return result
 
 
-def _attention_figure(model, tree, x, labels, out, name) -> str | None:
+def _attention_figure(run: restore.Restored, x, labels, out, name) -> str | None:
   """attention.png for a model that sows attention weights (a Transformer), else None."""
-  import jax.numpy as jnp
-
-  from eval import attention
-
+  model = run.model
   try:
-    logits, maps = attention.attention_maps(model, tree["params"], jnp.asarray(x[:1]),
-                                            tree.get("model_state"))
+    logits, maps = attention.attention_maps(model, run.state.params, jnp.asarray(x[:1]),
+                                            run.state.model_state)
   except ValueError:
     return None
   attention.plot_classifier(os.path.join(out, "attention.png"), np.asarray(x[0]).reshape(-1),
@@ -334,12 +318,8 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  from train import config as config_lib
-  from train import records
-
-  with records.cli(argv):
-    result = report(FLAGS.workdir, FLAGS.split, FLAGS.out, FLAGS.seed,
-                    config_lib.parse_sets(FLAGS.set))
+  result = report(FLAGS.workdir, FLAGS.split, FLAGS.out, FLAGS.seed,
+                  config_lib.parse_sets(FLAGS.set))
   print(markdown(result))
   print(f"\nwritten to {FLAGS.out or os.path.join(FLAGS.workdir, 'report')}")
 

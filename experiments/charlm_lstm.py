@@ -1,15 +1,11 @@
-"""Character (byte) language model: a two-layer LSTM on pydoc_text, the recipe in `_charlm.py`;
+"""Character (byte) language model: a two-layer LSTM on pydoc_text, the recipe in `recipes/charlm.py`;
 the same parameter count and step budget as `charlm_transformer.py`.
 
   python -m train --config experiments/charlm_lstm.py --workdir runs/charlm_lstm
   python -m train.generate --workdir runs/charlm_lstm --prompt "The with statement"
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from _charlm import VOCAB, experiment  # noqa: E402
+from experiments.recipes.charlm import VOCAB, experiment
 
 
 def get_config(arg: str | None = None):

@@ -1,16 +1,12 @@
 """Character (byte) language model: a decoder-only Transformer (3 pre-LN blocks of width 96, 4
-heads, learned positions) on pydoc_text, the recipe in `_charlm.py`; the same parameter count and
+heads, learned positions) on pydoc_text, the recipe in `recipes/charlm.py`; the same parameter count and
 step budget as `charlm_lstm.py`.
 
   python -m train --config experiments/charlm_transformer.py --workdir runs/charlm_transformer
   python -m train.generate --workdir runs/charlm_transformer --prompt "The with statement"
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from _charlm import SEQ_LEN, VOCAB, experiment  # noqa: E402
+from experiments.recipes.charlm import SEQ_LEN, VOCAB, experiment
 
 
 def get_config(arg: str | None = None):

@@ -18,6 +18,8 @@ from typing import Any
 
 from absl import app, flags
 
+from train import cli
+
 _ABSENT = "(absent)"
 
 
@@ -118,17 +120,13 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> None:
-  from train import records
-
   if len(argv) != 3:
     raise app.UsageError(f"expected two run directories, DIR_A DIR_B; got {argv[1:]}")
-  records.start_cli(argv[:1])
-  with records.cli_errors():
-    result = compare(argv[1], argv[2])
-    print(json.dumps(result, indent=2, default=str) if flags.FLAGS.json else markdown(result))
+  result = compare(argv[1], argv[2])
+  print(json.dumps(result, indent=2, default=str) if flags.FLAGS.json else markdown(result))
 
 
 if __name__ == "__main__":
   # defined only when run as a program, so modules import together
   flags.DEFINE_bool("json", False, "Print JSON instead of Markdown.")
-  app.run(main)
+  cli.run(main, positional=True)

@@ -6,13 +6,9 @@ components (`python -m eval.reconstruction --workdir runs/digits_ae`).
   python -m train --config experiments/digits_ae.py:tiny
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import _autoencoder  # noqa: E402
+from experiments.recipes import autoencoder
 
 
 def get_config(arg: str | None = None):
-  return _autoencoder.finish(_autoencoder.digits("Autoencoder", likelihood="gaussian"),
+  return autoencoder.finish(autoencoder.digits("Autoencoder", likelihood="gaussian"),
                              "digits_ae", arg)

@@ -9,18 +9,14 @@ the same training images).
   python -m train --config experiments/digits_anomaly.py:tiny
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import _autoencoder  # noqa: E402
+from experiments.recipes import autoencoder
 
 
 def get_config(arg: str | None = None):
-  c = _autoencoder.digits("VAE", likelihood="gaussian")
+  c = autoencoder.digits("VAE", likelihood="gaussian")
   c.data.keep_classes = tuple(range(9))
   c.data.eval_batch_size = 324                      # the test split's 0-8 in one batch
   c.reconstruction.kl_warmup_steps = 1000
   c.reconstruction.eval_samples = 100
   c.reconstruction.iwae_samples = 1000
-  return _autoencoder.finish(c, "digits_anomaly", arg)
+  return autoencoder.finish(c, "digits_anomaly", arg)

@@ -8,12 +8,8 @@ also reports how often the reference classifier labels a sample with the class i
   python -m eval.generative --workdir runs/digits_cgan
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import _gan  # noqa: E402
+from experiments.recipes import gan
 
 
 def get_config(arg: str | None = None):
-  return _gan.finish(_gan.digits("hinge_sn", num_classes=10), "digits_cgan", arg)
+  return gan.finish(gan.digits("hinge_sn", num_classes=10), "digits_cgan", arg)

@@ -7,12 +7,8 @@ imputes missing pixels: `python -m eval.reconstruction --workdir runs/digits_dae
   python -m train --config experiments/digits_dae.py:tiny
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import _autoencoder  # noqa: E402
+from experiments.recipes import autoencoder
 
 
 def get_config(arg: str | None = None):
-  return _autoencoder.finish(_autoencoder.denoising(0.25), "digits_dae", arg)
+  return autoencoder.finish(autoencoder.denoising(0.25), "digits_dae", arg)

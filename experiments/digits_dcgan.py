@@ -7,12 +7,8 @@ digits_cnn.
   python -m eval.generative --workdir runs/digits_dcgan
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import _gan  # noqa: E402
+from experiments.recipes import gan
 
 
 def get_config(arg: str | None = None):
-  return _gan.finish(_gan.digits(), "digits_dcgan", arg)
+  return gan.finish(gan.digits(), "digits_dcgan", arg)

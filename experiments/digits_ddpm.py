@@ -1,7 +1,7 @@
 """An unconditional denoising diffusion model on scikit-learn's digits (8x8); samples by DDIM with
 50 steps (add `--config.diffusion.sampler=ddpm` for ancestral sampling through all 1,000).
 
-The shared recipe (`_diffusion.py`) with v prediction, the min-SNR loss weighting (gamma 5) and
+The shared recipe (`diffusion.py`) with v prediction, the min-SNR loss weighting (gamma 5) and
 20,000 steps instead of eps, the simple loss and 5,000: on digits, that took DDIM-50 from 44%
 above DDPM-1000's Frechet distance to the figures in the README ("Diffusion models"). DDIM's eta
 is 0.5, chosen on seeds 10-12 as for the others (Frechet distance 2.62 at 0.5; 3.09 at 0, 2.96
@@ -12,16 +12,12 @@ at 0.25, 3.42 at 0.75, 4.61 at 1).
   python -m eval.generative --workdir runs/digits_ddpm
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import _diffusion  # noqa: E402
+from experiments.recipes import diffusion
 
 
 def get_config(arg: str | None = None):
-  c = _diffusion.digits(steps=20000)
+  c = diffusion.digits(steps=20000)
   c.diffusion.prediction = "v"
   c.diffusion.weighting = "min_snr"
   c.diffusion.eta = 0.5
-  return _diffusion.finish(c, "digits_ddpm", arg)
+  return diffusion.finish(c, "digits_ddpm", arg)

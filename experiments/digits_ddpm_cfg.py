@@ -7,15 +7,11 @@ scale 2 (`--config.diffusion.guidance_scale`).
   python -m eval.generative --workdir runs/digits_ddpm_cfg
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import _diffusion  # noqa: E402
+from experiments.recipes import diffusion
 
 
 def get_config(arg: str | None = None):
-  c = _diffusion.digits(num_classes=10)
+  c = diffusion.digits(num_classes=10)
   c.diffusion.label_dropout = 0.1
   c.diffusion.guidance_scale = 2.0
-  return _diffusion.finish(c, "digits_ddpm_cfg", arg)
+  return diffusion.finish(c, "digits_ddpm_cfg", arg)

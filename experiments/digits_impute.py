@@ -10,18 +10,14 @@ hidden pixels beside the training mean and scikit-learn's 5-nearest-neighbour im
   python -m train --config experiments/digits_impute.py:tiny
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import _autoencoder  # noqa: E402
+from experiments.recipes import autoencoder
 
 
 def get_config(arg: str | None = None):
-  c = _autoencoder.denoising(0.5)
+  c = autoencoder.denoising(0.5)
   c.model.encoder = "dense"
   c.model.features = (512, 256)
   c.model.latent_dim = 64
   c.optim.name = "adamw"
   c.optim.weight_decay = 0.2
-  return _autoencoder.finish(c, "digits_impute", arg)
+  return autoencoder.finish(c, "digits_impute", arg)

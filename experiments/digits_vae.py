@@ -6,17 +6,13 @@ the test negative ELBO and the importance-weighted bound (IWAE, k = 1,000) in na
   python -m train --config experiments/digits_vae.py:tiny
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import _autoencoder  # noqa: E402
+from experiments.recipes import autoencoder
 
 
 def get_config(arg: str | None = None):
-  c = _autoencoder.digits("VAE", likelihood="bernoulli")
+  c = autoencoder.digits("VAE", likelihood="bernoulli")
   c.data.binarize = True
   c.reconstruction.kl_warmup_steps = 1000
   c.reconstruction.eval_samples = 100
   c.reconstruction.iwae_samples = 1000
-  return _autoencoder.finish(c, "digits_vae", arg)
+  return autoencoder.finish(c, "digits_vae", arg)

@@ -5,11 +5,7 @@ and a linear head; Adam 1e-2, batch 100, 8,000 steps, no augmentation. Paper: 94
   python -m train --config experiments/mnist1d_cnn.py:tiny     # smoke run, seconds
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from _mnist1d_paper import experiment  # noqa: E402
+from experiments.recipes.mnist1d_paper import experiment
 
 
 def get_config(arg: str | None = None):

@@ -5,12 +5,8 @@
   python -m eval.generative --workdir runs/mnist1d_ddpm
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import _diffusion  # noqa: E402
+from experiments.recipes import diffusion
 
 
 def get_config(arg: str | None = None):
-  return _diffusion.finish(_diffusion.mnist1d(), "mnist1d_ddpm", arg)
+  return diffusion.finish(diffusion.mnist1d(), "mnist1d_ddpm", arg)

@@ -7,12 +7,8 @@ normalised discriminator and TTUR, for 12,000 steps; the reference classifier is
   python -m eval.generative --workdir runs/mnist1d_gan
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import _gan  # noqa: E402
+from experiments.recipes import gan
 
 
 def get_config(arg: str | None = None):
-  return _gan.finish(_gan.mnist1d("hinge_sn", steps=12000), "mnist1d_gan", arg)
+  return gan.finish(gan.mnist1d("hinge_sn", steps=12000), "mnist1d_gan", arg)

@@ -6,11 +6,7 @@ direction); Adam 1e-2, batch 100, 8,000 steps, PyTorch's initialisation. Paper: 
   python -m train --config experiments/mnist1d_gru.py:tiny
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from _mnist1d_paper import experiment  # noqa: E402
+from experiments.recipes.mnist1d_paper import experiment
 
 
 def get_config(arg: str | None = None):

@@ -6,11 +6,7 @@
   python -m train --config experiments/mnist1d_mlp.py:tiny
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from _mnist1d_paper import experiment  # noqa: E402
+from experiments.recipes.mnist1d_paper import experiment
 
 
 def get_config(arg: str | None = None):

@@ -23,13 +23,8 @@
 `--config.init_from.workdir=DIR` for another). Labels stay 0-9 (one 10-way head throughout).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from _mnist1d_paper import recipe  # noqa: E402
-
-from train import config as config_lib  # noqa: E402
+from experiments.recipes.mnist1d_paper import recipe
+from train import config as config_lib
 
 ARGS = ("pretrain", "scratch", "probe", "finetune", "drift", "tiny")
 

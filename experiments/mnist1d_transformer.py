@@ -8,11 +8,7 @@ paper's setting for its small CNN/GRU, is not a recipe for attention. No paper f
   python -m eval.attention --workdir runs/mnist1d_transformer --index 0 --out attn_mnist1d.png
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from _mnist1d_paper import experiment  # noqa: E402
+from experiments.recipes.mnist1d_paper import experiment
 
 
 def get_config(arg: str | None = None):

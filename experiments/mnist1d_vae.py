@@ -7,16 +7,12 @@ signal (a density in normalised units).
   python -m train --config experiments/mnist1d_vae.py:tiny
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import _autoencoder  # noqa: E402
+from experiments.recipes import autoencoder
 
 
 def get_config(arg: str | None = None):
-  c = _autoencoder.mnist1d("VAE", likelihood="gaussian")
+  c = autoencoder.mnist1d("VAE", likelihood="gaussian")
   c.reconstruction.kl_warmup_steps = 1000
   c.reconstruction.eval_samples = 100
   c.reconstruction.iwae_samples = 1000
-  return _autoencoder.finish(c, "mnist1d_vae", arg)
+  return autoencoder.finish(c, "mnist1d_vae", arg)

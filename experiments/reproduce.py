@@ -18,6 +18,8 @@ import os
 
 from absl import app, flags
 
+from train import cli
+
 EXPERIMENTS = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -60,7 +62,7 @@ def reproduce(name: str, seeds: int, workdir: str, tiny: bool = False,
               log=print) -> tuple[list[dict], str]:
   """Runs table `name`'s rows (what is not finished) and returns (rows, Markdown)."""
   from train import config as config_lib
-  from train import records, sweep
+  from train import records, sweep, sweep_results
 
   if name not in TABLES:
     raise config_lib.ConfigError(f"table {name!r}: expected one of {sorted(TABLES)}")
@@ -73,7 +75,7 @@ def reproduce(name: str, seeds: int, workdir: str, tiny: bool = False,
   out = os.path.join(os.path.abspath(workdir), name)
   plans = []
   for row in rows:  # every config is built and validated before the first run
-    config = config_lib.load_file(
+    config = config_lib.load(
         os.path.join(EXPERIMENTS, f"{row.experiment}.py") + (":tiny" if tiny else ""))
     if data_dir:
       config.data.data_dir = data_dir
@@ -83,7 +85,7 @@ def reproduce(name: str, seeds: int, workdir: str, tiny: bool = False,
     sweep.execute(runs, log=log)
   results = []
   for row, runs in zip(rows, plans):
-    (stats,) = sweep.aggregate(runs)
+    (stats,) = sweep_results.aggregate(runs)
     results.append({"label": row.label, "experiment": row.experiment,
                     "published": row.published, **stats})
   text = markdown(table, results, tiny)
@@ -95,7 +97,7 @@ def reproduce(name: str, seeds: int, workdir: str, tiny: bool = False,
 
 
 def markdown(table: Table, results: list[dict], tiny: bool) -> str:
-  from train import sweep
+  from train import sweep_results
 
   n = max((r["finished"] for r in results), default=0)
   lines = [f"{table.title}{' (TINY MODE: smoke runs, not results)' if tiny else ''}", "",
@@ -106,7 +108,7 @@ def markdown(table: Table, results: list[dict], tiny: bool) -> str:
     digits = 1 if table.scale == 100 else 3
     per_seed = " ".join(f"{v * table.scale:.{digits}f}" for v in stat["values"]) if stat else "–"
     published = "–" if r["published"] is None else f"{r['published']:g}{table.unit}"
-    mean = sweep.mean_std(stat, table.scale, digits)
+    mean = sweep_results.mean_std(stat, table.scale, digits)
     lines.append(f"| {r['label']} | {mean}{table.unit if stat else ''} | {per_seed} | "
                  f"{published} | {r['wall_time_s']:.1f} s |")
   lines += ["", f"Published figures: {table.source}."]
@@ -133,14 +135,12 @@ def main(argv: list[str]) -> None:
 
   if len(argv) != 2:
     raise app.UsageError(f"expected one table name, one of {sorted(TABLES)}; got {argv[1:]}")
-  records.start_cli(argv[:1])
-  with records.cli_errors():
-    records.use_compilation_cache(FLAGS.compilation_cache)
-    _, text = reproduce(argv[1], FLAGS.seeds, FLAGS.workdir, FLAGS.tiny, FLAGS.only,
-                        FLAGS.data_dir, log=records.console)
-    print(text)
+  records.use_compilation_cache(FLAGS.compilation_cache)
+  _, text = reproduce(argv[1], FLAGS.seeds, FLAGS.workdir, FLAGS.tiny, FLAGS.only,
+                      FLAGS.data_dir, log=records.console)
+  print(text)
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main, positional=True)

@@ -17,18 +17,21 @@ results.png (the `--metric` against the first swept field). The spec's grammar i
 from __future__ import annotations
 
 import os
+import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
+
+from train import cli
+from train import config as config_lib
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
   """The command-line flags (defined only when run as a program, so modules import together)."""
-  config_flags.DEFINE_config_file(
-      "config", None, "Experiment file, optionally with an argument: experiments/X.py:tiny.",
-      lock_config=True)
+  flags.DEFINE_string(
+      "config", None, "Experiment file or module, optionally with an argument: "
+      "experiments/X.py:tiny. --config.SECTION.FIELD=VALUE fixes a field for every point.")
   flags.DEFINE_string(
       "sweep", "", "FIELD=[V1,V2,...];FIELD=... (grid), or with --samples also "
       "FIELD=uniform(a,b)|loguniform(a,b)|randint(a,b). Empty: seeds only.")
@@ -44,37 +47,38 @@ def define_flags() -> None:
   flags.mark_flags_as_required(["config"])
 
 
-def main(argv: list[str]) -> None:
-  from train import records
+def main(argv: list[str], overrides: dict[str, str]) -> None:
+  from train import records, sweep_results
   from train import sweep as sweep_lib
 
-  with records.cli(argv):
-    config_arg = flags.FLAGS["config"].serialize().split("=", 1)[1]
-    name = os.path.splitext(os.path.basename(config_arg.partition(":")[0]))[0]
-    workdir = os.path.abspath(FLAGS.workdir or os.path.join("runs", f"sweep_{name}"))
-    axes = sweep_lib.parse_spec(FLAGS.sweep)
-    runs = sweep_lib.plan(FLAGS.config, axes, workdir, FLAGS.seeds, FLAGS.samples,
-                          FLAGS.sample_seed)
-    for run in runs if FLAGS.dry_run else []:
-      print(f"{run.status:9s} {run.workdir}")
-    if FLAGS.dry_run:
-      return
-    records.use_compilation_cache(FLAGS.compilation_cache)
-    os.makedirs(workdir, exist_ok=True)
-    command = {"config": config_arg, "sweep": FLAGS.sweep, "seeds": FLAGS.seeds,
-               "samples": FLAGS.samples, "sample_seed": FLAGS.sample_seed,
-               "points": [r.point for r in runs[::FLAGS.seeds]]}
-    records.write_json_atomic(os.path.join(workdir, "sweep.json"), command)
-    counts = sweep_lib.execute(runs, log=records.console)
-    rows = sweep_lib.aggregate(runs)
-    metric = FLAGS.metric or sweep_lib.default_metric(rows)
-    text = sweep_lib.write_tables(rows, [a.field for a in axes], workdir, metric,
-                                  extra={"command": command})
-    records.console(f"[sweep] ran {counts['ran']}, skipped {counts['skipped']} finished, "
-                    f"{counts['diverged']} diverged; tables in {workdir}/results.*")
-    print(text)
+  config_arg = FLAGS.config
+  config = config_lib.from_command_line(config_arg, overrides)
+  name = os.path.splitext(os.path.basename(config_arg.partition(":")[0]))[0].rpartition(".")[2]
+  workdir = os.path.abspath(FLAGS.workdir or os.path.join("runs", f"sweep_{name}"))
+  axes = sweep_lib.parse_spec(FLAGS.sweep)
+  runs = sweep_lib.plan(config, axes, workdir, FLAGS.seeds, FLAGS.samples,
+                        FLAGS.sample_seed)
+  for run in runs if FLAGS.dry_run else []:
+    print(f"{run.status:9s} {run.workdir}")
+  if FLAGS.dry_run:
+    return
+  records.use_compilation_cache(FLAGS.compilation_cache)
+  os.makedirs(workdir, exist_ok=True)
+  command = {"config": config_arg, "sweep": FLAGS.sweep, "seeds": FLAGS.seeds,
+             "samples": FLAGS.samples, "sample_seed": FLAGS.sample_seed,
+             "points": [r.point for r in runs[::FLAGS.seeds]]}
+  records.write_json_atomic(os.path.join(workdir, "sweep.json"), command)
+  counts = sweep_lib.execute(runs, log=records.console)
+  rows = sweep_results.aggregate(runs)
+  metric = FLAGS.metric or sweep_results.default_metric(rows)
+  text = sweep_results.write_tables(rows, [a.field for a in axes], workdir, metric,
+                                extra={"command": command})
+  records.console(f"[sweep] ran {counts['ran']}, skipped {counts['skipped']} finished, "
+                  f"{counts['diverged']} diverged; tables in {workdir}/results.*")
+  print(text)
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  args, config_items = cli.config_overrides(sys.argv)
+  cli.run(lambda argv: main(argv, config_items), argv=args)

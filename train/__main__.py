@@ -1,9 +1,11 @@
 """`python -m train --config experiments/X.py[:arg] [--config.a.b=v ...] [--workdir DIR]`
 
-Parses flags and calls `train.loop.train_and_evaluate`; nothing else lives here. The default
+Parses flags and calls `train.loop.train_and_evaluate`; nothing else lives here. `--config` is a
+file or a module (`experiments.mnist1d_cnn:tiny`), loaded by `train.config.load`; each
+`--config.SECTION.FIELD=VALUE` overrides one field, parsed as the field's type. The default
 workdir is `runs/<experiment>[_<arg>]`; compiled steps are cached in `--compilation_cache`.
-Expected failures (config, data, checkpoint, non-finite loss) print one clear line and exit with
-status 1. Multi-process: `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` on
+A bad command line prints one `error: ...` line and exits with status 2; a failure while running
+(data, checkpoint, non-finite loss) one line and status 1 (`train.cli`). Multi-process: `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` on
 each process (or `--distributed` where JAX detects them), with one shared `--workdir`.
 """
 
@@ -12,12 +14,15 @@ from __future__ import annotations
 import os
 import sys
 
+import jax
 from absl import app, flags
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment file, optionally with an argument: experiments/X.py:tiny.",
-    lock_config=True)
+from train import cli, loop, records
+from train import config as config_lib
+
+_CONFIG = flags.DEFINE_string(
+    "config", None, "Experiment file or module, optionally with an argument: "
+    "experiments/X.py:tiny or experiments.X:tiny. --config.SECTION.FIELD=VALUE overrides a field.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/<experiment>).")
 _CACHE = flags.DEFINE_string(
     "compilation_cache", os.path.join("~", ".cache", "strata", "xla"),
@@ -43,7 +48,6 @@ def init_distributed() -> None:
   if not _DISTRIBUTED.value and any(v is None for v in explicit):
     raise app.UsageError("--coordinator_address, --num_processes and --process_id go together "
                          f"(got {explicit})")
-  import jax
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
@@ -52,29 +56,20 @@ def init_distributed() -> None:
 
 
 def default_workdir(config_arg: str) -> str:
-  path, _, arg = config_arg.partition(":")
-  name = os.path.splitext(os.path.basename(path))[0]
+  """runs/<experiment>[_<arg>] for `experiments/X.py[:arg]` or `experiments.X[:arg]`."""
+  target, _, arg = config_arg.partition(":")
+  name = (os.path.splitext(os.path.basename(target))[0] if target.endswith(".py")
+          else target.rpartition(".")[2])
   return os.path.join("runs", f"{name}_{arg}" if arg else name)
 
 
-def main(argv: list[str]) -> None:
-  from train import records
-
-  records.start_cli(argv)
+def main(argv: list[str], overrides: dict[str, str]) -> None:
+  config = config_lib.from_command_line(_CONFIG.value, overrides)
   init_distributed()
   records.use_compilation_cache(_CACHE.value)
-  from data import DataError
-  from train import loop
-  from train.checkpoint import CheckpointError
-  from train.config import ConfigError
-
-  workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].serialize().split("=", 1)[1])
-  try:
-    loop.train_and_evaluate(_CONFIG.value, workdir)
-  except (ConfigError, DataError, CheckpointError, loop.NonFiniteLossError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  loop.train_and_evaluate(config, _WORKDIR.value or default_workdir(_CONFIG.value))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  args, config_items = cli.config_overrides(sys.argv)
+  cli.run(lambda argv: main(argv, config_items), argv=args)

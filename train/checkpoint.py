@@ -23,9 +23,8 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-
-class CheckpointError(RuntimeError):
-  """No checkpoint in a workdir with checkpoints could be restored."""
+import arch
+from train.errors import CheckpointError
 
 
 class Checkpointer:
@@ -167,8 +166,6 @@ def load_workdir(workdir: str, step: int | None = None) -> tuple[Any, dict[str, 
   Raises:
     CheckpointError: no config.json, no checkpoint, or none that restores.
   """
-  import arch
-
   config = read_config(workdir)
   model = arch.build(config["model"])
   state, step = load_state_tree(os.path.join(workdir, "checkpoints"), step)

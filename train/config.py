@@ -1,14 +1,17 @@
 """The experiment schema: every field that changes a result, with its default, validated before
 any compute.
 
-An experiment file starts from `base()`, sets its fields, and returns `lock(config)`. A locked
+An experiment file starts from `base(paradigm)` (the common fields here, the paradigm's own
+sections from its module), sets its fields, and returns `lock(config)`. A locked
 ConfigDict rejects unknown keys (a typo in an experiment or in `--config.train.stepz=1` is an
 error) and ml-collections rejects a value of the wrong type. `validate` checks values.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
+import importlib
 import importlib.util
 import os
 import re
@@ -19,24 +22,24 @@ from ml_collections import config_dict
 
 from data import pipeline as data_pipeline
 from data import transforms as data_transforms
+from train import paradigms
+from train.errors import ConfigError, FlagError, check_choice, check_positive
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
-LOSSES = ("cross_entropy", "mse")
-
-
 PRECISIONS = ("float32", "bfloat16")
 
 
-class ConfigError(ValueError):
-  """A config field with a value that cannot run."""
+def base(paradigm: str = "supervised") -> mlc.ConfigDict:
+  """The common fields with their defaults, plus the sections `paradigm` owns (its module's
+  `defaults()`). `model` is free-form: its fields are the model's.
 
-
-def base() -> mlc.ConfigDict:
-  """All fields with their defaults. `model` is free-form: its fields are the model's."""
+  Raises:
+    ConfigError: an unknown paradigm, listing the registered ones.
+  """
   c = mlc.ConfigDict()
   c.seed = 0
-  c.paradigm = "supervised"
+  c.paradigm = paradigm
 
   c.data = mlc.ConfigDict()
   c.data.source = "mnist1d"
@@ -64,47 +67,6 @@ def base() -> mlc.ConfigDict:
 
   c.model = mlc.ConfigDict()
   c.model.name = "cnn.CNN"
-
-  c.supervised = mlc.ConfigDict()
-  c.supervised.loss = "cross_entropy"               # cross_entropy|mse
-  c.supervised.label_smoothing = 0.0
-
-  c.reconstruction = mlc.ConfigDict()
-  c.reconstruction.beta = 1.0                       # VAE: KL weight after warm-up (beta-VAE)
-  c.reconstruction.kl_warmup_steps = 0              # VAE: KL weight rises linearly from 0
-  c.reconstruction.eval_samples = 1                 # VAE: posterior samples of the eval ELBO
-  c.reconstruction.iwae_samples = 0                 # VAE: k of the eval IWAE bound, 0 = off
-
-  c.adversarial = mlc.ConfigDict()
-  c.adversarial.loss = "non_saturating"             # non_saturating|hinge
-  c.adversarial.d_learning_rate = 0.0               # discriminator's; 0 = optim.learning_rate
-  c.adversarial.n_critic = 1                        # discriminator updates per generator update
-  c.adversarial.r1_gamma = 0.0                      # R1 penalty weight on real data, 0 = off
-  c.adversarial.ema_decay = 0.999                   # generator average, 0 = off
-
-  c.diffusion = mlc.ConfigDict()
-  c.diffusion.schedule = "cosine"                   # linear|cosine
-  c.diffusion.steps = 1000                          # T, noising steps
-  c.diffusion.prediction = "eps"                    # eps|v: what the denoiser outputs
-  c.diffusion.weighting = "simple"                  # simple|min_snr
-  c.diffusion.snr_gamma = 5.0                       # min_snr: the SNR cap
-  c.diffusion.label_dropout = 0.0                   # conditional: P(null class), for guidance
-  c.diffusion.guidance_scale = 1.0                  # sampling: 1 = the conditional model
-  c.diffusion.sampler = "ddim"                      # ddpm|ddim
-  c.diffusion.sample_steps = 50                     # ddim: timesteps used
-  c.diffusion.eta = 0.0                             # ddim: 0 deterministic, 1 DDPM-like noise
-  c.diffusion.clip = 0.0                            # bound x0 estimates to [-clip, clip], 0 off
-  c.diffusion.ema_decay = 0.999                     # parameter average used for sampling
-
-  c.generative = mlc.ConfigDict()                   # generative paradigms' samples
-  c.generative.grid_samples = 100                   # in the grids drawn at every evaluation
-  c.generative.reference = ""                       # classifier workdir for eval.generative
-
-  c.report = mlc.ConfigDict()                       # python -m eval, for classifiers
-  c.report.threshold_metric = "recall"              # binary: choose the decision threshold...
-  c.report.threshold_target = 0.95                  # ...that reaches this recall|precision
-  c.report.bins = 15                                # calibration bins
-  c.report.examples = 4                             # attribution examples drawn
 
   c.optim = mlc.ConfigDict()
   c.optim.name = "adam"
@@ -143,6 +105,8 @@ def base() -> mlc.ConfigDict:
   c.mesh = mlc.ConfigDict()
   c.mesh.data = -1                                  # -1 = all devices left over
   c.mesh.fsdp = 1
+  for name, section in paradigms.get(paradigm).defaults().items():
+    c[name] = section
   return c
 
 
@@ -152,29 +116,54 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
   for item in items or []:
     key, sep, value = item.partition("=")
     if not sep:
-      raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. diffusion.sampler=ddpm")
+      raise FlagError(f"--set {item!r}: expected FIELD=VALUE, e.g. diffusion.sampler=ddpm")
     out[key] = value
   return out
 
 
-def override(config: mlc.ConfigDict, overrides: dict[str, Any]) -> mlc.ConfigDict:
-  """`config` with SECTION.FIELD values replaced, each cast to the field's type (strings from a
-  command line's `--set SECTION.FIELD=VALUE`), then validated.
+def override(config: mlc.ConfigDict, overrides: dict[str, Any],
+             flag: str = "--set ") -> mlc.ConfigDict:
+  """`config` with SECTION.FIELD values replaced, strings (from a command line's
+  `--config.SECTION.FIELD=VALUE` or `--set SECTION.FIELD=VALUE`) parsed as the field's type
+  (`parse_value`), then validated. Errors name the item as `flag` + `SECTION.FIELD=VALUE`.
 
   Raises:
-    ConfigError: a field the config does not have, a value of the wrong type, or a value
-      `validate` refuses.
+    FlagError: (a ConfigError) with overrides from a command line (`flag` not ""): a field the
+      config does not have, a value of the wrong type, or a value `validate` refuses.
+    ConfigError: the same with `flag=""` or no overrides.
   """
-  for key, value in (overrides or {}).items():
-    old = get_field(config, key, f"--set {key}={value}")
-    try:
-      new = (str(value).lower() in ("1", "true")) if isinstance(old, bool) else type(old)(value)
-    except (TypeError, ValueError):
-      raise ConfigError(f"--set {key}={value!r}: expected a value of type {type(old).__name__}"
-                        ) from None
-    set_field(config, key, new, f"--set {key}={value}")
-  validate(config)
+  try:
+    for key, value in (overrides or {}).items():
+      where = f"{flag}{key}={value}"
+      old = get_field(config, key, where)
+      set_field(config, key, parse_value(old, value) if isinstance(value, str) else value, where)
+    validate(config)
+  except ConfigError as e:
+    if overrides and flag:
+      raise FlagError(str(e)) from None
+    raise
   return config
+
+
+def parse_value(old: Any, text: str) -> Any:
+  """A command-line string as a value of the type of the field's current value `old`: `true` or
+  `false` (or 1, 0) for a bool, a number for an int or float, a Python literal for a tuple (a
+  bare value becomes a 1-tuple: `4` -> (4,)), the text itself for a string, and a literal or
+  else the text for a field that is None."""
+  if isinstance(old, bool):
+    lowered = text.strip().lower()
+    if lowered not in ("true", "false", "1", "0"):
+      return text  # set_field names the expected type
+    return lowered in ("true", "1")
+  if isinstance(old, str):
+    return text
+  try:
+    value = ast.literal_eval(text.strip())
+  except (ValueError, SyntaxError):
+    return text
+  if isinstance(old, (tuple, list)) and not isinstance(value, (tuple, list)):
+    value = (value,)
+  return value
 
 
 def fields(config: mlc.ConfigDict, prefix: str = "") -> list[str]:
@@ -187,12 +176,28 @@ def fields(config: mlc.ConfigDict, prefix: str = "") -> list[str]:
   return out
 
 
+def closest_fields(config: mlc.ConfigDict, path: str, n: int = 3) -> list[str]:
+  """The fields a mistyped dotted `path` most likely meant: in the same section first, a field
+  whose initials it is (`optim.lr` -> `optim.learning_rate`) or that it begins, then close
+  spellings of the field name there, then close spellings of the whole path."""
+  every = fields(config)
+  section, _, leaf = path.rpartition(".")
+  siblings = [f for f in every if f.rpartition(".")[0] == section]
+  leaves = {f.rpartition(".")[2]: f for f in siblings}
+  out = [f for name, f in leaves.items()
+         if "".join(w[0] for w in name.split("_") if w) == leaf or
+         (len(leaf) >= 3 and name.startswith(leaf))]
+  out += [leaves[m] for m in difflib.get_close_matches(leaf, list(leaves), n=n, cutoff=0.6)]
+  out += difflib.get_close_matches(path, every, n=n, cutoff=0.6)
+  return list(dict.fromkeys(out))[:n]
+
+
 def get_field(config: mlc.ConfigDict, path: str, where: str = "") -> Any:
   """The value at dotted `path`. Raises ConfigError naming the path and the closest fields."""
   node = config
   for part in path.split("."):
     if not isinstance(node, mlc.ConfigDict) or part not in node:
-      close = difflib.get_close_matches(path, fields(config), n=3, cutoff=0.6)
+      close = closest_fields(config, path)
       hint = f"; did you mean {' or '.join(close)}?" if close else ""
       raise ConfigError(f"{where or path}: the config has no field {path!r}{hint}")
     node = node[part]
@@ -231,7 +236,9 @@ def set_field(config: mlc.ConfigDict, path: str, value: Any, where: str = "") ->
   else:
     ok = isinstance(value, kind)
   if not ok:
-    expected = "a list or tuple" if isinstance(old, (tuple, list)) else f"a {kind.__name__}"
+    article = "an" if kind.__name__[0] in "aeiou" else "a"
+    expected = ("a list or tuple" if isinstance(old, (tuple, list)) else
+                f"{article} {kind.__name__}")
     raise ConfigError(f"{where or path}: {path}={value!r} is a {type(value).__name__}; "
                       f"expected {expected} (the field's default is {old!r})")
   try:
@@ -240,24 +247,50 @@ def set_field(config: mlc.ConfigDict, path: str, value: Any, where: str = "") ->
     raise ConfigError(f"{where or path}: {path}={value!r}: {e}") from None
 
 
-def load_file(spec: str) -> mlc.ConfigDict:
-  """The config of an experiment file, `path/to/X.py` or `path/to/X.py:arg`, as `python -m train
-  --config` loads it: `get_config(arg)` (or `get_config()` without an argument).
+def load(spec: str) -> mlc.ConfigDict:
+  """The config of an experiment, as `python -m train --config SPEC` loads it: SPEC is a file
+  `path/to/X.py` or a module `experiments.X`, optionally followed by `:arg`; the result is
+  `get_config(arg)` (or `get_config()` without an argument). A file may import the `experiments`
+  package's recipes (`from experiments.recipes import gan`) like any module.
 
   Raises:
-    ConfigError: the file does not exist or defines no get_config.
+    ConfigError: no such file or module, or one that defines no get_config.
   """
-  path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
-    raise ConfigError(f"--config {spec}: no experiment file at {os.path.abspath(path)}")
-  name = os.path.splitext(os.path.basename(path))[0]
-  module_spec = importlib.util.spec_from_file_location(f"_strata_experiment_{name}", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  target, _, arg = spec.partition(":")
+  if target.endswith(".py") or os.sep in target:
+    if not os.path.isfile(target):
+      raise ConfigError(f"--config={spec}: no experiment file at {os.path.abspath(target)}")
+    name = os.path.splitext(os.path.basename(target))[0]
+    module_spec = importlib.util.spec_from_file_location(f"_strata_experiment_{name}", target)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+  else:
+    try:
+      module = importlib.import_module(target)
+    except ModuleNotFoundError as e:
+      raise ConfigError(f"--config={spec}: no experiment module {target!r} ({e}); expected a "
+                        "file path/to/X.py or a module such as experiments.mnist1d_cnn") from None
   if not hasattr(module, "get_config"):
-    raise ConfigError(f"--config {spec}: {path} defines no get_config(arg); it is not an "
-                      "experiment file")
+    raise ConfigError(f"--config={spec}: {target} defines no get_config(arg); it is not an "
+                      "experiment")
   return module.get_config(arg) if arg else module.get_config()
+
+
+def from_command_line(spec: str, overrides: dict[str, str]) -> mlc.ConfigDict:
+  """The experiment `spec` (`--config`) with the `--config.SECTION.FIELD=VALUE` overrides,
+  validated and locked: what `python -m train` and `experiments.sweep` run.
+
+  Raises:
+    FlagError: the experiment cannot be loaded, or an override names no field or has a value of
+      the wrong type or range (naming the field and the closest ones).
+  """
+  try:
+    config = load(spec)
+  except ConfigError as e:  # no such experiment, or an argument it does not define
+    raise FlagError(str(e)) from None
+  with config.unlocked():
+    override(config, overrides, flag="--config.")
+  return lock(config)
 
 
 def lock(config: mlc.ConfigDict) -> mlc.ConfigDict:
@@ -265,54 +298,41 @@ def lock(config: mlc.ConfigDict) -> mlc.ConfigDict:
   return config
 
 
-def _choice(value, options, field):
-  if value not in options:
-    raise ConfigError(f"{field}={value!r}; expected one of {list(options)}")
-
-
-def _positive(value, field, allow_zero=False):
-  if value < 0 or (value == 0 and not allow_zero):
-    raise ConfigError(f"{field}={value!r}; expected a {'non-negative' if allow_zero else 'positive'} "
-                      "number")
-
-
 def validate(config: mlc.ConfigDict) -> None:
-  """Checks values that types alone do not catch. Raises ConfigError naming field and value."""
-  from train import paradigms
-
+  """Checks values that types alone do not catch: the common fields here, the paradigm's own
+  sections in its module's `validate`. Raises ConfigError naming field and value."""
   for key in ("seed", "paradigm", "data", "model", "optim", "train", "mesh"):
     if key not in config:
       raise ConfigError(f"config has no field {key!r}; start experiments from train.config.base()")
-  if config.paradigm not in paradigms.REGISTRY:
-    raise ConfigError(f"paradigm={config.paradigm!r}; expected one of {sorted(paradigms.REGISTRY)}")
+  paradigm = paradigms.get(config.paradigm)
   d = config.data
-  _choice(d.normalize, data_transforms.NORMALIZATIONS, "data.normalize")
-  _choice(d.sampler, data_pipeline.SAMPLERS, "data.sampler")
-  _choice(d.class_weights, data_pipeline.CLASS_WEIGHTS, "data.class_weights")
+  check_choice(d.normalize, data_transforms.NORMALIZATIONS, "data.normalize")
+  check_choice(d.sampler, data_pipeline.SAMPLERS, "data.sampler")
+  check_choice(d.class_weights, data_pipeline.CLASS_WEIGHTS, "data.class_weights")
   if d.binarize and d.normalize != "unit":
     raise ConfigError(f"data.binarize=True with data.normalize={d.normalize!r}; binarising "
                       "thresholds inputs scaled to [0, 1]: expected data.normalize='unit'")
-  _positive(d.batch_size, "data.batch_size")
-  _positive(d.eval_batch_size, "data.eval_batch_size")
-  _positive(d.prefetch, "data.prefetch", allow_zero=True)
-  _positive(d.seq_len, "data.seq_len", allow_zero=True)
+  check_positive(d.batch_size, "data.batch_size")
+  check_positive(d.eval_batch_size, "data.eval_batch_size")
+  check_positive(d.prefetch, "data.prefetch", allow_zero=True)
+  check_positive(d.seq_len, "data.seq_len", allow_zero=True)
   for f in ("shift", "crop_padding", "noise_std"):
-    _positive(d.augment[f], f"data.augment.{f}", allow_zero=True)
+    check_positive(d.augment[f], f"data.augment.{f}", allow_zero=True)
   o = config.optim
-  _choice(o.name, OPTIMIZERS, "optim.name")
-  _choice(o.schedule, SCHEDULES, "optim.schedule")
-  _positive(o.learning_rate, "optim.learning_rate")
+  check_choice(o.name, OPTIMIZERS, "optim.name")
+  check_choice(o.schedule, SCHEDULES, "optim.schedule")
+  check_positive(o.learning_rate, "optim.learning_rate")
   for f in ("warmup_steps", "weight_decay", "clip_norm", "end_lr_factor"):
-    _positive(o[f], f"optim.{f}", allow_zero=True)
-  _positive(o.grad_accum_steps, "optim.grad_accum_steps")
+    check_positive(o[f], f"optim.{f}", allow_zero=True)
+  check_positive(o.grad_accum_steps, "optim.grad_accum_steps")
   t = config.train
-  _positive(t.steps, "train.steps")
+  check_positive(t.steps, "train.steps")
   if t.epochs is not None:
-    _positive(t.epochs, "train.epochs")
-  _positive(t.log_every, "train.log_every")
+    check_positive(t.epochs, "train.epochs")
+  check_positive(t.log_every, "train.log_every")
   for f in ("eval_every", "checkpoint_every"):
-    _positive(t[f], f"train.{f}", allow_zero=True)
-  _positive(t.keep_checkpoints, "train.keep_checkpoints")
+    check_positive(t[f], f"train.{f}", allow_zero=True)
+  check_positive(t.keep_checkpoints, "train.keep_checkpoints")
   for field, patterns in (("optim.freeze", config.optim.get("freeze", ())),
                           ("init_from.include", config.get("init_from", {}).get("include", ()))):
     for pattern in patterns:
@@ -327,60 +347,15 @@ def validate(config: mlc.ConfigDict) -> None:
     raise ConfigError(f"init_from.prune={prune} prunes a trained run's weights; set "
                       "init_from.workdir")
   precision = t.get("precision", "float32")  # runs saved before the field existed
-  _choice(precision, PRECISIONS, "train.precision")
-  if precision != "float32" and config.paradigm != "supervised":
-    raise ConfigError(f"train.precision={precision!r} is implemented for "
-                      f"paradigm='supervised'; got paradigm={config.paradigm!r} (use 'float32')")
-  if "supervised" in config:
-    _choice(config.supervised.loss, LOSSES, "supervised.loss")
-    if not 0.0 <= config.supervised.label_smoothing < 1.0:
-      raise ConfigError(f"supervised.label_smoothing={config.supervised.label_smoothing}; "
-                        "expected a value in [0, 1)")
-  if "reconstruction" in config:
-    r = config.reconstruction
-    _positive(r.beta, "reconstruction.beta", allow_zero=True)
-    _positive(r.kl_warmup_steps, "reconstruction.kl_warmup_steps", allow_zero=True)
-    _positive(r.eval_samples, "reconstruction.eval_samples")
-    _positive(r.iwae_samples, "reconstruction.iwae_samples", allow_zero=True)
-  if "adversarial" in config:
-    a = config.adversarial
-    from train.paradigms import adversarial
-
-    _choice(a.loss, adversarial.LOSSES, "adversarial.loss")
-    _positive(a.d_learning_rate, "adversarial.d_learning_rate", allow_zero=True)
-    _positive(a.n_critic, "adversarial.n_critic")
-    _positive(a.r1_gamma, "adversarial.r1_gamma", allow_zero=True)
-    if not 0.0 <= a.ema_decay < 1.0:
-      raise ConfigError(f"adversarial.ema_decay={a.ema_decay}; expected a value in [0, 1)")
-  if "report" in config:
-    r = config.report
-    _choice(r.threshold_metric, ("recall", "precision"), "report.threshold_metric")
-    if not 0.0 < r.threshold_target <= 1.0:
-      raise ConfigError(f"report.threshold_target={r.threshold_target}; expected a "
-                        f"{r.threshold_metric} in (0, 1]")
-    _positive(r.bins, "report.bins")
-    _positive(r.examples, "report.examples", allow_zero=True)
-  if "diffusion" in config:
-    from train.paradigms import diffusion
-
-    f = config.diffusion
-    _choice(f.schedule, diffusion.SCHEDULES, "diffusion.schedule")
-    _choice(f.prediction, diffusion.PREDICTIONS, "diffusion.prediction")
-    _choice(f.weighting, diffusion.WEIGHTINGS, "diffusion.weighting")
-    _choice(f.sampler, diffusion.SAMPLERS, "diffusion.sampler")
-    _positive(f.steps, "diffusion.steps")
-    if not 1 <= f.sample_steps <= f.steps:
-      raise ConfigError(f"diffusion.sample_steps={f.sample_steps}; expected 1..{f.steps} "
-                        "(diffusion.steps)")
-    _positive(f.snr_gamma, "diffusion.snr_gamma")
-    for field in ("eta", "clip", "guidance_scale"):
-      _positive(f[field], f"diffusion.{field}", allow_zero=True)
-    if not 0.0 <= f.label_dropout < 1.0:
-      raise ConfigError(f"diffusion.label_dropout={f.label_dropout}; expected a value in [0, 1)")
-    if not 0.0 <= f.ema_decay < 1.0:
-      raise ConfigError(f"diffusion.ema_decay={f.ema_decay}; expected a value in [0, 1)")
-  if "generative" in config:
-    _positive(config.generative.grid_samples, "generative.grid_samples", allow_zero=True)
+  check_choice(precision, PRECISIONS, "train.precision")
+  if precision not in paradigm.PRECISIONS:
+    raise ConfigError(f"train.precision={precision!r} is not implemented for "
+                      f"paradigm={config.paradigm!r}; expected one of {list(paradigm.PRECISIONS)}")
+  for section in paradigm.defaults():
+    if section not in config:
+      raise ConfigError(f"paradigm={config.paradigm!r} needs the config section {section!r}; "
+                        f"start experiments from train.config.base({config.paradigm!r})")
+  paradigm.validate(config)
   if config.mesh.fsdp < 1 or (config.mesh.data < 1 and config.mesh.data != -1):
     raise ConfigError(f"mesh=(data={config.mesh.data}, fsdp={config.mesh.fsdp}); expected "
                       "positive sizes (data may be -1: all devices left over)")
@@ -402,7 +377,7 @@ def tiny(config: mlc.ConfigDict, steps: int = 20) -> mlc.ConfigDict:
   return config
 
 
-def unknown_arg(experiment: str, arg: str, valid: tuple[str, ...] = ("tiny",)) -> ValueError:
+def unknown_arg(experiment: str, arg: str, valid: tuple[str, ...] = ("tiny",)) -> ConfigError:
   """The error for an experiment argument the file does not define."""
-  return ValueError(f"experiments/{experiment}.py: unknown argument {arg!r}; expected one of "
+  return ConfigError(f"experiments/{experiment}.py: unknown argument {arg!r}; expected one of "
                     f"{list(valid)}")

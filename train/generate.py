@@ -18,10 +18,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 import arch
-from train import records
+from train import checkpoint, cli
 
 
 class GenerationError(ValueError):
@@ -113,8 +113,6 @@ def _generate(model, length, temperature, top_k):
 def load(workdir: str) -> tuple[Any, dict[str, Any], dict[str, Any], int]:
   """(model, state tree with `params`, config dict, checkpoint step) of a trained language
   model's workdir (`checkpoint.load_workdir`)."""
-  from train import checkpoint
-
   model, state, config, step = checkpoint.load_workdir(workdir)
   if not getattr(model, "vocab_size", 0):
     raise GenerationError(f"--workdir={workdir} holds a {config['model']['name']} without a "
@@ -126,12 +124,11 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  with records.cli(argv):
-    model, state, _, step = load(FLAGS.workdir)
-    prompt = encode(FLAGS.prompt, model.vocab_size)
-    prompts = jnp.asarray(np.tile(prompt, (FLAGS.num_samples, 1)))
-    tokens = generate(model, state["params"], prompts, FLAGS.length, temperature=FLAGS.temperature,
-                      top_k=FLAGS.top_k, rng=jax.random.key(FLAGS.seed))
+  model, state, _, step = load(FLAGS.workdir)
+  prompt = encode(FLAGS.prompt, model.vocab_size)
+  prompts = jnp.asarray(np.tile(prompt, (FLAGS.num_samples, 1)))
+  tokens = generate(model, state["params"], prompts, FLAGS.length, temperature=FLAGS.temperature,
+                    top_k=FLAGS.top_k, rng=jax.random.key(FLAGS.seed))
   print(f"# {FLAGS.workdir}, checkpoint step {step}, temperature {FLAGS.temperature}, "
         f"top_k {FLAGS.top_k}, seed {FLAGS.seed}", file=sys.stderr)
   for row in np.asarray(tokens):
@@ -154,4 +151,4 @@ def define_flags() -> None:
 if __name__ == "__main__":
   define_flags()
   flags.mark_flags_as_required(["workdir", "prompt"])
-  app.run(main)
+  cli.run(main)

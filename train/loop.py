@@ -29,7 +29,8 @@ import arch
 import data as data_lib
 from train import checkpoint as checkpoint_lib
 from train import config as config_lib
-from train import paradigms, parallel, records
+from train import figures, paradigms, parallel, records, transfer
+from train.errors import NonFiniteLossError
 
 # Fields that may differ between the run that wrote a workdir and a run that resumes it:
 # extending a run or changing how often it reports does not change its numbers so far, and the
@@ -38,10 +39,6 @@ from train import paradigms, parallel, records
 RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.log_every", "train.eval_every",
                      "train.checkpoint_every", "train.keep_checkpoints", "data.prefetch",
                      "mesh.data", "mesh.fsdp")
-
-
-class NonFiniteLossError(FloatingPointError):
-  """Training produced a NaN or infinite loss."""
 
 
 def config_changes(workdir: str, config: mlc.ConfigDict) -> dict[str, tuple[Any, Any]]:
@@ -93,8 +90,6 @@ def _write_grid(samples: jax.Array, workdir: str, step: int, final: bool, enable
   samples = np.asarray(jax.device_get(samples))
   if not len(samples):
     return
-  from eval import figures
-
   for name in [f"step_{step:08d}.png"] + (["final.png"] if final else []):
     figures.sample_grid(samples, os.path.join(workdir, "samples", name), title=f"step {step}")
 
@@ -238,8 +233,6 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
     state = run.init_state()
     start = 0
     if config.get("init_from") and config.init_from.workdir:
-      from train import transfer
-
       state, copied = transfer.initialize_from(state, config.init_from, state_sharding)
       if is_main:
         records.write_json_atomic(os.path.join(workdir, "init_from.json"), copied)

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from train.errors import ConfigError
+
 
 def schedule(optim_config, num_updates: int) -> optax.Schedule:
   """The learning-rate schedule over `num_updates` optimizer updates."""
@@ -54,8 +56,6 @@ def freeze_labels(params: Any, patterns: tuple[str, ...]) -> Any:
   Raises:
     ConfigError: a pattern that matches no parameter (naming the paths there are).
   """
-  from train.config import ConfigError
-
   paths = [path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   for pattern in patterns:
     if not any(re.search(pattern, name) for name in paths):

@@ -8,7 +8,6 @@ the same file. Rates and ETA go to the console and TensorBoard.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -196,43 +195,9 @@ def console(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-@contextlib.contextmanager
-def cli_errors():
-  """Around the work of a command-line tool's `main`: a bad input (a ValueError, which the
-  config, data and generation errors are, or a CheckpointError) ends the program with
-  `error: ...` on stderr and exit status 1 instead of a traceback."""
-  from train.checkpoint import CheckpointError
-
-  try:
-    yield
-  except (CheckpointError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-
-
-@contextlib.contextmanager
-def cli(argv: list[str]):
-  """`start_cli(argv)`, then the body under `cli_errors()`: the usual frame of a tool's main."""
-  start_cli(argv)
-  with cli_errors():
-    yield
-
-
 def use_compilation_cache(path: str) -> None:
   """JAX's persistent compilation cache in `path` ("" leaves it off): a later process that
   compiles the same step loads it instead (2.5 s of the MNIST-1D CNN run on 2 CPU cores)."""
   if path:
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-
-
-def start_cli(argv: list[str]) -> None:
-  """The common start of the command-line tools' `main`: rejects stray positional arguments and,
-  unless --verbosity was given, keeps absl INFO lines off the console (orbax logs every file it
-  reads and writes at INFO)."""
-  from absl import app, flags
-
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)

@@ -20,8 +20,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from train import optim
-from train.config import ConfigError
+from train import checkpoint, compression, optim
+from train.errors import ConfigError
 
 
 def _flat(tree: Any) -> dict[str, Any]:
@@ -59,8 +59,6 @@ def initialize_from(state: Any, init_config: Any, shardings: Any) -> tuple[Any, 
     ConfigError: an `include` pattern that copies nothing, or a shape mismatch it names.
     CheckpointError: the workdir holds no restorable checkpoint.
   """
-  from train import checkpoint
-
   include = tuple(init_config.include)
   tree, step = checkpoint.load_state_tree(os.path.join(init_config.workdir, "checkpoints"))
   params, copied = merge(state.params, tree["params"], include, "parameter")
@@ -71,8 +69,6 @@ def initialize_from(state: Any, init_config: Any, shardings: Any) -> tuple[Any, 
                                     "model state")
   pruned = float(init_config.get("prune", 0.0))
   if pruned:
-    from train import compression
-
     params = compression.apply_masks(params, compression.magnitude_masks(params, pruned))
   new = state.replace(params=params, model_state=model_state)
   if state.ema_params is not None:

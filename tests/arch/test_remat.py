@@ -54,7 +54,8 @@ def test_remat_keeps_the_parameters_and_stores_fewer_activations(name):
   assert kept[True] < 0.7 * kept[False], kept
 
 
-@pytest.mark.parametrize("name", ["transformer_lm", "resnet"])
+@pytest.mark.parametrize("name", [pytest.param("transformer_lm", marks=pytest.mark.slow),
+                                  "resnet"])
 def test_remat_gives_the_same_gradients(name):
   fields, make_inputs = CASES[name]
   inputs = make_inputs()

@@ -1,7 +1,6 @@
 """benchmarks/mnist1d_equivalence.py: the paper's PyTorch CNN and GRU and ours, started from the
 same weights, agree in float64 through a few Adam steps. Needs the `bench` extra (torch)."""
 
-import os
 import re
 import subprocess
 import sys
@@ -14,10 +13,11 @@ from tests.conftest import FROZEN_MNIST1D as DATA  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["cnn", "gru"])
 def test_same_weights_give_the_same_training_in_float64(model, tmp_path):
   out = str(tmp_path / "torch.npz")
-  cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "mnist1d_equivalence.py"), "--model",
+  cmd = [sys.executable, "-m", "benchmarks.mnist1d_equivalence", "--model",
          model, "--data", DATA, "--out", out, "--steps", "5"]
   for side in ("torch", "jax"):
     r = subprocess.run(cmd + ["--side", side], capture_output=True, text=True, cwd=ROOT)

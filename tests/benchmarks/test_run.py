@@ -20,6 +20,7 @@ def test_harness_measures_a_tiny_workload(data_dir):
   assert "PyTorch" not in text
 
 
+@pytest.mark.slow
 def test_harness_times_the_pytorch_twin_side_by_side(data_dir):
   pytest.importorskip("torch")
   r = run.measure("digits_vae", tiny=True, data_dir=data_dir, windows=1, window_seconds=0.05)

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+# The benchmark's own machinery, with the slow checks (`-m slow`, and in CI).
+pytestmark = pytest.mark.slow
 
 from benchmarks import run, torch_workloads  # noqa: E402
 from train import config as config_lib  # noqa: E402
@@ -17,7 +19,7 @@ from train import loop  # noqa: E402
 
 def _config(name, data_dir, tiny=False):
   path = os.path.join(run.ROOT, "experiments", f"{run.WORKLOADS[name][0]}.py")
-  config = config_lib.load_file(path + (":tiny" if tiny else ""))
+  config = config_lib.load(path + (":tiny" if tiny else ""))
   config.data.data_dir = data_dir
   return config
 

@@ -96,3 +96,15 @@ def test_catalog_path_with_tfds_mock_data(tmp_path):
   sources._cached_split.cache_clear()
   assert info.num_classes == 10 and info.input_key == "image"
   assert arrays.inputs.shape == (12, 28, 28, 1) and arrays.labels.shape == (12,)
+
+
+def test_preparing_an_offline_source_says_one_line(tmp_path, capfd):
+  """A first run prints what it builds and where, not TFDS's warnings and progress bars."""
+  c = _data_config("digits", str(tmp_path))
+  sources.source_info(c)
+  out, err = capfd.readouterr()
+  lines = [line for line in (out + err).splitlines() if line.strip()]
+  assert lines == [f"preparing the offline dataset 'digits' in {tmp_path}/strata_digits/1.0.0 "
+                   "(once; later runs reuse it)"], lines
+  sources.load_split(c, "train")
+  assert not "".join(capfd.readouterr()).strip()  # prepared: nothing more

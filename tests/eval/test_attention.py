@@ -5,6 +5,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import arch
 from eval import attention
@@ -28,6 +29,7 @@ def _run(args):
                         capture_output=True, text=True, timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_cli_writes_pngs_for_a_classifier_and_a_language_model(trained, tmp_path):
   out = tmp_path / "clf.png"
   r = _run(["--workdir", trained("mnist1d_transformer"), "--index", "3", "--out", str(out)])

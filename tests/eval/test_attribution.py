@@ -39,12 +39,12 @@ def cnn(trained):
   """The tiny-trained MNIST-1D CNN as f(x, target), with a few evaluation inputs."""
   import ml_collections as mlc
 
-  from eval.reconstruction import split_arrays
+  from data import split_arrays
   from train import checkpoint
 
   model, tree, config, _ = checkpoint.load_workdir(trained("mnist1d_cnn"))
   f = at.classifier_logit(model, {"params": tree["params"], **(tree.get("model_state") or {})})
-  x, y, _ = split_arrays(mlc.ConfigDict(config), "test")
+  x, y, _ = split_arrays(mlc.ConfigDict(config).data, "test", config["seed"])
   return jax.jit(f), jnp.asarray(x[:8], jnp.float32), jnp.asarray(y[:8])
 
 
@@ -57,6 +57,7 @@ def test_gradient_matches_finite_differences_on_a_trained_cnn(cnn):
   np.testing.assert_allclose((g * d).reshape(len(x), -1).sum(-1), fd, rtol=0.02, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_integrated_gradients_are_complete_within_one_percent(cnn, trained):
   f, x, y = cnn
   fixed = at.completeness_gap(f, x, y, at.integrated_gradients(f, x, y, steps=16))
@@ -71,13 +72,13 @@ def test_integrated_gradients_are_complete_within_one_percent(cnn, trained):
   # and on a 2-D image classifier
   import ml_collections as mlc
 
-  from eval.reconstruction import split_arrays
+  from data import split_arrays
   from train import checkpoint
 
   model, tree, config, _ = checkpoint.load_workdir(trained("digits_cnn"))
   g = jax.jit(at.classifier_logit(model, {"params": tree["params"],
                                           **(tree.get("model_state") or {})}))
-  xi, yi, _ = split_arrays(mlc.ConfigDict(config), "test")
+  xi, yi, _ = split_arrays(mlc.ConfigDict(config).data, "test", config["seed"])
   xi, yi = jnp.asarray(xi[:8], jnp.float32), jnp.asarray(yi[:8])
   ig = at.integrated_gradients(g, xi, yi, tolerance=0.01)
   assert at.completeness_gap(g, xi, yi, ig).max() < 0.01

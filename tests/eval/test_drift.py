@@ -84,6 +84,7 @@ def test_monitor_keeps_its_false_positive_rate_on_mnist1d_draws(classifier, data
   assert alarms <= max_false_alarms(reps), alarms
 
 
+@pytest.mark.slow
 def test_cli_flags_the_drifted_mnist1d_and_not_a_redraw(classifier, tmp_path):
   import subprocess
   import sys

@@ -81,13 +81,13 @@ def test_reference_features_are_the_classifiers_penultimate_activations(trained)
   import jax
   import ml_collections as mlc
 
-  from eval.reconstruction import split_arrays
+  from data import split_arrays
   from train import checkpoint
 
   workdir = trained("digits_cnn")
   ref = gen.Reference(workdir)
   model, tree, config, _ = checkpoint.load_workdir(workdir)
-  x, labels, stats = split_arrays(mlc.ConfigDict(config), "test")
+  x, labels, stats = split_arrays(mlc.ConfigDict(config).data, "test", config["seed"])
   raw = x * stats.std + stats.mean
   features, predicted = ref(raw[:7])
   assert features.shape == (7, model.dense[-1])
@@ -143,6 +143,7 @@ def test_report_errors_name_what_is_missing(trained, tmp_path):
     gen.report(workdir, reference=trained("mnist1d_cnn"), out=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_report_of_a_guided_diffusion_model_with_sampling_overrides(trained, tmp_path):
   ref = trained("digits_cnn")
   workdir = trained("digits_ddpm_cfg")

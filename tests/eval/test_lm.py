@@ -24,6 +24,7 @@ def test_bigram_bits_equal_a_hand_computation():
   assert small < large
 
 
+@pytest.mark.slow
 def test_workdir_bits_equal_the_loops_final_eval_and_the_cli_table(trained):
   import json
   import os

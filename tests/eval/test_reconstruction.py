@@ -69,24 +69,22 @@ def test_report_on_a_trained_anomaly_run(anomaly_report):
 
 
 def test_imputation_keeps_observed_elements(trained):
-  import ml_collections as mlc
+  from eval import restore
 
-  from train import checkpoint
-
-  workdir = trained("digits_dae")
-  model, tree, config, _ = checkpoint.load_workdir(workdir)
-  x, _, _ = er.split_arrays(mlc.ConfigDict(config), "test")
+  run = restore.restore(trained("digits_dae"))
+  x, _, _ = run.split("test")
   hidden = er.random_missing(x.shape, 0.3, np.random.default_rng(0))
-  filled = er.Trained(model, tree["params"]).impute(x, hidden, np.zeros(x.shape[1:]), 3)
+  filled = er.Trained(run).impute(x, hidden, np.zeros(x.shape[1:]), 3)
   np.testing.assert_array_equal(filled[~hidden], x[~hidden])
   assert not np.allclose(filled[hidden], 0.0)
 
 
+@pytest.mark.slow
 def test_cli_errors(trained, tmp_path):
   cmd = [sys.executable, "-m", "eval.reconstruction", "--workdir"]
   r = subprocess.run(cmd + [trained("digits_cnn")], cwd=ROOT, capture_output=True, text=True,
                      timeout=300, check=False)
-  assert r.returncode == 1 and "holds a paradigm='supervised' run; expected 'reconstruction'" in \
+  assert r.returncode == 1 and "holds a paradigm='supervised' run; expected paradigm='reconstruction'" in \
       r.stderr
   r = subprocess.run(cmd + [str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                      timeout=300, check=False)

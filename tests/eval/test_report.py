@@ -94,6 +94,7 @@ def test_report_of_a_binary_run_chooses_a_threshold(trained, tmp_path):
   assert "not reachable" in rp.markdown(weak)
 
 
+@pytest.mark.slow
 def test_report_of_a_transformer_draws_its_attention(trained, tmp_path):
   out = str(tmp_path / "t")
   result = rp.report(trained("mnist1d_transformer"), out=out,
@@ -104,8 +105,9 @@ def test_report_of_a_transformer_draws_its_attention(trained, tmp_path):
 
 
 def test_report_errors(trained, tmp_path):
-  with pytest.raises(ValueError, match="paradigm='diffusion' unet.UNet run; the report covers classifiers"):
-    rp.report(trained("digits_ddpm"), out=str(tmp_path))
+  with pytest.raises(ValueError, match="paradigm='reconstruction' autoencoder.Autoencoder run; "
+                     "the report covers classifiers"):
+    rp.report(trained("digits_ae"), out=str(tmp_path))
   with pytest.raises(ValueError, match="has no field 'report.bogus'"):
     rp.report(trained("mnist1d_cnn"), out=str(tmp_path), overrides={"report.bogus": "1"})
   with pytest.raises(ValueError, match="report.threshold_target=1.5; expected a recall in"):
@@ -113,6 +115,7 @@ def test_report_errors(trained, tmp_path):
               overrides={"report.threshold_target": "1.5"})
 
 
+@pytest.mark.slow
 def test_cli_prints_the_report_and_names_errors(trained, tmp_path):
   import subprocess
   import sys

@@ -36,7 +36,20 @@ def test_full_config_validates_and_unknown_argument_fails(name):
     load_experiment(name, "huge")
 
 
-@pytest.mark.parametrize("name", NAMES)
+# The diffusion experiments' tiny modes compile a UNet three times (init, step, sampler), about
+# 40 s each here: they run with the slow checks (`-m slow`, and in CI).
+SLOW_TINY = {"digits_ddpm", "digits_ddpm_cfg", "mnist1d_ddpm"}
+# The generative experiments' tiny modes are in test_generative_experiments.py, so that the two
+# pytest-xdist workers (which take whole files) share the work.
+GENERATIVE = ("digits_ae", "digits_dae", "digits_vae", "mnist1d_vae", "digits_anomaly",
+              "digits_impute", "digits_dcgan", "digits_cgan", "mnist1d_gan", *sorted(SLOW_TINY))
+
+
+def tiny_params(names):
+  return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_TINY else n for n in names]
+
+
+@pytest.mark.parametrize("name", tiny_params(n for n in NAMES if n not in GENERATIVE))
 def test_tiny_mode_trains(name, trained):
   with open(os.path.join(trained(name), "summary.json")) as f:  # shared with other tests
     final = json.load(f)["final_eval"]

@@ -76,7 +76,7 @@ def test_random_points_are_seeded_in_range_and_rounded():
     ("optimizer.learning_rate=[1e-3]", "no field 'optimizer.learning_rate'; did you mean "
      "optim.learning_rate"),
     ("optim.learning_rate=[1e-3,fast]", "optim.learning_rate='fast' is a str; expected a float"),
-    ("train.steps=[10,2.5]", "train.steps=2.5 is a float; expected a int"),
+    ("train.steps=[10,2.5]", "train.steps=2.5 is a float; expected an int"),
     ("optim.name=[adam,adamax]", "optim.name='adamax'; expected one of"),
     ("optim=[1]", "'optim' is a section"),
     ("seed=[1,2]", "set by --seeds"),
@@ -118,6 +118,7 @@ def killed_sweep(data_dir, tmp_path_factory):
   return workdir, mtime, again
 
 
+@pytest.mark.slow
 def test_killed_sweep_restarts_only_what_is_missing(killed_sweep):
   workdir, mtime, again = killed_sweep
   first = os.path.join(workdir, "optim.learning_rate=0.01", "seed_0")
@@ -137,8 +138,19 @@ def test_killed_sweep_restarts_only_what_is_missing(killed_sweep):
     assert "| optim.learning_rate | accuracy | loss | seeds | time per run |" in f.read()
 
 
-def test_compare_names_the_differences_of_two_runs(killed_sweep):
-  workdir = killed_sweep[0]
+@pytest.fixture(scope="module")
+def two_runs(data_dir, tmp_path_factory):
+  """A finished two-point sweep of the logistic regression's tiny mode (learning rates 0.01 and
+  0.001): its workdir."""
+  workdir = str(tmp_path_factory.mktemp("two_runs"))
+  base = load_experiment("mnist1d_logreg", "tiny", data_dir)
+  sweep.execute(sweep.plan(base, sweep.parse_spec("optim.learning_rate=[0.01,0.001]"), workdir),
+                log=lambda *_: None)
+  return workdir
+
+
+def test_compare_names_the_differences_of_two_runs(two_runs):
+  workdir = two_runs
   a = os.path.join(workdir, "optim.learning_rate=0.01", "seed_0")
   b = os.path.join(workdir, "optim.learning_rate=0.001", "seed_0")
   result = compare.compare(a, b)
@@ -158,9 +170,10 @@ def test_compare_names_the_differences_of_two_runs(killed_sweep):
     compare.compare(workdir, a)
 
 
-def test_restarting_over_a_changed_config_is_refused(killed_sweep, data_dir):
-  workdir = killed_sweep[0]
+def test_restarting_over_a_changed_config_is_refused(two_runs, data_dir):
+  workdir = two_runs
   base = load_experiment("mnist1d_logreg", "tiny", data_dir)
+  base.train.steps = 30  # the finished runs took 20
   with pytest.raises(ConfigError, match="holds a run of another config"):
     sweep.plan(base, sweep.parse_spec("optim.learning_rate=[0.01]"), workdir)
 

@@ -17,8 +17,7 @@ from train.paradigms import adversarial as adv
 
 
 def _config(**adversarial):
-  c = config_lib.base()
-  c.paradigm = "adversarial"
+  c = config_lib.base("adversarial")
   c.data.source = "digits"
   c.data.normalize = "unit"
   c.model = dict(name="gan.GAN", data_shape=(8, 8, 1), latent_dim=8, num_classes=10,
@@ -53,7 +52,7 @@ def _same(a, b) -> bool:
 def test_discriminator_update_leaves_the_generator_alone_and_vice_versa(setup):
   model, _, paradigm, upd = setup
   batch = _batch()
-  state = paradigm.init(jax.random.key(0), batch)
+  state = jax.jit(paradigm.init)(jax.random.key(0), batch)
   p, opt_d, ms, metrics = jax.jit(upd.discriminator)(
       state.params, state.opt_state["discriminator"], state.model_state, batch["inputs"],
       batch["label"], batch["mask"], jax.random.key(1))
@@ -105,7 +104,7 @@ def test_n_critic_updates_and_generator_average():
   model = gan.GAN(**{k: v for k, v in config.model.items() if k != "name"})
   paradigm = adv.make(model, config, total_steps=10)
   batch = _batch()
-  state0 = paradigm.init(jax.random.key(0), batch)
+  state0 = jax.jit(paradigm.init)(jax.random.key(0), batch)
   step = jax.jit(paradigm.train_step)
   state1, metrics = step(state0, batch, jax.random.key(1))
   state3, _ = step(*step(state1, batch, jax.random.key(1))[:1], batch, jax.random.key(1))
@@ -122,7 +121,7 @@ def test_n_critic_updates_and_generator_average():
 
 
 @pytest.mark.parametrize("change,error,match", [
-    ({"model.name": "mlp.MLP"}, config_lib.ConfigError, "trains an arch.gan model"),
+    ({"model.name": "mlp.MLP"}, config_lib.ConfigError, "lacks generate"),
     ({"data.normalize": "global"}, config_lib.ConfigError, "model.output='sigmoid'"),
     ({"data.batch_size": 99, "adversarial.n_critic": 2}, config_lib.ConfigError,
      r"data.batch_size=99 with adversarial.n_critic=2"),

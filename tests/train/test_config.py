@@ -2,6 +2,7 @@ import pytest
 
 from tests.conftest import load_experiment, run_cli
 from train import config as config_lib
+from train import paradigms
 
 
 def test_locked_config_rejects_unknown_keys_and_wrong_types():
@@ -38,8 +39,11 @@ def test_locked_config_rejects_unknown_keys_and_wrong_types():
     ("diffusion.label_dropout", 1.0, r"diffusion.label_dropout=1.0; expected a value in \[0, 1\)"),
 ])
 def test_bad_values_are_named(field, value, match):
-  c = load_experiment("mnist1d_cnn")
+  # each paradigm's sections are in the configs of that paradigm only
+  owner = {"reconstruction": "reconstruction", "adversarial": "adversarial",
+           "generative": "adversarial", "diffusion": "diffusion"}
   section, _, key = field.rpartition(".")
+  c = config_lib.base(owner[section]) if section in owner else load_experiment("mnist1d_cnn")
   (c[section] if section else c)[key] = value
   with pytest.raises(config_lib.ConfigError, match=match):
     config_lib.validate(c)
@@ -57,18 +61,44 @@ def test_cli_reports_a_wrong_type():
 
 
 def test_command_line_sets_are_parsed_cast_and_validated():
-  sets = config_lib.parse_sets(["report.bins=10", "report.threshold_metric=precision",
-                                "diffusion.clip=2.5"])
-  assert sets == {"report.bins": "10", "report.threshold_metric": "precision",
-                  "diffusion.clip": "2.5"}
+  sets = config_lib.parse_sets(["report.bins=10", "report.threshold_metric=precision"])
+  assert sets == {"report.bins": "10", "report.threshold_metric": "precision"}
   c = config_lib.override(config_lib.base(), sets)
-  assert (c.report.bins, c.report.threshold_metric, c.diffusion.clip) == (10, "precision", 2.5)
+  assert (c.report.bins, c.report.threshold_metric) == (10, "precision")
+  assert config_lib.override(config_lib.base("diffusion"), {"diffusion.clip": "2.5"}
+                             ).diffusion.clip == 2.5
   assert config_lib.override(config_lib.base(), {"data.binarize": "false"}).data.binarize is False
-  with pytest.raises(config_lib.ConfigError, match="expected FIELD=VALUE"):
+  assert config_lib.override(config_lib.base(), {"optim.freeze": "('conv_0',)"}
+                             ).optim.freeze == ("conv_0",)
+  assert config_lib.override(config_lib.base(), {"data.keep_classes": "3"}
+                             ).data.keep_classes == (3,)
+  with pytest.raises(config_lib.FlagError, match="expected FIELD=VALUE"):
     config_lib.parse_sets(["report.bins"])
-  with pytest.raises(config_lib.ConfigError, match="has no field 'report.binz'"):
+  with pytest.raises(config_lib.FlagError, match="has no field 'report.binz'"):
     config_lib.override(config_lib.base(), {"report.binz": "3"})
-  with pytest.raises(config_lib.ConfigError, match=r"--set report.bins='ten': expected a value of type int"):
+  with pytest.raises(config_lib.FlagError,
+                     match=r"--set report.bins=ten: report.bins='ten' is a str; expected an int"):
     config_lib.override(config_lib.base(), {"report.bins": "ten"})
-  with pytest.raises(config_lib.ConfigError, match="report.threshold_metric='f1'"):
+  with pytest.raises(config_lib.FlagError, match="report.threshold_metric='f1'"):
     config_lib.override(config_lib.base(), {"report.threshold_metric": "f1"})
+  with pytest.raises(config_lib.FlagError, match="has no field 'diffusion.clip'"):
+    config_lib.override(config_lib.base(), {"diffusion.clip": "2.5"})  # a supervised config
+
+
+@pytest.mark.parametrize("typo,meant", [
+    ("optim.lr", "optim.learning_rate"), ("train.stepz", "train.steps"),
+    ("data.batch", "data.batch_size"), ("optim.wd", "optim.weight_decay"),
+    ("seeed", "seed"), ("optimm.name", "optim.name")])
+def test_a_mistyped_field_is_answered_with_the_field_meant(typo, meant):
+  assert config_lib.closest_fields(config_lib.base(), typo)[0] == meant
+
+
+def test_each_paradigm_owns_its_sections():
+  """base(paradigm) holds the common fields and that paradigm's sections only."""
+  common = set(config_lib.base().keys()) - {"supervised", "report"}
+  for name in ("supervised", "reconstruction", "adversarial", "diffusion"):
+    own = set(paradigms.get(name).defaults())
+    assert set(config_lib.base(name).keys()) == common | own
+    config_lib.validate(config_lib.base(name))
+  with pytest.raises(config_lib.ConfigError, match=r"paradigm='gan'; expected one of"):
+    config_lib.base("gan")

@@ -71,6 +71,7 @@ def test_bad_prompts_and_lengths_are_clear_errors():
     generate.generate(model, params, prompt, 5)
 
 
+@pytest.mark.slow
 def test_cli_samples_from_a_trained_workdir(trained, tmp_path):
   workdir = trained("charlm_transformer")
   cmd = [sys.executable, "-m", "train.generate", "--workdir", workdir, "--prompt",

@@ -72,6 +72,7 @@ def test_a_run_writes_records_and_the_same_seed_repeats_exactly(data_dir, tmp_pa
     assert a.read() == b.read()
 
 
+@pytest.mark.slow
 def test_sigkill_half_way_then_resume_ends_bit_identical(data_dir, tmp_path):
   args = ["--config", "experiments/mnist1d_mlp.py:tiny", f"--config.data.data_dir={data_dir}",
           "--config.train.steps=3000", "--config.train.checkpoint_every=100",
@@ -103,6 +104,7 @@ def test_sigkill_half_way_then_resume_ends_bit_identical(data_dir, tmp_path):
   assert _metrics(killed) == _metrics(straight)
 
 
+@pytest.mark.slow
 def test_fsdp_on_eight_devices_gives_the_one_device_curve_and_resumes_on_other_meshes(
     data_dir, tmp_path):
   """One device for 20 steps, against: 8 devices with fsdp=8 for 10 steps, then that checkpoint
@@ -213,6 +215,7 @@ def test_bad_inputs_fail_before_training_with_clear_errors(data_dir, tmp_path, o
   assert not os.path.exists(os.path.join(wd, "checkpoints"))
 
 
+@pytest.mark.slow
 def test_compilation_cache_is_filled_then_reused_with_identical_results(data_dir, tmp_path):
   cache = tmp_path / "xla"
   args = ["--config", "experiments/mnist1d_cnn.py:tiny", f"--config.data.data_dir={data_dir}",
@@ -256,6 +259,7 @@ def _two_processes(args: list[str]) -> None:
     assert p.returncode == 0, f"process {i}:\n{out[-2000:]}"
 
 
+@pytest.mark.slow
 def test_two_processes_over_gloo_match_one_process_and_resume(data_dir, tmp_path):
   # Each process loads half of every global batch; gradients are all-reduced across processes
   # over gloo; checkpoints (train state + each process's iterator) restore in both.

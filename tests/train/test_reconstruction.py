@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 import arch
+import data as data_lib
 from eval import reconstruction as eval_rec
 from tests.conftest import load_experiment
 from train import checkpoint, loop
@@ -54,10 +55,11 @@ def vae(trained, data_dir):
   """A digits VAE trained for 800 steps: (workdir, eval_reconstruction.Trained, test inputs)."""
   workdir = trained("digits_vae", steps=800)
   model, tree, config, _ = checkpoint.load_workdir(workdir)
-  x, _, _ = eval_rec.split_arrays(mlc.ConfigDict(config), "test")
+  x, _, _ = data_lib.split_arrays(mlc.ConfigDict(config).data, "test", config["seed"])
   return workdir, model, {"params": tree["params"]}, jnp.asarray(x)
 
 
+@pytest.mark.slow
 def test_iwae_bound_is_tighter_than_the_elbo_on_a_trained_vae(vae):
   workdir, model, variables, x = vae
   with open(os.path.join(workdir, "summary.json")) as f:
@@ -75,14 +77,15 @@ def test_iwae_bound_is_tighter_than_the_elbo_on_a_trained_vae(vae):
   assert d.mean() > 4 * d.std() / np.sqrt(len(d)) and d.mean() > 0.1, (d.mean(), d.std())
 
 
+@pytest.mark.slow
 def test_conv_autoencoder_beats_pca_with_as_many_components(trained, data_dir):
   workdir = trained("digits_ae", steps=1500)
   config = mlc.ConfigDict(checkpoint.read_config(workdir))
   assert config.model.encoder == "conv" and config.model.latent_dim == 8
   with open(os.path.join(workdir, "summary.json")) as f:
     model_mse = json.load(f)["final_eval"]["mse"]
-  x_train, _, _ = eval_rec.split_arrays(config, "train")
-  x_test, _, _ = eval_rec.split_arrays(config, "test")
+  x_train, _, _ = data_lib.split_arrays(config.data, "train", config.seed)
+  x_test, _, _ = data_lib.split_arrays(config.data, "test", config.seed)
   pca_mse = float(eval_rec.pca_errors(x_train, x_test, 8).mean())
   assert model_mse < 0.75 * pca_mse, (model_mse, pca_mse)
 
@@ -114,10 +117,10 @@ def test_resume_retrains_the_lost_steps_bit_for_bit(trained, tmp_path, data_dir)
 
 
 def test_a_model_that_is_not_an_autoencoder_is_refused(data_dir, tmp_path):
-  c = load_experiment("digits_cnn", "tiny", data_dir)
-  c.paradigm = "reconstruction"
-  with pytest.raises(config_lib.ConfigError, match=r"paradigm='reconstruction' trains an "
-                     r"arch.autoencoder model .*; got model.name='cnn.CNN'"):
+  c = load_experiment("digits_ae", "tiny", data_dir)
+  c.model = load_experiment("digits_cnn", "tiny").model
+  with pytest.raises(config_lib.ConfigError, match=r"model.name='cnn.CNN' \(CNN\) lacks encode "
+                     r"\(x -> code\), decode .*which paradigm='reconstruction' calls"):
     loop.train_and_evaluate(c, str(tmp_path))
   c = load_experiment("digits_ae", "tiny", data_dir)
   c.data.seq_len = 16

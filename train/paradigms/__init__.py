@@ -2,101 +2,54 @@
 `Paradigm` of pure functions that the loop jit-compiles; the loop never looks inside a state or
 a batch.
 
-Eval steps return sums and a `count`: a metric `x_sum` is reported as `x = x_sum / count`, so
-batches and hosts merge exactly (padding has weight 0).
+A paradigm is a module with:
+- `defaults() -> {section: ConfigDict}`: the config sections it owns, with their defaults
+  (`train.config.base(paradigm)` adds them);
+- `validate(config)`: checks of those sections' values (ConfigError naming field and value);
+- `PRECISIONS`: the `train.precision` values it implements;
+- `check_data(config, model)`: rejects a model without the methods the paradigm calls (its
+  docstring lists them) or data it cannot train on, before any compute;
+- `make(model, config, *, total_steps) -> Paradigm`.
+
+`REGISTRY` maps names to those modules; a new paradigm is one module and one line here (or
+`register(name, module)` from outside the package).
 """
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
-from typing import Any, Callable, NamedTuple
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
+from train.errors import ConfigError
+from train.paradigms import adversarial, diffusion, reconstruction, supervised
+from train.paradigms.common import (
+  Paradigm,
+  check_examples,
+  fixed_inputs,
+  reduce_eval,
+  require,
+)
 
-# name -> module; a module defines check_data(config, model), which the loop calls first to reject
-# data the paradigm cannot train on, and make(model, config, *, total_steps) -> Paradigm.
-REGISTRY: dict[str, str] = {
-    "supervised": "train.paradigms.supervised",
-    "reconstruction": "train.paradigms.reconstruction",
-    "adversarial": "train.paradigms.adversarial",
-    "diffusion": "train.paradigms.diffusion",
+REGISTRY: dict[str, ModuleType] = {
+    "supervised": supervised,
+    "reconstruction": reconstruction,
+    "adversarial": adversarial,
+    "diffusion": diffusion,
 }
 
-
-class Paradigm(NamedTuple):
-  """init(rng, batch) -> state; train_step(state, batch, rng) -> (state, metrics);
-  eval_step(state, batch, rng) -> sums and count; predict(state, inputs) -> outputs;
-  schedule(update) -> learning rate (for logging).
-
-  Generative paradigms also give `generate(state, z, labels=None, rng=None) -> samples` from
-  inputs z of shape (N, *latent_shape) (`rng`: the randomness a stochastic sampler draws after
-  z, e.g. ancestral diffusion noise; None is a fixed key; a deterministic generator ignores it),
-  and `samples(state) -> (N, ...)`, samples from fixed inputs that the
-  loop draws as a grid (`WORKDIR/samples/step_XXXXXXXX.png`) at every evaluation, so the grids
-  show progress."""
-
-  init: Callable[..., Any]
-  train_step: Callable[..., Any]
-  eval_step: Callable[..., Any]
-  predict: Callable[..., Any] | None
-  schedule: optax.Schedule
-  samples: Callable[..., Any] | None = None
-  generate: Callable[..., Any] | None = None
-  latent_shape: tuple[int, ...] | None = None
+__all__ = ["REGISTRY", "Paradigm", "check_examples", "fixed_inputs", "get", "reduce_eval",
+           "register", "require"]
 
 
 def get(name: str) -> ModuleType:
   """The paradigm module called `name`; an unknown name lists the valid ones."""
   if name not in REGISTRY:
-    raise ValueError(f"paradigm={name!r}; expected one of {sorted(REGISTRY)}")
-  return importlib.import_module(REGISTRY[name])
+    raise ConfigError(f"paradigm={name!r}; expected one of {sorted(REGISTRY)}")
+  return REGISTRY[name]
 
 
-def fixed_inputs(shape: tuple[int, ...], num_classes: int, n: int,
-                 key: jax.Array) -> tuple[jnp.ndarray, jnp.ndarray | None]:
-  """Generator inputs for sample grids: `n` standard normal draws of `shape` from `key`, and for
-  a conditional model (`num_classes` > 0) the labels (n,) i % num_classes, so that a grid
-  `num_classes` wide has one class per column."""
-  z = jax.random.normal(key, (n,) + tuple(shape))
-  labels = jnp.asarray(np.arange(n) % num_classes, jnp.int32) if num_classes else None
-  return z, labels
-
-
-def check_examples(config: Any, model: Any, paradigm: str) -> None:
-  """The data checks of the generative paradigms: whole examples (no next-token windows) of the
-  model's `data_shape` in both splits, and for a conditional model (`num_classes` > 0) labels in
-  [0, num_classes).
-
-  Raises:
-    ConfigError: `data.seq_len` > 0.
-    DataError: examples of another shape than `model.data_shape`, or a label out of range.
-  """
-  import data as data_lib
-  from train.config import ConfigError
-
-  d = config.data
-  if d.seq_len > 0:
-    raise ConfigError(f"data.seq_len={d.seq_len} makes next-token windows; paradigm="
-                      f"{paradigm!r} trains on whole examples: expected data.seq_len=0")
-  for split in (d.train_split, d.eval_split):
-    arrays = data_lib.load_split(d, split)
-    shape = tuple(arrays.inputs.shape[1:])
-    if shape != tuple(model.data_shape):
-      raise data_lib.DataError(
-          f"data.source={d.source!r} split {split!r} has examples of shape {shape}; "
-          f"model.data_shape={tuple(model.data_shape)}: expected them equal")
-    if model.num_classes:
-      data_lib.check_labels(arrays.labels, model.num_classes, f"model.num_classes="
-                            f"{model.num_classes} with data.source={d.source!r} split {split!r}")
-
-
-def reduce_eval(sums: dict[str, float]) -> dict[str, float]:
-  """{x_sum, ..., count} -> {x: x_sum / count, ..., count}."""
-  count = float(sums["count"])
-  out = {k[:-4]: float(v) / max(count, 1.0) for k, v in sums.items() if k.endswith("_sum")}
-  out["count"] = count
-  return out
+def register(name: str, module: ModuleType) -> None:
+  """Adds a paradigm module (see the module docstring for what it defines) under `name`."""
+  for attr in ("defaults", "validate", "PRECISIONS", "check_data", "make"):
+    if not hasattr(module, attr):
+      raise TypeError(f"paradigm {name!r}: module {module.__name__} defines no {attr!r}")
+  REGISTRY[name] = module

@@ -24,6 +24,16 @@ logit on reals and fakes, the R1 term, and each network's gradient norm. Evaluat
 reals against as many fakes of the averaged generator: the same losses, D's mean logits and its
 accuracy (the share it classifies correctly). Sample quality (Frechet distance, class coverage,
 precision and recall in a reference classifier's features) is `python -m eval.generative`.
+
+The model (any class; `arch.gan.GAN` is the registered one) provides:
+- `generate(z, labels, train) -> (B, *data_shape)` from latents (B, latent_dim), and
+  `discriminate(x, labels, train) -> (B,)` real-vs-fake logits;
+- `__call__(z, labels, train)`, which initialises both, with their parameters under the top-level
+  names `generator` and `discriminator` (each gets its own optimizer);
+- attributes `latent_dim`, `data_shape`, `num_classes` (0: unconditional; else labels (B,) go to
+  both networks) and `output` ("sigmoid" draws samples in [0, 1]).
+
+Config sections: `adversarial` and `generative` (sample grids, the reference classifier).
 """
 
 from __future__ import annotations
@@ -36,13 +46,46 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import optax
 
-from arch import gan
 from train import optim
 from train import state as state_lib
-from train.config import ConfigError
-from train.paradigms import Paradigm, check_examples, fixed_inputs
+from train.errors import ConfigError, check_choice, check_fraction, check_positive
+from train.paradigms.common import (
+  Paradigm,
+  check_examples,
+  fixed_inputs,
+  generative_defaults,
+  require,
+  validate_generative,
+)
 
 LOSSES = ("non_saturating", "hinge")
+PRECISIONS = ("float32",)
+INTERFACE = {"generate": "(z, labels, train) -> samples",
+             "discriminate": "(x, labels, train) -> logits", "latent_dim": "int",
+             "data_shape": "one example's shape", "num_classes": "int, 0 = unconditional",
+             "output": "the generator's output activation"}
+
+
+def defaults() -> dict[str, mlc.ConfigDict]:
+  """The `adversarial` and `generative` config sections with their defaults."""
+  a = mlc.ConfigDict()
+  a.loss = "non_saturating"     # non_saturating|hinge
+  a.d_learning_rate = 0.0       # discriminator's; 0 = optim.learning_rate
+  a.n_critic = 1                # discriminator updates per generator update
+  a.r1_gamma = 0.0              # R1 penalty weight on real data, 0 = off
+  a.ema_decay = 0.999           # generator average, 0 = off
+  return {"adversarial": a, "generative": generative_defaults()}
+
+
+def validate(config: Any) -> None:
+  """Checks the `adversarial` and `generative` sections. Raises ConfigError naming the field."""
+  a = config.adversarial
+  check_choice(a.loss, LOSSES, "adversarial.loss")
+  check_positive(a.d_learning_rate, "adversarial.d_learning_rate", allow_zero=True)
+  check_positive(a.n_critic, "adversarial.n_critic")
+  check_positive(a.r1_gamma, "adversarial.r1_gamma", allow_zero=True)
+  check_fraction(a.ema_decay, "adversarial.ema_decay")
+  validate_generative(config)
 
 
 def d_losses(real: jnp.ndarray, fake: jnp.ndarray, loss: str) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -57,7 +100,7 @@ def g_loss(fake: jnp.ndarray, loss: str) -> jnp.ndarray:
   return -fake if loss == "hinge" else nn.softplus(-fake)
 
 
-def r1_penalty(model: gan.GAN, variables: Any, x: jnp.ndarray,
+def r1_penalty(model: Any, variables: Any, x: jnp.ndarray,
                labels: jnp.ndarray | None = None) -> jnp.ndarray:
   """||grad_x D(x)||^2 per example (B,), D evaluated without updating its statistics. D has no
   cross-example layers, so the gradient of the sum over the batch is every example's own."""
@@ -69,9 +112,8 @@ def r1_penalty(model: gan.GAN, variables: Any, x: jnp.ndarray,
 
 
 def check_model(model: nn.Module, model_name: str) -> None:
-  if not isinstance(model, gan.GAN):
-    raise ConfigError(f"paradigm='adversarial' trains an arch.gan model (gan.GAN); got "
-                      f"model.name={model_name!r}")
+  """The model has the generator/discriminator interface this paradigm calls (`INTERFACE`)."""
+  require(model, INTERFACE, "adversarial", model_name)
 
 
 def check_data(config: Any, model: nn.Module) -> None:
@@ -79,8 +121,8 @@ def check_data(config: Any, model: nn.Module) -> None:
   range, and a bounded generator output must match the data's range.
 
   Raises:
-    ConfigError: a model that is not a GAN, next-token windows, gradient accumulation, a batch
-      not divisible by `adversarial.n_critic`, or a sigmoid output on data not scaled to [0, 1].
+    ConfigError: a model without the GAN interface, next-token windows, gradient accumulation, a
+      batch not divisible by `adversarial.n_critic`, or a sigmoid output on data not scaled to [0, 1].
     DataError: examples of another shape than `model.data_shape`, or a label out of range.
   """
   check_model(model, config.model.name)
@@ -118,7 +160,7 @@ class Updates(NamedTuple):
   generator: Callable[..., Any]
 
 
-def updates(model: gan.GAN, config: Any, tx_g: optax.GradientTransformation,
+def updates(model: Any, config: Any, tx_g: optax.GradientTransformation,
             tx_d: optax.GradientTransformation) -> Updates:
   """The discriminator and generator updates of `model` under `config.adversarial`."""
   a = config.adversarial
@@ -261,11 +303,12 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
     return generate(state, grid_z, grid_labels)
 
   return Paradigm(init=init, train_step=train_step, eval_step=eval_step, predict=None,
-                  schedule=lr, samples=samples, generate=generate,
+                  schedule=lr, samples=samples if config.generative.grid_samples else None,
+                  generate=generate,
                   latent_shape=(model.latent_dim,))
 
 
-def grid_latents(model: gan.GAN, n: int, seed: int) -> tuple[jnp.ndarray, jnp.ndarray | None]:
+def grid_latents(model: Any, n: int, seed: int) -> tuple[jnp.ndarray, jnp.ndarray | None]:
   """Fixed latents (n, latent_dim) for the run's sample grids, and for a conditional GAN the
   labels (n,): class i % num_classes, so each grid column is one class."""
   return fixed_inputs((model.latent_dim,), model.num_classes, n,

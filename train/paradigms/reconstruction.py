@@ -17,6 +17,16 @@ the VAE decoding its posterior mean) and `loss`; for a VAE also `neg_elbo` (w = 
 with `reconstruction.iwae_samples` = k > 0 `neg_iwae`, the importance-weighted bound of Burda et
 al. (2016) on -log p(x) from k further samples. All are in nats per example (densities in the
 input units for a Gaussian decoder); `neg_iwae <= neg_elbo` in expectation, tighter as k grows.
+
+The model (any class; `arch.autoencoder`'s three are the registered ones) provides:
+- `__call__(x, train) -> {"output": raw decoder outputs, ...}`, with rng streams `latent` and
+  `noise`; a variational model also returns `mean`, `logvar` and, for a Gaussian decoder, `std`;
+- `encode(x)` (a code, or `(mean, logvar)` when `variational`), `decode(z)` (raw outputs) and
+  `reconstruct(output)` (raw outputs -> input units);
+- attributes `likelihood` ("gaussian" or "bernoulli") and `variational` (bool); a variational
+  Gaussian model also `observation_std()`.
+
+Config section: `reconstruction`.
 """
 
 from __future__ import annotations
@@ -27,13 +37,38 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections as mlc
 import optax
 
-from arch import autoencoder
+import data as data_lib
 from train import optim
 from train import state as state_lib
-from train.config import ConfigError
-from train.paradigms import Paradigm
+from train.errors import ConfigError, check_positive
+from train.paradigms.common import Paradigm, require
+
+PRECISIONS = ("float32",)
+INTERFACE = {"encode": "x -> code", "decode": "code -> raw outputs",
+             "reconstruct": "raw outputs -> input units", "likelihood": "gaussian|bernoulli",
+             "variational": "bool: encode returns (mean, logvar)"}
+
+
+def defaults() -> dict[str, mlc.ConfigDict]:
+  """The `reconstruction` config section with its defaults."""
+  r = mlc.ConfigDict()
+  r.beta = 1.0                 # VAE: KL weight after warm-up (beta-VAE)
+  r.kl_warmup_steps = 0        # VAE: KL weight rises linearly from 0
+  r.eval_samples = 1           # VAE: posterior samples of the eval ELBO
+  r.iwae_samples = 0           # VAE: k of the eval IWAE bound, 0 = off
+  return {"reconstruction": r}
+
+
+def validate(config: Any) -> None:
+  """Checks the `reconstruction` section. Raises ConfigError naming field and value."""
+  r = config.reconstruction
+  check_positive(r.beta, "reconstruction.beta", allow_zero=True)
+  check_positive(r.kl_warmup_steps, "reconstruction.kl_warmup_steps", allow_zero=True)
+  check_positive(r.eval_samples, "reconstruction.eval_samples")
+  check_positive(r.iwae_samples, "reconstruction.iwae_samples", allow_zero=True)
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -81,7 +116,7 @@ def _mse(model, x, output) -> jnp.ndarray:
   return jnp.mean(jnp.square(err.reshape(err.shape[0], -1)), axis=-1)
 
 
-def _posterior_draws(m: autoencoder.VAE, x: jnp.ndarray, rng: jax.Array, samples: int):
+def _posterior_draws(m: Any, x: jnp.ndarray, rng: jax.Array, samples: int):
   """Inside a bound VAE: the posterior (mean, logvar) (B, D) of `x`, `samples` reparameterised
   draws z (k, B, D) and log p(x | z) (k, B), decoded `min(k, 16)` draws at a time."""
   mean, logvar = m.encode(x)
@@ -95,13 +130,13 @@ def _posterior_draws(m: autoencoder.VAE, x: jnp.ndarray, rng: jax.Array, samples
   return mean, logvar, z, ll
 
 
-def elbo_terms(model: autoencoder.VAE, variables: Any, x: jnp.ndarray, rng: jax.Array,
+def elbo_terms(model: Any, variables: Any, x: jnp.ndarray, rng: jax.Array,
                samples: int = 1) -> dict[str, jnp.ndarray]:
   """A VAE's per-example `nll` (-E_q log p(x|z), averaged over `samples` posterior draws), `kl`
   (closed form) and `neg_elbo` = nll + kl, all (B,) in nats; and `mse` of the reconstruction
   decoded from the posterior mean."""
 
-  def body(m: autoencoder.VAE):
+  def body(m: Any):
     mean, logvar, _, ll = _posterior_draws(m, x, rng, samples)
     nll = -jnp.mean(ll, axis=0)
     kl = gaussian_kl(mean, logvar)
@@ -110,13 +145,13 @@ def elbo_terms(model: autoencoder.VAE, variables: Any, x: jnp.ndarray, rng: jax.
   return nn.apply(body, model)(variables)
 
 
-def iwae_bound(model: autoencoder.VAE, variables: Any, x: jnp.ndarray, rng: jax.Array,
+def iwae_bound(model: Any, variables: Any, x: jnp.ndarray, rng: jax.Array,
                samples: int) -> jnp.ndarray:
   """The negative importance-weighted bound (Burda et al. 2016) per example, (B,) nats:
   -log (1/k) sum_i p(x, z_i) / q(z_i | x), z_i ~ q(z | x), k = `samples`. For k = 1 its
   expectation is the negative ELBO; it decreases towards -log p(x) as k grows."""
 
-  def body(m: autoencoder.VAE):
+  def body(m: Any):
     mean, logvar, z, ll = _posterior_draws(m, x, rng, samples)
     log_prior = gaussian_log_density(z, jnp.zeros_like(z), jnp.zeros_like(z))
     log_w = ll + log_prior - gaussian_log_density(z, mean, logvar)          # (k, B)
@@ -126,18 +161,15 @@ def iwae_bound(model: autoencoder.VAE, variables: Any, x: jnp.ndarray, rng: jax.
 
 
 def check_model(model: nn.Module, model_name: str) -> None:
-  """The reconstruction paradigm trains the autoencoders of `arch.autoencoder` only."""
-  if not isinstance(model, autoencoder.Autoencoder):
-    raise ConfigError(f"paradigm='reconstruction' trains an arch.autoencoder model "
-                      f"(autoencoder.Autoencoder, autoencoder.DenoisingAutoencoder, "
-                      f"autoencoder.VAE); got model.name={model_name!r}")
+  """The model has the autoencoder interface this paradigm calls (`INTERFACE`)."""
+  require(model, INTERFACE, "reconstruction", model_name)
 
 
 def check_data(config: Any, model: nn.Module) -> None:
   """A Bernoulli decoder's targets are probabilities: the inputs must lie in [0, 1].
 
   Raises:
-    ConfigError: a model that is not an autoencoder, next-token windows (`data.seq_len` > 0),
+    ConfigError: a model without the autoencoder interface, next-token windows (`data.seq_len` > 0),
       or a Bernoulli decoder whose inputs `data.normalize` centres or that leave [0, 1].
   """
   check_model(model, config.model.name)
@@ -152,8 +184,6 @@ def check_data(config: Any, model: nn.Module) -> None:
   if config.data.normalize != "none":
     raise ConfigError(f"{where}, data.normalize={config.data.normalize!r} centres them: expected "
                       "data.normalize='unit' (or 'none' for data already in [0, 1])")
-  import data as data_lib
-
   for split in (config.data.train_split, config.data.eval_split):
     x = data_lib.load_split(config.data, split).inputs
     lo, hi = float(x.min()), float(x.max())
@@ -167,7 +197,7 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
   check_model(model, config.model.name)
   tx, lr = optim.make(config.optim, total_steps or config.train.steps)
   r = config.reconstruction
-  is_vae = isinstance(model, autoencoder.VAE)
+  is_vae = bool(model.variational)
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> state_lib.TrainState:
     keys = dict(zip(("params", "latent", "noise"), jax.random.split(rng, 3)))

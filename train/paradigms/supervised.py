@@ -9,6 +9,15 @@ Next-token prediction is classification at every position: `label` and `mask` ar
 model's outputs (B, T, V), and the loss and accuracy are per token (`sum(mask * loss) / (B T)`
 in training; sums over unmasked tokens in evaluation). Evaluation also reports
 `bits_per_token`, the cross-entropy in bits (bits per character for byte-level text).
+
+The model: any Flax module called as `model.apply(variables, inputs, train=...)` (with a
+`dropout` rng stream and mutable `batch_stats` where it has them) that returns outputs of shape
+(B, num_classes), (B, T, vocab_size) for next-token windows, or (B, ...) for regression. Token
+windows also need `vocab_size`; classification checks labels against `num_classes` where the
+model has it.
+
+Config sections: `supervised` (loss, label smoothing) and `report` (what `python -m eval` draws
+and chooses for a classifier).
 """
 
 from __future__ import annotations
@@ -19,14 +28,47 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections as mlc
 import numpy as np
 import optax
 
 import data as data_lib
 from train import optim
 from train import state as state_lib
-from train.config import ConfigError
-from train.paradigms import Paradigm
+from train.errors import ConfigError, check_choice, check_positive
+from train.paradigms.common import Paradigm
+
+LOSSES = ("cross_entropy", "mse")
+PRECISIONS = ("float32", "bfloat16")
+
+
+def defaults() -> dict[str, mlc.ConfigDict]:
+  """The `supervised` and `report` config sections with their defaults."""
+  s = mlc.ConfigDict()
+  s.loss = "cross_entropy"               # cross_entropy|mse
+  s.label_smoothing = 0.0
+  r = mlc.ConfigDict()                   # python -m eval, for classifiers
+  r.threshold_metric = "recall"          # binary: choose the decision threshold...
+  r.threshold_target = 0.95              # ...that reaches this recall|precision
+  r.bins = 15                            # calibration bins
+  r.examples = 4                         # attribution examples drawn
+  return {"supervised": s, "report": r}
+
+
+def validate(config: Any) -> None:
+  """Checks the `supervised` and `report` sections. Raises ConfigError naming field and value."""
+  check_choice(config.supervised.loss, LOSSES, "supervised.loss")
+  if not 0.0 <= config.supervised.label_smoothing < 1.0:
+    raise ConfigError(f"supervised.label_smoothing={config.supervised.label_smoothing}; "
+                      "expected a value in [0, 1)")
+  if "report" in config:
+    r = config.report
+    check_choice(r.threshold_metric, ("recall", "precision"), "report.threshold_metric")
+    if not 0.0 < r.threshold_target <= 1.0:
+      raise ConfigError(f"report.threshold_target={r.threshold_target}; expected a "
+                        f"{r.threshold_metric} in (0, 1]")
+    check_positive(r.bins, "report.bins")
+    check_positive(r.examples, "report.examples", allow_zero=True)
 
 
 def per_example_loss(outputs: jnp.ndarray, labels: jnp.ndarray, loss: str,

@@ -11,8 +11,7 @@ from train import config as config_lib
 
 def digits(model: str, steps: int = 6000, **model_fields):
   """A reconstruction config for scikit-learn's digits with model `autoencoder.<model>`."""
-  c = config_lib.base()
-  c.paradigm = "reconstruction"
+  c = config_lib.base("reconstruction")
   c.data.source = "digits"
   c.data.normalize = "unit"
   c.data.batch_size = 64

@@ -19,8 +19,7 @@ from train import config as config_lib
 
 def digits(recipe: str = "r1", steps: int = 6000, **model_fields):
   """A GAN config for scikit-learn's digits (8x8, 1,437 training images)."""
-  c = config_lib.base()
-  c.paradigm = "adversarial"
+  c = config_lib.base("adversarial")
   c.data.source = "digits"
   c.data.normalize = "unit"
   c.data.batch_size = 64

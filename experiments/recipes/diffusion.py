@@ -21,8 +21,7 @@ from train import config as config_lib
 def digits(steps: int = 5000, **model_fields):
   """A diffusion config for scikit-learn's digits (8x8): a two-level UNet (8x8, 4x4) of 32 and
   64 channels with self-attention at 4x4."""
-  c = config_lib.base()
-  c.paradigm = "diffusion"
+  c = config_lib.base("diffusion")
   c.data.source = "digits"
   c.data.normalize = "global"
   c.data.batch_size = 64

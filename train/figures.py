@@ -1,4 +1,4 @@
-"""Figure helpers shared by the evaluation tools: a headless pyplot, one example drawn as an
+"""Figure helpers shared by the training loop (sample grids) and the evaluation tools: a headless pyplot, one example drawn as an
 image or a signal, and grids of samples."""
 
 from __future__ import annotations

@@ -1,0 +1,122 @@
+"""The import graph of arch/, data/, train/, eval/ has no circle, counting every import in a file,
+also those inside functions (a function-local import hides a circle from Python, not from this
+test), and the layers point one way: arch <- data <- train <- eval."""
+
+from __future__ import annotations
+
+import ast
+import os
+
+import pytest
+
+from tests.conftest import ROOT
+
+PACKAGES = ("arch", "data", "train", "eval")
+# Which packages each may import: arch stands alone, data knows none, train knows arch and data,
+# eval knows everything below it.
+ALLOWED = {"arch": {"arch"}, "data": {"data"}, "train": {"arch", "data", "train"},
+           "eval": {"arch", "data", "train", "eval"}}
+
+
+def _modules(root: str) -> dict[str, str]:
+  """{dotted module name: file path} of every module in PACKAGES."""
+  out = {}
+  for package in PACKAGES:
+    for folder, _, files in os.walk(os.path.join(root, package)):
+      for f in files:
+        if f.endswith(".py"):
+          rel = os.path.relpath(os.path.join(folder, f), root)[:-3].replace(os.sep, ".")
+          out[rel[:-len(".__init__")] if rel.endswith(".__init__") else rel] = os.path.join(
+              folder, f)
+  return out
+
+
+def import_graph(root: str = ROOT) -> dict[str, set[str]]:
+  """{module: the project modules it imports anywhere in its file}. `from P import X` counts as
+  an import of `P.X` when that is a module, else of `P`."""
+  modules = _modules(root)
+  graph: dict[str, set[str]] = {}
+  for name, path in modules.items():
+    with open(path) as f:
+      tree = ast.parse(f.read(), path)
+    is_package = path.endswith("__init__.py")
+    targets: set[str] = set()
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Import):
+        found = [alias.name for alias in node.names]
+      elif isinstance(node, ast.ImportFrom):
+        if node.level:
+          base = name if is_package else name.rpartition(".")[0]
+          for _ in range(node.level - 1):
+            base = base.rpartition(".")[0]
+          module = f"{base}.{node.module}" if node.module else base
+        else:
+          module = node.module or ""
+        found = [f"{module}.{a.name}" if f"{module}.{a.name}" in modules else module
+                 for a in node.names]
+      else:
+        continue
+      for target in found:
+        while target and target not in modules:  # `import a.b.c` of a non-module attribute
+          target = target.rpartition(".")[0]
+        # A package's __init__ that a submodule's import runs first is not counted: it is a
+        # circle only where the submodule asks the __init__ for a name (`from data import X`).
+        targets.add(target)
+    graph[name] = {t for t in targets if t in modules and t != name}
+  return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+  """One import circle as [a, b, ..., a], or None."""
+  state: dict[str, int] = {}
+  stack: list[str] = []
+
+  def visit(node: str) -> list[str] | None:
+    state[node] = 1
+    stack.append(node)
+    for nxt in sorted(graph.get(node, ())):
+      if state.get(nxt) == 1:
+        return stack[stack.index(nxt):] + [nxt]
+      if nxt not in state and (cycle := visit(nxt)):
+        return cycle
+    stack.pop()
+    state[node] = 2
+    return None
+
+  for node in sorted(graph):
+    if node not in state and (cycle := visit(node)):
+      return cycle
+  return None
+
+
+def test_no_import_circle():
+  cycle = find_cycle(import_graph())
+  assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def test_layers_point_down():
+  wrong = sorted(f"{a} imports {b}" for a, targets in import_graph().items() for b in targets
+                 if b.split(".")[0] not in ALLOWED[a.split(".")[0]])
+  assert not wrong, wrong
+
+
+def test_the_checker_sees_a_circle_inside_a_function(tmp_path):
+  """The check itself: a circle closed only by a function-local import is found."""
+  for package in PACKAGES:
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
+  (tmp_path / "train" / "a.py").write_text("from train import b\n")
+  (tmp_path / "train" / "b.py").write_text("def f():\n  from train.a import x\n  return x\n")
+  assert find_cycle(import_graph(str(tmp_path))) == ["train.a", "train.b", "train.a"]
+  (tmp_path / "train" / "b.py").write_text("import numpy\n")
+  assert find_cycle(import_graph(str(tmp_path))) is None
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_module_imports(package):
+  """Code that rots unseen: every module of the package imports on its own."""
+  import importlib
+
+  for name in sorted(m for m in _modules(ROOT) if m.split(".")[0] == package):
+    if not name.endswith("__main__"):
+      importlib.import_module(name)

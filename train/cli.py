@@ -1,0 +1,113 @@
+"""The frame of every command-line tool (`python -m train`, `train.generate`, every `eval.*`,
+`experiments.*` and `benchmarks.*`): one line, `error: ...`, for every bad input, and no
+traceback.
+
+    if __name__ == "__main__":
+      cli.run(main)                # absl flags
+    cli.ArgumentParser(...)        # argparse tools: the same line for a bad argument
+
+Exit status 2: a bad command line (an unknown or malformed flag, a missing required one, a stray
+argument, a config override that names no field or has a value of the wrong type or range).
+Exit status 1: a failure while running (the project's config, data, checkpoint and non-finite
+loss errors, a ValueError from a library given a bad value, a missing optional package, a file
+that cannot be read or written). Anything else is a bug and keeps its traceback.
+`STRATA_TRACEBACK=1` re-raises every error with its traceback, for debugging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Callable, NoReturn
+
+from absl import app, flags, logging
+
+from train.errors import CheckpointError, FlagError, NonFiniteLossError
+
+# Errors that are a failure of the inputs, not of the code: said in one line. ValueError covers
+# ConfigError and data.DataError (kept out of the imports: the PyTorch-only benchmark scripts use
+# this module without loading the data stack).
+RUN_ERRORS = (ValueError, CheckpointError, NonFiniteLossError, ImportError, OSError)
+
+
+def fail(message: Any, status: int) -> NoReturn:
+  """`error: <first line of message>` on stderr, then exit with `status`."""
+  text = str(message).strip() or type(message).__name__
+  print(f"error: {text}", file=sys.stderr, flush=True)
+  sys.exit(status)
+
+
+def _debug() -> bool:
+  return os.environ.get("STRATA_TRACEBACK", "") not in ("", "0")
+
+
+def guarded(fn: Callable[[], Any]) -> Any:
+  """Runs `fn()`, turning usage errors into exit status 2 and `RUN_ERRORS` into exit status 1,
+  each as one `error: ...` line."""
+  try:
+    return fn()
+  except (app.UsageError, FlagError, flags.Error) as e:
+    if _debug():
+      raise
+    fail(e, 2)
+  except RUN_ERRORS as e:
+    if _debug():
+      raise
+    fail(e, 1)
+
+
+def start(argv: list[str], positional: bool = False) -> None:
+  """The common start of a tool's main: rejects stray positional arguments (unless the tool
+  takes them) and, unless --verbosity was given, keeps absl INFO lines off the console (orbax
+  logs every file it reads and writes at INFO)."""
+  if not positional and len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag (see "
+                         "--helpshort)")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+
+
+def run(main: Callable[[list[str]], Any], positional: bool = False,
+        argv: list[str] | None = None) -> None:
+  """`absl.app.run(main)` with the frame above: flag errors (exit 2), stray arguments (exit 2
+  unless `positional`), errors of the run (exit 1), each one line."""
+
+  def parse(args: list[str]) -> list[str]:
+    try:
+      return flags.FLAGS(args)
+    except flags.Error as e:
+      if _debug():
+        raise
+      fail(e, 2)
+
+  def framed(args: list[str]) -> None:
+    def body():
+      start(args, positional)
+      main(args)
+    guarded(body)
+
+  app.run(framed, argv=argv, flags_parser=parse)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse with the frame's error line: `error: ...` and exit status 2, without the usage
+  block (`--help` still prints it)."""
+
+  def error(self, message: str) -> NoReturn:
+    fail(message, 2)
+
+
+def config_overrides(argv: list[str], prefix: str = "--config.") -> tuple[list[str], dict[str, str]]:
+  """Splits `--config.SECTION.FIELD=VALUE` items off `argv`: (the other arguments, {"SECTION.FIELD":
+  "VALUE"}). `--config.FIELD VALUE` (without `=`) is a usage error, to keep one spelling."""
+  rest, overrides = [], {}
+  for arg in argv:
+    if arg.startswith(prefix):
+      key, sep, value = arg[len(prefix):].partition("=")
+      if not sep:
+        fail(f"{arg}: expected {prefix}FIELD=VALUE, e.g. {prefix}optim.learning_rate=0.01", 2)
+      overrides[key] = value
+    else:
+      rest.append(arg)
+  return rest, overrides

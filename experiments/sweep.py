@@ -53,7 +53,7 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
 
   config_arg = FLAGS.config
   config = config_lib.from_command_line(config_arg, overrides)
-  name = os.path.splitext(os.path.basename(config_arg.partition(":")[0]))[0].rpartition(".")[2]
+  name = config_lib.experiment_name(config_arg)
   workdir = os.path.abspath(FLAGS.workdir or os.path.join("runs", f"sweep_{name}"))
   axes = sweep_lib.parse_spec(FLAGS.sweep)
   runs = sweep_lib.plan(config, axes, workdir, FLAGS.seeds, FLAGS.samples,

@@ -57,9 +57,7 @@ def init_distributed() -> None:
 
 def default_workdir(config_arg: str) -> str:
   """runs/<experiment>[_<arg>] for `experiments/X.py[:arg]` or `experiments.X[:arg]`."""
-  target, _, arg = config_arg.partition(":")
-  name = (os.path.splitext(os.path.basename(target))[0] if target.endswith(".py")
-          else target.rpartition(".")[2])
+  name, arg = config_lib.experiment_name(config_arg), config_arg.partition(":")[2]
   return os.path.join("runs", f"{name}_{arg}" if arg else name)
 
 

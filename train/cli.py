@@ -32,9 +32,10 @@ RUN_ERRORS = (ValueError, CheckpointError, NonFiniteLossError, ImportError, OSEr
 
 
 def fail(message: Any, status: int) -> NoReturn:
-  """`error: <first line of message>` on stderr, then exit with `status`."""
-  text = str(message).strip() or type(message).__name__
-  print(f"error: {text}", file=sys.stderr, flush=True)
+  """`error: <message>` on stderr as one line (a message of several lines, such as the failures
+  of each checkpoint tried, joined with "; "), then exit with `status`."""
+  lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+  print(f"error: {'; '.join(lines) or type(message).__name__}", file=sys.stderr, flush=True)
   sys.exit(status)
 
 

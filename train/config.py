@@ -276,6 +276,15 @@ def load(spec: str) -> mlc.ConfigDict:
   return module.get_config(arg) if arg else module.get_config()
 
 
+def experiment_name(spec: str) -> str:
+  """The experiment's name in a `--config` spec: `mnist1d_cnn` for `experiments/mnist1d_cnn.py`,
+  `experiments.mnist1d_cnn` or either with `:arg`."""
+  target = spec.partition(":")[0]
+  if target.endswith(".py") or os.sep in target:
+    return os.path.splitext(os.path.basename(target))[0]
+  return target.rpartition(".")[2]
+
+
 def from_command_line(spec: str, overrides: dict[str, str]) -> mlc.ConfigDict:
   """The experiment `spec` (`--config`) with the `--config.SECTION.FIELD=VALUE` overrides,
   validated and locked: what `python -m train` and `experiments.sweep` run.

@@ -102,3 +102,11 @@ def test_each_paradigm_owns_its_sections():
     config_lib.validate(config_lib.base(name))
   with pytest.raises(config_lib.ConfigError, match=r"paradigm='gan'; expected one of"):
     config_lib.base("gan")
+
+
+@pytest.mark.parametrize("spec,name", [
+    ("experiments/mnist1d_cnn.py", "mnist1d_cnn"), ("experiments/mnist1d_cnn.py:tiny", "mnist1d_cnn"),
+    ("experiments.mnist1d_cnn", "mnist1d_cnn"), ("experiments.mnist1d_cnn:tiny", "mnist1d_cnn")])
+def test_experiment_name_from_a_file_or_a_module(spec, name):
+  assert config_lib.experiment_name(spec) == name
+  assert config_lib.load(spec).model.name == "cnn.CNN"

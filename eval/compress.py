@@ -54,8 +54,7 @@ def evaluate(workdir: str, prune: float = 0.0, out: str | None = None) -> dict[s
     def predict(p, inputs, unpack=unpack):  # the paradigm's predict, over these parameters
       return run.paradigm.predict(run.state.replace(params=unpack(p)), inputs)
 
-    jitted = jax.jit(predict)
-    logits = np.concatenate([np.asarray(jitted(p, x[i:i + 500])) for i in range(0, len(x), 500)])
+    logits = run.predict(x, 500, state=run.state.replace(params=unpack(p)))
     slug = name.replace(" ", "_").replace("%", "pct")
     path = os.path.join(out, f"{slug}.stablehlo")
     files = compression.export(predict, p, x[:1], path)

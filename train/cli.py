@@ -75,12 +75,7 @@ def run(main: Callable[[list[str]], Any], positional: bool = False,
   unless `positional`), errors of the run (exit 1), each one line."""
 
   def parse(args: list[str]) -> list[str]:
-    try:
-      return flags.FLAGS(args)
-    except flags.Error as e:
-      if _debug():
-        raise
-      fail(e, 2)
+    return guarded(lambda: flags.FLAGS(args))  # a flags.Error is a usage error: status 2
 
   def framed(args: list[str]) -> None:
     def body():

@@ -35,7 +35,7 @@ import optax
 import data as data_lib
 from train import optim
 from train import state as state_lib
-from train.errors import ConfigError, check_choice, check_positive
+from train.errors import ConfigError, check_choice, check_fraction, check_positive
 from train.paradigms.common import Paradigm
 
 LOSSES = ("cross_entropy", "mse")
@@ -58,17 +58,14 @@ def defaults() -> dict[str, mlc.ConfigDict]:
 def validate(config: Any) -> None:
   """Checks the `supervised` and `report` sections. Raises ConfigError naming field and value."""
   check_choice(config.supervised.loss, LOSSES, "supervised.loss")
-  if not 0.0 <= config.supervised.label_smoothing < 1.0:
-    raise ConfigError(f"supervised.label_smoothing={config.supervised.label_smoothing}; "
-                      "expected a value in [0, 1)")
-  if "report" in config:
-    r = config.report
-    check_choice(r.threshold_metric, ("recall", "precision"), "report.threshold_metric")
-    if not 0.0 < r.threshold_target <= 1.0:
-      raise ConfigError(f"report.threshold_target={r.threshold_target}; expected a "
-                        f"{r.threshold_metric} in (0, 1]")
-    check_positive(r.bins, "report.bins")
-    check_positive(r.examples, "report.examples", allow_zero=True)
+  check_fraction(config.supervised.label_smoothing, "supervised.label_smoothing")
+  r = config.report  # train.config.validate has checked that both sections are there
+  check_choice(r.threshold_metric, ("recall", "precision"), "report.threshold_metric")
+  if not 0.0 < r.threshold_target <= 1.0:
+    raise ConfigError(f"report.threshold_target={r.threshold_target}; expected a "
+                      f"{r.threshold_metric} in (0, 1]")
+  check_positive(r.bins, "report.bins")
+  check_positive(r.examples, "report.examples", allow_zero=True)
 
 
 def per_example_loss(outputs: jnp.ndarray, labels: jnp.ndarray, loss: str,

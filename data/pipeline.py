@@ -1,200 +1,45 @@
 """The grain pipeline: host-local numpy batches for one process of a (possibly multi-host) run.
 
-Elements of the grain `MapDataset`s here are whole batches. Measured on this 2-core machine,
-grain's per-record shuffle/batch costs 11.6 ms per batch of 100 (92 s for the MNIST-1D recipe's
-8,000 steps, ten times its training time), the batch-level dataset 0.3 ms. Batch `i` is a pure
-function of (seed, i), so grain's iterator state is just the next index and a resumed run sees
-exactly the batches an uninterrupted one would.
+A split is served in one of two modes (`data.in_memory`):
+- in memory: the split is read once into arrays (`ArrayRows`), and deterministic transforms
+  (normalisation) are applied to the whole split up front. Right for MNIST-1D, digits and
+  CIFAR-10: a batch costs microseconds.
+- streaming: each batch reads its records by index from the TFDS data source (`RecordRows`), in
+  `data.workers` worker processes (grain's `mp_prefetch`), so host memory stays bounded whatever
+  the split's size. Statistics for `data.normalize` come from one chunked pass over the training
+  split. Samplers and options that need every label at once (`sampler="balanced"`,
+  `class_weights="balanced"`, `keep_classes`) are in-memory only.
+`"auto"` (the default) keeps a split in memory when every input has a fixed shape and the decoded
+training and evaluation splits together take at most `AUTO_IN_MEMORY_BYTES` (2 GiB), and streams
+otherwise (ImageNet's variable-sized JPEGs, or a large build). Both modes give the same batches
+for the same seed (`data/batches.py`: order, process rows, resume).
 
-Training batches: epoch `e` visits a permutation drawn from `default_rng([seed, e])` (or, with
-`sampler="balanced"`, n draws with replacement weighted by inverse class frequency; with
-`sampler="sequential"`, the stored order every epoch, as papers that slice `x[i*B:(i+1)*B]` do); the
-remainder of an epoch that does not fill a global batch is dropped. Evaluation batches visit
-every example exactly once in order; the last batch is padded with `mask = 0`. With
-`data.keep_classes` set, every split (and the normalisation statistics) holds those labels only:
-anomaly detection trains on the normal classes.
-
-Text sources (`data.seq_len` = L > 0) are one token stream per split (bytes), cut into next-token
-windows: `inputs = stream[o:o+L]`, `label = stream[o+1:o+L+1]`, `mask` (B, L). Training epoch `e`
-starts its windows at a random phase in [0, L) drawn from `default_rng([seed, e])` and visits
-them in a seeded permutation (or in order, with `sampler="sequential"`). Evaluation windows tile
-the split so that every next-token target is scored exactly once; the tail is masked.
-
-Every process builds the same global batch and keeps rows
-`[process_index * B / P, (process_index + 1) * B / P)`, so the union over processes is the global
-batch and a run's numbers do not depend on the process count.
+With `data.keep_classes` set, every split (and the normalisation statistics) holds those labels
+only: anomaly detection trains on the normal classes. Text sources (`data.seq_len` > 0) are
+next-token windows of one token stream per split (`data/text.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from typing import Any, Iterator
 
 import grain
 import numpy as np
+from absl import flags
 
 from data import sources
 from data import transforms as transforms_lib
+from data.batches import ArrayRows, EvalBatches, RecordRows, TrainBatches
+from data.text import TextEvalBatches, TextTrainBatches
 
 Batch = dict[str, np.ndarray]
 SAMPLERS = ("shuffle", "sequential", "balanced")
 CLASS_WEIGHTS = ("none", "balanced")
-
-
-class _Batches(grain.MapDataset):
-  """Base for batch-level map datasets over in-memory arrays."""
-
-  def __init__(self, inputs: np.ndarray, labels: np.ndarray, weights: np.ndarray,
-               global_batch: int, process_index: int, process_count: int):
-    super().__init__([])
-    if np.issubdtype(labels.dtype, np.integer):
-      # int32, the dtype the jitted steps take: an int64 batch would be converted on every call
-      # (about 1% of a 1 ms MNIST-1D step).
-      labels = labels.astype(np.int32)
-    # Read-only views: a sequential batch is a slice of these, not a copy (`_gather`).
-    inputs, labels, weights = (a.view() for a in (inputs, labels, weights))
-    for a in (inputs, labels, weights):
-      a.flags.writeable = False
-    self._inputs, self._labels, self._weights = inputs, labels, weights
-    self._global_batch = global_batch
-    local = global_batch // process_count
-    self._rows = slice(process_index * local, (process_index + 1) * local)
-
-  def _num_items(self) -> int:
-    """Items (examples, or text windows) a pass over the split visits."""
-    return len(self._labels)
-
-  def _gather(self, idx: np.ndarray | slice, mask: np.ndarray | None = None) -> Batch:
-    """The batch of items `idx` (an index array, or a slice for a run of consecutive items);
-    `mask` None means every row is real."""
-    if isinstance(idx, slice):  # views, no copy: this runs once per training step
-      rows = range(idx.start, idx.stop)[self._rows]
-      idx = slice(rows.start, rows.stop)
-    else:
-      idx = idx[self._rows]
-    weights = self._weights[idx]
-    if mask is not None:
-      weights = mask[self._rows] * weights
-    return {"inputs": self._inputs[idx], "label": self._labels[idx],
-            "mask": weights.astype(np.float32, copy=False)}
-
-  def __getitem__(self, index):
-    if isinstance(index, slice):
-      return self.slice(index)
-    return self._batch(int(index))
-
-  def _batch(self, index: int) -> Batch:
-    raise NotImplementedError
-
-
-class TrainBatches(_Batches):
-  """Batch `i` of an endless stream of seeded epochs (see module docstring)."""
-
-  # The sequential sampler visits items 0, 1, 2, ...: a batch is a slice of the arrays.
-  _items_in_order = True
-
-  def __init__(self, *args, seed: int, sampler: str, num_batches: int, **kwargs):
-    super().__init__(*args, **kwargs)
-    self._seed, self._sampler, self._len = seed, sampler, num_batches
-    if sampler == "balanced":
-      counts = np.bincount(self._labels)
-      p = 1.0 / counts[self._labels]
-      self._p = p / p.sum()
-    self._cache: tuple[int, np.ndarray] | None = None
-
-  def __len__(self) -> int:
-    return self._len
-
-  @property
-  def steps_per_epoch(self) -> int:
-    return self._num_items() // self._global_batch
-
-  def _order(self, epoch: int) -> np.ndarray:
-    """The items of `epoch` in visiting order (cached: consecutive batches share an epoch)."""
-    if self._cache is None or self._cache[0] != epoch:
-      self._cache = (epoch, self._draw(np.random.default_rng([self._seed, epoch])))
-    return self._cache[1]
-
-  def _draw(self, rng: np.random.Generator) -> np.ndarray:
-    n = len(self._labels)
-    if self._sampler == "shuffle":
-      return rng.permutation(n)
-    if self._sampler == "sequential":
-      return np.arange(n)
-    return rng.choice(n, size=n, replace=True, p=self._p)
-
-  def _batch(self, index: int) -> Batch:
-    epoch, b = divmod(index, self.steps_per_epoch)
-    lo, hi = b * self._global_batch, (b + 1) * self._global_batch
-    if self._sampler == "sequential" and self._items_in_order:
-      return self._gather(slice(lo, hi))
-    return self._gather(self._order(epoch)[lo:hi])
-
-
-class EvalBatches(_Batches):
-  """Every example once, in order, padded to whole global batches with mask 0."""
-
-  def __len__(self) -> int:
-    return -(-self._num_items() // self._global_batch)
-
-  def _batch(self, index: int) -> Batch:
-    if not 0 <= index < len(self):
-      raise IndexError(index)
-    idx = np.arange(index * self._global_batch, (index + 1) * self._global_batch)
-    mask = (idx < self._num_items()).astype(np.float32)
-    return self._gather(np.where(mask > 0, idx, 0), mask)
-
-
-def _windows(stream: np.ndarray, starts: np.ndarray, seq_len: int,
-             valid: np.ndarray) -> Batch:
-  """Next-token windows at `starts` (B,): inputs stream[o:o+L], labels one step later; positions
-  where `valid` (B, L) is False are masked and read token 0."""
-  idx = starts[:, None] + np.arange(seq_len)[None, :]
-  return {"inputs": stream[np.where(valid, idx, 0)].astype(np.int32),
-          "label": stream[np.where(valid, idx + 1, 0)].astype(np.int32),
-          "mask": valid.astype(np.float32)}
-
-
-class TextTrainBatches(TrainBatches):
-  """Seeded epochs of next-token windows (module docstring); the items are window starts."""
-
-  _items_in_order = False  # even in sequential order, the starts have a seeded phase
-
-  def __init__(self, stream: np.ndarray, seq_len: int, *args, **kwargs):
-    super().__init__(stream, stream, np.ones(1, np.float32), *args, **kwargs)
-    self._len_seq = seq_len
-    # Windows per epoch: every phase in [0, L) leaves room for this many (inputs + 1 target).
-    self.windows_per_epoch = len(stream) // seq_len - 1
-
-  def _num_items(self) -> int:
-    return self.windows_per_epoch
-
-  def _draw(self, rng: np.random.Generator) -> np.ndarray:
-    starts = rng.integers(self._len_seq) + self._len_seq * np.arange(self.windows_per_epoch)
-    return starts[rng.permutation(len(starts))] if self._sampler == "shuffle" else starts
-
-  def _gather(self, idx: np.ndarray, mask: np.ndarray | None = None) -> Batch:
-    starts = idx[self._rows]
-    return _windows(self._inputs, starts, self._len_seq,
-                    np.ones((len(starts), self._len_seq), bool))
-
-
-class TextEvalBatches(EvalBatches):
-  """Windows tiling the stream so each target stream[1:] is scored once; padding masked."""
-
-  def __init__(self, stream: np.ndarray, seq_len: int, *args, **kwargs):
-    super().__init__(stream, stream, np.ones(1, np.float32), *args, **kwargs)
-    self._len_seq = seq_len
-
-  def _num_items(self) -> int:
-    return -(-(len(self._inputs) - 1) // self._len_seq)
-
-  def _gather(self, idx: np.ndarray, mask: np.ndarray) -> Batch:
-    starts, mask = idx[self._rows] * self._len_seq, mask[self._rows]
-    targets = starts[:, None] + np.arange(self._len_seq)[None, :] + 1
-    return _windows(self._inputs, starts, self._len_seq,
-                    (targets < len(self._inputs)) & (mask[:, None] > 0))
+IN_MEMORY = ("auto", "true", "false")
+AUTO_IN_MEMORY_BYTES = 2 << 30
 
 
 @dataclasses.dataclass
@@ -209,6 +54,8 @@ class Pipeline:
     steps_per_epoch: full global batches per pass over the split.
     stats: normalisation statistics from the training split (None when `normalize="none"`).
     class_weights: (num_classes,) weights folded into the training `mask` (ones when unused).
+    streaming: whether batches read records from disk (False: the split is in memory).
+    workers: worker processes that make batches (streaming only; 0: this process).
   """
 
   dataset: grain.MapDataset
@@ -218,12 +65,25 @@ class Pipeline:
   steps_per_epoch: int
   stats: transforms_lib.Statistics | None
   class_weights: np.ndarray
+  streaming: bool = False
+  workers: int = 0
 
   def __iter__(self) -> Iterator[Batch]:
-    return iter(self.dataset.to_iter_dataset())
+    return self.iterator()
 
   def iterator(self, prefetch: int = 0) -> grain.DatasetIterator:
-    """A checkpointable grain iterator, with `prefetch` batches made on a background thread."""
+    """A checkpointable grain iterator. Streaming with workers: each of `workers` processes makes
+    every W-th batch, `max(prefetch, 2)` ahead; otherwise `prefetch` batches are made ahead on a
+    background thread. Close it (`.close()`) to stop the workers before it is exhausted."""
+    if self.streaming and self.workers:
+      if not flags.FLAGS.is_parsed():
+        # grain's worker start reads its absl flags; a program that is not an absl app (a
+        # notebook, pytest) has not parsed them, and their defaults are what we want.
+        flags.FLAGS.mark_as_parsed()
+      options = grain.MultiprocessingOptions(num_workers=self.workers,
+                                             per_worker_buffer_size=max(prefetch, 2))
+      return iter(self.dataset.to_iter_dataset(
+          grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)).mp_prefetch(options))
     options = grain.ReadOptions(num_threads=1 if prefetch else 0,
                                 prefetch_buffer_size=prefetch)
     return iter(self.dataset.to_iter_dataset(options))
@@ -289,53 +149,135 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
     return _text_pipeline(data_config, split, process_index, process_count, train=train,
                           seed=seed, num_batches=num_batches)
   info = sources.source_info(data_config)
-  keep = tuple(data_config.keep_classes)
-  where = f"data.source={data_config.source!r} split {{!r}}"
-  arrays = select_classes(sources.load_split(data_config, split), keep, info.num_classes,
-                          where.format(split))
   batch = data_config.batch_size if train else data_config.eval_batch_size
   field = "data.batch_size" if train else "data.eval_batch_size"
   if batch % process_count:
     raise sources.DataError(f"{field}={batch} is not divisible by the {process_count} processes")
-  n = len(arrays.labels)
+  streaming = is_streaming(data_config, split)
+  where = f"data.source={data_config.source!r} split {{!r}}"
+  if streaming:
+    rows, weights, stats, per_example = _streaming_rows(data_config, split, info, where, train)
+  else:
+    rows, weights, stats, per_example = _in_memory_rows(data_config, split, info, where, train)
+  n = len(rows)
   if train and batch > n:
     raise sources.DataError(f"{field}={batch} is larger than the {split!r} split of "
                             f"{data_config.source!r} ({n} examples)")
-  if info.num_classes:
-    check_labels(arrays.labels, info.num_classes, where.format(split))
-
-  train_arrays = select_classes(sources.load_split(data_config, data_config.train_split), keep,
-                                info.num_classes, where.format(data_config.train_split))
-  stats = (None if data_config.normalize == "none" else
-           transforms_lib.compute_statistics(train_arrays.inputs, data_config.normalize))
-  weights = _class_weights(train_arrays.labels, info.num_classes, data_config.class_weights)
-  per_example = weights[arrays.labels] if train and info.num_classes else np.ones(n, np.float32)
 
   common = dict(global_batch=batch, process_index=process_index, process_count=process_count)
   steps = transforms_lib.build(data_config.augment, stats, train, data_config.binarize)
-  # The deterministic transforms ahead of the first random one (normalisation, binarisation)
-  # act on each example alone: applied once to the whole split here, not to every batch.
-  inputs, ahead = arrays.inputs, 0
-  while ahead < len(steps) and not isinstance(steps[ahead], grain.transforms.RandomMap):
-    inputs = steps[ahead].map({"inputs": inputs})["inputs"]
-    ahead += 1
+  ahead = 0
+  if not streaming:
+    # The deterministic transforms ahead of the first random one (normalisation, binarisation)
+    # act on each example alone: applied once to the whole split here, not to every batch.
+    inputs = rows.inputs
+    while ahead < len(steps) and not isinstance(steps[ahead], grain.transforms.RandomMap):
+      inputs = steps[ahead].map({"inputs": inputs})["inputs"]
+      ahead += 1
+    rows = ArrayRows(inputs, rows.labels)
   if train:
     ds: grain.MapDataset = TrainBatches(
-        inputs, arrays.labels, per_example, seed=seed, sampler=data_config.sampler,
+        rows, per_example, seed=seed, sampler=data_config.sampler,
         num_batches=num_batches or sys.maxsize, **common)
   else:
-    ds = EvalBatches(inputs, arrays.labels, per_example, **common)
+    ds = EvalBatches(rows, per_example, **common)
   for i, t in enumerate(steps):
     if i < ahead:
       continue
     if isinstance(t, grain.transforms.RandomMap):
-      # A distinct stream per transform: grain derives each batch's generator from (seed, index).
+      # A distinct stream per transform: grain derives each batch's generator from (seed, index),
+      # the global batch index even in a worker process, so workers do not change the stream.
       t_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
       ds = ds.random_map(t, seed=t_seed)
     else:
       ds = ds.map(t)
   return Pipeline(dataset=ds, info=info, global_batch_size=batch, num_examples=n,
-                  steps_per_epoch=n // batch, stats=stats, class_weights=weights)
+                  steps_per_epoch=n // batch, stats=stats, class_weights=weights,
+                  streaming=streaming, workers=int(data_config.workers) if streaming else 0)
+
+
+def in_memory_setting(value: Any) -> str:
+  """`data.in_memory` as one of `IN_MEMORY` (True/False and any letter case accepted).
+
+  Raises:
+    DataError: any other value.
+  """
+  text = str(value).strip().lower()
+  if text not in IN_MEMORY:
+    raise sources.DataError(f"data.in_memory={value!r}; expected 'auto', True or False")
+  return text
+
+
+def is_streaming(data_config, split: str) -> bool:
+  """Whether `split` streams from disk (`data.in_memory`, module docstring)."""
+  setting = in_memory_setting(data_config.in_memory)
+  if setting != "auto":
+    return setting == "false"
+  size = sources.decoded_bytes(data_config, [data_config.train_split, split])
+  return size is None or size > AUTO_IN_MEMORY_BYTES
+
+
+def _in_memory_rows(data_config, split, info, where, train):
+  """(rows, class weights, statistics, per-example weights) of a split held in memory."""
+  keep = tuple(data_config.keep_classes)
+  arrays = select_classes(sources.load_split(data_config, split), keep, info.num_classes,
+                          where.format(split))
+  if info.num_classes:
+    check_labels(arrays.labels, info.num_classes, where.format(split))
+  train_arrays = select_classes(sources.load_split(data_config, data_config.train_split), keep,
+                                info.num_classes, where.format(data_config.train_split))
+  stats = (None if data_config.normalize == "none" else
+           transforms_lib.compute_statistics(train_arrays.inputs, data_config.normalize))
+  weights = _class_weights(train_arrays.labels, info.num_classes, data_config.class_weights)
+  n = len(arrays.labels)
+  per_example = weights[arrays.labels] if train and info.num_classes else np.ones(n, np.float32)
+  return ArrayRows(arrays.inputs, arrays.labels), weights, stats, per_example
+
+
+def _streaming_rows(data_config, split, info, where, train):
+  """(rows, class weights, statistics, per-example weights) of a split read from disk."""
+  needs_labels = {"data.sampler": (data_config.sampler, "balanced", "'shuffle' or 'sequential'"),
+                  "data.class_weights": (data_config.class_weights, "balanced", "'none'")}
+  for name, (value, bad, expected) in needs_labels.items():
+    if value == bad:
+      raise sources.DataError(f"{name}={value!r} needs every label in memory; with streaming "
+                              f"(data.in_memory={data_config.in_memory!r}) expected {expected}")
+  if tuple(data_config.keep_classes):
+    raise sources.DataError(f"data.keep_classes={tuple(data_config.keep_classes)} needs every "
+                            "label in memory; with streaming expected ()")
+  del train
+  rows = _record_rows(data_config, split, info, where.format(split))
+  stats = None
+  if data_config.normalize != "none":
+    stats = _streaming_statistics(data_config, info)
+  weights = np.ones(max(info.num_classes, 1), np.float32)
+  return rows, weights, stats, None
+
+
+def _record_rows(data_config, split, info, where) -> RecordRows:
+  check = None
+  if info.num_classes:
+    check = functools.partial(check_labels, num_classes=info.num_classes, where=where)
+  return RecordRows(sources.open_split(data_config, split), info.input_key, info.label_key,
+                    check)
+
+
+# Statistics of a training split on disk: one chunked pass, kept for the life of the process
+# (keyed by the dataset's fingerprint, so a changed dataset is read again).
+_STATS_CACHE: dict[tuple[str, str, str], transforms_lib.Statistics] = {}
+
+
+def _streaming_statistics(data_config, info) -> transforms_lib.Statistics:
+  key = (info.fingerprint, data_config.train_split, data_config.normalize)
+  if key not in _STATS_CACHE:
+    rows = _record_rows(data_config, data_config.train_split, info,
+                        f"data.source={data_config.source!r} split "
+                        f"{data_config.train_split!r}")
+    chunk = 4096
+    chunks = (rows.take(slice(lo, min(lo + chunk, len(rows))))[0]
+              for lo in range(0, len(rows), chunk))
+    _STATS_CACHE[key] = transforms_lib.compute_statistics_chunked(chunks, data_config.normalize)
+  return _STATS_CACHE[key]
 
 
 def _text_pipeline(data_config, split, process_index, process_count, *, train, seed,

@@ -271,3 +271,22 @@ def _cached_split(builder, split: str, input_key: str, label_key: str) -> SplitA
   inputs = np.stack([np.asarray(r[input_key]) for r in records]) if n else np.zeros((0,))
   labels = np.asarray([r[label_key] for r in records], dtype=np.int64)
   return SplitArrays(inputs=inputs, labels=labels)
+
+
+def open_split(data_config, split: str) -> Any:
+  """The TFDS data source of `split`: random access to decoded records by index, nothing read
+  yet (what a streaming pipeline reads from)."""
+  return _data_source(_builder(data_config), split)
+
+
+def decoded_bytes(data_config, splits: list[str]) -> int | None:
+  """Bytes the inputs of `splits` take decoded in memory, or None when an input has no fixed
+  shape (variable-sized images) and the size is unknown without decoding every record."""
+  builder = _builder(data_config)
+  input_key, _ = _keys(data_config, builder)
+  feature = builder.info.features[input_key]
+  shape, dtype = getattr(feature, "shape", None), getattr(feature, "np_dtype", None)
+  if shape is None or dtype is None or any(d is None or d < 0 for d in shape):
+    return None
+  per_example = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+  return per_example * sum(len(_data_source(builder, s)) for s in sorted(set(splits)))

@@ -11,7 +11,7 @@ index, so a resumed run draws the same augmentation.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Iterable
 
 import grain
 import numpy as np
@@ -55,6 +55,44 @@ def compute_statistics(inputs: np.ndarray, mode: str) -> Statistics:
   mean = x.mean(axis=axes, keepdims=True)[0]
   std = x.std(axis=axes, keepdims=True)[0]
   std = np.where(std < 1e-8, 1.0, std)  # constant features (digits' border pixels) stay finite
+  return Statistics(mean=mean.astype(np.float32), std=std.astype(np.float32))
+
+
+def compute_statistics_chunked(chunks: Iterable[np.ndarray], mode: str) -> Statistics:
+  """`compute_statistics` over a split read in chunks (N_i, ...), holding one chunk at a time.
+
+  Means and variances merge chunk by chunk in float64 (Chan et al.'s pairwise update), so they
+  agree with the whole-array computation to float64 rounding.
+  """
+  if mode not in NORMALIZATIONS[1:]:
+    raise ValueError(f"data.normalize={mode!r}; expected one of {NORMALIZATIONS}")
+  count, mean, m2, lo, hi, ndim = 0, None, None, np.inf, -np.inf, None
+  for chunk in chunks:
+    x = np.asarray(chunk, np.float64)
+    ndim = x.ndim
+    if mode == "unit":
+      lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
+      continue
+    axes = {"global": tuple(range(x.ndim)), "per_channel": tuple(range(x.ndim - 1)),
+            "per_feature": (0,)}[mode]
+    k = int(np.prod([x.shape[a] for a in axes]))
+    c_mean = x.mean(axis=axes, keepdims=True)[0]
+    c_m2 = ((x - c_mean) ** 2).sum(axis=axes, keepdims=True)[0]
+    if mean is None:
+      count, mean, m2 = k, c_mean, c_m2
+    else:
+      delta, total = c_mean - mean, count + k
+      mean = mean + delta * (k / total)
+      m2 = m2 + c_m2 + delta ** 2 * (count * k / total)
+      count = total
+  if ndim is None:
+    raise ValueError("normalisation statistics of an empty training split")
+  if mode == "unit":
+    shape = (1,) * (ndim - 1)
+    return Statistics(mean=np.full(shape, lo, np.float32),
+                      std=np.full(shape, hi - lo if hi > lo else 1.0, np.float32))
+  std = np.sqrt(m2 / count)
+  std = np.where(std < 1e-8, 1.0, std)
   return Statistics(mean=mean.astype(np.float32), std=std.astype(np.float32))
 
 

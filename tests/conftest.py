@@ -38,6 +38,22 @@ if not os.environ.get("STRATA_TEST_XLA_DEFAULT") and \
                              os.environ.get("XLA_FLAGS", "")).strip()
 
 
+def data_config(source: str, data_dir: str, **fields):
+  """`config.data` of the base config for `source` in `data_dir`, with `fields` set (a dict value
+  sets fields of that section: `augment={"shift": 3}`)."""
+  from train import config as config_lib
+
+  c = config_lib.base().data
+  c.source, c.data_dir = source, data_dir
+  for k, v in fields.items():
+    if isinstance(v, dict):
+      for kk, vv in v.items():
+        c[k][kk] = vv
+    else:
+      c[k] = v
+  return c
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> str:
   """A TFDS data dir with the offline sources prepared once for the whole session."""

@@ -59,6 +59,8 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.data.sampler = "shuffle"                        # shuffle|sequential|balanced
   c.data.class_weights = "none"                     # none|balanced
   c.data.prefetch = 0                               # batches made ahead on a thread
+  c.data.in_memory = "auto"                         # auto|True|False (auto: streams past 2 GiB)
+  c.data.workers = 0                                # streaming: processes making batches
   c.data.augment = mlc.ConfigDict()
   c.data.augment.shift = 0                          # 1-D: max translation in samples
   c.data.augment.noise_std = 0.0                    # additive Gaussian, normalised units
@@ -324,6 +326,11 @@ def validate(config: mlc.ConfigDict) -> None:
   check_positive(d.batch_size, "data.batch_size")
   check_positive(d.eval_batch_size, "data.eval_batch_size")
   check_positive(d.prefetch, "data.prefetch", allow_zero=True)
+  check_positive(d.workers, "data.workers", allow_zero=True)
+  try:
+    data_pipeline.in_memory_setting(d.in_memory)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   check_positive(d.seq_len, "data.seq_len", allow_zero=True)
   for f in ("shift", "crop_padding", "noise_std"):
     check_positive(d.augment[f], f"data.augment.{f}", allow_zero=True)

@@ -98,11 +98,15 @@ def evaluate(eval_step, state, pipeline: data_lib.Pipeline, sharding, rng) -> di
   """One pass over an evaluation pipeline; sums merge across batches, then divide. Batch `i`
   gets the key `fold_in(rng, i)` (a VAE's posterior samples differ from batch to batch)."""
   totals: dict[str, float] = {}
-  for i, batch in enumerate(pipeline):
-    sums = jax.device_get(eval_step(state, parallel.global_batch(batch, sharding),
-                                    jax.random.fold_in(rng, i)))
-    for k, v in sums.items():
-      totals[k] = totals.get(k, 0.0) + float(v)
+  batches = pipeline.iterator()
+  try:
+    for i, batch in enumerate(batches):
+      sums = jax.device_get(eval_step(state, parallel.global_batch(batch, sharding),
+                                      jax.random.fold_in(rng, i)))
+      for k, v in sums.items():
+        totals[k] = totals.get(k, 0.0) + float(v)
+  finally:
+    batches.close()  # a streaming pipeline's worker processes
   return paradigms.reduce_eval(totals)
 
 
@@ -302,6 +306,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
     if start >= steps:
       last_eval = evaluate(eval_step, state, eval_pipe, batch_sharding, step_rng)
   finally:
+    iterator.close()
     ckpt.close()
     writer.close()
 

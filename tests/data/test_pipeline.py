@@ -3,19 +3,9 @@ import pytest
 
 import data as data_lib
 from data import sources, transforms
-from train import config as config_lib
+from tests.conftest import data_config
 
-
-def _cfg(source, data_dir, **kw):
-  c = config_lib.base().data
-  c.source, c.data_dir = source, data_dir
-  for k, v in kw.items():
-    if isinstance(v, dict):
-      for kk, vv in v.items():
-        c[k][kk] = vv
-    else:
-      c[k] = v
-  return c
+_cfg = data_config
 
 
 def test_train_epochs_are_seeded_permutations(data_dir):

@@ -73,11 +73,17 @@ def test_a_run_writes_records_and_the_same_seed_repeats_exactly(data_dir, tmp_pa
 
 
 @pytest.mark.slow
-def test_sigkill_half_way_then_resume_ends_bit_identical(data_dir, tmp_path):
+@pytest.mark.parametrize("steps,kill_after,data", [
+    (3000, 1000, []),
+    # Streaming from disk, batches made in 2 worker processes (40 steps an epoch).
+    (1200, 420, ["--config.data.in_memory=False", "--config.data.workers=2"])],
+    ids=["in_memory", "streaming_2_workers"])
+def test_sigkill_half_way_then_resume_ends_bit_identical(data_dir, tmp_path, steps, kill_after,
+                                                         data):
   args = ["--config", "experiments/mnist1d_mlp.py:tiny", f"--config.data.data_dir={data_dir}",
-          "--config.train.steps=3000", "--config.train.checkpoint_every=100",
+          f"--config.train.steps={steps}", "--config.train.checkpoint_every=20",
           "--config.train.log_every=100", "--config.train.eval_every=0",
-          "--config.model.widths=(32,)", "--config.data.augment.noise_std=0.1"]
+          "--config.model.widths=(32,)", "--config.data.augment.noise_std=0.1", *data]
   straight = str(tmp_path / "straight")
   r = run_cli(args + [f"--workdir={straight}"])
   assert r.returncode == 0, r.stderr[-2000:]
@@ -88,19 +94,21 @@ def test_sigkill_half_way_then_resume_ends_bit_identical(data_dir, tmp_path):
   ckpts = os.path.join(killed, "checkpoints")
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
-    if os.path.isdir(ckpts) and any(s.isdigit() and int(s) >= 1000 for s in os.listdir(ckpts)):
+    if os.path.isdir(ckpts) and any(s.isdigit() and int(s) >= kill_after
+                                    for s in os.listdir(ckpts)):
       proc.send_signal(signal.SIGKILL)
       break
     time.sleep(0.005)
   assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
   done = [int(s) for s in os.listdir(ckpts) if s.isdigit()]
-  assert max(done) < 3000
+  assert max(done) < steps
 
   r = run_cli(args + [f"--workdir={killed}"])
   assert r.returncode == 0, r.stderr[-2000:]
   assert "resumed from" in r.stderr
-  assert json.load(open(os.path.join(killed, "summary.json")))["resumed_from"] >= 1000
-  _assert_trees_equal(_params(killed, 3000), _params(straight, 3000))
+  resumed = json.load(open(os.path.join(killed, "summary.json")))["resumed_from"]
+  assert resumed >= kill_after, resumed
+  _assert_trees_equal(_params(killed, steps), _params(straight, steps))
   assert _metrics(killed) == _metrics(straight)
 
 
@@ -260,11 +268,14 @@ def _two_processes(args: list[str]) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_over_gloo_match_one_process_and_resume(data_dir, tmp_path):
+@pytest.mark.parametrize("data", [[], ["--config.data.in_memory=False"]],
+                         ids=["in_memory", "streaming"])
+def test_two_processes_over_gloo_match_one_process_and_resume(data_dir, tmp_path, data):
   # Each process loads half of every global batch; gradients are all-reduced across processes
-  # over gloo; checkpoints (train state + each process's iterator) restore in both.
+  # over gloo; checkpoints (train state + each process's iterator) restore in both. Evaluation
+  # counts each of the 1,000 test examples once across the processes.
   base = ["--config", "experiments/mnist1d_cnn.py:tiny", f"--config.data.data_dir={data_dir}",
-          "--compilation_cache="]
+          "--compilation_cache=", *data]
   one, two = str(tmp_path / "one"), str(tmp_path / "two")
   r = run_cli(base + ["--config.train.steps=30", f"--workdir={one}"])
   assert r.returncode == 0, r.stderr[-2000:]
@@ -274,6 +285,7 @@ def test_two_processes_over_gloo_match_one_process_and_resume(data_dir, tmp_path
   assert _read_json(two, "summary.json")["resumed_from"] == 20
   a, b = _metrics(one), _metrics(two)
   assert [(m["step"], m["split"]) for m in a] == [(m["step"], m["split"]) for m in b]
+  assert [m["count"] for m in b if m["split"] == "eval"] == [1000.0] * 3
   for x, y in zip(a, b):
     for k in set(x) - {"step", "split"}:
       np.testing.assert_allclose(y[k], x[k], rtol=1e-5, atol=1e-6, err_msg=f"{x['step']} {k}")

@@ -1,0 +1,130 @@
+"""Image preprocessing ops, one example at a time: uint8 (H, W, C) in, (h, w, C) out.
+
+Declared by name in `config.data.image.train` / `.eval` (`data/preprocess.py` composes them, in
+the spirit of big_vision's `pp` strings with typed fields). Every random op draws from the
+generator it is given, which the pipeline seeds from (seed, position in the stream): the same
+example at the same step gets the same crop and flip, so a resumed run is exact.
+
+- `decode`: TFDS's numpy decoding of the stored bytes (OpenCV when installed, else PIL).
+- `resize(image, size)`: to (size, size), or `resize_small(image, side)`: shorter side to `side`
+  keeping the aspect ratio; PIL's bilinear filter, antialiased when shrinking.
+- `random_resized_crop`: the Inception crop (Szegedy et al. 2015; torchvision's and the flax
+  ImageNet example's sampling): a box of `scale` x area and log-uniform aspect `ratio`, 10 tries,
+  else the central box of the nearest allowed ratio; resized to (size, size).
+- `central_crop(image, size)`: the central (size, size) window; `central_crop_fraction`: the
+  central square of `fraction` x the shorter side (the flax example's eval crop, then resized).
+- `flip`: left-right with probability 1/2.
+- `normalize(image, mean, std)`: (x - mean) / std in float32, per channel (units of the stored
+  pixels: ImageNet's mean 123.7, 116.3, 103.5 and std 58.4, 57.1, 57.4 on 0..255).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+def _pil(image: np.ndarray) -> Image.Image:
+  return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
+def _array(pil: Image.Image, channels: int) -> np.ndarray:
+  out = np.asarray(pil)
+  return out[..., None] if channels == 1 else out
+
+
+def resize_box(image: np.ndarray, height: int, width: int,
+               box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+  """The region `box` = (left, top, right, bottom) in pixels (default: all) resized to
+  (height, width) with PIL's antialiased bilinear filter; uint8 in and out."""
+  if image.dtype != np.uint8:
+    raise ValueError(f"image ops take uint8 images; got {image.dtype}")
+  h, w = image.shape[:2]
+  box = (0.0, 0.0, float(w), float(h)) if box is None else tuple(float(v) for v in box)
+  if (height, width) == (h, w) and box == (0.0, 0.0, float(w), float(h)):
+    return image
+  out = _pil(image).resize((width, height), Image.Resampling.BILINEAR, box=box)
+  return _array(out, image.shape[-1])
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+  """(H, W, C) -> (size, size, C)."""
+  return resize_box(image, size, size)
+
+
+def resize_small(image: np.ndarray, side: int) -> np.ndarray:
+  """Shorter side to `side`, the other in proportion (rounded)."""
+  h, w = image.shape[:2]
+  if h <= w:
+    return resize_box(image, side, max(1, round(w * side / h)))
+  return resize_box(image, max(1, round(h * side / w)), side)
+
+
+def central_crop(image: np.ndarray, size: int) -> np.ndarray:
+  """The central (size, size) window (offsets rounded down, as big_vision's `central_crop`)."""
+  h, w = image.shape[:2]
+  if size > min(h, w):
+    raise ValueError(f"central_crop({size}) of a {h}x{w} image")
+  top, left = (h - size) // 2, (w - size) // 2
+  return image[top:top + size, left:left + size]
+
+
+def central_crop_fraction(image: np.ndarray, size: int, fraction: float) -> np.ndarray:
+  """The central square of side `fraction` x min(H, W), resized to (size, size): the flax
+  ImageNet example's evaluation crop (fraction 224 / 256 = 0.875)."""
+  h, w = image.shape[:2]
+  side = max(1, int(fraction * min(h, w)))
+  top, left = (h - side + 1) // 2, (w - side + 1) // 2
+  return resize_box(image, size, size, (left, top, left + side, top + side))
+
+
+def inception_box(rng: np.random.Generator, height: int, width: int,
+                  scale: tuple[float, float] = (0.08, 1.0),
+                  ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                  attempts: int = 10) -> tuple[int, int, int, int]:
+  """(left, top, right, bottom) of an Inception crop of a (height, width) image."""
+  area = height * width
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(attempts):
+    target = area * rng.uniform(scale[0], scale[1])
+    aspect = math.exp(rng.uniform(*log_ratio))
+    w = int(round(math.sqrt(target * aspect)))
+    h = int(round(math.sqrt(target / aspect)))
+    if 0 < w <= width and 0 < h <= height:
+      top = int(rng.integers(0, height - h + 1))
+      left = int(rng.integers(0, width - w + 1))
+      return left, top, left + w, top + h
+  # Fallback: the central box with the aspect ratio clipped to the allowed range.
+  in_ratio = width / height
+  if in_ratio < ratio[0]:
+    w, h = width, int(round(width / ratio[0]))
+  elif in_ratio > ratio[1]:
+    h, w = height, int(round(height * ratio[1]))
+  else:
+    w, h = width, height
+  top, left = (height - h) // 2, (width - w) // 2
+  return left, top, left + w, top + h
+
+
+def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int,
+                        scale: tuple[float, float] = (0.08, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+  """An Inception crop of `image` resized to (size, size)."""
+  box = inception_box(rng, image.shape[0], image.shape[1], scale, ratio)
+  return resize_box(image, size, size, box)
+
+
+def flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Left-right flip with probability 1/2."""
+  return image[:, ::-1] if rng.random() < 0.5 else image
+
+
+def normalize(image: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+  """(x - mean) / std per channel, float32."""
+  mean32, std32 = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+  return (image.astype(np.float32) - mean32) / std32

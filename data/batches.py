@@ -49,8 +49,9 @@ class ArrayRows:
   def __len__(self) -> int:
     return len(self.labels)
 
-  def take(self, idx: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
+  def take(self, idx: np.ndarray | slice, stack: bool = True) -> tuple[Any, np.ndarray]:
     """(inputs, labels) of examples `idx` (an index array, or a slice: views, no copy)."""
+    del stack  # the inputs are one array already
     return self.inputs[idx], self.labels[idx]
 
 
@@ -78,11 +79,15 @@ class RecordRows:
     except (TypeError, AttributeError):  # tfds.testing.mock_data replaces the single reader only
       return [self.source[k] for k in keys]
 
-  def take(self, idx: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
+  def take(self, idx: np.ndarray | slice, stack: bool = True) -> tuple[Any, np.ndarray]:
+    """(inputs, labels) of records `idx`: inputs stacked, or as a list when `stack` is False
+    (images of different sizes, before preprocessing)."""
     if isinstance(idx, slice):
       idx = np.arange(idx.start, idx.stop)
     records = self.records(idx)
-    inputs = np.stack([np.asarray(r[self.input_key]) for r in records])
+    inputs = [r[self.input_key] for r in records]
+    if stack:
+      inputs = np.stack([np.asarray(x) for x in inputs])
     labels = np.asarray([r[self.label_key] for r in records], dtype=np.int32)
     if self.check is not None:
       self.check(labels)
@@ -92,12 +97,16 @@ class RecordRows:
 class Batches(grain.MapDataset):
   """Base for batch-level map datasets over a row store (`ArrayRows` or `RecordRows`).
 
-  `weights` (N,) are per-example loss weights (class weights) or None for ones.
+  `weights` (N,) are per-example loss weights (class weights) or None for ones. `prepare`
+  (`data.preprocess.Preprocess`) runs on each example before the batch is stacked; its random
+  ops draw from `default_rng([seed, p])`, p the example's position in the global stream.
   """
 
   def __init__(self, rows: Any, weights: np.ndarray | None, global_batch: int,
-               process_index: int, process_count: int):
+               process_index: int, process_count: int, prepare: Any = None,
+               prepare_seed: int = 0):
     super().__init__([])
+    self._prepare, self._prepare_seed = prepare, prepare_seed
     if weights is not None:
       weights = weights.view()
       weights.flags.writeable = False
@@ -110,15 +119,23 @@ class Batches(grain.MapDataset):
     """Items (examples, or text windows) a pass over the split visits."""
     return len(self._data)
 
-  def _gather(self, idx: np.ndarray | slice, mask: np.ndarray | None = None) -> Batch:
+  def _gather(self, idx: np.ndarray | slice, mask: np.ndarray | None = None,
+              first: int = 0) -> Batch:
     """The batch of items `idx` (an index array, or a slice for a run of consecutive items);
-    `mask` None means every row is real."""
+    `mask` None means every row is real; `first` is the stream position of the global batch's
+    first example."""
     if isinstance(idx, slice):  # views, no copy: this runs once per training step
       rows = range(idx.start, idx.stop)[self._rows]
       idx = slice(rows.start, rows.stop)
     else:
       idx = idx[self._rows]
-    inputs, labels = self._data.take(idx)
+    inputs, labels = self._data.take(idx, stack=self._prepare is None)
+    if self._prepare is not None:
+      positions = range(first, first + self._global_batch)[self._rows]
+      random = self._prepare.random
+      inputs = np.stack([
+          self._prepare(x, np.random.default_rng([self._prepare_seed, p]) if random else None)
+          for x, p in zip(inputs, positions)])
     weights = (np.ones(len(labels), np.float32) if self._weights is None else
                self._weights[idx].astype(np.float32, copy=False))
     if mask is not None:
@@ -174,9 +191,10 @@ class TrainBatches(Batches):
   def _batch(self, index: int) -> Batch:
     epoch, b = divmod(index, self.steps_per_epoch)
     lo, hi = b * self._global_batch, (b + 1) * self._global_batch
+    first = index * self._global_batch
     if self._sampler == "sequential" and self._items_in_order:
-      return self._gather(slice(lo, hi))
-    return self._gather(self._order(epoch)[lo:hi])
+      return self._gather(slice(lo, hi), first=first)
+    return self._gather(self._order(epoch)[lo:hi], first=first)
 
 
 class EvalBatches(Batches):

@@ -126,5 +126,8 @@ def flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def normalize(image: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
   """(x - mean) / std per channel, float32."""
+  if len(mean) != image.shape[-1] or len(std) != image.shape[-1]:
+    raise ValueError(f"data.image.mean={tuple(mean)} / std={tuple(std)} for images with "
+                     f"{image.shape[-1]} channels; expected one value per channel")
   mean32, std32 = np.asarray(mean, np.float32), np.asarray(std, np.float32)
   return (image.astype(np.float32) - mean32) / std32

@@ -30,6 +30,7 @@ import grain
 import numpy as np
 from absl import flags
 
+from data import preprocess as preprocess_lib
 from data import sources
 from data import transforms as transforms_lib
 from data.batches import ArrayRows, EvalBatches, RecordRows, TrainBatches
@@ -155,19 +156,30 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
     raise sources.DataError(f"{field}={batch} is not divisible by the {process_count} processes")
   streaming = is_streaming(data_config, split)
   where = f"data.source={data_config.source!r} split {{!r}}"
+  ops = tuple(data_config.image.train if train else data_config.image.eval)
+  prepare = None
+  if ops:
+    prepare = preprocess_lib.Preprocess(ops, data_config.image, sources.input_feature(data_config))
   if streaming:
-    rows, weights, stats, per_example = _streaming_rows(data_config, split, info, where, train)
+    rows, weights, stats, per_example = _streaming_rows(data_config, split, info, where,
+                                                        raw="decode" in ops)
   else:
     rows, weights, stats, per_example = _in_memory_rows(data_config, split, info, where, train)
+  if prepare is not None and data_config.normalize != "none":
+    raise sources.DataError(f"data.normalize={data_config.normalize!r} with data.image ops "
+                            f"{ops}; images are normalised by the 'normalize' op with "
+                            "data.image.mean/std: expected data.normalize='none'")
   n = len(rows)
   if train and batch > n:
     raise sources.DataError(f"{field}={batch} is larger than the {split!r} split of "
                             f"{data_config.source!r} ({n} examples)")
 
-  common = dict(global_batch=batch, process_index=process_index, process_count=process_count)
+  common = dict(global_batch=batch, process_index=process_index, process_count=process_count,
+                prepare=prepare,
+                prepare_seed=int(np.random.SeedSequence([seed, 7]).generate_state(1)[0]))
   steps = transforms_lib.build(data_config.augment, stats, train, data_config.binarize)
   ahead = 0
-  if not streaming:
+  if not streaming and prepare is None:
     # The deterministic transforms ahead of the first random one (normalisation, binarisation)
     # act on each example alone: applied once to the whole split here, not to every batch.
     inputs = rows.inputs
@@ -175,6 +187,7 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
       inputs = steps[ahead].map({"inputs": inputs})["inputs"]
       ahead += 1
     rows = ArrayRows(inputs, rows.labels)
+  # (With image ops, every transform runs on the prepared batch: the ops take stored pixels.)
   if train:
     ds: grain.MapDataset = TrainBatches(
         rows, per_example, seed=seed, sampler=data_config.sampler,
@@ -234,8 +247,9 @@ def _in_memory_rows(data_config, split, info, where, train):
   return ArrayRows(arrays.inputs, arrays.labels), weights, stats, per_example
 
 
-def _streaming_rows(data_config, split, info, where, train):
-  """(rows, class weights, statistics, per-example weights) of a split read from disk."""
+def _streaming_rows(data_config, split, info, where, raw=False):
+  """(rows, class weights, statistics, per-example weights) of a split read from disk; `raw`:
+  inputs stay encoded for the `decode` op."""
   needs_labels = {"data.sampler": (data_config.sampler, "balanced", "'shuffle' or 'sequential'"),
                   "data.class_weights": (data_config.class_weights, "balanced", "'none'")}
   for name, (value, bad, expected) in needs_labels.items():
@@ -245,8 +259,7 @@ def _streaming_rows(data_config, split, info, where, train):
   if tuple(data_config.keep_classes):
     raise sources.DataError(f"data.keep_classes={tuple(data_config.keep_classes)} needs every "
                             "label in memory; with streaming expected ()")
-  del train
-  rows = _record_rows(data_config, split, info, where.format(split))
+  rows = _record_rows(data_config, split, info, where.format(split), raw)
   stats = None
   if data_config.normalize != "none":
     stats = _streaming_statistics(data_config, info)
@@ -254,11 +267,11 @@ def _streaming_rows(data_config, split, info, where, train):
   return rows, weights, stats, None
 
 
-def _record_rows(data_config, split, info, where) -> RecordRows:
+def _record_rows(data_config, split, info, where, raw=False) -> RecordRows:
   check = None
   if info.num_classes:
     check = functools.partial(check_labels, num_classes=info.num_classes, where=where)
-  return RecordRows(sources.open_split(data_config, split), info.input_key, info.label_key,
+  return RecordRows(sources.open_split(data_config, split, raw), info.input_key, info.label_key,
                     check)
 
 

@@ -236,13 +236,17 @@ def _cached_text(builder, split: str, key: str) -> np.ndarray:
   return np.frombuffer(b"".join(parts), np.uint8)
 
 
-def _data_source(builder, split: str):
+def _data_source(builder, split: str, raw_key: str | None = None):
+  """`builder`'s data source of `split`; the feature `raw_key` (if any) is left encoded."""
   base = split.split("[")[0]
   # (A builder with no split metadata, such as TFDS's mock, is asked directly.)
   if builder.info.splits and base not in builder.info.splits:
     raise DataError(f"split {split!r} is not in {builder.info.full_name}; "
                     f"expected one of {sorted(builder.info.splits.keys())}")
   try:
+    if raw_key:
+      return builder.as_data_source(split=split,
+                                    decoders={raw_key: tfds.decode.SkipDecoding()})
     return builder.as_data_source(split=split)
   except Exception as e:  # TFDS raises ValueError/AssertionError for bad slices
     raise DataError(f"split {split!r} of {builder.info.full_name} cannot be read: "
@@ -273,10 +277,19 @@ def _cached_split(builder, split: str, input_key: str, label_key: str) -> SplitA
   return SplitArrays(inputs=inputs, labels=labels)
 
 
-def open_split(data_config, split: str) -> Any:
+def open_split(data_config, split: str, raw_inputs: bool = False) -> Any:
   """The TFDS data source of `split`: random access to decoded records by index, nothing read
-  yet (what a streaming pipeline reads from)."""
-  return _data_source(_builder(data_config), split)
+  yet (what a streaming pipeline reads from). `raw_inputs`: the input feature stays encoded
+  (image bytes), for the `decode` preprocessing op."""
+  builder = _builder(data_config)
+  input_key, _ = _keys(data_config, builder)
+  return _data_source(builder, split, input_key if raw_inputs else None)
+
+
+def input_feature(data_config) -> Any:
+  """The TFDS feature of the source's input (an `Image`'s `decode_example_np` decodes it)."""
+  builder = _builder(data_config)
+  return builder.info.features[_keys(data_config, builder)[0]]
 
 
 def decoded_bytes(data_config, splits: list[str]) -> int | None:

@@ -54,7 +54,7 @@ class TextTrainBatches(TrainBatches):
     starts = rng.integers(self._len_seq) + self._len_seq * np.arange(self.windows_per_epoch)
     return starts[rng.permutation(len(starts))] if self._sampler == "shuffle" else starts
 
-  def _gather(self, idx: np.ndarray, mask: np.ndarray | None = None) -> Batch:
+  def _gather(self, idx: np.ndarray, mask: np.ndarray | None = None, first: int = 0) -> Batch:
     starts = idx[self._rows]
     return _windows(self._stream, starts, self._len_seq,
                     np.ones((len(starts), self._len_seq), bool))

@@ -21,6 +21,7 @@ import ml_collections as mlc
 from ml_collections import config_dict
 
 from data import pipeline as data_pipeline
+from data import preprocess as data_preprocess
 from data import transforms as data_transforms
 from train import paradigms
 from train.errors import ConfigError, FlagError, check_choice, check_positive
@@ -61,6 +62,16 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.data.prefetch = 0                               # batches made ahead on a thread
   c.data.in_memory = "auto"                         # auto|True|False (auto: streams past 2 GiB)
   c.data.workers = 0                                # streaming: processes making batches
+  c.data.image = mlc.ConfigDict()                   # per-example image ops (data/preprocess.py)
+  c.data.image.train = ()                           # e.g. ("decode", "random_resized_crop", "flip",
+  c.data.image.eval = ()                            #       "normalize")
+  c.data.image.size = 0                             # output side in pixels
+  c.data.image.crop_scale = (0.08, 1.0)             # random_resized_crop: area fraction
+  c.data.image.crop_ratio = (3 / 4, 4 / 3)          # random_resized_crop: aspect ratio
+  c.data.image.central_fraction = 0.875             # central_crop_fraction; resize_small's default
+  c.data.image.resize_small = 0                     # shorter side; 0 = size / central_fraction
+  c.data.image.mean = ()                            # normalize, per channel; () = ImageNet's
+  c.data.image.std = ()
   c.data.augment = mlc.ConfigDict()
   c.data.augment.shift = 0                          # 1-D: max translation in samples
   c.data.augment.noise_std = 0.0                    # additive Gaussian, normalised units
@@ -327,6 +338,10 @@ def validate(config: mlc.ConfigDict) -> None:
   check_positive(d.eval_batch_size, "data.eval_batch_size")
   check_positive(d.prefetch, "data.prefetch", allow_zero=True)
   check_positive(d.workers, "data.workers", allow_zero=True)
+  try:
+    data_preprocess.check(d.image)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   try:
     data_pipeline.in_memory_setting(d.in_memory)
   except ValueError as e:

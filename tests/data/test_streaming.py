@@ -101,3 +101,24 @@ def test_auto_streams_past_the_size_limit_and_options_that_need_every_label_refu
     full = config_lib.base()
     full.data.in_memory = "sometimes"
     config_lib.validate(full)
+
+
+def test_image_ops_run_per_example_with_the_same_draws_in_both_modes(data_dir):
+  image = {"train": ("random_resized_crop", "flip", "normalize"),
+           "eval": ("central_crop_fraction", "normalize"), "size": 6, "mean": (8.0,),
+           "std": (5.0,)}
+  mem = _cfg("digits", data_dir, batch_size=32, eval_batch_size=100, image=image)
+  disk = _cfg("digits", data_dir, batch_size=32, eval_batch_size=100, image=image,
+              in_memory="false")
+  for train, split, index in ((True, "train", 44), (False, "test", 3)):
+    a = data_lib.build_pipeline(mem, split, train=train, seed=2).dataset[index]
+    b = data_lib.build_pipeline(disk, split, train=train, seed=2).dataset[index]
+    assert a["inputs"].shape == (32 if train else 100, 6, 6, 1)
+    assert a["inputs"].dtype == np.float32
+    _assert_batches_equal(a, b)
+  p = data_lib.build_pipeline(mem, "train", train=True, seed=2)
+  # Epoch 1 and epoch 2 visit example orders that differ, and crops are drawn anew each time.
+  assert not np.array_equal(p.dataset[0]["inputs"], p.dataset[44]["inputs"])
+  bad = _cfg("digits", data_dir, image={**image, "mean": (1.0, 2.0, 3.0), "std": (1.0,) * 3})
+  with pytest.raises(ValueError, match="expected one value per channel"):
+    data_lib.build_pipeline(bad, "train", train=True, seed=0).dataset[0]

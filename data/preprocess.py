@@ -1,0 +1,104 @@
+"""Per-example image preprocessing declared in `config.data.image`: op names in order, their
+parameters as typed fields.
+
+    c.data.image.train = ("decode", "random_resized_crop", "flip", "normalize")
+    c.data.image.eval = ("decode", "resize_small", "central_crop", "normalize")
+    c.data.image.size = 224
+
+`Preprocess(ops, image_config, feature)` is a picklable callable `(example, rng) -> array`, run
+by the pipeline on each example of a batch (in the worker processes when streaming), before the
+batch is stacked: decoded images may differ in size, the ops bring them to one. Ops are in
+`data/image_ops.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from data import image_ops
+
+OPS = ("decode", "resize", "resize_small", "random_resized_crop", "central_crop",
+       "central_crop_fraction", "flip", "normalize")
+RANDOM_OPS = ("random_resized_crop", "flip")
+
+
+def check(image_config: Any, field: str = "data.image") -> None:
+  """Raises ValueError naming the first unknown op or bad parameter of `image_config`."""
+  for split in ("train", "eval"):
+    ops = tuple(image_config[split])
+    for op in ops:
+      if op not in OPS:
+        raise ValueError(f"{field}.{split} has op {op!r}; expected ops from {OPS}")
+    if "decode" in ops and ops.index("decode") != 0:
+      raise ValueError(f"{field}.{split}={ops}: 'decode' must come first")
+    if split == "eval" and set(ops) & set(RANDOM_OPS):
+      raise ValueError(f"{field}.eval={ops} has a random op "
+                       f"{sorted(set(ops) & set(RANDOM_OPS))[0]!r}; evaluation is deterministic")
+  if image_config.size <= 0 and any(set(image_config[s]) - {"decode", "flip", "normalize"}
+                                    for s in ("train", "eval")):
+    raise ValueError(f"{field}.size={image_config.size}; expected the output side in pixels > 0")
+  lo, hi = tuple(image_config.crop_scale)
+  if not 0 < lo <= hi <= 1:
+    raise ValueError(f"{field}.crop_scale={(lo, hi)}; expected 0 < min <= max <= 1")
+  lo, hi = tuple(image_config.crop_ratio)
+  if not 0 < lo <= hi:
+    raise ValueError(f"{field}.crop_ratio={(lo, hi)}; expected 0 < min <= max")
+  if not 0 < image_config.central_fraction <= 1:
+    raise ValueError(f"{field}.central_fraction={image_config.central_fraction}; expected a "
+                     "fraction in (0, 1]")
+  if len(image_config.mean) != len(image_config.std) or min(image_config.std, default=1) <= 0:
+    raise ValueError(f"{field}.mean={tuple(image_config.mean)} and .std="
+                     f"{tuple(image_config.std)}; expected one value per channel, std > 0")
+
+
+class Preprocess:
+  """`ops` applied in order to one example (see module docstring).
+
+  Args:
+    ops: op names from `OPS`.
+    image_config: `config.data.image` (size, crop_scale, crop_ratio, central_fraction,
+      resize_small, mean, std).
+    feature: the TFDS feature of the stored input (its `decode_example_np` is `decode`); None
+      when inputs arrive decoded.
+  """
+
+  def __init__(self, ops: tuple[str, ...], image_config: Any, feature: Any = None):
+    self.ops = tuple(ops)
+    c = image_config
+    self.size = int(c.size)
+    self.scale = tuple(float(v) for v in c.crop_scale)
+    self.ratio = tuple(float(v) for v in c.crop_ratio)
+    self.fraction = float(c.central_fraction)
+    self.small = int(c.resize_small) or int(round(self.size / self.fraction))
+    self.mean = tuple(float(v) for v in c.mean) or image_ops.IMAGENET_MEAN
+    self.std = tuple(float(v) for v in c.std) or image_ops.IMAGENET_STD
+    self.feature = feature
+
+  @property
+  def random(self) -> bool:
+    return bool(set(self.ops) & set(RANDOM_OPS))
+
+  def __call__(self, example: Any, rng: np.random.Generator | None) -> np.ndarray:
+    x = example
+    for op in self.ops:
+      if op == "decode":
+        if isinstance(x, (bytes, np.bytes_)):
+          x = self.feature.decode_example_np(bytes(x))
+        x = np.asarray(x)
+      elif op == "resize":
+        x = image_ops.resize(x, self.size)
+      elif op == "resize_small":
+        x = image_ops.resize_small(x, self.small)
+      elif op == "random_resized_crop":
+        x = image_ops.random_resized_crop(x, rng, self.size, self.scale, self.ratio)
+      elif op == "central_crop":
+        x = image_ops.central_crop(x, self.size)
+      elif op == "central_crop_fraction":
+        x = image_ops.central_crop_fraction(x, self.size, self.fraction)
+      elif op == "flip":
+        x = image_ops.flip(x, rng)
+      elif op == "normalize":
+        x = image_ops.normalize(x, self.mean, self.std)
+    return np.ascontiguousarray(x)

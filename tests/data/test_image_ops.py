@@ -1,0 +1,143 @@
+"""Image preprocessing ops against independent references: a float64 NumPy resampler, NumPy
+slicing, PIL's own crop, flip and codecs."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data import image_ops
+from data.preprocess import Preprocess
+from train import config as config_lib
+
+
+def _triangle_weights(in_size: int, out_size: int, start: float, stop: float) -> np.ndarray:
+  """(out_size, in_size) weights of an antialiased bilinear (triangle) filter over the input
+  interval [start, stop): the filter widens by the shrink factor, as PIL's does."""
+  scale = (stop - start) / out_size
+  widen = max(scale, 1.0)
+  w = np.zeros((out_size, in_size))
+  for i in range(out_size):
+    center = start + (i + 0.5) * scale
+    lo = max(int(center - widen + 0.5), 0)
+    hi = min(int(center + widen + 0.5), in_size)
+    j = np.arange(lo, hi)
+    t = np.clip(1.0 - np.abs((j + 0.5 - center) / widen), 0.0, None)
+    w[i, lo:hi] = t / t.sum()
+  return w
+
+
+def _reference_resize(image, height, width, box=None):
+  h, w = image.shape[:2]
+  left, top, right, bottom = box or (0, 0, w, h)
+  wy = _triangle_weights(h, height, top, bottom)
+  wx = _triangle_weights(w, width, left, right)
+  return np.einsum("ih,hwc,jw->ijc", wy, image.astype(np.float64), wx)
+
+
+@pytest.fixture(scope="module")
+def image():
+  rng = np.random.default_rng(0)
+  # Smooth structure plus noise, 37 x 53 (odd sizes, not square).
+  yy, xx = np.mgrid[0:37, 0:53]
+  base = np.stack([128 + 100 * np.sin(xx / 5.0), 128 + 100 * np.cos(yy / 7.0),
+                   (xx * yy) % 256], -1)
+  return np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("size", [(16, 16), (24, 40), (37, 53), (80, 101)])
+def test_resize_matches_a_float64_antialiased_bilinear(image, size):
+  out = image_ops.resize_box(image, *size)
+  assert out.shape == (*size, 3) and out.dtype == np.uint8
+  ref = _reference_resize(image, *size)
+  # PIL rounds to uint8 between its horizontal and vertical passes: within 1 level.
+  assert np.abs(out.astype(np.float64) - ref).max() <= 1.0 + 1e-9
+
+
+def test_resize_small_keeps_the_aspect_ratio(image):
+  out = image_ops.resize_small(image, 20)
+  assert out.shape == (20, round(53 * 20 / 37), 3)
+  tall = image_ops.resize_small(image.transpose(1, 0, 2), 20)
+  assert tall.shape == (round(53 * 20 / 37), 20, 3)
+
+
+def test_inception_boxes_keep_scale_and_ratio_and_crops_resize_the_sliced_box(image):
+  rng = np.random.default_rng(1)
+  areas, ratios = [], []
+  for _ in range(400):
+    left, top, right, bottom = image_ops.inception_box(rng, 300, 400)
+    assert 0 <= left < right <= 400 and 0 <= top < bottom <= 300
+    areas.append((right - left) * (bottom - top) / (300 * 400))
+    ratios.append((right - left) / (bottom - top))
+  assert 0.08 * 0.97 <= min(areas) and max(areas) <= 1.0
+  assert 0.75 * 0.97 <= min(ratios) and max(ratios) <= 4 / 3 * 1.03
+  assert np.std(areas) > 0.15  # spread over the range, not one size
+  # The crop is the box resampled by the float64 reference above (the filter reaches pixels
+  # just outside the box, as PIL's resize of a box does).
+  crop = image_ops.random_resized_crop(image, np.random.default_rng(7), 24)
+  box = image_ops.inception_box(np.random.default_rng(7), 37, 53)
+  ref = _reference_resize(image, 24, 24, box)
+  assert np.abs(crop.astype(np.float64) - ref).max() <= 1.0 + 1e-9
+  # Fallback for impossible ratios: the central box of the nearest allowed ratio.
+  assert image_ops.inception_box(np.random.default_rng(0), 10, 100, (0.9, 1.0)) == \
+      (50 - 7, 0, 50 - 7 + 13, 10)
+
+
+def test_central_crop_and_flip_match_pil_and_normalize_matches_float64(image):
+  pil = Image.fromarray(image)
+  np.testing.assert_array_equal(image_ops.central_crop(image, 30),
+                                np.asarray(pil.crop((11, 3, 41, 33))))
+  flips = [image_ops.flip(image, np.random.default_rng(s)) for s in range(200)]
+  flipped = [np.array_equal(f, np.asarray(pil.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+             for f in flips]
+  kept = [np.array_equal(f, image) for f in flips]
+  assert all(a or b for a, b in zip(flipped, kept)) and 70 < sum(flipped) < 130
+  out = image_ops.normalize(image, image_ops.IMAGENET_MEAN, image_ops.IMAGENET_STD)
+  ref = (image.astype(np.float64) - np.array(image_ops.IMAGENET_MEAN)) / np.array(
+      image_ops.IMAGENET_STD)
+  assert out.dtype == np.float32
+  np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-5)
+  frac = image_ops.central_crop_fraction(image, 16, 0.875)
+  side = int(0.875 * 37)
+  top, left = (37 - side + 1) // 2, (53 - side + 1) // 2
+  ref = _reference_resize(image, 16, 16, (left, top, left + side, top + side))
+  assert np.abs(frac.astype(np.float64) - ref).max() <= 1.0 + 1e-9
+
+
+def test_decode_through_the_tfds_feature_and_the_declared_chain(image):
+  import tensorflow_datasets as tfds
+
+  feature = tfds.features.Image(shape=(None, None, 3))
+  png, jpeg = io.BytesIO(), io.BytesIO()
+  Image.fromarray(image).save(png, format="PNG")
+  Image.fromarray(image).save(jpeg, format="JPEG", quality=90)
+  c = config_lib.base().data.image
+  c.size = 24
+  decode_only = Preprocess(("decode",), c, feature)
+  np.testing.assert_array_equal(decode_only(png.getvalue(), None), image)  # lossless
+  np.testing.assert_array_equal(decode_only(jpeg.getvalue(), None),
+                                np.asarray(Image.open(io.BytesIO(jpeg.getvalue()))))
+  np.testing.assert_array_equal(decode_only(image, None), image)  # decoded already: unchanged
+  train = Preprocess(("decode", "random_resized_crop", "flip", "normalize"), c, feature)
+  a = train(png.getvalue(), np.random.default_rng([3, 10]))
+  b = train(png.getvalue(), np.random.default_rng([3, 10]))
+  other = train(png.getvalue(), np.random.default_rng([3, 11]))
+  assert a.shape == (24, 24, 3) and a.dtype == np.float32
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, other)
+  # The chain equals the ops called one by one with the same generator.
+  rng = np.random.default_rng([3, 10])
+  x = image_ops.random_resized_crop(image, rng, 24)
+  x = image_ops.normalize(image_ops.flip(x, rng), image_ops.IMAGENET_MEAN, image_ops.IMAGENET_STD)
+  np.testing.assert_array_equal(a, x)
+
+
+def test_bad_image_ops_name_the_field():
+  c = config_lib.base()
+  c.data.image.eval = ("decode", "flip")
+  with pytest.raises(config_lib.ConfigError, match=r"data.image.eval=.* has a random op 'flip'"):
+    config_lib.validate(c)
+  c.data.image.eval = ("resize",)
+  with pytest.raises(config_lib.ConfigError, match="data.image.size=0; expected the output"):
+    config_lib.validate(c)

@@ -13,6 +13,7 @@ Each builder writes array_record files (no TensorFlow needed) and is served thro
   such changes (`MNIST1D_VARIANTS`): the same classes under stronger noise, shear and translation.
 - `strata_breast_cancer`: scikit-learn's Wisconsin breast-cancer table (569 rows, 30 features,
   binary: 0 malignant, 1 benign). Same fixed stratified 80/20 split as digits: 455 / 114.
+- `strata_shapes` (`data/shapes.py`): generated JPEGs of shapes and textures, as many as asked.
 - `strata_pydoc_text`: English text shipped with CPython, `pydoc_data.topics` (the language
   reference sections `help()` shows, about 465,000 characters under 3.11), as ASCII bytes for
   character-level language modelling. Split by position, as `tiny_shakespeare` is: the first 90%
@@ -29,6 +30,9 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data import shapes
+from data.offline import OfflineBuilder
+
 _SPLIT_SEED = 0
 _TEST_FRACTION = 0.2
 
@@ -41,23 +45,8 @@ def _sklearn_split(x: np.ndarray, y: np.ndarray) -> dict[str, tuple[np.ndarray, 
   return {"train": (x_tr, y_tr), "test": (x_te, y_te)}
 
 
-class _OfflineBuilder(tfds.core.GeneratorBasedBuilder):
-  """Base: array_record files, no manual download."""
-
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
-
-  def __init__(self, **kwargs: Any):
-    kwargs.setdefault("file_format", "array_record")
-    super().__init__(**kwargs)
-
-  # TFDS prints a download-size line before preparing and a "prepared" line after it; these
-  # builders download nothing and `data.sources` says in one line what it builds and where.
-  def _log_download_bytes(self) -> None:
-    pass
-
-  def _log_download_done(self) -> None:
-    pass
+class _OfflineBuilder(OfflineBuilder):
+  """Base of the builders of whole arrays split in two."""
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -266,9 +255,12 @@ MNIST1D_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 # The offline sources by their config name. Catalog names (mnist, cifar10, ...) go to TFDS.
-OFFLINE_BUILDERS: dict[str, type[_OfflineBuilder]] = {
+OFFLINE_BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "digits": StrataDigits,
     "mnist1d": StrataMnist1d,
     "breast_cancer": StrataBreastCancer,
     "pydoc_text": StrataPydocText,
+    "shapes": shapes.StrataShapes,
 }
+# Sources that take `data.builder_config`: the function from its arguments to a builder config.
+CONFIGURABLE = {"mnist1d": mnist1d_config, "shapes": shapes.shapes_config}

@@ -106,12 +106,16 @@ def _cached_builder(name: str, data_dir: str, overrides_json: str, download: boo
     name, overrides = "mnist1d", {**builders.MNIST1D_VARIANTS[name], **overrides}
   if name in builders.OFFLINE_BUILDERS:
     cls = builders.OFFLINE_BUILDERS[name]
-    if overrides and cls is not builders.StrataMnist1d:
+    make_config = builders.CONFIGURABLE.get(name)
+    if overrides and make_config is None:
       raise DataError(f"data.builder_config={overrides} is not supported by source {name!r}; "
-                      "only 'mnist1d' takes builder arguments")
+                      f"only {sorted(builders.CONFIGURABLE)} take builder arguments")
     with _quiet():  # TFDS warns that a folder not yet prepared has no dataset_info.json
-      if cls is builders.StrataMnist1d:
-        config = builders.mnist1d_config(overrides)
+      if make_config is not None:
+        try:
+          config = make_config(overrides)
+        except ValueError as e:
+          raise DataError(str(e)) from None
         # A config that TFDS already knows must be named, not passed again.
         builder = cls(data_dir=data_dir, config=config.name if not config.overrides else config)
       else:
@@ -123,7 +127,8 @@ def _cached_builder(name: str, data_dir: str, overrides_json: str, download: boo
     return builder
 
   if overrides:
-    raise DataError(f"data.builder_config={overrides} is only supported by source 'mnist1d'")
+    raise DataError(f"data.builder_config={overrides} is only supported by the sources "
+                    f"{sorted(builders.CONFIGURABLE)}")
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except Exception as e:  # TFDS raises DatasetNotFoundError with a long catalog listing.
@@ -177,19 +182,33 @@ def _split_files(builder, split: str) -> list[str]:
   return sorted(str(p) for p in base.glob(f"*-{split}.array_record*"))
 
 
+# Prepared files up to this size in all are hashed whole; past it (a build larger than memory)
+# each file contributes its name, size and first and last MiB, so a run does not start by
+# reading tens of GB.
+FINGERPRINT_WHOLE_BYTES = 1 << 30
+
+
 def fingerprint(builder, splits: list[str]) -> str:
-  """sha256 of the builder's arguments and the bytes of its prepared split files."""
+  """sha256 of the builder's arguments and the bytes of its prepared split files (their size and
+  ends only past `FINGERPRINT_WHOLE_BYTES`)."""
   h = hashlib.sha256()
   args = (builder.builder_arguments() if hasattr(builder, "builder_arguments") else
           {"name": builder.name, "version": str(builder.version),
            "config": builder.builder_config.name if builder.builder_config else None})
   h.update(json.dumps(args, sort_keys=True, default=str).encode())
-  for split in sorted(splits):
-    for path in _split_files(builder, split):
-      h.update(os.path.basename(path).encode())
-      with open(path, "rb") as f:
+  paths = [p for split in sorted(splits) for p in _split_files(builder, split)]
+  whole = sum(os.path.getsize(p) for p in paths) <= FINGERPRINT_WHOLE_BYTES
+  for path in paths:
+    h.update(os.path.basename(path).encode())
+    with open(path, "rb") as f:
+      if whole:
         for chunk in iter(lambda: f.read(1 << 20), b""):
           h.update(chunk)
+      else:
+        size = os.path.getsize(path)
+        h.update(str(size).encode() + f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        h.update(f.read())
   return h.hexdigest()
 
 

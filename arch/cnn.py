@@ -144,8 +144,34 @@ class ResidualBlock(nn.Module):
     return nn.relu(x + y)
 
 
+class BottleneckBlock(ResidualBlock):
+  """1x1 reduce, 3x3 (strided), 1x1 expand to 4 x `features`, with a projection shortcut when the
+  shape changes (He et al. 2016, ResNet-50; the stride on the 3x3 conv, as torchvision's and
+  the flax example's "v1.5"). The fields are `ResidualBlock`'s."""
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    conv = functools.partial(conv_lib.Conv, use_bias=False, dtype=self.dtype,
+                             param_dtype=self.param_dtype)
+    one = (1,) * self.ndim
+    s = (self.strides,) * self.ndim
+    y = nn.relu(self.norm(name="bn1")(conv(self.features, one, name="conv1")(x)))
+    y = conv(self.features, (self.kernel_size,) * self.ndim, strides=s, padding="SAME",
+             name="conv2")(y)
+    y = nn.relu(self.norm(name="bn2")(y))
+    y = conv(self.features * 4, one, name="conv3")(y)
+    y = self.norm(scale_init=nn.initializers.zeros, name="bn3")(y)
+    if x.shape[-1] != self.features * 4 or self.strides != 1:
+      x = conv(self.features * 4, one, strides=s, name="proj")(x)
+      x = self.norm(name="proj_bn")(x)
+    return nn.relu(x + y)
+
+
+BLOCKS = {"basic": ResidualBlock, "bottleneck": BottleneckBlock}
+
+
 class ResNet(nn.Module):
-  """A ResNet of basic blocks with BatchNorm; 1-D or 2-D.
+  """A ResNet of basic or bottleneck blocks with BatchNorm; 1-D or 2-D.
 
   Attributes:
     num_classes: number of logits.
@@ -154,6 +180,7 @@ class ResNet(nn.Module):
     ndim: spatial dimensions (1 or 2).
     kernel_size: of the block convolutions.
     stem: `"cifar"` (one 3x3 conv) or `"imagenet"` (7x7 stride-2 conv and 3x3 max pool).
+    block: `"basic"` (two 3x3 convs) or `"bottleneck"` (1x1, 3x3, 1x1 to 4 x width).
     dropout: before the head (train only).
     bn_momentum: running-average momentum of BatchNorm statistics.
     remat: recompute each residual block's activations in the backward pass (`nn.remat`)
@@ -169,6 +196,7 @@ class ResNet(nn.Module):
   ndim: int = 2
   kernel_size: int = 3
   stem: str = "cifar"
+  block: str = "basic"
   dropout: float = 0.0
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
@@ -197,7 +225,9 @@ class ResNet(nn.Module):
                       padding=[(1, 1)] * self.ndim)
     else:
       raise ValueError(f"model.stem={self.stem!r}; expected 'cifar' or 'imagenet'")
-    residual = maybe_remat(ResidualBlock, self.remat)
+    if self.block not in BLOCKS:
+      raise ValueError(f"model.block={self.block!r}; expected one of {sorted(BLOCKS)}")
+    residual = maybe_remat(BLOCKS[self.block], self.remat)
     for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(blocks):
         x = residual(width, 2 if (i > 0 and j == 0) else 1, self.ndim, self.kernel_size,
@@ -214,4 +244,6 @@ ResNet20 = functools.partial(ResNet, stage_sizes=(3, 3, 3), widths=(16, 32, 64))
 ResNet56 = functools.partial(ResNet, stage_sizes=(9, 9, 9), widths=(16, 32, 64))
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512),
                              stem="imagenet")
+ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512),
+                             stem="imagenet", block="bottleneck")
 ResNetTiny = functools.partial(ResNet, stage_sizes=(1, 1), widths=(4, 8))

@@ -17,6 +17,7 @@ and gives the same logits as one full forward pass over the whole sequence.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -104,9 +105,10 @@ def _check_length(steps: int, max_len: int, what: str) -> None:
 class TransformerClassifier(nn.Module):
   """Transformer encoder over a sequence, pooled to class logits.
 
-  Inputs: (B, T) real signal (one feature per step, as MNIST-1D), (B, T, F) features, or (B, T)
-  int token ids when `vocab_size > 0`. `patch_size` > 1 groups consecutive steps into one token
-  (a 1-D ViT patch), so T must be divisible by it. Each token is linearly embedded to `width`.
+  Inputs: (B, T) real signal (one feature per step, as MNIST-1D), (B, T, F) features, (B, T)
+  int token ids when `vocab_size > 0`, or images (B, H, W, C). `patch_size` > 1 groups
+  consecutive steps into one token (a 1-D ViT patch), so T must be divisible by it; an image is
+  cut into patch_size x patch_size patches (ViT), one token each. Each token is linearly embedded to `width`.
   `lengths` (B,) marks each sequence's valid prefix (in steps): padding is masked out of
   attention and of the mean pool (a patch counts as valid when its first step is).
 
@@ -151,13 +153,24 @@ class TransformerClassifier(nn.Module):
     else:
       if x.ndim == 2:
         x = x[..., None]
-      if x.ndim != 3:
-        raise ValueError(f"TransformerClassifier inputs are (B, T) or (B, T, F); got {x.shape}")
+      if x.ndim == 4:  # images (B, H, W, C): non-overlapping p x p patches in row-major order
+        b, h, w, ch = x.shape
+        p = self.patch_size
+        if h % p or w % p:
+          raise ValueError(f"image {h}x{w} is not divisible into model.patch_size={p} patches")
+        x = x.reshape(b, h // p, p, w // p, p, ch).transpose(0, 1, 3, 2, 4, 5)
+        x = x.reshape(b, (h // p) * (w // p), p * p * ch)
+        steps_per_token = 1
+      elif x.ndim != 3:
+        raise ValueError(f"TransformerClassifier inputs are (B, T), (B, T, F) or images "
+                         f"(B, H, W, C); got {x.shape}")
+      else:
+        steps_per_token = self.patch_size
       batch, steps, feats = x.shape
-      if steps % self.patch_size:
+      if steps % steps_per_token:
         raise ValueError(f"sequence length {steps} is not divisible by model.patch_size="
                          f"{self.patch_size}")
-      x = x.reshape(batch, steps // self.patch_size, self.patch_size * feats)
+      x = x.reshape(batch, steps // steps_per_token, steps_per_token * feats)
       x = nn.Dense(self.width, **kw, name="embed")(x.astype(self.dtype))
     batch, tokens = x.shape[:2]
     _check_length(tokens, self.max_len, "input sequence (in tokens)")
@@ -180,6 +193,13 @@ class TransformerClassifier(nn.Module):
       feats = (x * w).sum(1) / jnp.maximum(w.sum(1), 1)
     self.sow("intermediates", "features", feats)
     return nn.Dense(self.num_classes, **kw, name="head")(feats)
+
+
+# ViT-S/16 (Dosovitskiy et al. 2021; the S size of Touvron et al. 2021) on 224 x 224 images:
+# 196 tokens, mean-pooled as big_vision's `vit_s16_i1k` (which uses fixed 2-D sin-cos positions
+# where this uses learned ones).
+ViTS16 = functools.partial(TransformerClassifier, width=384, depth=12, num_heads=6,
+                           mlp_dim=1536, patch_size=16, pool="mean", max_len=196)
 
 
 class TransformerLM(nn.Module):

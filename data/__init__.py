@@ -6,8 +6,15 @@
 """
 
 from data.arrays import split_arrays
-from data.pipeline import Pipeline, build_pipeline, check_labels, describe
-from data.sources import DataError, SourceInfo, load_split, load_text, source_info
+from data.pipeline import Pipeline, build_pipeline, check_labels, describe, is_streaming
+from data.sources import (
+           DataError,
+           SourceInfo,
+           load_split,
+           load_text,
+           open_split,
+           source_info,
+)
 
-__all__ = ["Pipeline", "build_pipeline", "check_labels", "describe", "DataError", "SourceInfo",
-           "load_split", "load_text", "source_info", "split_arrays"]
+__all__ = ["Pipeline", "build_pipeline", "check_labels", "describe", "is_streaming", "DataError",
+           "SourceInfo", "load_split", "load_text", "open_split", "source_info", "split_arrays"]

@@ -280,6 +280,12 @@ def _record_rows(data_config, split, info, where, raw=False) -> RecordRows:
 _STATS_CACHE: dict[tuple[str, str, str], transforms_lib.Statistics] = {}
 
 
+def clear_caches() -> None:
+  """`sources.clear_caches` and the streaming statistics kept here."""
+  sources.clear_caches()
+  _STATS_CACHE.clear()
+
+
 def _streaming_statistics(data_config, info) -> transforms_lib.Statistics:
   key = (info.fingerprint, data_config.train_split, data_config.normalize)
   if key not in _STATS_CACHE:

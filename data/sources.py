@@ -130,17 +130,24 @@ def _cached_builder(name: str, data_dir: str, overrides_json: str, download: boo
     raise DataError(f"data.builder_config={overrides} is only supported by the sources "
                     f"{sorted(builders.CONFIGURABLE)}")
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    with _quiet():  # TFDS warns that a folder not yet prepared has no dataset_info.json
+      builder = tfds.builder(name, data_dir=data_dir)
+      prepared = builder.is_prepared()
   except Exception as e:  # TFDS raises DatasetNotFoundError with a long catalog listing.
     raise DataError(
         f"data.source={name!r} is neither an offline source "
         f"({sorted([*builders.OFFLINE_BUILDERS, *builders.MNIST1D_VARIANTS])}) "
         f"nor a dataset in the TFDS catalog ({type(e).__name__})") from None
-  if not builder.is_prepared():
+  if not prepared:
+    manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+    extra = (", download_config=tfds.download.DownloadConfig(manual_dir='MANUAL_DIR')"
+             if manual else "")
     how = (f"prepare it where the network is reachable with\n"
            f"  python -c \"import tensorflow_datasets as tfds; "
            f"tfds.builder('{name}', data_dir='{data_dir}').download_and_prepare("
-           f"file_format='array_record')\"\n"
+           f"file_format='array_record'{extra})\"\n"
+           + ("(MANUAL_DIR holds the files the dataset's site provides; docs/data.md)\n"
+              if manual else "") +
            f"and copy {data_dir}/{builder.name} here, or set data.download=True on a machine with "
            f"network access")
     if not download:
@@ -322,3 +329,11 @@ def decoded_bytes(data_config, splits: list[str]) -> int | None:
     return None
   per_example = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
   return per_example * sum(len(_data_source(builder, s)) for s in sorted(set(splits)))
+
+
+
+def clear_caches() -> None:
+  """Forgets every opened builder, split and fingerprint of this process (tests that swap the
+  data under a name, such as TFDS's mock data)."""
+  for cached in (_cached_builder, _cached_split, _cached_text, _cached_fingerprint):
+    cached.cache_clear()

@@ -26,7 +26,8 @@ def test_the_issue_experiments_exist():
           "breast_cancer_mlp", "mnist1d_gru", "mnist1d_transformer", "charlm_lstm",
           "charlm_transformer", "digits_ae", "digits_dae", "digits_vae", "mnist1d_vae",
           "digits_anomaly", "digits_impute", "digits_dcgan", "digits_cgan",
-          "mnist1d_gan", "digits_ddpm", "digits_ddpm_cfg", "mnist1d_ddpm"} <= set(NAMES)
+          "mnist1d_gan", "digits_ddpm", "digits_ddpm_cfg", "mnist1d_ddpm",
+          "cifar10_resnet20", "imagenet_resnet50", "imagenet_vit_s16"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -49,7 +50,12 @@ def tiny_params(names):
   return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_TINY else n for n in names]
 
 
-@pytest.mark.parametrize("name", tiny_params(n for n in NAMES if n not in GENERATIVE))
+# The public-catalog experiments train on TFDS's mock data in test_catalog_experiments.py.
+CATALOG = ("cifar10_resnet20", "imagenet_resnet50", "imagenet_vit_s16")
+
+
+@pytest.mark.parametrize("name", tiny_params(n for n in NAMES
+                                             if n not in GENERATIVE and n not in CATALOG))
 def test_tiny_mode_trains(name, trained):
   with open(os.path.join(trained(name), "summary.json")) as f:  # shared with other tests
     final = json.load(f)["final_eval"]

@@ -66,6 +66,14 @@ def check_examples(config: Any, model: Any, paradigm: str) -> None:
     raise ConfigError(f"data.seq_len={d.seq_len} makes next-token windows; paradigm="
                       f"{paradigm!r} trains on whole examples: expected data.seq_len=0")
   for split in (d.train_split, d.eval_split):
+    if data_lib.is_streaming(d, split):  # not read whole: the first example's shape, and each
+      first = data_lib.open_split(d, split)[0]  # batch's labels are checked as it is read
+      shape = tuple(np.shape(first[data_lib.source_info(d).input_key]))
+      if shape != tuple(model.data_shape):
+        raise data_lib.DataError(
+            f"data.source={d.source!r} split {split!r} has examples of shape {shape}; "
+            f"model.data_shape={tuple(model.data_shape)}: expected them equal")
+      continue
     arrays = data_lib.load_split(d, split)
     shape = tuple(arrays.inputs.shape[1:])
     if shape != tuple(model.data_shape):

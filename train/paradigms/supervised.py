@@ -16,7 +16,11 @@ The model: any Flax module called as `model.apply(variables, inputs, train=...)`
 windows also need `vocab_size`; classification checks labels against `num_classes` where the
 model has it.
 
-Config sections: `supervised` (loss, label smoothing) and `report` (what `python -m eval` draws
+Classification can mix examples on the device (`supervised.mixup`, `supervised.cutmix`: Beta
+parameters; `train/mixing.py`): the loss is then the cross-entropy against the mixed soft
+targets, and training accuracy compares with each example's own label.
+
+Config sections: `supervised` (loss, label smoothing, mixing) and `report` (what `python -m eval` draws
 and chooses for a classifier).
 """
 
@@ -33,6 +37,7 @@ import numpy as np
 import optax
 
 import data as data_lib
+from train import mixing as mixing_lib
 from train import optim
 from train import state as state_lib
 from train.errors import ConfigError, check_choice, check_fraction, check_positive
@@ -47,6 +52,8 @@ def defaults() -> dict[str, mlc.ConfigDict]:
   s = mlc.ConfigDict()
   s.loss = "cross_entropy"               # cross_entropy|mse
   s.label_smoothing = 0.0
+  s.mixup = 0.0                          # Beta(a, a) mixing ratio on the device; 0 = off
+  s.cutmix = 0.0                         # Beta(a, a) CutMix (images); 0 = off
   r = mlc.ConfigDict()                   # python -m eval, for classifiers
   r.threshold_metric = "recall"          # binary: choose the decision threshold...
   r.threshold_target = 0.95              # ...that reaches this recall|precision
@@ -59,6 +66,12 @@ def validate(config: Any) -> None:
   """Checks the `supervised` and `report` sections. Raises ConfigError naming field and value."""
   check_choice(config.supervised.loss, LOSSES, "supervised.loss")
   check_fraction(config.supervised.label_smoothing, "supervised.label_smoothing")
+  for field in ("mixup", "cutmix"):
+    check_positive(config.supervised[field], f"supervised.{field}", allow_zero=True)
+    if config.supervised[field] > 0 and (config.supervised.loss != "cross_entropy" or
+                                         config.data.seq_len > 0):
+      raise ConfigError(f"supervised.{field}={config.supervised[field]} mixes class targets: "
+                        "expected supervised.loss='cross_entropy' and data.seq_len=0")
   r = config.report  # train.config.validate has checked that both sections are there
   check_choice(r.threshold_metric, ("recall", "precision"), "report.threshold_metric")
   if not 0.0 < r.threshold_target <= 1.0:
@@ -116,6 +129,8 @@ def check_data(config: Any, model: nn.Module) -> None:
     return
   keep = tuple(config.data.keep_classes)
   for split in (config.data.train_split, config.data.eval_split):
+    if data_lib.is_streaming(config.data, split):
+      continue  # not read whole: each batch's labels are checked as it is read
     labels = data_lib.load_split(config.data, split).labels
     if keep:  # only these classes are trained and evaluated
       labels = labels[np.isin(labels, keep)]
@@ -132,6 +147,8 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
   # mixed precision: the forward and backward passes in bfloat16 from a cast of the float32
   # parameters; losses (and so the gradients' accumulation into float32) in float32
   compute = jnp.bfloat16 if config.train.get("precision") == "bfloat16" else None
+  mixing = config.supervised.mixup > 0 or config.supervised.cutmix > 0
+  num_classes = getattr(model, "num_classes", 0)
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> state_lib.TrainState:
     params_rng, dropout_rng = jax.random.split(rng)
@@ -158,9 +175,20 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
       chex.assert_rank(batch["mask"], 1)
     rng = jax.random.fold_in(rng, state.step)
 
+    inputs, targets = batch["inputs"], None
+    if mixing:
+      targets = jax.nn.one_hot(batch["label"], num_classes)
+      if smoothing > 0:
+        targets = optax.smooth_labels(targets, smoothing)
+      inputs, targets = mixing_lib.mix(jax.random.fold_in(rng, 1), inputs, targets,
+                                       config.supervised.mixup, config.supervised.cutmix)
+
     def loss_fn(params):
-      outputs, model_state = apply(state, params, batch["inputs"], True, rng)
-      per = per_example_loss(outputs, batch["label"], loss_kind, smoothing)
+      outputs, model_state = apply(state, params, inputs, True, rng)
+      if targets is None:
+        per = per_example_loss(outputs, batch["label"], loss_kind, smoothing)
+      else:
+        per = optax.softmax_cross_entropy(outputs.astype(jnp.float32), targets)
       return jnp.sum(per * batch["mask"]) / per.size, (outputs, model_state)
 
     (loss, (outputs, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(

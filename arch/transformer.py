@@ -18,7 +18,7 @@ and gives the same logits as one full forward pass over the whole sequence.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -229,9 +229,14 @@ class TransformerLM(nn.Module):
   def num_classes(self) -> int:  # what the loop checks labels against
     return self.vocab_size
 
+  # Takes `segments`: packed windows of several documents (data/packing.py).
+  takes_segments: ClassVar[bool] = True
+
   @nn.compact
   def __call__(self, tokens: jnp.ndarray, train: bool = False,
-               decode: bool = False) -> jnp.ndarray:
+               decode: bool = False, segments: jnp.ndarray | None = None) -> jnp.ndarray:
+    """`segments` (B, T) int: the document of each token in a packed window; a token attends
+    only to earlier tokens of its own document."""
     check_choice(self.positions, POSITIONS, "positions")
     if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
       raise ValueError(f"TransformerLM expects int token ids (B, T); got {tokens.dtype} "
@@ -240,8 +245,11 @@ class TransformerLM(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     x = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02), **kw,
                  name="embed")(tokens)
+    mask = None
+    if segments is not None:
+      mask = segments[:, None, :, None] == segments[:, None, None, :]   # (B, 1, T, T)
     x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len, self.positions,
                self.dropout, self.dtype, self.param_dtype, self.remat, name="decoder")(
-                   x, causal=True, decode=decode, train=train)
+                   x, mask, causal=True, decode=decode, train=train)
     return nn.Dense(self.vocab_size, **kw, name="head")(x)
 

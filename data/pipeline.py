@@ -32,9 +32,9 @@ from absl import flags
 
 from data import preprocess as preprocess_lib
 from data import sources
+from data import text as text_lib
 from data import transforms as transforms_lib
 from data.batches import ArrayRows, EvalBatches, RecordRows, TrainBatches
-from data.text import TextEvalBatches, TextTrainBatches
 
 Batch = dict[str, np.ndarray]
 SAMPLERS = ("shuffle", "sequential", "balanced")
@@ -318,26 +318,17 @@ def _text_pipeline(data_config, split, process_index, process_count, *, train, s
     raise sources.DataError("data.sampler='balanced' does not apply to next-token windows; "
                             "expected 'shuffle' or 'sequential'")
   info = sources.source_info(data_config)
-  stream = sources.load_text(data_config, split)
   batch = data_config.batch_size if train else data_config.eval_batch_size
   field = "data.batch_size" if train else "data.eval_batch_size"
   if batch % process_count:
     raise sources.DataError(f"{field}={batch} is not divisible by the {process_count} processes")
-  seq_len = data_config.seq_len
+  streaming = is_streaming(data_config, split)
   common = dict(global_batch=batch, process_index=process_index, process_count=process_count)
-  if train:
-    ds = TextTrainBatches(stream, seq_len, seed=seed, sampler=data_config.sampler,
-                          num_batches=num_batches or sys.maxsize, **common)
-    if ds.steps_per_epoch < 1:
-      raise sources.DataError(
-          f"{field}={batch} windows of data.seq_len={seq_len} do not fit in the {split!r} split "
-          f"of {data_config.source!r} ({len(stream)} tokens, {ds.windows_per_epoch} windows)")
-    steps = ds.steps_per_epoch
-  else:
-    ds = TextEvalBatches(stream, seq_len, **common)
-    steps = len(ds)
-  return Pipeline(dataset=ds, info=info, global_batch_size=batch, num_examples=len(stream),
-                  steps_per_epoch=steps, stats=None, class_weights=np.ones(1, np.float32))
+  ds, tokens, steps = text_lib.build(data_config, split, streaming, train=train, seed=seed,
+                                     num_batches=num_batches or sys.maxsize, **common)
+  return Pipeline(dataset=ds, info=info, global_batch_size=batch, num_examples=tokens,
+                  steps_per_epoch=steps, stats=None, class_weights=np.ones(1, np.float32),
+                  streaming=streaming, workers=int(data_config.workers) if streaming else 0)
 
 
 def describe(pipeline: Pipeline) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import itertools
 import json
 import math
 import multiprocessing
@@ -43,6 +44,7 @@ LIMITS = {"num_examples": (10, 100_000_000), "num_classes": (2, len(SHAPES) * le
           "image_size": (16, 1024)}
 _SPLIT_IDS = {"train": 0, "test": 1}
 SMALL_BUILD = 5_000  # images; smaller builds are drawn without worker processes
+SHARD_IMAGES = 50_000  # images per ArrayRecord shard
 
 
 def test_size(num_examples: int) -> int:
@@ -215,6 +217,45 @@ class StrataShapes(OfflineBuilder):
           rate = i / max(time.perf_counter() - start, 1e-9)
           print(f"shapes {split}: {i:,}/{n:,} images ({100 * i // n}%), {rate:,.0f} images/s",
                 file=sys.stderr, flush=True)
+
+  def _generate_splits(self, dl_manager, download_config) -> list[Any]:
+    """Writes each split's shards in generation order, one shard of `SHARD_IMAGES` at a time.
+
+    TFDS's own writer sorts every split by key through a shuffler that spills to disk with
+    TensorFlow once a split passes 1 GB; these examples come in key order already, so they are
+    written straight to ArrayRecord and memory stays at one image per worker whatever the
+    build's size, without TensorFlow.
+    """
+    from tensorflow_datasets.core import example_serializer, file_adapters
+    from tensorflow_datasets.core import splits as splits_lib
+
+    del dl_manager, download_config
+    serializer = example_serializer.ExampleSerializer(self.info.features.get_serialized_info())
+    infos = []
+    for split, examples in self._split_generators(None).items():
+      n = self.args()["num_examples"] if split == "train" else test_size(
+          self.args()["num_examples"])
+      shards = max(1, -(-n // SHARD_IMAGES))
+      template = self._get_filename_template(split_name=split)
+      lengths, total = [], 0
+
+      def serialized(chunk):
+        nonlocal total
+        for key, example in chunk:
+          data = serializer.serialize_example(self.info.features.encode_example(example))
+          total += len(data)
+          yield key, data
+
+      for shard in range(shards):
+        count = min(SHARD_IMAGES, n - shard * SHARD_IMAGES)
+        path = template.sharded_filepath(shard_index=shard, num_shards=shards)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file_adapters.ArrayRecordFileAdapter.write_examples(
+            path, serialized(itertools.islice(examples, count)))
+        lengths.append(count)
+      infos.append(splits_lib.SplitInfo(name=split, shard_lengths=lengths, num_bytes=total,
+                                        filename_template=template))
+    return infos
 
   def builder_arguments(self) -> dict[str, Any]:
     """The arguments that determine this builder's data (part of the dataset fingerprint)."""

@@ -1,5 +1,6 @@
-"""Next-token windows of a text source (`data.seq_len` = L > 0): one token stream per split
-(bytes), cut into windows `inputs = stream[o:o+L]`, `label = stream[o+1:o+L+1]`, `mask` (B, L).
+"""Next-token windows of a text source (`data.seq_len` = L > 0). A streamed split packs its
+documents into windows (`data/packing.py`); a split in memory is one token stream (bytes), cut
+into windows `inputs = stream[o:o+L]`, `label = stream[o+1:o+L+1]`, `mask` (B, L).
 
 Training epoch `e` starts its windows at a random phase in [0, L) drawn from
 `default_rng([seed, e])` and visits them in a seeded permutation (or in order, with
@@ -9,8 +10,13 @@ scored exactly once; the tail is masked.
 
 from __future__ import annotations
 
+import hashlib
+import os
+from typing import Any
+
 import numpy as np
 
+from data import packing, sources
 from data.batches import Batch, EvalBatches, TrainBatches
 
 
@@ -75,3 +81,46 @@ class TextEvalBatches(EvalBatches):
     targets = starts[:, None] + np.arange(self._len_seq)[None, :] + 1
     return _windows(self._stream, starts, self._len_seq,
                     (targets < len(self._stream)) & (mask[:, None] > 0))
+
+
+def build(data_config: Any, split: str, streaming: bool, *, train: bool, seed: int,
+          num_batches: int, global_batch: int, process_index: int, process_count: int
+          ) -> tuple[Any, int, int]:
+  """(batch dataset, tokens in the split, steps per epoch) of `split`: packed documents read
+  from disk when `streaming`, else windows of the split's stream in memory.
+
+  Raises:
+    DataError: a batch of windows that does not fit in one pass over the split.
+  """
+  seq_len = data_config.seq_len
+  common = dict(global_batch=global_batch, process_index=process_index,
+                process_count=process_count)
+  if streaming:
+    info = sources.source_info(data_config)
+    source = sources.open_split(data_config, split)
+    digest = hashlib.sha256(f"{info.fingerprint}/{split}".encode()).hexdigest()[:16]
+    cache = os.path.join(info.data_dir, f"strata-document-lengths-{digest}.npy")
+    docs = packing._Documents(source, info.input_key,
+                              packing.document_lengths(source, info.input_key, cache))
+    tokens = int(docs.lengths.sum())
+    if train:
+      ds = packing.PackedTrainBatches(docs, seq_len, seed=seed, sampler=data_config.sampler,
+                                      num_batches=num_batches, **common)
+    else:
+      ds = packing.PackedEvalBatches(docs, seq_len, **common)
+  else:
+    stream = sources.load_text(data_config, split)
+    tokens = len(stream)
+    if train:
+      ds = TextTrainBatches(stream, seq_len, seed=seed, sampler=data_config.sampler,
+                            num_batches=num_batches, **common)
+    else:
+      ds = TextEvalBatches(stream, seq_len, **common)
+  if not train:
+    return ds, tokens, len(ds)
+  if ds.steps_per_epoch < 1:
+    raise sources.DataError(
+        f"data.batch_size={global_batch} windows of data.seq_len={seq_len} do not fit in the "
+        f"{split!r} split of {data_config.source!r} ({tokens} tokens, "
+        f"{ds.windows_per_epoch} windows)")
+  return ds, tokens, ds.steps_per_epoch

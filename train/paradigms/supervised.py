@@ -103,7 +103,12 @@ def _check_model_tokens(config: Any, model) -> None:
         f"data.seq_len={config.data.seq_len} trains on token ids; model {config.model.name} "
         "needs model.vocab_size > 0")
   for split in (config.data.train_split, config.data.eval_split):
-    stream = data_lib.load_text(config.data, split)
+    if data_lib.is_streaming(config.data, split):
+      # Not read whole: the first batch's tokens (byte values; a vocabulary of 256 covers any).
+      stream = data_lib.build_pipeline(config.data, split, train=False, seed=0).dataset[0][
+          "label"]
+    else:
+      stream = data_lib.load_text(config.data, split)
     top = int(stream.max()) if len(stream) else 0
     for field, size in (("vocab_size", vocab), ("num_classes", getattr(model, "num_classes",
                                                                        vocab))):
@@ -148,6 +153,7 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
   # parameters; losses (and so the gradients' accumulation into float32) in float32
   compute = jnp.bfloat16 if config.train.get("precision") == "bfloat16" else None
   mixing = config.supervised.mixup > 0 or config.supervised.cutmix > 0
+  takes_segments = getattr(model, "takes_segments", False)
   num_classes = getattr(model, "num_classes", 0)
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> state_lib.TrainState:
@@ -158,13 +164,14 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
     params = variables.pop("params")
     return state_lib.create(params, tx.init(params), model_state=variables)
 
-  def apply(state, params, inputs, train: bool, rng=None):
+  def apply(state, params, inputs, train: bool, rng=None, segments=None):
     if compute is not None:
       params, inputs = state_lib.cast_floating((params, inputs), compute)
     variables = {"params": params, **state.model_state}
     mutable = list(state.model_state) if train and state.model_state else False
+    extra = {"segments": segments} if segments is not None and takes_segments else {}
     out = model.apply(variables, inputs, train=train, rngs={"dropout": rng} if rng is not None
-                      else None, mutable=mutable)
+                      else None, mutable=mutable, **extra)
     return out if mutable else (out, state.model_state)
 
   def train_step(state, batch, rng):
@@ -184,7 +191,7 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
                                        config.supervised.mixup, config.supervised.cutmix)
 
     def loss_fn(params):
-      outputs, model_state = apply(state, params, inputs, True, rng)
+      outputs, model_state = apply(state, params, inputs, True, rng, batch.get("segments"))
       if targets is None:
         per = per_example_loss(outputs, batch["label"], loss_kind, smoothing)
       else:
@@ -205,7 +212,8 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
 
   def eval_step(state, batch, rng):
     del rng
-    outputs, _ = apply(state, state.params, batch["inputs"], False)
+    outputs, _ = apply(state, state.params, batch["inputs"], False,
+                       segments=batch.get("segments"))
     m = batch["mask"]
     per = per_example_loss(outputs, batch["label"], loss_kind)
     sums = {"loss_sum": jnp.sum(per * m), "count": jnp.sum(m)}

@@ -2,7 +2,7 @@
 `shapes` JPEGs, for strata's streaming pipeline, tf.data and a PyTorch DataLoader.
 
   python -m benchmarks.input_pipeline [--images 5000] [--image_size 256] [--batches 12]
-                                      [--workers 1,2] [--data_dir DIR] [--out DIR]
+                                      [--rounds 3] [--workers 1,2] [--data_dir DIR] [--out DIR]
 
 Every contender reads the same prepared files (TFDS ArrayRecord shards of JPEG records) and does
 the same work per image: JPEG decode, Inception random-resized crop to 224 (area 0.08-1, aspect
@@ -11,7 +11,8 @@ batches of 256 (HWC):
 - strata: `data.build_pipeline` in streaming mode with `data.workers` = W worker processes
   (grain's mp_prefetch), ops `decode|random_resized_crop|flip|normalize` (PIL decode and
   resize, `data/image_ops.py`).
-- tf.data: `tfds.builder(...).as_dataset(...)` with the image left encoded,
+- tf.data: `tfds.builder(...).as_dataset(...)` on the same build written as TFRecord (tf.data
+  does not read ArrayRecord; the records hold the same JPEG bytes), with the image left encoded,
   `tf.image.sample_distorted_bounding_box` + `decode_and_crop_jpeg` + bilinear resize + flip +
   normalise mapped with `num_parallel_calls` = W on a private thread pool of W threads, batched,
   prefetched (the flax ImageNet example's input pipeline). Needs TensorFlow:
@@ -20,8 +21,9 @@ batches of 256 (HWC):
   decode, the torchvision RandomResizedCrop algorithm on the PIL image (PIL crop + bilinear
   resize), flip, normalise; `DataLoader(batch_size=256, shuffle=True, num_workers=W)`.
   torchvision itself is not used: its PyPI wheel needs the CUDA build of torch.
-Each contender and worker count runs in its own process; after 2 warm-up batches it times
-`--batches` batches and samples the resident memory of the process and its children (the
+Each contender and worker count runs in its own process, in `--rounds` interleaved rounds (the
+median round is reported, every round listed); after 2 warm-up batches it times `--batches`
+batches and samples the resident memory of the process and its children (the
 workers) every 50 ms: the peak of the sum is reported.
 
 Then the pipeline overhead of a small ResNet step (`cnn.ResNetTiny` at 224 px, batch 256): steps/s
@@ -130,10 +132,17 @@ def run_tfdata(args) -> float:
   import tensorflow as tf
   import tensorflow_datasets as tfds
 
-  from data import sources
+  from data import shapes
 
-  builder = sources._builder(_data_config(args))
-  ds = builder.as_dataset(split="train", shuffle_files=True,
+  # tf.data reads TFRecord, not ArrayRecord: the same build (the same JPEG bytes, a pure function
+  # of the split and index) written as TFRecord shards beside it.
+  config = shapes.shapes_config({"num_examples": args.images, "image_size": args.image_size})
+  builder = shapes.StrataShapes(data_dir=os.path.join(args.data_dir, "tfrecord"),
+                                config=config.name if not config.overrides else config,
+                                file_format="tfrecord")
+  if not builder.is_prepared():
+    builder.download_and_prepare()
+  ds = builder.as_dataset(split="train", shuffle_files=False,  # the build is ordered
                           decoders={"image": tfds.decode.SkipDecoding()})
 
   def preprocess(example):
@@ -277,7 +286,8 @@ def main(argv: list[str] | None = None) -> None:
   p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--images", type=int, default=5000)
   p.add_argument("--image_size", type=int, default=256)
-  p.add_argument("--batches", type=int, default=12)
+  p.add_argument("--batches", type=int, default=10)
+  p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--workers", default="1,2")
   p.add_argument("--data_dir", default=os.path.expanduser("~/tensorflow_datasets"))
   p.add_argument("--out", default="benchmarks/results")
@@ -304,25 +314,41 @@ def main(argv: list[str] | None = None) -> None:
     have_tf = True
   except ImportError:
     have_tf = False
-  for run in RUNNERS:
-    for w in workers:
-      if run == "tf.data" and not have_tf:
-        results["runs"][f"{run} W={w}"] = ("skipped: TensorFlow not installed "
-                                           "(pip install -e '.[tfdata]')")
-        continue
-      results["runs"][f"{run} W={w}"] = _spawn(args, run, w)
-      print(f"{run} W={w}: {results['runs'][f'{run} W={w}']}", file=sys.stderr, flush=True)
+  # Rounds of every (contender, workers), interleaved, so that a drift in the machine's speed
+  # (here +-15% from one minute to the next) touches all of them; the median round is reported.
+  samples: dict[str, list[Any]] = {}
+  for r in range(args.rounds):
+    for run in RUNNERS:
+      for w in workers:
+        key = f"{run} W={w}"
+        if run == "tf.data" and not have_tf:
+          samples[key] = ["skipped: TensorFlow not installed (pip install -e '.[tfdata]')"]
+          continue
+        samples.setdefault(key, []).append(_spawn(args, run, w))
+        print(f"round {r}: {key}: {samples[key][-1]}", file=sys.stderr, flush=True)
+  for key, got in samples.items():
+    ok = [g for g in got if isinstance(g, dict)]
+    if not ok:
+      results["runs"][key] = got[0]
+      continue
+    rates = sorted(g["images_per_s"] for g in ok)
+    results["runs"][key] = {"images_per_s": rates[len(rates) // 2],
+                            "images_per_s_rounds": [g["images_per_s"] for g in ok],
+                            "peak_rss_mb": max(g["peak_rss_mb"] for g in ok)}
   results["overhead"] = {f"W={w}": _spawn(args, "overhead", w) for w in workers}
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "input_pipeline.json"), "w") as f:
     json.dump(results, f, indent=1)
-  lines = ["| pipeline | workers | images/s | peak RSS (MB) |", "|---|---|---|---|"]
+  lines = ["| pipeline | workers | images/s (median of rounds) | rounds | peak RSS (MB) |",
+           "|---|---|---|---|---|"]
   for key, r in results["runs"].items():
     name, w = key.split(" W=")
     if isinstance(r, str):
-      lines.append(f"| {name} | {w} | {r} | |")
+      lines.append(f"| {name} | {w} | {r} | | |")
     else:
-      lines.append(f"| {name} | {w} | {r['images_per_s']:.0f} | {r['peak_rss_mb']:.0f} |")
+      rounds = ", ".join(f"{v:.0f}" for v in r["images_per_s_rounds"])
+      lines.append(f"| {name} | {w} | {r['images_per_s']:.0f} | {rounds} | "
+                   f"{r['peak_rss_mb']:.0f} |")
   lines += ["", "| ResNetTiny step, 224 px, batch 256 | steps/s in memory | steps/s fed | "
             "input-bound share |", "|---|---|---|---|"]
   for key, r in results["overhead"].items():
@@ -338,4 +364,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-  cli.guarded(main)()
+  cli.guarded(main)

@@ -106,4 +106,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-  cli.guarded(main)()
+  cli.guarded(main)

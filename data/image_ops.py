@@ -20,6 +20,7 @@ example at the same step gets the same crop and flip, so a resumed run is exact.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -39,16 +40,20 @@ def _array(pil: Image.Image, channels: int) -> np.ndarray:
 
 
 def resize_box(image: np.ndarray, height: int, width: int,
-               box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+               box: tuple[float, float, float, float] | None = None,
+               mirror: bool = False) -> np.ndarray:
   """The region `box` = (left, top, right, bottom) in pixels (default: all) resized to
-  (height, width) with PIL's antialiased bilinear filter; uint8 in and out."""
+  (height, width) with PIL's antialiased bilinear filter, flipped left-right if `mirror` (in
+  PIL, before the array exists: no strided copy later); uint8 in and out."""
   if image.dtype != np.uint8:
     raise ValueError(f"image ops take uint8 images; got {image.dtype}")
   h, w = image.shape[:2]
   box = (0.0, 0.0, float(w), float(h)) if box is None else tuple(float(v) for v in box)
   if (height, width) == (h, w) and box == (0.0, 0.0, float(w), float(h)):
-    return image
+    return np.ascontiguousarray(image[:, ::-1]) if mirror else image
   out = _pil(image).resize((width, height), Image.Resampling.BILINEAR, box=box)
+  if mirror:
+    out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
   return _array(out, image.shape[-1])
 
 
@@ -113,10 +118,13 @@ def inception_box(rng: np.random.Generator, height: int, width: int,
 
 def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int,
                         scale: tuple[float, float] = (0.08, 1.0),
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
-  """An Inception crop of `image` resized to (size, size)."""
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                        then_flip: bool = False) -> np.ndarray:
+  """An Inception crop of `image` resized to (size, size); `then_flip`: followed by `flip`,
+  drawing from `rng` in the same order (the same result as the two ops, one copy fewer)."""
   box = inception_box(rng, image.shape[0], image.shape[1], scale, ratio)
-  return resize_box(image, size, size, box)
+  mirror = bool(then_flip and rng.random() < 0.5)
+  return resize_box(image, size, size, box, mirror)
 
 
 def flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -124,10 +132,29 @@ def flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   return image[:, ::-1] if rng.random() < 0.5 else image
 
 
-def normalize(image: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-  """(x - mean) / std per channel, float32."""
+def normalize(image: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...],
+              out: np.ndarray | None = None) -> np.ndarray:
+  """(x - mean) x (1 / std) per channel, float32; written into `out` (a contiguous slot of the
+  batch) when given, so the batch is not stacked afterwards. Normalising and stacking were 1.7
+  of 3.0 ms an image as `(x.astype(float32) - mean) / std` then `np.stack`."""
   if len(mean) != image.shape[-1] or len(std) != image.shape[-1]:
     raise ValueError(f"data.image.mean={tuple(mean)} / std={tuple(std)} for images with "
                      f"{image.shape[-1]} channels; expected one value per channel")
-  mean32, std32 = np.asarray(mean, np.float32), np.asarray(std, np.float32)
-  return (image.astype(np.float32) - mean32) / std32
+  mean_tiled, inv_std_tiled = _tiled(image.size, tuple(mean), tuple(std))
+  if out is None:
+    out = np.empty(image.shape, np.float32)
+  flat = out.reshape(-1)  # a view: `out` is a contiguous slot
+  # Over whole-image arrays, not (H, W, 3) broadcasts: numpy's inner loop then runs the length
+  # of the image instead of 3 (0.18 ms instead of 0.55 ms for 224 x 224 x 3).
+  np.subtract(np.ascontiguousarray(image).reshape(-1), mean_tiled, out=flat, dtype=np.float32)
+  np.multiply(flat, inv_std_tiled, out=flat)
+  return out
+
+
+@functools.lru_cache(maxsize=8)
+def _tiled(size: int, mean: tuple[float, ...], std: tuple[float, ...]
+           ) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and 1/std repeated over `size` interleaved pixel values (float32)."""
+  reps = size // len(mean)
+  inv_std = (1.0 / np.asarray(std, np.float64)).astype(np.float32)
+  return np.tile(np.asarray(mean, np.float32), reps), np.tile(inv_std, reps)

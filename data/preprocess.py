@@ -80,9 +80,15 @@ class Preprocess:
   def random(self) -> bool:
     return bool(set(self.ops) & set(RANDOM_OPS))
 
-  def __call__(self, example: Any, rng: np.random.Generator | None) -> np.ndarray:
+  def __call__(self, example: Any, rng: np.random.Generator | None,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """The prepared example; written into `out` (its slot in the batch) when given."""
     x = example
-    for op in self.ops:
+    fused = False  # a flip done inside the crop before it
+    for i, op in enumerate(self.ops):
+      if fused:
+        fused = False
+        continue
       if op == "decode":
         if isinstance(x, (bytes, np.bytes_)):
           x = self.feature.decode_example_np(bytes(x))
@@ -92,7 +98,8 @@ class Preprocess:
       elif op == "resize_small":
         x = image_ops.resize_small(x, self.small)
       elif op == "random_resized_crop":
-        x = image_ops.random_resized_crop(x, rng, self.size, self.scale, self.ratio)
+        fused = self.ops[i + 1:i + 2] == ("flip",)
+        x = image_ops.random_resized_crop(x, rng, self.size, self.scale, self.ratio, fused)
       elif op == "central_crop":
         x = image_ops.central_crop(x, self.size)
       elif op == "central_crop_fraction":
@@ -100,5 +107,11 @@ class Preprocess:
       elif op == "flip":
         x = image_ops.flip(x, rng)
       elif op == "normalize":
-        x = image_ops.normalize(x, self.mean, self.std)
+        last = i == len(self.ops) - 1
+        x = image_ops.normalize(x, self.mean, self.std, out if last else None)
+        if last and out is not None:
+          return out
+    if out is not None:
+      out[...] = x
+      return out
     return np.ascontiguousarray(x)

@@ -223,7 +223,8 @@ class StrataShapes(OfflineBuilder):
 
     TFDS's own writer sorts every split by key through a shuffler that spills to disk with
     TensorFlow once a split passes 1 GB; these examples come in key order already, so they are
-    written straight to ArrayRecord and memory stays at one image per worker whatever the
+    written straight to the builder's file format (ArrayRecord; TFRecord for tf.data, with
+    TensorFlow) and memory stays at one image per worker whatever the
     build's size, without TensorFlow.
     """
     from tensorflow_datasets.core import example_serializer, file_adapters
@@ -250,7 +251,7 @@ class StrataShapes(OfflineBuilder):
         count = min(SHARD_IMAGES, n - shard * SHARD_IMAGES)
         path = template.sharded_filepath(shard_index=shard, num_shards=shards)
         path.parent.mkdir(parents=True, exist_ok=True)
-        file_adapters.ArrayRecordFileAdapter.write_examples(
+        file_adapters.ADAPTER_FOR_FORMAT[self.info.file_format].write_examples(
             path, serialized(itertools.islice(examples, count)))
         lengths.append(count)
       infos.append(splits_lib.SplitInfo(name=split, shard_lengths=lengths, num_bytes=total,

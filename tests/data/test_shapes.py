@@ -48,3 +48,20 @@ def test_a_small_build_streams_decoded_crops(tmp_path):
   raw = sources.open_split(c, "train")[5]["image"]
   data, _ = shapes.jpeg("train", 5, 4, 32)
   np.testing.assert_array_equal(raw, np.asarray(Image.open(io.BytesIO(data))))
+
+
+@pytest.mark.slow  # two spawned worker processes: 6 s
+def test_worker_processes_hand_image_batches_over_in_shared_memory_unchanged(tmp_path):
+  c = data_config("shapes", str(tmp_path), batch_size=8, in_memory="false", workers=2,
+                  builder_config={"num_examples": 40, "num_classes": 4, "image_size": 32},
+                  image={"train": ("decode", "random_resized_crop", "flip", "normalize"),
+                         "size": 24})
+  p = data_lib.build_pipeline(c, "train", train=True, seed=0)
+  it = p.iterator(prefetch=2)
+  try:
+    for i in range(7):  # past the first epoch (5 batches)
+      got, want = next(it), p.dataset[i]
+      for k in want:
+        np.testing.assert_array_equal(np.asarray(got[k]), want[k])
+  finally:
+    it.close()

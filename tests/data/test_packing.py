@@ -93,16 +93,26 @@ def test_pydoc_text_streams_through_packing_with_lengths_cached(data_dir, tmp_pa
 def test_the_transformer_attends_within_its_document_only():
   from arch.transformer import TransformerLM
 
-  model = TransformerLM(vocab_size=64, width=16, depth=2, num_heads=2, mlp_dim=32, max_len=12)
+  model = TransformerLM(vocab_size=64, width=8, depth=1, num_heads=2, mlp_dim=8, max_len=12)
   tokens = np.random.default_rng(0).integers(0, 64, size=(1, 12)).astype(np.int32)
   segments = np.array([[0] * 5 + [1] * 7], np.int32)
-  variables = model.init(jax.random.key(0), tokens)
-  out = model.apply(variables, tokens, segments=segments)
+  apply = jax.jit(model.apply)  # one compile per signature instead of op-by-op dispatch
+  variables = jax.jit(model.init)(jax.random.key(0), tokens)
+  out = apply(variables, tokens, segments=segments)
   changed = tokens.copy()
   changed[0, :5] = (changed[0, :5] + 1) % 64       # another first document
-  out2 = model.apply(variables, changed, segments=segments)
+  out2 = apply(variables, changed, segments=segments)
   np.testing.assert_allclose(out[0, 5:], out2[0, 5:], rtol=1e-5, atol=1e-5)
   assert not np.allclose(out[0, :5], out2[0, :5])
   # Without segments the second document sees the first.
-  assert not np.allclose(model.apply(variables, tokens)[0, 5:],
-                         model.apply(variables, changed)[0, 5:])
+  assert not np.allclose(apply(variables, tokens)[0, 5:], apply(variables, changed)[0, 5:])
+
+
+def test_the_stdlib_corpus_is_documents_split_by_path():
+  from data import builders
+
+  files = builders.stdlib_sources()
+  assert len(files) > 500 and all(p.endswith(".py") for p, _ in files)
+  splits = [builders._stdlib_split(p) for p, _ in files]
+  assert 0.85 < splits.count("train") / len(splits) < 0.95
+  assert builders._stdlib_split("json/decoder.py") == builders._stdlib_split("json/decoder.py")

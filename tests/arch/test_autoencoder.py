@@ -36,6 +36,7 @@ def test_shapes_and_methods(cls, shape, kw):
   np.testing.assert_allclose(decoded, out["output"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # 14 s; the default suite's budget (docs/testing.md)
 def test_vae_samples_from_the_posterior():
   model = VAE(input_shape=(6,), latent_dim=2, features=(16,))
   x = jax.random.normal(KEY, (4, 6))

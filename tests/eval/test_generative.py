@@ -100,6 +100,7 @@ def test_reference_features_are_the_classifiers_penultimate_activations(trained)
   del jax
 
 
+@pytest.mark.slow  # 16 s; the default suite's budget (docs/testing.md)
 def test_report_of_a_conditional_gan(trained, tmp_path):
   ref = trained("digits_cnn")
   workdir = trained("digits_cgan")

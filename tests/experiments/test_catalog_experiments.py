@@ -7,10 +7,9 @@ from tests.conftest import load_experiment, mock_catalog
 from train import loop
 
 
-# The two ImageNet recipes (8 s each, mostly compiling) run with the slow checks (and in CI).
-@pytest.mark.parametrize("name", ["cifar10_resnet20",
-                                  pytest.param("imagenet_resnet50", marks=pytest.mark.slow),
-                                  pytest.param("imagenet_vit_s16", marks=pytest.mark.slow)])
+# 6-8 s each, mostly compiling: with the slow checks (and in CI), for the default suite's budget.
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cifar10_resnet20", "imagenet_resnet50", "imagenet_vit_s16"])
 def test_tiny_mode_trains_streaming_on_mock_data(name, tmp_path):
   c = load_experiment(name, "tiny", str(tmp_path / "tfds"))
   with c.unlocked():

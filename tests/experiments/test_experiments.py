@@ -40,6 +40,8 @@ def test_full_config_validates_and_unknown_argument_fails(name):
 # The diffusion experiments' tiny modes compile a UNet three times (init, step, sampler), about
 # 40 s each here: they run with the slow checks (`-m slow`, and in CI).
 SLOW_TINY = {"digits_ddpm", "digits_ddpm_cfg", "mnist1d_ddpm"}
+# shapes_resnet's tiny mode (9 s: it builds and streams JPEGs) too, for the default suite's budget.
+SLOW_SUPERVISED = {"shapes_resnet"}
 # The generative experiments' tiny modes are in test_generative_experiments.py, so that the two
 # pytest-xdist workers (which take whole files) share the work.
 GENERATIVE = ("digits_ae", "digits_dae", "digits_vae", "mnist1d_vae", "digits_anomaly",
@@ -47,7 +49,8 @@ GENERATIVE = ("digits_ae", "digits_dae", "digits_vae", "mnist1d_vae", "digits_an
 
 
 def tiny_params(names):
-  return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_TINY else n for n in names]
+  slow = SLOW_TINY | SLOW_SUPERVISED
+  return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in names]
 
 
 # The public-catalog experiments train on TFDS's mock data in test_catalog_experiments.py.

@@ -162,6 +162,7 @@ def test_diverging_run_stops_with_the_spines_error_and_keeps_the_last_checkpoint
                             for v in jax.tree.leaves(tree["params"]))
 
 
+@pytest.mark.slow  # 13 s; the default suite's budget (docs/testing.md)
 def test_sample_grids_are_written_at_every_evaluation(trained):
   workdir = trained("digits_cgan")  # tiny: 20 steps, evaluated at 10 and 20
   files = sorted(os.listdir(os.path.join(workdir, "samples")))

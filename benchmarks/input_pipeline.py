@@ -69,13 +69,14 @@ def _data_config(args):
   return c
 
 
-class _PeakRss:
-  """Samples the summed resident memory of this process and its descendants every 50 ms."""
+class PeakRss:
+  """Samples the summed resident memory of process `pid` (default: this one) and its
+  descendants every 50 ms while the context is open; `peak` is the largest sum, in bytes."""
 
-  def __init__(self):
+  def __init__(self, pid: int | None = None):
     import psutil
 
-    self._proc, self.peak, self._stop = psutil.Process(), 0, threading.Event()
+    self._proc, self.peak, self._stop = psutil.Process(pid), 0, threading.Event()
     self._thread = threading.Thread(target=self._run, daemon=True)
 
   def _run(self):
@@ -260,7 +261,7 @@ RUNNERS = {"strata": run_strata, "tf.data": run_tfdata, "pytorch": run_torch}
 
 
 def _child(args) -> None:
-  with _PeakRss() as rss:
+  with PeakRss() as rss:
     if args.run == "overhead":
       result: dict[str, Any] = run_overhead(args)
     else:

@@ -21,10 +21,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
-import psutil
-
+from benchmarks.input_pipeline import PeakRss
 from train import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,26 +52,18 @@ def measure(images: int, steps: int, workers: int, data_dir: str) -> dict[str, f
   try:
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
-    root, peak = psutil.Process(proc.pid), 0
-    while proc.poll() is None:
-      total = 0
-      try:
-        for p in [root, *root.children(recursive=True)]:
-          total += p.memory_info().rss
-      except psutil.Error:
-        pass
-      peak = max(peak, total)
-      time.sleep(0.05)
+    with PeakRss(proc.pid) as rss:
+      _, err = proc.communicate()
     if proc.returncode:
       raise RuntimeError(f"training on {images} images failed: "
-                         f"{proc.stderr.read().strip().splitlines()[-1:]}")
+                         f"{err.strip().splitlines()[-1:]}")
     with open(os.path.join(workdir, "summary.json")) as f:
       wall = json.load(f)["wall_time_s"]
   finally:
     shutil.rmtree(workdir, ignore_errors=True)
   build = os.path.dirname(sources._split_files(sources._builder(config.data), "train")[0])
   return {"images": info.split_sizes["train"], "build_gb": _du(build) / 1e9,
-          "peak_rss_mb": peak / 2**20, "steps_per_s": steps / wall}
+          "peak_rss_mb": rss.peak / 2**20, "steps_per_s": steps / wall}
 
 
 def main(argv: list[str] | None = None) -> None:

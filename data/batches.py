@@ -29,6 +29,8 @@ from typing import Any, Callable
 import grain
 import numpy as np
 
+from data import sources
+
 Batch = dict[str, np.ndarray]
 
 
@@ -73,11 +75,7 @@ class RecordRows:
 
   def records(self, idx: np.ndarray) -> list[dict[str, Any]]:
     """The decoded records `idx`, in that order."""
-    keys = [int(i) for i in idx]
-    try:
-      return list(self.source.__getitems__(keys))  # one bulk read, in parallel on disk
-    except (TypeError, AttributeError):  # tfds.testing.mock_data replaces the single reader only
-      return [self.source[k] for k in keys]
+    return sources.read_records(self.source, idx)
 
   def take(self, idx: np.ndarray | slice, stack: bool = True) -> tuple[Any, np.ndarray]:
     """(inputs, labels) of records `idx`: inputs stacked, or as a list when `stack` is False

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from data import sources
 from data.batches import Batch, EvalBatches, TrainBatches
 
 
@@ -44,12 +45,8 @@ def document_lengths(source: Any, key: str, cache_path: str | None) -> np.ndarra
   n, chunk = len(source), 1024
   out = np.zeros(n, np.int64)
   for lo in range(0, n, chunk):
-    keys = list(range(lo, min(lo + chunk, n)))
-    try:
-      records = source.__getitems__(keys)
-    except (TypeError, AttributeError):  # tfds.testing.mock_data replaces the single reader only
-      records = [source[k] for k in keys]
-    out[lo:lo + len(keys)] = [len(tokens(r[key])) for r in records]
+    records = sources.read_records(source, range(lo, min(lo + chunk, n)))
+    out[lo:lo + len(records)] = [len(tokens(r[key])) for r in records]
   if cache_path:
     os.makedirs(os.path.dirname(cache_path), exist_ok=True)
     tmp = f"{cache_path}.{os.getpid()}.tmp.npy"
@@ -71,10 +68,7 @@ class _Documents:
 
   def read(self, ids: np.ndarray) -> dict[int, np.ndarray]:
     keys = sorted({int(i) for i in ids})
-    try:
-      records = self.source.__getitems__(keys)
-    except (TypeError, AttributeError):
-      records = [self.source[k] for k in keys]
+    records = sources.read_records(self.source, keys)
     return {k: tokens(r[self.key]) for k, r in zip(keys, records)}
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_collections as mlc
 import numpy as np
 
 from data import image_ops
@@ -22,6 +23,21 @@ from data import image_ops
 OPS = ("decode", "resize", "resize_small", "random_resized_crop", "central_crop",
        "central_crop_fraction", "flip", "normalize")
 RANDOM_OPS = ("random_resized_crop", "flip")
+
+
+def defaults() -> mlc.ConfigDict:
+  """The `config.data.image` section: no ops, and the parameters' defaults."""
+  c = mlc.ConfigDict()
+  c.train = ()                           # e.g. ("decode", "random_resized_crop", "flip",
+  c.eval = ()                            #       "normalize")
+  c.size = 0                             # output side in pixels
+  c.crop_scale = (0.08, 1.0)             # random_resized_crop: area fraction
+  c.crop_ratio = (3 / 4, 4 / 3)          # random_resized_crop: aspect ratio
+  c.central_fraction = 0.875             # central_crop_fraction; resize_small's default
+  c.resize_small = 0                     # shorter side; 0 = size / central_fraction
+  c.mean = ()                            # normalize, per channel; () = ImageNet's
+  c.std = ()
+  return c
 
 
 def check(image_config: Any, field: str = "data.image") -> None:

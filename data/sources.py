@@ -262,6 +262,18 @@ def _cached_text(builder, split: str, key: str) -> np.ndarray:
   return np.frombuffer(b"".join(parts), np.uint8)
 
 
+def read_records(source: Any, keys: Any) -> list[dict[str, Any]]:
+  """The decoded records `keys` of a TFDS data source, in that order, in one bulk read (in
+  parallel on disk)."""
+  keys = [int(k) for k in keys]
+  if not keys:
+    return []
+  try:
+    return list(source.__getitems__(keys))
+  except (TypeError, AttributeError):  # tfds.testing.mock_data replaces the single reader only
+    return [source[k] for k in keys]
+
+
 def _data_source(builder, split: str, raw_key: str | None = None):
   """`builder`'s data source of `split`; the feature `raw_key` (if any) is left encoded."""
   base = split.split("[")[0]
@@ -294,10 +306,7 @@ def load_split(data_config, split: str) -> SplitArrays:
 def _cached_split(builder, split: str, input_key: str, label_key: str) -> SplitArrays:
   source = _data_source(builder, split)
   n = len(source)
-  try:
-    records = source.__getitems__(range(n)) if n else []  # one bulk read (0.39 s vs 0.58 s for MNIST-1D train)
-  except TypeError:  # tfds.testing.mock_data replaces the single-record reader only
-    records = [source[i] for i in range(n)]
+  records = read_records(source, range(n))  # one bulk read (0.39 s vs 0.58 s for MNIST-1D train)
   inputs = np.stack([np.asarray(r[input_key]) for r in records]) if n else np.zeros((0,))
   labels = np.asarray([r[label_key] for r in records], dtype=np.int64)
   return SplitArrays(inputs=inputs, labels=labels)

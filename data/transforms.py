@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any, Iterable
 
 import grain
+import ml_collections as mlc
 import numpy as np
 
 Batch = dict[str, np.ndarray]
@@ -195,6 +196,16 @@ class RandomFlip(grain.transforms.RandomMap):
     flip = rng.random(x.shape[0]) < 0.5
     out = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
     return {**batch, "inputs": out}
+
+
+def defaults() -> mlc.ConfigDict:
+  """The `config.data.augment` section: every augmentation off."""
+  c = mlc.ConfigDict()
+  c.shift = 0                            # 1-D: max translation in samples
+  c.noise_std = 0.0                      # additive Gaussian, normalised units
+  c.crop_padding = 0                     # images: pad-and-crop
+  c.flip = False                         # images: random left-right flip
+  return c
 
 
 def build(augment: Any, stats: Statistics | None, train: bool,

@@ -62,21 +62,8 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.data.prefetch = 0                               # batches made ahead on a thread
   c.data.in_memory = "auto"                         # auto|True|False (auto: streams past 2 GiB)
   c.data.workers = 0                                # streaming: processes making batches
-  c.data.image = mlc.ConfigDict()                   # per-example image ops (data/preprocess.py)
-  c.data.image.train = ()                           # e.g. ("decode", "random_resized_crop", "flip",
-  c.data.image.eval = ()                            #       "normalize")
-  c.data.image.size = 0                             # output side in pixels
-  c.data.image.crop_scale = (0.08, 1.0)             # random_resized_crop: area fraction
-  c.data.image.crop_ratio = (3 / 4, 4 / 3)          # random_resized_crop: aspect ratio
-  c.data.image.central_fraction = 0.875             # central_crop_fraction; resize_small's default
-  c.data.image.resize_small = 0                     # shorter side; 0 = size / central_fraction
-  c.data.image.mean = ()                            # normalize, per channel; () = ImageNet's
-  c.data.image.std = ()
-  c.data.augment = mlc.ConfigDict()
-  c.data.augment.shift = 0                          # 1-D: max translation in samples
-  c.data.augment.noise_std = 0.0                    # additive Gaussian, normalised units
-  c.data.augment.crop_padding = 0                   # images: pad-and-crop
-  c.data.augment.flip = False                       # images: random left-right flip
+  c.data.image = data_preprocess.defaults()        # per-example image ops (data/preprocess.py)
+  c.data.augment = data_transforms.defaults()       # batch augmentation (data/transforms.py)
 
   c.model = mlc.ConfigDict()
   c.model.name = "cnn.CNN"
@@ -336,17 +323,13 @@ def validate(config: mlc.ConfigDict) -> None:
                       "thresholds inputs scaled to [0, 1]: expected data.normalize='unit'")
   check_positive(d.batch_size, "data.batch_size")
   check_positive(d.eval_batch_size, "data.eval_batch_size")
-  check_positive(d.prefetch, "data.prefetch", allow_zero=True)
-  check_positive(d.workers, "data.workers", allow_zero=True)
+  for f in ("prefetch", "workers", "seq_len"):
+    check_positive(d[f], f"data.{f}", allow_zero=True)
   try:
     data_preprocess.check(d.image)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
-  try:
     data_pipeline.in_memory_setting(d.in_memory)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  check_positive(d.seq_len, "data.seq_len", allow_zero=True)
   for f in ("shift", "crop_padding", "noise_std"):
     check_positive(d.augment[f], f"data.augment.{f}", allow_zero=True)
   o = config.optim

@@ -60,6 +60,7 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.data.sampler = "shuffle"                        # shuffle|sequential|balanced
   c.data.class_weights = "none"                     # none|balanced
   c.data.prefetch = 0                               # batches made ahead on a thread
+  c.data.device_prefetch = 2                        # batches sent to the devices ahead
   c.data.in_memory = "auto"                         # auto|True|False (auto: streams past 2 GiB)
   c.data.workers = 0                                # streaming: processes making batches
   c.data.image = data_preprocess.defaults()        # per-example image ops (data/preprocess.py)
@@ -323,7 +324,7 @@ def validate(config: mlc.ConfigDict) -> None:
                       "thresholds inputs scaled to [0, 1]: expected data.normalize='unit'")
   check_positive(d.batch_size, "data.batch_size")
   check_positive(d.eval_batch_size, "data.eval_batch_size")
-  for f in ("prefetch", "workers", "seq_len"):
+  for f in ("prefetch", "device_prefetch", "workers", "seq_len"):
     check_positive(d[f], f"data.{f}", allow_zero=True)
   try:
     data_preprocess.check(d.image)

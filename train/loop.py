@@ -29,6 +29,7 @@ import arch
 import data as data_lib
 from train import checkpoint as checkpoint_lib
 from train import config as config_lib
+from train import device_prefetch as device_prefetch_lib
 from train import figures, paradigms, parallel, records, transfer
 from train.errors import NonFiniteLossError
 
@@ -38,7 +39,7 @@ from train.errors import NonFiniteLossError
 # on 8 devices with fsdp=8 resumes on 1, or on 4 with fsdp=4), equal to float rounding.
 RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.log_every", "train.eval_every",
                      "train.checkpoint_every", "train.keep_checkpoints", "data.prefetch",
-                     "mesh.data", "mesh.fsdp")
+                     "data.device_prefetch", "mesh.data", "mesh.fsdp")
 
 
 def config_changes(workdir: str, config: mlc.ConfigDict) -> dict[str, tuple[Any, Any]]:
@@ -94,15 +95,16 @@ def _write_grid(samples: jax.Array, workdir: str, step: int, final: bool, enable
     figures.sample_grid(samples, os.path.join(workdir, "samples", name), title=f"step {step}")
 
 
-def evaluate(eval_step, state, pipeline: data_lib.Pipeline, sharding, rng) -> dict[str, float]:
+def evaluate(eval_step, state, pipeline: data_lib.Pipeline, sharding, rng,
+             device_prefetch: int = 0) -> dict[str, float]:
   """One pass over an evaluation pipeline; sums merge across batches, then divide. Batch `i`
-  gets the key `fold_in(rng, i)` (a VAE's posterior samples differ from batch to batch)."""
+  gets the key `fold_in(rng, i)` (a VAE's posterior samples differ from batch to batch);
+  `device_prefetch` batches are sent to the devices ahead."""
   totals: dict[str, float] = {}
-  batches = pipeline.iterator()
+  batches = device_prefetch_lib.DevicePrefetch(pipeline.iterator(), device_prefetch, sharding)
   try:
     for i, batch in enumerate(batches):
-      sums = jax.device_get(eval_step(state, parallel.global_batch(batch, sharding),
-                                      jax.random.fold_in(rng, i)))
+      sums = jax.device_get(eval_step(state, batch, jax.random.fold_in(rng, i)))
       for k, v in sums.items():
         totals[k] = totals.get(k, 0.0) + float(v)
   finally:
@@ -229,7 +231,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
                               json.loads(config.to_json_best_effort()))
     records.write_json_atomic(os.path.join(workdir, "lineage.json"), lineage)
 
-  iterator = train_pipe.iterator(prefetch=d.prefetch)
+  iterator = device_prefetch_lib.DevicePrefetch(train_pipe.iterator(prefetch=d.prefetch),
+                                           d.device_prefetch, batch_sharding)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                      config.train.keep_checkpoints)
   restored = ckpt.restore_latest(run.abstract, iterator)
@@ -286,14 +289,14 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
 
   try:
     for s in range(start + 1, steps + 1):
-      batch = parallel.global_batch(next(iterator), batch_sharding)
-      state, metrics = train_step(state, batch, step_rng)
+      state, metrics = train_step(state, next(iterator), step_rng)
       window.append(metrics)
       if every(t_cfg.log_every, s):
         flush(s)
       if every(t_cfg.eval_every, s):
         flush(s)
-        last_eval = evaluate(eval_step, state, eval_pipe, batch_sharding, step_rng)
+        last_eval = evaluate(eval_step, state, eval_pipe, batch_sharding, step_rng,
+                             d.device_prefetch)
         writer.write(s, "eval", last_eval)
         if is_main:
           records.console(progress.line(s, "eval", last_eval, None))
@@ -304,7 +307,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
         ckpt.save(s, state, iterator, {"step": s, "config": json.loads(
             config.to_json_best_effort()), "lineage": lineage})
     if start >= steps:
-      last_eval = evaluate(eval_step, state, eval_pipe, batch_sharding, step_rng)
+      last_eval = evaluate(eval_step, state, eval_pipe, batch_sharding, step_rng,
+                             d.device_prefetch)
   finally:
     iterator.close()
     ckpt.close()

@@ -21,6 +21,7 @@ import functools
 from typing import Any, ClassVar
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from arch.attention import MultiHeadAttention, sinusoidal
@@ -41,11 +42,12 @@ class Block(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, mask=None, causal=False, decode=False, train=False):
+  def __call__(self, x, mask=None, causal=False, decode=False, train=False, positions=None):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     h = nn.LayerNorm(**kw, name="ln_attn")(x)
     h = MultiHeadAttention(self.num_heads, rotary=self.rotary, dropout=self.dropout, **kw,
-                           name="attn")(h, mask, causal=causal, decode=decode, train=train)
+                           name="attn")(h, mask, causal=causal, positions=positions,
+                                        decode=decode, train=train)
     x = x + h
     h = nn.LayerNorm(**kw, name="ln_mlp")(x)
     h = nn.Dense(self.mlp_dim, **kw, name="mlp_in")(h)
@@ -70,7 +72,9 @@ class _Stack(nn.Module):
   remat: bool = False
 
   @nn.compact
-  def __call__(self, x, mask=None, *, causal=False, decode=False, train=False):
+  def __call__(self, x, mask=None, *, causal=False, decode=False, train=False, positions=None):
+    """`positions` (B, T) int: each token's position (packed documents restart at 0); by
+    default 0..T-1, continued from the cache when decoding."""
     steps, width = x.shape[1], x.shape[2]
     offset = jnp.zeros((), jnp.int32)
     if decode and self.positions in ("learned", "sinusoidal"):
@@ -80,21 +84,29 @@ class _Stack(nn.Module):
       if cached:
         offset = pos.value
         pos.value = offset + steps
-    index = offset + jnp.arange(steps)
+    index = (offset + jnp.arange(steps))[None] if positions is None else positions  # (1|B, T)
     if self.positions == "learned":
       table = self.param("position_embedding", nn.initializers.normal(0.02),
                          (self.max_len, width), self.param_dtype)
-      x = x + jnp.take(table, index, axis=0).astype(x.dtype)[None]
+      x = x + jnp.take(table, index, axis=0).astype(x.dtype)
     elif self.positions == "sinusoidal":
-      x = x + sinusoidal(index, width).astype(x.dtype)[None]
+      x = x + sinusoidal(index, width).astype(x.dtype)
     if self.dropout > 0:
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
     block = maybe_remat(Block, self.remat, static_argnums=(3, 4, 5))  # causal, decode, train
     for i in range(self.depth):
       x = block(self.num_heads, self.mlp_dim, self.dropout, rotary=self.positions == "rotary",
                 dtype=self.dtype, param_dtype=self.param_dtype, name=f"block{i}")(
-                    x, mask, causal, decode, train)
+                    x, mask, causal, decode, train, positions)
     return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="ln_final")(x)
+
+
+def segment_positions(segments: jnp.ndarray) -> jnp.ndarray:
+  """(B, T) int positions that restart at 0 wherever `segments` (B, T) changes along T."""
+  steps = jnp.arange(segments.shape[1], dtype=jnp.int32)
+  starts = jnp.concatenate([jnp.ones_like(segments[:, :1], bool),
+                            segments[:, 1:] != segments[:, :-1]], axis=1)
+  return steps - jax.lax.cummax(jnp.where(starts, steps, 0), axis=1)
 
 
 def _check_length(steps: int, max_len: int, what: str) -> None:
@@ -236,7 +248,8 @@ class TransformerLM(nn.Module):
   def __call__(self, tokens: jnp.ndarray, train: bool = False,
                decode: bool = False, segments: jnp.ndarray | None = None) -> jnp.ndarray:
     """`segments` (B, T) int: the document of each token in a packed window; a token attends
-    only to earlier tokens of its own document."""
+    only to earlier tokens of its own document, and positions restart at 0 at each document's
+    first token in the window, so a packed document is computed as it would be alone."""
     check_choice(self.positions, POSITIONS, "positions")
     if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
       raise ValueError(f"TransformerLM expects int token ids (B, T); got {tokens.dtype} "
@@ -245,11 +258,12 @@ class TransformerLM(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     x = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02), **kw,
                  name="embed")(tokens)
-    mask = None
+    mask = positions = None
     if segments is not None:
       mask = segments[:, None, :, None] == segments[:, None, None, :]   # (B, 1, T, T)
+      positions = segment_positions(segments)
     x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len, self.positions,
                self.dropout, self.dtype, self.param_dtype, self.remat, name="decoder")(
-                   x, mask, causal=True, decode=decode, train=train)
+                   x, mask, causal=True, decode=decode, train=train, positions=positions)
     return nn.Dense(self.vocab_size, **kw, name="head")(x)
 

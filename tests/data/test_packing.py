@@ -4,6 +4,7 @@ stays inside a document."""
 
 import jax
 import numpy as np
+import pytest
 
 from data import packing
 from data.text import build
@@ -106,6 +107,25 @@ def test_the_transformer_attends_within_its_document_only():
   assert not np.allclose(out[0, :5], out2[0, :5])
   # Without segments the second document sees the first.
   assert not np.allclose(apply(variables, tokens)[0, 5:], apply(variables, changed)[0, 5:])
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rotary"])
+def test_a_packed_document_is_computed_as_it_would_be_alone(positions):
+  """Positions restart at each document's first token: the second document of a packed window
+  gets the logits of the same tokens run alone from position 0."""
+  from arch.transformer import TransformerLM, segment_positions
+
+  model = TransformerLM(vocab_size=64, width=8, depth=2, num_heads=2, mlp_dim=8, max_len=12,
+                        positions=positions)
+  tokens = np.random.default_rng(1).integers(0, 64, size=(1, 12)).astype(np.int32)
+  segments = np.array([[0] * 5 + [1] * 7], np.int32)
+  variables = jax.jit(model.init)(jax.random.key(0), tokens)
+  apply = jax.jit(model.apply)
+  packed = apply(variables, tokens, segments=segments)
+  alone = apply(variables, tokens[:, 5:])
+  np.testing.assert_allclose(packed[0, 5:], alone[0], rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(segment_positions(np.array([[0, 0, 1, 1, 1, 2, -1, -1]])),
+                                [[0, 1, 0, 1, 2, 0, 0, 1]])
 
 
 def test_the_stdlib_corpus_is_documents_split_by_path():

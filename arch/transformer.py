@@ -23,11 +23,13 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from arch.attention import MultiHeadAttention, sinusoidal
 from arch.common import check_choice, maybe_remat
 
 POSITIONS = ("learned", "sinusoidal", "rotary", "none")
+CLASSIFIER_POSITIONS = POSITIONS + ("sincos2d",)
 POOLS = ("cls", "mean")
 
 
@@ -127,9 +129,13 @@ class TransformerClassifier(nn.Module):
   Attributes:
     num_classes, width (D), depth, num_heads, mlp_dim: the usual.
     max_len: the most tokens (after patching, before the CLS token) a sequence may have.
-    positions: "learned", "sinusoidal", "rotary" or "none".
+    positions: "learned", "sinusoidal", "rotary", "none", or for images "sincos2d" (fixed 2-D
+      sin-cos embeddings of each patch's row and column, big_vision's `posemb_sincos_2d`).
     pool: "cls" (a learned token prepended, its final state classified) or "mean" (over valid
       tokens).
+    pre_logits: > 0 puts a Dense(pre_logits) + tanh between the pooled features and the head
+      (big_vision's `rep_size`).
+    head_zero_init: the head's kernel starts at zero (big_vision's `head_zeroinit`).
     remat: recompute each block's activations in the backward pass (`nn.remat`) instead of
       storing them; same parameters, less memory.
   Returns (B, num_classes). Pooled features are sown as `intermediates/features`, attention
@@ -150,11 +156,16 @@ class TransformerClassifier(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False
+  pre_logits: int = 0
+  head_zero_init: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False,
                lengths: jnp.ndarray | None = None) -> jnp.ndarray:
-    check_choice(self.positions, POSITIONS, "positions")
+    check_choice(self.positions, CLASSIFIER_POSITIONS, "positions")
+    if self.positions == "sincos2d" and (self.vocab_size > 0 or x.ndim != 4):
+      raise ValueError(f"positions='sincos2d' takes images (B, H, W, C); got {x.shape}")
+    grid = None
     check_choice(self.pool, POOLS, "pool")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     if self.vocab_size > 0:
@@ -172,6 +183,7 @@ class TransformerClassifier(nn.Module):
           raise ValueError(f"image {h}x{w} is not divisible into model.patch_size={p} patches")
         x = x.reshape(b, h // p, p, w // p, p, ch).transpose(0, 1, 3, 2, 4, 5)
         x = x.reshape(b, (h // p) * (w // p), p * p * ch)
+        grid = (h // p, w // p)
         steps_per_token = 1
       elif x.ndim != 3:
         raise ValueError(f"TransformerClassifier inputs are (B, T), (B, T, F) or images "
@@ -184,6 +196,8 @@ class TransformerClassifier(nn.Module):
                          f"{self.patch_size}")
       x = x.reshape(batch, steps // steps_per_token, steps_per_token * feats)
       x = nn.Dense(self.width, **kw, name="embed")(x.astype(self.dtype))
+    if self.positions == "sincos2d":
+      x = x + sincos2d(*grid, self.width).astype(x.dtype)[None]
     batch, tokens = x.shape[:2]
     _check_length(tokens, self.max_len, "input sequence (in tokens)")
     if lengths is None:
@@ -195,7 +209,8 @@ class TransformerClassifier(nn.Module):
       x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, self.width)).astype(x.dtype), x], 1)
       valid = jnp.concatenate([jnp.ones((batch, 1), bool), valid], axis=1)
     mask = valid[:, None, None, :]                                   # keys that may be attended
-    x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len + 1, self.positions,
+    stack_positions = "none" if self.positions == "sincos2d" else self.positions
+    x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len + 1, stack_positions,
                self.dropout, self.dtype, self.param_dtype, self.remat, name="encoder")(
                    x, mask, train=train)
     if self.pool == "cls":
@@ -203,15 +218,32 @@ class TransformerClassifier(nn.Module):
     else:
       w = valid.astype(x.dtype)[..., None]
       feats = (x * w).sum(1) / jnp.maximum(w.sum(1), 1)
+    if self.pre_logits > 0:
+      feats = jnp.tanh(nn.Dense(self.pre_logits, **kw, name="pre_logits")(feats))
     self.sow("intermediates", "features", feats)
-    return nn.Dense(self.num_classes, **kw, name="head")(feats)
+    head_init = nn.initializers.zeros if self.head_zero_init else nn.linear.default_kernel_init
+    return nn.Dense(self.num_classes, kernel_init=head_init, **kw, name="head")(feats)
+
+
+def sincos2d(rows: int, cols: int, width: int, temperature: float = 10_000.0) -> jnp.ndarray:
+  """(rows * cols, width) fixed 2-D position embeddings of a row-major patch grid: features
+  [sin(col w), cos(col w), sin(row w), cos(row w)] with w = temperature^(-k / (width/4 - 1)),
+  k = 0 .. width/4 - 1 (big_vision's `posemb_sincos_2d`)."""
+  if width % 4:
+    raise ValueError(f"sincos2d positions need a width divisible by 4; got {width}")
+  row, col = np.mgrid[:rows, :cols]
+  omega = 1.0 / temperature ** (np.arange(width // 4) / max(width // 4 - 1, 1))
+  y, x = np.outer(row.ravel(), omega), np.outer(col.ravel(), omega)
+  return jnp.asarray(np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], 1),
+                     jnp.float32)
 
 
 # ViT-S/16 (Dosovitskiy et al. 2021; the S size of Touvron et al. 2021) on 224 x 224 images:
-# 196 tokens, mean-pooled as big_vision's `vit_s16_i1k` (which uses fixed 2-D sin-cos positions
-# where this uses learned ones).
+# 196 tokens, as big_vision's `vit_s16_i1k` builds it: fixed 2-D sin-cos positions, mean
+# pooling, a tanh pre-logits layer of the model's width and a zero-initialised head.
 ViTS16 = functools.partial(TransformerClassifier, width=384, depth=12, num_heads=6,
-                           mlp_dim=1536, patch_size=16, pool="mean", max_len=196)
+                           mlp_dim=1536, patch_size=16, pool="mean", max_len=196,
+                           positions="sincos2d", pre_logits=384, head_zero_init=True)
 
 
 class TransformerLM(nn.Module):

@@ -8,7 +8,7 @@ parameters as typed fields.
 `Preprocess(ops, image_config, feature)` is a picklable callable `(example, rng) -> array`, run
 by the pipeline on each example of a batch (in the worker processes when streaming), before the
 batch is stacked: decoded images may differ in size, the ops bring them to one. Ops are in
-`data/image_ops.py`.
+`data/image_ops.py` and `data/randaugment.py`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 import ml_collections as mlc
 import numpy as np
 
-from data import image_ops
+from data import image_ops, randaugment
 
 OPS = ("decode", "resize", "resize_small", "random_resized_crop", "central_crop",
-       "central_crop_fraction", "flip", "normalize")
-RANDOM_OPS = ("random_resized_crop", "flip")
+       "central_crop_fraction", "flip", "randaugment", "normalize")
+RANDOM_OPS = ("random_resized_crop", "flip", "randaugment")
 
 
 def defaults() -> mlc.ConfigDict:
@@ -37,6 +37,8 @@ def defaults() -> mlc.ConfigDict:
   c.resize_small = 0                     # shorter side; 0 = size / central_fraction
   c.mean = ()                            # normalize, per channel; () = ImageNet's
   c.std = ()
+  c.randaug_layers = 2                   # randaugment: ops per image (N)
+  c.randaug_magnitude = 10.0             # randaugment: strength 0..10 (M)
   return c
 
 
@@ -52,8 +54,8 @@ def check(image_config: Any, field: str = "data.image") -> None:
     if split == "eval" and set(ops) & set(RANDOM_OPS):
       raise ValueError(f"{field}.eval={ops} has a random op "
                        f"{sorted(set(ops) & set(RANDOM_OPS))[0]!r}; evaluation is deterministic")
-  if image_config.size <= 0 and any(set(image_config[s]) - {"decode", "flip", "normalize"}
-                                    for s in ("train", "eval")):
+  sizeless = {"decode", "flip", "randaugment", "normalize"}
+  if image_config.size <= 0 and any(set(image_config[s]) - sizeless for s in ("train", "eval")):
     raise ValueError(f"{field}.size={image_config.size}; expected the output side in pixels > 0")
   lo, hi = tuple(image_config.crop_scale)
   if not 0 < lo <= hi <= 1:
@@ -64,6 +66,12 @@ def check(image_config: Any, field: str = "data.image") -> None:
   if not 0 < image_config.central_fraction <= 1:
     raise ValueError(f"{field}.central_fraction={image_config.central_fraction}; expected a "
                      "fraction in (0, 1]")
+  if not (isinstance(image_config.randaug_layers, int) and image_config.randaug_layers >= 0):
+    raise ValueError(f"{field}.randaug_layers={image_config.randaug_layers!r}; expected an "
+                     "integer >= 0")
+  if not 0 <= image_config.randaug_magnitude <= randaugment.MAX_LEVEL:
+    raise ValueError(f"{field}.randaug_magnitude={image_config.randaug_magnitude}; expected a "
+                     f"value in [0, {randaugment.MAX_LEVEL:g}]")
   if len(image_config.mean) != len(image_config.std) or min(image_config.std, default=1) <= 0:
     raise ValueError(f"{field}.mean={tuple(image_config.mean)} and .std="
                      f"{tuple(image_config.std)}; expected one value per channel, std > 0")
@@ -91,6 +99,7 @@ class Preprocess:
     self.mean = tuple(float(v) for v in c.mean) or image_ops.IMAGENET_MEAN
     self.std = tuple(float(v) for v in c.std) or image_ops.IMAGENET_STD
     self.feature = feature
+    self.randaug = (int(c.randaug_layers), float(c.randaug_magnitude))
 
   @property
   def random(self) -> bool:
@@ -122,6 +131,8 @@ class Preprocess:
         x = image_ops.central_crop_fraction(x, self.size, self.fraction)
       elif op == "flip":
         x = image_ops.flip(x, rng)
+      elif op == "randaugment":
+        x = randaugment.randaugment(x, rng, *self.randaug)
       elif op == "normalize":
         last = i == len(self.ops) - 1
         x = image_ops.normalize(x, self.mean, self.std, out if last else None)

@@ -141,3 +141,25 @@ def test_bad_image_ops_name_the_field():
   c.data.image.eval = ("resize",)
   with pytest.raises(config_lib.ConfigError, match="data.image.size=0; expected the output"):
     config_lib.validate(c)
+  c.data.image.eval = ("decode",)
+  c.data.image.randaug_layers = -1
+  with pytest.raises(config_lib.ConfigError, match="data.image.randaug_layers=-1; expected an "
+                     "integer >= 0"):
+    config_lib.validate(c)
+  c.data.image.randaug_layers = 2
+  c.data.image.randaug_magnitude = 11.0
+  with pytest.raises(config_lib.ConfigError, match=r"data.image.randaug_magnitude=11.0; "
+                     r"expected a value in \[0, 10\]"):
+    config_lib.validate(c)
+
+
+def test_randaugment_in_the_chain_draws_after_the_crop_and_flip(image):
+  from data import randaugment
+
+  c = config_lib.base().data.image
+  c.size = 24
+  chain = Preprocess(("random_resized_crop", "flip", "randaugment"), c)
+  rng = np.random.default_rng([4, 2])
+  x = image_ops.flip(image_ops.random_resized_crop(image, rng, 24), rng)
+  np.testing.assert_array_equal(chain(image, np.random.default_rng([4, 2])),
+                                randaugment.randaugment(x, rng, 2, 10.0))

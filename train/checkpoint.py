@@ -2,7 +2,8 @@
 
   state  the train state (orbax StandardSave, restored with the run's shardings),
   data   the grain iterator state (grain's orbax handler), so a resumed run sees the same batches,
-  meta   JSON: step, config, lineage.
+  meta   JSON: step, config, lineage, and whether the step's evaluation is still to run (a
+         preemption notice cut it short; the resumed run runs it first).
 
 Orbax writes a step to a temporary folder and renames it when complete, so a half-written step is
 never listed. A listed step that fails to restore (corrupt files) is moved, not deleted, to
@@ -16,12 +17,14 @@ import json
 import os
 import shutil
 import time
-from typing import Any
+from typing import Any, Callable
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 import arch
 from train.errors import CheckpointError
@@ -30,15 +33,17 @@ from train.errors import CheckpointError
 class Checkpointer:
   """Saves and restores (state, data iterator, meta) composites in `directory`."""
 
-  def __init__(self, directory: str, keep: int, async_save: bool = True):
+  def __init__(self, directory: str, keep: int, async_save: bool = True, keep_every: int = 0):
+    """Keeps the newest `keep` steps, and for good every step divisible by `keep_every` (> 0)."""
     self.directory = os.path.abspath(directory)
     self.quarantine = os.path.join(os.path.dirname(self.directory),
                                    os.path.basename(self.directory) + "_corrupt")
-    self._keep, self._async = keep, async_save
+    self._keep, self._async, self._keep_every = keep, async_save, keep_every
     self._manager = self._open()
 
   def _open(self) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
+                                           keep_period=self._keep_every or None,
                                            enable_async_checkpointing=self._async)
     return ocp.CheckpointManager(self.directory, options=options)
 
@@ -112,6 +117,27 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+class SaveTimer:
+  """`due()` once `seconds` (> 0) have passed since the last `reset()`: time-based checkpoints
+  beside the step-based period. With several processes, process 0's clock decides for all (a
+  broadcast each step), so every host saves the same step."""
+
+  def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
+    self.seconds, self._clock = float(seconds), clock
+    self.reset()
+
+  def reset(self) -> None:
+    self._last = self._clock()
+
+  def due(self) -> bool:
+    if self.seconds <= 0:
+      return False
+    due = self._clock() - self._last >= self.seconds
+    if jax.process_count() > 1:
+      due = bool(multihost_utils.broadcast_one_to_all(np.asarray(due)))
+    return due
 
 
 def load_state_tree(directory: str, step: int | None = None) -> tuple[dict[str, Any], int]:

@@ -105,7 +105,9 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.train.log_every = 100
   c.train.eval_every = 1000                         # 0 = only at the end
   c.train.checkpoint_every = 1000                   # 0 = only at the end
-  c.train.keep_checkpoints = 3
+  c.train.keep_checkpoints = 3                      # the newest K steps ...
+  c.train.keep_every = 0                            # ... and every step divisible by N, for good
+  c.train.checkpoint_every_secs = 0.0               # also save when this long since the last
   c.train.precision = "float32"                     # float32|bfloat16: the compute dtype;
                                                     # parameters and optimizer state stay float32
 
@@ -239,7 +241,7 @@ def validate(config: mlc.ConfigDict) -> None:
   if t.epochs is not None:
     check_positive(t.epochs, "train.epochs")
   check_positive(t.log_every, "train.log_every")
-  for f in ("eval_every", "checkpoint_every"):
+  for f in ("eval_every", "checkpoint_every", "keep_every", "checkpoint_every_secs"):
     check_positive(t[f], f"train.{f}", allow_zero=True)
   check_positive(t.keep_checkpoints, "train.keep_checkpoints")
   for field, patterns in (("optim.freeze", config.optim.get("freeze", ())),

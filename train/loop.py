@@ -18,7 +18,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +31,7 @@ from train import checkpoint as checkpoint_lib
 from train import config as config_lib
 from train import device_prefetch as device_prefetch_lib
 from train import figures, paradigms, parallel, records, transfer
+from train import preemption as preemption_lib
 from train.errors import NonFiniteLossError
 
 # Fields that may differ between the run that wrote a workdir and a run that resumes it:
@@ -39,6 +40,7 @@ from train.errors import NonFiniteLossError
 # on 8 devices with fsdp=8 resumes on 1, or on 4 with fsdp=4), equal to float rounding.
 RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.log_every", "train.eval_every",
                      "train.checkpoint_every", "train.keep_checkpoints", "data.prefetch",
+                     "train.checkpoint_every_secs", "train.keep_every",
                      "data.device_prefetch", "mesh.data", "mesh.fsdp")
 
 
@@ -96,14 +98,18 @@ def _write_grid(samples: jax.Array, workdir: str, step: int, final: bool, enable
 
 
 def evaluate(eval_step, state, pipeline: data_lib.Pipeline, sharding, rng,
-             device_prefetch: int = 0) -> dict[str, float]:
+             device_prefetch: int = 0,
+             should_stop: Callable[[], bool] | None = None) -> dict[str, float] | None:
   """One pass over an evaluation pipeline; sums merge across batches, then divide. Batch `i`
   gets the key `fold_in(rng, i)` (a VAE's posterior samples differ from batch to batch);
-  `device_prefetch` batches are sent to the devices ahead."""
+  `device_prefetch` batches are sent to the devices ahead. Returns None, having stopped between
+  batches, once `should_stop()` is true (a preemption notice)."""
   totals: dict[str, float] = {}
   batches = device_prefetch_lib.DevicePrefetch(pipeline.iterator(), device_prefetch, sharding)
   try:
     for i, batch in enumerate(batches):
+      if should_stop is not None and should_stop():
+        return None
       sums = jax.device_get(eval_step(state, batch, jax.random.fold_in(rng, i)))
       for k, v in sums.items():
         totals[k] = totals.get(k, 0.0) + float(v)
@@ -234,8 +240,10 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
   iterator = device_prefetch_lib.DevicePrefetch(train_pipe.iterator(prefetch=d.prefetch),
                                            d.device_prefetch, batch_sharding)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                     config.train.keep_checkpoints)
+                                     config.train.keep_checkpoints,
+                                     keep_every=config.train.keep_every)
   restored = ckpt.restore_latest(run.abstract, iterator)
+  pending_eval = False  # the run stopped during the evaluation of its last saved step
   if restored is None:
     state = run.init_state()
     start = 0
@@ -248,7 +256,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
                       f"{len(copied['kept_initialisation'])} keep their random initialisation")
   else:
     state, meta = restored
-    start = int(meta["step"])
+    start, pending_eval = int(meta["step"]), bool(meta.get("pending_eval", False))
     records.console(f"resumed from {ckpt.directory}/{start}")
   sample_grid = run.sample_grid
 
@@ -256,8 +264,9 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
   progress = records.Progress(steps, start)
   t_cfg = config.train
   accum = config.optim.grad_accum_steps
-  window: list[jax.Array] = []
-  window_start = start
+  window: list[Any] = [] if restored is None else [  # per-step packed metrics not yet written
+      np.asarray(row, np.float32) for row in restored[1].get("window", [])]
+  window_start = start if restored is None else int(restored[1].get("window_start", start))
   last_eval: dict[str, float] = {}
   records.console(f"training {config.model.name} on {d.source} for {steps} steps "
                   f"({devices} device(s), {pc} process(es)) in {workdir}")
@@ -287,33 +296,66 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
   def every(n: int, s: int) -> bool:
     return s == steps or (n > 0 and s % n == 0)
 
-  try:
-    for s in range(start + 1, steps + 1):
-      state, metrics = train_step(state, next(iterator), step_rng)
-      window.append(metrics)
-      if every(t_cfg.log_every, s):
-        flush(s)
-      if every(t_cfg.eval_every, s):
-        flush(s)
+  def run_eval(s: int) -> bool:
+    """Evaluates at step `s` and records it; False if a stop request cut it short."""
+    nonlocal last_eval
+    result = evaluate(eval_step, state, eval_pipe, batch_sharding, step_rng, d.device_prefetch,
+                      should_stop=preempt.requested)
+    if result is None:
+      return False
+    last_eval = result
+    writer.write(s, "eval", last_eval)
+    if is_main:
+      records.console(progress.line(s, "eval", last_eval, None))
+    if sample_grid is not None:
+      _write_grid(sample_grid(state), workdir, s, final=s == steps, enabled=is_main)
+    return True
+
+  timer = checkpoint_lib.SaveTimer(t_cfg.checkpoint_every_secs)
+  stopped = None  # the step a preemption notice stopped the run at
+  with preemption_lib.Preemption() as preempt:
+    try:
+      if pending_eval:
+        pending_eval = not run_eval(start)
+      for s in range(start + 1, steps + 1):
+        if pending_eval:
+          break  # stopped again during the pending evaluation: its checkpoint stands
+        state, metrics = train_step(state, next(iterator), step_rng)
+        window.append(metrics)
+        if every(t_cfg.log_every, s):
+          flush(s)
+        evaluated = True
+        if every(t_cfg.eval_every, s):
+          flush(s)
+          evaluated = run_eval(s)
+        stop = preempt.reached(s)
+        periodic = every(t_cfg.checkpoint_every, s)
+        if stop or periodic or timer.due():
+          if periodic:
+            flush(s)
+          # A save at any other step (preemption, time) carries the logging window instead of
+          # writing it early, so the records of a stopped-and-resumed run are the straight run's.
+          ckpt.save(s, state, iterator, {
+              "step": s, "config": json.loads(config.to_json_best_effort()), "lineage": lineage,
+              "pending_eval": not evaluated, "window_start": window_start,
+              "window": np.asarray(jax.device_get(window), np.float32).tolist()})
+          timer.reset()
+        if stop and (s < steps or not evaluated):
+          stopped = s
+          break
+      if start >= steps and not pending_eval and not last_eval:
         last_eval = evaluate(eval_step, state, eval_pipe, batch_sharding, step_rng,
                              d.device_prefetch)
-        writer.write(s, "eval", last_eval)
-        if is_main:
-          records.console(progress.line(s, "eval", last_eval, None))
-        if sample_grid is not None:
-          _write_grid(sample_grid(state), workdir, s, final=s == steps, enabled=is_main)
-      if every(t_cfg.checkpoint_every, s):
-        flush(s)
-        ckpt.save(s, state, iterator, {"step": s, "config": json.loads(
-            config.to_json_best_effort()), "lineage": lineage})
-    if start >= steps:
-      last_eval = evaluate(eval_step, state, eval_pipe, batch_sharding, step_rng,
-                             d.device_prefetch)
-  finally:
-    iterator.close()
-    ckpt.close()
-    writer.close()
+    finally:
+      iterator.close()
+      ckpt.close()  # waits for asynchronous saves
+      writer.close()
 
+  if stopped is not None or pending_eval:
+    at = stopped if stopped is not None else start
+    records.console(f"stopped by {preempt.name} at step {at}: checkpoint {ckpt.directory}/{at} "
+                    "is complete; the same command resumes from it")
+    return last_eval
   wall = time.perf_counter() - t_start
   summary = {"steps": steps, "resumed_from": start, "wall_time_s": wall, "final_eval": last_eval,
              "parameter_bytes": parallel.bytes_per_device(state.params)}

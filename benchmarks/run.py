@@ -47,28 +47,16 @@ WORKLOADS = {
 
 
 def matmul_flops(n: int = 1024, repeats: int = 20) -> float:
-  """This machine's dense float32 matmul rate in FLOP/s: median over `repeats` of one jitted
-  (n, n) @ (n, n) product (2 n^3 FLOPs)."""
-  import jax
-  import jax.numpy as jnp
+  """This machine's dense float32 matmul rate in FLOP/s (`train.throughput.matmul_flops`)."""
+  from train import throughput
 
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  f = jax.jit(jnp.matmul)
-  f(a, b).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    f(a, b).block_until_ready()
-    times.append(time.perf_counter() - t)
-  return 2 * n ** 3 / statistics.median(times)
+  return throughput.matmul_flops(n, repeats)
 
 
 def _cost(compiled) -> float:
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
-    cost = cost[0] if cost else {}
-  return float((cost or {}).get("flops", float("nan")))
+  from train import throughput
+
+  return throughput.step_flops(compiled)
 
 
 def measure(name: str, quick: bool = False, tiny: bool = False, data_dir: str | None = None,

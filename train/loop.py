@@ -30,7 +30,7 @@ import data as data_lib
 from train import checkpoint as checkpoint_lib
 from train import config as config_lib
 from train import device_prefetch as device_prefetch_lib
-from train import figures, paradigms, parallel, records, transfer
+from train import figures, paradigms, parallel, records, throughput, transfer
 from train import preemption as preemption_lib
 from train.errors import NonFiniteLossError
 
@@ -207,6 +207,13 @@ def build(config: mlc.ConfigDict) -> Run:
              train_step, eval_step, sample_grid)
 
 
+def compile_train_step(run: Run) -> Any:
+  """`run.train_step` compiled for the run's state and batch layouts (jax.stages.Compiled)."""
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                      sharding=run.batch_sharding), run.example)
+  return run.train_step.lower(run.abstract, batch, run.step_rng).compile()
+
+
 def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains `config` in `workdir` (resuming if it holds checkpoints); returns final eval metrics.
 
@@ -225,8 +232,11 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
   mesh, train_pipe, eval_pipe, paradigm = run.mesh, run.train_pipe, run.eval_pipe, run.paradigm
   steps, devices, names = run.steps, mesh.devices.size, run.names
   batch_sharding, state_sharding = run.batch_sharding, run.state_sharding
-  step_rng, train_step, eval_step = run.step_rng, run.train_step, run.eval_step
+  step_rng, eval_step = run.step_rng, run.eval_step
   _check_resumable(workdir, config)
+  # Compiled ahead of time, once: its cost analysis gives the FLOPs of a step.
+  train_step = compile_train_step(run)
+  speed = throughput.for_run(train_step, run.example, config.train.precision)
 
   lineage = {"dataset": data_lib.describe(train_pipe), "code_version": records.code_version(),
              "code": records.code_lineage(),
@@ -288,9 +298,10 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
     metrics = {k: float(v.mean()) for k, v in means.items()}
     metrics["learning_rate"] = float(paradigm.schedule(max(step - 1, 0) // accum))
     rate = progress.rate(step)
-    writer.write(step, "train", metrics, extra_scalars={"steps_per_sec": rate})
+    rates = speed.record(rate)
+    writer.write(step, "train", metrics, rates)
     if is_main:
-      records.console(progress.line(step, "train", metrics, rate))
+      records.console(progress.line(step, "train", metrics, rate) + " | " + speed.text(rates))
     window, window_start = [], step
 
   def every(n: int, s: int) -> bool:

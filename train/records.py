@@ -105,7 +105,9 @@ def write_report(out: str, result: Any, markdown: str | None = None,
 
 
 class MetricWriter:
-  """Appends metrics to `WORKDIR/metrics.jsonl` and TensorBoard events in `WORKDIR/tensorboard`.
+  """Appends metrics to `WORKDIR/metrics.jsonl`, rates (steps/s, examples/s, MFU, ...) to
+  `WORKDIR/throughput.jsonl`, and both as TensorBoard events in `WORKDIR/tensorboard`. Timings
+  stay out of metrics.jsonl, which is the same bytes for the same seed.
 
   On resume from step `resume_step`, records after that step (written by the interrupted run,
   and about to be recomputed identically) are dropped so every step appears once.
@@ -114,21 +116,14 @@ class MetricWriter:
   def __init__(self, workdir: str, resume_step: int = 0, enabled: bool = True):
     self.enabled = enabled
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.rates_path = os.path.join(workdir, "throughput.jsonl")
     self._tb = None
     if not enabled:
       return
-    if os.path.exists(self.path):
-      with open(self.path) as f:
-        lines = [ln for ln in f if ln.strip()]
-      keep = [ln for ln in lines if json.loads(ln)["step"] <= resume_step]
-      if len(keep) != len(lines):
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-          f.writelines(keep)
-        os.replace(tmp, self.path)
-        logging.info("metrics.jsonl: dropped %d records after resumed step %d",
-                     len(lines) - len(keep), resume_step)
+    for path in (self.path, self.rates_path):
+      _drop_after(path, resume_step)
     self._file = open(self.path, "a")
+    self._rates = open(self.rates_path, "a")
     try:
       from tensorboardX import SummaryWriter
 
@@ -137,22 +132,44 @@ class MetricWriter:
       logging.warning("tensorboardX not installed; writing metrics.jsonl only")
 
   def write(self, step: int, split: str, metrics: dict[str, float],
-            extra_scalars: dict[str, float] | None = None) -> None:
+            rates: dict[str, float] | None = None) -> None:
+    """One record of `metrics` (metrics.jsonl) and of `rates` (throughput.jsonl)."""
     if not self.enabled:
       return
     record = {"step": int(step), "split": split}
     record.update({k: float(v) for k, v in sorted(metrics.items())})
     self._file.write(json.dumps(record) + "\n")
     self._file.flush()
+    if rates:
+      self._rates.write(json.dumps({"step": int(step), **{
+          k: float(v) for k, v in sorted(rates.items())}}) + "\n")
+      self._rates.flush()
     if self._tb is not None:
-      for k, v in {**metrics, **(extra_scalars or {})}.items():
+      for k, v in {**metrics, **(rates or {})}.items():
         self._tb.add_scalar(f"{split}/{k}", float(v), step)
 
   def close(self) -> None:
     if self.enabled:
       self._file.close()
+      self._rates.close()
       if self._tb is not None:
         self._tb.close()
+
+
+def _drop_after(path: str, step: int) -> None:
+  """Rewrites a JSON-lines file without its records after `step` (atomically)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [ln for ln in f if ln.strip()]
+  keep = [ln for ln in lines if json.loads(ln)["step"] <= step]
+  if len(keep) != len(lines):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(keep)
+    os.replace(tmp, path)
+    logging.info("%s: dropped %d records after resumed step %d", os.path.basename(path),
+                 len(lines) - len(keep), step)
 
 
 class Progress:

@@ -1,0 +1,155 @@
+"""Throughput and model FLOPs utilisation (MFU) of the compiled train step.
+
+FLOPs per step come from XLA's cost analysis of the compiled step, counted once at compile; for
+a program partitioned over a mesh it is one device's share. MFU is that times steps/s over one
+device's peak rate at the run's precision:
+
+- TPUs and NVIDIA GPUs: the dense peak of the chip from `PEAKS` (cited there). A float32 matmul
+  at JAX's default precision runs on the bfloat16 units of a TPU and as TF32 on an Ampere or
+  Hopper GPU, so the float32 column holds those rates.
+- CPU: this machine's measured dense float32 matmul rate (`matmul_flops`, the rate
+  `benchmarks.run` divides by), measured once and cached beside the XLA compilation cache.
+
+Every train record gets steps/s, examples/s (tokens/s when each example is a sequence of
+targets), FLOPs per step, achieved TFLOP/s per device and MFU in `WORKDIR/throughput.jsonl`, the
+console line and TensorBoard; `metrics.jsonl` stays free of timings, so it is the same bytes for
+the same seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+# (substring of jax's device_kind, dense bfloat16 FLOP/s, dense float32 FLOP/s as JAX runs it,
+# source). Matched in order, so "TPU v5 lite" (v5e) comes before "TPU v5" (v5p).
+PEAKS: tuple[tuple[str, float, float, str], ...] = (
+    ("TPU v4", 275e12, 275e12, "cloud.google.com/tpu/docs/v4: 275 TFLOP/s bf16 per chip"),
+    ("TPU v5 lite", 197e12, 197e12, "cloud.google.com/tpu/docs/v5e: 197 TFLOP/s bf16 per chip"),
+    ("TPU v5", 459e12, 459e12, "cloud.google.com/tpu/docs/v5p: 459 TFLOP/s bf16 per chip"),
+    ("TPU v6 lite", 918e12, 918e12, "cloud.google.com/tpu/docs/v6e: 918 TFLOP/s bf16 per chip"),
+    ("A100", 312e12, 156e12, "NVIDIA A100 datasheet: BF16 312, TF32 156 TFLOP/s dense"),
+    ("H100", 989e12, 494e12, "NVIDIA H100 SXM datasheet: BF16 1,979, TF32 989 TFLOP/s with "
+     "sparsity; half of each dense"),
+    ("H200", 989e12, 494e12, "NVIDIA H200 datasheet: BF16 1,979, TF32 989 TFLOP/s with "
+     "sparsity; half of each dense"),
+)
+_CACHE_NAME = "strata-cpu-matmul-flops.json"
+
+
+def matmul_flops(n: int = 1024, repeats: int = 20) -> float:
+  """This machine's dense float32 matmul rate in FLOP/s: median over `repeats` of one jitted
+  (n, n) @ (n, n) product (2 n^3 FLOPs)."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  f = jax.jit(jnp.matmul)
+  f(a, b).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a, b).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * n ** 3 / statistics.median(times)
+
+
+@functools.cache
+def cpu_matmul_flops() -> float:
+  """`matmul_flops()`, cached per machine in the XLA compilation cache directory when one is set
+  (a run would otherwise spend about half a second measuring it)."""
+  cache_dir = _cache_dir()
+  key = f"{platform.processor() or platform.machine()}|{os.cpu_count()}|{jax.__version__}"
+  path = os.path.join(os.path.expanduser(cache_dir), _CACHE_NAME) if cache_dir else None
+  if path and os.path.exists(path):
+    try:
+      with open(path) as f:
+        cached = json.load(f)
+      if cached.get("key") == key:
+        return float(cached["flops"])
+    except (OSError, ValueError, KeyError):
+      pass
+  rate = matmul_flops()
+  if path:
+    try:
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      tmp = f"{path}.{os.getpid()}.tmp"
+      with open(tmp, "w") as f:
+        json.dump({"key": key, "flops": rate}, f)
+      os.replace(tmp, path)
+    except OSError:
+      pass
+  return rate
+
+
+def _cache_dir() -> str | None:
+  return jax.config.jax_compilation_cache_dir
+
+
+def peak_flops(device: Any, precision: str) -> tuple[float | None, str]:
+  """(one device's peak FLOP/s at `precision`, where the figure comes from); None when the
+  device is not in `PEAKS`."""
+  if device.platform == "cpu":
+    return cpu_matmul_flops(), "measured float32 matmul rate of this CPU"
+  kind = getattr(device, "device_kind", "")
+  for name, bf16, fp32, source in PEAKS:
+    if name in kind:
+      return (bf16 if precision == "bfloat16" else fp32), source
+  return None, f"no peak known for {kind!r}"
+
+
+def step_flops(compiled: Any) -> float:
+  """FLOPs of one call of a compiled step (one device's share), from XLA's cost analysis."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get("flops", float("nan")))
+
+
+@dataclasses.dataclass
+class Throughput:
+  """Rates of a train record from its steps/s (module docstring)."""
+
+  flops_per_step: float        # one device's
+  peak: float | None           # one device's FLOP/s
+  global_batch: int            # examples a step
+  tokens_per_example: int      # 0 unless examples are sequences of targets
+
+  def record(self, steps_per_sec: float) -> dict[str, float]:
+    out = {"steps_per_sec": steps_per_sec,
+           "examples_per_sec": steps_per_sec * self.global_batch,
+           "flops_per_step": self.flops_per_step,
+           "tflops_per_sec_per_device": steps_per_sec * self.flops_per_step / 1e12}
+    if self.tokens_per_example:
+      out["tokens_per_sec"] = out["examples_per_sec"] * self.tokens_per_example
+    if self.peak:
+      out["mfu"] = steps_per_sec * self.flops_per_step / self.peak
+    return out
+
+  @staticmethod
+  def text(record: dict[str, float]) -> str:
+    """The console's part: examples/s (or tokens/s) and MFU."""
+    if "tokens_per_sec" in record:
+      text = f"{record['tokens_per_sec']:,.0f} tokens/s"
+    else:
+      text = f"{record['examples_per_sec']:,.0f} examples/s"
+    if "mfu" in record:
+      text += f" | MFU {100 * record['mfu']:.1f}%"
+    return text
+
+
+def for_run(compiled: Any, example: dict[str, Any], precision: str) -> Throughput:
+  """The Throughput of a run whose compiled train step is `compiled` and whose (global) batch
+  looks like `example`; sequence targets (B, T) count T tokens an example."""
+  label = example.get("label")
+  tokens = int(label.shape[1]) if label is not None and getattr(label, "ndim", 0) == 2 else 0
+  first = next(iter(example.values()))
+  peak, _ = peak_flops(jax.devices()[0], precision)
+  return Throughput(step_flops(compiled), peak, int(first.shape[0]), tokens)

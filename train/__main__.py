@@ -37,6 +37,9 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process runs
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() with detected settings.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Build and compile the run, print its per-device memory (parameters, "
+    "optimizer state, batch, XLA temporaries) and FLOPs per step, and stop without training.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -65,7 +68,8 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
   config = config_lib.from_command_line(_CONFIG.value, overrides)
   init_distributed()
   records.use_compilation_cache(_CACHE.value)
-  loop.train_and_evaluate(config, _WORKDIR.value or default_workdir(_CONFIG.value))
+  loop.train_and_evaluate(config, _WORKDIR.value or default_workdir(_CONFIG.value),
+                          dry_run=_DRY_RUN.value)
 
 
 if __name__ == "__main__":

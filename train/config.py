@@ -108,6 +108,8 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.train.keep_checkpoints = 3                      # the newest K steps ...
   c.train.keep_every = 0                            # ... and every step divisible by N, for good
   c.train.checkpoint_every_secs = 0.0               # also save when this long since the last
+  c.train.profile_steps = (0, 0)                    # (A, B): a jax.profiler trace of steps A..B
+  c.train.memory_limit_gb = 0.0                     # per device; 0 = the device's own
   c.train.precision = "float32"                     # float32|bfloat16: the compute dtype;
                                                     # parameters and optimizer state stay float32
 
@@ -244,6 +246,12 @@ def validate(config: mlc.ConfigDict) -> None:
   for f in ("eval_every", "checkpoint_every", "keep_every", "checkpoint_every_secs"):
     check_positive(t[f], f"train.{f}", allow_zero=True)
   check_positive(t.keep_checkpoints, "train.keep_checkpoints")
+  check_positive(t.memory_limit_gb, "train.memory_limit_gb", allow_zero=True)
+  a, b = (tuple(t.profile_steps) + (None, None))[:2]
+  if len(tuple(t.profile_steps)) != 2 or (a, b) != (0, 0) and not (
+      isinstance(a, int) and isinstance(b, int) and 1 <= a <= b):
+    raise ConfigError(f"train.profile_steps={tuple(t.profile_steps)}; expected (A, B) with "
+                      "1 <= A <= B, or (0, 0) for no trace")
   for field, patterns in (("optim.freeze", config.optim.get("freeze", ())),
                           ("init_from.include", config.get("init_from", {}).get("include", ()))):
     for pattern in patterns:

@@ -14,25 +14,37 @@ each step folds in its step number, so a resumed run draws the numbers an uninte
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
-import arch
 import data as data_lib
 from train import checkpoint as checkpoint_lib
 from train import config as config_lib
 from train import device_prefetch as device_prefetch_lib
-from train import figures, paradigms, parallel, records, throughput, transfer
+from train import (
+  figures,
+  memory,
+  paradigms,
+  parallel,
+  profiling,
+  records,
+  throughput,
+  transfer,
+)
 from train import preemption as preemption_lib
 from train.errors import NonFiniteLossError
+from train.run import (  # noqa: F401  (re-exported: tools build runs through the loop)
+  Run,
+  abstract_batch,
+  build,
+  compile_train_step,
+)
 
 # Fields that may differ between the run that wrote a workdir and a run that resumes it:
 # extending a run or changing how often it reports does not change its numbers so far, and the
@@ -40,7 +52,8 @@ from train.errors import NonFiniteLossError
 # on 8 devices with fsdp=8 resumes on 1, or on 4 with fsdp=4), equal to float rounding.
 RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.log_every", "train.eval_every",
                      "train.checkpoint_every", "train.keep_checkpoints", "data.prefetch",
-                     "train.checkpoint_every_secs", "train.keep_every",
+                     "train.checkpoint_every_secs", "train.keep_every", "train.profile_steps",
+                     "train.memory_limit_gb",
                      "data.device_prefetch", "mesh.data", "mesh.fsdp")
 
 
@@ -65,18 +78,6 @@ def _check_resumable(workdir: str, config: mlc.ConfigDict) -> None:
     raise config_lib.ConfigError(
         f"workdir {workdir} holds a run with a different config ({details}); use a new "
         "--workdir, or the same config to resume")
-
-
-def _packed(train_step, names: list[str]):
-  """`train_step` with its metrics packed into one (len(names),) float32 vector.
-
-  A logging window then fetches one array per step instead of one per metric and step (fetching
-  40,000 scalars one by one took 1.4 s of a 26 s MNIST-1D CNN run).
-  """
-  def step(state, batch, rng):
-    state, metrics = train_step(state, batch, rng)
-    return state, jnp.stack([metrics[k].astype(jnp.float32) for k in names])
-  return step
 
 
 def _window_metrics(window: list[jax.Array], names: list[str]) -> dict[str, np.ndarray]:
@@ -118,103 +119,8 @@ def evaluate(eval_step, state, pipeline: data_lib.Pipeline, sharding, rng,
   return paradigms.reduce_eval(totals)
 
 
-@dataclasses.dataclass
-class Run:
-  """Everything a run computes with, before any state exists: the mesh, both pipelines, the
-  paradigm, the shardings and the jitted steps (`train_step(state, batch, rng) -> (state,
-  packed metrics)` with metric names `names`; `eval_step(state, batch, rng) -> sums`).
-  `train.loop.train_and_evaluate` drives it; `benchmarks/` times it."""
-  config: mlc.ConfigDict
-  mesh: jax.sharding.Mesh
-  train_pipe: data_lib.Pipeline
-  eval_pipe: data_lib.Pipeline
-  model: Any
-  paradigm: Any
-  steps: int
-  batch_sharding: Any
-  replicated: Any
-  state_sharding: Any
-  abstract: Any               # the state's ShapeDtypeStructs, with their shardings
-  example: Any                # the first training batch, on the mesh
-  init_rng: jax.Array
-  step_rng: jax.Array
-  names: list[str]
-  train_step: Any
-  eval_step: Any
-  sample_grid: Any
-
-  def init_state(self):
-    """A fresh state. init runs once, so it is compiled without backend optimisation: 0.6 s
-    instead of 2.3 s for the MNIST-1D CNN on 2 CPU cores (threefry kernels are slow to
-    optimise). Its values are deterministic; they differ from an optimised build's only in float
-    rounding."""
-    init = jax.jit(self.paradigm.init, out_shardings=self.state_sharding).lower(
-        self.init_rng, self.example).compile(
-            compiler_options={"xla_backend_optimization_level": 0})
-    return init(self.init_rng, self.example)
-
-
-def build(config: mlc.ConfigDict) -> Run:
-  """Validates `config` and builds its `Run`: nothing is compiled or written yet.
-
-  Raises:
-    ConfigError, DataError, ValueError: invalid config, data or model.
-  """
-  config_lib.validate(config)
-  pi, pc = jax.process_index(), jax.process_count()
-  mesh = parallel.make_mesh(config.mesh)
-  d = config.data
-  train_pipe = data_lib.build_pipeline(d, d.train_split, pi, pc, train=True, seed=config.seed)
-  eval_pipe = data_lib.build_pipeline(d, d.eval_split, pi, pc, train=False, seed=config.seed)
-  devices = mesh.devices.size
-  for field, size in (("data.batch_size", d.batch_size), ("data.eval_batch_size",
-                                                          d.eval_batch_size)):
-    if size % devices:
-      raise config_lib.ConfigError(f"{field}={size} is not divisible by the {devices} devices "
-                                   "of the mesh")
-  steps = config_lib.total_steps(config, train_pipe.steps_per_epoch)
-  model = arch.build(config.model)
-  module = paradigms.get(config.paradigm)
-  module.check_data(config, model)  # the paradigm's own data requirements, before any compute
-  paradigm = module.make(model, config, total_steps=steps)
-
-  batch_sharding = parallel.batch_sharding(mesh)
-  replicated = parallel.replicated(mesh)
-  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-  example = parallel.global_batch(train_pipe.dataset[0], batch_sharding)
-  if pc == 1:
-    example = jax.device_put(example, batch_sharding)
-  abstract = jax.eval_shape(paradigm.init, init_rng, example)
-  state_sharding = parallel.state_shardings(mesh, abstract)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, state_sharding)
-
-  # Donation lets XLA update the state in place on accelerators; on CPU, where a device buffer
-  # may back the host copy a pending asynchronous checkpoint is writing, it is left off.
-  donate = (0,) if jax.default_backend() != "cpu" else ()
-  names = sorted(jax.eval_shape(paradigm.train_step, abstract, example, step_rng)[1])
-  train_step = jax.jit(_packed(paradigm.train_step, names),
-                       in_shardings=(state_sharding, batch_sharding, replicated),
-                       out_shardings=(state_sharding, replicated), donate_argnums=donate)
-  eval_step = jax.jit(paradigm.eval_step, in_shardings=(state_sharding, batch_sharding,
-                                                        replicated), out_shardings=replicated)
-  sample_grid = None
-  if paradigm.samples is not None:
-    sample_grid = jax.jit(paradigm.samples, in_shardings=(state_sharding,),
-                          out_shardings=replicated)
-  return Run(config, mesh, train_pipe, eval_pipe, model, paradigm, steps, batch_sharding,
-             replicated, state_sharding, abstract, example, init_rng, step_rng, names,
-             train_step, eval_step, sample_grid)
-
-
-def compile_train_step(run: Run) -> Any:
-  """`run.train_step` compiled for the run's state and batch layouts (jax.stages.Compiled)."""
-  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                                      sharding=run.batch_sharding), run.example)
-  return run.train_step.lower(run.abstract, batch, run.step_rng).compile()
-
-
-def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]:
+def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
+                       dry_run: bool = False) -> dict[str, float]:
   """Trains `config` in `workdir` (resuming if it holds checkpoints); returns final eval metrics.
 
   Raises:
@@ -225,7 +131,6 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
   t_start = time.perf_counter()
   workdir = os.path.abspath(workdir)
   run = build(config)
-  os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
   pc = jax.process_count()
   d = config.data
@@ -234,10 +139,20 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
   batch_sharding, state_sharding = run.batch_sharding, run.state_sharding
   step_rng, eval_step = run.step_rng, run.eval_step
   _check_resumable(workdir, config)
-  # Compiled ahead of time, once: its cost analysis gives the FLOPs of a step.
+  # Compiled ahead of time, once: its cost analysis gives the FLOPs of a step, and its memory
+  # analysis whether it fits, before anything is written to the workdir.
   train_step = compile_train_step(run)
   speed = throughput.for_run(train_step, run.example, config.train.precision)
+  usage = memory.report(run.abstract, memory.device_bytes(abstract_batch(run)), train_step)
+  limit, source = memory.device_limit(config.train.memory_limit_gb)
+  records.console(memory.line(usage, limit, source))
+  memory.check(usage, limit, source, config)
+  if dry_run:
+    records.console(f"dry run: {config.model.name}, {speed.flops_per_step / 1e9:.3g} GFLOP a "
+                    "step per device; nothing trained or written")
+    return {}
 
+  os.makedirs(workdir, exist_ok=True)
   lineage = {"dataset": data_lib.describe(train_pipe), "code_version": records.code_version(),
              "code": records.code_lineage(),
              "libraries": records.library_versions(), "devices": devices,
@@ -323,6 +238,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
     return True
 
   timer = checkpoint_lib.SaveTimer(t_cfg.checkpoint_every_secs)
+  profiler = profiling.StepProfiler(tuple(t_cfg.profile_steps), os.path.join(workdir, "profile"))
   stopped = None  # the step a preemption notice stopped the run at
   with preemption_lib.Preemption() as preempt:
     try:
@@ -331,7 +247,10 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
       for s in range(start + 1, steps + 1):
         if pending_eval:
           break  # stopped again during the pending evaluation: its checkpoint stands
-        state, metrics = train_step(state, next(iterator), step_rng)
+        profiler.begin(s)
+        with profiler.step(s):
+          state, metrics = train_step(state, next(iterator), step_rng)
+        profiler.end(s, state)
         window.append(metrics)
         if every(t_cfg.log_every, s):
           flush(s)
@@ -358,6 +277,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict[str, float]
         last_eval = evaluate(eval_step, state, eval_pipe, batch_sharding, step_rng,
                              d.device_prefetch)
     finally:
+      profiler.close()
       iterator.close()
       ckpt.close()  # waits for asynchronous saves
       writer.close()

@@ -1,0 +1,95 @@
+"""Will the step fit? Per-device bytes of the compiled train step, before the first step runs.
+
+`report(run, compiled)` splits one device's share into parameters, optimizer state (and the
+rest of the train state), the batch and XLA's temporaries (`compiled.memory_analysis()`), and
+`check` refuses a run whose total passes the limit: `train.memory_limit_gb` when set, else the
+device's own (`device.memory_stats()["bytes_limit"]` on GPU and TPU; CPU runs are checked only
+against a configured limit). The refusal names concrete ways down: a smaller per-device batch,
+`model.remat`, more `mesh.fsdp`. `python -m train ... --dry_run` prints the report and stops.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+
+from train.errors import ConfigError
+
+GB = 1e9
+
+
+class OutOfMemoryError(ConfigError):
+  """The compiled step needs more memory per device than there is (or than configured)."""
+
+
+def device_bytes(tree: Any) -> int:
+  """One device's bytes of a tree of ShapeDtypeStructs (or arrays) with shardings."""
+  total = 0
+  for leaf in jax.tree.leaves(tree):
+    shape = leaf.sharding.shard_shape(leaf.shape) if getattr(leaf, "sharding", None) else leaf.shape
+    total += math.prod(shape) * jax.numpy.dtype(leaf.dtype).itemsize
+  return total
+
+
+def report(abstract_state: Any, batch_bytes: int, compiled: Any) -> dict[str, int]:
+  """{"parameters", "optimizer_state", "batch", "temporaries", "total"}: one device's bytes.
+  `optimizer_state` counts every part of the train state but the parameters."""
+  params = device_bytes(abstract_state.params)
+  state = device_bytes(abstract_state)
+  stats = compiled.memory_analysis()
+  temp = int(getattr(stats, "temp_size_in_bytes", 0) or 0) if stats is not None else 0
+  # The outputs (the new state) alias the donated inputs on accelerators; otherwise XLA holds
+  # them beside the inputs.
+  out = int(getattr(stats, "output_size_in_bytes", 0) or 0) if stats is not None else 0
+  alias = int(getattr(stats, "alias_size_in_bytes", 0) or 0) if stats is not None else 0
+  extra_out = max(out - alias, 0)
+  return {"parameters": params, "optimizer_state": state - params, "batch": batch_bytes,
+          "temporaries": temp, "outputs": extra_out,
+          "total": state + batch_bytes + temp + extra_out}
+
+
+def device_limit(configured_gb: float) -> tuple[float | None, str]:
+  """(bytes one device may use, where the figure comes from); None when nothing is known."""
+  if configured_gb > 0:
+    return configured_gb * GB, f"train.memory_limit_gb={configured_gb:g}"
+  device = jax.devices()[0]
+  try:
+    stats = device.memory_stats() or {}
+  except Exception:  # CPU and some backends do not report
+    stats = {}
+  if "bytes_limit" in stats:
+    return float(stats["bytes_limit"]), f"{device.device_kind}'s memory"
+  return None, "no device limit known: set train.memory_limit_gb to check one"
+
+
+def _size(n: float) -> str:
+  for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    if n >= scale:
+      return f"{n / scale:.3g} {unit}"
+  return f"{n:.0f} B"
+
+
+def line(rep: dict[str, int], limit: float | None, source: str) -> str:
+  """The report as one console line."""
+  parts = ", ".join(f"{k.replace('_', ' ')} {_size(rep[k])}" for k in (
+      "parameters", "optimizer_state", "batch", "temporaries", "outputs"))
+  tail = f" of {_size(limit)} ({source})" if limit else f"; {source}"
+  return f"memory per device: {parts}; total {_size(rep['total'])}{tail}"
+
+
+def check(rep: dict[str, int], limit: float | None, source: str, config: Any) -> None:
+  """Raises OutOfMemoryError naming the ways down when `rep['total']` passes `limit`."""
+  if limit is None or rep["total"] <= limit:
+    return
+  devices = jax.device_count()
+  per_device = config.data.batch_size // max(devices // config.mesh.fsdp, 1)
+  ways = [f"a smaller per-device batch (data.batch_size={config.data.batch_size} is "
+          f"{per_device} a device; temporaries {_size(rep['temporaries'])} grow with it)"]
+  if not config.model.get("remat", False):
+    ways.append("model.remat=True (recompute activations in the backward pass)")
+  ways.append(f"more mesh.fsdp (now {config.mesh.fsdp}; parameters and optimizer state "
+              f"{_size(rep['parameters'] + rep['optimizer_state'])} split over it)")
+  raise OutOfMemoryError(f"the train step needs {_size(rep['total'])} per device but {source} "
+                         f"allows {_size(limit)}; try " + "; or ".join(ways))

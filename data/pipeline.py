@@ -131,7 +131,8 @@ def select_classes(arrays: sources.SplitArrays, keep: tuple[int, ...], num_class
 
 
 def build_pipeline(data_config, split: str, process_index: int = 0, process_count: int = 1, *,
-                   train: bool, seed: int, num_batches: int | None = None) -> Pipeline:
+                   train: bool, seed: int, num_batches: int | None = None,
+                   stats: transforms_lib.Statistics | None = None) -> Pipeline:
   """Builds the batches of `split` for one process.
 
   Args:
@@ -141,6 +142,8 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
     train: training batches (shuffled, augmented, endless) or evaluation batches (one pass).
     seed: base seed of shuffling and augmentation.
     num_batches: length of the training stream (defaults to effectively endless).
+    stats: normalisation statistics to use instead of the source's own (an evaluation of
+      another source normalised as the training data is).
 
   Raises:
     DataError: unknown source/split, batch larger than the split or not divisible by the
@@ -160,11 +163,13 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
   prepare = None
   if ops:
     prepare = preprocess_lib.Preprocess(ops, data_config.image, sources.input_feature(data_config))
+  given = stats
   if streaming:
     rows, weights, stats, per_example = _streaming_rows(data_config, split, info, where,
                                                         raw="decode" in ops)
   else:
     rows, weights, stats, per_example = _in_memory_rows(data_config, split, info, where, train)
+  stats = given if given is not None else stats
   if prepare is not None and data_config.normalize != "none":
     raise sources.DataError(f"data.normalize={data_config.normalize!r} with data.image ops "
                             f"{ops}; images are normalised by the 'normalize' op with "

@@ -113,6 +113,11 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.train.precision = "float32"                     # float32|bfloat16: the compute dtype;
                                                     # parameters and optimizer state stay float32
 
+  # Named evaluations beside data.eval_split, big_vision's `config.evals`: NAME = dict(split=...,
+  # every=steps (0 = at the end), batch_size=0 (= data.eval_batch_size), source="" (= data.source)),
+  # written to metrics.jsonl with `split` = NAME.
+  c.evals = mlc.ConfigDict()
+
   c.mesh = mlc.ConfigDict()
   c.mesh.data = -1                                  # -1 = all devices left over
   c.mesh.fsdp = 1
@@ -247,6 +252,7 @@ def validate(config: mlc.ConfigDict) -> None:
     check_positive(t[f], f"train.{f}", allow_zero=True)
   check_positive(t.keep_checkpoints, "train.keep_checkpoints")
   check_positive(t.memory_limit_gb, "train.memory_limit_gb", allow_zero=True)
+  _check_evals(config.get("evals", {}))
   a, b = (tuple(t.profile_steps) + (None, None))[:2]
   if len(tuple(t.profile_steps)) != 2 or (a, b) != (0, 0) and not (
       isinstance(a, int) and isinstance(b, int) and 1 <= a <= b):
@@ -278,6 +284,29 @@ def validate(config: mlc.ConfigDict) -> None:
   if config.mesh.fsdp < 1 or (config.mesh.data < 1 and config.mesh.data != -1):
     raise ConfigError(f"mesh=(data={config.mesh.data}, fsdp={config.mesh.fsdp}); expected "
                       "positive sizes (data may be -1: all devices left over)")
+
+
+EVAL_FIELDS = ("split", "every", "batch_size", "source")
+
+
+def _check_evals(evals: Any) -> None:
+  for name, e in evals.items():
+    where = f"evals.{name}"
+    if name in ("train", "eval"):
+      raise ConfigError(f"{where}: the name {name!r} is taken by the training records and "
+                        "data.eval_split's evaluation; expected another name")
+    unknown = sorted(set(e.keys()) - set(EVAL_FIELDS))
+    if unknown:
+      raise ConfigError(f"{where} has field(s) {unknown}; expected some of {list(EVAL_FIELDS)}")
+    if not isinstance(e.get("split"), str) or not e.get("split"):
+      raise ConfigError(f"{where}.split={e.get('split')!r}; expected a split name such as "
+                        "'test' or 'train[:10%]'")
+    for f in ("every", "batch_size"):
+      v = e.get(f, 0)
+      if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ConfigError(f"{where}.{f}={v!r}; expected an integer >= 0")
+    if not isinstance(e.get("source", ""), str):
+      raise ConfigError(f"{where}.source={e.get('source')!r}; expected a source name")
 
 
 def total_steps(config: mlc.ConfigDict, steps_per_epoch: int) -> int:

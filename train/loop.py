@@ -168,7 +168,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
                                      config.train.keep_checkpoints,
                                      keep_every=config.train.keep_every)
   restored = ckpt.restore_latest(run.abstract, iterator)
-  pending_eval = False  # the run stopped during the evaluation of its last saved step
+  pending: list[str] = []  # evaluations of the last saved step that a stop request cut short
   if restored is None:
     state = run.init_state()
     start = 0
@@ -181,7 +181,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
                       f"{len(copied['kept_initialisation'])} keep their random initialisation")
   else:
     state, meta = restored
-    start, pending_eval = int(meta["step"]), bool(meta.get("pending_eval", False))
+    start, pending = int(meta["step"]), list(meta.get("pending_evals", []))
     records.console(f"resumed from {ckpt.directory}/{start}")
   sample_grid = run.sample_grid
 
@@ -222,31 +222,40 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
   def every(n: int, s: int) -> bool:
     return s == steps or (n > 0 and s % n == 0)
 
-  def run_eval(s: int) -> bool:
-    """Evaluates at step `s` and records it; False if a stop request cut it short."""
+  def due_evals(s: int) -> list[str]:
+    """The evaluations due at step `s`: "eval" (data.eval_split) and the named `config.evals`."""
+    return ((["eval"] if every(t_cfg.eval_every, s) else []) +
+            [name for name, (_, period) in run.evals.items() if every(period, s)])
+
+  def run_evals(s: int, names: list[str]) -> list[str]:
+    """Runs and records the evaluations `names` at step `s`; returns those a stop request cut
+    short (the one it landed in and those after it)."""
     nonlocal last_eval
-    result = evaluate(eval_step, state, eval_pipe, batch_sharding, step_rng, d.device_prefetch,
-                      should_stop=preempt.requested)
-    if result is None:
-      return False
-    last_eval = result
-    writer.write(s, "eval", last_eval)
-    if is_main:
-      records.console(progress.line(s, "eval", last_eval, None))
-    if sample_grid is not None:
-      _write_grid(sample_grid(state), workdir, s, final=s == steps, enabled=is_main)
-    return True
+    for i, name in enumerate(names):
+      pipe = eval_pipe if name == "eval" else run.evals[name][0]
+      result = evaluate(eval_step, state, pipe, batch_sharding, step_rng, d.device_prefetch,
+                        should_stop=preempt.requested)
+      if result is None:
+        return names[i:]
+      writer.write(s, name, result)
+      if is_main:
+        records.console(progress.line(s, name, result, None))
+      if name == "eval":
+        last_eval = result
+        if sample_grid is not None:
+          _write_grid(sample_grid(state), workdir, s, final=s == steps, enabled=is_main)
+    return []
 
   timer = checkpoint_lib.SaveTimer(t_cfg.checkpoint_every_secs)
   profiler = profiling.StepProfiler(tuple(t_cfg.profile_steps), os.path.join(workdir, "profile"))
   stopped = None  # the step a preemption notice stopped the run at
   with preemption_lib.Preemption() as preempt:
     try:
-      if pending_eval:
-        pending_eval = not run_eval(start)
+      if pending:
+        pending = run_evals(start, pending)
       for s in range(start + 1, steps + 1):
-        if pending_eval:
-          break  # stopped again during the pending evaluation: its checkpoint stands
+        if pending:
+          break  # stopped again during the pending evaluations: their checkpoint stands
         profiler.begin(s)
         with profiler.step(s):
           state, metrics = train_step(state, next(iterator), step_rng)
@@ -254,10 +263,10 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
         window.append(metrics)
         if every(t_cfg.log_every, s):
           flush(s)
-        evaluated = True
-        if every(t_cfg.eval_every, s):
+        cut: list[str] = []
+        if due_evals(s):
           flush(s)
-          evaluated = run_eval(s)
+          cut = run_evals(s, due_evals(s))
         stop = preempt.reached(s)
         periodic = every(t_cfg.checkpoint_every, s)
         if stop or periodic or timer.due():
@@ -267,13 +276,13 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
           # writing it early, so the records of a stopped-and-resumed run are the straight run's.
           ckpt.save(s, state, iterator, {
               "step": s, "config": json.loads(config.to_json_best_effort()), "lineage": lineage,
-              "pending_eval": not evaluated, "window_start": window_start,
+              "pending_evals": cut, "window_start": window_start,
               "window": np.asarray(jax.device_get(window), np.float32).tolist()})
           timer.reset()
-        if stop and (s < steps or not evaluated):
+        if stop and (s < steps or cut):
           stopped = s
           break
-      if start >= steps and not pending_eval and not last_eval:
+      if start >= steps and not pending and not last_eval:
         last_eval = evaluate(eval_step, state, eval_pipe, batch_sharding, step_rng,
                              d.device_prefetch)
     finally:
@@ -282,7 +291,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
       ckpt.close()  # waits for asynchronous saves
       writer.close()
 
-  if stopped is not None or pending_eval:
+  if stopped is not None or pending:
     at = stopped if stopped is not None else start
     records.console(f"stopped by {preempt.name} at step {at}: checkpoint {ckpt.directory}/{at} "
                     "is complete; the same command resumes from it")

@@ -56,6 +56,8 @@ class Run:
   train_step: Any
   eval_step: Any
   sample_grid: Any
+  # Named evaluations (`config.evals`): name -> (pipeline, period in steps; 0 = at the end).
+  evals: dict[str, tuple[data_lib.Pipeline, int]] = dataclasses.field(default_factory=dict)
 
   def init_state(self):
     """A fresh state. init runs once, so it is compiled without backend optimisation: 0.6 s
@@ -80,9 +82,19 @@ def build(config: mlc.ConfigDict) -> Run:
   d = config.data
   train_pipe = data_lib.build_pipeline(d, d.train_split, pi, pc, train=True, seed=config.seed)
   eval_pipe = data_lib.build_pipeline(d, d.eval_split, pi, pc, train=False, seed=config.seed)
+  evals = {}
+  for name, e in config.evals.items():  # named evaluations beside data.eval_split
+    ed = d.copy_and_resolve_references()
+    with ed.unlocked():
+      ed.source = e.get("source") or d.source
+      ed.eval_batch_size = e.get("batch_size") or d.eval_batch_size
+    # Normalised with the training data's statistics, whatever the evaluation's source.
+    evals[name] = (data_lib.build_pipeline(ed, e["split"], pi, pc, train=False, seed=config.seed,
+                                           stats=eval_pipe.stats), int(e.get("every", 0)))
   devices = mesh.devices.size
-  for field, size in (("data.batch_size", d.batch_size), ("data.eval_batch_size",
-                                                          d.eval_batch_size)):
+  sizes = [("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size)]
+  sizes += [(f"evals.{name}.batch_size", p.global_batch_size) for name, (p, _) in evals.items()]
+  for field, size in sizes:
     if size % devices:
       raise config_lib.ConfigError(f"{field}={size} is not divisible by the {devices} devices "
                                    "of the mesh")
@@ -118,7 +130,7 @@ def build(config: mlc.ConfigDict) -> Run:
                           out_shardings=replicated)
   return Run(config, mesh, train_pipe, eval_pipe, model, paradigm, steps, batch_sharding,
              replicated, state_sharding, abstract, example, init_rng, step_rng, names,
-             train_step, eval_step, sample_grid)
+             train_step, eval_step, sample_grid, evals)
 
 
 def abstract_batch(run: Run) -> Any:

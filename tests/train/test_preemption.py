@@ -140,3 +140,29 @@ def test_two_processes_sigterm_to_one_both_save_the_same_step(data_dir, tmp_path
   # Both processes wrote their data iterator's state into that one step.
   data = os.listdir(tmp_path / "checkpoints" / saved[0] / "data")
   assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(data), data
+
+
+@pytest.mark.slow
+def test_distributed_reads_slurm(data_dir, tmp_path):
+  """`--distributed` under SLURM: two processes given the variables `srun` sets find each other
+  (JAX derives the coordinator's port from the job id)."""
+  import socket
+
+  for job in range(100, 4096):  # a job id whose derived port is free here
+    with socket.socket() as s:
+      try:
+        s.bind(("localhost", 65535 - 2 ** 12 + 1 + job))
+        break
+      except OSError:
+        continue
+  args = ["--config", "experiments/mnist1d_cnn.py:tiny", f"--config.data.data_dir={data_dir}",
+          "--compilation_cache=", "--distributed", f"--workdir={tmp_path}"]
+  procs = []
+  for i in range(2):
+    env = dict(os.environ, SLURM_JOB_ID=str(job), SLURM_STEP_NODELIST="localhost",
+               SLURM_NTASKS="2", SLURM_PROCID=str(i), SLURM_LOCALID=str(i))
+    procs.append(subprocess.Popen([sys.executable, "-m", "train", *args], cwd=ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  outs = [p.communicate(timeout=240)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], [o[-1500:] for o in outs]
+  assert _read_json(str(tmp_path), "lineage.json")["processes"] == 2

@@ -90,6 +90,7 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.optim.weight_decay = 0.0                        # skips biases and norm scales
   c.optim.clip_norm = 0.0                           # global-norm clipping, 0 = off
   c.optim.grad_accum_steps = 1                      # optax.MultiSteps
+  c.optim.mu_dtype = "float32"                      # float32|bfloat16: first moment's dtype
   c.optim.freeze = ()                               # regexes of parameter paths kept fixed
 
   c.init_from = mlc.ConfigDict()                    # transfer: start from a trained run
@@ -239,6 +240,7 @@ def validate(config: mlc.ConfigDict) -> None:
   o = config.optim
   check_choice(o.name, OPTIMIZERS, "optim.name")
   check_choice(o.schedule, SCHEDULES, "optim.schedule")
+  check_choice(o.mu_dtype, ("float32", "bfloat16"), "optim.mu_dtype")
   check_positive(o.learning_rate, "optim.learning_rate")
   for f in ("warmup_steps", "weight_decay", "clip_norm", "end_lr_factor"):
     check_positive(o[f], f"optim.{f}", allow_zero=True)

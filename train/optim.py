@@ -73,6 +73,9 @@ def make(optim_config, total_steps: int, keep_zeros: bool = False
   o = optim_config
   num_updates = max(1, total_steps // o.grad_accum_steps)
   lr = schedule(o, num_updates)
+  # The first moment (momentum, Adam's mu) may be kept in bfloat16 to halve its memory, as
+  # big_vision does; the second moment stays float32.
+  mu_dtype = jnp.bfloat16 if o.get("mu_dtype", "float32") == "bfloat16" else None
   chain = []
   if o.clip_norm > 0:
     chain.append(optax.clip_by_global_norm(o.clip_norm))
@@ -82,9 +85,10 @@ def make(optim_config, total_steps: int, keep_zeros: bool = False
   if o.name == "sgd":
     pass
   elif o.name in ("momentum", "nesterov"):
-    chain.append(optax.trace(decay=o.momentum, nesterov=o.name == "nesterov"))
+    chain.append(optax.trace(decay=o.momentum, nesterov=o.name == "nesterov",
+                             accumulator_dtype=mu_dtype))
   elif o.name in ("adam", "adamw"):
-    chain.append(optax.scale_by_adam(b1=o.b1, b2=o.b2, eps=o.eps))
+    chain.append(optax.scale_by_adam(b1=o.b1, b2=o.b2, eps=o.eps, mu_dtype=mu_dtype))
   else:
     raise ValueError(f"optim.name={o.name!r}")
   if o.weight_decay > 0 and o.name == "adamw":

@@ -40,6 +40,24 @@ def update_average(average: Any, params: Any, decay: float, step: jnp.ndarray) -
   return jax.tree.map(lambda a, p: w * a + (1.0 - w) * p, average, params)
 
 
+def compute_dtype(config: Any) -> Any:
+  """bfloat16 under `train.precision="bfloat16"` (mixed precision), else None (float32)."""
+  return jnp.bfloat16 if config.train.get("precision") == "bfloat16" else None
+
+
+def mixed(apply: Any, compute: Any) -> Any:
+  """`apply(params, *args, **kw)` run in `compute` precision: floating parameters and inputs
+  cast down, floating outputs cast back to float32, so losses (and the gradients' accumulation
+  into the float32 parameters) stay in float32. `compute=None` returns `apply` unchanged."""
+  if compute is None:
+    return apply
+
+  def run(params, *args, **kwargs):
+    out = apply(cast_floating(params, compute), *cast_floating(args, compute), **kwargs)
+    return cast_floating(out, jnp.float32)
+  return run
+
+
 def cast_floating(tree: Any, dtype: Any) -> Any:
   """`tree` with its floating-point leaves cast to `dtype` (integers and keys untouched): the
   compute copy of float32 parameters under mixed precision; gradients flow back through the

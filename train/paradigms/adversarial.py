@@ -59,7 +59,7 @@ from train.paradigms.common import (
 )
 
 LOSSES = ("non_saturating", "hinge")
-PRECISIONS = ("float32",)
+PRECISIONS = ("float32", "bfloat16")  # bfloat16: training; evaluation stays float32
 INTERFACE = {"generate": "(z, labels, train) -> samples",
              "discriminate": "(x, labels, train) -> logits", "latent_dim": "int",
              "data_shape": "one example's shape", "num_classes": "int, 0 = unconditional",
@@ -166,14 +166,26 @@ def updates(model: Any, config: Any, tx_g: optax.GradientTransformation,
   a = config.adversarial
   latent = model.latent_dim
 
-  def apply(params, model_state, *args, method, train):
-    """Applies `method`; returns (output, model_state updated where train mode changed it)."""
+  compute = state_lib.compute_dtype(config)  # training in bfloat16 under train.precision
+
+  def raw(params, model_state, *args, method, train):
     variables = {"params": params, **model_state}
     if not (train and model_state):
       return model.apply(variables, *args, train=train, method=method), model_state
     out, new = model.apply(variables, *args, train=train, method=method,
                            mutable=list(model_state))
     return out, {**model_state, **new}
+
+  def apply(params, model_state, *args, method, train):
+    """Applies `method`; returns (output, model_state updated where train mode changed it).
+    In training under bfloat16 the parameters and inputs are cast down and the outputs (and
+    the batch statistics) come back in float32."""
+    if not (train and compute is not None):
+      return raw(params, model_state, *args, method=method, train=train)
+
+    def low(p, *a):
+      return raw(p, model_state, *a, method=method, train=train)
+    return state_lib.mixed(low, compute)(params, *args)
 
   def d_update(params, opt_d, model_state, x, labels, weight, key):
     """One discriminator update on reals x (b, ...) against b fresh fakes."""

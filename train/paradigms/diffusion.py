@@ -47,7 +47,7 @@ from train.paradigms.diffusion_math import (
 )
 
 SAMPLERS = ("ddpm", "ddim")
-PRECISIONS = ("float32",)
+PRECISIONS = ("float32", "bfloat16")  # bfloat16: training; evaluation stays float32
 INTERFACE = {"__call__": "(x_t, t, labels, train) -> eps or v", "data_shape": "one example's shape",
              "num_classes": "int, 0 = unconditional"}
 
@@ -130,6 +130,7 @@ def make(model: Any, config: Any, *, total_steps: int | None = None) -> Paradigm
   schedule = make_schedule(f.schedule, f.steps)
   conditional = model.num_classes > 0
   null = model.num_classes
+  compute = state_lib.compute_dtype(config)  # training in bfloat16 under train.precision
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> state_lib.TrainState:
     x = batch["inputs"]
@@ -152,8 +153,10 @@ def make(model: Any, config: Any, *, total_steps: int | None = None) -> Paradigm
       if train and f.label_dropout > 0:
         labels = jnp.where(jax.random.bernoulli(l_rng, f.label_dropout, labels.shape), null,
                            labels)
-    out = model.apply({"params": params, **model_state}, xt, t, labels, train=train,
-                      rngs={"dropout": d_rng})
+    def net(params, xt):
+      return model.apply({"params": params, **model_state}, xt, t, labels, train=train,
+                         rngs={"dropout": d_rng})
+    out = (state_lib.mixed(net, compute) if train else net)(params, xt)
     want = target(f.prediction, x, noise, _at(schedule.alpha_bars, t, x))
     err = jnp.mean(jnp.square(out - want).reshape(x.shape[0], -1), axis=-1)
     return err * loss_weight(schedule, t, f.prediction, f.weighting, f.snr_gamma), err

@@ -46,7 +46,7 @@ from train import state as state_lib
 from train.errors import ConfigError, check_positive
 from train.paradigms.common import Paradigm, require
 
-PRECISIONS = ("float32",)
+PRECISIONS = ("float32", "bfloat16")  # bfloat16: training; evaluation stays float32
 INTERFACE = {"encode": "x -> code", "decode": "code -> raw outputs",
              "reconstruct": "raw outputs -> input units", "likelihood": "gaussian|bernoulli",
              "variational": "bool: encode returns (mean, logvar)"}
@@ -200,6 +200,7 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
   tx, lr = optim.make(config.optim, total_steps or config.train.steps)
   r = config.reconstruction
   is_vae = bool(model.variational)
+  compute = state_lib.compute_dtype(config)  # training in bfloat16 under train.precision
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> state_lib.TrainState:
     keys = dict(zip(("params", "latent", "noise"), jax.random.split(rng, 3)))
@@ -218,9 +219,12 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
     latent_rng, noise_rng = jax.random.split(rng)
     weight = kl_weight(state.step)
 
+    def forward(params, inputs):
+      return model.apply({"params": params, **state.model_state}, inputs, train=True,
+                         rngs={"latent": latent_rng, "noise": noise_rng})
+
     def loss_fn(params):
-      out = model.apply({"params": params, **state.model_state}, x, train=True,
-                        rngs={"latent": latent_rng, "noise": noise_rng})
+      out = state_lib.mixed(forward, compute)(params, x)  # losses in float32 against x
       aux = {"mse": _mse(model, x, out["output"])}
       if is_vae:
         aux["nll"] = -log_likelihood(x, out["output"], model.likelihood, out.get("std"))

@@ -505,19 +505,21 @@ def unet(config: Any, example: dict[str, Any]) -> Twin:
 
   def step(batch):
     x = batch["inputs"]
-    b = x.shape[0]
-    t = torch.randint(0, f.steps, (b,))
+    b, dev = x.shape[0], x.device
+    t = torch.randint(0, f.steps, (b,), device=dev)
     noise = torch.randn_like(x)
-    ab = alpha_bars[t].view(b, 1, 1, 1)
+    ab = alpha_bars.to(dev)[t].view(b, 1, 1, 1)
     xt = ab.sqrt() * x + (1 - ab).sqrt() * noise
     want = noise if f.prediction == "eps" else ab.sqrt() * noise - (1 - ab).sqrt() * x
-    err = (model(xt, t) - want).square().flatten(1).mean(1)
-    weight = torch.ones(b)
+    err = (model(xt, t).float() - want).square().flatten(1).mean(1)
+    weight = torch.ones(b, device=dev)
     if f.weighting == "min_snr":
-      r = snr[t]
+      r = snr.to(dev)[t]
       weight = r.clamp(max=f.snr_gamma) / (r if f.prediction == "eps" else r + 1)
     loss = _update((err * weight * batch["mask"]).sum() / b, params, opt, sched, clip)
     if f.ema_decay > 0:
+      if ema[0].device != params[0].device:  # the model moved to an accelerator after build
+        ema[:] = [e.to(params[0].device) for e in ema]
       _ema(ema, params, f.ema_decay, count[0])
     count[0] += 1
     return loss
@@ -569,12 +571,26 @@ BUILDERS: dict[str, Callable[[Any, dict[str, Any]], Twin]] = {
 }
 
 
-def build(config: Any, example: dict[str, Any], seed: int = 0) -> Twin:
-  """The PyTorch twin of `config`'s model and step; `example` is a strata batch (for shapes)."""
+def build(config: Any, example: dict[str, Any], seed: int = 0, device: str = "cpu",
+          bf16: bool = False) -> Twin:
+  """The PyTorch twin of `config`'s model and step; `example` is a strata batch (for shapes).
+  On `device` (e.g. "cuda"), with the forward pass under bfloat16 autocast when `bf16` (the
+  usual PyTorch mixed precision: float32 parameters and optimizer state)."""
   if config.model.name not in BUILDERS:
     raise ValueError(f"model.name={config.model.name!r}: no PyTorch twin; expected one of "
                      f"{sorted(BUILDERS)}")
   torch.manual_seed(seed)
   twin = BUILDERS[config.model.name](config, example)
   twin.model.train()
-  return twin
+  if device == "cpu" and not bf16:
+    return twin
+  twin.model.to(device)  # before the first step, so the optimizers' state is made there
+  kind = "cuda" if device.startswith("cuda") else "cpu"
+
+  def step(batch):
+    with torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16):
+      return twin.step(batch)
+
+  def convert(batch):
+    return {k: v.to(device) for k, v in twin.convert(batch).items()}
+  return Twin(twin.model, step, convert)

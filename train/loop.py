@@ -227,16 +227,16 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
     return ((["eval"] if every(t_cfg.eval_every, s) else []) +
             [name for name, (_, period) in run.evals.items() if every(period, s)])
 
-  def run_evals(s: int, names: list[str]) -> list[str]:
-    """Runs and records the evaluations `names` at step `s`; returns those a stop request cut
+  def run_evals(s: int, which: list[str]) -> list[str]:
+    """Runs and records the evaluations `which` at step `s`; returns those a stop request cut
     short (the one it landed in and those after it)."""
     nonlocal last_eval
-    for i, name in enumerate(names):
+    for i, name in enumerate(which):
       pipe = eval_pipe if name == "eval" else run.evals[name][0]
       result = evaluate(eval_step, state, pipe, batch_sharding, step_rng, d.device_prefetch,
                         should_stop=preempt.requested)
       if result is None:
-        return names[i:]
+        return which[i:]
       writer.write(s, name, result)
       if is_main:
         records.console(progress.line(s, name, result, None))

@@ -6,28 +6,29 @@ import os
 
 import jax
 import numpy as np
+import pytest
 
 from tests.conftest import run_cli
 from tests.train.test_loop import _tiny
 from train import loop, memory
 
 
-def test_profile_steps_write_a_trace(data_dir, tmp_path):
-  r = run_cli(["--config", "experiments/mnist1d_mlp.py:tiny", f"--config.data.data_dir={data_dir}",
-               "--config.train.profile_steps=(3,5)", f"--workdir={tmp_path}"])
-  assert r.returncode == 0, r.stderr[-2000:]
-  assert "wrote a profiler trace of steps 3-5" in r.stderr
+def test_profile_steps_write_a_trace(data_dir, tmp_path, capsys):
+  loop.train_and_evaluate(_tiny("mnist1d_mlp", data_dir, **{"train.profile_steps": (3, 5)}),
+                          str(tmp_path))
+  assert "wrote a profiler trace of steps 3-5" in capsys.readouterr().err
   traces = glob.glob(os.path.join(tmp_path, "profile", "plugins", "profile", "*", "*.xplane.pb"))
   assert len(traces) == 1 and os.path.getsize(traces[0]) > 0
 
 
-def test_bad_profile_steps_name_the_field(data_dir, tmp_path):
-  r = run_cli(["--config", "experiments/mnist1d_mlp.py:tiny", "--config.train.profile_steps=(5,3)",
-               f"--workdir={tmp_path}"])
-  assert r.returncode == 2
-  assert r.stderr.strip().splitlines()[-1] == (
-      "error: train.profile_steps=(5, 3); expected (A, B) with 1 <= A <= B, or (0, 0) for no "
-      "trace")
+@pytest.mark.parametrize("steps", [(5, 3), (0, 4), (1, 2, 3)])
+def test_bad_profile_steps_name_the_field(data_dir, steps):
+  with pytest.raises(loop.config_lib.ConfigError, match=r"train.profile_steps=.*; expected "
+                     r"\(A, B\) with 1 <= A <= B, or \(0, 0\) for no trace"):
+    with_steps = _tiny("mnist1d_mlp", data_dir)
+    with with_steps.unlocked():
+      with_steps.train.profile_steps = steps
+    loop.config_lib.validate(with_steps)
 
 
 def test_memory_report_counts_the_state_and_refuses_past_the_limit(data_dir, tmp_path):
@@ -41,19 +42,31 @@ def test_memory_report_counts_the_state_and_refuses_past_the_limit(data_dir, tmp
   assert usage["batch"] == sum(np.asarray(x).nbytes for x in jax.tree.leaves(run.example))
   assert usage["total"] >= usage["parameters"] + usage["optimizer_state"] + usage["batch"]
 
-  r = run_cli(["--config", "experiments/mnist1d_mlp.py:tiny", f"--config.data.data_dir={data_dir}",
-               "--config.train.memory_limit_gb=0.00001", f"--workdir={tmp_path / 'over'}"])
-  assert r.returncode == 1
-  last = r.stderr.strip().splitlines()[-1]
-  assert last.startswith("error: the train step needs ") and "train.memory_limit_gb=1e-05" in last
-  assert "a smaller per-device batch (data.batch_size=" in last and "model.remat=True" in last
-  assert "more mesh.fsdp (now 1" in last
-  assert not os.path.exists(tmp_path / "over")  # refused before anything was written
+  over = str(tmp_path / "over")
+  with pytest.raises(memory.OutOfMemoryError) as e:
+    loop.train_and_evaluate(_tiny("mnist1d_mlp", data_dir, **{"train.memory_limit_gb": 1e-5}),
+                            over)
+  message = str(e.value)
+  assert message.startswith("the train step needs ") and "train.memory_limit_gb=1e-05" in message
+  assert "a smaller per-device batch (data.batch_size=" in message and "model.remat=True" in message
+  assert "more mesh.fsdp (now 1" in message and "\n" not in message
+  assert not os.path.exists(over)  # refused before anything was written
 
 
-def test_dry_run_prints_the_report_and_writes_nothing(data_dir, tmp_path):
-  r = run_cli(["--config", "experiments/mnist1d_mlp.py:tiny", f"--config.data.data_dir={data_dir}",
-               "--dry_run", f"--workdir={tmp_path / 'dry'}"])
-  assert r.returncode == 0, r.stderr[-2000:]
-  assert "memory per device: parameters " in r.stderr and "dry run: " in r.stderr
+def test_dry_run_prints_the_report_and_writes_nothing(data_dir, tmp_path, capsys):
+  assert loop.train_and_evaluate(_tiny("mnist1d_mlp", data_dir), str(tmp_path / "dry"),
+                                 dry_run=True) == {}
+  err = capsys.readouterr().err
+  assert "memory per device: parameters " in err and "dry run: " in err
   assert not os.path.exists(tmp_path / "dry")
+
+
+@pytest.mark.slow
+def test_the_command_line_dry_run_and_refusal(data_dir, tmp_path):
+  base = ["--config", "experiments/mnist1d_mlp.py:tiny", f"--config.data.data_dir={data_dir}"]
+  r = run_cli(base + ["--dry_run", f"--workdir={tmp_path / 'dry'}"])
+  assert r.returncode == 0 and "dry run: " in r.stderr, r.stderr[-2000:]
+  r = run_cli(base + ["--config.train.memory_limit_gb=0.00001", f"--workdir={tmp_path / 'x'}"])
+  assert r.returncode == 1
+  assert r.stderr.strip().splitlines()[-1].startswith("error: the train step needs ")
+  assert not os.path.exists(tmp_path / "dry") and not os.path.exists(tmp_path / "x")

@@ -59,7 +59,7 @@ def measure(images: int, steps: int, workers: int, data_dir: str,
     with PeakRss(proc.pid) as rss:
       _, err = proc.communicate()
     if proc.returncode:
-      raise RuntimeError(f"training on {images} images failed: "
+      raise ChildProcessError(f"training on {images} images failed: "
                          f"{err.strip().splitlines()[-1:]}")
     with open(os.path.join(workdir, "summary.json")) as f:
       wall = json.load(f)["wall_time_s"]

@@ -16,6 +16,7 @@ def get_config(arg: str | None = None):
   c = config_lib.base()
   c.data.source = "shapes"
   c.data.builder_config.num_examples = 10_000
+  c.data.builder_config.image_size = 64  # the builder's default; larger builds pass more
   c.data.in_memory = "false"
   c.data.workers = 2
   c.data.prefetch = 2

@@ -9,6 +9,7 @@ from tests.train.test_loop import _tiny
 from train import loop
 
 
+@pytest.mark.slow  # bfloat16 compiles slowly on CPU: 70 s for the three
 @pytest.mark.parametrize("experiment", ["digits_vae", "digits_dcgan", "digits_ddpm"])
 def test_bfloat16_step_of_each_generative_paradigm(data_dir, experiment):
   losses = {}

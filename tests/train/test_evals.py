@@ -9,6 +9,7 @@ from train import config as config_lib
 from train import loop
 
 
+@pytest.mark.slow  # 18 s: three pipelines and a drifted build
 def test_three_evaluations_each_at_its_own_period(data_dir, tmp_path):
   c = _tiny("mnist1d_mlp", data_dir, **{"train.steps": 12, "train.eval_every": 4,
                                         "train.log_every": 4, "train.checkpoint_every": 0})

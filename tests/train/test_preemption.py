@@ -67,6 +67,7 @@ def test_sigterm_mid_run_saves_that_step_exits_0_and_resumes_bit_identical(data_
   assert _metrics(stopped) == _metrics(straight)
 
 
+@pytest.mark.slow  # three in-process runs
 def test_sigterm_during_evaluation_stops_it_and_the_resumed_run_evaluates_first(
     data_dir, tmp_path, monkeypatch):
   def config():

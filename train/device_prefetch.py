@@ -40,12 +40,12 @@ class DevicePrefetch(grain.DatasetIterator):
   def __init__(self, parent: grain.DatasetIterator, size: int,
                sharding: jax.sharding.NamedSharding):
     super().__init__(parent)
+    self._buffer: collections.deque[tuple[Any, dict[str, Any]]] = collections.deque()
+    self._exhausted = False
     if size < 0:
       raise ValueError(f"data.device_prefetch={size}; expected an integer >= 0")
     self._size = size
     self._sharding = sharding
-    self._buffer: collections.deque[tuple[Any, dict[str, Any]]] = collections.deque()
-    self._exhausted = False
 
   def _fill(self) -> None:
     while len(self._buffer) < self._size and not self._exhausted:

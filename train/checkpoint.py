@@ -2,8 +2,9 @@
 
   state  the train state (orbax StandardSave, restored with the run's shardings),
   data   the grain iterator state (grain's orbax handler), so a resumed run sees the same batches,
-  meta   JSON: step, config, lineage, and whether the step's evaluation is still to run (a
-         preemption notice cut it short; the resumed run runs it first).
+  meta   JSON: step, config, lineage; `pending_evals`, the evaluations of the step a
+         preemption notice cut short (the resumed run runs them first); and `window`, the
+         logging window's per-step metrics not yet written (a save off the logging period).
 
 Orbax writes a step to a temporary folder and renames it when complete, so a half-written step is
 never listed. A listed step that fails to restore (corrupt files) is moved, not deleted, to

@@ -264,9 +264,10 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
         if every(t_cfg.log_every, s):
           flush(s)
         cut: list[str] = []
-        if due_evals(s):
+        due = due_evals(s)
+        if due:
           flush(s)
-          cut = run_evals(s, due_evals(s))
+          cut = run_evals(s, due)
         stop = preempt.reached(s)
         periodic = every(t_cfg.checkpoint_every, s)
         if stop or periodic or timer.due():

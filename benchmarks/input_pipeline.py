@@ -40,12 +40,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from typing import Any, Callable
 
 import numpy as np
 
+from benchmarks.peak_memory import PeakMemory
 from train import cli
 
 BATCH = 256
@@ -68,37 +68,6 @@ def _data_config(args):
   c.image.size = SIZE
   return c
 
-
-class PeakRss:
-  """Samples the summed resident memory of process `pid` (default: this one) and its
-  descendants every 50 ms while the context is open; `peak` is the largest sum, in bytes."""
-
-  def __init__(self, pid: int | None = None):
-    import psutil
-
-    self._proc, self.peak, self._stop = psutil.Process(pid), 0, threading.Event()
-    self._thread = threading.Thread(target=self._run, daemon=True)
-
-  def _run(self):
-    import psutil
-
-    while not self._stop.is_set():
-      total = 0
-      for p in [self._proc, *self._proc.children(recursive=True)]:
-        try:
-          total += p.memory_info().rss
-        except psutil.Error:
-          pass
-      self.peak = max(self.peak, total)
-      time.sleep(0.05)
-
-  def __enter__(self):
-    self._thread.start()
-    return self
-
-  def __exit__(self, *exc):
-    self._stop.set()
-    self._thread.join()
 
 
 def _time_batches(batches, n: int, check: Callable[[Any], None]) -> float:
@@ -261,7 +230,7 @@ RUNNERS = {"strata": run_strata, "tf.data": run_tfdata, "pytorch": run_torch}
 
 
 def _child(args) -> None:
-  with PeakRss() as rss:
+  with PeakMemory() as rss:
     if args.run == "overhead":
       result: dict[str, Any] = run_overhead(args)
     else:

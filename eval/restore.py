@@ -93,5 +93,10 @@ def restore(workdir: str, overrides: dict[str, Any] | None = None, step: int | N
   state = state_lib.TrainState(step=tree.get("step", step), params=tree["params"], opt_state=None,
                                model_state=dict(tree.get("model_state") or {}),
                                ema_params=tree.get("ema_params"))
-  made = module.make(model, config, total_steps=max(1, int(config.train.steps)))
+  made_config = config
+  if config.get("distill", {}).get("teachers"):
+    # a distilled student predicts alone: its teachers (and their workdirs) are for training
+    made_config = config.copy_and_resolve_references()
+    made_config.distill.teachers = ()
+  made = module.make(model, made_config, total_steps=max(1, int(config.train.steps)))
   return Restored(workdir, config, model, made, state, step)

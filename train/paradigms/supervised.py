@@ -20,8 +20,11 @@ Classification can mix examples on the device (`supervised.mixup`, `supervised.c
 parameters; `train/mixing.py`): the loss is then the cross-entropy against the mixed soft
 targets, and training accuracy compares with each example's own label.
 
-Config sections: `supervised` (loss, label smoothing, mixing) and `report` (what `python -m eval` draws
-and chooses for a classifier).
+A classifier can learn from trained teachers instead of (or beside) its labels: the `distill`
+section (`train/distill.py`), the teachers run on the same augmented batch inside the step.
+
+Config sections: `supervised` (loss, label smoothing, mixing), `distill` (teachers, temperature,
+label weight) and `report` (what `python -m eval` draws and chooses for a classifier).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import numpy as np
 import optax
 
 import data as data_lib
+from train import distill as distill_lib
 from train import mixing as mixing_lib
 from train import optim
 from train import state as state_lib
@@ -59,7 +63,7 @@ def defaults() -> dict[str, mlc.ConfigDict]:
   r.threshold_target = 0.95              # ...that reaches this recall|precision
   r.bins = 15                            # calibration bins
   r.examples = 4                         # attribution examples drawn
-  return {"supervised": s, "report": r}
+  return {"supervised": s, "distill": distill_lib.defaults(), "report": r}
 
 
 def validate(config: Any) -> None:
@@ -72,7 +76,8 @@ def validate(config: Any) -> None:
                                          config.data.seq_len > 0):
       raise ConfigError(f"supervised.{field}={config.supervised[field]} mixes class targets: "
                         "expected supervised.loss='cross_entropy' and data.seq_len=0")
-  r = config.report  # train.config.validate has checked that both sections are there
+  distill_lib.validate(config)
+  r = config.report  # train.config.validate has checked that the sections are there
   check_choice(r.threshold_metric, ("recall", "precision"), "report.threshold_metric")
   if not 0.0 < r.threshold_target <= 1.0:
     raise ConfigError(f"report.threshold_target={r.threshold_target}; expected a "
@@ -155,6 +160,10 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
   mixing = config.supervised.mixup > 0 or config.supervised.cutmix > 0
   takes_segments = getattr(model, "takes_segments", False)
   num_classes = getattr(model, "num_classes", 0)
+  teachers = config.get("distill", {}).get("teachers", ())
+  teacher_probs = distill_lib.load_teachers(config, num_classes) if teachers else None
+  temperature = float(config.distill.temperature) if teachers else 1.0
+  label_weight = float(config.distill.label_weight) if teachers else 1.0
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> state_lib.TrainState:
     params_rng, dropout_rng = jax.random.split(rng)
@@ -190,15 +199,23 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
       inputs, targets = mixing_lib.mix(jax.random.fold_in(rng, 1), inputs, targets,
                                        config.supervised.mixup, config.supervised.cutmix)
 
+    # consistent teaching: the teachers see exactly the student's (augmented, mixed) inputs
+    taught = teacher_probs(inputs) if teacher_probs is not None else None
+
     def loss_fn(params):
       outputs, model_state = apply(state, params, inputs, True, rng, batch.get("segments"))
+      aux = {}
       if targets is None:
         per = per_example_loss(outputs, batch["label"], loss_kind, smoothing)
       else:
         per = optax.softmax_cross_entropy(outputs.astype(jnp.float32), targets)
-      return jnp.sum(per * batch["mask"]) / per.size, (outputs, model_state)
+      if taught is not None:
+        soft, kl = distill_lib.loss(outputs, taught, temperature)
+        per = label_weight * per + (1.0 - label_weight) * soft
+        aux["distill_kl"] = jnp.sum(kl * batch["mask"]) / kl.size
+      return jnp.sum(per * batch["mask"]) / per.size, (outputs, model_state, aux)
 
-    (loss, (outputs, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (loss, (outputs, model_state, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -206,6 +223,9 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
                "update_norm": optax.global_norm(updates), "param_norm": optax.global_norm(params)}
     if loss_kind == "cross_entropy":
       metrics["accuracy"] = jnp.mean(jnp.argmax(outputs, -1) == batch["label"])
+    if taught is not None:
+      metrics["distill_kl"] = aux["distill_kl"]
+      metrics["teacher_accuracy"] = jnp.mean(jnp.argmax(taught, -1) == batch["label"])
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               model_state=model_state)
     return new_state, metrics

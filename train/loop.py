@@ -59,15 +59,19 @@ RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.log_every", "train.ev
 
 def config_changes(workdir: str, config: mlc.ConfigDict) -> dict[str, tuple[Any, Any]]:
   """{field: (value in WORKDIR/config.json, value in `config`)} for every field that differs,
-  sorted by field; {} when they agree or the workdir holds no config.json."""
+  sorted by field; {} when they agree or the workdir holds no config.json. A field the saved
+  config lacks (added to the codebase after the run started) that still has its default is no
+  change."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return {}
   with open(path) as f:
     old = records.flatten(json.load(f))
   new = records.flatten(json.loads(config.to_json_best_effort()))
+  defaults = records.flatten(json.loads(config_lib.base(config.paradigm).to_json_best_effort()))
   return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
-          if old.get(k) != new.get(k)}
+          if old.get(k) != new.get(k) and not (k not in old and k in defaults and
+                                               new.get(k) == defaults[k])}
 
 
 def _check_resumable(workdir: str, config: mlc.ConfigDict) -> None:

@@ -209,6 +209,17 @@ def test_resuming_with_a_different_config_is_refused(data_dir, tmp_path):
                             wd)
 
 
+def test_a_field_added_since_the_run_started_is_no_change_at_its_default(data_dir, tmp_path):
+  config = _tiny("mnist1d_logreg", data_dir)
+  saved = json.loads(config.to_json_best_effort())
+  del saved["distill"]  # a run written before the section existed
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  assert loop.config_changes(str(tmp_path), config) == {}
+  with config.unlocked():
+    config.distill.temperature = 3.0
+  assert loop.config_changes(str(tmp_path), config) == {"distill.temperature": (None, 3.0)}
+
+
 @pytest.mark.parametrize("overrides,error,match", [
     ({"model.num_classes": 5}, DataError, r"label 9 is out of range for num_classes=5"),
     ({"data.batch_size": 5000}, DataError, r"data.batch_size=5000 is larger than the 'train'"),

@@ -90,6 +90,17 @@ class Pipeline:
     return iter(self.dataset.to_iter_dataset(options))
 
 
+def worker_count(data_config, train: bool, streaming: bool) -> int:
+  """Worker processes of a pipeline: `data.workers` in training; in evaluation
+  `data.eval_workers`, or `data.workers` when that is -1 (the default). Evaluation's workers run
+  beside training's, which stay alive, so fewer of them bound the evaluation's memory."""
+  if not streaming:
+    return 0
+  if not train and int(data_config.get("eval_workers", -1)) >= 0:
+    return int(data_config.eval_workers)
+  return int(data_config.workers)
+
+
 def _class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray:
   if mode == "none":
     return np.ones(max(num_classes, 1), np.float32)
@@ -211,7 +222,7 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
       ds = ds.map(t)
   return Pipeline(dataset=ds, info=info, global_batch_size=batch, num_examples=n,
                   steps_per_epoch=n // batch, stats=stats, class_weights=weights,
-                  streaming=streaming, workers=int(data_config.workers) if streaming else 0)
+                  streaming=streaming, workers=worker_count(data_config, train, streaming))
 
 
 def in_memory_setting(value: Any) -> str:
@@ -333,7 +344,7 @@ def _text_pipeline(data_config, split, process_index, process_count, *, train, s
                                      num_batches=num_batches or sys.maxsize, **common)
   return Pipeline(dataset=ds, info=info, global_batch_size=batch, num_examples=tokens,
                   steps_per_epoch=steps, stats=None, class_weights=np.ones(1, np.float32),
-                  streaming=streaming, workers=int(data_config.workers) if streaming else 0)
+                  streaming=streaming, workers=worker_count(data_config, train, streaming))
 
 
 def describe(pipeline: Pipeline) -> dict[str, Any]:

@@ -69,6 +69,7 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.data.device_prefetch = 2                        # batches sent to the devices ahead
   c.data.in_memory = "auto"                         # auto|True|False (auto: streams past 2 GiB)
   c.data.workers = 0                                # streaming: processes making batches
+  c.data.eval_workers = -1                          # ...for evaluation (-1 = data.workers)
   c.data.image = data_preprocess.defaults()        # per-example image ops (data/preprocess.py)
   c.data.augment = data_transforms.defaults()       # batch augmentation (data/transforms.py)
 
@@ -230,6 +231,9 @@ def validate(config: mlc.ConfigDict) -> None:
   check_positive(d.eval_batch_size, "data.eval_batch_size")
   for f in ("prefetch", "device_prefetch", "workers", "seq_len"):
     check_positive(d[f], f"data.{f}", allow_zero=True)
+  if d.eval_workers < -1:
+    raise ConfigError(f"data.eval_workers={d.eval_workers}; expected -1 (as data.workers) or a "
+                      "count >= 0")
   try:
     data_preprocess.check(d.image)
     data_pipeline.in_memory_setting(d.in_memory)

@@ -54,7 +54,7 @@ RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.log_every", "train.ev
                      "train.checkpoint_every", "train.keep_checkpoints", "data.prefetch",
                      "train.checkpoint_every_secs", "train.keep_every", "train.profile_steps",
                      "train.memory_limit_gb",
-                     "data.device_prefetch", "mesh.data", "mesh.fsdp")
+                     "data.device_prefetch", "data.eval_workers", "mesh.data", "mesh.fsdp")
 
 
 def config_changes(workdir: str, config: mlc.ConfigDict) -> dict[str, tuple[Any, Any]]:

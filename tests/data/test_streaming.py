@@ -62,6 +62,20 @@ def test_process_rows_union_to_the_global_batch_when_streaming(data_dir):
       np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), whole[k])
 
 
+def test_evaluation_has_its_own_worker_count(data_dir):
+  c = _cfg("mnist1d", data_dir, in_memory="False", workers=2)
+  assert data_lib.build_pipeline(c, "train", train=True, seed=0).workers == 2
+  assert data_lib.build_pipeline(c, "test", train=False, seed=0).workers == 2  # -1: the same
+  c = _cfg("mnist1d", data_dir, in_memory="False", workers=2, eval_workers=0)
+  assert data_lib.build_pipeline(c, "train", train=True, seed=0).workers == 2
+  assert data_lib.build_pipeline(c, "test", train=False, seed=0).workers == 0
+  full = config_lib.base()
+  full.data = _cfg("mnist1d", data_dir, eval_workers=-2)
+  full.model = {"name": "mlp.MLP", "num_classes": 10}
+  with pytest.raises(config_lib.ConfigError, match=r"data.eval_workers=-2; expected -1"):
+    config_lib.validate(full)
+
+
 @pytest.mark.slow  # two spawned worker processes, twice: 9 s
 def test_worker_processes_give_the_same_stream_and_resume_from_their_state(data_dir):
   c = _cfg("mnist1d", data_dir, batch_size=100, in_memory="False", workers=2,

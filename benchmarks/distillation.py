@@ -3,13 +3,16 @@ the same student trained on labels alone, over seeds.
 
   python -m benchmarks.distillation [--teacher mnist1d_cnn] [--members 5] [--student mnist1d_mlp]
                                     [--seeds 3] [--temperature 1] [--label_weight 0]
-                                    [--runs runs/distill] [--out benchmarks/results]
+                                    [--set FIELD=VALUE ...] [--runs runs/distill]
+                                    [--out benchmarks/results]
 
 Trains (in fresh `python -m train` processes; a run whose summary.json exists is reused):
 teacher seeds 0..K-1 (`--teacher`'s experiment); then for each student seed s: the student on
 labels alone, the student distilled from teacher 0, and the student distilled from all K
 teachers averaged in probability (`distill.teachers`, `distill.temperature`,
-`distill.label_weight`; the student's experiment otherwise unchanged). Every run is then
+`distill.label_weight`; the student's experiment otherwise unchanged, except for `--set`
+FIELD=VALUE items applied to every student run alike, e.g. augmentation and a longer schedule
+for patient, function-matching teaching). Every run is then
 compressed by `eval.compress` (int8 weights, exported with `jax.export`), which gives its
 parameter bytes, batch-1 latency of the exported function and test accuracy, float32 and int8.
 Writes OUT/distillation.json and .md: per model, mean ± sd over its runs.
@@ -96,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--seeds", type=int, default=3)
   p.add_argument("--temperature", type=float, default=1.0)
   p.add_argument("--label_weight", type=float, default=0.0)
+  p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                 help="a config field of every student run (repeatable)")
   p.add_argument("--runs", default="runs/distill")
   p.add_argument("--out", default="benchmarks/results")
   args = p.parse_args(argv)
@@ -106,10 +111,14 @@ def main(argv: list[str] | None = None) -> None:
     cli.fail(f"--members={args.members}; expected at least 2 (the ensemble teacher)", 2)
   if args.seeds < 2:
     cli.fail(f"--seeds={args.seeds}; expected at least 2 (a spread needs two seeds)", 2)
+  bad = [item for item in args.set if "=" not in item]
+  if bad:
+    cli.fail(f"--set {bad[0]!r}; expected FIELD=VALUE, e.g. --set supervised.mixup=1.0", 2)
   runs = os.path.abspath(args.runs)
   teachers = [os.path.join(runs, "teacher", f"seed{k}") for k in range(args.members)]
   for k, workdir in enumerate(teachers):
     train(args.teacher, workdir, k, [])
+  common = [f"--config.{item}" for item in args.set]
   soft = [f"--config.distill.temperature={args.temperature}",
           f"--config.distill.label_weight={args.label_weight}"]
   students = {
@@ -126,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     for seed in range(args.seeds):
       slug = name.split()[0] + ("_" + name.split()[2] if "from" in name else "")
       workdir = os.path.join(runs, slug, f"seed{seed}")
-      train(args.student, workdir, seed, extra)
+      train(args.student, workdir, seed, [*common, *extra])
       rows.append(measure(workdir))
       print(f"{name} seed {seed}: accuracy {rows[-1]['accuracy']:.4f}", file=sys.stderr,
             flush=True)

@@ -19,7 +19,8 @@ def test_summary_and_table():
 
 @pytest.mark.parametrize("argv, field", [(["--student", "nope"], "'nope'"),
                                          (["--members", "1"], "--members=1"),
-                                         (["--seeds", "1"], "--seeds=1")])
+                                         (["--seeds", "1"], "--seeds=1"),
+                                         (["--set", "nofield"], "--set 'nofield'")])
 def test_bad_arguments_are_one_line(argv, field, capsys):
   with pytest.raises(SystemExit) as e:
     distillation.main(argv)

@@ -30,8 +30,8 @@ import grain
 import numpy as np
 from absl import flags
 
+from data import label_noise, sources
 from data import preprocess as preprocess_lib
-from data import sources
 from data import text as text_lib
 from data import transforms as transforms_lib
 from data.batches import ArrayRows, EvalBatches, RecordRows, TrainBatches
@@ -246,14 +246,26 @@ def is_streaming(data_config, split: str) -> bool:
   return size is None or size > AUTO_IN_MEMORY_BYTES
 
 
+def _noisy(data_config, split: str, info) -> sources.SplitArrays:
+  """The split as loaded, with `data.label_noise` applied when it is the training split."""
+  arrays = sources.load_split(data_config, split)
+  noise = data_config.get("label_noise")
+  if noise is None or not noise.rate or split != data_config.train_split:
+    return arrays
+  check_labels(arrays.labels, info.num_classes, f"data.source={data_config.source!r} split "
+               f"{split!r}")
+  return sources.SplitArrays(inputs=arrays.inputs,
+                             labels=label_noise.apply(arrays.labels, info.num_classes, noise))
+
+
 def _in_memory_rows(data_config, split, info, where, train):
   """(rows, class weights, statistics, per-example weights) of a split held in memory."""
   keep = tuple(data_config.keep_classes)
-  arrays = select_classes(sources.load_split(data_config, split), keep, info.num_classes,
+  arrays = select_classes(_noisy(data_config, split, info), keep, info.num_classes,
                           where.format(split))
   if info.num_classes:
     check_labels(arrays.labels, info.num_classes, where.format(split))
-  train_arrays = select_classes(sources.load_split(data_config, data_config.train_split), keep,
+  train_arrays = select_classes(_noisy(data_config, data_config.train_split, info), keep,
                                 info.num_classes, where.format(data_config.train_split))
   stats = (None if data_config.normalize == "none" else
            transforms_lib.compute_statistics(train_arrays.inputs, data_config.normalize))
@@ -275,6 +287,9 @@ def _streaming_rows(data_config, split, info, where, raw=False):
   if tuple(data_config.keep_classes):
     raise sources.DataError(f"data.keep_classes={tuple(data_config.keep_classes)} needs every "
                             "label in memory; with streaming expected ()")
+  if data_config.get("label_noise") is not None and data_config.label_noise.rate:
+    raise sources.DataError(f"data.label_noise.rate={data_config.label_noise.rate} needs every "
+                            "label in memory; with streaming expected 0")
   rows = _record_rows(data_config, split, info, where.format(split), raw)
   stats = None
   if data_config.normalize != "none":

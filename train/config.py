@@ -18,6 +18,7 @@ from typing import Any
 import ml_collections as mlc
 from ml_collections import config_dict
 
+from data import label_noise as data_label_noise
 from data import pipeline as data_pipeline
 from data import preprocess as data_preprocess
 from data import transforms as data_transforms
@@ -72,6 +73,7 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.data.eval_workers = -1                          # ...for evaluation (-1 = data.workers)
   c.data.image = data_preprocess.defaults()        # per-example image ops (data/preprocess.py)
   c.data.augment = data_transforms.defaults()       # batch augmentation (data/transforms.py)
+  c.data.label_noise = data_label_noise.defaults()  # known wrong training labels, for audits
 
   c.model = mlc.ConfigDict()
   c.model.name = "cnn.CNN"
@@ -235,6 +237,7 @@ def validate(config: mlc.ConfigDict) -> None:
     raise ConfigError(f"data.eval_workers={d.eval_workers}; expected -1 (as data.workers) or a "
                       "count >= 0")
   try:
+    data_label_noise.check(d.label_noise)
     data_preprocess.check(d.image)
     data_pipeline.in_memory_setting(d.in_memory)
   except ValueError as e:

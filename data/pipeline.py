@@ -247,15 +247,18 @@ def is_streaming(data_config, split: str) -> bool:
 
 
 def _noisy(data_config, split: str, info) -> sources.SplitArrays:
-  """The split as loaded, with `data.label_noise` applied when it is the training split."""
+  """The split as loaded, with `data.label_noise` applied when its examples are the training
+  split's (the same split, or a slice of it)."""
   arrays = sources.load_split(data_config, split)
   noise = data_config.get("label_noise")
-  if noise is None or not noise.rate or split != data_config.train_split:
+  base = lambda s: s.split("[")[0].strip()  # noqa: E731
+  if noise is None or not noise.rate or base(split) != base(data_config.train_split):
     return arrays
   check_labels(arrays.labels, info.num_classes, f"data.source={data_config.source!r} split "
                f"{split!r}")
   return sources.SplitArrays(inputs=arrays.inputs,
-                             labels=label_noise.apply(arrays.labels, info.num_classes, noise))
+                             labels=label_noise.apply(arrays.inputs, arrays.labels,
+                                                      info.num_classes, noise))
 
 
 def _in_memory_rows(data_config, split, info, where, train):

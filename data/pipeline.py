@@ -252,13 +252,47 @@ def _noisy(data_config, split: str, info) -> sources.SplitArrays:
   arrays = sources.load_split(data_config, split)
   noise = data_config.get("label_noise")
   base = lambda s: s.split("[")[0].strip()  # noqa: E731
-  if noise is None or not noise.rate or base(split) != base(data_config.train_split):
-    return arrays
-  check_labels(arrays.labels, info.num_classes, f"data.source={data_config.source!r} split "
-               f"{split!r}")
-  return sources.SplitArrays(inputs=arrays.inputs,
-                             labels=label_noise.apply(arrays.inputs, arrays.labels,
-                                                      info.num_classes, noise))
+  if noise is not None and noise.rate and base(split) == base(data_config.train_split):
+    check_labels(arrays.labels, info.num_classes, f"data.source={data_config.source!r} split "
+                 f"{split!r}")
+    arrays = sources.SplitArrays(inputs=arrays.inputs,
+                                 labels=label_noise.apply(arrays.inputs, arrays.labels,
+                                                          info.num_classes, noise))
+  exclude = data_config.get("exclude_examples", "")
+  if exclude and split == data_config.train_split:
+    drop = excluded_rows(exclude, len(arrays.labels))
+    keep = np.ones(len(arrays.labels), bool)
+    keep[drop] = False
+    arrays = sources.SplitArrays(inputs=arrays.inputs[keep], labels=arrays.labels[keep])
+  return arrays
+
+
+def excluded_rows(path: str, n: int) -> np.ndarray:
+  """The example indices (into the training split as stored) listed in the JSON file `path`
+  (a list of integers, or an object with such a list under "indices").
+
+  Raises:
+    DataError: an unreadable file, or an index outside [0, n).
+  """
+  import json
+
+  try:
+    with open(path) as f:
+      listed = json.load(f)
+  except (OSError, ValueError) as e:
+    raise sources.DataError(f"data.exclude_examples={path!r} cannot be read as JSON: "
+                            f"{type(e).__name__}: {e}") from None
+  if isinstance(listed, dict):
+    listed = listed.get("indices", None)
+  if not isinstance(listed, list) or not all(isinstance(i, int) for i in listed):
+    raise sources.DataError(f"data.exclude_examples={path!r}; expected a JSON list of example "
+                            "indices (or {\"indices\": [...]})")
+  rows = np.asarray(listed, np.int64)
+  bad = rows[(rows < 0) | (rows >= n)]
+  if bad.size:
+    raise sources.DataError(f"data.exclude_examples={path!r} lists index {int(bad[0])}; the "
+                            f"training split has examples 0..{n - 1}")
+  return rows
 
 
 def _in_memory_rows(data_config, split, info, where, train):
@@ -290,6 +324,9 @@ def _streaming_rows(data_config, split, info, where, raw=False):
   if tuple(data_config.keep_classes):
     raise sources.DataError(f"data.keep_classes={tuple(data_config.keep_classes)} needs every "
                             "label in memory; with streaming expected ()")
+  if data_config.get("exclude_examples", ""):
+    raise sources.DataError(f"data.exclude_examples={data_config.exclude_examples!r} needs the "
+                            "split in memory; with streaming expected ''")
   if data_config.get("label_noise") is not None and data_config.label_noise.rate:
     raise sources.DataError(f"data.label_noise.rate={data_config.label_noise.rate} needs every "
                             "label in memory; with streaming expected 0")

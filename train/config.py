@@ -74,6 +74,7 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.data.image = data_preprocess.defaults()        # per-example image ops (data/preprocess.py)
   c.data.augment = data_transforms.defaults()       # batch augmentation (data/transforms.py)
   c.data.label_noise = data_label_noise.defaults()  # known wrong training labels, for audits
+  c.data.exclude_examples = ""                      # JSON list of training examples to leave out
 
   c.model = mlc.ConfigDict()
   c.model.name = "cnn.CNN"

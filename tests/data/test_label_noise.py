@@ -72,3 +72,21 @@ def test_streaming_refuses_label_noise(data_dir):
   c = data_config("digits", data_dir, label_noise={"rate": 0.05}, in_memory="false")
   with pytest.raises(sources.DataError, match=r"data.label_noise.rate=0.05 needs every label"):
     data_lib.build_pipeline(c, "train", train=True, seed=0)
+
+
+def test_excluded_examples_leave_the_training_split_only(data_dir, tmp_path):
+  path = tmp_path / "drop.json"
+  path.write_text("[0, 5, 7]")
+  c = data_config("digits", data_dir, exclude_examples=str(path))
+  x_all, y_all, _ = data_lib.split_arrays(data_config("digits", data_dir), "train")
+  x, y, _ = data_lib.split_arrays(c, "train")
+  keep = np.setdiff1d(np.arange(len(y_all)), [0, 5, 7])
+  np.testing.assert_array_equal(x, x_all[keep])
+  assert len(data_lib.split_arrays(c, "test")[1]) == len(
+      data_lib.split_arrays(data_config("digits", data_dir), "test")[1])
+  path.write_text("[0, 99999]")
+  with pytest.raises(sources.DataError, match="lists index 99999"):
+    data_lib.split_arrays(data_config("digits", data_dir, exclude_examples=str(path)), "train")
+  path.write_text('{"rows": 3}')
+  with pytest.raises(sources.DataError, match="expected a JSON list of example indices"):
+    data_lib.split_arrays(data_config("digits", data_dir, exclude_examples=str(path)), "train")

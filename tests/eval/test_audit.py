@@ -1,0 +1,80 @@
+"""eval.audit: each part against a direct computation, and the cross-validated label issues."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from eval import audit
+from tests.conftest import load_experiment
+
+
+def test_balance_counts_and_imbalance():
+  b = audit.balance({"train": np.array([0, 0, 0, 1, 2, 2]), "test": np.array([1, 1])}, 3)
+  assert b["train"]["counts"] == [3, 1, 2] and b["train"]["imbalance"] == 3.0
+  assert b["test"]["counts"] == [0, 2, 0] and b["test"]["imbalance"] == float("inf")
+
+
+def test_exact_duplicates_within_and_across_splits_with_conflicts():
+  rng = np.random.default_rng(0)
+  train = rng.normal(size=(6, 4))
+  test = rng.normal(size=(3, 4))
+  train[4] = train[1]            # within train, same label
+  test[2] = train[3]             # leakage, another label
+  groups = audit.exact_duplicates({"train": train, "test": test},
+                                  {"train": np.array([0, 1, 2, 3, 4, 1]),
+                                   "test": np.array([0, 0, 9])})
+  as_sets = sorted(sorted((m["split"], m["index"]) for m in g) for g in groups)
+  assert as_sets == [[("test", 2), ("train", 3)], [("train", 1), ("train", 4)]]
+  labels = {frozenset((m["split"], m["index"]) for m in g): {m["label"] for m in g}
+            for g in groups}
+  assert labels[frozenset({("test", 2), ("train", 3)})] == {3, 9}
+
+
+def test_near_duplicates_against_brute_force():
+  rng = np.random.default_rng(1)
+  train = rng.normal(size=(200, 5))
+  test = rng.normal(size=(50, 5))
+  train[10] = train[20] + 1e-3   # a near pair inside train
+  test[7] = train[33] + 1e-3     # a near pair across
+  pairs, threshold = audit.near_duplicates({"train": train, "test": test}, "train", 0.1)
+  d = np.linalg.norm(train[:, None] - train[None], axis=-1)
+  np.fill_diagonal(d, np.inf)
+  assert threshold == pytest.approx(0.1 * np.median(d.min(1)))
+  found = {(tuple(p["a"]), tuple(p["b"])) for p in pairs}
+  assert (("train", 10), ("train", 20)) in found and (("test", 7), ("train", 33)) in found
+  want_within = {(i, int(d[i].argmin())) for i in range(200)
+                 if d[i].min() < threshold and i < d[i].argmin()}
+  assert {(a[1], b[1]) for a, b in found if a[0] == "train"} == want_within
+
+
+def test_folds_cover_the_split_once():
+  assert audit.fold_splits("train", 3) == [
+      ("train[33%:]", "train[0%:33%]"), ("train[:33%]+train[67%:]", "train[33%:67%]"),
+      ("train[:67%]", "train[67%:100%]")]
+
+
+def test_against_known_flips():
+  flipped = np.zeros(10, bool)
+  flipped[[1, 2, 3]] = True
+  k = audit.against_known(np.array([1, 2, 8, 9]), flipped)
+  assert k["precision"] == 0.5 and k["recall"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.slow  # two cross-validation trainings
+def test_audit_with_known_noise_end_to_end(data_dir, tmp_path):
+  config = load_experiment("digits_cnn", "tiny", data_dir)
+  with config.unlocked():
+    config.data.label_noise.rate = 0.1
+    config.train.steps = 150
+  out = str(tmp_path / "audit")
+  result = audit.audit(config, out, folds=2)
+  li = result["label_issues"]
+  n = result["examples"]["train"]
+  assert all(0 <= i < n for i in li["indices"]) and len(set(li["indices"])) == len(li["indices"])
+  assert li["against_known_noise"]["flipped"] > 0
+  assert sorted(json.load(open(os.path.join(out, "flagged.json")))["indices"]) == sorted(
+      li["indices"])
+  assert os.path.exists(os.path.join(out, "cv", "fold_1", "summary.json"))
+  assert "**Label issues**" in open(os.path.join(out, "report.md")).read()

@@ -1,67 +1,89 @@
-"""eval.uncertainty's scores against independent references (scipy, scikit-learn, loops)."""
+"""eval.uncertainty end to end: two small MNIST-1D CNNs with dropout, trained on classes 0-7."""
+
+import json
+import os
 
 import numpy as np
 import pytest
-from scipy import stats
-from sklearn import metrics as skm
 
-from eval import uncertainty
+from eval import calibration, members
+from eval import uncertainty as uncertainty_report
+from eval import uncertainty_scores as uncertainty
+from tests.conftest import load_experiment
 
-
-def _member_probs(m=5, n=40, c=4, seed=0):
-  rng = np.random.default_rng(seed)
-  z = rng.normal(size=(m, n, c)) * rng.uniform(0.2, 3, size=(1, n, 1))
-  e = np.exp(z - z.max(-1, keepdims=True))
-  return e / e.sum(-1, keepdims=True)
+KEEP = (0, 1, 2, 3, 4, 5, 6, 7)
 
 
-def test_entropy_and_mutual_information_against_scipy():
-  p = _member_probs()
-  np.testing.assert_allclose(uncertainty.entropy(p[0]), stats.entropy(p[0], axis=-1), rtol=1e-12)
-  mi = uncertainty.mutual_information(p)
-  for i in range(p.shape[1]):
-    want = stats.entropy(p[:, i].mean(0)) - np.mean([stats.entropy(q) for q in p[:, i]])
-    assert mi[i] == pytest.approx(want, abs=1e-12)
-  assert np.all(mi <= np.log(p.shape[0]) + 1e-12)
+@pytest.fixture(scope="module")
+def runs(data_dir, tmp_path_factory):
+  from train import loop
+
+  root = tmp_path_factory.mktemp("ensemble")
+  out = []
+  for seed in (0, 1):
+    config = load_experiment("mnist1d_cnn", None, data_dir)
+    with config.unlocked():
+      config.seed = seed
+      config.model.dropout = 0.3
+      config.data.keep_classes = KEEP
+      config.train.steps = 300
+      config.train.log_every = 300
+      config.train.eval_every = config.train.checkpoint_every = 0
+    workdir = str(root / f"seed{seed}")
+    loop.train_and_evaluate(config, workdir)
+    out.append(workdir)
+  return out
 
 
-def test_zero_probabilities_and_agreeing_members():
-  one_hot = np.eye(3)[[0, 2, 1]]
-  np.testing.assert_array_equal(uncertainty.entropy(one_hot), 0.0)
-  agree = np.stack([_member_probs(1)[0]] * 4)
-  np.testing.assert_allclose(uncertainty.mutual_information(agree), 0.0, atol=1e-12)
-  # two confident members that disagree: log 2 nats of mutual information
-  split = np.stack([np.eye(2)[[0]], np.eye(2)[[1]]])
-  assert uncertainty.mutual_information(split)[0] == pytest.approx(np.log(2))
+def test_the_comparison_on_every_set(runs, tmp_path):
+  result, first, sets = uncertainty_report.compare(runs, shifted="mnist1d_drift", passes=8)
+  assert set(sets) == {"test", "held-out classes", "shifted", "noise"}
+  assert set(np.unique(sets["held-out classes"].labels)) == {8, 9}
+  assert set(np.unique(sets["test"].labels)) <= set(KEEP)
+  assert set(np.unique(sets["shifted"].labels)) <= set(KEEP)
+  for name in ("test", "shifted"):
+    assert set(result["predictive"][name]) == set(uncertainty_report.METHODS)
+  single = result["predictive"]["test"]["single"]
+  accuracies = [uncertainty.predictive(calibration.softmax(members.restore_all([w])[0].predict(
+      sets["test"].inputs)), sets["test"].labels)["accuracy"] for w in runs]
+  assert single["trials"] == 2 and single["mean"]["accuracy"] == pytest.approx(np.mean(accuracies))
+  assert single["sd"]["accuracy"] == pytest.approx(np.std(accuracies, ddof=1))
+  assert result["predictive"]["test"]["ensemble"]["trials"] == 1
+  # the ensemble's probabilities are the members' mean, each member its own restore
+  p = members.probabilities([members.restore_all([w])[0] for w in runs], sets["test"].inputs)
+  np.testing.assert_allclose(first["ensemble"]["test"][0], p.mean(0), atol=1e-6)
+  # MC dropout passes differ (dropout is on) and are reproducible from the seed
+  q = first["mc_dropout"]["test"][1]
+  assert q.shape[0] == 8 and not np.allclose(q[0], q[1])
+  again = members.mc_dropout(members.restore_all(runs[:1])[0], sets["test"].inputs, 8, 0)
+  np.testing.assert_allclose(q, again)
+  assert single["mean"]["accuracy"] > 0.5  # learned something on 8 classes
+  # the OOD table is the detection of each method's scores, test split against the set
+  _, q_in = first["ensemble"]["test"]
+  _, q_out = first["ensemble"]["noise"]
+  want = uncertainty.detection(uncertainty.mutual_information(q_in),
+                               uncertainty.mutual_information(q_out))
+  assert result["ood"]["noise"]["ensemble"]["mean"]["mutual_information"] == want
+  assert set(result["ood"]["noise"]["ensemble"]["mean"]) == {"max_prob", "entropy",
+                                                             "mutual_information"}
+  assert set(result["ood"]["noise"]["single"]["mean"]) == {"max_prob", "entropy"}
+  written = uncertainty_report.write(result, first, sets, str(tmp_path))
+  assert os.path.exists(written["figures"]["test"])
+  with open(tmp_path / "report.json") as f:
+    assert json.load(f)["members"] == runs
+  assert "| ensemble |" in (tmp_path / "report.md").read_text()
 
 
-def test_detection_against_scikit_learn():
-  rng = np.random.default_rng(1)
-  s_in, s_out = rng.normal(0, 1, 300), rng.normal(1, 1, 100)
-  s_in[:20] = s_out[:20] = 0.5  # ties across the two sets
-  got = uncertainty.detection(s_in, s_out)
-  y = np.r_[np.zeros(300), np.ones(100)]
-  s = np.r_[s_in, s_out]
-  assert got["roc_auc"] == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
-  assert got["aupr"] == pytest.approx(skm.average_precision_score(y, s), abs=1e-12)
-  assert got["chance_aupr"] == pytest.approx(0.25)
-
-
-def test_ood_scores_and_predictive_summary():
-  p = _member_probs(n=200, c=5)
-  mean = uncertainty.average(p)
-  np.testing.assert_allclose(mean, p.mean(0))
-  scores = uncertainty.ood_scores(mean, p)
-  assert set(scores) == {"max_prob", "entropy", "mutual_information"}
-  np.testing.assert_allclose(scores["max_prob"], 1 - mean.max(-1))
-  assert set(uncertainty.ood_scores(mean)) == {"max_prob", "entropy"}
-  labels = np.random.default_rng(2).integers(0, 5, 200)
-  s = uncertainty.predictive(mean, labels)
-  assert s["accuracy"] == pytest.approx(skm.accuracy_score(labels, mean.argmax(-1)))
-  assert s["nll"] == pytest.approx(skm.log_loss(labels, mean, labels=range(5)))
-  assert s["brier"] == pytest.approx(np.mean(np.sum((mean - np.eye(5)[labels]) ** 2, -1)))
-
-
-def test_bad_member_shape_is_named():
-  with pytest.raises(ValueError, match=r"expected \(members, examples, classes\)"):
-    uncertainty.mutual_information(np.ones((4, 3)))
+def test_left_out_methods_and_bad_inputs(runs, trained, tmp_path):
+  plain = trained("mnist1d_cnn")  # no dropout
+  result, _, _ = uncertainty_report.compare([plain], passes=4, noise=False)
+  assert "model.dropout=0" in result["mc_dropout_left_out"]
+  assert "ensemble_left_out" in result and set(result["predictive"]["test"]) == {
+      "single", "temperature"}
+  with pytest.raises(ValueError, match="--ensemble_size=3 with 2 runs"):
+    uncertainty_report.compare(runs, ensemble_size=3)
+  with pytest.raises(ValueError, match="members must share the data"):
+    members.restore_all([runs[0], plain])
+  with pytest.raises(ValueError, match="holds no trained run"):
+    members.workdirs_in(str(tmp_path))
+  assert members.workdirs_in(os.path.dirname(runs[0])) == runs

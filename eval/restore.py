@@ -72,8 +72,8 @@ def restore(workdir: str, overrides: dict[str, Any] | None = None, step: int | N
   """The run in `workdir` at its newest restorable checkpoint (or `step`), its config's
   `SECTION.FIELD` values replaced by `overrides` (`--set` items) and validated.
 
-  Sections the run's paradigm owns that its saved config lacks (a run from before they existed)
-  get their defaults.
+  Fields and sections its saved config lacks (a run from before they existed) get their
+  defaults (`train.config.with_defaults`).
 
   Raises:
     CheckpointError: nothing to restore in `workdir`.
@@ -81,11 +81,8 @@ def restore(workdir: str, overrides: dict[str, Any] | None = None, step: int | N
     ValueError: `paradigm` given and the run is of another paradigm.
   """
   model, tree, config_dict, step = checkpoint.load_workdir(workdir, step)
-  config = mlc.ConfigDict(config_dict)
+  config = config_lib.with_defaults(config_dict)
   module = paradigms.get(config.paradigm)
-  for name, section in module.defaults().items():
-    if name not in config:
-      config[name] = section
   if paradigm is not None and config.paradigm != paradigm:
     raise ValueError(f"--workdir={workdir} holds a paradigm={config.paradigm!r} run; expected "
                      f"paradigm={paradigm!r}")

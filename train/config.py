@@ -131,6 +131,26 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   return c
 
 
+def with_defaults(saved: dict[str, Any]) -> mlc.ConfigDict:
+  """A saved run's config (its config.json) with the fields and sections added to the codebase
+  since it was written filled in at their defaults, so tools that restore old runs validate
+  them. Saved values always win; free-form sections (`model`, `evals`) are kept as saved."""
+  merged = base(saved.get("paradigm", "supervised")).to_dict()
+
+  def merge(into: dict[str, Any], values: dict[str, Any]) -> None:
+    for key, value in values.items():
+      if isinstance(value, dict) and isinstance(into.get(key), dict) and key not in FREE_FORM:
+        merge(into[key], value)
+      else:
+        into[key] = value
+
+  merge(merged, saved)
+  return mlc.ConfigDict(merged)
+
+
+FREE_FORM = ("model", "evals")
+
+
 def override(config: mlc.ConfigDict, overrides: dict[str, Any],
              flag: str = "--set ") -> mlc.ConfigDict:
   """`config` with SECTION.FIELD values replaced, strings (from a command line's

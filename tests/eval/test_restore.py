@@ -40,3 +40,23 @@ def test_a_run_that_makes_no_predictions_says_so(trained):
   run = restore.restore(trained("digits_dcgan"))
   with pytest.raises(ValueError, match="paradigm='adversarial' run, which makes no predictions"):
     run.predict(np.zeros((2, 8, 8, 1), np.float32))
+
+
+def test_a_run_saved_before_newer_fields_restores_with_their_defaults(trained, tmp_path):
+  import json
+  import shutil
+
+  old = str(tmp_path / "old")
+  shutil.copytree(trained("mnist1d_cnn"), old)
+  path = f"{old}/config.json"
+  saved = json.load(open(path))
+  for field in ("eval_workers", "label_noise", "exclude_examples"):
+    del saved["data"][field]
+  del saved["distill"]
+  saved["model"]["features"] = [4, 4, 4]  # free-form sections stay as saved
+  json.dump(saved, open(path, "w"))
+  run = restore.restore(old)
+  assert run.config.data.eval_workers == -1 and run.config.data.label_noise.rate == 0.0
+  assert tuple(run.config.distill.teachers) == ()
+  assert set(run.config.model) == set(saved["model"])
+  assert run.predict(np.zeros((2, 40), np.float32)).shape == (2, 10)

@@ -12,6 +12,8 @@ from eval import uncertainty_scores as uncertainty
 from tests.conftest import load_experiment
 
 KEEP = (0, 1, 2, 3, 4, 5, 6, 7)
+# two 300-step trainings and 8 MC dropout passes over four sets: with the slow set
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

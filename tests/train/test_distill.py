@@ -59,6 +59,7 @@ def test_teacher_sees_the_students_mixed_batch(trained, data_dir):
   assert float(metrics["distill_kl"]) > 1e-3
 
 
+@pytest.mark.slow  # a full tiny training with a teacher, then a restore
 def test_distilled_run_checkpoints_the_student_only(trained, data_dir, tmp_path):
   from train import loop
 

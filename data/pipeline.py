@@ -30,7 +30,7 @@ import grain
 import numpy as np
 from absl import flags
 
-from data import label_noise, sources
+from data import curation, sources
 from data import preprocess as preprocess_lib
 from data import text as text_lib
 from data import transforms as transforms_lib
@@ -247,52 +247,12 @@ def is_streaming(data_config, split: str) -> bool:
 
 
 def _noisy(data_config, split: str, info) -> sources.SplitArrays:
-  """The split as loaded, with `data.label_noise` applied when its examples are the training
-  split's (the same split, or a slice of it)."""
+  """The split as loaded, curated as the run's training data (`data/curation.py`)."""
   arrays = sources.load_split(data_config, split)
-  noise = data_config.get("label_noise")
-  base = lambda s: s.split("[")[0].strip()  # noqa: E731
-  if noise is not None and noise.rate and base(split) == base(data_config.train_split):
+  if curation.touches(data_config, split):
     check_labels(arrays.labels, info.num_classes, f"data.source={data_config.source!r} split "
                  f"{split!r}")
-    arrays = sources.SplitArrays(inputs=arrays.inputs,
-                                 labels=label_noise.apply(arrays.inputs, arrays.labels,
-                                                          info.num_classes, noise))
-  exclude = data_config.get("exclude_examples", "")
-  if exclude and split == data_config.train_split:
-    drop = excluded_rows(exclude, len(arrays.labels))
-    keep = np.ones(len(arrays.labels), bool)
-    keep[drop] = False
-    arrays = sources.SplitArrays(inputs=arrays.inputs[keep], labels=arrays.labels[keep])
-  return arrays
-
-
-def excluded_rows(path: str, n: int) -> np.ndarray:
-  """The example indices (into the training split as stored) listed in the JSON file `path`
-  (a list of integers, or an object with such a list under "indices").
-
-  Raises:
-    DataError: an unreadable file, or an index outside [0, n).
-  """
-  import json
-
-  try:
-    with open(path) as f:
-      listed = json.load(f)
-  except (OSError, ValueError) as e:
-    raise sources.DataError(f"data.exclude_examples={path!r} cannot be read as JSON: "
-                            f"{type(e).__name__}: {e}") from None
-  if isinstance(listed, dict):
-    listed = listed.get("indices", None)
-  if not isinstance(listed, list) or not all(isinstance(i, int) for i in listed):
-    raise sources.DataError(f"data.exclude_examples={path!r}; expected a JSON list of example "
-                            "indices (or {\"indices\": [...]})")
-  rows = np.asarray(listed, np.int64)
-  bad = rows[(rows < 0) | (rows >= n)]
-  if bad.size:
-    raise sources.DataError(f"data.exclude_examples={path!r} lists index {int(bad[0])}; the "
-                            f"training split has examples 0..{n - 1}")
-  return rows
+  return curation.curate(data_config, split, arrays, info.num_classes)
 
 
 def _in_memory_rows(data_config, split, info, where, train):

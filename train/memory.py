@@ -10,27 +10,18 @@ against a configured limit). The refusal names concrete ways down: a smaller per
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
 
 from train.errors import ConfigError
+from train.parallel import device_bytes  # noqa: F401  (re-exported: memory.device_bytes)
 
 GB = 1e9
 
 
 class OutOfMemoryError(ConfigError):
   """The compiled step needs more memory per device than there is (or than configured)."""
-
-
-def device_bytes(tree: Any) -> int:
-  """One device's bytes of a tree of ShapeDtypeStructs (or arrays) with shardings."""
-  total = 0
-  for leaf in jax.tree.leaves(tree):
-    shape = leaf.sharding.shard_shape(leaf.shape) if getattr(leaf, "sharding", None) else leaf.shape
-    total += math.prod(shape) * jax.numpy.dtype(leaf.dtype).itemsize
-  return total
 
 
 def report(abstract_state: Any, batch_bytes: int, compiled: Any) -> dict[str, int]:

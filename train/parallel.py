@@ -8,6 +8,7 @@ along their largest divisible axis. Host-local batches become global arrays with
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -70,18 +71,26 @@ def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
+def device_bytes(tree: Any) -> int:
+  """One device's bytes of a tree of arrays or ShapeDtypeStructs, from each leaf's shard shape
+  under its sharding (the whole shape when it has none). Works before any array exists, so the
+  memory check (`train/memory.py`) and the layout of a live state count alike."""
+  total = 0
+  for leaf in jax.tree.leaves(tree):
+    sharding = getattr(leaf, "sharding", None)
+    shape = sharding.shard_shape(leaf.shape) if sharding is not None else leaf.shape
+    total += math.prod(shape) * np.dtype(leaf.dtype).itemsize
+  return total
+
+
 def bytes_per_device(tree: Any) -> dict[str, int]:
   """How a tree of (sharded) arrays is laid out: `total`, its logical bytes; `sharded` and
   `replicated`, the logical bytes of the leaves split across devices and of those copied whole;
-  `per_device_max` / `per_device_min`, the bytes one addressable device holds."""
-  per: dict[str, int] = {}
+  `per_device`, the bytes one device holds (`device_bytes`)."""
   total = sharded = 0
   for leaf in jax.tree.leaves(tree):
     total += leaf.nbytes
     if not leaf.sharding.is_fully_replicated:
       sharded += leaf.nbytes
-    for shard in leaf.addressable_shards:
-      per[str(shard.device)] = per.get(str(shard.device), 0) + shard.data.nbytes
   return {"total": int(total), "sharded": int(sharded), "replicated": int(total - sharded),
-          "per_device_max": int(max(per.values(), default=0)),
-          "per_device_min": int(min(per.values(), default=0))}
+          "per_device": int(device_bytes(tree))}

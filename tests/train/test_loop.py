@@ -143,8 +143,7 @@ def test_fsdp_on_eight_devices_gives_the_one_device_curve_and_resumes_on_other_m
   run(wide, 8, 8, 2, "--config.model.widths=(32,64)")
   layout = json.load(open(os.path.join(wide, "summary.json")))["parameter_bytes"]
   assert layout["sharded"] > 0.5 * layout["total"]
-  assert layout["per_device_max"] == layout["per_device_min"] == (
-      layout["sharded"] // 8 + layout["replicated"])
+  assert layout["per_device"] == layout["sharded"] // 8 + layout["replicated"]
   layout = json.load(open(os.path.join(sharded, "summary.json")))["parameter_bytes"]
   np.testing.assert_allclose(losses(sharded), losses(one)[:10], rtol=1e-2)
   for devices, fsdp in ((4, 4), (1, 1)):

@@ -11,8 +11,10 @@ Each workload is an experiment file's full config, built by `train.loop.build` e
   ratio is the input pipeline's overhead. The two kinds of window alternate, so a drift in the
   machine's speed touches both;
 - FLOPs per step from XLA's cost analysis of the compiled step, the achieved FLOP/s (in-memory
-  rate), and that as a fraction of this machine's dense float32 matmul rate, measured first
-  (a 1024 x 1024 x 1024 jitted matmul, median of repeats);
+  rate), and that as a fraction of this machine's dense float32 matmul rate (a 1024 x 1024 x
+  1024 jitted matmul, median of repeats), the figure the training records' MFU divides by:
+  measured once per machine and kept beside the CLI's compilation cache
+  (`train.throughput.cpu_matmul_flops`);
 - memory: XLA's buffer sizes for the step (arguments + outputs + temporaries) and the
   process's peak resident set so far;
 - PyTorch (`benchmarks/torch_workloads.py`, needs the `bench` extra): the same model, batch,
@@ -229,7 +231,10 @@ def main(argv: list[str]) -> None:
   unknown = sorted(set(names) - set(WORKLOADS))
   if unknown:
     raise ValueError(f"--only {unknown}: expected some of {list(WORKLOADS)}")
-  peak = matmul_flops()
+  # the rate the training records divide by (measured once per machine, kept beside the CLI's
+  # default compilation cache), so this table's share and their MFU share a denominator
+  from train import throughput
+  peak = throughput.cpu_matmul_flops(records.DEFAULT_COMPILATION_CACHE)
   rows = []
   for name in names:
     records.console(f"[benchmark] {name}")

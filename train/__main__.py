@@ -25,7 +25,7 @@ _CONFIG = flags.DEFINE_string(
     "experiments/X.py:tiny or experiments.X:tiny. --config.SECTION.FIELD=VALUE overrides a field.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/<experiment>).")
 _CACHE = flags.DEFINE_string(
-    "compilation_cache", os.path.join("~", ".cache", "strata", "xla"),
+    "compilation_cache", records.DEFAULT_COMPILATION_CACHE,
     "Persistent XLA compilation cache directory; '' disables it. A second run of the same "
     "experiment loads its compiled steps instead of compiling them (2.5 s of the MNIST-1D CNN run "
     "on 2 CPU cores).")

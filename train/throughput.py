@@ -62,10 +62,12 @@ def matmul_flops(n: int = 1024, repeats: int = 20) -> float:
 
 
 @functools.cache
-def cpu_matmul_flops() -> float:
-  """`matmul_flops()`, cached per machine in the XLA compilation cache directory when one is set
-  (a run would otherwise spend about half a second measuring it)."""
-  cache_dir = _cache_dir()
+def cpu_matmul_flops(cache_dir: str | None = None) -> float:
+  """`matmul_flops()`, measured once per machine and kept in `cache_dir` (default: the XLA
+  compilation cache directory, when one is set). One figure per machine makes MFU comparable
+  across runs and with `benchmarks.run`: on a shared 2-core VM, back-to-back measurements
+  ranged 160-240 GFLOP/s. Delete the file to measure again."""
+  cache_dir = cache_dir or _cache_dir()
   key = f"{platform.processor() or platform.machine()}|{os.cpu_count()}|{jax.__version__}"
   path = os.path.join(os.path.expanduser(cache_dir), _CACHE_NAME) if cache_dir else None
   if path and os.path.exists(path):

@@ -78,3 +78,19 @@ def test_audit_with_known_noise_end_to_end(data_dir, tmp_path):
       li["indices"])
   assert os.path.exists(os.path.join(out, "cv", "fold_1", "summary.json"))
   assert "**Label issues**" in open(os.path.join(out, "report.md")).read()
+
+
+def test_near_duplicates_in_a_trained_models_features(trained, data_dir, tmp_path):
+  workdir = trained("digits_cnn")
+  config = load_experiment("digits_cnn", "tiny", data_dir)
+  result = audit.audit(config, str(tmp_path), folds=0, workdir=workdir)
+  assert result["near_duplicates"]["space"] == f"features of {workdir}"
+  assert result["near_duplicates"]["threshold"] > 0
+  assert "label_issues" not in result
+  assert result["balance"]["test"]["counts"] == np.bincount(
+      data_lib_labels(config, "test"), minlength=10).tolist()
+
+
+def data_lib_labels(config, split):
+  import data as data_lib
+  return data_lib.split_arrays(config.data, split)[1]

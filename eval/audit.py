@@ -18,7 +18,8 @@
   `cleanlab.filter.find_label_issues` (confident learning, Northcutt et al. 2021), ranked by
   self-confidence. With `data.label_noise` set, the flagged examples are scored against the
   known flips (precision and recall).
-Writes DIR/report.json, report.md and figures (default: runs/audit/<experiment>).
+Writes DIR/report.json, report.md, balance.png and flagged.png (the most suspicious examples
+drawn, given and predicted labels), default DIR runs/audit/<experiment>.
 """
 
 from __future__ import annotations
@@ -177,6 +178,9 @@ def audit(config: Any, out: str, folds: int = 5, near: float = 0.1,
     with open(os.path.join(out, "flagged.json"), "w") as f:
       json.dump({"indices": sorted(flagged.tolist())}, f)
   _figure(result, info.num_classes, os.path.join(out, "balance.png"))
+  if result.get("label_issues", {}).get("indices"):
+    _flagged_figure(result["label_issues"], stored[d.train_split].inputs,
+                    os.path.join(out, "flagged.png"))
   records.write_report(out, result, markdown(result))
   return result
 
@@ -191,6 +195,31 @@ def _figure(result: dict[str, Any], num_classes: int, path: str) -> None:
   ax.legend()
   fig.tight_layout()
   os.makedirs(os.path.dirname(path), exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _flagged_figure(issues: dict[str, Any], inputs: np.ndarray, path: str, most: int = 16) -> None:
+  """The most suspicious examples with their given and predicted labels: images for inputs of
+  rank 2 or 3 (H, W[, C]), curves for rank 1."""
+  x = inputs[np.asarray(issues["indices"][:most])]
+  if x.ndim - 1 not in (1, 2, 3):
+    return
+  plt = figures.pyplot()
+  cols = min(len(x), 8)
+  rows = -(-len(x) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.7 * rows), squeeze=False)
+  for ax in axes.flat:
+    ax.axis("off")
+  for k, (ax, example) in enumerate(zip(axes.flat, x)):
+    if example.ndim == 1:
+      ax.plot(example, linewidth=0.8)
+    else:
+      ax.imshow(example.squeeze(), cmap="gray_r" if example.squeeze().ndim == 2 else None)
+    ax.set_title(f"#{issues['indices'][k]}: {issues['given_labels'][k]} -> "
+                 f"{issues['predicted'][k]}", fontsize=7)
+  fig.suptitle("suspected label errors: given -> predicted", fontsize=9)
+  fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
 

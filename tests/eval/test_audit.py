@@ -77,6 +77,7 @@ def test_audit_with_known_noise_end_to_end(data_dir, tmp_path):
   assert sorted(json.load(open(os.path.join(out, "flagged.json")))["indices"]) == sorted(
       li["indices"])
   assert os.path.exists(os.path.join(out, "cv", "fold_1", "summary.json"))
+  assert os.path.exists(os.path.join(out, "flagged.png"))
   assert "**Label issues**" in open(os.path.join(out, "report.md")).read()
 
 

@@ -18,6 +18,9 @@
   `cleanlab.filter.find_label_issues` (confident learning, Northcutt et al. 2021), ranked by
   self-confidence. With `data.label_noise` set, the flagged examples are scored against the
   known flips (precision and recall).
+- **Slices**: for each feature of the source that can slice examples (class labels and scalar
+  integers beside the input and the label), the accuracy and NLL per value of the classifier
+  given as `--workdir` on the evaluation split.
 Writes DIR/report.json, report.md, balance.png and flagged.png (the most suspicious examples
 drawn, given and predicted labels), default DIR runs/audit/<experiment>.
 """
@@ -136,6 +139,45 @@ def against_known(flagged: np.ndarray, flipped: np.ndarray) -> dict[str, float]:
           "recall": hit / int(flipped.sum()) if flipped.any() else float("nan")}
 
 
+def slice_fields(data_config: Any) -> list[str]:
+  """The source's features that can slice examples: class labels and scalar integers or
+  booleans other than the input and the label."""
+  builder = sources._builder(data_config)
+  input_key, label_key = sources._keys(data_config, builder)
+  out = []
+  for key, feature in builder.info.features.items():
+    if key in (input_key, label_key):
+      continue
+    if type(feature).__name__ == "ClassLabel" or (
+        tuple(getattr(feature, "shape", (None,))) == () and
+        np.dtype(getattr(feature, "np_dtype", np.float32)).kind in "iub"):
+      out.append(key)
+  return sorted(out)
+
+
+def slice_metrics(data_config: Any, split: str, field: str, probs: np.ndarray,
+                  labels: np.ndarray) -> dict[str, dict[str, float]]:
+  """Per value of `field` on `split`: examples, accuracy and NLL (nats) of `probs` (N, C), the
+  model's probabilities for the split as the run serves it (`data.keep_classes` applied)."""
+  from eval import calibration
+
+  source = sources.open_split(data_config, split, raw_inputs=True)
+  values = np.asarray([source[i][field] for i in range(len(source))])
+  keep = tuple(data_config.keep_classes)
+  if keep:
+    values = values[np.isin(sources.load_split(data_config, split).labels, keep)]
+  if len(values) != len(labels):
+    raise ValueError(f"slice field {field!r}: {len(values)} values for {len(labels)} examples")
+  out = {}
+  for v in np.unique(values):
+    rows = values == v
+    out[str(v.item() if hasattr(v, "item") else v)] = {
+        "examples": int(rows.sum()),
+        "accuracy": float(np.mean(probs[rows].argmax(-1) == labels[rows])),
+        "nll": calibration.nll(probs[rows], labels[rows])}
+  return out
+
+
 def audit(config: Any, out: str, folds: int = 5, near: float = 0.1,
           workdir: str | None = None) -> dict[str, Any]:
   """The module docstring's report for `config` (an experiment's full config)."""
@@ -159,6 +201,15 @@ def audit(config: Any, out: str, folds: int = 5, near: float = 0.1,
   else:
     feats = {s: served[s][0].reshape(len(served[s][0]), -1) for s in splits}
     space = "normalised inputs"
+  result["slice_fields"] = slice_fields(d)
+  if workdir and result["slice_fields"]:
+    from eval import calibration, restore
+
+    run = restore.restore(workdir)
+    x, y, _ = run.split(d.eval_split)
+    probs = calibration.softmax(run.predict(x))
+    result["slices"] = {f: slice_metrics(d, d.eval_split, f, probs, y)
+                        for f in result["slice_fields"]}
   pairs, threshold = near_duplicates(feats, d.train_split, near)
   result["near_duplicates"] = {"space": space, "ratio": near, "threshold": threshold,
                                "pairs": pairs}
@@ -244,6 +295,16 @@ def markdown(result: dict[str, Any]) -> str:
             f"{len(leak)} between the evaluation and training splits."]
   for p in near["pairs"][:20]:
     lines.append(f"- {p['a'][0]}#{p['a'][1]} ~ {p['b'][0]}#{p['b'][1]} ({p['distance']:.4g})")
+  if not result.get("slice_fields"):
+    lines += ["", "**Slices**: the source has no field to slice by (only its input and label)."]
+  elif "slices" not in result:
+    lines += ["", f"**Slices**: fields {', '.join(result['slice_fields'])}; give --workdir (a "
+              "trained classifier) for per-slice metrics."]
+  for field, table in result.get("slices", {}).items():
+    lines += ["", f"**Slice `{field}`** (the evaluation split, the model in --workdir)", "",
+              "| value | examples | accuracy | NLL |", "|---|---|---|---|"]
+    lines += [f"| {v} | {m['examples']} | {m['accuracy']:.4f} | {m['nll']:.4f} |"
+              for v, m in table.items()]
   if "label_issues" in result:
     li = result["label_issues"]
     lines += ["", f"**Label issues** ({li['folds']}-fold out-of-sample probabilities, accuracy "

@@ -95,3 +95,61 @@ def test_near_duplicates_in_a_trained_models_features(trained, data_dir, tmp_pat
 def data_lib_labels(config, split):
   import data as data_lib
   return data_lib.split_arrays(config.data, split)[1]
+
+
+
+def _toy_builder():
+  import tensorflow_datasets as tfds
+
+  from data.offline import OfflineBuilder
+
+  class StrataAuditSliceToy(OfflineBuilder):
+    """Two classes in 4-d; group a (even rows) well separated, group b (odd rows) barely."""
+
+    def _info(self):
+      return self.dataset_info_from_configs(
+          features=tfds.features.FeaturesDict({
+              "x": tfds.features.Tensor(shape=(4,), dtype=np.float32),
+              "label": tfds.features.ClassLabel(num_classes=2),
+              "group": tfds.features.ClassLabel(names=["a", "b"])}),
+          supervised_keys=("x", "label"), disable_shuffling=True)
+
+    def _split_generators(self, dl_manager):
+      return {"train": self._generate_examples(0, 600), "test": self._generate_examples(1, 400)}
+
+    def _generate_examples(self, seed, n):
+      rng = np.random.default_rng(seed)
+      for i in range(n):
+        group, label = i % 2, int(rng.integers(0, 2))
+        x = rng.normal(size=4) + (2 * label - 1) * (2.0 if group == 0 else 0.1)
+        yield i, {"x": x.astype(np.float32), "label": label, "group": group}
+
+  return StrataAuditSliceToy
+
+
+def test_per_slice_metrics_of_a_source_field(data_dir, tmp_path, monkeypatch):
+  from data import builders
+  from eval import calibration, restore
+  from train import loop
+
+  monkeypatch.setitem(builders.OFFLINE_BUILDERS, "audit_toy", _toy_builder())
+  config = load_experiment("breast_cancer_mlp", "tiny", data_dir)
+  with config.unlocked():
+    config.data.source, config.data.data_dir = "audit_toy", str(tmp_path / "tfds")
+    config.data.class_weights = "none"
+    config.model.num_classes = 2
+    config.train.steps = 200
+  workdir = str(tmp_path / "run")
+  loop.train_and_evaluate(config, workdir)
+  result = audit.audit(config, str(tmp_path / "audit"), folds=0, workdir=workdir)
+  assert result["slice_fields"] == ["group"]
+  table = result["slices"]["group"]
+  run = restore.restore(workdir)
+  x, y, _ = run.split("test")
+  pred = calibration.softmax(run.predict(x)).argmax(-1)
+  group = np.arange(len(y)) % 2  # the generator's groups, in stored order
+  for g in (0, 1):
+    assert table[str(g)]["examples"] == int((group == g).sum())
+    assert table[str(g)]["accuracy"] == pytest.approx(np.mean(pred[group == g] == y[group == g]))
+  assert table["0"]["accuracy"] > table["1"]["accuracy"]  # the separated group is easier
+  assert "**Slice `group`**" in open(tmp_path / "audit" / "report.md").read()

@@ -54,7 +54,8 @@ def measure(workdir: str) -> dict[str, float]:
   f32, int8 = result["variants"]["float32"], result["variants"]["int8 weights"]
   return {"parameters": f32["parameter_bytes"] // 4, "latency_ms": f32["latency_ms_p50"],
           "accuracy": f32["accuracy"], "int8_accuracy": int8["accuracy"],
-          "int8_latency_ms": int8["latency_ms_p50"],
+          "int8_latency_ms": int8["latency_ms_p50"], "bytes": f32["parameter_bytes"],
+          "int8_bytes": int8["parameter_bytes"],
           "final_eval_accuracy": float(final_eval(workdir)["accuracy"])}
 
 
@@ -82,12 +83,13 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return (f"{cell['mean'] * scale:.{digits}f} ± {cell['sd'] * scale:.{digits}f}"
             if len(cell["values"]) > 1 else f"{cell['mean'] * scale:.{digits}f}")
 
-  lines = ["| model | runs | parameters | batch-1 latency (ms) | test accuracy | "
-           "int8 weights: accuracy |", "|---|---|---|---|---|---|"]
+  lines = ["| model | runs | parameters | float32: bytes, batch-1 latency (ms), test accuracy "
+           "| int8 weights: bytes, batch-1 latency (ms), test accuracy |", "|---|---|---|---|---|"]
   for name, r in results.items():
     lines.append(f"| {name} | {r['runs']} | {r['parameters']['mean']:,.0f} | "
-                 f"{pm(r['latency_ms'], digits=3)} | {pm(r['accuracy'])} | "
-                 f"{pm(r['int8_accuracy'])} |")
+                 f"{r['bytes']['mean']:,.0f}, {pm(r['latency_ms'], digits=3)}, "
+                 f"{pm(r['accuracy'])} | {r['int8_bytes']['mean']:,.0f}, "
+                 f"{pm(r['int8_latency_ms'], digits=3)}, {pm(r['int8_accuracy'])} |")
   return "\n".join(lines)
 
 

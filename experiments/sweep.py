@@ -8,7 +8,9 @@
 
 Each (point, seed) trains in WORKDIR/<field=value,...>/seed_<s>; finished runs are skipped and
 interrupted ones resume, so a killed sweep restarted with the same command runs only what is
-missing. `--config.FIELD=VALUE` fixes a field for every point. Writes WORKDIR/results.csv,
+missing. Across machines, `--shard I/N` runs every N-th run from I (a SLURM job array, a
+Kubernetes indexed Job; docs/pods.md), and `--collect` (or the same command without `--shard`,
+which runs anything still missing) writes the combined tables. `--config.FIELD=VALUE` fixes a field for every point. Writes WORKDIR/results.csv,
 results.md (mean ± sd over seeds of each final evaluation metric), results.json and
 results.png (the `--metric` against the first swept field). The spec's grammar is in
 `train/sweep.py`. A bad spec (unknown field, empty list, wrong type) fails before any run.
@@ -42,6 +44,11 @@ def define_flags() -> None:
   flags.DEFINE_string("metric", None, "Final-evaluation metric plotted and ranked "
                       "(default accuracy, else bits_per_token, neg_elbo or loss).")
   flags.DEFINE_bool("dry_run", False, "List the runs and their status; run nothing.")
+  flags.DEFINE_string("shard", None, "I/N: run only the I-th of N disjoint parts (0 <= I < N; "
+                      "every N-th run from I), e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT. "
+                      "Tables cover every finished run of the sweep.")
+  flags.DEFINE_bool("collect", False, "Run nothing: write the tables of the runs finished so "
+                    "far (after the shards of a job array).")
   flags.DEFINE_string("compilation_cache", os.path.join("~", ".cache", "strata", "xla"),
                       "Persistent XLA compilation cache directory; '' disables it.")
   flags.mark_flags_as_required(["config"])
@@ -58,7 +65,12 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
   axes = sweep_lib.parse_spec(FLAGS.sweep)
   runs = sweep_lib.plan(config, axes, workdir, FLAGS.seeds, FLAGS.samples,
                         FLAGS.sample_seed)
-  for run in runs if FLAGS.dry_run else []:
+  mine = runs
+  if FLAGS.shard:
+    if FLAGS.collect:
+      raise ValueError("--shard and --collect go apart: shards run, a collect step writes tables")
+    mine = sweep_lib.shard(runs, *sweep_lib.parse_shard(FLAGS.shard))
+  for run in mine if FLAGS.dry_run else []:
     print(f"{run.status:9s} {run.workdir}")
   if FLAGS.dry_run:
     return
@@ -68,7 +80,8 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
              "samples": FLAGS.samples, "sample_seed": FLAGS.sample_seed,
              "points": [r.point for r in runs[::FLAGS.seeds]]}
   records.write_json_atomic(os.path.join(workdir, "sweep.json"), command)
-  counts = sweep_lib.execute(runs, log=records.console)
+  counts = ({"ran": 0, "skipped": len(runs), "diverged": 0} if FLAGS.collect else
+            sweep_lib.execute(mine, log=records.console))
   rows = sweep_results.aggregate(runs)
   metric = FLAGS.metric or sweep_results.default_metric(rows)
   text = sweep_results.write_tables(rows, [a.field for a in axes], workdir, metric,

@@ -237,6 +237,30 @@ def _check_unchanged(run: Run) -> None:
                       "differ); use another --workdir or delete that run")
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+  """"I/N" -> (I, N), 0 <= I < N: the I-th of N disjoint parts of a sweep (a SLURM array
+  task's `$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`, a Kubernetes indexed Job's
+  `$JOB_COMPLETION_INDEX/N`).
+
+  Raises:
+    ValueError: not two integers with 0 <= I < N.
+  """
+  try:
+    i, n = (int(x) for x in text.split("/"))
+  except ValueError:
+    raise ValueError(f"--shard={text!r}; expected I/N with integers 0 <= I < N, e.g. 0/4") \
+        from None
+  if not 0 <= i < n:
+    raise ValueError(f"--shard={text!r}; expected I/N with 0 <= I < N, e.g. 0/4")
+  return i, n
+
+
+def shard(runs: Sequence[Run], index: int, count: int) -> list[Run]:
+  """Every `count`-th run from `index` on: `count` shards are disjoint and cover the sweep, and
+  each holds every point's seeds spread alike (runs are planned point by point)."""
+  return list(runs[index::count])
+
+
 def execute(runs: Sequence[Run], log=print) -> dict[str, int]:
   """Runs what is not finished, in order; returns counts by status ("ran", "skipped",
   "diverged"). A NonFiniteLossError is recorded in the run's failed.json; any other error stops

@@ -191,3 +191,40 @@ def test_reproduce_runs_a_table_and_prints_the_published_figures(data_dir, tmp_p
     reproduce.reproduce("imagenet", 1, str(tmp_path))
   with pytest.raises(ConfigError, match="not in table 'mnist1d'"):
     reproduce.reproduce("mnist1d", 1, str(tmp_path), only=["mnist1d_resnet"])
+
+
+def test_shards_are_disjoint_and_cover_the_sweep():
+  base = load_experiment("mnist1d_logreg", "tiny")
+  runs = sweep.plan(base, sweep.parse_spec("optim.learning_rate=[0.1,0.01,0.001]"), "/tmp/x",
+                    seeds=2)
+  parts = [sweep.shard(runs, i, 4) for i in range(4)]
+  names = [r.workdir for p in parts for r in p]
+  assert sorted(names) == sorted(r.workdir for r in runs) and len(set(names)) == len(runs)
+  assert sweep.parse_shard("3/4") == (3, 4)
+  for bad in ("4/4", "-1/2", "1", "a/b"):
+    with pytest.raises(ValueError, match=f"--shard='{bad}'; expected I/N"):
+      sweep.parse_shard(bad)
+
+
+@pytest.mark.slow  # three command-line sweeps of two tiny runs
+def test_shards_then_collect_write_the_combined_tables(data_dir, tmp_path):
+  workdir = str(tmp_path / "sharded")
+  command = [sys.executable, "-m", "experiments.sweep", "--config",
+             "experiments/mnist1d_logreg.py:tiny", "--sweep", "optim.learning_rate=[0.01,0.001]",
+             "--workdir", workdir, f"--config.data.data_dir={data_dir}", "--compilation_cache="]
+  first = subprocess.run(command + ["--shard", "0/2"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+  assert first.returncode == 0, first.stderr[-2000:]
+  done = lambda lr: os.path.exists(  # noqa: E731
+      os.path.join(workdir, f"optim.learning_rate={lr}", "seed_0", "summary.json"))
+  assert done(0.01) and not done(0.001)
+  second = subprocess.run(command + ["--shard", "1/2"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+  assert second.returncode == 0 and done(0.001), second.stderr[-2000:]
+  os.remove(os.path.join(workdir, "results.csv"))
+  collect = subprocess.run(command + ["--collect"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+  assert collect.returncode == 0, collect.stderr[-2000:]
+  assert "ran 0" in collect.stderr
+  with open(os.path.join(workdir, "results.csv")) as f:
+    assert len(f.read().strip().splitlines()) == 3  # a header and both points

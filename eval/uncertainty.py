@@ -1,6 +1,10 @@
-"""`python -m eval.uncertainty --workdir A --workdir B ... [--shifted mnist1d_drift]` (or `--sweep
-DIR`): a single network, the same with temperature
-scaling, MC dropout of it, and ensembles of the runs given, side by side, over seeds.
+"""Uncertainty of classifiers: a single network, the same with temperature scaling, MC dropout
+of it, and ensembles of the runs given, side by side, over seeds.
+
+  python -m eval.uncertainty --workdir A --workdir B ... [--shifted mnist1d_drift]
+  python -m eval.uncertainty --sweep DIR [--ensemble_size 5] [--passes 20] [--out DIR]
+
+The scores are `eval/uncertainty_scores.py`'s; the runs and sets come from `eval/members.py`.
 
 For each labelled set (the test split; a shifted source) each method's accuracy, NLL, Brier score
 and ECE; for each out-of-distribution set (held-out classes, the shifted source, noise) against

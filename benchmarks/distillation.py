@@ -26,24 +26,10 @@ import statistics
 import sys
 from typing import Any
 
-from benchmarks.precision_spread import final_eval
+from benchmarks.precision_spread import final_eval, train
 from train import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def train(experiment: str, workdir: str, seed: int, extra: list[str]) -> None:
-  """`python -m train` for one run, unless `workdir` already holds a finished one."""
-  import subprocess
-
-  if os.path.exists(os.path.join(workdir, "summary.json")):
-    return
-  cmd = [sys.executable, "-m", "train", "--config", f"experiments/{experiment}.py",
-         f"--workdir={workdir}", f"--config.seed={seed}", *extra]
-  proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                        text=True)
-  if proc.returncode:
-    raise ChildProcessError(f"{' '.join(cmd[2:])} failed: {proc.stderr.strip()[-400:]}")
 
 
 def measure(workdir: str) -> dict[str, float]:

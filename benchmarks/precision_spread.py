@@ -42,15 +42,14 @@ PRECISIONS = ("float32", "bfloat16")
 REFERENCE = "mnist1d_cnn"
 
 
-def train(experiment: str, workdir: str, seed: int, precision: str, steps: int = 0) -> None:
-  """`python -m train` for one run, unless `workdir` already holds a finished one."""
+def train(experiment: str, workdir: str, seed: int, overrides: list[str]) -> None:
+  """`python -m train --config experiments/EXPERIMENT.py` with `overrides`
+  (`--config.FIELD=VALUE` items) in a fresh process, unless `workdir` already holds a finished
+  run; a stopped one resumes."""
   if os.path.exists(os.path.join(workdir, "summary.json")):
     return
   cmd = [sys.executable, "-m", "train", "--config", f"experiments/{experiment}.py",
-         f"--workdir={workdir}", f"--config.seed={seed}",
-         f"--config.train.precision={precision}"]
-  if steps:
-    cmd.append(f"--config.train.steps={steps}")
+         f"--workdir={workdir}", f"--config.seed={seed}", *overrides]
   proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                         text=True)
   if proc.returncode:
@@ -58,13 +57,10 @@ def train(experiment: str, workdir: str, seed: int, precision: str, steps: int =
 
 
 def final_eval(workdir: str) -> dict[str, Any]:
-  """The last evaluation record of a run's metrics.jsonl."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    records = [json.loads(line) for line in f]
-  evals = [r for r in records if r["split"] != "train"]
-  if not evals:
-    raise ValueError(f"{workdir}/metrics.jsonl has no evaluation record")
-  return evals[-1]
+  """The final evaluation's metrics of a finished run (its summary.json)."""
+  from experiments import compare
+
+  return compare.load_run(workdir)["metrics"]
 
 
 def score(experiment: str, workdir: str, reference: str) -> float:
@@ -128,14 +124,15 @@ def main(argv: list[str] | None = None) -> None:
   runs = os.path.abspath(args.runs)
   reference = os.path.join(runs, f"reference_{REFERENCE}")
   if any(EXPERIMENTS[n][0] in ("adversarial", "diffusion") for n in names):
-    train(REFERENCE, reference, 0, "float32")
+    train(REFERENCE, reference, 0, ["--config.train.precision=float32"])
   results = {}
   for name in names:
     values: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     for precision in PRECISIONS:
       for seed in range(args.seeds):
         workdir = os.path.join(runs, name, precision, f"seed{seed}")
-        train(name, workdir, seed, precision, args.steps)
+        train(name, workdir, seed, [f"--config.train.precision={precision}"] +
+              ([f"--config.train.steps={args.steps}"] if args.steps else []))
         values[precision].append(score(name, workdir, reference))
         print(f"{name} {precision} seed {seed}: {values[precision][-1]:.4g}", file=sys.stderr,
               flush=True)

@@ -91,15 +91,10 @@ def probabilities(runs: list[restore.Restored], inputs: np.ndarray) -> np.ndarra
   return np.stack([calibration.softmax(run.predict(inputs)) for run in runs])
 
 
-def mc_dropout(run: restore.Restored, inputs: np.ndarray, passes: int, seed: int = 0,
-               batch_size: int | None = None) -> np.ndarray:
-  """`passes` stochastic forward passes of one run with its dropout on (Gal & Ghahramani 2016):
-  (T, N, C) float64 probabilities; pass t uses dropout key fold_in(key(seed), t).
-
-  Raises:
-    ValueError: the model has no dropout, or keeps batch statistics (BatchNorm in training mode
-      would normalise with the batch's statistics, not dropout alone).
-  """
+def check_mc_dropout(run: restore.Restored, passes: int) -> None:
+  """Raises ValueError unless `run` can be sampled by MC dropout with `passes` passes: its model
+  has dropout and keeps no batch statistics (BatchNorm in training mode would normalise with
+  the batch's statistics, not dropout alone)."""
   rate = float(getattr(run.model, "dropout", 0.0) or 0.0)
   if rate <= 0:
     raise ValueError(f"MC dropout needs a model trained with dropout; --workdir={run.workdir} "
@@ -110,6 +105,17 @@ def mc_dropout(run: restore.Restored, inputs: np.ndarray, passes: int, seed: int
                      "recompute from each batch; expected a model without them")
   if passes < 2:
     raise ValueError(f"--passes={passes}; expected at least 2 stochastic passes")
+
+
+def mc_dropout(run: restore.Restored, inputs: np.ndarray, passes: int, seed: int = 0,
+               batch_size: int | None = None) -> np.ndarray:
+  """`passes` stochastic forward passes of one run with its dropout on (Gal & Ghahramani 2016):
+  (T, N, C) float64 probabilities; pass t uses dropout key fold_in(key(seed), t).
+
+  Raises:
+    ValueError: `check_mc_dropout`'s.
+  """
+  check_mc_dropout(run, passes)
   model, params = run.model, run.state.params
 
   @jax.jit

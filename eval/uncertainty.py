@@ -69,7 +69,7 @@ def _trials(runs, sets, passes: int, seed: int, ensemble_size: int
          for name, v in z.items()})
   trials["single"] = [{name: (p, None) for name, p in per_run.items()} for per_run in probs]
   try:
-    members.mc_dropout(runs[0], test.inputs[:2], passes=2)
+    members.check_mc_dropout(runs[0], passes)
     for run in runs:
       qs = {name: members.mc_dropout(run, s.inputs, passes, seed) for name, s in sets.items()}
       trials["mc_dropout"].append({name: (q.mean(0), q) for name, q in qs.items()})

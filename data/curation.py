@@ -9,7 +9,7 @@ the split as stored. Other splits, and the stored data, are never touched.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -20,19 +20,14 @@ def _base(split: str) -> str:
   return split.split("[")[0].strip()
 
 
-def touches(data_config: Any, split: str) -> bool:
-  """Whether `curate` changes `split` under `data_config`."""
-  noise = data_config.get("label_noise")
-  noisy = noise is not None and noise.rate and _base(split) == _base(data_config.train_split)
-  return bool(noisy or (data_config.get("exclude_examples", "") and
-                        split == data_config.train_split))
-
-
-def curate(data_config: Any, split: str, arrays: sources.SplitArrays, num_classes: int
-           ) -> sources.SplitArrays:
-  """`arrays` of `split` with the module docstring's changes (itself when none applies)."""
+def curate(data_config: Any, split: str, arrays: sources.SplitArrays, num_classes: int,
+           check: Callable[[np.ndarray], None] | None = None) -> sources.SplitArrays:
+  """`arrays` of `split` with the module docstring's changes (itself when none applies).
+  `check(labels)` vets the stored labels before noise is added to them."""
   noise = data_config.get("label_noise")
   if noise is not None and noise.rate and _base(split) == _base(data_config.train_split):
+    if check is not None:
+      check(arrays.labels)
     arrays = sources.SplitArrays(inputs=arrays.inputs,
                                  labels=label_noise.apply(arrays.inputs, arrays.labels,
                                                           num_classes, noise))

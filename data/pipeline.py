@@ -248,11 +248,10 @@ def is_streaming(data_config, split: str) -> bool:
 
 def _noisy(data_config, split: str, info) -> sources.SplitArrays:
   """The split as loaded, curated as the run's training data (`data/curation.py`)."""
-  arrays = sources.load_split(data_config, split)
-  if curation.touches(data_config, split):
-    check_labels(arrays.labels, info.num_classes, f"data.source={data_config.source!r} split "
-                 f"{split!r}")
-  return curation.curate(data_config, split, arrays, info.num_classes)
+  where = f"data.source={data_config.source!r} split {split!r}"
+  return curation.curate(data_config, split, sources.load_split(data_config, split),
+                         info.num_classes,
+                         lambda labels: check_labels(labels, info.num_classes, where))
 
 
 def _in_memory_rows(data_config, split, info, where, train):

@@ -123,9 +123,14 @@ def evaluate(eval_step, state, pipeline: data_lib.Pipeline, sharding, rng,
   return paradigms.reduce_eval(totals)
 
 
-def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
-                       dry_run: bool = False) -> dict[str, float]:
+def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = False,
+                       on_eval: Callable[[int, str, dict[str, float]], None] | None = None
+                       ) -> dict[str, float]:
   """Trains `config` in `workdir` (resuming if it holds checkpoints); returns final eval metrics.
+
+  `on_eval(step, name, metrics)` is called after each evaluation is recorded ("eval" for
+  `data.eval_split`, else the `config.evals` name); an exception it raises (a search pruning the
+  run) ends the run there, its records and earlier checkpoints kept.
 
   Raises:
     ConfigError, DataError, ValueError: invalid config, data or model, before any compute.
@@ -244,6 +249,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
       writer.write(s, name, result)
       if is_main:
         records.console(progress.line(s, name, result, None))
+      if on_eval is not None:
+        on_eval(s, name, result)
       if name == "eval":
         last_eval = result
         if sample_grid is not None:

@@ -99,6 +99,40 @@ def _literal(text: str) -> Any:
                       "(1e-3, 64, (32, 32), 'adam') or a bare word") from None
 
 
+def parse_list(text: str, where: str) -> tuple[Any, ...]:
+  """`[V1,V2,...]` -> the values (Python literals or bare words). ConfigError, starting with
+  `where` (the flag and field), for an empty list or a repeated value."""
+  inner = text.strip()[1:-1].strip()
+  values = tuple(_literal(v) for v in _split_top(inner, ",")) if inner else ()
+  if not values:
+    raise ConfigError(f"{where}={text} is an empty list; expected at least one value")
+  if len(set(map(repr, values))) != len(values):
+    raise ConfigError(f"{where}={text} repeats a value")
+  return values
+
+
+def parse_range(text: str, kinds: Sequence[str], where: str,
+                integer: Sequence[str] = ()) -> tuple[str, float, float]:
+  """`KIND(low,high)` with KIND in `kinds` -> (kind, low, high). ConfigError, starting with
+  `where`, unless both are numbers with low < high, 0 < low for a `log...` kind, and integers
+  for a kind in `integer`."""
+  text = text.strip()
+  match = re.fullmatch(r"(\w+)\((.*)\)", text)
+  if not match or match.group(1) not in kinds:
+    raise ConfigError(f"{where}={text}; expected a list [V1,V2,...] or one of "
+                      f"{[k + '(low,high)' for k in kinds]}")
+  kind = match.group(1)
+  bounds = [_literal(v) for v in _split_top(match.group(2), ",")]
+  if len(bounds) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                                 for b in bounds) or not bounds[0] < bounds[1]:
+    raise ConfigError(f"{where}={text}; expected {kind}(low,high) with numbers low < high")
+  if kind.startswith("log") and bounds[0] <= 0:
+    raise ConfigError(f"{where}={text}; {kind} needs 0 < low")
+  if kind in integer and not all(isinstance(b, int) for b in bounds):
+    raise ConfigError(f"{where}={text}; {kind} needs integer bounds")
+  return kind, bounds[0], bounds[1]
+
+
 def parse_spec(spec: str) -> list[Axis]:
   """The axes of a sweep spec (module docstring). Raises ConfigError on a malformed item, an empty
   list, a repeated field or a distribution with bad bounds; fields are checked by `plan`."""
@@ -114,30 +148,12 @@ def parse_spec(spec: str) -> list[Axis]:
                         "optim.learning_rate=[1e-3,3e-3]")
     if any(a.field == field for a in axes):
       raise ConfigError(f"--sweep: field {field!r} appears twice")
-    match = re.fullmatch(r"(\w+)\((.*)\)", rhs)
     if rhs.startswith("[") and rhs.endswith("]"):
-      inner = rhs[1:-1].strip()
-      values = tuple(_literal(v) for v in _split_top(inner, ",")) if inner else ()
-      if not values:
-        raise ConfigError(f"--sweep: {field}={rhs} is an empty list; expected at least one value")
-      if len(set(map(repr, values))) != len(values):
-        raise ConfigError(f"--sweep: {field}={rhs} repeats a value")
-      axes.append(Axis(field, values=values))
-    elif match and match.group(1) in DISTRIBUTIONS:
-      kind = match.group(1)
-      bounds = [_literal(v) for v in _split_top(match.group(2), ",")]
-      if len(bounds) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
-                                     for b in bounds) or not bounds[0] < bounds[1]:
-        raise ConfigError(f"--sweep: {field}={rhs}; expected {kind}(low,high) with numbers "
-                          "low < high")
-      if kind == "loguniform" and bounds[0] <= 0:
-        raise ConfigError(f"--sweep: {field}={rhs}; loguniform needs 0 < low")
-      if kind == "randint" and not all(isinstance(b, int) for b in bounds):
-        raise ConfigError(f"--sweep: {field}={rhs}; randint needs integer bounds")
-      axes.append(Axis(field, distribution=(kind, bounds[0], bounds[1])))
+      axes.append(Axis(field, values=parse_list(rhs, f"--sweep: {field}")))
     else:
-      raise ConfigError(f"--sweep: {field}={rhs}; expected a list [V1,V2,...] or one of "
-                        f"{[d + '(low,high)' for d in DISTRIBUTIONS]}")
+      kind, low, high = parse_range(rhs, DISTRIBUTIONS, f"--sweep: {field}",
+                                    integer=("randint",))
+      axes.append(Axis(field, distribution=(kind, low, high)))
   return axes
 
 

@@ -1,0 +1,178 @@
+"""Search on an Optuna study (`train.search`, `python -m experiments.search`): trials are runs
+with their own workdirs, pruned and failed trials are recorded, the grid covers its points, a
+training-step budget stops a search, a study of other settings is refused, and (slow) two worker
+processes share one SQLite study while one is killed mid-trial."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from tests.conftest import ROOT, load_experiment
+from train import search, search_results
+from train.config import ConfigError
+
+
+def _search(data_dir, workdir, space, **kw):
+  config = load_experiment("mnist1d_logreg", "tiny", data_dir)
+  with config.unlocked():
+    config.train.eval_every = 5  # four evaluations in the tiny mode's 20 steps
+  return search.Search(config=config, config_arg="experiments/mnist1d_logreg.py:tiny",
+                       space=space, workdir=str(workdir), metric="accuracy", **kw)
+
+
+@pytest.fixture(scope="module")
+def asha(data_dir, tmp_path_factory):
+  """Eight trials of random learning rates under ASHA (halving at every evaluation)."""
+  s = _search(data_dir, tmp_path_factory.mktemp("asha"),
+              "optim.learning_rate=loguniform(1e-6,1.0)", sampler="random", pruner="asha",
+              trials=8, reduction_factor=2)
+  logs = []
+  search.work(s, log=logs.append)
+  study = search.open_study(s)
+  return s, study, search_results.write(s, study), logs
+
+
+def test_trials_are_runs_and_pruned_ones_are_kept(asha):
+  s, study, text, logs = asha
+  states = [t.state.name for t in study.trials]
+  assert len(states) == 8 and "PRUNED" in states and "COMPLETE" in states, states
+  for t in study.trials:
+    workdir = os.path.join(s.workdir, t.user_attrs["workdir"])
+    with open(os.path.join(workdir, "trial.json")) as f:
+      assert json.load(f)["point"] == {"optim.learning_rate": t.params["optim.learning_rate"]}
+    with open(os.path.join(workdir, "config.json")) as f:
+      assert json.load(f)["optim"]["learning_rate"] == t.params["optim.learning_rate"]
+    evals = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))
+             if json.loads(line)["split"] == "eval"]
+    # every evaluation reached the study, at its step
+    assert {e["step"]: e["accuracy"] for e in evals} == t.intermediate_values
+    if t.state.name == "PRUNED":
+      with open(os.path.join(workdir, "pruned.json")) as f:
+        step = json.load(f)["step"]
+      assert step == t.user_attrs["steps"] == max(t.intermediate_values) < 20
+      assert not os.path.exists(os.path.join(workdir, "summary.json"))
+    else:
+      with open(os.path.join(workdir, "summary.json")) as f:
+        assert json.load(f)["final_eval"]["accuracy"] == pytest.approx(t.value)
+      assert t.user_attrs["steps"] == 20
+  spent = sum(t.user_attrs["steps"] for t in study.trials)
+  assert spent < 8 * 20 and f"{spent} training steps in all" in text
+  assert any("pruned" in line for line in logs)
+
+
+def test_results_name_the_best_trial_and_its_command(asha):
+  s, study, text, _ = asha
+  with open(os.path.join(s.workdir, "results.json")) as f:
+    results = json.load(f)
+  best = study.best_trial
+  assert results["best"]["trial"] == best.number and results["best"]["value"] == best.value
+  lr = best.params["optim.learning_rate"]
+  assert f"--config.optim.learning_rate={lr!r}" in text
+  # the history is the best value so far against the cumulative steps, ending at the best
+  steps, values = zip(*results["history"])
+  assert list(steps) == sorted(steps) and steps[-1] == results["steps"]
+  finite = [v for v in values if v == v]  # nan before the first completed trial
+  assert values[-1] == best.value and finite == sorted(finite)
+  assert search_results.best_value_at(results["history"], steps[-1]) == best.value
+  assert search_results.steps_to_reach(results["history"], best.value, maximize=True) == min(
+      s for s, v in results["history"] if v == best.value)
+  assert os.path.getsize(os.path.join(s.workdir, "results.png")) > 0
+  rows = open(os.path.join(s.workdir, "results.csv")).read().splitlines()
+  assert rows[0] == "trial,state,value,steps,resumes,point" and len(rows) == 9
+
+
+def test_a_grid_runs_each_point_once_and_a_budget_stops_a_search(data_dir, tmp_path):
+  s = _search(data_dir, tmp_path / "grid", "optim.learning_rate=[0.1,0.01]; optim.name=[adam,sgd]",
+              sampler="grid")
+  search.work(s, log=lambda *_: None)
+  points = {(t.params["optim.learning_rate"], t.params["optim.name"])
+            for t in search.open_study(s).trials}
+  assert points == {(0.1, "adam"), (0.1, "sgd"), (0.01, "adam"), (0.01, "sgd")}
+  s = _search(data_dir, tmp_path / "budget", "optim.learning_rate=loguniform(1e-3,1e-1)",
+              sampler="random", trials=50, max_steps=50)
+  search.work(s, log=lambda *_: None)
+  assert len(search.open_study(s).trials) == 3  # 20 + 20 + 20 >= 50
+
+
+def test_refused_points_fail_and_the_search_goes_on(data_dir, tmp_path):
+  s = _search(data_dir, tmp_path, "optim.name=[adamx,adam]", sampler="grid")
+  logs = []
+  search.work(s, log=logs.append)
+  study = search.open_study(s)
+  by_name = {t.params["optim.name"]: t for t in study.trials}
+  assert by_name["adamx"].state.name == "FAIL" and by_name["adam"].state.name == "COMPLETE"
+  assert "optim.name='adamx'; expected one of" in by_name["adamx"].user_attrs["error"]
+  assert any("the experiment refuses" in line for line in logs)
+  assert "1 complete, 0 pruned, 1 failed" in search_results.write(s, study)
+
+
+def test_a_study_of_other_settings_is_refused(data_dir, tmp_path):
+  search.open_study(_search(data_dir, tmp_path, "optim.learning_rate=[0.1]", sampler="grid"))
+  other = _search(data_dir, tmp_path, "optim.learning_rate=[0.2]", sampler="grid")
+  with pytest.raises(ConfigError, match=r"other settings \(\['space'\] differ\)"):
+    search.open_study(other)
+  with pytest.raises(ConfigError, match="1 <= heartbeat < grace"):
+    _search(data_dir, tmp_path, "optim.learning_rate=[0.1]", heartbeat=5, grace=5)
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_study_and_a_killed_workers_trial_resumes(data_dir, tmp_path):
+  """Two processes run one SQLite study; one is killed (SIGKILL) once its trial has a
+  checkpoint. The other marks that trial failed when its heartbeat is stale, runs its point
+  again in the same workdir from the checkpoint, and finishes the study: nothing is lost."""
+  workdir = str(tmp_path / "study")
+  command = [sys.executable, "-m", "experiments.search", "--config",
+             "experiments/mnist1d_logreg.py:tiny", "--space",
+             "optim.learning_rate=loguniform(1e-3,1e-1)", "--sampler", "random", "--trials", "4",
+             "--workdir", workdir, "--heartbeat", "1", "--grace", "3",
+             f"--config.data.data_dir={data_dir}", "--config.train.steps=4000",
+             "--config.train.checkpoint_every=500", "--config.train.eval_every=1000",
+             "--config.train.log_every=1000", "--compilation_cache="]
+  keep = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  time.sleep(2)  # the first worker creates the study
+  victim = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+  killed, deadline = None, time.time() + 300
+  while killed is None and time.time() < deadline and victim.poll() is None:
+    for folder in sorted(os.listdir(os.path.join(workdir, "trials"))
+                         if os.path.isdir(os.path.join(workdir, "trials")) else []):
+      trial_dir = os.path.join(workdir, "trials", folder)
+      try:
+        with open(os.path.join(trial_dir, "trial.json")) as f:
+          info = json.load(f)
+      except (OSError, ValueError):
+        continue
+      checkpoints = os.path.join(trial_dir, "checkpoints")
+      if (info["worker"].endswith(f":{victim.pid}") and os.path.isdir(checkpoints)
+          and any(name.isdigit() for name in os.listdir(checkpoints))  # a finished save
+          and not os.path.exists(os.path.join(trial_dir, "summary.json"))):
+        victim.send_signal(signal.SIGKILL)
+        killed = info["trial"]
+        break
+    time.sleep(0.05)
+  victim.wait()
+  assert killed is not None, "the second worker finished no checkpoint before the deadline"
+  out, err = keep.communicate(timeout=600)
+  assert keep.returncode == 0, err[-3000:]
+
+  storage = f"sqlite:///{workdir}/study.db"
+  study = optuna.load_study(study_name="study", storage=storage)
+  trials = {t.number: t for t in study.trials}
+  assert trials[killed].state.name == "FAIL"
+  (retry,) = [t for t in trials.values() if t.user_attrs.get("retry_of") == killed]
+  assert retry.state.name == "COMPLETE" and retry.user_attrs["resumes"] == killed
+  assert retry.params == trials[killed].params
+  assert retry.user_attrs["workdir"] == trials[killed].user_attrs["workdir"]
+  assert f"[search] trial {retry.number} (resumes {killed})" in err
+  with open(os.path.join(workdir, "trials", f"trial_{killed:04d}", "summary.json")) as f:
+    assert json.load(f)["resumed_from"] >= 500  # from the killed worker's checkpoint
+  states = [t.state.name for t in trials.values()]
+  assert states.count("COMPLETE") >= 4 and "RUNNING" not in states and "WAITING" not in states
+  assert "4 complete" in out or f"{states.count('COMPLETE')} complete" in out

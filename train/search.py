@@ -1,0 +1,307 @@
+"""Hyper-parameter and architecture search on an Optuna study held in a relational database.
+
+Each trial is an ordinary strata run in `WORKDIR/trials/trial_NNNN` (config.json, lineage,
+checkpoints, metrics.jsonl, summary.json) of the experiment with the trial's point of the space
+(`train.search_space`) set. Its evaluations (`data.eval_split`, every `train.eval_every` steps)
+are reported to the study as intermediate values at their step, so a pruner (ASHA, Hyperband)
+can stop it early; the trial's value is its final evaluation's metric.
+
+What is never lost:
+- a pruned trial is PRUNED in the study and keeps its workdir (`pruned.json` says at which step);
+- a trial whose loss became non-finite, or whose point the experiment refuses (ConfigError), is
+  FAIL with the reason in its user attribute "error", and the search goes on;
+- a worker killed mid-trial (SIGKILL, a lost machine) stops sending heartbeats; once they are
+  `grace` seconds stale, the next worker to start a trial marks it FAIL and queues the same
+  point again, marked `resumes` = the first trial of that point, which resumes from the
+  checkpoints in that first trial's workdir (at most `MAX_RETRIES` times);
+- a worker stopped by SIGTERM (preemption) saves a checkpoint, queues its trial the same way and
+  exits; the same command resumes the search.
+Several workers (processes, or machines sharing a PostgreSQL or MySQL URL) run one study; each
+worker stops creating trials once `trials` (or the `max_steps` training budget) is reached, so
+with W workers up to W - 1 more trials may start.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import socket
+import time
+import warnings
+from typing import Any, Callable, Sequence
+
+import ml_collections as mlc
+
+from train import config as config_lib
+from train import loop, records, search_space
+from train.errors import ConfigError
+from train.sweep_results import HIGHER_IS_BETTER
+
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("asha", "hyperband", "none")
+MAX_RETRIES = 3
+
+
+class Preempted(InterruptedError):
+  """The worker was asked to stop (SIGTERM); its trial is queued to resume. (An OSError, so the
+  command ends on one line.)"""
+
+
+@dataclasses.dataclass
+class Search:
+  """Everything a worker needs: the experiment, the space, where runs and the study live."""
+  config: mlc.ConfigDict
+  config_arg: str
+  space: str
+  workdir: str
+  metric: str
+  sampler: str = "tpe"
+  pruner: str = "none"
+  trials: int = 20
+  max_steps: int = 0
+  seed: int = 0
+  storage: str = ""
+  study_name: str = ""
+  min_resource: int = 0
+  reduction_factor: int = 3
+  heartbeat: int = 10
+  grace: int = 30
+
+  def __post_init__(self):
+    self.items = search_space.parse(self.space)
+    search_space.check(self.items, self.config)
+    if self.sampler not in SAMPLERS:
+      raise ConfigError(f"--sampler={self.sampler!r}; expected one of {list(SAMPLERS)}")
+    if self.pruner not in PRUNERS:
+      raise ConfigError(f"--pruner={self.pruner!r}; expected one of {list(PRUNERS)}")
+    if self.sampler == "grid":
+      search_space.grid(self.items)  # refuses a space that is not a flat grid
+    if self.trials < 1 and self.sampler != "grid":
+      raise ConfigError(f"--trials={self.trials}; expected at least 1")
+    if self.max_steps < 0:
+      raise ConfigError(f"--max_steps={self.max_steps}; expected 0 (no budget) or more")
+    if self.reduction_factor < 2:
+      raise ConfigError(f"--reduction_factor={self.reduction_factor}; expected 2 or more")
+    if self.heartbeat < 1 or self.grace <= self.heartbeat:
+      raise ConfigError(f"--heartbeat={self.heartbeat}, --grace={self.grace}; expected "
+                        "1 <= heartbeat < grace (seconds)")
+    self.workdir = os.path.abspath(self.workdir)
+    self.storage = self.storage or "sqlite:///" + os.path.join(self.workdir, "study.db")
+    self.study_name = self.study_name or os.path.basename(self.workdir)
+    self.direction = ("maximize" if any(h in self.metric for h in HIGHER_IS_BETTER)
+                      else "minimize")
+    self.min_resource = self.min_resource or max(int(self.config.train.eval_every), 1)
+
+  def settings(self) -> dict[str, Any]:
+    """What makes two searches the same study (checked when a study is loaded again)."""
+    return {"config": self.config_arg, "space": self.space, "metric": self.metric,
+            "sampler": self.sampler, "pruner": self.pruner, "seed": self.seed,
+            "experiment": json.loads(self.config.to_json_best_effort())}
+
+
+def _sampler(search: Search):
+  import optuna
+
+  if search.sampler == "grid":
+    return optuna.samplers.GridSampler(search_space.grid(search.items), seed=search.seed)
+  if search.sampler == "random":
+    return optuna.samplers.RandomSampler(seed=search.seed)
+  # multivariate + group: TPE models the parameters jointly, and a conditional space as the
+  # groups of parameters that appear together
+  return optuna.samplers.TPESampler(seed=search.seed, multivariate=True, group=True)
+
+
+def _pruner(search: Search):
+  import optuna
+
+  steps = int(search.config.train.steps)
+  if search.pruner == "asha":
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=search.min_resource,
+                                                  reduction_factor=search.reduction_factor)
+  if search.pruner == "hyperband":
+    return optuna.pruners.HyperbandPruner(min_resource=search.min_resource, max_resource=steps,
+                                          reduction_factor=search.reduction_factor)
+  return optuna.pruners.NopPruner()
+
+
+def _requeue(study, trial) -> None:
+  """Queues a trial's point again, to resume in the workdir of the first trial of that point."""
+  root = int(trial.user_attrs.get("resumes", trial.number))
+  retries = int(trial.user_attrs.get("retries", 0))
+  if retries >= MAX_RETRIES:
+    return
+  study.enqueue_trial(trial.params, user_attrs={"resumes": root, "retry_of": trial.number,
+                                                "retries": retries + 1})
+
+
+def open_study(search: Search, create: bool = True):
+  """The study at `search.storage`, created if absent; a study of other settings is an error."""
+  import optuna
+
+  optuna.logging.set_verbosity(optuna.logging.ERROR)  # the search prints its own lines
+  # heartbeats, fail_stale_trials and grouped TPE are "experimental" in Optuna 5 (since 2.9)
+  warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+  os.makedirs(search.workdir, exist_ok=True)
+  storage = optuna.storages.RDBStorage(
+      search.storage, heartbeat_interval=search.heartbeat, grace_period=search.grace,
+      heartbeat_stale_trial_callback=_requeue,
+      engine_kwargs={"connect_args": {"timeout": 60}} if search.storage.startswith("sqlite")
+      else None)
+  if not create:
+    return optuna.load_study(study_name=search.study_name, storage=storage,
+                             sampler=_sampler(search), pruner=_pruner(search))
+  study = optuna.create_study(study_name=search.study_name, storage=storage,
+                              direction=search.direction, sampler=_sampler(search),
+                              pruner=_pruner(search), load_if_exists=True)
+  saved = study.user_attrs.get("settings")
+  mine = json.loads(json.dumps(search.settings(), sort_keys=True, default=str))
+  if saved is None:
+    study.set_user_attr("settings", mine)
+  elif saved != mine:
+    differ = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+    raise ConfigError(f"study {search.study_name!r} in {search.storage} was made with other "
+                      f"settings ({differ} differ); use another --workdir or --study_name")
+  return study
+
+
+def trial_dir(workdir: str, number: int) -> str:
+  return os.path.join(workdir, "trials", f"trial_{number:04d}")
+
+
+def _recorded_evals(workdir: str, metric: str) -> list[tuple[int, float]]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  out = []
+  with open(path) as f:
+    for line in f:
+      row = json.loads(line)
+      if row.get("split") == "eval" and metric in row:
+        out.append((int(row["step"]), float(row[metric])))
+  return out
+
+
+def objective(search: Search, log: Callable[[str], None]) -> Callable[[Any], float]:
+  """The function a worker's study optimises: one trial = one run (module docstring)."""
+  import optuna
+
+  steps = int(search.config.train.steps)
+
+  def run_trial(trial) -> float:
+    point = search_space.suggest(search.items, trial)
+    root = int(trial.user_attrs.get("resumes", trial.number))
+    workdir = trial_dir(search.workdir, root)
+    label = f"[search] trial {trial.number}" + (f" (resumes {root})" if root != trial.number
+                                                else "")
+    config = copy.deepcopy(search.config)
+    try:
+      for field, value in point.items():
+        config_lib.set_field(config, field, value, f"trial {trial.number}")
+      config_lib.validate(config)
+      changed = list(loop.config_changes(workdir, config))
+      if changed:
+        raise ConfigError(f"{workdir} holds a run of another config (fields {changed[:6]} "
+                          "differ); use another --workdir")
+    except ConfigError as e:
+      trial.set_user_attr("error", str(e))
+      log(f"{label}: the experiment refuses {point}: {e}")
+      raise
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    trial.set_user_attr("workdir", os.path.relpath(workdir, search.workdir))
+    trial.set_user_attr("worker", worker)
+    os.makedirs(workdir, exist_ok=True)
+    records.write_json_atomic(os.path.join(workdir, "trial.json"), {
+        "study": search.study_name, "trial": trial.number, "resumes": root, "point": point,
+        "params": trial.params, "worker": worker})
+    log(f"{label}: {point} in {workdir}")
+    for step, value in _recorded_evals(workdir, search.metric):  # a resumed trial's history
+      trial.report(value, step)
+
+    def on_eval(step: int, name: str, metrics: dict[str, float]) -> None:
+      if name != "eval":
+        return
+      if search.metric not in metrics:
+        raise ConfigError(f"--metric={search.metric!r}: the evaluation gives "
+                          f"{sorted(k for k in metrics if k != 'count')}")
+      trial.report(float(metrics[search.metric]), step)
+      trial.set_user_attr("steps", step)
+      if step < steps and trial.should_prune():
+        records.write_json_atomic(os.path.join(workdir, "pruned.json"),
+                                  {"step": step, search.metric: metrics[search.metric]})
+        raise optuna.TrialPruned(f"at step {step}, {search.metric} "
+                                 f"{metrics[search.metric]:.4g}")
+
+    try:
+      final = loop.train_and_evaluate(config, workdir, on_eval=on_eval)
+    except loop.NonFiniteLossError as e:
+      trial.set_user_attr("error", str(e))
+      log(f"{label}: diverged: {e}")
+      raise
+    if not os.path.exists(os.path.join(workdir, "summary.json")):
+      _requeue(trial.study, trial)
+      raise Preempted(f"trial {trial.number} stopped with a checkpoint in {workdir}; queued to "
+                      "resume")
+    trial.set_user_attr("steps", steps)
+    return float(final[search.metric])
+
+  return run_trial
+
+
+def finished(study) -> list:
+  """The trials that count towards `--trials`: finished ones, less those queued again (a killed
+  or preempted trial counts once, through the trial that resumed it)."""
+  trials = study.get_trials(deepcopy=False)
+  requeued = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+  return [t for t in trials if t.state.is_finished() and t.number not in requeued]
+
+
+def steps_spent(trials: Sequence) -> int:
+  """Training steps the trials ran (a pruned trial's up to its pruning)."""
+  return sum(int(t.user_attrs.get("steps", 0)) for t in trials)
+
+
+def _done(search: Search, study) -> bool:
+  from optuna.trial import TrialState
+
+  waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+  if waiting:
+    return False
+  done = finished(study)
+  if search.sampler == "grid":
+    size = 1
+    for values in search_space.grid(search.items).values():
+      size *= len(values)
+    return len(done) >= size
+  return len(done) >= search.trials or (
+      search.max_steps > 0 and steps_spent(done) >= search.max_steps)
+
+
+def work(search: Search, log: Callable[[str], None] = records.console) -> None:
+  """One worker: runs trials until the study is done, then waits for trials other workers hold
+  (or fails them once their heartbeats go stale, which queues them again, and runs those)."""
+  import optuna
+  from optuna.trial import TrialState
+
+  study = open_study(search)
+  run_trial = objective(search, log)
+
+  def stop_when_done(study, trial) -> None:
+    state = trial.state.name.lower()
+    value = "" if trial.value is None else f" {search.metric} {trial.value:.4g}"
+    log(f"[search] trial {trial.number} {state}{value}; "
+        f"{len(finished(study))} finished, {steps_spent(finished(study))} steps")
+    if _done(search, study):
+      study.stop()
+
+  while True:
+    if not _done(search, study):
+      study.optimize(run_trial, callbacks=[stop_when_done],
+                     catch=(loop.NonFiniteLossError, ConfigError))
+      continue
+    optuna.storages.fail_stale_trials(study)  # queues the trials of workers that died
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running and _done(search, study):
+      return
+    time.sleep(min(search.heartbeat, 5))

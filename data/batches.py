@@ -35,7 +35,8 @@ Batch = dict[str, np.ndarray]
 
 
 class ArrayRows:
-  """A split in memory: `inputs` (N, ...) and integer `labels` (N,), read-only."""
+  """A split in memory: `inputs` (N, ...) and `labels` (N, ...) (integer classes, or float
+  regression targets), read-only."""
 
   def __init__(self, inputs: np.ndarray, labels: np.ndarray):
     if np.issubdtype(labels.dtype, np.integer):
@@ -86,7 +87,8 @@ class RecordRows:
     inputs = [r[self.input_key] for r in records]
     if stack:
       inputs = np.stack([np.asarray(x) for x in inputs])
-    labels = np.asarray([r[self.label_key] for r in records], dtype=np.int32)
+    labels = np.asarray([r[self.label_key] for r in records])
+    labels = labels.astype(np.int32 if np.issubdtype(labels.dtype, np.integer) else np.float32)
     if self.check is not None:
       self.check(labels)
     return inputs, labels

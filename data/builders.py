@@ -17,6 +17,9 @@ Each builder writes array_record files (no TensorFlow needed) and is served thro
   31.5 MB under 3.11.7), one record each, split 90/5/5 by a hash of the path: a corpus of many
   documents for streamed, packed language modelling.
 - `strata_shapes` (`data/shapes.py`): generated JPEGs of shapes and textures, as many as asked.
+- `strata_series` (`data/series.py`): forecasting windows of real series shipped with
+  statsmodels (sunspots, the Nile, Mauna Loa CO2, El Nino), cut by time into train, validation
+  and a rolling-origin test part.
 - `strata_pydoc_text`: English text shipped with CPython, `pydoc_data.topics` (the language
   reference sections `help()` shows, about 465,000 characters under 3.11), as ASCII bytes for
   character-level language modelling. Split by position, as `tiny_shakespeare` is: the first 90%
@@ -34,7 +37,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data import shapes
+from data import series, shapes
 from data.offline import OfflineBuilder
 
 _SPLIT_SEED = 0
@@ -324,6 +327,8 @@ OFFLINE_BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "pydoc_text": StrataPydocText,
     "python_stdlib": StrataPythonStdlib,
     "shapes": shapes.StrataShapes,
+    "series": series.StrataSeries,
 }
 # Sources that take `data.builder_config`: the function from its arguments to a builder config.
-CONFIGURABLE = {"mnist1d": mnist1d_config, "shapes": shapes.shapes_config}
+CONFIGURABLE = {"mnist1d": mnist1d_config, "shapes": shapes.shapes_config,
+                "series": series.series_config}

@@ -292,7 +292,8 @@ def _data_source(builder, split: str, raw_key: str | None = None):
 
 
 def load_split(data_config, split: str) -> SplitArrays:
-  """All of `split` in memory (inputs as stored, labels as int64).
+  """All of `split` in memory (inputs as stored; labels as int64 when they are classes or token
+  ids, else as stored: a forecast's float targets).
 
   Raises:
     DataError: unknown split, naming the available ones.
@@ -308,7 +309,9 @@ def _cached_split(builder, split: str, input_key: str, label_key: str) -> SplitA
   n = len(source)
   records = read_records(source, range(n))  # one bulk read (0.39 s vs 0.58 s for MNIST-1D train)
   inputs = np.stack([np.asarray(r[input_key]) for r in records]) if n else np.zeros((0,))
-  labels = np.asarray([r[label_key] for r in records], dtype=np.int64)
+  labels = np.asarray([r[label_key] for r in records]) if n else np.zeros((0,), np.int64)
+  if np.issubdtype(labels.dtype, np.integer):
+    labels = labels.astype(np.int64)
   return SplitArrays(inputs=inputs, labels=labels)
 
 

@@ -149,9 +149,11 @@ class Throughput:
 
 def for_run(compiled: Any, example: dict[str, Any], precision: str) -> Throughput:
   """The Throughput of a run whose compiled train step is `compiled` and whose (global) batch
-  looks like `example`; sequence targets (B, T) count T tokens an example."""
+  looks like `example`; token targets (B, T) of integer ids count T tokens an example (float
+  targets (B, H), a forecast's, are one example each)."""
   label = example.get("label")
-  tokens = int(label.shape[1]) if label is not None and getattr(label, "ndim", 0) == 2 else 0
+  tokens = (int(label.shape[1]) if label is not None and getattr(label, "ndim", 0) == 2
+            and jnp.issubdtype(label.dtype, jnp.integer) else 0)
   first = next(iter(example.values()))
   peak, _ = peak_flops(jax.devices()[0], precision)
   return Throughput(step_flops(compiled), peak, int(first.shape[0]), tokens)

@@ -123,9 +123,23 @@ def _check_model_tokens(config: Any, model) -> None:
             f"range for model.{field}={size} (expected ids in [0, {size - 1}])")
 
 
+def _check_regression_width(config: Any, num_classes: int) -> None:
+  """Regression: the model's outputs must be as many as the values of one example's target."""
+  for split in (config.data.train_split, config.data.eval_split):
+    if data_lib.is_streaming(config.data, split):
+      continue
+    labels = data_lib.load_split(config.data, split).labels
+    width = int(np.prod(labels.shape[1:])) if labels.ndim > 1 else 1
+    if width != num_classes:
+      raise data_lib.DataError(
+          f"model.num_classes={num_classes}: the regression targets of data.source="
+          f"{config.data.source!r} split {split!r} have {width} value(s) per example; expected "
+          f"model.num_classes={width}")
+
+
 def check_data(config: Any, model: nn.Module) -> None:
   """Every label (or, for next-token windows, every token id) of both splits must index one of
-  the model's outputs.
+  the model's outputs; a regression model has one output per target value.
 
   Raises:
     ConfigError: next-token windows for a model without a vocabulary.
@@ -135,7 +149,10 @@ def check_data(config: Any, model: nn.Module) -> None:
     _check_model_tokens(config, model)
     return
   num_classes = getattr(model, "num_classes", None)
-  if config.supervised.loss != "cross_entropy" or num_classes is None:
+  if num_classes is None:
+    return
+  if config.supervised.loss == "mse":
+    _check_regression_width(config, num_classes)
     return
   keep = tuple(config.data.keep_classes)
   for split in (config.data.train_split, config.data.eval_split):

@@ -32,6 +32,7 @@ from absl import flags
 
 from data import curation, sources
 from data import preprocess as preprocess_lib
+from data import synthetic as synthetic_lib
 from data import text as text_lib
 from data import transforms as transforms_lib
 from data.batches import ArrayRows, EvalBatches, RecordRows, TrainBatches
@@ -143,7 +144,8 @@ def select_classes(arrays: sources.SplitArrays, keep: tuple[int, ...], num_class
 
 def build_pipeline(data_config, split: str, process_index: int = 0, process_count: int = 1, *,
                    train: bool, seed: int, num_batches: int | None = None,
-                   stats: transforms_lib.Statistics | None = None) -> Pipeline:
+                   stats: transforms_lib.Statistics | None = None,
+                   synthetic: tuple[np.ndarray, np.ndarray] | None = None) -> Pipeline:
   """Builds the batches of `split` for one process.
 
   Args:
@@ -155,6 +157,8 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
     num_batches: length of the training stream (defaults to effectively endless).
     stats: normalisation statistics to use instead of the source's own (an evaluation of
       another source normalised as the training data is).
+    synthetic: training only, `data.synthetic`'s pool (inputs (P, ...) in stored units, labels
+      (P,)), mixed into every batch at `data.synthetic.fraction` (`data/synthetic.py`).
 
   Raises:
     DataError: unknown source/split, batch larger than the split or not divisible by the
@@ -204,10 +208,16 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
       ahead += 1
     rows = ArrayRows(inputs, rows.labels)
   # (With image ops, every transform runs on the prepared batch: the ops take stored pixels.)
+  mix = None
+  if train and synthetic is not None:
+    mix = synthetic_lib.mixer(data_config, rows, synthetic, steps[:ahead], prepare,
+                              batch // process_count)
   if train:
     ds: grain.MapDataset = TrainBatches(
         rows, per_example, seed=seed, sampler=data_config.sampler,
         num_batches=num_batches or sys.maxsize, **common)
+    if mix is not None:
+      ds = ds.random_map(mix, seed=int(np.random.SeedSequence([seed, 11]).generate_state(1)[0]))
   else:
     ds = EvalBatches(rows, per_example, **common)
   for i, t in enumerate(steps):

@@ -21,6 +21,7 @@ from ml_collections import config_dict
 from data import label_noise as data_label_noise
 from data import pipeline as data_pipeline
 from data import preprocess as data_preprocess
+from data import synthetic as data_synthetic
 from data import transforms as data_transforms
 from train import paradigms
 from train.config_fields import (  # noqa: F401  (the field helpers, re-exported)
@@ -74,6 +75,7 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.data.image = data_preprocess.defaults()        # per-example image ops (data/preprocess.py)
   c.data.augment = data_transforms.defaults()       # batch augmentation (data/transforms.py)
   c.data.label_noise = data_label_noise.defaults()  # known wrong training labels, for audits
+  c.data.synthetic = data_synthetic.defaults()      # a generator's samples in every batch
   c.data.exclude_examples = ""                      # JSON list of training examples to leave out
 
   c.model = mlc.ConfigDict()
@@ -259,6 +261,7 @@ def validate(config: mlc.ConfigDict) -> None:
                       "count >= 0")
   try:
     data_label_noise.check(d.label_noise)
+    data_synthetic.check(d.synthetic)
     data_preprocess.check(d.image)
     data_pipeline.in_memory_setting(d.in_memory)
   except ValueError as e:

@@ -15,8 +15,9 @@ import ml_collections as mlc
 
 import arch
 import data as data_lib
+from data import synthetic as data_synthetic
 from train import config as config_lib
-from train import paradigms, parallel
+from train import paradigms, parallel, synthetic
 
 
 def _packed(train_step, names: list[str]):
@@ -80,7 +81,9 @@ def build(config: mlc.ConfigDict) -> Run:
   pi, pc = jax.process_index(), jax.process_count()
   mesh = parallel.make_mesh(config.mesh)
   d = config.data
-  train_pipe = data_lib.build_pipeline(d, d.train_split, pi, pc, train=True, seed=config.seed)
+  pool = synthetic.pool(config) if data_synthetic.enabled(d) else None
+  train_pipe = data_lib.build_pipeline(d, d.train_split, pi, pc, train=True, seed=config.seed,
+                                       synthetic=pool)
   eval_pipe = data_lib.build_pipeline(d, d.eval_split, pi, pc, train=False, seed=config.seed)
   evals = {}
   for name, e in config.evals.items():  # named evaluations beside data.eval_split

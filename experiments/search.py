@@ -77,7 +77,8 @@ def make_search(overrides: dict[str, str]):
       sampler=FLAGS.sampler, pruner=FLAGS.pruner, trials=FLAGS.trials,
       max_steps=FLAGS.max_steps, seed=FLAGS.seed, storage=FLAGS.storage,
       study_name=FLAGS.study_name, min_resource=FLAGS.min_resource,
-      reduction_factor=FLAGS.reduction_factor, heartbeat=FLAGS.heartbeat, grace=FLAGS.grace)
+      reduction_factor=FLAGS.reduction_factor, heartbeat=FLAGS.heartbeat, grace=FLAGS.grace,
+      overrides=dict(overrides))
 
 
 def main(argv: list[str], overrides: dict[str, str]) -> None:

@@ -68,6 +68,7 @@ class Search:
   reduction_factor: int = 3
   heartbeat: int = 10
   grace: int = 30
+  overrides: dict[str, str] = dataclasses.field(default_factory=dict)  # --config.FIELD=VALUE
 
   def __post_init__(self):
     self.items = search_space.parse(self.space)

@@ -85,8 +85,11 @@ def best(search: Search, table: Sequence[dict[str, Any]]) -> dict[str, Any] | No
 
 
 def rerun_command(search: Search, point: dict[str, Any]) -> str:
-  """`python -m train` with the point's fields as overrides (values Python literals)."""
-  items = " ".join(f"--config.{k}={_shell(v)}" for k, v in point.items())
+  """`python -m train` with the search's own `--config` overrides and the point's fields (values
+  as Python literals)."""
+  fixed = {k: v for k, v in search.overrides.items() if k not in point}
+  items = " ".join([f"--config.{k}={_shell(v)}" for k, v in fixed.items()] +
+                   [f"--config.{k}={_shell(v)}" for k, v in point.items()])
   return f"python -m train --config {search.config_arg} --workdir runs/best {items}"
 
 

@@ -31,7 +31,7 @@ def asha(data_dir, tmp_path_factory):
   """Eight trials of random learning rates under ASHA (halving at every evaluation)."""
   s = _search(data_dir, tmp_path_factory.mktemp("asha"),
               "optim.learning_rate=loguniform(1e-6,1.0)", sampler="random", pruner="asha",
-              trials=8, reduction_factor=2)
+              trials=8, reduction_factor=2, overrides={"train.eval_every": "5"})
   logs = []
   search.work(s, log=logs.append)
   study = search.open_study(s)
@@ -73,7 +73,8 @@ def test_results_name_the_best_trial_and_its_command(asha):
   best = study.best_trial
   assert results["best"]["trial"] == best.number and results["best"]["value"] == best.value
   lr = best.params["optim.learning_rate"]
-  assert f"--config.optim.learning_rate={lr!r}" in text
+  assert (f"python -m train --config experiments/mnist1d_logreg.py:tiny --workdir runs/best "
+          f"--config.train.eval_every=5 --config.optim.learning_rate={lr!r}") in text
   # the history is the best value so far against the cumulative steps, ending at the best
   steps, values = zip(*results["history"])
   assert list(steps) == sorted(steps) and steps[-1] == results["steps"]
@@ -87,6 +88,7 @@ def test_results_name_the_best_trial_and_its_command(asha):
   assert rows[0] == "trial,state,value,steps,resumes,point" and len(rows) == 9
 
 
+@pytest.mark.slow  # seven short runs
 def test_a_grid_runs_each_point_once_and_a_budget_stops_a_search(data_dir, tmp_path):
   s = _search(data_dir, tmp_path / "grid", "optim.learning_rate=[0.1,0.01]; optim.name=[adam,sgd]",
               sampler="grid")

@@ -130,6 +130,7 @@ def test_train_names_the_mistyped_field_and_the_one_meant(tmp_path):
       "missing": ["eval", "--workdir", str(tmp_path / "nothing_here")],
       "sweep": ["experiments.sweep", "--config", "experiments/mnist1d_cnn.py:tiny",
                 "--sweep", "optim.lr=[1,2]", "--workdir", str(tmp_path / "sweep")],
+      "forecast": ["eval.forecast", "--workdir", str(tmp_path / "nothing_here")],
       "search": ["experiments.search", "--config", "experiments/mnist1d_cnn.py:tiny",
                  "--space", "optim.learning_rate=loguniform(1e-3,1e-1)", "--sampler", "grid",
                  "--workdir", str(tmp_path / "search")],
@@ -143,6 +144,7 @@ def test_train_names_the_mistyped_field_and_the_one_meant(tmp_path):
       "stray": (2, "unexpected arguments ['extra']"),
       "missing": (1, "nothing_here holds no config.json"),
       "sweep": (None, "'optim.lr'; did you mean optim.learning_rate"),
+      "forecast": (1, "nothing_here holds no config.json"),
       "search": (1, "--sampler grid needs a flat space of lists; ['optim.learning_rate']"),
   }
   for key, (status, text) in expected.items():

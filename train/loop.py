@@ -66,7 +66,13 @@ def config_changes(workdir: str, config: mlc.ConfigDict) -> dict[str, tuple[Any,
   if not os.path.exists(path):
     return {}
   with open(path) as f:
-    old = records.flatten(json.load(f))
+    return changes_from(json.load(f), config)
+
+
+def changes_from(saved: dict[str, Any], config: mlc.ConfigDict) -> dict[str, tuple[Any, Any]]:
+  """`config_changes` against a saved config's dict (a run's config.json, a search study's
+  experiment)."""
+  old = records.flatten(saved)
   new = records.flatten(json.loads(config.to_json_best_effort()))
   defaults = records.flatten(json.loads(config_lib.base(config.paradigm).to_json_best_effort()))
   return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))

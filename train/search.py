@@ -160,8 +160,13 @@ def open_study(search: Search, create: bool = True):
   mine = json.loads(json.dumps(search.settings(), sort_keys=True, default=str))
   if saved is None:
     study.set_user_attr("settings", mine)
-  elif saved != mine:
-    differ = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+    return study
+  differ = sorted(k for k in set(saved) | set(mine)
+                  if k != "experiment" and saved.get(k) != mine.get(k))
+  # a config field added to the codebase since the study began, at its default, is no change
+  differ += [f"experiment: {k}" for k in loop.changes_from(saved.get("experiment", {}),
+                                                           search.config)][:6]
+  if differ:
     raise ConfigError(f"study {search.study_name!r} in {search.storage} was made with other "
                       f"settings ({differ} differ); use another --workdir or --study_name")
   return study

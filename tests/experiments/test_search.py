@@ -119,6 +119,16 @@ def test_a_study_of_other_settings_is_refused(data_dir, tmp_path):
   other = _search(data_dir, tmp_path, "optim.learning_rate=[0.2]", sampler="grid")
   with pytest.raises(ConfigError, match=r"other settings \(\['space'\] differ\)"):
     search.open_study(other)
+  # a config field the codebase gained since the study began, at its default, is no change
+  first = _search(data_dir, tmp_path, "optim.learning_rate=[0.1]", sampler="grid")
+  study = search.open_study(first)
+  settings = study.user_attrs["settings"]
+  del settings["experiment"]["data"]["synthetic"]
+  study.set_user_attr("settings", settings)
+  search.open_study(first)
+  first.config.train.steps = 30
+  with pytest.raises(ConfigError, match=r"\['experiment: train.steps'\] differ"):
+    search.open_study(first)
   with pytest.raises(ConfigError, match="1 <= heartbeat < grace"):
     _search(data_dir, tmp_path, "optim.learning_rate=[0.1]", heartbeat=5, grace=5)
 

@@ -30,7 +30,7 @@ from arch.common import check_choice, maybe_remat
 
 POSITIONS = ("learned", "sinusoidal", "rotary", "none")
 CLASSIFIER_POSITIONS = POSITIONS + ("sincos2d",)
-POOLS = ("cls", "mean")
+POOLS = ("cls", "mean", "last")
 
 
 class Block(nn.Module):
@@ -131,8 +131,11 @@ class TransformerClassifier(nn.Module):
     max_len: the most tokens (after patching, before the CLS token) a sequence may have.
     positions: "learned", "sinusoidal", "rotary", "none", or for images "sincos2d" (fixed 2-D
       sin-cos embeddings of each patch's row and column, big_vision's `posemb_sincos_2d`).
-    pool: "cls" (a learned token prepended, its final state classified) or "mean" (over valid
-      tokens).
+    pool: "cls" (a learned token prepended, its final state classified), "mean" (over valid
+      tokens) or "last" (the last valid token's state: with `causal`, the one token that has
+      seen the whole sequence).
+    causal: each token attends to itself and earlier tokens only (a forecaster reading its
+      context in time order); needs pool "last" or "mean".
     pre_logits: > 0 puts a Dense(pre_logits) + tanh between the pooled features and the head
       (big_vision's `rep_size`).
     head_zero_init: the head's kernel starts at zero (big_vision's `head_zeroinit`).
@@ -158,11 +161,15 @@ class TransformerClassifier(nn.Module):
   remat: bool = False
   pre_logits: int = 0
   head_zero_init: bool = False
+  causal: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False,
                lengths: jnp.ndarray | None = None) -> jnp.ndarray:
     check_choice(self.positions, CLASSIFIER_POSITIONS, "positions")
+    if self.causal and self.pool == "cls":
+      raise ValueError("model.causal=True with model.pool='cls': a CLS token in front would "
+                       "attend only to itself; expected pool 'last' or 'mean'")
     if self.positions == "sincos2d" and (self.vocab_size > 0 or x.ndim != 4):
       raise ValueError(f"positions='sincos2d' takes images (B, H, W, C); got {x.shape}")
     grid = None
@@ -212,9 +219,11 @@ class TransformerClassifier(nn.Module):
     stack_positions = "none" if self.positions == "sincos2d" else self.positions
     x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len + 1, stack_positions,
                self.dropout, self.dtype, self.param_dtype, self.remat, name="encoder")(
-                   x, mask, train=train)
+                   x, mask, causal=self.causal, train=train)
     if self.pool == "cls":
       feats = x[:, 0]
+    elif self.pool == "last":
+      feats = x[jnp.arange(batch), jnp.sum(valid, axis=1) - 1]
     else:
       w = valid.astype(x.dtype)[..., None]
       feats = (x * w).sum(1) / jnp.maximum(w.sum(1), 1)

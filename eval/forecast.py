@@ -34,7 +34,8 @@ def _label(config) -> str:
   if "cell" in model:
     label = model.cell.upper()
   if label == "TransformerClassifier":
-    label = f"Transformer (patch {model.get('patch_size', 1)})"
+    label = (f"Transformer ({'causal, ' if model.get('causal') else ''}"
+             f"patch {model.get('patch_size', 1)})")
   return label
 
 

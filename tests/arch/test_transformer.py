@@ -159,3 +159,21 @@ def test_classifier_sows_attention_weights_that_are_distributions():
   assert w.shape == (3, 4, 11, 11)           # 10 patches + the CLS token
   np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
   assert state["intermediates"]["features"][0].shape == (3, 16)
+
+
+def test_a_causal_classifier_attends_backwards_and_pools_the_last_valid_token():
+  model = TransformerClassifier(num_classes=3, width=16, depth=2, num_heads=2, mlp_dim=32,
+                                max_len=11, patch_size=4, pool="last", causal=True)
+  x = jax.random.normal(jax.random.key(0), (2, 44))
+  v = jax.jit(model.init)(jax.random.key(1), x)
+  out, state = jax.jit(lambda v, x: model.apply(v, x, mutable=["intermediates"]))(v, x)
+  w = np.asarray(state["intermediates"]["encoder"]["block0"]["attn"]["attention_weights"][0])
+  assert w.shape == (2, 2, 11, 11)
+  assert np.all(np.triu(w, k=1) == 0) and np.allclose(w.sum(-1), 1.0, atol=1e-5)
+  # the last token has seen every patch: changing the first patch changes the output
+  assert np.abs(model.apply(v, x.at[:, :4].add(1.0)) - out).max() > 1e-4
+  # with lengths, the pooled token is the last valid one: padding changes nothing
+  padded = model.apply(v, x.at[1, 20:].set(50.0), lengths=jnp.array([44, 20]))
+  np.testing.assert_allclose(padded[1], model.apply(v, x[1:, :20])[0], atol=1e-5)
+  with pytest.raises(ValueError, match="model.causal=True with model.pool='cls'"):
+    TransformerClassifier(num_classes=3, causal=True).init(jax.random.key(0), x)

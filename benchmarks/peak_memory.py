@@ -30,6 +30,7 @@ class PeakMemory:
     self._proc, self._interval = psutil.Process(pid), interval
     self._pss_every = max(1, round(pss_interval / interval))
     self._phase, self.peaks = phase, {phase: {"rss": 0, "pss": 0}}
+    self._changes, self._pss_now = 0, True  # phase changes so far; PSS due at the next sample
     self._lock, self._stop = threading.Lock(), threading.Event()
     self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -41,6 +42,8 @@ class PeakMemory:
     """Later samples count toward phase `name` (a phase seen before continues)."""
     with self._lock:
       self._phase = name
+      self._changes += 1
+      self._pss_now = True  # each phase gets a PSS reading at once, not up to pss_interval late
       self.peaks.setdefault(name, {"rss": 0, "pss": 0})
 
   def sample(self, pss: bool = True) -> tuple[int, int]:
@@ -66,11 +69,18 @@ class PeakMemory:
   def _run(self) -> None:
     n = 0
     while not self._stop.is_set():
-      rss, pss = self.sample(pss=n % self._pss_every == 0)
+      with self._lock:
+        changes, with_pss = self._changes, self._pss_now or n % self._pss_every == 0
+        self._pss_now = False
+      rss, pss = self.sample(pss=with_pss)
       n += 1
       with self._lock:
-        peak = self.peaks[self._phase]
-        peak["rss"], peak["pss"] = max(peak["rss"], rss), max(peak["pss"], pss)
+        # a sample taken across a phase change belongs to neither phase: it is dropped
+        if changes == self._changes:
+          peak = self.peaks[self._phase]
+          peak["rss"], peak["pss"] = max(peak["rss"], rss), max(peak["pss"], pss)
+        else:
+          self._pss_now = True
       time.sleep(self._interval)
 
   def __enter__(self) -> "PeakMemory":

@@ -11,9 +11,10 @@ from benchmarks.peak_memory import PeakMemory
 MB = 2**20
 
 
-def _wait_for_samples(mem: PeakMemory, phase: str) -> None:
+def _wait_for_samples(mem: PeakMemory, phase: str, above: int = 0) -> None:
+  """Until the phase has a PSS reading above `above` bytes (5 s at most), then 0.1 s more."""
   deadline = time.time() + 5
-  while mem.peaks[phase]["pss"] == 0 and time.time() < deadline:
+  while mem.peaks[phase]["pss"] <= above and time.time() < deadline:
     time.sleep(0.01)
   time.sleep(0.1)
 
@@ -23,7 +24,7 @@ def test_an_allocation_counts_in_its_phase_only():
     _wait_for_samples(mem, "before")
     mem.phase("during")
     block = np.ones(300 * MB, np.uint8)  # written, so resident
-    _wait_for_samples(mem, "during")
+    _wait_for_samples(mem, "during", above=mem.peaks["before"]["pss"] + 250 * MB)
     del block
     mem.phase("after")
     _wait_for_samples(mem, "after")
@@ -41,7 +42,7 @@ def test_children_are_summed():
     mem.phase("with_child")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     child.stdout.readline()
-    _wait_for_samples(mem, "with_child")
+    _wait_for_samples(mem, "with_child", above=mem.peaks["alone"]["pss"] + 200 * MB)
     child.kill()
     child.wait()
   assert mem.peaks["with_child"]["pss"] - mem.peaks["alone"]["pss"] > 200 * MB

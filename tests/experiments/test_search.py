@@ -188,3 +188,15 @@ def test_two_workers_share_a_study_and_a_killed_workers_trial_resumes(data_dir, 
   states = [t.state.name for t in trials.values()]
   assert states.count("COMPLETE") >= 4 and "RUNNING" not in states and "WAITING" not in states
   assert "4 complete" in out or f"{states.count('COMPLETE')} complete" in out
+
+
+def test_hyperband_prunes_on_the_evaluations_as_asha_does(data_dir, tmp_path):
+  s = _search(data_dir, tmp_path, "optim.learning_rate=loguniform(1e-6,1.0)", sampler="random",
+              pruner="hyperband", trials=6, reduction_factor=2)
+  assert isinstance(search._pruner(s), optuna.pruners.HyperbandPruner)
+  search.work(s, log=lambda *_: None)
+  study = search.open_study(s)
+  states = {t.state.name for t in study.trials}
+  assert len(study.trials) == 6 and states == {"COMPLETE", "PRUNED"}, states
+  for t in study.trials:  # every evaluation reached the study
+    assert sorted(t.intermediate_values)[:1] == [5]

@@ -10,10 +10,10 @@ Each trial is an ordinary run in WORKDIR/trials/trial_NNNN; its evaluations (eve
 `train.eval_every` steps on `data.eval_split`: keep the test split out of a search) go to the
 study as they happen, so `--pruner asha` (asynchronous successive halving) or `hyperband` can stop
 it early. The study lives in WORKDIR/study.db (SQLite) unless `--storage` names another database:
-more workers, on this machine (`--workers N`, or the same command again) or on others
-(`--storage postgresql://...`), share it. Pruned and failed trials stay in the study and on disk;
-a trial whose worker died is queued again and resumes from its checkpoints; the same command
-continues a stopped search. The space's grammar is in `train/search_space.py`.
+more workers, on this machine (`--workers N`) or on others (`--storage postgresql://...`, each
+with its own `--worker_index`, so that their samplers draw different points), share it. Pruned
+and failed trials stay in the study and on disk; a trial whose worker died is queued again and
+resumes from its checkpoints; the same command continues a stopped search. The space's grammar is in `train/search_space.py`.
 
 Writes WORKDIR/results.md, .csv, .json (every trial, the best point and the command that reruns
 it, fANOVA parameter importances, best value against training steps spent) and results.png.
@@ -56,6 +56,9 @@ def define_flags() -> None:
                       "postgresql://... or mysql://... for workers on several machines.")
   flags.DEFINE_string("study_name", "", "Study name in the database (default the workdir's).")
   flags.DEFINE_integer("workers", 1, "Worker processes on this machine sharing the study.")
+  flags.DEFINE_integer("worker_index", 0, "This worker's index among all sharing the study "
+                       "(its sampler's own seed): give each machine's command its own, e.g. "
+                       "$SLURM_ARRAY_TASK_ID * WORKERS; --workers N numbers its processes on.")
   flags.DEFINE_integer("heartbeat", 10, "Seconds between a running trial's heartbeats.")
   flags.DEFINE_integer("grace", 60, "Seconds without a heartbeat before a trial's worker is "
                        "taken for dead and the trial is queued to resume.")
@@ -78,7 +81,7 @@ def make_search(overrides: dict[str, str]):
       max_steps=FLAGS.max_steps, seed=FLAGS.seed, storage=FLAGS.storage,
       study_name=FLAGS.study_name, min_resource=FLAGS.min_resource,
       reduction_factor=FLAGS.reduction_factor, heartbeat=FLAGS.heartbeat, grace=FLAGS.grace,
-      overrides=dict(overrides))
+      overrides=dict(overrides), worker=FLAGS.worker_index)
 
 
 def main(argv: list[str], overrides: dict[str, str]) -> None:
@@ -95,7 +98,8 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
   records.use_compilation_cache(FLAGS.compilation_cache)
   search_lib.open_study(search)  # created once, before the other workers open it
   others = [subprocess.Popen([sys.executable, "-m", "experiments.search", *sys.argv[1:],
-                              "--workers=1"]) for _ in range(FLAGS.workers - 1)]
+                              "--workers=1", f"--worker_index={FLAGS.worker_index + i}"])
+            for i in range(1, FLAGS.workers)]
   try:
     search_lib.work(search)
   finally:

@@ -69,6 +69,7 @@ class Search:
   heartbeat: int = 10
   grace: int = 30
   overrides: dict[str, str] = dataclasses.field(default_factory=dict)  # --config.FIELD=VALUE
+  worker: int = 0  # this worker's index among those sharing the study: its sampler's own seed
 
   def __post_init__(self):
     self.items = search_space.parse(self.space)
@@ -85,6 +86,8 @@ class Search:
       raise ConfigError(f"--max_steps={self.max_steps}; expected 0 (no budget) or more")
     if self.reduction_factor < 2:
       raise ConfigError(f"--reduction_factor={self.reduction_factor}; expected 2 or more")
+    if self.worker < 0:
+      raise ConfigError(f"--worker_index={self.worker}; expected 0 or more")
     if self.heartbeat < 1 or self.grace <= self.heartbeat:
       raise ConfigError(f"--heartbeat={self.heartbeat}, --grace={self.grace}; expected "
                         "1 <= heartbeat < grace (seconds)")
@@ -102,16 +105,23 @@ class Search:
             "experiment": json.loads(self.config.to_json_best_effort())}
 
 
+def sampler_seed(search: Search) -> int:
+  """The sampler's seed: `seed` for worker 0 (a one-worker search repeats exactly), another for
+  each other worker, so that workers sharing a study do not draw the same points."""
+  return search.seed if search.worker == 0 else search.seed + 7919 * search.worker
+
+
 def _sampler(search: Search):
   import optuna
 
+  seed = sampler_seed(search)
   if search.sampler == "grid":
-    return optuna.samplers.GridSampler(search_space.grid(search.items), seed=search.seed)
+    return optuna.samplers.GridSampler(search_space.grid(search.items), seed=seed)
   if search.sampler == "random":
-    return optuna.samplers.RandomSampler(seed=search.seed)
+    return optuna.samplers.RandomSampler(seed=seed)
   # multivariate + group: TPE models the parameters jointly, and a conditional space as the
   # groups of parameters that appear together
-  return optuna.samplers.TPESampler(seed=search.seed, multivariate=True, group=True)
+  return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
 
 
 def _pruner(search: Search):

@@ -149,7 +149,7 @@ def test_two_workers_share_a_study_and_a_killed_workers_trial_resumes(data_dir, 
   keep = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
   time.sleep(2)  # the first worker creates the study
-  victim = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+  victim = subprocess.Popen(command + ["--worker_index=1"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
   killed, deadline = None, time.time() + 300
   while killed is None and time.time() < deadline and victim.poll() is None:
@@ -200,3 +200,15 @@ def test_hyperband_prunes_on_the_evaluations_as_asha_does(data_dir, tmp_path):
   assert len(study.trials) == 6 and states == {"COMPLETE", "PRUNED"}, states
   for t in study.trials:  # every evaluation reached the study
     assert sorted(t.intermediate_values)[:1] == [5]
+
+
+def test_workers_sharing_a_study_draw_different_points(data_dir, tmp_path):
+  def draws(worker):
+    s = _search(data_dir, tmp_path, "optim.learning_rate=loguniform(1e-6,1.0)", sampler="random",
+                worker=worker)
+    study = optuna.create_study(sampler=search._sampler(s))
+    return [study.ask().suggest_float("x", 0, 1) for _ in range(5)]
+
+  assert draws(0) == draws(0) and draws(1) == draws(1)  # each worker repeats itself
+  assert not set(draws(0)) & set(draws(1))
+  assert search.sampler_seed(_search(data_dir, tmp_path, "optim.learning_rate=[0.1]")) == 0

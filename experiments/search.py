@@ -97,13 +97,17 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
     return
   records.use_compilation_cache(FLAGS.compilation_cache)
   search_lib.open_study(search)  # created once, before the other workers open it
+  # the other processes of --workers N: they run trials; this one writes the tables
+  child = dict(os.environ, STRATA_SEARCH_CHILD="1")
   others = [subprocess.Popen([sys.executable, "-m", "experiments.search", *sys.argv[1:],
-                              "--workers=1", f"--worker_index={FLAGS.worker_index + i}"])
-            for i in range(1, FLAGS.workers)]
+                              "--workers=1", f"--worker_index={FLAGS.worker_index + i}"],
+                             env=child) for i in range(1, FLAGS.workers)]
   try:
     search_lib.work(search)
   finally:
     codes = [p.wait() for p in others]
+  if os.environ.get("STRATA_SEARCH_CHILD"):
+    return
   if any(codes):  # work() returned: the study is done, their trials resumed by this worker
     records.console(f"[search] {sum(bool(c) for c in codes)} of the other workers ended with "
                     f"exit codes {codes}; their unfinished trials were resumed")

@@ -17,27 +17,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 
+from benchmarks.precision_spread import train
 from train import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("mlp", "gru", "transformer")
 SERIES = ("sunspots", "nile", "co2", "elnino")
-
-
-def train(model: str, which: str, seed: int, workdir: str) -> None:
-  if os.path.exists(os.path.join(workdir, "summary.json")):
-    return
-  cmd = [sys.executable, "-m", "train", "--config", f"experiments/series_{model}.py:{which}",
-         f"--workdir={workdir}", f"--config.seed={seed}"]
-  proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                        text=True)
-  if proc.returncode:
-    raise ChildProcessError(f"{' '.join(cmd[2:])} failed: {proc.stderr.strip()[-400:]}")
 
 
 def leaders(rows: dict[str, list[dict[str, list[float]]]]) -> dict[str, str]:
@@ -72,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     for model in MODELS:
       for seed in range(args.seeds):
         workdir = os.path.abspath(os.path.join(args.runs, which, model, f"seed{seed}"))
-        train(model, which, seed, workdir)
+        train(f"series_{model}", workdir, seed, [], arg=which)
         workdirs.append(workdir)
     out = os.path.join(os.path.abspath(args.runs), which)
     result, text = forecast.report(workdirs, out)

@@ -42,13 +42,14 @@ PRECISIONS = ("float32", "bfloat16")
 REFERENCE = "mnist1d_cnn"
 
 
-def train(experiment: str, workdir: str, seed: int, overrides: list[str]) -> None:
-  """`python -m train --config experiments/EXPERIMENT.py` with `overrides`
+def train(experiment: str, workdir: str, seed: int, overrides: list[str], arg: str = "") -> None:
+  """`python -m train --config experiments/EXPERIMENT.py[:ARG]` with `overrides`
   (`--config.FIELD=VALUE` items) in a fresh process, unless `workdir` already holds a finished
   run; a stopped one resumes."""
   if os.path.exists(os.path.join(workdir, "summary.json")):
     return
-  cmd = [sys.executable, "-m", "train", "--config", f"experiments/{experiment}.py",
+  config = f"experiments/{experiment}.py" + (f":{arg}" if arg else "")
+  cmd = [sys.executable, "-m", "train", "--config", config,
          f"--workdir={workdir}", f"--config.seed={seed}", *overrides]
   proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                         text=True)
@@ -76,13 +77,18 @@ def score(experiment: str, workdir: str, reference: str) -> float:
   return float(result["scores"]["model samples"]["frechet_distance"])
 
 
+def mean_sd(values: list[float]) -> dict[str, Any]:
+  """{"values", "mean", "sd"} of per-seed values (sd 0 for one value)."""
+  return {"values": values, "mean": statistics.fmean(values),
+          "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
 def summarise(values: dict[str, list[float]], lower_is_better: bool) -> dict[str, Any]:
   """Mean ± sd of each precision's per-seed values, the gap bfloat16 - float32, and that gap in
   units of float32's seed sd (inf when the sd is 0 and the means differ)."""
   out: dict[str, Any] = {"lower_is_better": lower_is_better}
   for p, v in values.items():
-    out[p] = {"values": v, "mean": statistics.fmean(v),
-              "sd": statistics.stdev(v) if len(v) > 1 else 0.0}
+    out[p] = mean_sd(v)
   gap = out["bfloat16"]["mean"] - out["float32"]["mean"]
   sd = out["float32"]["sd"]
   out["gap"] = gap

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import warnings
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.precision_spread import mean_sd
 from train import cli, search_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,11 +67,6 @@ def run_search(method: str, seed: int, steps: int, workdir: str) -> dict[str, An
     return json.load(f)
 
 
-def _stat(values: list[float]) -> dict[str, Any]:
-  return {"values": values, "mean": statistics.fmean(values),
-          "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
-
-
 def summarise(found: dict[str, list[dict[str, Any]]], steps: int) -> dict[str, Any]:
   """Per method: best accuracy, steps, trials, best within a third of the grid's steps; for
   ASHA, steps to come within WITHIN of the grid's best (per seed)."""
@@ -79,12 +74,12 @@ def summarise(found: dict[str, list[dict[str, Any]]], steps: int) -> dict[str, A
   grid_best = [r["best"]["value"] for r in found["grid"]]
   out: dict[str, Any] = {}
   for method, runs in found.items():
-    row = {"best": _stat([r["best"]["value"] for r in runs]),
-           "steps": _stat([float(r["steps"]) for r in runs]),
-           "trials": _stat([float(sum(r["counts"][k] for k in ("complete", "pruned", "fail")))
+    row = {"best": mean_sd([r["best"]["value"] for r in runs]),
+           "steps": mean_sd([float(r["steps"]) for r in runs]),
+           "trials": mean_sd([float(sum(r["counts"][k] for k in ("complete", "pruned", "fail")))
                             for r in runs]),
-           "pruned": _stat([float(r["counts"]["pruned"]) for r in runs]),
-           "best_at_third": _stat([search_results.best_value_at(r["history"], grid_steps / 3)
+           "pruned": mean_sd([float(r["counts"]["pruned"]) for r in runs]),
+           "best_at_third": mean_sd([search_results.best_value_at(r["history"], grid_steps / 3)
                                    for r in runs]),
            "steps_to_grid_best": [
                search_results.steps_to_reach(r["history"], g - WITHIN, maximize=True)

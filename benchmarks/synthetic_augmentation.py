@@ -24,29 +24,13 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
-import subprocess
 import sys
 
+from benchmarks.precision_spread import final_eval, mean_sd, train
 from train import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GENERATORS = {"conditional GAN": "digits_cgan", "guided diffusion": "digits_ddpm_cfg"}
 PER_CLASS = 200
-
-
-def train(experiment: str, workdir: str, overrides: list[str]) -> dict:
-  """`python -m train` in a fresh process unless `workdir` is finished; its final evaluation."""
-  summary = os.path.join(workdir, "summary.json")
-  if not os.path.exists(summary):
-    cmd = [sys.executable, "-m", "train", "--config", f"experiments/{experiment}.py",
-           f"--workdir={workdir}", *overrides]
-    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True)
-    if proc.returncode:
-      raise ChildProcessError(f"{' '.join(cmd[2:])} failed: {proc.stderr.strip()[-400:]}")
-  with open(summary) as f:
-    return json.load(f)["final_eval"]
 
 
 def conditions(labelled: str, generators: dict[str, str]) -> dict[str, list[str]]:
@@ -78,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
   generators = {}
   for name, experiment in GENERATORS.items():
     workdir = os.path.join(runs, "generators", experiment)
-    train(experiment, workdir, [f"--config.data.train_split={args.labelled}"])
+    train(experiment, workdir, 0, [f"--config.data.train_split={args.labelled}"])
     generators[name] = workdir
     print(f"generator {experiment} trained on {args.labelled}", file=sys.stderr, flush=True)
   results = {}
@@ -86,11 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     values = []
     for seed in range(args.seeds):
       workdir = os.path.join(runs, f"condition{i}", f"seed{seed}")
-      values.append(float(train("digits_cnn", workdir,
-                                overrides + [f"--config.seed={seed}"])["accuracy"]))
-    results[condition] = {"overrides": overrides, "values": values,
-                          "mean": statistics.fmean(values),
-                          "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+      train("digits_cnn", workdir, seed, overrides)
+      values.append(float(final_eval(workdir)["accuracy"]))
+    results[condition] = {"overrides": overrides, **mean_sd(values)}
     print(f"{condition}: {results[condition]['mean']:.4f}", file=sys.stderr, flush=True)
   lines = [f"| digits_cnn trained on | test accuracy, mean ± sd ({args.seeds} seeds) | "
            "per seed |", "|---|---|---|"]

@@ -31,6 +31,7 @@ carries a trending series (CO2) past the range it was trained on.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Any, Callable, Iterator
 
@@ -76,9 +77,13 @@ DEFAULTS: dict[str, Any] = {"series": "sunspots", "context": 0, "horizon": 0,
                             "test_fraction": 0.2, "validation_fraction": 0.1}
 
 
+@functools.cache
 def values(name: str) -> np.ndarray:
-  """The series `name` (T,), float64, in its own units."""
-  return SERIES[name][0]()
+  """The series `name` (T,), float64, in its own units; read once per process (every window,
+  score and baseline of `eval.forecast` cuts the same series), so read-only."""
+  y = SERIES[name][0]()
+  y.flags.writeable = False
+  return y
 
 
 def season(name: str) -> int:

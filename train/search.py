@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 import socket
 import time
@@ -286,10 +287,7 @@ def _done(search: Search, study) -> bool:
     return False
   done = finished(study)
   if search.sampler == "grid":
-    size = 1
-    for values in search_space.grid(search.items).values():
-      size *= len(values)
-    return len(done) >= size
+    return len(done) >= math.prod(len(v) for v in search_space.grid(search.items).values())
   return len(done) >= search.trials or (
       search.max_steps > 0 and steps_spent(done) >= search.max_steps)
 
@@ -306,8 +304,9 @@ def work(search: Search, log: Callable[[str], None] = records.console) -> None:
   def stop_when_done(study, trial) -> None:
     state = trial.state.name.lower()
     value = "" if trial.value is None else f" {search.metric} {trial.value:.4g}"
-    log(f"[search] trial {trial.number} {state}{value}; "
-        f"{len(finished(study))} finished, {steps_spent(finished(study))} steps")
+    done = finished(study)
+    log(f"[search] trial {trial.number} {state}{value}; {len(done)} finished, "
+        f"{steps_spent(done)} steps")
     if _done(search, study):
       study.stop()
 

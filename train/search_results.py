@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 from typing import Any, Sequence
 
 import numpy as np
@@ -94,8 +95,7 @@ def rerun_command(search: Search, point: dict[str, Any]) -> str:
 
 
 def _shell(value: Any) -> str:
-  text = repr(value) if not isinstance(value, str) else value
-  return f"'{text}'" if any(c in text for c in " (),[]'") else text
+  return shlex.quote(value if isinstance(value, str) else repr(value))
 
 
 def history(search: Search, table: Sequence[dict[str, Any]]) -> list[tuple[int, float]]:

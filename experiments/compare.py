@@ -18,7 +18,7 @@ from typing import Any
 
 from absl import app, flags
 
-from train import cli
+from train import cli, records
 
 _ABSENT = "(absent)"
 
@@ -49,9 +49,8 @@ def load_run(workdir: str) -> dict[str, Any]:
   metrics, steps = {}, None
   if summary is not None:
     metrics, steps = summary.get("final_eval", {}), summary.get("steps")
-  elif os.path.exists(os.path.join(workdir, "metrics.jsonl")):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-      evals = [json.loads(line) for line in f if '"split": "eval"' in line]
+  else:
+    evals = records.read_metrics(workdir, "eval")
     if evals:
       steps = evals[-1].pop("step")
       evals[-1].pop("split")

@@ -156,6 +156,17 @@ class MetricWriter:
         self._tb.close()
 
 
+def read_metrics(workdir: str, split: str) -> list[dict[str, Any]]:
+  """The records of `split` ("train", "eval", a named evaluation) in WORKDIR/metrics.jsonl, in
+  step order; [] when the file is not there."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return [row for row in rows if row.get("split") == split]
+
+
 def _drop_after(path: str, step: int) -> None:
   """Rewrites a JSON-lines file without its records after `step` (atomically)."""
   if not os.path.exists(path):

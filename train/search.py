@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 import ml_collections as mlc
 
 from train import config as config_lib
-from train import loop, records, search_space
+from train import loop, records, search_space, sweep
 from train.errors import ConfigError
 from train.sweep_results import HIGHER_IS_BETTER
 
@@ -187,19 +187,6 @@ def trial_dir(workdir: str, number: int) -> str:
   return os.path.join(workdir, "trials", f"trial_{number:04d}")
 
 
-def _recorded_evals(workdir: str, metric: str) -> list[tuple[int, float]]:
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  out = []
-  with open(path) as f:
-    for line in f:
-      row = json.loads(line)
-      if row.get("split") == "eval" and metric in row:
-        out.append((int(row["step"]), float(row[metric])))
-  return out
-
-
 def objective(search: Search, log: Callable[[str], None]) -> Callable[[Any], float]:
   """The function a worker's study optimises: one trial = one run (module docstring)."""
   import optuna
@@ -217,10 +204,7 @@ def objective(search: Search, log: Callable[[str], None]) -> Callable[[Any], flo
       for field, value in point.items():
         config_lib.set_field(config, field, value, f"trial {trial.number}")
       config_lib.validate(config)
-      changed = list(loop.config_changes(workdir, config))
-      if changed:
-        raise ConfigError(f"{workdir} holds a run of another config (fields {changed[:6]} "
-                          "differ); use another --workdir")
+      sweep.check_unchanged(workdir, config)
     except ConfigError as e:
       trial.set_user_attr("error", str(e))
       log(f"{label}: the experiment refuses {point}: {e}")
@@ -233,8 +217,9 @@ def objective(search: Search, log: Callable[[str], None]) -> Callable[[Any], flo
         "study": search.study_name, "trial": trial.number, "resumes": root, "point": point,
         "params": trial.params, "worker": worker})
     log(f"{label}: {point} in {workdir}")
-    for step, value in _recorded_evals(workdir, search.metric):  # a resumed trial's history
-      trial.report(value, step)
+    for row in records.read_metrics(workdir, "eval"):  # a resumed trial's history
+      if search.metric in row:
+        trial.report(float(row[search.metric]), int(row["step"]))
 
     def on_eval(step: int, name: str, metrics: dict[str, float]) -> None:
       if name != "eval":

@@ -241,15 +241,17 @@ def plan(base: mlc.ConfigDict, axes: Sequence[Axis], workdir: str, seeds: int = 
         raise ConfigError(f"{where}: {e}") from None
       run = Run(point, int(config.seed), os.path.join(workdir, name, f"seed_{config.seed}"),
                 config)
-      _check_unchanged(run)
+      check_unchanged(run.workdir, run.config)
       runs.append(run)
   return runs
 
 
-def _check_unchanged(run: Run) -> None:
-  differ = list(loop.config_changes(run.workdir, run.config))
+def check_unchanged(workdir: str, config: mlc.ConfigDict) -> None:
+  """Raises ConfigError if `workdir` holds a run of a config other than `config` (a sweep's
+  point or a search's trial), so a changed experiment never mixes into old results."""
+  differ = list(loop.config_changes(workdir, config))
   if differ:
-    raise ConfigError(f"{run.workdir} holds a run of another config (fields {differ[:6]} "
+    raise ConfigError(f"{workdir} holds a run of another config (fields {differ[:6]} "
                       "differ); use another --workdir or delete that run")
 
 

@@ -5,6 +5,7 @@ the training steps spent, each trial's evaluations, importances). Written to WOR
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shlex
@@ -98,15 +99,21 @@ def _shell(value: Any) -> str:
   return shlex.quote(value if isinstance(value, str) else repr(value))
 
 
+ENDED = ("complete", "pruned", "fail")
+
+
+def _spent(table: Sequence[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
+  """(row, training steps spent up to and with it) of every ended trial, in trial order."""
+  ended = [r for r in table if r["state"] in ENDED]
+  return list(zip(ended, itertools.accumulate(r["steps"] for r in ended)))
+
+
 def history(search: Search, table: Sequence[dict[str, Any]]) -> list[tuple[int, float]]:
   """(training steps spent so far, best value so far) after each finished trial, in trial
   order: the curve searches are compared by at equal compute."""
   sign = -1.0 if search.direction == "maximize" else 1.0
-  spent, best_so_far, out = 0, math.inf, []
-  for r in table:
-    if r["state"] not in ("complete", "pruned", "fail"):
-      continue
-    spent += r["steps"]
+  best_so_far, out = math.inf, []
+  for r, spent in _spent(table):
     if r["state"] == "complete" and r["value"] is not None:
       best_so_far = min(best_so_far, sign * r["value"])
     out.append((spent, sign * best_so_far if math.isfinite(best_so_far) else float("nan")))
@@ -120,9 +127,7 @@ def plot(search: Search, table: Sequence[dict[str, Any]], weights: dict[str, flo
   curve = history(search, table)
   if curve:
     axes[0].step([c[0] for c in curve], [c[1] for c in curve], where="post", label="best so far")
-  spent = 0
-  for r in table:
-    spent += r["steps"] if r["state"] in ("complete", "pruned", "fail") else 0
+  for r, spent in _spent(table):
     if r["state"] == "complete" and r["value"] is not None:
       axes[0].plot(spent, r["value"], "o", ms=3, color="C1")
   axes[0].set_xlabel("training steps spent")

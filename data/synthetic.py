@@ -91,17 +91,16 @@ def mixer(data_config, rows, pool: tuple[np.ndarray, np.ndarray], ahead: list, p
     raise sources.DataError(f"{where} with data.image ops: synthetic examples are mixed into "
                             "prepared batches only from in-memory arrays; expected no image ops")
   inputs, labels = pool
-  sample = rows.take(slice(0, 1))[0] if len(rows) else None
-  if sample is not None and inputs.shape[1:] != sample.shape[1:]:
+  sample = rows.take(slice(0, 1))[0]  # not empty: build_pipeline refuses a batch larger than it
+  if inputs.shape[1:] != sample.shape[1:]:
     raise sources.DataError(f"{where}: its samples have shape {inputs.shape[1:]}; the training "
                             f"examples of data.source={data_config.source!r} have "
                             f"{sample.shape[1:]}")
   for step in ahead:
     inputs = step.map({"inputs": inputs})["inputs"]
-  if sample is not None and np.issubdtype(sample.dtype, np.integer):
+  if np.issubdtype(sample.dtype, np.integer):
     info = np.iinfo(sample.dtype)
     inputs = np.clip(np.rint(inputs), info.min, info.max)
-  if sample is not None:
-    inputs = inputs.astype(sample.dtype)
+  inputs = inputs.astype(sample.dtype)
   count = synthetic_rows(local_batch, float(data_config.synthetic.fraction))
   return MixSynthetic(inputs, np.asarray(labels, np.int32), count)

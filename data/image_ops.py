@@ -7,7 +7,8 @@ example at the same step gets the same crop and flip, so a resumed run is exact.
 
 - `decode`: TFDS's numpy decoding of the stored bytes (OpenCV when installed, else PIL).
 - `resize(image, size)`: to (size, size), or `resize_small(image, side)`: shorter side to `side`
-  keeping the aspect ratio; PIL's bilinear filter, antialiased when shrinking.
+  keeping the aspect ratio; PIL's bilinear filter (or bicubic: `method`, for every op that
+  resizes), antialiased when shrinking.
 - `random_resized_crop`: the Inception crop (Szegedy et al. 2015; torchvision's and the flax
   ImageNet example's sampling): a box of `scale` x area and log-uniform aspect `ratio`, 10 tries,
   else the central box of the nearest allowed ratio; resized to (size, size).
@@ -39,35 +40,39 @@ def _array(pil: Image.Image, channels: int) -> np.ndarray:
   return out[..., None] if channels == 1 else out
 
 
+METHODS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
 def resize_box(image: np.ndarray, height: int, width: int,
                box: tuple[float, float, float, float] | None = None,
-               mirror: bool = False) -> np.ndarray:
+               mirror: bool = False, method: str = "bilinear") -> np.ndarray:
   """The region `box` = (left, top, right, bottom) in pixels (default: all) resized to
-  (height, width) with PIL's antialiased bilinear filter, flipped left-right if `mirror` (in
-  PIL, before the array exists: no strided copy later); uint8 in and out."""
+  (height, width) with PIL's antialiased `method` filter ("bilinear" or "bicubic"), flipped
+  left-right if `mirror` (in PIL, before the array exists: no strided copy later); uint8 in
+  and out."""
   if image.dtype != np.uint8:
     raise ValueError(f"image ops take uint8 images; got {image.dtype}")
   h, w = image.shape[:2]
   box = (0.0, 0.0, float(w), float(h)) if box is None else tuple(float(v) for v in box)
   if (height, width) == (h, w) and box == (0.0, 0.0, float(w), float(h)):
     return np.ascontiguousarray(image[:, ::-1]) if mirror else image
-  out = _pil(image).resize((width, height), Image.Resampling.BILINEAR, box=box)
+  out = _pil(image).resize((width, height), METHODS[method], box=box)
   if mirror:
     out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
   return _array(out, image.shape[-1])
 
 
-def resize(image: np.ndarray, size: int) -> np.ndarray:
+def resize(image: np.ndarray, size: int, method: str = "bilinear") -> np.ndarray:
   """(H, W, C) -> (size, size, C)."""
-  return resize_box(image, size, size)
+  return resize_box(image, size, size, method=method)
 
 
-def resize_small(image: np.ndarray, side: int) -> np.ndarray:
+def resize_small(image: np.ndarray, side: int, method: str = "bilinear") -> np.ndarray:
   """Shorter side to `side`, the other in proportion (rounded)."""
   h, w = image.shape[:2]
   if h <= w:
-    return resize_box(image, side, max(1, round(w * side / h)))
-  return resize_box(image, max(1, round(h * side / w)), side)
+    return resize_box(image, side, max(1, round(w * side / h)), method=method)
+  return resize_box(image, max(1, round(h * side / w)), side, method=method)
 
 
 def central_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -79,13 +84,14 @@ def central_crop(image: np.ndarray, size: int) -> np.ndarray:
   return image[top:top + size, left:left + size]
 
 
-def central_crop_fraction(image: np.ndarray, size: int, fraction: float) -> np.ndarray:
+def central_crop_fraction(image: np.ndarray, size: int, fraction: float,
+                          method: str = "bilinear") -> np.ndarray:
   """The central square of side `fraction` x min(H, W), resized to (size, size): the flax
   ImageNet example's evaluation crop (fraction 224 / 256 = 0.875)."""
   h, w = image.shape[:2]
   side = max(1, int(fraction * min(h, w)))
   top, left = (h - side + 1) // 2, (w - side + 1) // 2
-  return resize_box(image, size, size, (left, top, left + side, top + side))
+  return resize_box(image, size, size, (left, top, left + side, top + side), method=method)
 
 
 def inception_box(rng: np.random.Generator, height: int, width: int,
@@ -119,12 +125,12 @@ def inception_box(rng: np.random.Generator, height: int, width: int,
 def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int,
                         scale: tuple[float, float] = (0.08, 1.0),
                         ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                        then_flip: bool = False) -> np.ndarray:
+                        then_flip: bool = False, method: str = "bilinear") -> np.ndarray:
   """An Inception crop of `image` resized to (size, size); `then_flip`: followed by `flip`,
   drawing from `rng` in the same order (the same result as the two ops, one copy fewer)."""
   box = inception_box(rng, image.shape[0], image.shape[1], scale, ratio)
   mirror = bool(then_flip and rng.random() < 0.5)
-  return resize_box(image, size, size, box, mirror)
+  return resize_box(image, size, size, box, mirror, method)
 
 
 def flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

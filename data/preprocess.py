@@ -35,6 +35,7 @@ def defaults() -> mlc.ConfigDict:
   c.crop_ratio = (3 / 4, 4 / 3)          # random_resized_crop: aspect ratio
   c.central_fraction = 0.875             # central_crop_fraction; resize_small's default
   c.resize_small = 0                     # shorter side; 0 = size / central_fraction
+  c.resize_method = "bilinear"           # bilinear|bicubic: every op that resizes
   c.mean = ()                            # normalize, per channel; () = ImageNet's
   c.std = ()
   c.randaug_layers = 2                   # randaugment: ops per image (N)
@@ -63,6 +64,9 @@ def check(image_config: Any, field: str = "data.image") -> None:
   lo, hi = tuple(image_config.crop_ratio)
   if not 0 < lo <= hi:
     raise ValueError(f"{field}.crop_ratio={(lo, hi)}; expected 0 < min <= max")
+  if image_config.resize_method not in image_ops.METHODS:
+    raise ValueError(f"{field}.resize_method={image_config.resize_method!r}; expected one of "
+                     f"{list(image_ops.METHODS)}")
   if not 0 < image_config.central_fraction <= 1:
     raise ValueError(f"{field}.central_fraction={image_config.central_fraction}; expected a "
                      "fraction in (0, 1]")
@@ -91,15 +95,25 @@ class Preprocess:
   def __init__(self, ops: tuple[str, ...], image_config: Any, feature: Any = None):
     self.ops = tuple(ops)
     c = image_config
-    self.size = int(c.size)
-    self.scale = tuple(float(v) for v in c.crop_scale)
-    self.ratio = tuple(float(v) for v in c.crop_ratio)
-    self.fraction = float(c.central_fraction)
-    self.small = int(c.resize_small) or int(round(self.size / self.fraction))
-    self.mean = tuple(float(v) for v in c.mean) or image_ops.IMAGENET_MEAN
-    self.std = tuple(float(v) for v in c.std) or image_ops.IMAGENET_STD
+    uses = set(self.ops).__contains__
+    # Each parameter is read only when an op uses it, so that `train.field_use` sees a parameter
+    # set for an op the experiment does not run.
+    sized = set(self.ops) - {"decode", "flip", "randaugment", "normalize"}
+    self.size = int(c.size) if sized else 0
+    self.scale = tuple(float(v) for v in c.crop_scale) if uses("random_resized_crop") else ()
+    self.ratio = tuple(float(v) for v in c.crop_ratio) if uses("random_resized_crop") else ()
+    small = uses("resize_small") and int(c.resize_small)
+    self.fraction = (float(c.central_fraction)
+                     if uses("central_crop_fraction") or (uses("resize_small") and not small)
+                     else 0.875)
+    self.small = small or (int(round(self.size / self.fraction)) if self.size else 0)
+    self.method = str(c.resize_method) if sized - {"central_crop"} else "bilinear"
+    normalize = uses("normalize")
+    self.mean = (tuple(float(v) for v in c.mean) if normalize else ()) or image_ops.IMAGENET_MEAN
+    self.std = (tuple(float(v) for v in c.std) if normalize else ()) or image_ops.IMAGENET_STD
     self.feature = feature
-    self.randaug = (int(c.randaug_layers), float(c.randaug_magnitude))
+    self.randaug = ((int(c.randaug_layers), float(c.randaug_magnitude)) if uses("randaugment")
+                    else (0, 0.0))
 
   @property
   def random(self) -> bool:
@@ -119,16 +133,17 @@ class Preprocess:
           x = self.feature.decode_example_np(bytes(x))
         x = np.asarray(x)
       elif op == "resize":
-        x = image_ops.resize(x, self.size)
+        x = image_ops.resize(x, self.size, self.method)
       elif op == "resize_small":
-        x = image_ops.resize_small(x, self.small)
+        x = image_ops.resize_small(x, self.small, self.method)
       elif op == "random_resized_crop":
         fused = self.ops[i + 1:i + 2] == ("flip",)
-        x = image_ops.random_resized_crop(x, rng, self.size, self.scale, self.ratio, fused)
+        x = image_ops.random_resized_crop(x, rng, self.size, self.scale, self.ratio, fused,
+                                          self.method)
       elif op == "central_crop":
         x = image_ops.central_crop(x, self.size)
       elif op == "central_crop_fraction":
-        x = image_ops.central_crop_fraction(x, self.size, self.fraction)
+        x = image_ops.central_crop_fraction(x, self.size, self.fraction, self.method)
       elif op == "flip":
         x = image_ops.flip(x, rng)
       elif op == "randaugment":

@@ -8,6 +8,8 @@ weights; Adam 1e-3. Split: stratified 80/20 (455 / 114), fixed.
 
 from train import config as config_lib
 
+ARGS = ("tiny",)  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   c = config_lib.base()
@@ -27,5 +29,5 @@ def get_config(arg: str | None = None):
     c.model.widths = (4,)
     config_lib.tiny(c)
   elif arg:
-    raise config_lib.unknown_arg("breast_cancer_mlp", arg)
+    raise config_lib.unknown_arg("breast_cancer_mlp", arg, ARGS)
   return config_lib.lock(c)

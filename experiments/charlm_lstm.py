@@ -5,7 +5,7 @@ the same parameter count and step budget as `charlm_transformer.py`.
   python -m train.generate --workdir runs/charlm_lstm --prompt "The with statement"
 """
 
-from experiments.recipes.charlm import VOCAB, experiment
+from experiments.recipes.charlm import ARGS, VOCAB, experiment  # noqa: F401 (ARGS)
 
 
 def get_config(arg: str | None = None):

@@ -6,7 +6,7 @@ step budget as `charlm_lstm.py`.
   python -m train.generate --workdir runs/charlm_transformer --prompt "The with statement"
 """
 
-from experiments.recipes.charlm import SEQ_LEN, VOCAB, experiment
+from experiments.recipes.charlm import ARGS, SEQ_LEN, VOCAB, experiment  # noqa: F401 (ARGS)
 
 
 def get_config(arg: str | None = None):

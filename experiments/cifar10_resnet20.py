@@ -14,6 +14,8 @@ reachable (see docs/data.md), then:
 
 from train import config as config_lib
 
+ARGS = ("tiny",)  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   c = config_lib.base()
@@ -41,5 +43,5 @@ def get_config(arg: str | None = None):
     c.model = dict(name="cnn.ResNetTiny", num_classes=10)
     config_lib.tiny(c, steps=4)
   elif arg:
-    raise config_lib.unknown_arg("cifar10_resnet20", arg)
+    raise config_lib.unknown_arg("cifar10_resnet20", arg, ARGS)
   return config_lib.lock(c)

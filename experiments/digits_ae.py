@@ -8,6 +8,8 @@ components (`python -m eval.reconstruction --workdir runs/digits_ae`).
 
 from experiments.recipes import autoencoder
 
+ARGS = autoencoder.ARGS  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   return autoencoder.finish(autoencoder.digits("Autoencoder", likelihood="gaussian"),

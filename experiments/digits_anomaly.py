@@ -11,6 +11,8 @@ the same training images).
 
 from experiments.recipes import autoencoder
 
+ARGS = autoencoder.ARGS  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   c = autoencoder.digits("VAE", likelihood="gaussian")

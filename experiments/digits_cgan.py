@@ -10,6 +10,8 @@ also reports how often the reference classifier labels a sample with the class i
 
 from experiments.recipes import gan
 
+ARGS = gan.ARGS  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   return gan.finish(gan.digits("hinge_sn", num_classes=10), "digits_cgan", arg)

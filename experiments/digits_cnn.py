@@ -8,6 +8,8 @@ augmentation; Adam with cosine decay. Split: stratified 80/20 (1,437 / 360), fix
 
 from train import config as config_lib
 
+ARGS = ("tiny",)  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   c = config_lib.base()
@@ -31,5 +33,5 @@ def get_config(arg: str | None = None):
     c.model.dense = (8,)
     config_lib.tiny(c)
   elif arg:
-    raise config_lib.unknown_arg("digits_cnn", arg)
+    raise config_lib.unknown_arg("digits_cnn", arg, ARGS)
   return config_lib.lock(c)

@@ -9,6 +9,8 @@ imputes missing pixels: `python -m eval.reconstruction --workdir runs/digits_dae
 
 from experiments.recipes import autoencoder
 
+ARGS = autoencoder.ARGS  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   return autoencoder.finish(autoencoder.denoising(0.25), "digits_dae", arg)

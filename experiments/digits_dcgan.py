@@ -9,6 +9,8 @@ digits_cnn.
 
 from experiments.recipes import gan
 
+ARGS = gan.ARGS  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   return gan.finish(gan.digits(), "digits_dcgan", arg)

@@ -14,6 +14,8 @@ at 0.25, 3.42 at 0.75, 4.61 at 1).
 
 from experiments.recipes import diffusion
 
+ARGS = diffusion.ARGS  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   c = diffusion.digits(steps=20000)

@@ -9,6 +9,8 @@ scale 2 (`--config.diffusion.guidance_scale`).
 
 from experiments.recipes import diffusion
 
+ARGS = diffusion.ARGS  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   c = diffusion.digits(num_classes=10)

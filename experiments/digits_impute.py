@@ -12,6 +12,8 @@ hidden pixels beside the training mean and scikit-learn's 5-nearest-neighbour im
 
 from experiments.recipes import autoencoder
 
+ARGS = autoencoder.ARGS  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   c = autoencoder.denoising(0.5)

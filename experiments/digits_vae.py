@@ -8,6 +8,8 @@ the test negative ELBO and the importance-weighted bound (IWAE, k = 1,000) in na
 
 from experiments.recipes import autoencoder
 
+ARGS = autoencoder.ARGS  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   c = autoencoder.digits("VAE", likelihood="bernoulli")

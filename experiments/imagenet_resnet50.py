@@ -18,6 +18,8 @@ streams it from disk, with `data.workers` processes decoding and cropping:
 from experiments.recipes import imagenet
 from train import config as config_lib
 
+ARGS = ("tiny",)  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   c = config_lib.base()
@@ -27,7 +29,7 @@ def get_config(arg: str | None = None):
   c.optim.learning_rate = 0.1 * c.data.batch_size / 256
   c.optim.momentum = 0.9
   c.optim.weight_decay = 1e-4
-  c.optim.schedule = "cosine"
+  c.optim.schedule = "warmup_cosine"
   steps_per_epoch = imagenet.TRAIN_IMAGES // c.data.batch_size
   c.optim.warmup_steps = 5 * steps_per_epoch
   c.train.steps = 100 * steps_per_epoch
@@ -41,5 +43,5 @@ def get_config(arg: str | None = None):
                    stem="imagenet", block="bottleneck")
     config_lib.tiny(c, steps=4)
   elif arg:
-    raise config_lib.unknown_arg("imagenet_resnet50", arg)
+    raise config_lib.unknown_arg("imagenet_resnet50", arg, ARGS)
   return config_lib.lock(c)

@@ -20,6 +20,8 @@ from train import config as config_lib
 
 TRAIN_IMAGES = 1_268_355  # train[:99%] of 1,281,167
 
+ARGS = ("tiny",)  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   c = config_lib.base()
@@ -38,7 +40,7 @@ def get_config(arg: str | None = None):
   # optax's (and our) adamw multiplies its decay by the learning rate: 1e-4 / 1e-3 = 0.1.
   c.optim.weight_decay = 0.1
   c.optim.clip_norm = 1.0
-  c.optim.schedule = "cosine"
+  c.optim.schedule = "warmup_cosine"
   c.optim.warmup_steps = 10_000
   c.train.steps = 90 * TRAIN_IMAGES // c.data.batch_size
   c.train.precision = "bfloat16"
@@ -53,5 +55,5 @@ def get_config(arg: str | None = None):
                    positions="sincos2d", pre_logits=16, head_zero_init=True)
     config_lib.tiny(c, steps=4)
   elif arg:
-    raise config_lib.unknown_arg("imagenet_vit_s16", arg)
+    raise config_lib.unknown_arg("imagenet_vit_s16", arg, ARGS)
   return config_lib.lock(c)

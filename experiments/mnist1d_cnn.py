@@ -5,7 +5,7 @@ and a linear head; Adam 1e-2, batch 100, 8,000 steps, no augmentation. Paper: 94
   python -m train --config experiments/mnist1d_cnn.py:tiny     # smoke run, seconds
 """
 
-from experiments.recipes.mnist1d_paper import experiment
+from experiments.recipes.mnist1d_paper import ARGS, experiment  # noqa: F401 (ARGS)
 
 
 def get_config(arg: str | None = None):

@@ -7,6 +7,8 @@
 
 from experiments.recipes import diffusion
 
+ARGS = diffusion.ARGS  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   return diffusion.finish(diffusion.mnist1d(), "mnist1d_ddpm", arg)

@@ -9,6 +9,8 @@ normalised discriminator and TTUR, for 12,000 steps; the reference classifier is
 
 from experiments.recipes import gan
 
+ARGS = gan.ARGS  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   return gan.finish(gan.mnist1d("hinge_sn", steps=12000), "mnist1d_gan", arg)

@@ -6,7 +6,7 @@ direction); Adam 1e-2, batch 100, 8,000 steps, PyTorch's initialisation. Paper: 
   python -m train --config experiments/mnist1d_gru.py:tiny
 """
 
-from experiments.recipes.mnist1d_paper import experiment
+from experiments.recipes.mnist1d_paper import ARGS, experiment  # noqa: F401 (ARGS)
 
 
 def get_config(arg: str | None = None):

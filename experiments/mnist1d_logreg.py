@@ -5,7 +5,7 @@ batch 100, 8,000 steps. Paper: 32% test accuracy.
   python -m train --config experiments/mnist1d_logreg.py:tiny
 """
 
-from experiments.recipes.mnist1d_paper import experiment
+from experiments.recipes.mnist1d_paper import ARGS, experiment  # noqa: F401 (ARGS)
 
 
 def get_config(arg: str | None = None):

@@ -6,7 +6,7 @@
   python -m train --config experiments/mnist1d_mlp.py:tiny
 """
 
-from experiments.recipes.mnist1d_paper import experiment
+from experiments.recipes.mnist1d_paper import ARGS, experiment  # noqa: F401 (ARGS)
 
 
 def get_config(arg: str | None = None):

@@ -8,6 +8,8 @@ Gaussian noise; AdamW with warm-up and cosine decay.
 
 from train import config as config_lib
 
+ARGS = ("tiny",)  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   c = config_lib.base()
@@ -33,5 +35,5 @@ def get_config(arg: str | None = None):
     c.optim.warmup_steps = 5
     config_lib.tiny(c)
   elif arg:
-    raise config_lib.unknown_arg("mnist1d_resnet", arg)
+    raise config_lib.unknown_arg("mnist1d_resnet", arg, ARGS)
   return config_lib.lock(c)

@@ -8,7 +8,7 @@ paper's setting for its small CNN/GRU, is not a recipe for attention. No paper f
   python -m eval.attention --workdir runs/mnist1d_transformer --index 0 --out attn_mnist1d.png
 """
 
-from experiments.recipes.mnist1d_paper import experiment
+from experiments.recipes.mnist1d_paper import ARGS, experiment  # noqa: F401 (ARGS)
 
 
 def get_config(arg: str | None = None):

@@ -9,6 +9,8 @@ signal (a density in normalised units).
 
 from experiments.recipes import autoencoder
 
+ARGS = autoencoder.ARGS  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   c = autoencoder.mnist1d("VAE", likelihood="gaussian")

@@ -5,7 +5,7 @@ last state to the next H values (`experiments/recipes/forecasting.py`).
   python -m eval.forecast --workdir runs/series_gru
 """
 
-from experiments.recipes.forecasting import experiment
+from experiments.recipes.forecasting import ARGS, experiment  # noqa: F401 (ARGS)
 
 
 def get_config(arg: str | None = None):

@@ -5,7 +5,7 @@ to the next H values (`experiments/recipes/forecasting.py`).
   python -m eval.forecast --workdir runs/series_mlp
 """
 
-from experiments.recipes.forecasting import experiment
+from experiments.recipes.forecasting import ARGS, experiment  # noqa: F401 (ARGS)
 
 
 def get_config(arg: str | None = None):

@@ -8,7 +8,7 @@ patch's state to the next H values (`experiments/recipes/forecasting.py`).
 """
 
 from data import series as series_lib
-from experiments.recipes.forecasting import experiment, parse_arg
+from experiments.recipes.forecasting import ARGS, experiment, parse_arg  # noqa: F401 (ARGS)
 
 PATCH = 4
 

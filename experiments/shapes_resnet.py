@@ -11,6 +11,8 @@ argument, so the same command trains on 10,000 images or on a build larger than 
 
 from train import config as config_lib
 
+ARGS = ("tiny",)  # the arguments of get_config (besides none)
+
 
 def get_config(arg: str | None = None):
   c = config_lib.base()
@@ -30,7 +32,7 @@ def get_config(arg: str | None = None):
   c.optim.name = "momentum"
   c.optim.learning_rate = 0.1
   c.optim.weight_decay = 5e-4
-  c.optim.schedule = "cosine"
+  c.optim.schedule = "warmup_cosine"
   c.optim.warmup_steps = 100
   c.train.steps = 2000
   c.train.log_every = 100
@@ -48,5 +50,5 @@ def get_config(arg: str | None = None):
     c.optim.warmup_steps = 2
     config_lib.tiny(c)
   elif arg:
-    raise config_lib.unknown_arg("shapes_resnet", arg)
+    raise config_lib.unknown_arg("shapes_resnet", arg, ARGS)
   return config_lib.lock(c)

@@ -23,7 +23,7 @@ from data import pipeline as data_pipeline
 from data import preprocess as data_preprocess
 from data import synthetic as data_synthetic
 from data import transforms as data_transforms
-from train import paradigms
+from train import field_use, paradigms
 from train.config_fields import (  # noqa: F401  (the field helpers, re-exported)
   closest_fields,
   fields,
@@ -240,7 +240,13 @@ def lock(config: mlc.ConfigDict) -> mlc.ConfigDict:
 
 def validate(config: mlc.ConfigDict) -> None:
   """Checks values that types alone do not catch: the common fields here, the paradigm's own
-  sections in its module's `validate`. Raises ConfigError naming field and value."""
+  sections in its module's `validate`. Raises ConfigError naming field and value. Its reads are
+  not reads by the run (`train.field_use`)."""
+  with field_use.unrecorded():
+    _validate(config)
+
+
+def _validate(config: mlc.ConfigDict) -> None:
   for key in ("seed", "paradigm", "data", "model", "optim", "train", "mesh"):
     if key not in config:
       raise ConfigError(f"config has no field {key!r}; start experiments from train.config.base()")

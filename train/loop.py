@@ -41,9 +41,11 @@ from train import preemption as preemption_lib
 from train.errors import NonFiniteLossError
 from train.run import (  # noqa: F401  (re-exported: tools build runs through the loop)
   Run,
+  Settings,
   abstract_batch,
   build,
   compile_train_step,
+  prepare,
 )
 
 # Fields that may differ between the run that wrote a workdir and a run that resumes it:
@@ -145,7 +147,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
   """
   t_start = time.perf_counter()
   workdir = os.path.abspath(workdir)
-  run = build(config)
+  run, settings = prepare(config)
   is_main = jax.process_index() == 0
   pc = jax.process_count()
   d = config.data
@@ -159,7 +161,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
   train_step = compile_train_step(run)
   speed = throughput.for_run(train_step, run.example, config.train.precision)
   usage = memory.report(run.abstract, memory.device_bytes(abstract_batch(run)), train_step)
-  limit, source = memory.device_limit(config.train.memory_limit_gb)
+  limit, source = memory.device_limit(settings.memory_limit_gb)
   records.console(memory.line(usage, limit, source))
   memory.check(usage, limit, source, config)
   if dry_run:
@@ -177,17 +179,17 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
                               json.loads(config.to_json_best_effort()))
     records.write_json_atomic(os.path.join(workdir, "lineage.json"), lineage)
 
-  iterator = device_prefetch_lib.DevicePrefetch(train_pipe.iterator(prefetch=d.prefetch),
-                                           d.device_prefetch, batch_sharding)
+  iterator = device_prefetch_lib.DevicePrefetch(train_pipe.iterator(prefetch=settings.prefetch),
+                                           settings.device_prefetch, batch_sharding)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                     config.train.keep_checkpoints,
-                                     keep_every=config.train.keep_every)
+                                     settings.keep_checkpoints,
+                                     keep_every=settings.keep_every)
   restored = ckpt.restore_latest(run.abstract, iterator)
   pending: list[str] = []  # evaluations of the last saved step that a stop request cut short
   if restored is None:
     state = run.init_state()
     start = 0
-    if config.get("init_from") and config.init_from.workdir:
+    if settings.init_from is not None:
       state, copied = transfer.initialize_from(state, config.init_from, state_sharding)
       if is_main:
         records.write_json_atomic(os.path.join(workdir, "init_from.json"), copied)
@@ -202,8 +204,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
 
   writer = records.MetricWriter(workdir, resume_step=start, enabled=is_main)
   progress = records.Progress(steps, start)
-  t_cfg = config.train
-  accum = config.optim.grad_accum_steps
+  t_cfg = settings
+  accum = settings.grad_accum_steps
   window: list[Any] = [] if restored is None else [  # per-step packed metrics not yet written
       np.asarray(row, np.float32) for row in restored[1].get("window", [])]
   window_start = start if restored is None else int(restored[1].get("window_start", start))
@@ -248,7 +250,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
     nonlocal last_eval
     for i, name in enumerate(which):
       pipe = eval_pipe if name == "eval" else run.evals[name][0]
-      result = evaluate(eval_step, state, pipe, batch_sharding, step_rng, d.device_prefetch,
+      result = evaluate(eval_step, state, pipe, batch_sharding, step_rng, settings.device_prefetch,
                         should_stop=preempt.requested)
       if result is None:
         return which[i:]
@@ -302,7 +304,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
           break
       if start >= steps and not pending and not last_eval:
         last_eval = evaluate(eval_step, state, eval_pipe, batch_sharding, step_rng,
-                             d.device_prefetch)
+                             settings.device_prefetch)
     finally:
       profiler.close()
       iterator.close()

@@ -17,7 +17,7 @@ import arch
 import data as data_lib
 from data import synthetic as data_synthetic
 from train import config as config_lib
-from train import paradigms, parallel, synthetic
+from train import field_use, paradigms, parallel, synthetic
 
 
 def _packed(train_step, names: list[str]):
@@ -145,3 +145,50 @@ def abstract_batch(run: Run) -> Any:
 def compile_train_step(run: Run) -> Any:
   """`run.train_step` compiled for the run's state and batch layouts (jax.stages.Compiled)."""
   return run.train_step.lower(run.abstract, abstract_batch(run), run.step_rng).compile()
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """The fields of `config` the training loop reads after `build`, read once up front (so that
+  `prepare` sees every field a run uses before anything is compiled or written)."""
+  log_every: int
+  eval_every: int
+  checkpoint_every: int
+  checkpoint_every_secs: float
+  keep_checkpoints: int
+  keep_every: int
+  profile_steps: tuple[int, int]
+  memory_limit_gb: float
+  prefetch: int
+  device_prefetch: int
+  grad_accum_steps: int
+  init_from: dict[str, Any] | None  # config.init_from when it names a workdir
+
+  @classmethod
+  def of(cls, config: mlc.ConfigDict) -> "Settings":
+    t, d = config.train, config.data
+    init = config.get("init_from")
+    return cls(t.log_every, t.eval_every, t.checkpoint_every, float(t.checkpoint_every_secs),
+               t.keep_checkpoints, t.keep_every, tuple(t.profile_steps), float(t.memory_limit_gb),
+               d.prefetch, d.device_prefetch, config.optim.grad_accum_steps,
+               init.to_dict() if init is not None and init.workdir else None)
+
+
+def prepare(config: mlc.ConfigDict) -> tuple[Run, Settings]:
+  """`build(config)`, its evaluation and sampling steps traced (abstractly) and the loop's
+  `Settings`, all under a `field_use.Record`: a field set to a non-default value that none of
+  them reads has no effect on the run, and is refused. Nothing is compiled or written.
+
+  Raises:
+    ConfigError: as `build`, and a set field nothing reads (`field_use.check_unread`).
+    DataError, ValueError: as `build`.
+  """
+  with field_use.Record(config) as record:
+    run = build(config)
+    state, batch = run.abstract, abstract_batch(run)
+    run.eval_step.trace(state, batch, run.step_rng)
+    if run.sample_grid is not None:
+      run.sample_grid.trace(state)
+    settings = Settings.of(config)
+  field_use.check_unread(config, config_lib.base(config.paradigm), record)
+  return run, settings

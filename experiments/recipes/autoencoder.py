@@ -8,6 +8,8 @@ transposed convolutions, with an 8-dimensional code. Adam, cosine decay, batch 6
 
 from train import config as config_lib
 
+ARGS = ("tiny",)  # the experiment arguments (besides none)
+
 
 def digits(model: str, steps: int = 6000, **model_fields):
   """A reconstruction config for scikit-learn's digits with model `autoencoder.<model>`."""
@@ -49,7 +51,7 @@ def finish(c, name: str, arg: str | None):
   if arg == "tiny":
     tiny(c, name)
   elif arg:
-    raise config_lib.unknown_arg(name, arg)
+    raise config_lib.unknown_arg(name, arg, ARGS)
   return config_lib.lock(c)
 
 

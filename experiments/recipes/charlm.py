@@ -9,6 +9,8 @@ from train import config as config_lib
 SEQ_LEN = 128
 VOCAB = 128
 
+ARGS = ("tiny",)  # the experiment arguments (besides none)
+
 
 def experiment(name: str, model: dict, arg: str | None, tiny_model: dict | None = None):
   c = config_lib.base()
@@ -35,5 +37,5 @@ def experiment(name: str, model: dict, arg: str | None, tiny_model: dict | None 
     c.model.update(tiny_model or {})
     config_lib.tiny(c)
   elif arg:
-    raise config_lib.unknown_arg(name, arg)
+    raise config_lib.unknown_arg(name, arg, ARGS)
   return config_lib.lock(c)

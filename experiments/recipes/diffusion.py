@@ -17,6 +17,8 @@ first, e.g.
 
 from train import config as config_lib
 
+ARGS = ("tiny",)  # the experiment arguments (besides none)
+
 
 def digits(steps: int = 5000, **model_fields):
   """A diffusion config for scikit-learn's digits (8x8): a two-level UNet (8x8, 4x4) of 32 and
@@ -75,5 +77,5 @@ def finish(c, name: str, arg: str | None):
     c.generative.grid_samples = 20
     config_lib.tiny(c)
   elif arg:
-    raise config_lib.unknown_arg(name, arg)
+    raise config_lib.unknown_arg(name, arg, ARGS)
   return config_lib.lock(c)

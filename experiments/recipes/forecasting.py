@@ -11,6 +11,9 @@ The experiment argument names the series and `tiny` a smoke run: `sunspots` (the
 from data import series as series_lib
 from train import config as config_lib
 
+# The experiment arguments (besides none, the first series): a series, tiny, or both.
+ARGS = (*series_lib.SERIES, "tiny", *(f"{s},tiny" for s in list(series_lib.SERIES)[1:]))
+
 
 def parse_arg(name: str, arg: str | None) -> tuple[str, bool]:
   """(series, tiny) from an experiment argument such as "co2,tiny"."""
@@ -18,7 +21,7 @@ def parse_arg(name: str, arg: str | None) -> tuple[str, bool]:
   tiny = "tiny" in parts
   rest = [p for p in parts if p != "tiny"]
   if len(rest) > 1 or (rest and rest[0] not in series_lib.SERIES):
-    raise config_lib.unknown_arg(name, arg or "", (*series_lib.SERIES, "tiny", "SERIES,tiny"))
+    raise config_lib.unknown_arg(name, arg or "", ARGS)
   return (rest[0] if rest else "sunspots"), tiny
 
 

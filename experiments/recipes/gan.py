@@ -16,6 +16,8 @@ run's reference classifier (`generative.reference`), which is trained first:
 
 from train import config as config_lib
 
+ARGS = ("tiny",)  # the experiment arguments (besides none)
+
 
 def digits(recipe: str = "r1", steps: int = 6000, **model_fields):
   """A GAN config for scikit-learn's digits (8x8, 1,437 training images)."""
@@ -75,5 +77,5 @@ def finish(c, name: str, arg: str | None):
     c.generative.grid_samples = 20
     config_lib.tiny(c)
   elif arg:
-    raise config_lib.unknown_arg(name, arg)
+    raise config_lib.unknown_arg(name, arg, ARGS)
   return config_lib.lock(c)

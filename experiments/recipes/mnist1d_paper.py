@@ -8,6 +8,8 @@ The last two are the paper's too and they matter: over seeds 0-4, the CNN's mean
 
 from train import config as config_lib
 
+ARGS = ("tiny", "augmented")  # the experiment arguments (besides none)
+
 
 def recipe(model: dict, torch_init: bool = True) -> "config_lib.mlc.ConfigDict":
   c = config_lib.base()
@@ -48,5 +50,5 @@ def experiment(name: str, model: dict, arg: str | None, tiny_model: dict | None 
   elif arg == "augmented":
     augmented(c)
   elif arg:
-    raise config_lib.unknown_arg(name, arg, ("tiny", "augmented"))
+    raise config_lib.unknown_arg(name, arg, ARGS)
   return config_lib.lock(c)

@@ -136,6 +136,7 @@ class MultiHeadAttention(nn.Module):
     rotary: apply rotary positions to queries and keys.
     rope_base: the rotary frequency base.
     dropout: on the output projection (train only).
+    kernel_init: the query, key, value and output projections' initialiser (None: flax's).
 
   Call arguments:
     mask: bool, broadcastable to (B, N, T, S); True where a query may attend to a key.
@@ -154,6 +155,7 @@ class MultiHeadAttention(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  kernel_init: Any = None  # the projections' initialiser; None = flax's (LeCun normal)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None, *, causal: bool = False,
@@ -164,9 +166,11 @@ class MultiHeadAttention(nn.Module):
       raise ValueError(f"model width {width} is not divisible by num_heads={self.num_heads}")
     head = width // self.num_heads
 
+    inits = {} if self.kernel_init is None else {"kernel_init": self.kernel_init}
+
     def proj(name):
       return nn.DenseGeneral((self.num_heads, head), dtype=self.dtype,
-                             param_dtype=self.param_dtype, name=name)
+                             param_dtype=self.param_dtype, **inits, name=name)
     q, k, v = proj("query")(x), proj("key")(x), proj("value")(x)   # (B, T, N, H)
 
     offset = jnp.zeros((), jnp.int32)
@@ -205,7 +209,7 @@ class MultiHeadAttention(nn.Module):
         full_mask = lower if mask is None else jnp.logical_and(mask, lower)
       self.sow("intermediates", "attention_weights", attention_weights(q, k, full_mask))
     out = nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
-                          name="out")(out)
+                          **inits, name="out")(out)
     if self.dropout > 0:
       out = nn.Dropout(self.dropout, deterministic=not train)(out)
     return out

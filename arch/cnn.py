@@ -116,8 +116,14 @@ LeNet5 = functools.partial(CNN, features=(6, 16), kernel_sizes=5, strides=1,
                            activation="tanh")
 
 
+SHORTCUTS = ("projection", "zero_pad")
+
+
 class ResidualBlock(nn.Module):
-  """The basic two-conv residual block with a projection shortcut when the shape changes."""
+  """The basic two-conv residual block. When the shape changes, the shortcut is a strided 1x1
+  convolution and BatchNorm (`shortcut="projection"`, He et al. 2016's option B) or the input
+  subsampled by the stride with zero channels appended (`"zero_pad"`, option A: no parameters;
+  the paper's CIFAR-10 ResNets, as fb.resnet.torch's shortcutType A)."""
 
   features: int
   strides: int
@@ -126,6 +132,7 @@ class ResidualBlock(nn.Module):
   norm: Any
   dtype: Any
   param_dtype: Any
+  shortcut: str = "projection"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -138,7 +145,13 @@ class ResidualBlock(nn.Module):
     y = conv(self.features, k, padding="SAME", name="conv2")(y)
     # Zero-initialised last scale: each block starts as the identity (Goyal et al. 2017).
     y = self.norm(scale_init=nn.initializers.zeros, name="bn2")(y)
-    if x.shape[-1] != self.features or self.strides != 1:
+    if (x.shape[-1] != self.features or self.strides != 1) and self.shortcut == "zero_pad":
+      x = x[(slice(None),) + (slice(None, None, self.strides),) * self.ndim]
+      if self.features < x.shape[-1]:
+        raise ValueError(f"shortcut='zero_pad' cannot narrow {x.shape[-1]} channels to "
+                         f"{self.features}")
+      x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, self.features - x.shape[-1])])
+    elif x.shape[-1] != self.features or self.strides != 1:
       x = conv(self.features, (1,) * self.ndim, strides=s, name="proj")(x)
       x = self.norm(name="proj_bn")(x)
     return nn.relu(x + y)
@@ -181,6 +194,8 @@ class ResNet(nn.Module):
     kernel_size: of the block convolutions.
     stem: `"cifar"` (one 3x3 conv) or `"imagenet"` (7x7 stride-2 conv and 3x3 max pool).
     block: `"basic"` (two 3x3 convs) or `"bottleneck"` (1x1, 3x3, 1x1 to 4 x width).
+    shortcut: where the shape changes, `"projection"` (1x1 conv + BatchNorm) or `"zero_pad"`
+      (subsampled input, zero channels appended: He et al.'s option A; basic blocks only).
     dropout: before the head (train only).
     bn_momentum: running-average momentum of BatchNorm statistics.
     remat: recompute each residual block's activations in the backward pass (`nn.remat`)
@@ -202,9 +217,14 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False
+  shortcut: str = "projection"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    if self.shortcut not in SHORTCUTS or (self.shortcut != "projection" and
+                                          self.block != "basic"):
+      raise ValueError(f"model.shortcut={self.shortcut!r} with model.block={self.block!r}; "
+                       f"expected one of {list(SHORTCUTS)} ('zero_pad' with basic blocks only)")
     if len(self.stage_sizes) != len(self.widths):
       raise ValueError(f"model.stage_sizes {tuple(self.stage_sizes)} and model.widths "
                        f"{tuple(self.widths)} must have the same length")
@@ -228,10 +248,11 @@ class ResNet(nn.Module):
     if self.block not in BLOCKS:
       raise ValueError(f"model.block={self.block!r}; expected one of {sorted(BLOCKS)}")
     residual = maybe_remat(BLOCKS[self.block], self.remat)
+    extra = {"shortcut": self.shortcut} if self.block == "basic" else {}
     for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(blocks):
         x = residual(width, 2 if (i > 0 and j == 0) else 1, self.ndim, self.kernel_size,
-                          norm, self.dtype, self.param_dtype, name=f"stage{i}_block{j}")(x)
+                     norm, self.dtype, self.param_dtype, **extra, name=f"stage{i}_block{j}")(x)
     x = x.mean(axis=tuple(range(1, 1 + self.ndim)))
     self.sow("intermediates", "features", x)
     if self.dropout > 0:
@@ -240,8 +261,11 @@ class ResNet(nn.Module):
                     name="head")(x)
 
 
-ResNet20 = functools.partial(ResNet, stage_sizes=(3, 3, 3), widths=(16, 32, 64))
-ResNet56 = functools.partial(ResNet, stage_sizes=(9, 9, 9), widths=(16, 32, 64))
+# He et al. 2016's CIFAR-10 ResNets (section 4.2): 6n+2 layers, option-A shortcuts.
+ResNet20 = functools.partial(ResNet, stage_sizes=(3, 3, 3), widths=(16, 32, 64),
+                             shortcut="zero_pad")
+ResNet56 = functools.partial(ResNet, stage_sizes=(9, 9, 9), widths=(16, 32, 64),
+                             shortcut="zero_pad")
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512),
                              stem="imagenet")
 ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512),

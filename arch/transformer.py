@@ -31,6 +31,16 @@ from arch.common import check_choice, maybe_remat
 POSITIONS = ("learned", "sinusoidal", "rotary", "none")
 CLASSIFIER_POSITIONS = POSITIONS + ("sincos2d",)
 POOLS = ("cls", "mean", "last")
+INITS = ("lecun_normal", "xavier_uniform")
+
+
+def _dense_inits(init: str) -> dict[str, Any]:
+  """Initialisers of the attention and MLP kernels: flax's default (LeCun normal, zero biases)
+  or big_vision's ViT (`models/vit.py`: Xavier uniform, MLP biases N(0, 1e-6))."""
+  if init == "xavier_uniform":
+    return dict(kernel_init=nn.initializers.xavier_uniform(),
+                bias_init=nn.initializers.normal(1e-6))
+  return {}
 
 
 class Block(nn.Module):
@@ -42,19 +52,22 @@ class Block(nn.Module):
   rotary: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  dense_init: str = "lecun_normal"
 
   @nn.compact
   def __call__(self, x, mask=None, causal=False, decode=False, train=False, positions=None):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    inits = _dense_inits(self.dense_init)
     h = nn.LayerNorm(**kw, name="ln_attn")(x)
     h = MultiHeadAttention(self.num_heads, rotary=self.rotary, dropout=self.dropout, **kw,
-                           name="attn")(h, mask, causal=causal, positions=positions,
-                                        decode=decode, train=train)
+                           kernel_init=inits.get("kernel_init"), name="attn")(
+                               h, mask, causal=causal, positions=positions, decode=decode,
+                               train=train)
     x = x + h
     h = nn.LayerNorm(**kw, name="ln_mlp")(x)
-    h = nn.Dense(self.mlp_dim, **kw, name="mlp_in")(h)
+    h = nn.Dense(self.mlp_dim, **kw, **inits, name="mlp_in")(h)
     h = nn.gelu(h)
-    h = nn.Dense(x.shape[-1], **kw, name="mlp_out")(h)
+    h = nn.Dense(x.shape[-1], **kw, **inits, name="mlp_out")(h)
     if self.dropout > 0:
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
     return x + h
@@ -72,6 +85,7 @@ class _Stack(nn.Module):
   dtype: Any
   param_dtype: Any
   remat: bool = False
+  dense_init: str = "lecun_normal"
 
   @nn.compact
   def __call__(self, x, mask=None, *, causal=False, decode=False, train=False, positions=None):
@@ -98,7 +112,8 @@ class _Stack(nn.Module):
     block = maybe_remat(Block, self.remat, static_argnums=(3, 4, 5))  # causal, decode, train
     for i in range(self.depth):
       x = block(self.num_heads, self.mlp_dim, self.dropout, rotary=self.positions == "rotary",
-                dtype=self.dtype, param_dtype=self.param_dtype, name=f"block{i}")(
+                dtype=self.dtype, param_dtype=self.param_dtype, dense_init=self.dense_init,
+                name=f"block{i}")(
                     x, mask, causal, decode, train, positions)
     return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="ln_final")(x)
 
@@ -139,6 +154,8 @@ class TransformerClassifier(nn.Module):
     pre_logits: > 0 puts a Dense(pre_logits) + tanh between the pooled features and the head
       (big_vision's `rep_size`).
     head_zero_init: the head's kernel starts at zero (big_vision's `head_zeroinit`).
+    dense_init: "lecun_normal" (flax's default) or "xavier_uniform" (big_vision's ViT: Xavier
+      uniform attention and MLP kernels, MLP biases N(0, 1e-6)).
     remat: recompute each block's activations in the backward pass (`nn.remat`) instead of
       storing them; same parameters, less memory.
   Returns (B, num_classes). Pooled features are sown as `intermediates/features`, attention
@@ -162,6 +179,7 @@ class TransformerClassifier(nn.Module):
   pre_logits: int = 0
   head_zero_init: bool = False
   causal: bool = False
+  dense_init: str = "lecun_normal"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False,
@@ -174,6 +192,7 @@ class TransformerClassifier(nn.Module):
       raise ValueError(f"positions='sincos2d' takes images (B, H, W, C); got {x.shape}")
     grid = None
     check_choice(self.pool, POOLS, "pool")
+    check_choice(self.dense_init, INITS, "dense_init")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     if self.vocab_size > 0:
       if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.integer):
@@ -218,7 +237,8 @@ class TransformerClassifier(nn.Module):
     mask = valid[:, None, None, :]                                   # keys that may be attended
     stack_positions = "none" if self.positions == "sincos2d" else self.positions
     x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len + 1, stack_positions,
-               self.dropout, self.dtype, self.param_dtype, self.remat, name="encoder")(
+               self.dropout, self.dtype, self.param_dtype, self.remat, self.dense_init,
+               name="encoder")(
                    x, mask, causal=self.causal, train=train)
     if self.pool == "cls":
       feats = x[:, 0]
@@ -249,10 +269,12 @@ def sincos2d(rows: int, cols: int, width: int, temperature: float = 10_000.0) ->
 
 # ViT-S/16 (Dosovitskiy et al. 2021; the S size of Touvron et al. 2021) on 224 x 224 images:
 # 196 tokens, as big_vision's `vit_s16_i1k` builds it: fixed 2-D sin-cos positions, mean
-# pooling, a tanh pre-logits layer of the model's width and a zero-initialised head.
+# pooling, a tanh pre-logits layer of the model's width, a zero-initialised head, and Xavier
+# uniform attention and MLP kernels.
 ViTS16 = functools.partial(TransformerClassifier, width=384, depth=12, num_heads=6,
                            mlp_dim=1536, patch_size=16, pool="mean", max_len=196,
-                           positions="sincos2d", pre_logits=384, head_zero_init=True)
+                           positions="sincos2d", pre_logits=384, head_zero_init=True,
+                           dense_init="xavier_uniform")
 
 
 class TransformerLM(nn.Module):

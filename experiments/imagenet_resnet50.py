@@ -2,7 +2,8 @@
 (`examples/imagenet/configs/tpu.py`): batch 1024, Nesterov momentum 0.9, learning rate
 0.1 x 1024 / 256 = 0.4 with 5 warm-up epochs then cosine decay over 100 epochs, weight decay 1e-4
 (L2, not on BatchNorm scales or biases), bfloat16 compute. Training images: Inception crop to 224,
-flip, ImageNet mean/std; evaluation: the central 87.5% square, resized to 224. The example's
+flip, ImageNet mean/std; evaluation: the central 87.5% square, resized to 224; bicubic resizing
+as the example's `_resize` (each difference from the example is in docs/recipes.md). The example's
 README reports 76.3-76.5% top-1 on the validation split (TPU v3-32 to 8 x V100, about 100
 epochs); this recipe is expected to reach that on comparable hardware, and has not been run here
 (2 CPU cores).
@@ -24,6 +25,7 @@ ARGS = ("tiny",)  # the arguments of get_config (besides none)
 def get_config(arg: str | None = None):
   c = config_lib.base()
   imagenet.data(c, eval_ops=("decode", "central_crop_fraction", "normalize"))
+  c.data.image.resize_method = "bicubic"  # input_pipeline._resize: tf.image.resize, BICUBIC
   c.model = dict(name="cnn.ResNet50", num_classes=1000)
   c.optim.name = "nesterov"
   c.optim.learning_rate = 0.1 * c.data.batch_size / 256

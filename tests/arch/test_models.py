@@ -1,6 +1,8 @@
+import functools
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +23,9 @@ def _count(variables):
     ("cnn.CNN", dict(features=(25, 25, 25), kernel_sizes=(5, 3, 3), strides=2, padding=1),
      (2, 40), 5_210),
     ("cnn.LeNet5", {}, (2, 28, 28, 1), 61_706),
-    ("cnn.ResNet20", {}, (2, 32, 32, 3), 272_474),
+    # ResNet-20: option-A shortcuts as the paper (its 0.27M), and with projection shortcuts.
+    ("cnn.ResNet20", {}, (2, 32, 32, 3), 269_722),
+    ("cnn.ResNet20", dict(shortcut="projection"), (2, 32, 32, 3), 272_474),
     ("cnn.ResNet18", {}, (2, 64, 64, 3), 11_181_642),
     ("cnn.ResNet", dict(ndim=1, stage_sizes=(1,), widths=(8,)), (2, 40, 1), None),
 ])
@@ -32,6 +36,21 @@ def test_shapes_and_parameter_counts(name, kwargs, shape, params):
     assert _count(variables) == params
   out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros(shape)), variables)
   assert out.shape == (2, 10)
+
+
+def test_option_a_shortcut_subsamples_and_appends_zero_channels():
+  from arch.cnn import ResidualBlock
+
+  # The last BatchNorm's scale starts at zero, so a fresh block is relu(shortcut(x)) exactly.
+  norm = functools.partial(nn.BatchNorm, use_running_average=False)
+  block = ResidualBlock(8, 2, 2, 3, norm, jnp.float32, jnp.float32, shortcut="zero_pad")
+  x = jax.random.normal(jax.random.key(1), (2, 6, 6, 3))
+  variables = block.init(jax.random.key(0), x)
+  assert not any("proj" in k for k in variables["params"])
+  out = np.asarray(block.apply(variables, x, mutable=["batch_stats"])[0])
+  expected = np.zeros((2, 3, 3, 8), np.float32)
+  expected[..., :3] = np.maximum(np.asarray(x)[:, ::2, ::2], 0)
+  np.testing.assert_allclose(out, expected, atol=1e-6)
 
 
 def test_own_code_can_import_init_and_apply_resnet():

@@ -157,7 +157,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-  from train import records
+  from train import files, progress
 
   p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--tiny", action="store_true", help="Shrunken workloads (seconds on a CPU).")
@@ -178,18 +178,18 @@ def main(argv: list[str] | None = None) -> None:
     try:
       import torch as _  # noqa: F401
     except ImportError:
-      records.console("PyTorch is not installed: timing strata only (pip install -e '.[bench]')")
+      progress.console("PyTorch is not installed: timing strata only (pip install -e '.[bench]')")
       torch = False
   rows = []
   for name in names:
-    records.console(f"[accelerator] {name}")
+    progress.console(f"[accelerator] {name}")
     rows.append(measure(name, args.steps, args.tiny, torch))
-    records.console(markdown(rows[-1:]).splitlines()[-1])
+    progress.console(markdown(rows[-1:]).splitlines()[-1])
   text = markdown(rows)
   os.makedirs(args.out, exist_ok=True)
-  records.write_json_atomic(os.path.join(args.out, "accelerator.json"),
+  files.write_json_atomic(os.path.join(args.out, "accelerator.json"),
                             {"tiny": args.tiny, "steps": args.steps, "workloads": rows})
-  records.write_text_atomic(os.path.join(args.out, "accelerator.md"), text + "\n")
+  files.write_text_atomic(os.path.join(args.out, "accelerator.md"), text + "\n")
   print(text)
 
 

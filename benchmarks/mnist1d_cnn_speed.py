@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from train import cli
+from train import cli, files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FROZEN = os.path.join(ROOT, "tests", "data", "mnist1d_frozen.npz")
@@ -40,7 +40,7 @@ def ours(cache: str) -> dict:
   with tempfile.TemporaryDirectory() as workdir:
     wall, log = _timed([sys.executable, "-m", "train", "--config", "experiments/mnist1d_cnn.py",
                         "--workdir", workdir, f"--compilation_cache={cache}"])
-    with open(os.path.join(workdir, "summary.json")) as f:
+    with open(os.path.join(workdir, files.SUMMARY)) as f:
       acc = json.load(f)["final_eval"]["accuracy"]
   rates = [float(r.replace(",", "")) for r in re.findall(r"\| ([\d,]+) steps/s", log)]
   # The first window holds compilation; steady state is the median of the others.

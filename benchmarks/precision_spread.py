@@ -28,7 +28,7 @@ import subprocess
 import sys
 from typing import Any
 
-from train import cli
+from train import cli, files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # experiment -> (paradigm, metric name, lower is better)
@@ -46,7 +46,7 @@ def train(experiment: str, workdir: str, seed: int, overrides: list[str], arg: s
   """`python -m train --config experiments/EXPERIMENT.py[:ARG]` with `overrides`
   (`--config.FIELD=VALUE` items) in a fresh process, unless `workdir` already holds a finished
   run; a stopped one resumes."""
-  if os.path.exists(os.path.join(workdir, "summary.json")):
+  if os.path.exists(os.path.join(workdir, files.SUMMARY)):
     return
   config = f"experiments/{experiment}.py" + (f":{arg}" if arg else "")
   cmd = [sys.executable, "-m", "train", "--config", config,

@@ -16,6 +16,7 @@ last step:
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def big_vision(step: int, base: float, warmup_steps: int, total_steps: int) -> f
   return lr * min(1.0, step / warmup_steps) if warmup_steps else lr
 
 
-def anchor(name: str, config) -> tuple[callable, str]:
+def anchor(name: str, config) -> tuple[Callable[[int], float], str]:
   """(learning rate at an update step, where the formula comes from) for recipe `name`, from
   the anchor's own settings (the values its file sets, not ours)."""
   if name == "cifar10_resnet20":
@@ -91,7 +92,7 @@ def rows(name: str) -> list[tuple[str, float, float]]:
           for label, step in probe_steps(config).items()]
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
   print("| recipe | update step | ours | anchor's formula | anchor |")
   print("|---|---|---|---|---|")
   from train import config as config_lib
@@ -102,4 +103,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  from train import cli
+
+  cli.run(main)

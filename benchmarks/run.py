@@ -225,7 +225,7 @@ def define_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-  from train import records
+  from train import compilation_cache, files, progress
 
   names = FLAGS.only or list(WORKLOADS)
   unknown = sorted(set(names) - set(WORKLOADS))
@@ -234,17 +234,17 @@ def main(argv: list[str]) -> None:
   # the rate the training records divide by (measured once per machine, kept beside the CLI's
   # default compilation cache), so this table's share and their MFU share a denominator
   from train import throughput
-  peak = throughput.cpu_matmul_flops(records.DEFAULT_COMPILATION_CACHE)
+  peak = throughput.cpu_matmul_flops(compilation_cache.DEFAULT_COMPILATION_CACHE)
   rows = []
   for name in names:
-    records.console(f"[benchmark] {name}")
+    progress.console(f"[benchmark] {name}")
     rows.append(measure(name, quick=FLAGS.quick, data_dir=FLAGS.data_dir, torch=FLAGS.torch))
-    records.console(markdown(rows[-1:], peak).splitlines()[-1])
+    progress.console(markdown(rows[-1:], peak).splitlines()[-1])
   text = markdown(rows, peak)
   os.makedirs(FLAGS.out, exist_ok=True)
-  records.write_json_atomic(os.path.join(FLAGS.out, "benchmark.json"), {
+  files.write_json_atomic(os.path.join(FLAGS.out, "benchmark.json"), {
       "matmul_flops_per_s": peak, "quick": FLAGS.quick, "workloads": rows})
-  records.write_text_atomic(os.path.join(FLAGS.out, "benchmark.md"), text + "\n")
+  files.write_text_atomic(os.path.join(FLAGS.out, "benchmark.md"), text + "\n")
   print(text)
 
 

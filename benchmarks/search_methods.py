@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.precision_spread import mean_sd
-from train import cli, search_results
+from experiments import search_results
+from train import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCHITECTURE = "model.features=[(12,12,12),(25,25,25),(50,50,50)]; " \

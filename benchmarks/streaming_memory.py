@@ -31,7 +31,7 @@ import tempfile
 import time
 
 from benchmarks.peak_memory import PeakMemory
-from train import cli
+from train import cli, files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,7 +43,7 @@ def _du(path: str) -> int:
 def _trained(workdir: str, steps: int) -> bool:
   """Whether the run in `workdir` has written its train record for step `steps`."""
   try:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    with open(os.path.join(workdir, files.METRICS)) as f:
       return any(f'"step": {steps}, "split": "train"' in line for line in f)
   except FileNotFoundError:
     return False
@@ -84,7 +84,7 @@ def measure(images: int, steps: int, workers: int, data_dir: str,
         err.seek(0)
         raise ChildProcessError(f"training on {images} images failed: "
                                 f"{err.read().strip().splitlines()[-1:]}")
-    with open(os.path.join(workdir, "summary.json")) as f:
+    with open(os.path.join(workdir, files.SUMMARY)) as f:
       wall = json.load(f)["wall_time_s"]
   finally:
     shutil.rmtree(workdir, ignore_errors=True)

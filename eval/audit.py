@@ -36,7 +36,7 @@ import numpy as np
 
 import data as data_lib
 from data import sources
-from train import figures, records
+from train import figures, files
 
 
 def balance(labels: dict[str, np.ndarray], num_classes: int) -> dict[str, Any]:
@@ -114,7 +114,7 @@ def out_of_sample_probs(config: Any, folds: int, workdir: str) -> np.ndarray:
     c = config.copy_and_resolve_references()
     with c.unlocked():
       c.data.train_split, c.data.eval_split = rest, held
-    if not os.path.exists(os.path.join(run_dir, "summary.json")):
+    if not os.path.exists(os.path.join(run_dir, files.SUMMARY)):
       loop.train_and_evaluate(c, run_dir)
     run = restore.restore(run_dir)
     x, _, _ = run.split(held)
@@ -232,7 +232,7 @@ def audit(config: Any, out: str, folds: int = 5, near: float = 0.1,
   if result.get("label_issues", {}).get("indices"):
     _flagged_figure(result["label_issues"], stored[d.train_split].inputs,
                     os.path.join(out, "flagged.png"))
-  records.write_report(out, result, markdown(result))
+  files.write_report(out, result, markdown(result))
   return result
 
 

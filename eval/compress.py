@@ -23,7 +23,7 @@ from absl import flags
 
 from eval import report as report_lib
 from eval import restore
-from train import cli, compression, records
+from train import cli, compression, files
 
 
 def evaluate(workdir: str, prune: float = 0.0, out: str | None = None) -> dict[str, Any]:
@@ -57,13 +57,13 @@ def evaluate(workdir: str, prune: float = 0.0, out: str | None = None) -> dict[s
     logits = run.predict(x, 500, state=run.state.replace(params=unpack(p)))
     slug = name.replace(" ", "_").replace("%", "pct")
     path = os.path.join(out, f"{slug}.stablehlo")
-    files = compression.export(predict, p, x[:1], path)
+    sizes = compression.export(predict, p, x[:1], path)
     exported = compression.load_exported(path)
     one = np.asarray(exported(jnp.asarray(x[:1])))
     np.testing.assert_allclose(one, logits[:1], rtol=1e-4, atol=1e-4,
                                err_msg=f"{name}: the exported function disagrees with the model")
     speed = report_lib.speed(lambda b, f=exported: f(b), x[:1], batch_sizes=(1,))
-    rows[name] = {"parameter_bytes": stored[name], **files,
+    rows[name] = {"parameter_bytes": stored[name], **sizes,
                   "accuracy": float(np.mean(logits.argmax(-1) == labels)),
                   "agreement_with_float32": None,
                   "latency_ms_p50": speed["latency_ms"]["p50"],
@@ -75,7 +75,7 @@ def evaluate(workdir: str, prune: float = 0.0, out: str | None = None) -> dict[s
     r["agreement_with_float32"] = float(np.mean(r.pop("_pred") == base))
   result = {"workdir": workdir, "checkpoint_step": step, "model": config.model.name,
             "split": config.data.eval_split, "examples": int(len(labels)), "variants": rows}
-  records.write_report(out, result, markdown(result))
+  files.write_report(out, result, markdown(result))
   return result
 
 

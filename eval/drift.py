@@ -35,7 +35,7 @@ from absl import flags
 
 from data import sources
 from eval.generative import Reference
-from train import cli, figures, records
+from train import cli, figures, files
 
 VIEWS = ("inputs", "features", "predictions")
 
@@ -253,7 +253,7 @@ def run(workdir: str, reference: str, current: str, alpha: float = 0.05,
   os.makedirs(out, exist_ok=True)
   plot(result, os.path.join(out, "drift.png"),
        f"{result['current']} vs {result['reference']}")
-  records.write_report(out, _jsonable(result))
+  files.write_report(out, _jsonable(result))
   return result
 
 

@@ -69,6 +69,38 @@ def model_forecasts(workdir: str) -> tuple[str, dict[str, Any], np.ndarray]:
   return _label(run.config), args, series.to_units(scaled, test["level"], test["scale"])
 
 
+class Forecast:
+  """Rolling-origin MASE and sMAPE on the test part as an evaluator (`train/evaluators.py`):
+
+      config.evals.forecast = dict(type="forecast")
+
+  Fields: `every` (steps; 0 = at the end). Metrics: `mase` and `smape`, means over 1..H steps
+  ahead, and `mase_1` and `mase_H` at 1 and H steps: the numbers `python -m eval.forecast`
+  tabulates."""
+
+  FIELDS = ("type", "every")
+
+  def __init__(self, name: str, section: Any, run: Any):
+    import jax
+
+    from data import series
+    from train import evaluators
+
+    evaluators.check_fields(name, section, self.FIELDS)
+    self.args = series_args(run.config)
+    self.test = series.windows(self.args).examples("test")
+    self._predict = jax.jit(run.paradigm.predict)
+
+  def __call__(self, state: Any) -> dict[str, float]:
+    from data import series
+
+    scaled = np.asarray(self._predict(state, self.test["context"])).reshape(
+        len(self.test["origin"]), -1)
+    s = scores(self.args, series.to_units(scaled, self.test["level"], self.test["scale"]))
+    return {"mase": float(np.mean(s["mase"])), "smape": float(np.mean(s["smape"])),
+            "mase_1": s["mase"][0], "mase_H": s["mase"][-1]}
+
+
 def baselines(args: dict[str, Any]) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
   """{name: ((N, H) forecasts, what was fitted)} of the three baselines on the test origins."""
   from data import series
@@ -140,7 +172,7 @@ def plot(args: dict[str, Any], forecasts: dict[str, np.ndarray], path: str) -> N
 
 def report(workdirs: Sequence[str], out: str) -> tuple[dict[str, Any], str]:
   """Scores of the runs and the baselines (module docstring); writes OUT/forecast.*."""
-  from train import records
+  from train import files
 
   rows: dict[str, list[dict[str, list[float]]]] = {}
   shown: dict[str, np.ndarray] = {}
@@ -160,9 +192,9 @@ def report(workdirs: Sequence[str], out: str) -> tuple[dict[str, Any], str]:
     fitted[name] = info
   text = table(rows, args["horizon"])
   os.makedirs(out, exist_ok=True)
-  records.write_json_atomic(os.path.join(out, "forecast.json"),
+  files.write_json_atomic(os.path.join(out, "forecast.json"),
                             {"series": args, "rows": rows, "baselines": fitted})
-  records.write_text_atomic(os.path.join(out, "forecast.md"), text + "\n")
+  files.write_text_atomic(os.path.join(out, "forecast.md"), text + "\n")
   plot(args, shown, os.path.join(out, "forecast.png"))
   return {"series": args, "rows": rows, "baselines": fitted}, text
 

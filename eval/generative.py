@@ -41,7 +41,7 @@ from absl import flags
 from data import transforms
 from eval import restore
 from eval.report import check_classifier
-from train import cli, figures, paradigms, records
+from train import cli, figures, files, paradigms
 from train import config as config_lib
 
 
@@ -220,7 +220,7 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
     raise ValueError(f"no reference classifier: --workdir={workdir} has generative.reference='' "
                      "and --reference was not given; train one (e.g. python -m train --config "
                      "experiments/digits_cnn.py --workdir runs/digits_cnn) and name its workdir")
-  if not os.path.exists(os.path.join(reference, "config.json")):
+  if not os.path.exists(os.path.join(reference, files.CONFIG)):
     raise ValueError(f"reference classifier {reference} (--reference or generative.reference) "
                      "holds no trained run; train a classifier on data.source="
                      f"{config.data.source!r} there first, e.g. python -m train --config "
@@ -305,7 +305,7 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
                           "Gaussian baseline")):
     figures.sample_grid(x, os.path.join(out, file), title=title, limits=limits,
                         column_labels=columns if file == "samples.png" else None)
-  records.write_report(out, result, markdown(result))
+  files.write_report(out, result, markdown(result))
   return result
 
 

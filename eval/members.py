@@ -22,6 +22,7 @@ import numpy as np
 
 from data import sources, transforms
 from eval import calibration, restore
+from train import files as files_lib
 
 
 @dataclasses.dataclass
@@ -46,7 +47,7 @@ def workdirs_in(path: str) -> list[str]:
     raise ValueError(f"--sweep={path} is not a directory")
   found = []
   for d, subdirs, files in os.walk(path):
-    if "config.json" in files and d != path:
+    if files_lib.CONFIG in files and d != path:
       found.append(d)
       subdirs.clear()  # a run's own sub-directories hold no other run
     subdirs.sort()

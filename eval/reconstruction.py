@@ -32,7 +32,7 @@ from absl import flags
 
 from data import transforms
 from eval import metrics, restore
-from train import cli, figures, records
+from train import cli, figures, files
 from train.paradigms import reconstruction as rec
 
 
@@ -253,7 +253,7 @@ def report(workdir: str, split: str = "test", out: str | None = None, missing: f
   a, b = 0, int(np.flatnonzero(labels != labels[0])[0]) if (labels != labels[0]).any() else 1
   plot_interpolation(trained, x[a], x[b], os.path.join(out, "interpolation.png"))
   result["latent_plot"] = plot_latents(trained.code(x), labels, os.path.join(out, "latents.png"))
-  records.write_json_atomic(os.path.join(out, "report.json"), result)
+  files.write_json_atomic(os.path.join(out, "report.json"), result)
   return result
 
 

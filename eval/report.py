@@ -37,7 +37,7 @@ from absl import flags
 
 from eval import attention, attribution, calibration, metrics, restore
 from train import config as config_lib
-from train import figures, records
+from train import figures, files
 
 LATENCY_CALLS = 200        # batch-1 calls timed for the latency percentiles
 THROUGHPUT_SECONDS = 0.5   # at least this long per batch size for the throughput
@@ -222,7 +222,7 @@ def report(workdir: str, split: str | None = None, out: str | None = None, seed:
     result["attention"] = _attention_figure(run, x, labels, out, name)
 
   result["speed"] = speed(run.predict_fn(), x)
-  records.write_report(out, result, markdown(result), json_name="metrics.json")
+  files.write_report(out, result, markdown(result), json_name="metrics.json")
   return result
 
 

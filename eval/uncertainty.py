@@ -32,7 +32,7 @@ import numpy as np
 from eval import calibration, members, report
 from eval import uncertainty_scores as uncertainty
 from eval.generative import mean_and_sd
-from train import records
+from train import files
 
 METHODS = ("single", "temperature", "mc_dropout", "ensemble")
 Trial = dict[str, tuple[np.ndarray, "np.ndarray | None"]]  # set -> (probs (N, C), members' or None)
@@ -168,7 +168,7 @@ def write(result: dict[str, Any], first: dict[str, Trial], sets: dict[str, membe
     figs[name] = calibration.reliability_diagram(panels, sets[name].labels, path, num_bins,
                                                  title=f"{name}: {sets[name].about}")
   result = {**result, "figures": figs}
-  records.write_report(out, result, markdown(result))
+  files.write_report(out, result, markdown(result))
   return result
 
 

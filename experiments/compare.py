@@ -18,7 +18,7 @@ from typing import Any
 
 from absl import app, flags
 
-from train import cli, records
+from train import cli, files, metric_writer
 
 _ABSENT = "(absent)"
 
@@ -41,21 +41,21 @@ def load_run(workdir: str) -> dict[str, Any]:
   Raises:
     ValueError: `workdir` is not a run directory (no config.json).
   """
-  config = _read(os.path.join(workdir, "config.json"))
+  config = _read(os.path.join(workdir, files.CONFIG))
   if config is None:
     raise ValueError(f"{workdir}: not a run directory (no config.json); expected the --workdir "
                      "of a `python -m train` run")
-  summary = _read(os.path.join(workdir, "summary.json"))
+  summary = _read(os.path.join(workdir, files.SUMMARY))
   metrics, steps = {}, None
   if summary is not None:
     metrics, steps = summary.get("final_eval", {}), summary.get("steps")
   else:
-    evals = records.read_metrics(workdir, "eval")
+    evals = metric_writer.read_metrics(workdir, "eval")
     if evals:
       steps = evals[-1].pop("step")
       evals[-1].pop("split")
       metrics = evals[-1]
-  return {"config": config, "lineage": _read(os.path.join(workdir, "lineage.json")) or {},
+  return {"config": config, "lineage": _read(os.path.join(workdir, files.LINEAGE)) or {},
           "metrics": {k: v for k, v in metrics.items() if k != "count"}, "steps": steps,
           "finished": summary is not None,
           "wall_time_s": (summary or {}).get("wall_time_s")}
@@ -64,7 +64,7 @@ def load_run(workdir: str) -> dict[str, Any]:
 def compare(dir_a: str, dir_b: str) -> dict[str, Any]:
   """The differences between two runs: {"config", "data", "code", "environment": [(field, a,
   b)], "metrics": [(name, a, b)], "runs": (a, b)}."""
-  from train.records import flatten
+  from train.files import flatten
 
   a, b = load_run(dir_a), load_run(dir_b)
   la, lb = a["lineage"], b["lineage"]

@@ -5,7 +5,7 @@ ours (mean ± sd) beside the published figure.
   python -m experiments.reproduce charlm --seeds 1
   python -m experiments.reproduce mnist1d --tiny --seeds 1     # each row's tiny mode: a smoke run
 
-Runs go to WORKDIR/<table>/<experiment>/seed_<s> through `train.sweep` (finished runs are skipped,
+Runs go to WORKDIR/<table>/<experiment>/seed_<s> through `experiments.sweep_runs` (finished runs are skipped,
 interrupted ones resume); the table is printed and written to WORKDIR/<table>/results.md, .csv and
 .json. Tables: `mnist1d` (the MNIST-1D paper's Table 1: logistic regression, MLP, CNN, GRU, and
 our Transformer) and `charlm` (the character LMs on pydoc_text).
@@ -61,8 +61,10 @@ def reproduce(name: str, seeds: int, workdir: str, tiny: bool = False,
               only: list[str] | None = None, data_dir: str | None = None,
               log=print) -> tuple[list[dict], str]:
   """Runs table `name`'s rows (what is not finished) and returns (rows, Markdown)."""
+  from experiments import sweep_results
+  from experiments import sweep_runs as sweep
   from train import config as config_lib
-  from train import records, sweep, sweep_results
+  from train import files
 
   if name not in TABLES:
     raise config_lib.ConfigError(f"table {name!r}: expected one of {sorted(TABLES)}")
@@ -89,15 +91,15 @@ def reproduce(name: str, seeds: int, workdir: str, tiny: bool = False,
     results.append({"label": row.label, "experiment": row.experiment,
                     "published": row.published, **stats})
   text = markdown(table, results, tiny)
-  records.write_json_atomic(os.path.join(out, "results.json"), {
+  files.write_json_atomic(os.path.join(out, "results.json"), {
       "table": name, "title": table.title, "source": table.source, "metric": table.metric,
       "seeds": seeds, "tiny": tiny, "rows": results})
-  records.write_text_atomic(os.path.join(out, "results.md"), text + "\n")
+  files.write_text_atomic(os.path.join(out, "results.md"), text + "\n")
   return results, text
 
 
 def markdown(table: Table, results: list[dict], tiny: bool) -> str:
-  from train import sweep_results
+  from experiments import sweep_results
 
   n = max((r["finished"] for r in results), default=0)
   lines = [f"{table.title}{' (TINY MODE: smoke runs, not results)' if tiny else ''}", "",
@@ -131,13 +133,13 @@ def define_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-  from train import records
+  from train import compilation_cache, progress
 
   if len(argv) != 2:
     raise app.UsageError(f"expected one table name, one of {sorted(TABLES)}; got {argv[1:]}")
-  records.use_compilation_cache(FLAGS.compilation_cache)
+  compilation_cache.use_compilation_cache(FLAGS.compilation_cache)
   _, text = reproduce(argv[1], FLAGS.seeds, FLAGS.workdir, FLAGS.tiny, FLAGS.only,
-                      FLAGS.data_dir, log=records.console)
+                      FLAGS.data_dir, log=progress.console)
   print(text)
 
 

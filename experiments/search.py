@@ -13,7 +13,7 @@ it early. The study lives in WORKDIR/study.db (SQLite) unless `--storage` names 
 more workers, on this machine (`--workers N`) or on others (`--storage postgresql://...`, each
 with its own `--worker_index`, so that their samplers draw different points), share it. Pruned
 and failed trials stay in the study and on disk; a trial whose worker died is queued again and
-resumes from its checkpoints; the same command continues a stopped search. The space's grammar is in `train/search_space.py`.
+resumes from its checkpoints; the same command continues a stopped search. The space's grammar is in `experiments/search_space.py`.
 
 Writes WORKDIR/results.md, .csv, .json (every trial, the best point and the command that reruns
 it, fANOVA parameter importances, best value against training steps spent) and results.png.
@@ -38,7 +38,7 @@ def define_flags() -> None:
   flags.DEFINE_string("config", None, "Experiment file or module (experiments/X.py[:arg]); "
                       "--config.SECTION.FIELD=VALUE fixes a field for every trial.")
   flags.DEFINE_string("space", None, "The search space: NAME=CHOICE items, ';'-separated "
-                      "(train/search_space.py).")
+                      "(experiments/search_space.py).")
   flags.DEFINE_integer("trials", 20, "Trials to finish (completed, pruned or failed); a grid "
                        "runs its every point instead.")
   flags.DEFINE_integer("max_steps", 0, "Also stop once the trials have trained this many steps "
@@ -69,7 +69,7 @@ def define_flags() -> None:
 
 
 def make_search(overrides: dict[str, str]):
-  from train import search as search_lib
+  from experiments import search_study as search_lib
 
   config = config_lib.from_command_line(FLAGS.config, overrides)
   name = config_lib.experiment_name(FLAGS.config)
@@ -85,8 +85,9 @@ def make_search(overrides: dict[str, str]):
 
 
 def main(argv: list[str], overrides: dict[str, str]) -> None:
-  from train import records, search_results
-  from train import search as search_lib
+  from experiments import search_results
+  from experiments import search_study as search_lib
+  from train import compilation_cache, progress
 
   if FLAGS.workers < 1:
     raise ValueError(f"--workers={FLAGS.workers}; expected 1 or more")
@@ -95,7 +96,7 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
     study = search_lib.open_study(search, create=False)
     print(search_results.write(search, study))
     return
-  records.use_compilation_cache(FLAGS.compilation_cache)
+  compilation_cache.use_compilation_cache(FLAGS.compilation_cache)
   search_lib.open_study(search)  # created once, before the other workers open it
   # the other processes of --workers N: they run trials; this one writes the tables
   child = dict(os.environ, STRATA_SEARCH_CHILD="1")
@@ -109,11 +110,11 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
   if os.environ.get("STRATA_SEARCH_CHILD"):
     return
   if any(codes):  # work() returned: the study is done, their trials resumed by this worker
-    records.console(f"[search] {sum(bool(c) for c in codes)} of the other workers ended with "
+    progress.console(f"[search] {sum(bool(c) for c in codes)} of the other workers ended with "
                     f"exit codes {codes}; their unfinished trials were resumed")
   study = search_lib.open_study(search)
   text = search_results.write(search, study)
-  records.console(f"[search] tables in {search.workdir}/results.*")
+  progress.console(f"[search] tables in {search.workdir}/results.*")
   print(text)
 
 

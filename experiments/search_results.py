@@ -13,9 +13,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from train import figures, records, search_space
-from train.search import Search, finished, steps_spent
-from train.sweep import _format
+from experiments import search_space
+from experiments.search_study import Search, finished, steps_spent
+from experiments.sweep_runs import _format
+from train import figures, files
 
 
 def rows(search: Search, study) -> list[dict[str, Any]]:
@@ -171,7 +172,7 @@ def write(search: Search, study) -> str:
              + f"\n\n    {rerun_command(search, top['point'])}")
   if weights:
     text += "\n\nImportance (fANOVA): " + ", ".join(f"{k} {v:.2f}" for k, v in weights.items())
-  records.write_json_atomic(os.path.join(search.workdir, "results.json"), {
+  files.write_json_atomic(os.path.join(search.workdir, "results.json"), {
       "settings": search.settings(), "direction": search.direction, "counts": counts,
       "steps": steps_spent(done), "best": top, "importances": weights,
       "history": history(search, table), "trials": table})
@@ -181,8 +182,8 @@ def write(search: Search, study) -> str:
                                         '"' + ";".join(f"{k}={_format(v)}" for k, v in
                                                        r["point"].items()) + '"'])
                               for r in table]
-  records.write_text_atomic(os.path.join(search.workdir, "results.csv"), "\n".join(csv) + "\n")
-  records.write_text_atomic(os.path.join(search.workdir, "results.md"), text + "\n")
+  files.write_text_atomic(os.path.join(search.workdir, "results.csv"), "\n".join(csv) + "\n")
+  files.write_text_atomic(os.path.join(search.workdir, "results.md"), text + "\n")
   if table:
     plot(search, table, weights, os.path.join(search.workdir, "results.png"))
   return text

@@ -31,8 +31,8 @@ import dataclasses
 import re
 from typing import Any, Sequence
 
+from experiments.sweep_runs import _literal, _split_top, parse_list, parse_range
 from train.errors import ConfigError
-from train.sweep import _literal, _split_top, parse_list, parse_range
 
 RANGES = ("uniform", "loguniform", "int", "logint")
 PRIMITIVE = (bool, int, float, str, type(None))

@@ -2,9 +2,9 @@
 
 Each trial is an ordinary strata run in `WORKDIR/trials/trial_NNNN` (config.json, lineage,
 checkpoints, metrics.jsonl, summary.json) of the experiment with the trial's point of the space
-(`train.search_space`) set. Its evaluations (`data.eval_split`, every `train.eval_every` steps)
-are reported to the study as intermediate values at their step, so a pruner (ASHA, Hyperband)
-can stop it early; the trial's value is its final evaluation's metric.
+(`experiments.search_space`) set. Its evaluations (`data.eval_split`, every `train.eval_every`
+steps) are reported to the study as intermediate values at their step, so a pruner (ASHA,
+Hyperband) can stop it early; the trial's value is its final evaluation's metric.
 
 What is never lost:
 - a pruned trial is PRUNED in the study and keeps its workdir (`pruned.json` says at which step);
@@ -35,10 +35,12 @@ from typing import Any, Callable, Sequence
 
 import ml_collections as mlc
 
+from experiments import search_space
+from experiments import sweep_runs as sweep
+from experiments.sweep_results import HIGHER_IS_BETTER
 from train import config as config_lib
-from train import loop, records, search_space, sweep
+from train import files, loop, metric_writer, progress
 from train.errors import ConfigError
-from train.sweep_results import HIGHER_IS_BETTER
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("asha", "hyperband", "none")
@@ -213,11 +215,11 @@ def objective(search: Search, log: Callable[[str], None]) -> Callable[[Any], flo
     trial.set_user_attr("workdir", os.path.relpath(workdir, search.workdir))
     trial.set_user_attr("worker", worker)
     os.makedirs(workdir, exist_ok=True)
-    records.write_json_atomic(os.path.join(workdir, "trial.json"), {
+    files.write_json_atomic(os.path.join(workdir, "trial.json"), {
         "study": search.study_name, "trial": trial.number, "resumes": root, "point": point,
         "params": trial.params, "worker": worker})
     log(f"{label}: {point} in {workdir}")
-    for row in records.read_metrics(workdir, "eval"):  # a resumed trial's history
+    for row in metric_writer.read_metrics(workdir, "eval"):  # a resumed trial's history
       if search.metric in row:
         trial.report(float(row[search.metric]), int(row["step"]))
 
@@ -230,7 +232,7 @@ def objective(search: Search, log: Callable[[str], None]) -> Callable[[Any], flo
       trial.report(float(metrics[search.metric]), step)
       trial.set_user_attr("steps", step)
       if step < steps and trial.should_prune():
-        records.write_json_atomic(os.path.join(workdir, "pruned.json"),
+        files.write_json_atomic(os.path.join(workdir, "pruned.json"),
                                   {"step": step, search.metric: metrics[search.metric]})
         raise optuna.TrialPruned(f"at step {step}, {search.metric} "
                                  f"{metrics[search.metric]:.4g}")
@@ -241,7 +243,7 @@ def objective(search: Search, log: Callable[[str], None]) -> Callable[[Any], flo
       trial.set_user_attr("error", str(e))
       log(f"{label}: diverged: {e}")
       raise
-    if not os.path.exists(os.path.join(workdir, "summary.json")):
+    if not os.path.exists(os.path.join(workdir, files.SUMMARY)):
       _requeue(trial.study, trial)
       raise Preempted(f"trial {trial.number} stopped with a checkpoint in {workdir}; queued to "
                       "resume")
@@ -277,7 +279,7 @@ def _done(search: Search, study) -> bool:
       search.max_steps > 0 and steps_spent(done) >= search.max_steps)
 
 
-def work(search: Search, log: Callable[[str], None] = records.console) -> None:
+def work(search: Search, log: Callable[[str], None] = progress.console) -> None:
   """One worker: runs trials until the study is done, then waits for trials other workers hold
   (or fails them once their heartbeats go stale, which queues them again, and runs those)."""
   import optuna

@@ -13,7 +13,7 @@ Kubernetes indexed Job; docs/pods.md), and `--collect` (or the same command with
 which runs anything still missing) writes the combined tables. `--config.FIELD=VALUE` fixes a field for every point. Writes WORKDIR/results.csv,
 results.md (mean ± sd over seeds of each final evaluation metric), results.json and
 results.png (the `--metric` against the first swept field). The spec's grammar is in
-`train/sweep.py`. A bad spec (unknown field, empty list, wrong type) fails before any run.
+`experiments/sweep_runs.py`. A bad spec (unknown field, empty list, wrong type) fails before any run.
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ def define_flags() -> None:
 
 
 def main(argv: list[str], overrides: dict[str, str]) -> None:
-  from train import records, sweep_results
-  from train import sweep as sweep_lib
+  from experiments import sweep_results
+  from experiments import sweep_runs as sweep_lib
+  from train import compilation_cache, files, progress
 
   config_arg = FLAGS.config
   config = config_lib.from_command_line(config_arg, overrides)
@@ -74,19 +75,19 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
     print(f"{run.status:9s} {run.workdir}")
   if FLAGS.dry_run:
     return
-  records.use_compilation_cache(FLAGS.compilation_cache)
+  compilation_cache.use_compilation_cache(FLAGS.compilation_cache)
   os.makedirs(workdir, exist_ok=True)
   command = {"config": config_arg, "sweep": FLAGS.sweep, "seeds": FLAGS.seeds,
              "samples": FLAGS.samples, "sample_seed": FLAGS.sample_seed,
              "points": [r.point for r in runs[::FLAGS.seeds]]}
-  records.write_json_atomic(os.path.join(workdir, "sweep.json"), command)
+  files.write_json_atomic(os.path.join(workdir, "sweep.json"), command)
   counts = ({"ran": 0, "skipped": len(runs), "diverged": 0} if FLAGS.collect else
-            sweep_lib.execute(mine, log=records.console))
+            sweep_lib.execute(mine, log=progress.console))
   rows = sweep_results.aggregate(runs)
   metric = FLAGS.metric or sweep_results.default_metric(rows)
   text = sweep_results.write_tables(rows, [a.field for a in axes], workdir, metric,
                                 extra={"command": command})
-  records.console(f"[sweep] ran {counts['ran']}, skipped {counts['skipped']} finished, "
+  progress.console(f"[sweep] ran {counts['ran']}, skipped {counts['skipped']} finished, "
                   f"{counts['diverged']} diverged; tables in {workdir}/results.*")
   print(text)
 

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from train import figures, records
-from train.sweep import Run, point_name
+from experiments.sweep_runs import Run, point_name
+from train import figures, files
 
 HIGHER_IS_BETTER = ("accuracy", "auc", "f1", "precision", "recall", "elbo_bound")
 
@@ -33,7 +33,7 @@ def aggregate(runs: Sequence[Run]) -> list[dict[str, Any]]:
     if run.status == "diverged":
       row["diverged"] += 1
       continue
-    path = os.path.join(run.workdir, "summary.json")
+    path = os.path.join(run.workdir, files.SUMMARY)
     if not os.path.exists(path):
       continue
     with open(path) as f:
@@ -155,10 +155,10 @@ def write_tables(rows: Sequence[dict[str, Any]], fields: Sequence[str], out: str
   if top is not None and fields:
     text += (f"\n\nBest {metric}: {mean_std(top['metrics'][metric])} at "
              + ", ".join(f"{k}={v}" for k, v in top["point"].items()))
-  records.write_json_atomic(os.path.join(out, "results.json"),
+  files.write_json_atomic(os.path.join(out, "results.json"),
                             {**(extra or {}), "metric": metric, "rows": rows})
-  records.write_text_atomic(os.path.join(out, "results.csv"), to_csv(rows, fields))
-  records.write_text_atomic(os.path.join(out, "results.md"), text + "\n")
+  files.write_text_atomic(os.path.join(out, "results.csv"), to_csv(rows, fields))
+  files.write_text_atomic(os.path.join(out, "results.md"), text + "\n")
   if any(metric in r["metrics"] for r in rows):
     plot(rows, fields, metric, os.path.join(out, "results.png"))
   return text

@@ -14,7 +14,7 @@ only what is missing), and a run whose loss became non-finite is recorded as div
 (`failed.json`) and not retried, since the same config and seed diverge again. Every point's
 config is built and validated before the first run starts.
 
-What the runs add up to (means over seeds, tables, a plot) is `train.sweep_results`.
+What the runs add up to (means over seeds, tables, a plot) is `experiments.sweep_results`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import ml_collections as mlc
 import numpy as np
 
 from train import config as config_lib
-from train import loop, records
+from train import files, loop
 from train.errors import ConfigError
 
 DISTRIBUTIONS = ("uniform", "loguniform", "randint")
@@ -59,11 +59,11 @@ class Run:
   @property
   def status(self) -> str:
     """"done", "diverged", "partial" (has checkpoints to resume from) or "new"."""
-    if os.path.exists(os.path.join(self.workdir, "summary.json")):
+    if os.path.exists(os.path.join(self.workdir, files.SUMMARY)):
       return "done"
     if os.path.exists(os.path.join(self.workdir, "failed.json")):
       return "diverged"
-    ckpt = os.path.join(self.workdir, "checkpoints")
+    ckpt = os.path.join(self.workdir, files.CHECKPOINTS)
     return "partial" if os.path.isdir(ckpt) and os.listdir(ckpt) else "new"
 
 
@@ -293,13 +293,13 @@ def execute(runs: Sequence[Run], log=print) -> dict[str, int]:
       continue
     log(f"{label}: {'resuming' if status == 'partial' else 'running'} in {run.workdir}")
     os.makedirs(run.workdir, exist_ok=True)
-    records.write_json_atomic(os.path.join(run.workdir, "point.json"),
+    files.write_json_atomic(os.path.join(run.workdir, "point.json"),
                               {"point": run.point, "seed": run.seed})
     try:
       loop.train_and_evaluate(run.config, run.workdir)
       counts["ran"] += 1
     except loop.NonFiniteLossError as e:
-      records.write_json_atomic(os.path.join(run.workdir, "failed.json"), {"error": str(e)})
+      files.write_json_atomic(os.path.join(run.workdir, "failed.json"), {"error": str(e)})
       counts["diverged"] += 1
       log(f"{label}: diverged: {e}")
   return counts

@@ -17,7 +17,7 @@ import sys
 import jax
 from absl import app, flags
 
-from train import cli, loop, records
+from train import cli, compilation_cache, loop
 from train import config as config_lib
 
 _CONFIG = flags.DEFINE_string(
@@ -25,7 +25,7 @@ _CONFIG = flags.DEFINE_string(
     "experiments/X.py:tiny or experiments.X:tiny. --config.SECTION.FIELD=VALUE overrides a field.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/<experiment>).")
 _CACHE = flags.DEFINE_string(
-    "compilation_cache", records.DEFAULT_COMPILATION_CACHE,
+    "compilation_cache", compilation_cache.DEFAULT_COMPILATION_CACHE,
     "Persistent XLA compilation cache directory; '' disables it. A second run of the same "
     "experiment loads its compiled steps instead of compiling them (2.5 s of the MNIST-1D CNN run "
     "on 2 CPU cores).")
@@ -67,7 +67,7 @@ def default_workdir(config_arg: str) -> str:
 def main(argv: list[str], overrides: dict[str, str]) -> None:
   config = config_lib.from_command_line(_CONFIG.value, overrides)
   init_distributed()
-  records.use_compilation_cache(_CACHE.value)
+  compilation_cache.use_compilation_cache(_CACHE.value)
   loop.train_and_evaluate(config, _WORKDIR.value or default_workdir(_CONFIG.value),
                           dry_run=_DRY_RUN.value)
 

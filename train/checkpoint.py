@@ -28,6 +28,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 import arch
+from train import files
 from train.errors import CheckpointError
 
 
@@ -177,7 +178,7 @@ def read_config(workdir: str) -> dict[str, Any]:
   Raises:
     CheckpointError: the workdir holds no config.json (nothing was trained there).
   """
-  path = os.path.join(workdir, "config.json")
+  path = os.path.join(workdir, files.CONFIG)
   if not os.path.exists(path):
     raise CheckpointError(f"--workdir={workdir} holds no config.json; train there first with "
                           "`python -m train --config ... --workdir`")
@@ -195,5 +196,5 @@ def load_workdir(workdir: str, step: int | None = None) -> tuple[Any, dict[str, 
   """
   config = read_config(workdir)
   model = arch.build(config["model"])
-  state, step = load_state_tree(os.path.join(workdir, "checkpoints"), step)
+  state, step = load_state_tree(os.path.join(workdir, files.CHECKPOINTS), step)
   return model, state, config, step

@@ -23,7 +23,7 @@ from data import pipeline as data_pipeline
 from data import preprocess as data_preprocess
 from data import synthetic as data_synthetic
 from data import transforms as data_transforms
-from train import field_use, paradigms
+from train import evaluators, field_use, paradigms
 from train.config_fields import (  # noqa: F401  (the field helpers, re-exported)
   closest_fields,
   fields,
@@ -120,9 +120,10 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.train.precision = "float32"                     # float32|bfloat16: the compute dtype;
                                                     # parameters and optimizer state stay float32
 
-  # Named evaluations beside data.eval_split, big_vision's `config.evals`: NAME = dict(split=...,
-  # every=steps (0 = at the end), batch_size=0 (= data.eval_batch_size), source="" (= data.source)),
-  # written to metrics.jsonl with `split` = NAME.
+  # Named evaluations beside data.eval_split, big_vision's `config.evals` (train/evaluators.py):
+  # NAME = dict(type="paradigm" (default) | "fewshot" | "frechet" | ..., every=steps (0 = at the
+  # end), and the type's fields; "paradigm": split=..., batch_size=0 (= data.eval_batch_size),
+  # source="" (= data.source)), written to metrics.jsonl with `split` = NAME.
   c.evals = mlc.ConfigDict()
 
   c.mesh = mlc.ConfigDict()
@@ -325,7 +326,7 @@ def _validate(config: mlc.ConfigDict) -> None:
                       "positive sizes (data may be -1: all devices left over)")
 
 
-EVAL_FIELDS = ("split", "every", "batch_size", "source")
+EVAL_FIELDS = evaluators.PARADIGM_FIELDS
 
 
 def _check_evals(evals: Any) -> None:
@@ -334,6 +335,16 @@ def _check_evals(evals: Any) -> None:
     if name in ("train", "eval"):
       raise ConfigError(f"{where}: the name {name!r} is taken by the training records and "
                         "data.eval_split's evaluation; expected another name")
+    kind = evaluators.type_of(e)
+    if kind != evaluators.BUILT_IN:
+      if kind not in evaluators.TYPES:
+        raise ConfigError(f"{where}.type={kind!r}; expected one of "
+                          f"{[evaluators.BUILT_IN, *sorted(evaluators.TYPES)]}")
+      try:
+        evaluators.every(e)
+      except ConfigError as err:
+        raise ConfigError(f"{where}.{err}") from None
+      continue  # the type's own fields are checked when it is built
     unknown = sorted(set(e.keys()) - set(EVAL_FIELDS))
     if unknown:
       raise ConfigError(f"{where} has field(s) {unknown}; expected some of {list(EVAL_FIELDS)}")

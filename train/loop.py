@@ -29,11 +29,14 @@ from train import config as config_lib
 from train import device_prefetch as device_prefetch_lib
 from train import (
   figures,
+  files,
+  lineage,
   memory,
+  metric_writer,
   paradigms,
   parallel,
   profiling,
-  records,
+  progress,
   throughput,
   transfer,
 )
@@ -57,6 +60,10 @@ RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.log_every", "train.ev
                      "train.checkpoint_every_secs", "train.keep_every", "train.profile_steps",
                      "train.memory_limit_gb",
                      "data.device_prefetch", "data.eval_workers", "mesh.data", "mesh.fsdp")
+# ... and every field under these: what is evaluated, and the evaluation tools' settings, are not
+# training settings (an evaluation added, removed or changed leaves the training's numbers as
+# they were).
+RESUMABLE_SECTIONS = ("evals.", "report.", "generative.reference")
 
 
 def config_changes(workdir: str, config: mlc.ConfigDict) -> dict[str, tuple[Any, Any]]:
@@ -64,7 +71,7 @@ def config_changes(workdir: str, config: mlc.ConfigDict) -> dict[str, tuple[Any,
   sorted by field; {} when they agree or the workdir holds no config.json. A field the saved
   config lacks (added to the codebase after the run started) that still has its default is no
   change."""
-  path = os.path.join(workdir, "config.json")
+  path = os.path.join(workdir, files.CONFIG)
   if not os.path.exists(path):
     return {}
   with open(path) as f:
@@ -74,9 +81,9 @@ def config_changes(workdir: str, config: mlc.ConfigDict) -> dict[str, tuple[Any,
 def changes_from(saved: dict[str, Any], config: mlc.ConfigDict) -> dict[str, tuple[Any, Any]]:
   """`config_changes` against a saved config's dict (a run's config.json, a search study's
   experiment)."""
-  old = records.flatten(saved)
-  new = records.flatten(json.loads(config.to_json_best_effort()))
-  defaults = records.flatten(json.loads(config_lib.base(config.paradigm).to_json_best_effort()))
+  old = files.flatten(saved)
+  new = files.flatten(json.loads(config.to_json_best_effort()))
+  defaults = files.flatten(json.loads(config_lib.base(config.paradigm).to_json_best_effort()))
   return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
           if old.get(k) != new.get(k) and not (k not in old and k in defaults and
                                                new.get(k) == defaults[k])}
@@ -84,7 +91,8 @@ def changes_from(saved: dict[str, Any], config: mlc.ConfigDict) -> dict[str, tup
 
 def _check_resumable(workdir: str, config: mlc.ConfigDict) -> None:
   changes = config_changes(workdir, config)
-  changed = [k for k in changes if k not in RESUMABLE_CHANGES]
+  changed = [k for k in changes
+             if k not in RESUMABLE_CHANGES and not k.startswith(RESUMABLE_SECTIONS)]
   if changed:
     details = ", ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in changed[:8])
     raise config_lib.ConfigError(
@@ -162,26 +170,26 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
   speed = throughput.for_run(train_step, run.example, config.train.precision)
   usage = memory.report(run.abstract, memory.device_bytes(abstract_batch(run)), train_step)
   limit, source = memory.device_limit(settings.memory_limit_gb)
-  records.console(memory.line(usage, limit, source))
+  progress.console(memory.line(usage, limit, source))
   memory.check(usage, limit, source, config)
   if dry_run:
-    records.console(f"dry run: {config.model.name}, {speed.flops_per_step / 1e9:.3g} GFLOP a "
+    progress.console(f"dry run: {config.model.name}, {speed.flops_per_step / 1e9:.3g} GFLOP a "
                     "step per device; nothing trained or written")
     return {}
 
   os.makedirs(workdir, exist_ok=True)
-  lineage = {"dataset": data_lib.describe(train_pipe), "code_version": records.code_version(),
-             "code": records.code_lineage(),
-             "libraries": records.library_versions(), "devices": devices,
+  run_lineage = {"dataset": data_lib.describe(train_pipe), "code_version": lineage.code_version(),
+             "code": lineage.code_lineage(),
+             "libraries": lineage.library_versions(), "devices": devices,
              "platform": jax.default_backend(), "processes": pc}
   if is_main:
-    records.write_json_atomic(os.path.join(workdir, "config.json"),
+    files.write_json_atomic(os.path.join(workdir, files.CONFIG),
                               json.loads(config.to_json_best_effort()))
-    records.write_json_atomic(os.path.join(workdir, "lineage.json"), lineage)
+    files.write_json_atomic(os.path.join(workdir, files.LINEAGE), run_lineage)
 
   iterator = device_prefetch_lib.DevicePrefetch(train_pipe.iterator(prefetch=settings.prefetch),
                                            settings.device_prefetch, batch_sharding)
-  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, files.CHECKPOINTS),
                                      settings.keep_checkpoints,
                                      keep_every=settings.keep_every)
   restored = ckpt.restore_latest(run.abstract, iterator)
@@ -192,25 +200,30 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
     if settings.init_from is not None:
       state, copied = transfer.initialize_from(state, config.init_from, state_sharding)
       if is_main:
-        records.write_json_atomic(os.path.join(workdir, "init_from.json"), copied)
-      records.console(f"initialised {len(copied['parameters'])} parameter arrays from "
+        files.write_json_atomic(os.path.join(workdir, "init_from.json"), copied)
+      progress.console(f"initialised {len(copied['parameters'])} parameter arrays from "
                       f"{config.init_from.workdir} (step {copied['step']}); "
                       f"{len(copied['kept_initialisation'])} keep their random initialisation")
   else:
     state, meta = restored
     start, pending = int(meta["step"]), list(meta.get("pending_evals", []))
-    records.console(f"resumed from {ckpt.directory}/{start}")
+    # an evaluation that a changed config no longer has is not run
+    pending = [n for n in pending if n == "eval" or n in run.evals or n in run.evaluators]
+    progress.console(f"resumed from {ckpt.directory}/{start}")
   sample_grid = run.sample_grid
 
-  writer = records.MetricWriter(workdir, resume_step=start, enabled=is_main)
-  progress = records.Progress(steps, start)
+  writer = metric_writer.MetricWriter(workdir, resume_step=start, enabled=is_main)
+  bar = progress.Progress(steps, start)
+  # the paradigm's own metrics and the learning rate; an evaluator's line shows all of its own
+  own = getattr(paradigms.get(config.paradigm), "CONSOLE_METRICS", None)  # None: all
+  shown = None if own is None else (*own, "learning_rate")
   t_cfg = settings
   accum = settings.grad_accum_steps
   window: list[Any] = [] if restored is None else [  # per-step packed metrics not yet written
       np.asarray(row, np.float32) for row in restored[1].get("window", [])]
   window_start = start if restored is None else int(restored[1].get("window_start", start))
   last_eval: dict[str, float] = {}
-  records.console(f"training {config.model.name} on {d.source} for {steps} steps "
+  progress.console(f"training {config.model.name} on {d.source} for {steps} steps "
                   f"({devices} device(s), {pc} process(es)) in {workdir}")
 
   def flush(step: int) -> None:
@@ -229,11 +242,12 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
           f"after step {window_start} was saved; {where}")
     metrics = {k: float(v.mean()) for k, v in means.items()}
     metrics["learning_rate"] = float(paradigm.schedule(max(step - 1, 0) // accum))
-    rate = progress.rate(step)
+    rate = bar.rate(step)
     rates = speed.record(rate)
     writer.write(step, "train", metrics, rates)
     if is_main:
-      records.console(progress.line(step, "train", metrics, rate) + " | " + speed.text(rates))
+      progress.console(bar.line(step, "train", metrics, rate, shown) + " | " +
+                       speed.text(rates))
     window, window_start = [], step
 
   def every(n: int, s: int) -> bool:
@@ -242,21 +256,26 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
   def due_evals(s: int) -> list[str]:
     """The evaluations due at step `s`: "eval" (data.eval_split) and the named `config.evals`."""
     return ((["eval"] if every(t_cfg.eval_every, s) else []) +
-            [name for name, (_, period) in run.evals.items() if every(period, s)])
+            [name for name, (_, period) in run.evals.items() if every(period, s)] +
+            [name for name, (_, period) in run.evaluators.items() if every(period, s)])
 
   def run_evals(s: int, which: list[str]) -> list[str]:
     """Runs and records the evaluations `which` at step `s`; returns those a stop request cut
     short (the one it landed in and those after it)."""
     nonlocal last_eval
     for i, name in enumerate(which):
-      pipe = eval_pipe if name == "eval" else run.evals[name][0]
-      result = evaluate(eval_step, state, pipe, batch_sharding, step_rng, settings.device_prefetch,
-                        should_stop=preempt.requested)
+      if name in run.evaluators:
+        result = None if preempt.requested() else run.evaluators[name][0](state)
+      else:
+        pipe = eval_pipe if name == "eval" else run.evals[name][0]
+        result = evaluate(eval_step, state, pipe, batch_sharding, step_rng,
+                          settings.device_prefetch, should_stop=preempt.requested)
       if result is None:
         return which[i:]
       writer.write(s, name, result)
       if is_main:
-        records.console(progress.line(s, name, result, None))
+        progress.console(bar.line(s, name, result, None,
+                                  None if name in run.evaluators else shown))
       if on_eval is not None:
         on_eval(s, name, result)
       if name == "eval":
@@ -295,7 +314,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
           # A save at any other step (preemption, time) carries the logging window instead of
           # writing it early, so the records of a stopped-and-resumed run are the straight run's.
           ckpt.save(s, state, iterator, {
-              "step": s, "config": json.loads(config.to_json_best_effort()), "lineage": lineage,
+              "step": s, "config": json.loads(config.to_json_best_effort()), "lineage": run_lineage,
               "pending_evals": cut, "window_start": window_start,
               "window": np.asarray(jax.device_get(window), np.float32).tolist()})
           timer.reset()
@@ -313,14 +332,14 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
 
   if stopped is not None or pending:
     at = stopped if stopped is not None else start
-    records.console(f"stopped by {preempt.name} at step {at}: checkpoint {ckpt.directory}/{at} "
+    progress.console(f"stopped by {preempt.name} at step {at}: checkpoint {ckpt.directory}/{at} "
                     "is complete; the same command resumes from it")
     return last_eval
   wall = time.perf_counter() - t_start
   summary = {"steps": steps, "resumed_from": start, "wall_time_s": wall, "final_eval": last_eval,
              "parameter_bytes": parallel.bytes_per_device(state.params)}
   if is_main:
-    records.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
-    records.console(f"done in {wall:.1f} s: " + ", ".join(
+    files.write_json_atomic(os.path.join(workdir, files.SUMMARY), summary)
+    progress.console(f"done in {wall:.1f} s: " + ", ".join(
         f"{k} {v:.4f}" for k, v in last_eval.items() if k != "count"))
   return last_eval

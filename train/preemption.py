@@ -25,7 +25,7 @@ from typing import Any
 import jax
 from jax.experimental import multihost_utils
 
-from train import records
+from train import progress
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -60,7 +60,7 @@ class Preemption:
     self.signal = signum
     if self._multi:
       os.kill(os.getpid(), signal.SIGTERM)  # to JAX's notifier, which tells the other hosts
-    records.console(f"received {signal.Signals(signum).name}: saving a checkpoint at the next "
+    progress.console(f"received {signal.Signals(signum).name}: saving a checkpoint at the next "
                     "step boundary, then stopping (send it again to stop at once)")
 
   def requested(self) -> bool:

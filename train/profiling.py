@@ -10,7 +10,7 @@ from typing import Any
 
 import jax
 
-from train import records
+from train import progress
 
 
 class StepProfiler:
@@ -35,7 +35,7 @@ class StepProfiler:
     if self.active and step == self.last:
       jax.block_until_ready(outputs)
       self.close()
-      records.console(f"wrote a profiler trace of steps {self.first}-{self.last} to "
+      progress.console(f"wrote a profiler trace of steps {self.first}-{self.last} to "
                       f"{self.directory}")
 
   def close(self) -> None:

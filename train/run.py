@@ -17,6 +17,7 @@ import arch
 import data as data_lib
 from data import synthetic as data_synthetic
 from train import config as config_lib
+from train import evaluators as evaluators_lib
 from train import field_use, paradigms, parallel, synthetic
 
 
@@ -57,8 +58,10 @@ class Run:
   train_step: Any
   eval_step: Any
   sample_grid: Any
-  # Named evaluations (`config.evals`): name -> (pipeline, period in steps; 0 = at the end).
+  # Named evaluations (`config.evals`) of type "paradigm": name -> (pipeline, period in steps;
+  # 0 = at the end); of the other types: name -> (evaluator, period).
   evals: dict[str, tuple[data_lib.Pipeline, int]] = dataclasses.field(default_factory=dict)
+  evaluators: dict[str, tuple[Any, int]] = dataclasses.field(default_factory=dict)
 
   def init_state(self):
     """A fresh state. init runs once, so it is compiled without backend optimisation: 0.6 s
@@ -69,6 +72,29 @@ class Run:
         self.init_rng, self.example).compile(
             compiler_options={"xla_backend_optimization_level": 0})
     return init(self.init_rng, self.example)
+
+
+def init_key(config: mlc.ConfigDict) -> jax.Array:
+  """The key the run's state is initialised with (split from `config.seed`)."""
+  return jax.random.split(jax.random.key(config.seed))[0]
+
+
+def step_key(config: mlc.ConfigDict) -> jax.Array:
+  """The key of the run's steps and evaluations (each folds in its step or batch index)."""
+  return jax.random.split(jax.random.key(config.seed))[1]
+
+
+def eval_pipeline(config: mlc.ConfigDict, section: Any, stats: Any, process_index: int = 0,
+                  process_count: int = 1) -> data_lib.Pipeline:
+  """The pipeline of a "paradigm" evaluation `section` (`split`, `source`, `batch_size`),
+  normalised with the training data's statistics `stats`, whatever the evaluation's source."""
+  d = config.data
+  ed = d.copy_and_resolve_references()
+  with ed.unlocked():
+    ed.source = section.get("source") or d.source
+    ed.eval_batch_size = section.get("batch_size") or d.eval_batch_size
+  return data_lib.build_pipeline(ed, section["split"], process_index, process_count, train=False,
+                                 seed=config.seed, stats=stats)
 
 
 def build(config: mlc.ConfigDict) -> Run:
@@ -87,13 +113,9 @@ def build(config: mlc.ConfigDict) -> Run:
   eval_pipe = data_lib.build_pipeline(d, d.eval_split, pi, pc, train=False, seed=config.seed)
   evals = {}
   for name, e in config.evals.items():  # named evaluations beside data.eval_split
-    ed = d.copy_and_resolve_references()
-    with ed.unlocked():
-      ed.source = e.get("source") or d.source
-      ed.eval_batch_size = e.get("batch_size") or d.eval_batch_size
-    # Normalised with the training data's statistics, whatever the evaluation's source.
-    evals[name] = (data_lib.build_pipeline(ed, e["split"], pi, pc, train=False, seed=config.seed,
-                                           stats=eval_pipe.stats), int(e.get("every", 0)))
+    if evaluators_lib.type_of(e) != evaluators_lib.BUILT_IN:
+      continue  # built below, once the model and the paradigm exist
+    evals[name] = (eval_pipeline(config, e, eval_pipe.stats, pi, pc), int(e.get("every", 0)))
   devices = mesh.devices.size
   sizes = [("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size)]
   sizes += [(f"evals.{name}.batch_size", p.global_batch_size) for name, (p, _) in evals.items()]
@@ -109,7 +131,7 @@ def build(config: mlc.ConfigDict) -> Run:
 
   batch_sharding = parallel.batch_sharding(mesh)
   replicated = parallel.replicated(mesh)
-  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+  init_rng, step_rng = init_key(config), step_key(config)
   example = parallel.global_batch(train_pipe.dataset[0], batch_sharding)
   if pc == 1:
     example = jax.device_put(example, batch_sharding)
@@ -131,9 +153,13 @@ def build(config: mlc.ConfigDict) -> Run:
   if paradigm.samples is not None:
     sample_grid = jax.jit(paradigm.samples, in_shardings=(state_sharding,),
                           out_shardings=replicated)
-  return Run(config, mesh, train_pipe, eval_pipe, model, paradigm, steps, batch_sharding,
-             replicated, state_sharding, abstract, example, init_rng, step_rng, names,
-             train_step, eval_step, sample_grid, evals)
+  run = Run(config, mesh, train_pipe, eval_pipe, model, paradigm, steps, batch_sharding,
+            replicated, state_sharding, abstract, example, init_rng, step_rng, names,
+            train_step, eval_step, sample_grid, evals)
+  for name, e in config.evals.items():
+    if evaluators_lib.type_of(e) != evaluators_lib.BUILT_IN:
+      run.evaluators[name] = (evaluators_lib.build(name, e, run), evaluators_lib.every(e))
+  return run
 
 
 def abstract_batch(run: Run) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from train import checkpoint, compression, optim
+from train import checkpoint, compression, files, optim
 from train.errors import ConfigError
 
 
@@ -60,7 +60,7 @@ def initialize_from(state: Any, init_config: Any, shardings: Any) -> tuple[Any, 
     CheckpointError: the workdir holds no restorable checkpoint.
   """
   include = tuple(init_config.include)
-  tree, step = checkpoint.load_state_tree(os.path.join(init_config.workdir, "checkpoints"))
+  tree, step = checkpoint.load_state_tree(os.path.join(init_config.workdir, files.CHECKPOINTS))
   params, copied = merge(state.params, tree["params"], include, "parameter")
   if include and not copied:
     raise ConfigError(f"init_from.include={include} copies no parameter from "

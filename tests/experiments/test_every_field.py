@@ -17,6 +17,9 @@ from train import field_use, loop
 from train.errors import ConfigError
 
 CATALOG = ("cifar10_resnet20", "imagenet_resnet50", "imagenet_vit_s16")
+# Tracing a full UNet's steps takes 4-8 s: these experiments' variants are checked with the slow
+# set, beside their tiny-mode trainings.
+UNET = ("digits_ddpm", "digits_ddpm_cfg", "mnist1d_ddpm")
 
 
 def experiment_names() -> list[str]:
@@ -28,11 +31,18 @@ def experiment_names() -> list[str]:
   return names
 
 
-def variants() -> list[tuple[str, str | None]]:
+def variants(catalog: bool) -> list:
+  """pytest params of (experiment, argument) for every experiment file and argument; the tiny
+  variants and the UNet experiments are marked slow (the default suite trains every tiny mode
+  through `train_and_evaluate`, which makes the same check)."""
   out = []
   for name in experiment_names():
+    if (name in CATALOG) != catalog:
+      continue
     module = importlib.import_module(f"experiments.{name}")
-    out += [(name, None)] + [(name, arg) for arg in module.ARGS]
+    for arg in (None, *module.ARGS):
+      slow = name in UNET or "tiny" in (arg or "").split(",")
+      out.append(pytest.param(name, arg, marks=[pytest.mark.slow] if slow else []))
   return out
 
 
@@ -46,7 +56,7 @@ def test_every_experiment_exports_its_arguments_and_refuses_others(name):
     config_lib.load(f"experiments.{name}:nope")
 
 
-@pytest.mark.parametrize("name,arg", [v for v in variants() if v[0] not in CATALOG])
+@pytest.mark.parametrize("name,arg", variants(catalog=False))
 def test_every_set_field_of_every_experiment_is_read(name, arg, data_dir):
   config = load_experiment(name, arg, data_dir)
   if config.data.source == "shapes":  # 10,000 images drawn: 400 are enough to build on
@@ -55,7 +65,7 @@ def test_every_set_field_of_every_experiment_is_read(name, arg, data_dir):
   loop.prepare(config)  # raises ConfigError naming a set field nothing reads
 
 
-@pytest.mark.parametrize("name,arg", [v for v in variants() if v[0] in CATALOG])
+@pytest.mark.parametrize("name,arg", variants(catalog=True))
 def test_every_set_field_of_the_catalog_recipes_is_read(name, arg, tmp_path):
   config = load_experiment(name, arg, str(tmp_path / "tfds"))
   with config.unlocked():

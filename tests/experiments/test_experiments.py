@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import EXPERIMENTS, load_experiment
 from train import config as config_lib
-from train import records
+from train import files
 
 
 def _is_experiment(name: str) -> bool:
@@ -69,7 +69,7 @@ def test_tiny_mode_trains(name, trained):
 def test_augmented_recipe_changes_only_the_schedule_and_the_shift(name):
   paper, augmented = load_experiment(name), load_experiment(name, "augmented")
   config_lib.validate(augmented)
-  a, b = records.flatten(paper.to_dict()), records.flatten(augmented.to_dict())
+  a, b = files.flatten(paper.to_dict()), files.flatten(augmented.to_dict())
   changed = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
   assert changed == {"optim.schedule": ("constant", "cosine"), "data.augment.shift": (0, 3)}
   with pytest.raises(ValueError, match=r"unknown argument 'huge'.*'augmented'"):

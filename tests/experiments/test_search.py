@@ -1,4 +1,4 @@
-"""Search on an Optuna study (`train.search`, `python -m experiments.search`): trials are runs
+"""Search on an Optuna study (`experiments.search_study`, `python -m experiments.search`): trials are runs
 with their own workdirs, pruned and failed trials are recorded, the grid covers its points, a
 training-step budget stops a search, a study of other settings is refused, and (slow) two worker
 processes share one SQLite study while one is killed mid-trial."""
@@ -13,8 +13,9 @@ import time
 import optuna
 import pytest
 
+from experiments import search_results
+from experiments import search_study as search
 from tests.conftest import ROOT, load_experiment
-from train import search, search_results
 from train.config import ConfigError
 
 

@@ -1,12 +1,12 @@
-"""The search space grammar (`train.search_space`): what each item suggests through a real
+"""The search space grammar (`experiments.search_space`): what each item suggests through a real
 Optuna trial, conditional and per-layer items, the grid, decoding stored parameters, and the
 errors of a malformed space."""
 
 import optuna
 import pytest
 
+from experiments import search_space
 from tests.conftest import load_experiment
-from train import search_space
 from train.config import ConfigError
 
 SPACE = ("$depth=[2,3]; model.features=each($depth,[8,16]); optim.learning_rate="

@@ -1,4 +1,4 @@
-"""Sweeps (`train.sweep`, `python -m experiments.sweep`), reproduction tables and run
+"""Sweeps (`experiments.sweep_runs`, `python -m experiments.sweep`), reproduction tables and run
 comparison: spec parsing and its errors, a killed sweep that finishes only what is missing, and
 what `experiments.compare` reports."""
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from experiments import compare, reproduce
+from experiments import sweep_runs as sweep
 from tests.conftest import ROOT, load_experiment
-from train import sweep
 from train.config import ConfigError
 
 

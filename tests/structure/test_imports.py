@@ -1,6 +1,11 @@
-"""The import graph of arch/, data/, train/, eval/ has no circle, counting every import in a file,
-also those inside functions (a function-local import hides a circle from Python, not from this
-test), and the layers point one way: arch <- data <- train <- eval."""
+"""The import graph of arch/, data/, train/, eval/, experiments/ and benchmarks/ has no circle,
+counting every import in a file, also those inside functions (a function-local import hides a
+circle from Python, not from this test), and the layers point one way:
+arch <- data <- train <- eval <- experiments <- benchmarks.
+
+One exception, named here: `train.evaluators.TYPES` names evaluator factories in eval/ by string,
+imported only when a config asks for that type (big_vision's trainer finds its evaluators the same
+way), so that a run can evaluate with what eval/ offers while train/ imports nothing of eval/."""
 
 from __future__ import annotations
 
@@ -11,11 +16,14 @@ import pytest
 
 from tests.conftest import ROOT
 
-PACKAGES = ("arch", "data", "train", "eval")
+PACKAGES = ("arch", "data", "train", "eval", "experiments", "benchmarks")
 # Which packages each may import: arch stands alone, data knows none, train knows arch and data,
-# eval knows everything below it.
+# eval knows everything below it, experiments (files, recipes, sweeps and search) everything but
+# benchmarks, benchmarks everything.
 ALLOWED = {"arch": {"arch"}, "data": {"data"}, "train": {"arch", "data", "train"},
-           "eval": {"arch", "data", "train", "eval"}}
+           "eval": {"arch", "data", "train", "eval"},
+           "experiments": {"arch", "data", "train", "eval", "experiments"},
+           "benchmarks": set(PACKAGES)}
 
 
 def _modules(root: str) -> dict[str, str]:
@@ -112,7 +120,18 @@ def test_the_checker_sees_a_circle_inside_a_function(tmp_path):
   assert find_cycle(import_graph(str(tmp_path))) is None
 
 
-@pytest.mark.parametrize("package", PACKAGES)
+def test_every_evaluator_type_names_a_factory_in_eval():
+  import importlib
+
+  from train import evaluators
+
+  for name, target in evaluators.TYPES.items():
+    module, _, attr = target.partition(":")
+    assert module.split(".")[0] == "eval", (name, target)
+    assert callable(getattr(importlib.import_module(module), attr)), (name, target)
+
+
+@pytest.mark.parametrize("package", PACKAGES[:5])  # benchmarks import torch, an extra
 def test_every_module_imports(package):
   """Code that rots unseen: every module of the package imports on its own."""
   import importlib

@@ -9,7 +9,8 @@ A paradigm is a module with:
 - `PRECISIONS`: the `train.precision` values it implements;
 - `check_data(config, model)`: rejects a model without the methods the paradigm calls (its
   docstring lists them) or data it cannot train on, before any compute;
-- `make(model, config, *, total_steps) -> Paradigm`.
+- `make(model, config, *, total_steps) -> Paradigm`;
+- optionally `CONSOLE_METRICS`: the metric names the console line shows (default: all).
 
 `REGISTRY` maps names to those modules; a new paradigm is one module and one line here (or
 `register(name, module)` from outside the package).

@@ -60,6 +60,7 @@ from train.paradigms.common import (
 
 LOSSES = ("non_saturating", "hinge")
 PRECISIONS = ("float32", "bfloat16")  # bfloat16: training; evaluation stays float32
+CONSOLE_METRICS = ("d_loss", "g_loss", "d_accuracy")  # shown on the console line
 INTERFACE = {"generate": "(z, labels, train) -> samples",
              "discriminate": "(x, labels, train) -> logits", "latent_dim": "int",
              "data_shape": "one example's shape", "num_classes": "int, 0 = unconditional",

@@ -48,6 +48,7 @@ from train.paradigms.diffusion_math import (
 
 SAMPLERS = ("ddpm", "ddim")
 PRECISIONS = ("float32", "bfloat16")  # bfloat16: training; evaluation stays float32
+CONSOLE_METRICS = ("loss",)  # shown on the console line
 INTERFACE = {"__call__": "(x_t, t, labels, train) -> eps or v", "data_shape": "one example's shape",
              "num_classes": "int, 0 = unconditional"}
 

@@ -47,6 +47,7 @@ from train.errors import ConfigError, check_positive
 from train.paradigms.common import Paradigm, require
 
 PRECISIONS = ("float32", "bfloat16")  # bfloat16: training; evaluation stays float32
+CONSOLE_METRICS = ("loss", "mse", "neg_elbo", "neg_iwae", "kl")  # shown on the console line
 INTERFACE = {"encode": "x -> code", "decode": "code -> raw outputs",
              "reconstruct": "raw outputs -> input units", "likelihood": "gaussian|bernoulli",
              "variational": "bool: encode returns (mean, logvar)"}

@@ -49,6 +49,7 @@ from train.paradigms.common import Paradigm
 
 LOSSES = ("cross_entropy", "mse")
 PRECISIONS = ("float32", "bfloat16")
+CONSOLE_METRICS = ("loss", "accuracy", "bits_per_token", "mae")  # shown on the console line
 
 
 def defaults() -> dict[str, mlc.ConfigDict]:

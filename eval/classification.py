@@ -1,0 +1,52 @@
+"""Classification metrics of a split as an evaluator (`train/evaluators.py`): accuracy, NLL
+(nats) and expected calibration error of the paradigm's predictions (softmax of its logits).
+
+    config.evals.calibration = dict(type="classification", split="test", bins=15)
+
+Fields: `every` (steps; 0 = at the end), `split` (default data.eval_split), `bins` (ECE's
+equal-width bins, default 15), `batch_size` (default data.eval_batch_size). Metrics: `accuracy`,
+`nll`, `ece` (`eval/calibration.py`, tested against per-bin loops).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+import data as data_lib
+from eval import calibration
+from train import evaluators
+from train.errors import ConfigError
+
+FIELDS = ("type", "every", "split", "bins", "batch_size")
+
+
+class Classification:
+  """The evaluator (see the module docstring); `Classification(name, section, run)(state)`."""
+
+  def __init__(self, name: str, section: Any, run: Any):
+    evaluators.check_fields(name, section, FIELDS)
+    config = run.config
+    s = section.to_dict()
+    self.bins = int(s.get("bins", 15))
+    self.batch_size = int(s.get("batch_size", 0)) or int(config.data.eval_batch_size)
+    num_classes = int(getattr(run.model, "num_classes", 0) or 0)
+    if (config.paradigm != "supervised" or config.supervised.loss != "cross_entropy" or
+        num_classes < 2 or config.data.seq_len or self.bins < 1):
+      raise ConfigError(f"evals.{name}.type='classification' takes a classifier (supervised, "
+                        f"cross-entropy, >= 2 classes) and bins >= 1; got paradigm="
+                        f"{config.paradigm!r}, {num_classes} classes, bins={self.bins}")
+    split = s.get("split") or config.data.eval_split
+    self.x, self.y, _ = data_lib.split_arrays(config.data, split, config.seed)
+    self._predict = jax.jit(run.paradigm.predict)
+
+  def __call__(self, state: Any) -> dict[str, float]:
+    logits = np.concatenate([np.asarray(self._predict(state, self.x[i:i + self.batch_size]),
+                                        np.float64)
+                             for i in range(0, len(self.x), self.batch_size)])
+    probs = calibration.softmax(logits)
+    return {"accuracy": float(np.mean(probs.argmax(-1) == self.y)),
+            "nll": calibration.nll(probs, self.y),
+            "ece": calibration.ece(probs, self.y, self.bins)}

@@ -1,0 +1,88 @@
+"""Frechet distance of a generative run's samples as an evaluator (`train/evaluators.py`): `samples`
+draws of the live or restored generator (seeded, so the same state gives the same number) and the
+training split, both in the features of a classifier trained by this codebase (`reference`), as
+`python -m eval.generative` reports it.
+
+    config.evals.fid = dict(type="frechet", every=1000, reference="runs/digits_cnn", samples=500)
+
+Fields: `every` (steps; 0 = at the end), `reference` (the classifier's workdir; default the run's
+`generative.reference`), `samples` (default the evaluation split's size), `seed`, `batch_size`
+(generation chunks; default 500). Metrics: `frechet_distance`, and for a class-conditional
+generator `conditional_accuracy` (the share of samples the reference classifies as asked).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import data as data_lib
+from data import transforms
+from eval import generative
+from train import evaluators, files
+from train.errors import ConfigError
+
+FIELDS = ("type", "every", "reference", "samples", "seed", "batch_size")
+
+
+class Frechet:
+  """The evaluator (see the module docstring); `Frechet(name, section, run)(state)`."""
+
+  def __init__(self, name: str, section: Any, run: Any):
+    where = f"evals.{name}"
+    evaluators.check_fields(name, section, FIELDS)
+    config, paradigm = run.config, run.paradigm
+    s = section.to_dict()
+    if paradigm.generate is None:
+      raise ConfigError(f"{where}.type='frechet' scores samples; paradigm={config.paradigm!r} "
+                        "does not generate")
+    reference = s.get("reference") or config.generative.reference
+    if not reference or not os.path.exists(os.path.join(reference, files.CONFIG)):
+      raise ConfigError(f"{where}.reference={reference!r} holds no trained classifier; train one "
+                        f"on data.source={config.data.source!r} there first")
+    self.reference = generative.Reference(reference)
+    if self.reference.config.data.source != config.data.source:
+      raise ConfigError(f"{where}.reference={reference!r} was trained on data.source="
+                        f"{self.reference.config.data.source!r}; the run's is "
+                        f"{config.data.source!r}")
+    x_train, _, self.stats = data_lib.split_arrays(config.data, config.data.train_split,
+                                                   config.seed)
+    self.train_features, _ = self.reference(transforms.denormalize(x_train, self.stats))
+    n = int(s.get("samples", 0))
+    if not n:
+      n = len(data_lib.split_arrays(config.data, config.data.eval_split, config.seed)[1])
+    self.n, self.seed = n, int(s.get("seed", 0))
+    self.chunk = min(n, int(s.get("batch_size", 0)) or 500)
+    self.num_classes = int(getattr(run.model, "num_classes", 0) or 0)
+    self.latent_shape = paradigm.latent_shape
+    self._generate = jax.jit(paradigm.generate)
+
+  def samples(self, state: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """(`n` samples in raw data units, the classes asked for or None), drawn as
+    `eval.generative.report` draws one seed's."""
+    n, chunk = self.n, self.chunk
+    pad = -n % chunk
+    labels = (np.random.default_rng(self.seed).integers(0, self.num_classes, n)
+              if self.num_classes else None)
+    z = jax.random.normal(jax.random.key(self.seed), (n,) + tuple(self.latent_shape))
+    z = jnp.concatenate([z, z[:pad]])
+    y = None if labels is None else jnp.asarray(np.concatenate([labels, labels[:pad]]),
+                                                jnp.int32)
+    key = jax.random.fold_in(jax.random.key(self.seed), 1)
+    fake = np.concatenate([
+        np.asarray(self._generate(state, z[i:i + chunk], None if y is None else y[i:i + chunk],
+                                  jax.random.fold_in(key, i)))
+        for i in range(0, n + pad, chunk)])[:n]
+    return transforms.denormalize(fake, self.stats), labels
+
+  def __call__(self, state: Any) -> dict[str, float]:
+    raw, labels = self.samples(state)
+    features, predicted = self.reference(raw)
+    out = {"frechet_distance": generative.frechet_distance_of(features, self.train_features)}
+    if labels is not None:
+      out["conditional_accuracy"] = float(np.mean(predicted == labels))
+    return out

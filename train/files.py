@@ -1,0 +1,53 @@
+"""A run's files: their names (one constant each, for every writer and reader) and whole-file
+writes (to a temporary file, then renamed, so a failure never leaves half a file)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+CONFIG = "config.json"          # the resolved config, as the run was started
+LINEAGE = "lineage.json"        # train.lineage: code and library versions, dataset
+METRICS = "metrics.jsonl"       # train.metric_writer: one record per line, no timings
+THROUGHPUT = "throughput.jsonl"  # rates: steps/s, examples/s, MFU
+SUMMARY = "summary.json"        # a finished run: steps, final evaluation, wall time
+CHECKPOINTS = "checkpoints"     # train.checkpoint: one folder per saved step
+TENSORBOARD = "tensorboard"
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """A nested dict (a config.json, a lineage section) as {"a.b.c": leaf}."""
+  out = {}
+  for k, v in tree.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(flatten(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=str)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def write_report(out: str, result: Any, markdown: str | None = None,
+                 json_name: str = "report.json") -> None:
+  """An evaluation tool's results: `out`/`json_name` and, given, `out`/report.md, each written
+  whole (to a temporary file, then renamed), so a failure never leaves half a report."""
+  os.makedirs(out, exist_ok=True)
+  write_json_atomic(os.path.join(out, json_name), result)
+  if markdown is not None:
+    write_text_atomic(os.path.join(out, "report.md"), markdown + "\n")

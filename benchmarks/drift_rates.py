@@ -32,7 +32,7 @@ def main() -> None:
 
   from data import sources
   from eval import drift
-  from eval.generative import Reference
+  from eval.sample_quality import Reference
 
   parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--workdir", default="runs/mnist1d_cnn")

@@ -193,7 +193,7 @@ def audit(config: Any, out: str, folds: int = 5, near: float = 0.1,
   result["exact_duplicates"] = exact_duplicates({s: stored[s].inputs for s in splits},
                                                 {s: stored[s].labels for s in splits})
   if workdir:
-    from eval.generative import Reference
+    from eval.sample_quality import Reference
 
     ref = Reference(workdir)
     feats = {s: ref(stored[s].inputs.astype(np.float32))[0] for s in splits}

@@ -34,7 +34,7 @@ import numpy as np
 from absl import flags
 
 from data import sources
-from eval.generative import Reference
+from eval.sample_quality import Reference
 from train import cli, figures, files
 
 VIEWS = ("inputs", "features", "predictions")
@@ -128,7 +128,7 @@ def monitor(reference_raw: np.ndarray, current_raw: np.ndarray, classifier: Any,
             alpha: float = 0.05, permutations: int = 500, max_examples: int = 1000,
             seed: int = 0, outputs: tuple[Any, Any] | None = None) -> dict[str, Any]:
   """The three views' tests and the verdict, for raw-unit examples and a classifier with
-  `__call__(raw) -> (features, predicted classes)` and `num_classes` (`eval.generative.Reference`).
+  `__call__(raw) -> (features, predicted classes)` and `num_classes` (`eval.sample_quality.Reference`).
   Sets larger than `max_examples` are subsampled (at random, `seed`) for every test. `outputs`,
   if given, are the classifier's (features, classes) of the whole reference and current sets,
   already computed, so it is not run again."""

@@ -22,7 +22,7 @@ import numpy as np
 
 import data as data_lib
 from data import transforms
-from eval import generative
+from eval import sample_quality
 from train import evaluators, files
 from train.errors import ConfigError
 
@@ -44,7 +44,7 @@ class Frechet:
     if not reference or not os.path.exists(os.path.join(reference, files.CONFIG)):
       raise ConfigError(f"{where}.reference={reference!r} holds no trained classifier; train one "
                         f"on data.source={config.data.source!r} there first")
-    self.reference = generative.Reference(reference)
+    self.reference = sample_quality.Reference(reference)
     if self.reference.config.data.source != config.data.source:
       raise ConfigError(f"{where}.reference={reference!r} was trained on data.source="
                         f"{self.reference.config.data.source!r}; the run's is "
@@ -82,7 +82,7 @@ class Frechet:
   def __call__(self, state: Any) -> dict[str, float]:
     raw, labels = self.samples(state)
     features, predicted = self.reference(raw)
-    out = {"frechet_distance": generative.frechet_distance_of(features, self.train_features)}
+    out = {"frechet_distance": sample_quality.frechet_distance_of(features, self.train_features)}
     if labels is not None:
       out["conditional_accuracy"] = float(np.mean(predicted == labels))
     return out

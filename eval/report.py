@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from eval import attention, attribution, calibration, metrics, restore
+from eval import attention_maps, attribution, calibration, metrics, restore
 from train import config as config_lib
 from train import figures, files
 
@@ -230,11 +230,11 @@ def _attention_figure(run: restore.Restored, x, labels, out, name) -> str | None
   """attention.png for a model that sows attention weights (a Transformer), else None."""
   model = run.model
   try:
-    logits, maps = attention.attention_maps(model, run.state.params, jnp.asarray(x[:1]),
+    logits, maps = attention_maps.attention_maps(model, run.state.params, jnp.asarray(x[:1]),
                                             run.state.model_state)
   except ValueError:
     return None
-  attention.plot_classifier(os.path.join(out, "attention.png"), np.asarray(x[0]).reshape(-1),
+  attention_maps.plot_classifier(os.path.join(out, "attention.png"), np.asarray(x[0]).reshape(-1),
                             [m[0] for m in maps], getattr(model, "patch_size", 1),
                             getattr(model, "pool", "") == "cls",
                             f"{name}: example 0, label {labels[0]}, predicted "

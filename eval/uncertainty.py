@@ -31,7 +31,7 @@ import numpy as np
 
 from eval import calibration, members, report
 from eval import uncertainty_scores as uncertainty
-from eval.generative import mean_and_sd
+from eval.sample_quality import mean_and_sd
 from train import files
 
 METHODS = ("single", "temperature", "mc_dropout", "ensemble")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import arch
-from eval import attention
+from eval import attention_maps
 from tests.conftest import ROOT
 
 
@@ -17,7 +17,7 @@ def test_attention_maps_come_in_layer_order_and_are_causal_for_the_lm():
                       "depth": 3, "num_heads": 2, "mlp_dim": 8, "max_len": 12})
   tokens = jnp.arange(12)[None] % 16
   params = model.init(jax.random.key(0), tokens)["params"]
-  _, maps = attention.attention_maps(model, params, tokens)
+  _, maps = attention_maps.attention_maps(model, params, tokens)
   assert len(maps) == 3 and maps[0].shape == (1, 2, 12, 12)
   for w in maps:
     np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)

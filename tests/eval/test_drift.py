@@ -61,7 +61,7 @@ def test_power_against_a_mean_shift():
 
 @pytest.fixture(scope="module")
 def classifier(trained):
-  from eval.generative import Reference
+  from eval.sample_quality import Reference
 
   return Reference(trained("mnist1d_cnn", steps=400))
 

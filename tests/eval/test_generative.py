@@ -8,6 +8,7 @@ import scipy.linalg
 import scipy.stats
 
 from eval import generative as gen
+from eval import sample_quality as sq
 
 
 def _reference_fid(mu1, s1, mu2, s2):
@@ -20,57 +21,57 @@ def test_frechet_distance_matches_the_scipy_reference():
   rng = np.random.default_rng(0)
   a = rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6))
   b = rng.normal(size=(400, 6)) @ rng.normal(size=(6, 6)) + 0.5
-  got = gen.frechet_distance_of(a, b)
-  want = _reference_fid(*gen.feature_statistics(a), *gen.feature_statistics(b))
+  got = sq.frechet_distance_of(a, b)
+  want = _reference_fid(*sq.feature_statistics(a), *sq.feature_statistics(b))
   assert got == pytest.approx(want, rel=1e-9)
-  np.testing.assert_allclose(gen.feature_statistics(a)[1], np.cov(a.T), rtol=1e-12)
+  np.testing.assert_allclose(sq.feature_statistics(a)[1], np.cov(a.T), rtol=1e-12)
 
 
 def test_frechet_distance_closed_forms():
   rng = np.random.default_rng(1)
   a = rng.normal(size=(300, 4))
-  assert gen.frechet_distance_of(a, a) == pytest.approx(0.0, abs=1e-9)
+  assert sq.frechet_distance_of(a, a) == pytest.approx(0.0, abs=1e-9)
   # Two isotropic Gaussians: |mu1 - mu2|^2 + D (s1 - s2)^2.
   eye = np.eye(4)
-  assert gen.frechet_distance(np.zeros(4), 4 * eye, np.ones(4), eye) == pytest.approx(4 + 4)
+  assert sq.frechet_distance(np.zeros(4), 4 * eye, np.ones(4), eye) == pytest.approx(4 + 4)
   with pytest.raises(ValueError, match=r"statistics of different sizes"):
-    gen.frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+    sq.frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
   with pytest.raises(ValueError, match=r"features of shape \(5,\): expected \(N, D\)"):
-    gen.feature_statistics(np.zeros(5))
+    sq.feature_statistics(np.zeros(5))
 
 
 def test_class_coverage():
   labels = np.array([0] * 50 + [1] * 46 + [2] * 4)
-  c = gen.class_coverage(labels, 10)
+  c = sq.class_coverage(labels, 10)
   assert c["covered"] == [0, 1] and c["num_covered"] == 2
   assert c["entropy"] == pytest.approx(scipy.stats.entropy([50, 46, 4]))
-  assert gen.class_coverage(np.arange(100) % 10, 10)["entropy"] == pytest.approx(np.log(10))
+  assert sq.class_coverage(np.arange(100) % 10, 10)["entropy"] == pytest.approx(np.log(10))
   with pytest.raises(ValueError, match=r"predicted labels span \[0, 10\]"):
-    gen.class_coverage(np.array([0, 10]), 10)
+    sq.class_coverage(np.array([0, 10]), 10)
 
 
 def test_knn_precision_recall():
   rng = np.random.default_rng(2)
   real = rng.normal(size=(200, 3))
-  same = gen.knn_precision_recall(real, real.copy())
+  same = sq.knn_precision_recall(real, real.copy())
   assert same == {"precision": 1.0, "recall": 1.0}
-  far = gen.knn_precision_recall(real, real + 100.0)
+  far = sq.knn_precision_recall(real, real + 100.0)
   assert far == {"precision": 0.0, "recall": 0.0}
   # Generated samples on a quarter of the real support: precise, low recall.
   mode = real[real[:, 0] > 0.67] + 0.01
-  pr = gen.knn_precision_recall(real, mode)
+  pr = sq.knn_precision_recall(real, mode)
   assert pr["precision"] > 0.9 and pr["recall"] < 0.5
   # Precision by brute force.
   fake = rng.normal(size=(50, 3)) * 2
   radii = np.array([np.sort(np.linalg.norm(real - r, axis=1))[3] for r in real])
   inside = [(np.linalg.norm(real - f, axis=1) <= radii).any() for f in fake]
-  assert gen.knn_precision_recall(real, fake)["precision"] == pytest.approx(np.mean(inside))
+  assert sq.knn_precision_recall(real, fake)["precision"] == pytest.approx(np.mean(inside))
 
 
 def test_gaussian_baseline_matches_the_training_moments():
   rng = np.random.default_rng(3)
   train = (rng.normal(size=(2000, 2, 2)) * [[1.0, 2.0], [0.5, 1.0]] + 3.0).astype(np.float32)
-  samples = gen.gaussian_baseline(train, 20000)
+  samples = sq.gaussian_baseline(train, 20000)
   assert samples.shape == (20000, 2, 2) and samples.dtype == np.float32
   np.testing.assert_allclose(samples.mean(0), train.mean(0), atol=0.05)
   np.testing.assert_allclose(np.cov(samples.reshape(20000, -1).T),
@@ -85,7 +86,7 @@ def test_reference_features_are_the_classifiers_penultimate_activations(trained)
   from train import checkpoint
 
   workdir = trained("digits_cnn")
-  ref = gen.Reference(workdir)
+  ref = sq.Reference(workdir)
   model, tree, config, _ = checkpoint.load_workdir(workdir)
   x, labels, stats = split_arrays(mlc.ConfigDict(config).data, "test", config["seed"])
   raw = x * stats.std + stats.mean
@@ -119,12 +120,12 @@ def test_report_of_a_conditional_gan(trained, tmp_path):
 def test_mean_and_sd_goes_leaf_by_leaf():
   runs = [{"a": 1.0, "n": 40, "c": {"h": [0.5, 0.5], "k": [1]}},
           {"a": 4.0, "n": 40, "c": {"h": [0.25, 0.75], "k": [1, 2]}}]
-  mean, sd = gen.mean_and_sd(runs)
+  mean, sd = sq.mean_and_sd(runs)
   assert mean["a"] == 2.5 and sd["a"] == pytest.approx(np.std([1.0, 4.0], ddof=1))
   assert mean["n"] == 40 and isinstance(mean["n"], int) and sd["n"] == 0.0
   np.testing.assert_allclose(mean["c"]["h"], [0.375, 0.625])
   assert mean["c"]["k"] is None  # lists of different lengths have no mean
-  assert gen.mean_and_sd([3.0]) == (3.0, 0.0)
+  assert sq.mean_and_sd([3.0]) == (3.0, 0.0)
 
 
 def test_report_errors_name_what_is_missing(trained, tmp_path):

@@ -61,11 +61,15 @@ def test_the_tools_are_found():
 
 
 # Runs each tool as `python -m TOOL --no_such_flag=1` would, in a child forked from one
-# interpreter that has imported the heavy libraries once (the tools differ in their own code only;
-# 25 fresh interpreters would spend a minute importing jax and TFDS).
+# interpreter that has imported the heavy libraries and the shared project modules once (the
+# tools differ in their own code only; 25 fresh interpreters would spend a minute importing jax
+# and TFDS, and each child importing matplotlib, Optuna and statsmodels another 15 s).
 _FORKED = r"""
 import json, os, runpy, sys, tempfile, traceback
 import absl.flags, flax, grain, jax, ml_collections, optax, orbax.checkpoint, tensorflow_datasets
+import matplotlib; matplotlib.use("Agg")
+import matplotlib.pyplot, optuna, scipy.stats, sklearn.linear_model, statsmodels.api
+import arch, data, train.loop, train.restored
 out = {}
 for key, (tool, *args) in json.loads(sys.argv[1]).items():
   err = tempfile.TemporaryFile(mode="w+")

@@ -120,6 +120,17 @@ def test_the_checker_sees_a_circle_inside_a_function(tmp_path):
   assert find_cycle(import_graph(str(tmp_path))) is None
 
 
+def test_eval_modules_share_helpers_not_each_others_tools():
+  """A tool (a module run with `python -m`) is imported by no other module of eval/: what two
+  tools share lives in a module of helpers (eval.sample_quality, eval.attention_maps, ...)."""
+  modules = _modules(ROOT)
+  tools = {name for name, path in modules.items() if name.startswith("eval.") and
+           'if __name__ == "__main__"' in open(path).read()}
+  wrong = sorted(f"{a} imports the tool {b}" for a, targets in import_graph().items()
+                 if a.startswith("eval") for b in targets if b in tools and b != a)
+  assert not wrong, wrong
+
+
 def test_every_evaluator_type_names_a_factory_in_eval():
   import importlib
 

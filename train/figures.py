@@ -1,5 +1,6 @@
-"""Figure helpers shared by the training loop (sample grids) and the evaluation tools: a headless pyplot, one example drawn as an
-image or a signal, and grids of samples."""
+"""Figure helpers shared by the training loop (sample grids) and the evaluation tools: a headless
+pyplot, one example drawn as an image or a signal, and grids of samples (images tiled into one
+mosaic, signals drawn as one line collection)."""
 
 from __future__ import annotations
 
@@ -46,23 +47,41 @@ def sample_grid(samples: np.ndarray, path: str, columns: int = 10, title: str = 
   limits = limits or (float(samples.min()), float(samples.max()))
   if samples[0].ndim >= 2:
     _image_mosaic(plt, samples, path, columns, rows, title, column_labels, limits)
-    return
-  size = 1.2  # signals: a panel each, wider than tall
-  fig, axes = plt.subplots(rows, columns, figsize=(size * columns, 0.8 * rows + 0.4),
-                           squeeze=False)
-  for i, ax in enumerate(axes.flat):
-    if i < n:
-      show(ax, samples[i], limits)
-    else:
-      ax.axis("off")
+  else:
+    _signal_mosaic(plt, samples.reshape(n, -1), path, columns, rows, title, column_labels,
+                   limits)
+
+
+def _signal_mosaic(plt, samples: np.ndarray, path: str, columns: int, rows: int, title: str,
+                   column_labels: list[str] | None, limits: tuple[float, float]) -> None:
+  """Signals (N, L) in a grid of cells, each on the shared y-range `limits` with a frame, drawn
+  as one line collection (a panel per signal costs a second a grid)."""
+  from matplotlib.collections import LineCollection
+
+  n, length = samples.shape
+  lo, hi = limits
+  span = max(hi - lo, 1e-12)
+  gap_x, gap_y = 0.15 * length, 0.3 * span
+  pad = 0.1 * span
+  lines, frames = [], []
+  for i in range(n):
+    r, c = divmod(i, columns)
+    x0, y0 = c * (length + gap_x), -r * (span + 2 * pad + gap_y)
+    lines.append(np.stack([x0 + np.arange(length), y0 + samples[i] - lo + pad], 1))
+    top, right = y0 + span + 2 * pad, x0 + length - 0.5
+    frames.append(np.array([[x0 - 0.5, y0], [right, y0], [right, top], [x0 - 0.5, top],
+                            [x0 - 0.5, y0]]))
+  fig, ax = plt.subplots(figsize=(1.2 * columns, 0.8 * rows + 0.4))
+  ax.add_collection(LineCollection(frames, colors="0.6", linewidths=0.5))
+  ax.add_collection(LineCollection(lines, colors="tab:blue", linewidths=1))
+  ax.autoscale()
+  ax.set_axis_off()
   for j, label in enumerate(column_labels or []):
-    axes[0, j].set_title(label, fontsize=8)
+    ax.text(j * (length + gap_x) + length / 2, span + 2 * pad, label, ha="center", va="bottom",
+            fontsize=8)
   if title:
-    fig.suptitle(title, fontsize=9)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+    ax.set_title(title, fontsize=9, pad=12 if column_labels else 4)
+  _save(plt, fig, path)
 
 
 def _image_mosaic(plt, samples: np.ndarray, path: str, columns: int, rows: int, title: str,
@@ -101,6 +120,11 @@ def _image_mosaic(plt, samples: np.ndarray, path: str, columns: int, rows: int, 
     side.set_visible(False)
   if title:
     ax.set_title(title, fontsize=9, pad=14 if column_labels else 4)
+  _save(plt, fig, path)
+
+
+def _save(plt, fig, path: str) -> None:
+  """`fig` laid out and written to `path` (PNG, 100 dpi; folders made), then closed."""
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=100)

@@ -13,7 +13,7 @@ from arch import gan
 def _init(model, b=4, labels=True):
   z = jnp.ones((b, model.latent_dim))
   y = jnp.arange(b) % model.num_classes if model.num_classes and labels else None
-  return model.init(jax.random.key(0), z, y), z, y
+  return jax.jit(model.init)(jax.random.key(0), z, y), z, y  # jitted: op by op is slower
 
 
 @pytest.mark.parametrize("kwargs,shape", [
@@ -25,13 +25,14 @@ def _init(model, b=4, labels=True):
 def test_shapes_and_output_range(kwargs, shape):
   model = arch.build(dict(name="gan.GAN", **kwargs))
   variables, z, y = _init(model)
-  x = model.apply(variables, z * 3, y, method=model.generate)
+  x = jax.jit(lambda v, z, y: model.apply(v, z, y, method=model.generate))(variables, z * 3, y)
   assert x.shape == (4,) + shape and x.dtype == jnp.float32
   if model.output == "sigmoid":
     assert 0 <= float(x.min()) and float(x.max()) <= 1
   if model.output == "tanh":
     assert -1 <= float(x.min()) and float(x.max()) <= 1
-  logits = model.apply(variables, x, y, method=model.discriminate)
+  logits = jax.jit(lambda v, x, y: model.apply(v, x, y, method=model.discriminate))(
+      variables, x, y)
   assert logits.shape == (4,)
 
 

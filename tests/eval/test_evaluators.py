@@ -139,3 +139,30 @@ def test_forecast_evaluator_gives_eval_forecasts_numbers(trained):
   assert got["mase"] == pytest.approx(np.mean(want["mase"]))
   assert got["mase_H"] == pytest.approx(want["mase"][-1])
   assert got["smape"] == pytest.approx(np.mean(want["smape"]))
+
+
+@pytest.mark.slow  # a fresh interpreter: 10 s of imports and compiling
+def test_the_command_line_tool_prints_the_numbers_the_run_recorded(data_dir, tmp_path):
+  import subprocess
+  import sys
+
+  from tests.conftest import ROOT
+
+  c = load_experiment("mnist1d_cnn", "tiny", data_dir)
+  with c.unlocked():
+    c.evals.probe = dict(type="fewshot", shots=(5,))
+    c.evals.calib = dict(type="classification", bins=10)
+  loop.train_and_evaluate(c, str(tmp_path))
+  r = subprocess.run([sys.executable, "-m", "eval.evaluate", "--workdir", str(tmp_path)],
+                     cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  printed = {row["split"]: row for row in map(json.loads, r.stdout.strip().splitlines())}
+  for name in ("probe", "calib"):
+    recorded = _records(str(tmp_path), name)[-1]
+    assert printed[name].pop("split") == recorded.pop("split") == name
+    assert printed[name] == pytest.approx(recorded, rel=1e-6), name
+  bad = subprocess.run([sys.executable, "-m", "eval.evaluate", "--workdir", str(tmp_path),
+                        "--evals", "nope"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+  assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
+      "error: --evals=nope:")

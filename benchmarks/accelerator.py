@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
   text = markdown(rows)
   os.makedirs(args.out, exist_ok=True)
   files.write_json_atomic(os.path.join(args.out, "accelerator.json"),
-                            {"tiny": args.tiny, "steps": args.steps, "workloads": rows})
+                          {"tiny": args.tiny, "steps": args.steps, "workloads": rows})
   files.write_text_atomic(os.path.join(args.out, "accelerator.md"), text + "\n")
   print(text)
 

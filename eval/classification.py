@@ -27,9 +27,8 @@ class Classification:
   """The evaluator (see the module docstring); `Classification(name, section, run)(state)`."""
 
   def __init__(self, name: str, section: Any, run: Any):
-    evaluators.check_fields(name, section, FIELDS)
+    s = evaluators.fields(name, section, FIELDS)
     config = run.config
-    s = section.to_dict()
     self.bins = int(s.get("bins", 15))
     self.batch_size = int(s.get("batch_size", 0)) or int(config.data.eval_batch_size)
     num_classes = int(getattr(run.model, "num_classes", 0) or 0)
@@ -43,9 +42,7 @@ class Classification:
     self._predict = jax.jit(run.paradigm.predict)
 
   def __call__(self, state: Any) -> dict[str, float]:
-    logits = np.concatenate([np.asarray(self._predict(state, self.x[i:i + self.batch_size]),
-                                        np.float64)
-                             for i in range(0, len(self.x), self.batch_size)])
+    logits = evaluators.in_batches(lambda b: self._predict(state, b), self.x, self.batch_size)
     probs = calibration.softmax(logits)
     return {"accuracy": float(np.mean(probs.argmax(-1) == self.y)),
             "nll": calibration.nll(probs, self.y),

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 from absl import flags
 
+import data as data_lib
 from eval import restore
 from train import cli, config_fields, loop, parallel
 from train import evaluators as evaluators_lib
@@ -53,16 +54,19 @@ def evaluate(workdir: str, names: list[str] | None = None, step: int | None = No
     raise FlagError(f"--evals={','.join(chosen)}: {workdir} has no evaluation(s) {unknown}; "
                     f"its config.evals has {list(config.evals.keys())} (--add one)")
   out = {}
-  stats = None
+  paradigm_eval = None
   for name in chosen:
     section = config.evals[name]
     if evaluators_lib.type_of(section) == evaluators_lib.BUILT_IN:
-      if stats is None:  # the training data's normalisation, as the run's evaluations use
-        stats = run.split(config.data.eval_split)[2]
-      pipe = run_lib.eval_pipeline(config, section, stats)
-      sharding = parallel.batch_sharding(parallel.make_mesh(config.mesh))
-      out[name] = loop.evaluate(jax.jit(run.paradigm.eval_step), run.state, pipe, sharding,
-                                run_lib.step_key(config))
+      if paradigm_eval is None:  # the training data's normalisation, as the run's evaluations
+        stats = data_lib.build_pipeline(config.data, config.data.eval_split, train=False,
+                                        seed=config.seed).stats
+        sharding = parallel.batch_sharding(parallel.make_mesh(config.mesh))
+        paradigm_eval = (jax.jit(run.paradigm.eval_step), stats, sharding)
+      eval_step, stats, sharding = paradigm_eval
+      out[name] = loop.evaluate(eval_step, run.state,
+                                run_lib.eval_pipeline(config, section, stats), sharding,
+                                run_lib.keys(config)[1])
     else:
       out[name] = evaluators_lib.build(name, section, run)(run.state)
   return run.step, out

@@ -54,9 +54,8 @@ class FewShot:
 
   def __init__(self, name: str, section: Any, run: Any):
     where = f"evals.{name}"
-    evaluators.check_fields(name, section, FIELDS)
+    s = evaluators.fields(name, section, FIELDS)
     config, model = run.config, run.model
-    s = section.to_dict()
     self.shots = tuple(int(k) for k in s.get("shots", (10,)))
     self.l2_reg = float(s.get("l2_reg", 1.0))
     seed = int(s.get("seed", 0))
@@ -87,9 +86,7 @@ class FewShot:
   def features(self, state: Any, x: np.ndarray) -> np.ndarray:
     """The model's penultimate features (N, D) of inputs `x`, in batches."""
     variables = {"params": state.params, **(state.model_state or {})}
-    return np.concatenate([np.asarray(self._features(variables, x[i:i + self.batch_size]),
-                                      np.float64)
-                           for i in range(0, len(x), self.batch_size)])
+    return evaluators.in_batches(lambda b: self._features(variables, b), x, self.batch_size)
 
   def __call__(self, state: Any) -> dict[str, float]:
     f, f_test = self.features(state, self.x), self.features(state, self.x_test)

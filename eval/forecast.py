@@ -62,11 +62,20 @@ def model_forecasts(workdir: str) -> tuple[str, dict[str, Any], np.ndarray]:
   run = restore.restore(workdir, paradigm="supervised")
   args = series_args(run.config)
   test = series.windows(args).examples("test")
-  scaled = run.predict(test["context"]).reshape(len(test["origin"]), -1)
-  if scaled.shape[1] != args["horizon"]:
-    raise ValueError(f"--workdir={workdir}: the model forecasts {scaled.shape[1]} steps; the "
+  forecasts = _in_units(test, run.predict(test["context"]))
+  if forecasts.shape[1] != args["horizon"]:
+    raise ValueError(f"--workdir={workdir}: the model forecasts {forecasts.shape[1]} steps; the "
                      f"series' horizon is {args['horizon']}")
-  return _label(run.config), args, series.to_units(scaled, test["level"], test["scale"])
+  return _label(run.config), args, forecasts
+
+
+def _in_units(test: dict[str, np.ndarray], predictions: Any) -> np.ndarray:
+  """(N, H) forecasts in the series' units from a model's scaled predictions for the test
+  windows `test` (`series.Windows.examples`)."""
+  from data import series
+
+  scaled = np.asarray(predictions).reshape(len(test["origin"]), -1)
+  return series.to_units(scaled, test["level"], test["scale"])
 
 
 class Forecast:
@@ -86,17 +95,13 @@ class Forecast:
     from data import series
     from train import evaluators
 
-    evaluators.check_fields(name, section, self.FIELDS)
+    evaluators.fields(name, section, self.FIELDS)
     self.args = series_args(run.config)
     self.test = series.windows(self.args).examples("test")
     self._predict = jax.jit(run.paradigm.predict)
 
   def __call__(self, state: Any) -> dict[str, float]:
-    from data import series
-
-    scaled = np.asarray(self._predict(state, self.test["context"])).reshape(
-        len(self.test["origin"]), -1)
-    s = scores(self.args, series.to_units(scaled, self.test["level"], self.test["scale"]))
+    s = scores(self.args, _in_units(self.test, self._predict(state, self.test["context"])))
     return {"mase": float(np.mean(s["mase"])), "smape": float(np.mean(s["smape"])),
             "mase_1": s["mase"][0], "mase_H": s["mase"][-1]}
 
@@ -193,7 +198,7 @@ def report(workdirs: Sequence[str], out: str) -> tuple[dict[str, Any], str]:
   text = table(rows, args["horizon"])
   os.makedirs(out, exist_ok=True)
   files.write_json_atomic(os.path.join(out, "forecast.json"),
-                            {"series": args, "rows": rows, "baselines": fitted})
+                          {"series": args, "rows": rows, "baselines": fitted})
   files.write_text_atomic(os.path.join(out, "forecast.md"), text + "\n")
   plot(args, shown, os.path.join(out, "forecast.png"))
   return {"series": args, "rows": rows, "baselines": fitted}, text

@@ -34,9 +34,8 @@ class Frechet:
 
   def __init__(self, name: str, section: Any, run: Any):
     where = f"evals.{name}"
-    evaluators.check_fields(name, section, FIELDS)
+    s = evaluators.fields(name, section, FIELDS)
     config, paradigm = run.config, run.paradigm
-    s = section.to_dict()
     if paradigm.generate is None:
       raise ConfigError(f"{where}.type='frechet' scores samples; paradigm={config.paradigm!r} "
                         "does not generate")

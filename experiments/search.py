@@ -13,7 +13,8 @@ it early. The study lives in WORKDIR/study.db (SQLite) unless `--storage` names 
 more workers, on this machine (`--workers N`) or on others (`--storage postgresql://...`, each
 with its own `--worker_index`, so that their samplers draw different points), share it. Pruned
 and failed trials stay in the study and on disk; a trial whose worker died is queued again and
-resumes from its checkpoints; the same command continues a stopped search. The space's grammar is in `experiments/search_space.py`.
+resumes from its checkpoints; the same command continues a stopped search. The space's grammar
+is in `experiments/search_space.py`.
 
 Writes WORKDIR/results.md, .csv, .json (every trial, the best point and the command that reruns
 it, fANOVA parameter importances, best value against training steps spent) and results.png.
@@ -111,7 +112,7 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
     return
   if any(codes):  # work() returned: the study is done, their trials resumed by this worker
     progress.console(f"[search] {sum(bool(c) for c in codes)} of the other workers ended with "
-                    f"exit codes {codes}; their unfinished trials were resumed")
+                     f"exit codes {codes}; their unfinished trials were resumed")
   study = search_lib.open_study(search)
   text = search_results.write(search, study)
   progress.console(f"[search] tables in {search.workdir}/results.*")

@@ -233,7 +233,7 @@ def objective(search: Search, log: Callable[[str], None]) -> Callable[[Any], flo
       trial.set_user_attr("steps", step)
       if step < steps and trial.should_prune():
         files.write_json_atomic(os.path.join(workdir, "pruned.json"),
-                                  {"step": step, search.metric: metrics[search.metric]})
+                                {"step": step, search.metric: metrics[search.metric]})
         raise optuna.TrialPruned(f"at step {step}, {search.metric} "
                                  f"{metrics[search.metric]:.4g}")
 

@@ -13,7 +13,8 @@ Kubernetes indexed Job; docs/pods.md), and `--collect` (or the same command with
 which runs anything still missing) writes the combined tables. `--config.FIELD=VALUE` fixes a field for every point. Writes WORKDIR/results.csv,
 results.md (mean ± sd over seeds of each final evaluation metric), results.json and
 results.png (the `--metric` against the first swept field). The spec's grammar is in
-`experiments/sweep_runs.py`. A bad spec (unknown field, empty list, wrong type) fails before any run.
+`experiments/sweep_runs.py`. A bad spec (unknown field, empty list, wrong type) fails before any
+run.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
   text = sweep_results.write_tables(rows, [a.field for a in axes], workdir, metric,
                                 extra={"command": command})
   progress.console(f"[sweep] ran {counts['ran']}, skipped {counts['skipped']} finished, "
-                  f"{counts['diverged']} diverged; tables in {workdir}/results.*")
+                   f"{counts['diverged']} diverged; tables in {workdir}/results.*")
   print(text)
 
 

@@ -156,7 +156,7 @@ def write_tables(rows: Sequence[dict[str, Any]], fields: Sequence[str], out: str
     text += (f"\n\nBest {metric}: {mean_std(top['metrics'][metric])} at "
              + ", ".join(f"{k}={v}" for k, v in top["point"].items()))
   files.write_json_atomic(os.path.join(out, "results.json"),
-                            {**(extra or {}), "metric": metric, "rows": rows})
+                          {**(extra or {}), "metric": metric, "rows": rows})
   files.write_text_atomic(os.path.join(out, "results.csv"), to_csv(rows, fields))
   files.write_text_atomic(os.path.join(out, "results.md"), text + "\n")
   if any(metric in r["metrics"] for r in rows):

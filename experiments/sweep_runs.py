@@ -294,7 +294,7 @@ def execute(runs: Sequence[Run], log=print) -> dict[str, int]:
     log(f"{label}: {'resuming' if status == 'partial' else 'running'} in {run.workdir}")
     os.makedirs(run.workdir, exist_ok=True)
     files.write_json_atomic(os.path.join(run.workdir, "point.json"),
-                              {"point": run.point, "seed": run.seed})
+                            {"point": run.point, "seed": run.seed})
     try:
       loop.train_and_evaluate(run.config, run.workdir)
       counts["ran"] += 1

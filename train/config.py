@@ -336,14 +336,9 @@ def _check_evals(evals: Any) -> None:
       raise ConfigError(f"{where}: the name {name!r} is taken by the training records and "
                         "data.eval_split's evaluation; expected another name")
     kind = evaluators.type_of(e)
+    evaluators.check_type(kind, where)
     if kind != evaluators.BUILT_IN:
-      if kind not in evaluators.TYPES:
-        raise ConfigError(f"{where}.type={kind!r}; expected one of "
-                          f"{[evaluators.BUILT_IN, *sorted(evaluators.TYPES)]}")
-      try:
-        evaluators.every(e)
-      except ConfigError as err:
-        raise ConfigError(f"{where}.{err}") from None
+      evaluators.every(name, e)
       continue  # the type's own fields are checked when it is built
     unknown = sorted(set(e.keys()) - set(EVAL_FIELDS))
     if unknown:

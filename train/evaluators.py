@@ -33,6 +33,7 @@ import importlib
 from typing import Any, Callable, Protocol
 
 import ml_collections as mlc
+import numpy as np
 
 from train.errors import ConfigError
 
@@ -65,16 +66,21 @@ def type_of(section: Any) -> str:
   return section.get("type", BUILT_IN) or BUILT_IN
 
 
+def check_type(type_name: str, where: str) -> None:
+  """Raises ConfigError for a type neither built in nor in `TYPES`, naming the known ones."""
+  if type_name != BUILT_IN and type_name not in TYPES:
+    raise ConfigError(f"{where}.type={type_name!r}; expected one of "
+                      f"{[BUILT_IN, *sorted(TYPES)]}")
+
+
 def factory(type_name: str, where: str) -> Factory:
-  """The factory of `type_name`, imported if named by module.
+  """The factory of `type_name` (not "paradigm"), imported if named by module.
 
   Raises:
     ConfigError: an unknown type, naming the known ones.
   """
-  target = TYPES.get(type_name)
-  if target is None:
-    raise ConfigError(f"{where}.type={type_name!r}; expected one of "
-                      f"{[BUILT_IN, *sorted(TYPES)]}")
+  check_type(type_name, where)
+  target = TYPES[type_name]
   if isinstance(target, str):
     module, _, attr = target.partition(":")
     target = getattr(importlib.import_module(module), attr)
@@ -86,17 +92,33 @@ def build(name: str, section: mlc.ConfigDict, run: Any) -> Evaluator:
   return factory(type_of(section), f"evals.{name}")(name, section, run)
 
 
-def every(section: Any) -> int:
-  """The evaluation's period in steps (0: at the end of the run)."""
+def every(name: str, section: Any) -> int:
+  """The period of `evals.NAME` in steps (0: at the end of the run).
+
+  Raises:
+    ConfigError: not an integer >= 0, naming the field.
+  """
   value = section.get("every", 0)
   if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-    raise ConfigError(f"every={value!r}; expected an integer >= 0")
+    raise ConfigError(f"evals.{name}.every={value!r}; expected an integer >= 0")
   return value
 
 
-def check_fields(name: str, section: Any, allowed: tuple[str, ...]) -> None:
-  """Raises ConfigError naming any field of `evals.NAME` outside `allowed`."""
+def fields(name: str, section: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
+  """`evals.NAME` as a dict (every field read), its fields checked against `allowed`.
+
+  Raises:
+    ConfigError: a field outside `allowed`, naming it.
+  """
   unknown = sorted(set(section.keys()) - set(allowed))
   if unknown:
     raise ConfigError(f"evals.{name} (type {type_of(section)!r}) has field(s) {unknown}; "
                       f"expected some of {list(allowed)}")
+  return section.to_dict()
+
+
+def in_batches(fn: Callable[[np.ndarray], Any], x: np.ndarray, batch_size: int) -> np.ndarray:
+  """`fn` over `x` (N, ...) in chunks of `batch_size` (the last one shorter), concatenated as
+  float64."""
+  return np.concatenate([np.asarray(fn(x[i:i + batch_size]), np.float64)
+                         for i in range(0, len(x), batch_size)])

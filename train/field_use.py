@@ -29,6 +29,7 @@ from typing import Any, Iterator
 
 import ml_collections as mlc
 
+from train import files
 from train.errors import ConfigError
 
 # Sections whose every field is set by whoever writes them (the model's constructor arguments,
@@ -118,22 +119,13 @@ def unrecorded() -> Iterator[None]:
     _LOCAL.paused = before
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  if isinstance(tree, dict):  # an empty section has no fields
-    out = {}
-    for k, v in tree.items():
-      out.update(_flatten(v, f"{prefix}{k}."))
-    return out
-  return {prefix[:-1]: tree}
-
-
 def set_fields(config: mlc.ConfigDict, base: mlc.ConfigDict) -> list[str]:
   """The dotted paths of `config`'s leaf fields whose value differs from the default in `base`
   (`train.config.base(config.paradigm)`), and every field of `FREE_FORM` sections but
   `model.name` (which `arch.build` always reads), sorted; `READ_BY_TOOLS` left out."""
   with unrecorded():
-    values = _flatten(json.loads(config.to_json_best_effort()))
-    defaults = _flatten(json.loads(base.to_json_best_effort()))
+    values = files.flatten(json.loads(config.to_json_best_effort()))
+    defaults = files.flatten(json.loads(base.to_json_best_effort()))
   out = []
   for path, value in values.items():
     if path.startswith(READ_BY_TOOLS):
@@ -162,7 +154,7 @@ def check_unread(config: mlc.ConfigDict, base: mlc.ConfigDict, record: Record) -
   if not fields:
     return
   with unrecorded():
-    values = _flatten(json.loads(config.to_json_best_effort()))
+    values = files.flatten(json.loads(config.to_json_best_effort()))
   shown = ", ".join(f"{f}={values.get(f)!r}" for f in fields)
   it = "it has" if len(fields) == 1 else "they have"
   hints = "; ".join(HINTS[f] for f in fields if f in HINTS)

@@ -174,17 +174,17 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
   memory.check(usage, limit, source, config)
   if dry_run:
     progress.console(f"dry run: {config.model.name}, {speed.flops_per_step / 1e9:.3g} GFLOP a "
-                    "step per device; nothing trained or written")
+                     "step per device; nothing trained or written")
     return {}
 
   os.makedirs(workdir, exist_ok=True)
-  run_lineage = {"dataset": data_lib.describe(train_pipe), "code_version": lineage.code_version(),
-             "code": lineage.code_lineage(),
-             "libraries": lineage.library_versions(), "devices": devices,
-             "platform": jax.default_backend(), "processes": pc}
+  run_lineage = {"dataset": data_lib.describe(train_pipe),
+                 "code_version": lineage.code_version(), "code": lineage.code_lineage(),
+                 "libraries": lineage.library_versions(), "devices": devices,
+                 "platform": jax.default_backend(), "processes": pc}
   if is_main:
     files.write_json_atomic(os.path.join(workdir, files.CONFIG),
-                              json.loads(config.to_json_best_effort()))
+                            json.loads(config.to_json_best_effort()))
     files.write_json_atomic(os.path.join(workdir, files.LINEAGE), run_lineage)
 
   iterator = device_prefetch_lib.DevicePrefetch(train_pipe.iterator(prefetch=settings.prefetch),
@@ -202,8 +202,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
       if is_main:
         files.write_json_atomic(os.path.join(workdir, "init_from.json"), copied)
       progress.console(f"initialised {len(copied['parameters'])} parameter arrays from "
-                      f"{config.init_from.workdir} (step {copied['step']}); "
-                      f"{len(copied['kept_initialisation'])} keep their random initialisation")
+                       f"{config.init_from.workdir} (step {copied['step']}); "
+                       f"{len(copied['kept_initialisation'])} keep their random initialisation")
   else:
     state, meta = restored
     start, pending = int(meta["step"]), list(meta.get("pending_evals", []))
@@ -217,14 +217,13 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
   # the paradigm's own metrics and the learning rate; an evaluator's line shows all of its own
   own = getattr(paradigms.get(config.paradigm), "CONSOLE_METRICS", None)  # None: all
   shown = None if own is None else (*own, "learning_rate")
-  t_cfg = settings
   accum = settings.grad_accum_steps
   window: list[Any] = [] if restored is None else [  # per-step packed metrics not yet written
       np.asarray(row, np.float32) for row in restored[1].get("window", [])]
   window_start = start if restored is None else int(restored[1].get("window_start", start))
   last_eval: dict[str, float] = {}
   progress.console(f"training {config.model.name} on {d.source} for {steps} steps "
-                  f"({devices} device(s), {pc} process(es)) in {workdir}")
+                   f"({devices} device(s), {pc} process(es)) in {workdir}")
 
   def flush(step: int) -> None:
     nonlocal window, window_start
@@ -255,7 +254,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
 
   def due_evals(s: int) -> list[str]:
     """The evaluations due at step `s`: "eval" (data.eval_split) and the named `config.evals`."""
-    return ((["eval"] if every(t_cfg.eval_every, s) else []) +
+    return ((["eval"] if every(settings.eval_every, s) else []) +
             [name for name, (_, period) in run.evals.items() if every(period, s)] +
             [name for name, (_, period) in run.evaluators.items() if every(period, s)])
 
@@ -284,8 +283,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
           _write_grid(sample_grid(state), workdir, s, final=s == steps, enabled=is_main)
     return []
 
-  timer = checkpoint_lib.SaveTimer(t_cfg.checkpoint_every_secs)
-  profiler = profiling.StepProfiler(tuple(t_cfg.profile_steps), os.path.join(workdir, "profile"))
+  timer = checkpoint_lib.SaveTimer(settings.checkpoint_every_secs)
+  profiler = profiling.StepProfiler(tuple(settings.profile_steps), os.path.join(workdir, "profile"))
   stopped = None  # the step a preemption notice stopped the run at
   with preemption_lib.Preemption() as preempt:
     try:
@@ -299,7 +298,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
           state, metrics = train_step(state, next(iterator), step_rng)
         profiler.end(s, state)
         window.append(metrics)
-        if every(t_cfg.log_every, s):
+        if every(settings.log_every, s):
           flush(s)
         cut: list[str] = []
         due = due_evals(s)
@@ -307,7 +306,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
           flush(s)
           cut = run_evals(s, due)
         stop = preempt.reached(s)
-        periodic = every(t_cfg.checkpoint_every, s)
+        periodic = every(settings.checkpoint_every, s)
         if stop or periodic or timer.due():
           if periodic:
             flush(s)
@@ -333,7 +332,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
   if stopped is not None or pending:
     at = stopped if stopped is not None else start
     progress.console(f"stopped by {preempt.name} at step {at}: checkpoint {ckpt.directory}/{at} "
-                    "is complete; the same command resumes from it")
+                     "is complete; the same command resumes from it")
     return last_eval
   wall = time.perf_counter() - t_start
   summary = {"steps": steps, "resumed_from": start, "wall_time_s": wall, "final_eval": last_eval,

@@ -61,7 +61,7 @@ class Preemption:
     if self._multi:
       os.kill(os.getpid(), signal.SIGTERM)  # to JAX's notifier, which tells the other hosts
     progress.console(f"received {signal.Signals(signum).name}: saving a checkpoint at the next "
-                    "step boundary, then stopping (send it again to stop at once)")
+                     "step boundary, then stopping (send it again to stop at once)")
 
   def requested(self) -> bool:
     """True once this process got a signal (evaluation checks it between batches)."""

@@ -36,7 +36,7 @@ class StepProfiler:
       jax.block_until_ready(outputs)
       self.close()
       progress.console(f"wrote a profiler trace of steps {self.first}-{self.last} to "
-                      f"{self.directory}")
+                       f"{self.directory}")
 
   def close(self) -> None:
     if self.active:

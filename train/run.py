@@ -74,14 +74,11 @@ class Run:
     return init(self.init_rng, self.example)
 
 
-def init_key(config: mlc.ConfigDict) -> jax.Array:
-  """The key the run's state is initialised with (split from `config.seed`)."""
-  return jax.random.split(jax.random.key(config.seed))[0]
-
-
-def step_key(config: mlc.ConfigDict) -> jax.Array:
-  """The key of the run's steps and evaluations (each folds in its step or batch index)."""
-  return jax.random.split(jax.random.key(config.seed))[1]
+def keys(config: mlc.ConfigDict) -> tuple[jax.Array, jax.Array]:
+  """(the key the state is initialised with, the key of the steps and evaluations: each folds
+  in its step or batch index), split from `config.seed`."""
+  init, step = jax.random.split(jax.random.key(config.seed))
+  return init, step
 
 
 def eval_pipeline(config: mlc.ConfigDict, section: Any, stats: Any, process_index: int = 0,
@@ -115,7 +112,8 @@ def build(config: mlc.ConfigDict) -> Run:
   for name, e in config.evals.items():  # named evaluations beside data.eval_split
     if evaluators_lib.type_of(e) != evaluators_lib.BUILT_IN:
       continue  # built below, once the model and the paradigm exist
-    evals[name] = (eval_pipeline(config, e, eval_pipe.stats, pi, pc), int(e.get("every", 0)))
+    evals[name] = (eval_pipeline(config, e, eval_pipe.stats, pi, pc),
+                   evaluators_lib.every(name, e))
   devices = mesh.devices.size
   sizes = [("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size)]
   sizes += [(f"evals.{name}.batch_size", p.global_batch_size) for name, (p, _) in evals.items()]
@@ -131,7 +129,7 @@ def build(config: mlc.ConfigDict) -> Run:
 
   batch_sharding = parallel.batch_sharding(mesh)
   replicated = parallel.replicated(mesh)
-  init_rng, step_rng = init_key(config), step_key(config)
+  init_rng, step_rng = keys(config)
   example = parallel.global_batch(train_pipe.dataset[0], batch_sharding)
   if pc == 1:
     example = jax.device_put(example, batch_sharding)
@@ -158,7 +156,7 @@ def build(config: mlc.ConfigDict) -> Run:
             train_step, eval_step, sample_grid, evals)
   for name, e in config.evals.items():
     if evaluators_lib.type_of(e) != evaluators_lib.BUILT_IN:
-      run.evaluators[name] = (evaluators_lib.build(name, e, run), evaluators_lib.every(e))
+      run.evaluators[name] = (evaluators_lib.build(name, e, run), evaluators_lib.every(name, e))
   return run
 
 

@@ -51,6 +51,7 @@ def test_a_classifier_tracks_a_10_shot_probe_and_the_tool_gives_the_same_number(
   c = load_experiment("mnist1d_cnn", "tiny", data_dir)
   with c.unlocked():
     c.evals.probe = dict(type="fewshot", every=10, shots=(10,), l2_reg=1.0)
+    c.evals.again = dict(split="test", batch_size=250)  # the paradigm's own, another batching
   loop.train_and_evaluate(c, str(tmp_path))
   probes = _records(str(tmp_path), "probe")
   assert [r["step"] for r in probes] == [10, 20]
@@ -58,6 +59,9 @@ def test_a_classifier_tracks_a_10_shot_probe_and_the_tool_gives_the_same_number(
   step, results = evaluate_lib.evaluate(str(tmp_path))
   assert step == 20
   assert results["probe"]["accuracy_10shot"] == probes[-1]["accuracy_10shot"]
+  again = _records(str(tmp_path), "again")[-1]
+  assert results["again"] == pytest.approx({k: again[k] for k in ("accuracy", "loss", "count")},
+                                           rel=1e-6)
   # another setting, on the saved checkpoint, without retraining
   _, other = evaluate_lib.evaluate(str(tmp_path), ["probe"],
                                    overrides={"evals.probe.shots": "(1, 10)"})

@@ -51,6 +51,7 @@ def variants(catalog: bool) -> list:
 def test_every_experiment_exports_its_arguments_and_refuses_others(name):
   module = importlib.import_module(f"experiments.{name}")
   assert isinstance(module.ARGS, tuple) and module.ARGS
+  config_lib.validate(config_lib.load(f"experiments.{name}"))
   for arg in module.ARGS:
     config_lib.validate(config_lib.load(f"experiments.{name}:{arg}"))
   with pytest.raises(ConfigError, match="unknown argument 'nope'; expected one of"):

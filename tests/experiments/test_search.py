@@ -191,6 +191,7 @@ def test_two_workers_share_a_study_and_a_killed_workers_trial_resumes(data_dir, 
   assert "4 complete" in out or f"{states.count('COMPLETE')} complete" in out
 
 
+@pytest.mark.slow  # 6-9 s: the default suite keeps ASHA's pruning (the first test here)
 def test_hyperband_prunes_on_the_evaluations_as_asha_does(data_dir, tmp_path):
   s = _search(data_dir, tmp_path, "optim.learning_rate=loguniform(1e-6,1.0)", sampler="random",
               pruner="hyperband", trials=6, reduction_factor=2)

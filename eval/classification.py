@@ -1,11 +1,13 @@
 """Classification metrics of a split as an evaluator (`train/evaluators.py`): accuracy, NLL
-(nats) and expected calibration error of the paradigm's predictions (softmax of its logits).
+(nats), Brier score and expected calibration error of the paradigm's predictions (softmax of its
+logits).
 
     config.evals.calibration = dict(type="classification", split="test", bins=15)
 
 Fields: `every` (steps; 0 = at the end), `split` (default data.eval_split), `bins` (ECE's
 equal-width bins, default 15), `batch_size` (default data.eval_batch_size). Metrics: `accuracy`,
-`nll`, `ece` (`eval/calibration.py`, tested against per-bin loops).
+`nll`, `brier`, `ece` (`eval/uncertainty_scores.predictive`, as `python -m eval.uncertainty`
+scores each model; `eval/calibration.py`, tested against per-bin loops).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import jax
 import numpy as np
 
 import data as data_lib
-from eval import calibration
+from eval import calibration, uncertainty_scores
 from train import evaluators
 from train.errors import ConfigError
 
@@ -24,7 +26,8 @@ FIELDS = ("type", "every", "split", "bins", "batch_size")
 
 
 class Classification:
-  """The evaluator (see the module docstring); `Classification(name, section, run)(state)`."""
+  """The evaluator (see the module docstring); `Classification(name, section, run)(state)`.
+  `python -m eval` (eval/report.py) reads its split and logits from one."""
 
   def __init__(self, name: str, section: Any, run: Any):
     s = evaluators.fields(name, section, FIELDS)
@@ -41,9 +44,13 @@ class Classification:
     self.x, self.y, _ = data_lib.split_arrays(config.data, split, config.seed)
     self._predict = jax.jit(run.paradigm.predict)
 
+  def logits(self, state: Any) -> np.ndarray:
+    """The paradigm's logits (N, C) of the split, float64."""
+    return evaluators.in_batches(lambda b: self._predict(state, b), self.x, self.batch_size)
+
+  def score(self, logits: np.ndarray) -> dict[str, float]:
+    """The metrics of `logits` (N, C) of the split: `eval.uncertainty`'s per-model scores."""
+    return uncertainty_scores.predictive(calibration.softmax(logits), self.y, self.bins)
+
   def __call__(self, state: Any) -> dict[str, float]:
-    logits = evaluators.in_batches(lambda b: self._predict(state, b), self.x, self.batch_size)
-    probs = calibration.softmax(logits)
-    return {"accuracy": float(np.mean(probs.argmax(-1) == self.y)),
-            "nll": calibration.nll(probs, self.y),
-            "ece": calibration.ece(probs, self.y, self.bins)}
+    return self.score(self.logits(state))

@@ -15,14 +15,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import jax
 from absl import flags
 
-import data as data_lib
 from eval import restore
-from train import cli, config_fields, loop, parallel
+from train import cli, config_fields, paradigm_eval
 from train import evaluators as evaluators_lib
-from train import run as run_lib
 from train.errors import FlagError
 
 FLAGS = flags.FLAGS
@@ -53,20 +50,15 @@ def evaluate(workdir: str, names: list[str] | None = None, step: int | None = No
   if unknown:
     raise FlagError(f"--evals={','.join(chosen)}: {workdir} has no evaluation(s) {unknown}; "
                     f"its config.evals has {list(config.evals.keys())} (--add one)")
+  built_in = [n for n in chosen
+              if evaluators_lib.type_of(config.evals[n]) == evaluators_lib.BUILT_IN]
+  # the training data's normalisation, computed once for the "paradigm" evaluations
+  stats = paradigm_eval.training_stats(config) if built_in else None
   out = {}
-  paradigm_eval = None
   for name in chosen:
     section = config.evals[name]
-    if evaluators_lib.type_of(section) == evaluators_lib.BUILT_IN:
-      if paradigm_eval is None:  # the training data's normalisation, as the run's evaluations
-        stats = data_lib.build_pipeline(config.data, config.data.eval_split, train=False,
-                                        seed=config.seed).stats
-        sharding = parallel.batch_sharding(parallel.make_mesh(config.mesh))
-        paradigm_eval = (jax.jit(run.paradigm.eval_step), stats, sharding)
-      eval_step, stats, sharding = paradigm_eval
-      out[name] = loop.evaluate(eval_step, run.state,
-                                run_lib.eval_pipeline(config, section, stats), sharding,
-                                run_lib.keys(config)[1])
+    if name in built_in:
+      out[name] = paradigm_eval.ParadigmEval(name, section, run, stats)(run.state)
     else:
       out[name] = evaluators_lib.build(name, section, run)(run.state)
   return run.step, out

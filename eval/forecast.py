@@ -55,27 +55,13 @@ def series_args(config) -> dict[str, Any]:
 
 
 def model_forecasts(workdir: str) -> tuple[str, dict[str, Any], np.ndarray]:
-  """(label, series arguments, (N, H) forecasts in the series' units from every test origin)."""
-  from data import series
+  """(label, series arguments, (N, H) forecasts in the series' units from every test origin):
+  the `Forecast` evaluator's, on the workdir's newest checkpoint."""
   from eval import restore
 
   run = restore.restore(workdir, paradigm="supervised")
-  args = series_args(run.config)
-  test = series.windows(args).examples("test")
-  forecasts = _in_units(test, run.predict(test["context"]))
-  if forecasts.shape[1] != args["horizon"]:
-    raise ValueError(f"--workdir={workdir}: the model forecasts {forecasts.shape[1]} steps; the "
-                     f"series' horizon is {args['horizon']}")
-  return _label(run.config), args, forecasts
-
-
-def _in_units(test: dict[str, np.ndarray], predictions: Any) -> np.ndarray:
-  """(N, H) forecasts in the series' units from a model's scaled predictions for the test
-  windows `test` (`series.Windows.examples`)."""
-  from data import series
-
-  scaled = np.asarray(predictions).reshape(len(test["origin"]), -1)
-  return series.to_units(scaled, test["level"], test["scale"])
+  evaluator = Forecast("forecast", {}, run, where=f"--workdir={workdir}")
+  return _label(run.config), evaluator.args, evaluator.forecasts(run.state)
 
 
 class Forecast:
@@ -85,25 +71,44 @@ class Forecast:
 
   Fields: `every` (steps; 0 = at the end). Metrics: `mase` and `smape`, means over 1..H steps
   ahead, and `mase_1` and `mase_H` at 1 and H steps: the numbers `python -m eval.forecast`
-  tabulates."""
+  tabulates (from `forecasts`)."""
 
   FIELDS = ("type", "every")
 
-  def __init__(self, name: str, section: Any, run: Any):
+  def __init__(self, name: str, section: Any, run: Any, where: str = ""):
     import jax
 
     from data import series
     from train import evaluators
+    from train.errors import ConfigError
 
     evaluators.fields(name, section, self.FIELDS)
     self.args = series_args(run.config)
     self.test = series.windows(self.args).examples("test")
     self._predict = jax.jit(run.paradigm.predict)
+    outputs = jax.eval_shape(self._predict, run.state, self.test["context"][:1])
+    steps = int(np.prod(outputs.shape[1:]))
+    if steps != self.args["horizon"]:
+      raise ConfigError(f"{where or f'evals.{name}'}: the model forecasts {steps} steps; the "
+                        f"series' horizon is {self.args['horizon']}")
+
+  def forecasts(self, state: Any) -> np.ndarray:
+    """(N, H) forecasts in the series' units from every test origin."""
+    scaled = np.asarray(self._predict(state, self.test["context"]))
+    return series_units(self.test, scaled)
 
   def __call__(self, state: Any) -> dict[str, float]:
-    s = scores(self.args, _in_units(self.test, self._predict(state, self.test["context"])))
+    s = scores(self.args, self.forecasts(state))
     return {"mase": float(np.mean(s["mase"])), "smape": float(np.mean(s["smape"])),
             "mase_1": s["mase"][0], "mase_H": s["mase"][-1]}
+
+
+def series_units(test: dict[str, np.ndarray], scaled: np.ndarray) -> np.ndarray:
+  """(N, H) forecasts in the series' units from a model's scaled predictions for the test
+  windows `test` (`series.Windows.examples`)."""
+  from data import series
+
+  return series.to_units(scaled.reshape(len(test["origin"]), -1), test["level"], test["scale"])
 
 
 def baselines(args: dict[str, Any]) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:

@@ -29,49 +29,76 @@ from train.errors import ConfigError
 FIELDS = ("type", "every", "reference", "samples", "seed", "batch_size")
 
 
-class Frechet:
-  """The evaluator (see the module docstring); `Frechet(name, section, run)(state)`."""
+def check_reference(reference: str, source: str, field: str) -> sample_quality.Reference:
+  """The classifier trained in `reference` whose features score samples of `source` data.
 
-  def __init__(self, name: str, section: Any, run: Any):
+  Raises:
+    ConfigError: no trained run in `reference`, or one trained on other data, naming `field`.
+  """
+  if not reference:
+    raise ConfigError(f"{field}=''; expected the workdir of a classifier trained on data.source="
+                      f"{source!r} (e.g. python -m train --config experiments/digits_cnn.py "
+                      "--workdir runs/digits_cnn)")
+  if not os.path.exists(os.path.join(reference, files.CONFIG)):
+    raise ConfigError(f"{field}={reference!r} holds no trained classifier; train one on "
+                      f"data.source={source!r} there first, e.g. python -m train --config "
+                      f"experiments/{source}_cnn.py --workdir {reference}")
+  ref = sample_quality.Reference(reference)
+  if ref.config.data.source != source:
+    raise ConfigError(f"{field}={reference!r} was trained on data.source="
+                      f"{ref.config.data.source!r}; the run's is {source!r}")
+  return ref
+
+
+class Frechet:
+  """The evaluator (see the module docstring); `Frechet(name, section, run)(state)`.
+
+  `python -m eval.generative` builds one too (its `field` naming the flag) and draws its
+  samples, features and training features from it."""
+
+  def __init__(self, name: str, section: Any, run: Any, field: str = ""):
     where = f"evals.{name}"
     s = evaluators.fields(name, section, FIELDS)
     config, paradigm = run.config, run.paradigm
     if paradigm.generate is None:
       raise ConfigError(f"{where}.type='frechet' scores samples; paradigm={config.paradigm!r} "
                         "does not generate")
-    reference = s.get("reference") or config.generative.reference
-    if not reference or not os.path.exists(os.path.join(reference, files.CONFIG)):
-      raise ConfigError(f"{where}.reference={reference!r} holds no trained classifier; train one "
-                        f"on data.source={config.data.source!r} there first")
-    self.reference = sample_quality.Reference(reference)
-    if self.reference.config.data.source != config.data.source:
-      raise ConfigError(f"{where}.reference={reference!r} was trained on data.source="
-                        f"{self.reference.config.data.source!r}; the run's is "
-                        f"{config.data.source!r}")
+    self.reference = check_reference(s.get("reference") or config.generative.reference,
+                                     config.data.source, field or f"{where}.reference")
     x_train, _, self.stats = data_lib.split_arrays(config.data, config.data.train_split,
                                                    config.seed)
-    self.train_features, _ = self.reference(transforms.denormalize(x_train, self.stats))
+    self.raw_train = transforms.denormalize(x_train, self.stats)
+    self.train_features, _ = self.reference(self.raw_train)
     n = int(s.get("samples", 0))
     if not n:
       n = len(data_lib.split_arrays(config.data, config.data.eval_split, config.seed)[1])
     self.n, self.seed = n, int(s.get("seed", 0))
     self.chunk = min(n, int(s.get("batch_size", 0)) or 500)
     self.num_classes = int(getattr(run.model, "num_classes", 0) or 0)
-    self.latent_shape = paradigm.latent_shape
+    self.latent_shape = tuple(paradigm.latent_shape)
     self._generate = jax.jit(paradigm.generate)
 
-  def samples(self, state: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    """(`n` samples in raw data units, the classes asked for or None), drawn as
-    `eval.generative.report` draws one seed's."""
+  def compile(self, state: Any) -> None:
+    """Compiles the generator for one chunk now, so that drawing `samples` times sampling alone."""
+    z = jnp.zeros((self.chunk,) + self.latent_shape, jnp.float32)
+    y = jnp.zeros((self.chunk,), jnp.int32) if self.num_classes else None
+    self._generate = self._generate.lower(state, z, y, jax.random.key(0)).compile()
+
+  def samples(self, state: Any, seed: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(`n` samples in raw data units, the classes asked for or None) drawn with `seed` (default
+    the section's): latents from `key(seed)`, classes uniform from `default_rng(seed)`, the
+    sampler's noise from `fold_in(key(seed), 1)`, in chunks of `batch_size` (the last one
+    padded)."""
+    seed = self.seed if seed is None else seed
     n, chunk = self.n, self.chunk
     pad = -n % chunk
-    labels = (np.random.default_rng(self.seed).integers(0, self.num_classes, n)
+    labels = (np.random.default_rng(seed).integers(0, self.num_classes, n)
               if self.num_classes else None)
-    z = jax.random.normal(jax.random.key(self.seed), (n,) + tuple(self.latent_shape))
+    z = jax.random.normal(jax.random.key(seed), (n,) + self.latent_shape)
     z = jnp.concatenate([z, z[:pad]])
     y = None if labels is None else jnp.asarray(np.concatenate([labels, labels[:pad]]),
                                                 jnp.int32)
-    key = jax.random.fold_in(jax.random.key(self.seed), 1)
+    key = jax.random.fold_in(jax.random.key(seed), 1)
     fake = np.concatenate([
         np.asarray(self._generate(state, z[i:i + chunk], None if y is None else y[i:i + chunk],
                                   jax.random.fold_in(key, i)))

@@ -21,14 +21,12 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
 from data import transforms
-from eval import restore
+from eval import frechet, restore
 from eval.sample_quality import (
-  Reference,
   gaussian_baseline,
   mean_and_sd,
   score,
@@ -55,55 +53,29 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
   if paradigm.generate is None:
     raise ValueError(f"--workdir={workdir} holds a paradigm={config.paradigm!r} run, which does "
                      "not generate samples")
-  reference = reference or config.generative.reference
-  if not reference:
-    raise ValueError(f"no reference classifier: --workdir={workdir} has generative.reference='' "
-                     "and --reference was not given; train one (e.g. python -m train --config "
-                     "experiments/digits_cnn.py --workdir runs/digits_cnn) and name its workdir")
-  if not os.path.exists(os.path.join(reference, files.CONFIG)):
-    raise ValueError(f"reference classifier {reference} (--reference or generative.reference) "
-                     "holds no trained run; train a classifier on data.source="
-                     f"{config.data.source!r} there first, e.g. python -m train --config "
-                     f"experiments/{config.data.source}_cnn.py --workdir {reference}")
-  ref = Reference(reference)
-  if ref.config.data.source != config.data.source:
-    raise ValueError(f"reference classifier {reference} was trained on data.source="
-                     f"{ref.config.data.source!r}; the run's is {config.data.source!r}")
-  x_train, _, stats = run.split(config.data.train_split)
+  field = "--reference" if reference else "generative.reference"
+  # the run's Frechet evaluator draws the samples and holds the reference's training features
+  frechet_eval = frechet.Frechet("generative", {"reference": reference or "", "samples": samples},
+                                 run, field=field)
+  ref, train_f, stats = frechet_eval.reference, frechet_eval.train_features, frechet_eval.stats
+  raw_train = frechet_eval.raw_train
   x_test, _, _ = run.split(config.data.eval_split)
-  n = samples or len(x_test)
-  state = run.state
-  conditional = getattr(model, "num_classes", 0) > 0
-  # compiled once for chunks of `chunk` (the last one padded), so timings exclude compiling
-  chunk = min(n, 500)
-  pad = -n % chunk
-  z_chunk = jnp.zeros((chunk,) + paradigm.latent_shape, jnp.float32)
-  generate = jax.jit(paradigm.generate).lower(
-      state, z_chunk, jnp.zeros((chunk,), jnp.int32) if conditional else None,
-      jax.random.key(0)).compile()
-  raw_train = transforms.denormalize(x_train, stats)
   raw_test = transforms.denormalize(x_test, stats)
-  train_f, _ = ref(raw_train)
+  n, state = frechet_eval.n, run.state
+  conditional = frechet_eval.num_classes > 0
+  frechet_eval.compile(state)  # timings exclude compiling
 
   def one_seed(s: int) -> dict[str, Any]:
-    rng = np.random.default_rng(s)
-    labels = rng.integers(0, model.num_classes, n) if conditional else None
-    z = jax.random.normal(jax.random.key(s), (n,) + paradigm.latent_shape)
-    sampler_key = jax.random.fold_in(jax.random.key(s), 1)
-    z = jnp.concatenate([z, z[:pad]])
-    y = None if labels is None else jnp.asarray(np.concatenate([labels, labels[:pad]]),
-                                                jnp.int32)
     t0 = time.perf_counter()
-    fake = np.concatenate([
-        np.asarray(generate(state, z[i:i + chunk], None if y is None else y[i:i + chunk],
-                            jax.random.fold_in(sampler_key, i)))
-        for i in range(0, n + pad, chunk)])[:n]
+    fake, labels = frechet_eval.samples(state, s)
     seconds = time.perf_counter() - t0
     held_out = raw_test
     if n != len(held_out):
-      held_out = held_out[rng.choice(len(held_out), size=n, replace=n > len(held_out))]
+      pick = np.random.default_rng((s, 1)).choice(len(held_out), size=n,
+                                                   replace=n > len(held_out))
+      held_out = held_out[pick]
     sets = {"held-out real data": held_out,
-            "model samples": transforms.denormalize(fake, stats),
+            "model samples": fake,
             "Gaussian baseline": gaussian_baseline(raw_train, n, s)}
     run: dict[str, Any] = {"seed": s, "sampling_seconds": seconds,
                            "scores": score(ref, train_f, sets, seed=s), "sets": sets}
@@ -118,7 +90,7 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
     del run["sets"]
   result: dict[str, Any] = {
       "workdir": workdir, "checkpoint_step": step, "model": config.model.name,
-      "reference": {"workdir": reference, "model": ref.config.model.name,
+      "reference": {"workdir": ref.workdir, "model": ref.config.model.name,
                     "feature_dim": int(train_f.shape[1])},
       "samples": n, "train_examples": len(raw_train), "overrides": dict(overrides or {}),
       "seeds": [run["seed"] for run in runs]}

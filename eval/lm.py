@@ -20,7 +20,7 @@ from absl import flags
 
 import data as data_lib
 from eval import restore
-from train import checkpoint, cli, loop, parallel
+from train import checkpoint, cli, evaluators
 
 ALPHAS = tuple(float(a) for a in np.logspace(-4, 1, 26))
 
@@ -48,13 +48,10 @@ def fit_bigram(train: np.ndarray, valid: np.ndarray, vocab: int) -> tuple[np.nda
 
 
 def workdir_metrics(workdir: str, split: str) -> tuple[dict[str, float], int, int]:
-  """(eval metrics on `split`, checkpoint step, parameter count) of a trained workdir."""
+  """(eval metrics on `split`, checkpoint step, parameter count) of a trained workdir: the
+  "paradigm" evaluator (`train/paradigm_eval.py`), what training records for its splits."""
   run = restore.restore(workdir)
-  config = run.config
-  pipe = data_lib.build_pipeline(config.data, split, train=False, seed=config.seed)
-  sharding = parallel.batch_sharding(parallel.make_mesh(config.mesh))
-  metrics = loop.evaluate(jax.jit(run.paradigm.eval_step), run.state, pipe, sharding,
-                          jax.random.key(0))
+  metrics = evaluators.build("lm", mlc.ConfigDict({"split": split}), run)(run.state)
   return metrics, run.step, sum(x.size for x in jax.tree.leaves(run.state.params))
 
 

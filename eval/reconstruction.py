@@ -32,7 +32,7 @@ from absl import flags
 
 from data import transforms
 from eval import metrics, restore
-from train import cli, figures, files
+from train import cli, figures, files, paradigm_eval
 from train.paradigms import reconstruction as rec
 
 
@@ -213,6 +213,9 @@ def report(workdir: str, split: str = "test", out: str | None = None, missing: f
   result: dict[str, Any] = {"workdir": workdir, "checkpoint_step": step, "split": split,
                             "model": config.model.name, "latent_dim": trained.latent_dim}
 
+  # the run's own evaluator on the split: what training records (loss, MSE or the ELBO's terms)
+  result["evaluation"] = paradigm_eval.ParadigmEval("report", {"split": split}, run, stats)(
+      run.state)
   # As many components as the code has dimensions, where the data have that many.
   components = min(trained.latent_dim, int(np.prod(x_train.shape[1:])), len(x_train))
   x_rec = trained.reconstruct(x)
@@ -261,6 +264,8 @@ def markdown(result: dict[str, Any]) -> str:
   """The report as Markdown tables."""
   lines = [f"# {result['model']} in {result['workdir']} (step {result['checkpoint_step']}), "
            f"split {result['split']}", ""]
+  lines += ["The run's evaluator on the split (as training records it): " + ", ".join(
+      f"{k} {v:.5g}" for k, v in result["evaluation"].items()), ""]
   c = result["compression"]
   lines += ["| reconstruction | MSE per element |", "|---|---|",
             f"| model, {result['latent_dim']}-d code | {c['model_mse']:.5f} |",

@@ -35,7 +35,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from eval import attention_maps, attribution, calibration, metrics, restore
+from eval import (
+  attention_maps,
+  attribution,
+  calibration,
+  classification,
+  metrics,
+  restore,
+)
 from train import config as config_lib
 from train import figures, files
 
@@ -165,10 +172,12 @@ def report(workdir: str, split: str | None = None, out: str | None = None, seed:
   check_classifier(config, workdir)
   r = config.report
   split = split or config.data.eval_split
-  x, labels, _ = run.split(split)
+  # the run's classification evaluator: the split and its logits, as training tracks them
+  evaluator = classification.Classification("report", {"split": split, "bins": r.bins}, run)
+  x, labels = evaluator.x, evaluator.y
   if len(labels) < 4:
     raise ValueError(f"split {split!r} has {len(labels)} examples; the report needs at least 4")
-  logits = run.predict(x).astype(np.float64)
+  logits = evaluator.logits(run.state)
   num_classes = logits.shape[-1]
   if labels.max() >= num_classes:
     raise ValueError(f"split {split!r} has label {labels.max()}; the model has {num_classes} "

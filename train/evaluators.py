@@ -14,7 +14,8 @@ Types (`type`, default "paradigm"):
 - "paradigm": the paradigm's own `eval_step` summed over a split (`split`, `source`,
   `batch_size`): what `data.eval_split` gets: accuracy and loss (NLL) of a classifier, bits per
   token of a language model, the loss and ELBO of an autoencoder or VAE, the denoising loss of
-  diffusion. Built into the run (`train.run.build`), which streams it.
+  diffusion. Built into the run (`train.run.build`), which streams it; outside training,
+  `train.paradigm_eval.ParadigmEval` runs the same pipeline and reduction.
 - the rest are resolved by name from `TYPES` ("module:factory"), as big_vision's trainer finds
   `big_vision.evaluators.<type>`: the implementations live in eval/, which may use what train/
   offers; train/ names them, and imports them only when a config asks for one. `register` adds
@@ -46,12 +47,15 @@ Factory = Callable[[str, mlc.ConfigDict, Any], Evaluator]
 
 # type -> "module:attribute" of its factory, imported when a config names the type.
 TYPES: dict[str, str | Factory] = {
-    "classification": "eval.classification:Classification",  # accuracy, NLL, ECE
+    "classification": "eval.classification:Classification",  # accuracy, NLL, Brier, ECE
     "fewshot": "eval.fewshot:FewShot",        # a linear probe of frozen features, k shots a class
     "frechet": "eval.frechet:Frechet",        # Frechet distance of samples (and class accuracy)
     "forecast": "eval.forecast:Forecast",     # rolling-origin MASE and sMAPE
 }
 BUILT_IN = "paradigm"
+# ... and of the built-in type outside the loop (by name: that module imports the loop, which
+# imports this one)
+BUILT_IN_FACTORY = "train.paradigm_eval:ParadigmEval"
 PARADIGM_FIELDS = ("type", "split", "every", "batch_size", "source")
 
 
@@ -74,13 +78,13 @@ def check_type(type_name: str, where: str) -> None:
 
 
 def factory(type_name: str, where: str) -> Factory:
-  """The factory of `type_name` (not "paradigm"), imported if named by module.
+  """The factory of `type_name`, imported if named by module.
 
   Raises:
     ConfigError: an unknown type, naming the known ones.
   """
   check_type(type_name, where)
-  target = TYPES[type_name]
+  target = BUILT_IN_FACTORY if type_name == BUILT_IN else TYPES[type_name]
   if isinstance(target, str):
     module, _, attr = target.partition(":")
     target = getattr(importlib.import_module(module), attr)
@@ -88,7 +92,8 @@ def factory(type_name: str, where: str) -> Factory:
 
 
 def build(name: str, section: mlc.ConfigDict, run: Any) -> Evaluator:
-  """The evaluator `evals.NAME` of a type other than "paradigm"."""
+  """The evaluator `evals.NAME` (a "paradigm" one is `train.paradigm_eval.ParadigmEval`; the
+  loop streams those itself, stoppable between batches)."""
   return factory(type_of(section), f"evals.{name}")(name, section, run)
 
 
@@ -114,7 +119,7 @@ def fields(name: str, section: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
   if unknown:
     raise ConfigError(f"evals.{name} (type {type_of(section)!r}) has field(s) {unknown}; "
                       f"expected some of {list(allowed)}")
-  return section.to_dict()
+  return section.to_dict() if hasattr(section, "to_dict") else dict(section)
 
 
 def in_batches(fn: Callable[[np.ndarray], Any], x: np.ndarray, batch_size: int) -> np.ndarray:

@@ -115,6 +115,15 @@ def test_report_of_a_conditional_gan(trained, tmp_path):
   for name in ("report.json", "report.md", "samples.png", "real.png", "gaussian_baseline.png"):
     assert os.path.getsize(os.path.join(tmp_path, name)) > 0
   assert "| model samples |" in gen.markdown(result)
+  # the numbers a run's `frechet` evaluator records, from the same draw
+  from eval import restore
+  from train import evaluators
+
+  run = restore.restore(workdir)
+  section = {"type": "frechet", "reference": ref, "samples": 360}
+  tracked = evaluators.build("fid", section, run)(run.state)
+  assert tracked["frechet_distance"] == pytest.approx(scores["model samples"]["frechet_distance"])
+  assert tracked["conditional_accuracy"] == result["conditional_accuracy"]
 
 
 def test_mean_and_sd_goes_leaf_by_leaf():
@@ -131,7 +140,7 @@ def test_mean_and_sd_goes_leaf_by_leaf():
 def test_report_errors_name_what_is_missing(trained, tmp_path):
   workdir = trained("digits_dcgan")
   missing = str(tmp_path / "missing")
-  with pytest.raises(ValueError, match=f"reference classifier {missing} .* holds no trained run"):
+  with pytest.raises(ValueError, match=f"--reference='{missing}' holds no trained classifier"):
     gen.report(workdir, reference=missing, out=str(tmp_path))
   with pytest.raises(ValueError, match=r"--samples=-3; expected 0"):
     gen.report(workdir, samples=-3, out=str(tmp_path))

@@ -66,6 +66,13 @@ def test_report_on_a_trained_anomaly_run(anomaly_report):
     assert json.load(f)["anomaly"]["anomalous"] == 36
   md = er.markdown(result)
   assert "| PCA, 8 components |" in md and "| random 25% |" in md
+  # the report's evaluation is the run's evaluator: the numbers training recorded last
+  with open(os.path.join(result["workdir"], "metrics.jsonl")) as f:
+    last = [r for r in map(json.loads, f) if r.get("split") == "eval"][-1]
+  assert last["step"] == result["checkpoint_step"]
+  for k in ("loss", "neg_elbo", "kl"):
+    assert result["evaluation"][k] == pytest.approx(last[k], rel=1e-5), k
+  assert "The run's evaluator on the split" in md
 
 
 def test_imputation_keeps_observed_elements(trained):

@@ -50,6 +50,13 @@ def test_the_comparison_on_every_set(runs, tmp_path):
       sets["test"].inputs)), sets["test"].labels)["accuracy"] for w in runs]
   assert single["trials"] == 2 and single["mean"]["accuracy"] == pytest.approx(np.mean(accuracies))
   assert single["sd"]["accuracy"] == pytest.approx(np.std(accuracies, ddof=1))
+  # a single model's scores are its classification evaluator's, as training would track them
+  from train import evaluators
+
+  tracked = [evaluators.build("c", {"type": "classification"}, r)(r.state)
+             for r in members.restore_all(runs)]
+  for k in ("accuracy", "nll", "brier", "ece"):
+    assert single["mean"][k] == pytest.approx(np.mean([t[k] for t in tracked]), rel=1e-6), k
   assert result["predictive"]["test"]["ensemble"]["trials"] == 1
   # the ensemble's probabilities are the members' mean, each member its own restore
   p = members.probabilities([members.restore_all([w])[0] for w in runs], sets["test"].inputs)

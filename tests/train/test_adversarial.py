@@ -70,12 +70,16 @@ def test_r1_penalty_equals_a_finite_difference_of_the_discriminator():
     model = gan.GAN(data_shape=(4, 4, 1), latent_dim=4, num_classes=3, g_features=(4,),
                     d_features=(3, 5), dtype=jnp.float64, param_dtype=jnp.float64)
     labels = jnp.array([0, 2])
-    variables = model.init(jax.random.key(0), jnp.ones((2, 4), jnp.float64), labels)
+    # jitted: op-by-op, the init and the penalty's gradient take seconds of dispatch
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.ones((2, 4), jnp.float64), labels)
     x = jax.random.normal(jax.random.key(1), (2, 4, 4, 1), jnp.float64)
-    got = np.asarray(adv.r1_penalty(model, variables, x, labels))
+    got = np.asarray(jax.jit(lambda v, x: adv.r1_penalty(model, v, x, labels))(variables, x))
+
+    discriminate = jax.jit(lambda v: model.apply(variables, v, labels,
+                                                 method=model.discriminate))
 
     def d(v):
-      return np.asarray(model.apply(variables, v, labels, method=model.discriminate), np.float64)
+      return np.asarray(discriminate(v), np.float64)
 
     h, grad = 1e-5, np.zeros((2, 16))
     flat = np.asarray(x).reshape(2, 16)

@@ -45,6 +45,11 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
 _MODULE_FIELDS = {"parent", "name"}
 
 
+class ModelConfigError(ValueError):
+  """A `config.model` that names no registered model or an argument it does not take."""
+  exit_status = 2  # a config error (train/errors.py's contract; arch/ imports nothing of train/)
+
+
 def register(name: str, factory: Callable[..., nn.Module]) -> None:
   """Adds a model under `name` (`config.model.name`): a flax.linen.Module class, or a
   functools.partial of one (a named variant). A name already taken by another model is an
@@ -80,19 +85,19 @@ def build(model_config: Mapping[str, Any]) -> nn.Module:
   """The module named by `model_config["name"]`, built with the remaining fields.
 
   Raises:
-    ValueError: an unknown name (listing the registered ones) or an argument the model does
-      not take (listing the ones it does).
+    ModelConfigError: an unknown name (listing the registered ones) or an argument the model
+      does not take (listing the ones it does).
   """
   kwargs = _plain(model_config)
   kwargs = dict(kwargs)
   name = kwargs.pop("name", None)
   if name not in REGISTRY:
-    raise ValueError(f"model.name={name!r} is not a registered model; expected one of "
+    raise ModelConfigError(f"model.name={name!r} is not a registered model; expected one of "
                      f"{sorted(REGISTRY)}")
   factory = REGISTRY[name]
   unknown = sorted(set(kwargs) - fields(factory))
   if unknown:
-    raise ValueError(f"model.{unknown[0]} is not an argument of {name}; it takes "
+    raise ModelConfigError(f"model.{unknown[0]} is not an argument of {name}; it takes "
                      f"{sorted(fields(factory))}")
   return factory(**kwargs)
 

@@ -26,6 +26,7 @@ DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
 
 class DataError(ValueError):
   """A data source or split that cannot be served as configured."""
+  exit_status = 3  # train.errors.EXIT_DATA (data/ imports nothing of train/)
 
 
 @dataclasses.dataclass(frozen=True)

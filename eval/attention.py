@@ -24,13 +24,20 @@ from absl import app, flags
 import data as data_lib
 from eval import restore
 from eval.attention_maps import attention_maps, plot_classifier, plot_lm
-from train import cli, generate
+from train import cli, generate, workdir_lock
 
 FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
   out = FLAGS.out or os.path.join(FLAGS.workdir, "attention.png")
+  with workdir_lock.writing_into(FLAGS.workdir, out):
+    draw(out)
+  print(out)
+
+
+def draw(out: str) -> None:
+  """The figure of the flags' run and input, to `out`."""
   run = restore.restore(FLAGS.workdir)
   model, config, step = run.model, run.config, run.step
   params, model_state = run.state.params, run.state.model_state
@@ -62,7 +69,6 @@ def main(argv: list[str]) -> None:
                      getattr(model, "patch_size", 1), getattr(model, "pool", "") == "cls",
                      f"{data_config.source} {data_config.eval_split} example {FLAGS.index}: "
                      f"label {label}, predicted {pred} ({FLAGS.workdir}, step {step})")
-  print(out)
 
 
 def define_flags() -> None:

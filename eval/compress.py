@@ -23,9 +23,10 @@ from absl import flags
 
 from eval import report as report_lib
 from eval import restore
-from train import cli, compression, files
+from train import cli, compression, files, workdir_lock
 
 
+@workdir_lock.writes_into_workdir("compressed")
 def evaluate(workdir: str, prune: float = 0.0, out: str | None = None) -> dict[str, Any]:
   """The module docstring's comparison; returns what report.json holds."""
   run = restore.restore(workdir)
@@ -47,7 +48,6 @@ def evaluate(workdir: str, prune: float = 0.0, out: str | None = None) -> dict[s
     # stored sparse: the kept values (float32) and a bitmap over the kernels
     kept = sum(int(np.sum(m)) for m in jax.tree.leaves(masks))
     stored[f"pruned {prune:.0%}"] = kept * 4 + sum(np.size(m) for m in jax.tree.leaves(masks)) // 8
-  out = out or os.path.join(workdir, "compressed")
   os.makedirs(out, exist_ok=True)
   rows = {}
   for name, (p, unpack) in variants.items():

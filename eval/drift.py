@@ -35,7 +35,7 @@ from absl import flags
 
 from data import sources
 from eval.sample_quality import Reference
-from train import cli, figures, files
+from train import cli, figures, files, workdir_lock
 
 VIEWS = ("inputs", "features", "predictions")
 
@@ -225,6 +225,7 @@ def markdown(result: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+@workdir_lock.writes_into_workdir("drift")
 def run(workdir: str, reference: str, current: str, alpha: float = 0.05,
         permutations: int = 500, seed: int = 0, out: str | None = None) -> dict[str, Any]:
   """The CLI: split `reference` of the run's own source against `current` (SOURCE[:SPLIT])."""
@@ -249,7 +250,6 @@ def run(workdir: str, reference: str, current: str, alpha: float = 0.05,
   result["accuracy"] = {
       name: float(np.mean(out[1] == d.labels)) for name, d, out in
       (("reference", ref, outputs[0]), ("current", cur, outputs[1]))} if cur.labels.size else None
-  out = out or os.path.join(workdir, "drift")
   os.makedirs(out, exist_ok=True)
   plot(result, os.path.join(out, "drift.png"),
        f"{result['current']} vs {result['reference']}")

@@ -182,7 +182,7 @@ def plot(args: dict[str, Any], forecasts: dict[str, np.ndarray], path: str) -> N
 
 def report(workdirs: Sequence[str], out: str) -> tuple[dict[str, Any], str]:
   """Scores of the runs and the baselines (module docstring); writes OUT/forecast.*."""
-  from train import files
+  from train import files, workdir_lock
 
   rows: dict[str, list[dict[str, list[float]]]] = {}
   shown: dict[str, np.ndarray] = {}
@@ -201,11 +201,12 @@ def report(workdirs: Sequence[str], out: str) -> tuple[dict[str, Any], str]:
     shown[name] = f
     fitted[name] = info
   text = table(rows, args["horizon"])
-  os.makedirs(out, exist_ok=True)
-  files.write_json_atomic(os.path.join(out, "forecast.json"),
-                          {"series": args, "rows": rows, "baselines": fitted})
-  files.write_text_atomic(os.path.join(out, "forecast.md"), text + "\n")
-  plot(args, shown, os.path.join(out, "forecast.png"))
+  with workdir_lock.writing_into(workdirs, out):
+    os.makedirs(out, exist_ok=True)
+    files.write_json_atomic(os.path.join(out, "forecast.json"),
+                            {"series": args, "rows": rows, "baselines": fitted})
+    files.write_text_atomic(os.path.join(out, "forecast.md"), text + "\n")
+    plot(args, shown, os.path.join(out, "forecast.png"))
   return {"series": args, "rows": rows, "baselines": fitted}, text
 
 

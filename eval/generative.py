@@ -31,10 +31,11 @@ from eval.sample_quality import (
   mean_and_sd,
   score,
 )
-from train import cli, figures, files, paradigms
+from train import cli, figures, files, paradigms, workdir_lock
 from train import config as config_lib
 
 
+@workdir_lock.writes_into_workdir("generative")
 def report(workdir: str, reference: str | None = None, samples: int = 0, out: str | None = None,
            seed: int = 0, overrides: dict[str, Any] | None = None,
            seeds: int = 1) -> dict[str, Any]:
@@ -101,7 +102,6 @@ def report(workdir: str, reference: str | None = None, samples: int = 0, out: st
         result[key + "_sd"] = spread
   if seeds > 1:
     result["per_seed"] = runs
-  out = out or os.path.join(workdir, "generative")
   os.makedirs(out, exist_ok=True)
   grid = 100
   grid_z, grid_labels = paradigms.fixed_inputs(paradigm.latent_shape, model.num_classes, grid,

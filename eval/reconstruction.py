@@ -32,7 +32,7 @@ from absl import flags
 
 from data import transforms
 from eval import metrics, restore
-from train import cli, figures, files, paradigm_eval
+from train import cli, figures, files, paradigm_eval, workdir_lock
 from train.paradigms import reconstruction as rec
 
 
@@ -198,6 +198,7 @@ def plot_latents(codes: np.ndarray, labels: np.ndarray, path: str) -> str:
   return what
 
 
+@workdir_lock.writes_into_workdir("report")
 def report(workdir: str, split: str = "test", out: str | None = None, missing: float = 0.25,
            block: int = 4, iterations: int = 1, seed: int = 0) -> dict[str, Any]:
   """Every analysis of the module docstring for one trained workdir; writes the figures and
@@ -205,7 +206,6 @@ def report(workdir: str, split: str = "test", out: str | None = None, missing: f
   run = restore.restore(workdir, paradigm="reconstruction")
   config, step = run.config, run.step
   trained = Trained(run)
-  out = out or os.path.join(workdir, "report")
   os.makedirs(out, exist_ok=True)
   keep = tuple(config.data.keep_classes)
   x_train, _, stats = run.split(config.data.train_split)

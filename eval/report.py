@@ -44,7 +44,7 @@ from eval import (
   restore,
 )
 from train import config as config_lib
-from train import figures, files
+from train import figures, files, workdir_lock
 
 LATENCY_CALLS = 200        # batch-1 calls timed for the latency percentiles
 THROUGHPUT_SECONDS = 0.5   # at least this long per batch size for the throughput
@@ -164,6 +164,7 @@ def check_classifier(config: Any, workdir: str, use: str = "the report covers cl
                      "models")
 
 
+@workdir_lock.writes_into_workdir("report")
 def report(workdir: str, split: str | None = None, out: str | None = None, seed: int = 0,
            overrides: dict[str, Any] | None = None) -> dict[str, Any]:
   """The module docstring's report; returns what metrics.json holds."""
@@ -182,7 +183,6 @@ def report(workdir: str, split: str | None = None, out: str | None = None, seed:
   if labels.max() >= num_classes:
     raise ValueError(f"split {split!r} has label {labels.max()}; the model has {num_classes} "
                      "outputs")
-  out = out or os.path.join(workdir, "report")
   os.makedirs(out, exist_ok=True)
   name = os.path.basename(os.path.normpath(workdir))
   probs = calibration.softmax(logits)

@@ -32,7 +32,7 @@ import numpy as np
 from eval import calibration, members, report
 from eval import uncertainty_scores as uncertainty
 from eval.sample_quality import mean_and_sd
-from train import files
+from train import files, workdir_lock
 
 METHODS = ("single", "temperature", "mc_dropout", "ensemble")
 Trial = dict[str, tuple[np.ndarray, "np.ndarray | None"]]  # set -> (probs (N, C), members' or None)
@@ -183,7 +183,8 @@ def main(argv: list[str]) -> None:
   result, first, sets = compare(workdirs, f.shifted, f.passes, f.seed,
                                                    f.bins, f.noise, f.ensemble_size)
   out = f.out or os.path.join(workdirs[0], "uncertainty")
-  result = write(result, first, sets, out, f.bins)
+  with workdir_lock.writing_into(workdirs, out):
+    result = write(result, first, sets, out, f.bins)
   print(markdown(result))
   print(f"\nwritten to {out}/report.json, report.md and reliability_*.png")
 

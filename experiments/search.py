@@ -30,6 +30,7 @@ from absl import flags
 
 from train import cli
 from train import config as config_lib
+from train.errors import FlagError
 
 FLAGS = flags.FLAGS
 
@@ -91,7 +92,7 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
   from train import compilation_cache, progress
 
   if FLAGS.workers < 1:
-    raise ValueError(f"--workers={FLAGS.workers}; expected 1 or more")
+    raise FlagError(f"--workers={FLAGS.workers}; expected 1 or more")
   search = make_search(overrides)
   if FLAGS.collect:
     study = search_lib.open_study(search, create=False)
@@ -106,6 +107,9 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
                              env=child) for i in range(1, FLAGS.workers)]
   try:
     search_lib.work(search)
+  except search_lib.Preempted as e:  # a signal: the trial has its checkpoint; exit 0 as a run
+    progress.console(f"[search] stopped: {e}; the same command continues the search")
+    return
   finally:
     codes = [p.wait() for p in others]
   if os.environ.get("STRATA_SEARCH_CHILD"):

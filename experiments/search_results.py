@@ -19,13 +19,19 @@ from experiments.sweep_runs import _format
 from train import figures, files
 
 
+def state(trial) -> str:
+  """A trial's state as the tables give it: Optuna's, or "preempted" for a trial stopped by a
+  signal (Optuna records it as failed; it was queued to resume, not lost)."""
+  return "preempted" if trial.user_attrs.get("preempted") else trial.state.name.lower()
+
+
 def rows(search: Search, study) -> list[dict[str, Any]]:
   """One row per trial in trial order: number, state, point, value, steps trained, the trial
   whose workdir it used (`resumes`), the step it was pruned at, the error that failed it."""
   out = []
   for t in study.get_trials(deepcopy=False):
     out.append({
-        "trial": t.number, "state": t.state.name.lower(),
+        "trial": t.number, "state": state(t),
         "point": search_space.decode(search.items, t.params), "value": t.value,
         "steps": int(t.user_attrs.get("steps", 0)),
         "resumes": t.user_attrs.get("resumes"), "retry_of": t.user_attrs.get("retry_of"),
@@ -161,10 +167,11 @@ def write(search: Search, study) -> str:
   weights = importances(study)
   top = best(search, table)
   counts = {s: sum(r["state"] == s for r in table) for s in
-            ("complete", "pruned", "fail", "running", "waiting")}
+            ("complete", "pruned", "fail", "preempted", "running", "waiting")}
   text = markdown(search, table)
   text += (f"\n\n{counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} "
-           f"failed; {steps_spent(done)} training steps in all "
+           f"failed, {counts['preempted']} preempted and resumed; {steps_spent(done)} training "
+           "steps in all "
            f"({search.sampler} sampler, {search.pruner} pruner).")
   if top is not None:
     text += (f"\n\nBest {search.metric}: {top['value']:.4g}, trial {top['trial']}: "

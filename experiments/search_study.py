@@ -34,6 +34,7 @@ import warnings
 from typing import Any, Callable, Sequence
 
 import ml_collections as mlc
+import numpy as np
 
 from experiments import search_space
 from experiments import sweep_runs as sweep
@@ -48,8 +49,10 @@ MAX_RETRIES = 3
 
 
 class Preempted(InterruptedError):
-  """The worker was asked to stop (SIGTERM); its trial is queued to resume. (An OSError, so the
-  command ends on one line.)"""
+  """The worker was asked to stop (SIGTERM); its trial is checkpointed, marked `preempted` and
+  queued to resume. `python -m experiments.search` ends with exit status 0 on it, as a
+  preempted run does."""
+  exit_status = 0
 
 
 @dataclasses.dataclass
@@ -118,13 +121,34 @@ def _sampler(search: Search):
   import optuna
 
   seed = sampler_seed(search)
-  if search.sampler == "grid":
+  if search.sampler == "grid":  # never proposes a point the study has finished
     return optuna.samplers.GridSampler(search_space.grid(search.items), seed=seed)
   if search.sampler == "random":
-    return optuna.samplers.RandomSampler(seed=seed)
+    return seeded_per_trial(optuna.samplers.RandomSampler, seed)
   # multivariate + group: TPE models the parameters jointly, and a conditional space as the
   # groups of parameters that appear together
-  return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+  return seeded_per_trial(optuna.samplers.TPESampler, seed, multivariate=True, group=True)
+
+
+def seeded_per_trial(base: type, seed: int, **kwargs: Any):
+  """`base(seed=seed, **kwargs)`, an Optuna sampler whose random state is reseeded from (seed,
+  trial number) before each trial is sampled.
+
+  Optuna keeps no sampler state in storage, so a continued search used to start its sampler
+  from `seed` again and propose the first trials' points a second time. Seeded per trial, trial
+  n draws what it would have drawn in an uninterrupted search (given the same finished trials,
+  which TPE reads from storage), whichever process samples it.
+  """
+  class PerTrial(base):
+    def before_trial(self, study, trial) -> None:
+      state = int(np.random.SeedSequence([seed, trial.number]).generate_state(1)[0])
+      for sampler in (self, getattr(self, "_random_sampler", None)):  # TPE's start-up sampler
+        if sampler is not None:
+          sampler._rng.rng.seed(state)
+      super().before_trial(study, trial)
+
+  PerTrial.__name__ = PerTrial.__qualname__ = f"PerTrial{base.__name__}"
+  return PerTrial(seed=seed, **kwargs)
 
 
 def _pruner(search: Search):
@@ -244,6 +268,9 @@ def objective(search: Search, log: Callable[[str], None]) -> Callable[[Any], flo
       log(f"{label}: diverged: {e}")
       raise
     if not os.path.exists(os.path.join(workdir, files.SUMMARY)):
+      # Optuna has no preempted state: the trial ends as failed in the study, marked preempted
+      # here, and every table and count reads the mark (search_results.state)
+      trial.set_user_attr("preempted", True)
       _requeue(trial.study, trial)
       raise Preempted(f"trial {trial.number} stopped with a checkpoint in {workdir}; queued to "
                       "resume")

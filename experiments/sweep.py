@@ -26,6 +26,7 @@ from absl import flags
 
 from train import cli
 from train import config as config_lib
+from train.errors import FlagError
 
 FLAGS = flags.FLAGS
 
@@ -70,7 +71,7 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
   mine = runs
   if FLAGS.shard:
     if FLAGS.collect:
-      raise ValueError("--shard and --collect go apart: shards run, a collect step writes tables")
+      raise FlagError("--shard and --collect go apart: shards run, a collect step writes tables")
     mine = sweep_lib.shard(runs, *sweep_lib.parse_shard(FLAGS.shard))
   for run in mine if FLAGS.dry_run else []:
     print(f"{run.status:9s} {run.workdir}")

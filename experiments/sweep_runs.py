@@ -34,7 +34,7 @@ import numpy as np
 
 from train import config as config_lib
 from train import files, loop
-from train.errors import ConfigError
+from train.errors import ConfigError, FlagError
 
 DISTRIBUTIONS = ("uniform", "loguniform", "randint")
 # metrics where larger is better; for every other one, smaller is
@@ -261,15 +261,15 @@ def parse_shard(text: str) -> tuple[int, int]:
   `$JOB_COMPLETION_INDEX/N`).
 
   Raises:
-    ValueError: not two integers with 0 <= I < N.
+    FlagError: not two integers with 0 <= I < N.
   """
   try:
     i, n = (int(x) for x in text.split("/"))
   except ValueError:
-    raise ValueError(f"--shard={text!r}; expected I/N with integers 0 <= I < N, e.g. 0/4") \
+    raise FlagError(f"--shard={text!r}; expected I/N with integers 0 <= I < N, e.g. 0/4") \
         from None
   if not 0 <= i < n:
-    raise ValueError(f"--shard={text!r}; expected I/N with 0 <= I < N, e.g. 0/4")
+    raise FlagError(f"--shard={text!r}; expected I/N with 0 <= I < N, e.g. 0/4")
   return i, n
 
 

@@ -14,7 +14,6 @@ error says why for each.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -29,7 +28,7 @@ from jax.experimental import multihost_utils
 
 import arch
 from train import files
-from train.errors import CheckpointError
+from train.errors import CheckpointError, NoRunError
 
 
 class Checkpointer:
@@ -155,10 +154,10 @@ def load_state_tree(directory: str, step: int | None = None) -> tuple[dict[str, 
   manager = ocp.CheckpointManager(directory) if os.path.isdir(directory) else None
   steps = sorted(manager.all_steps()) if manager else []
   if not steps:
-    raise CheckpointError(f"no checkpoint in {directory}; train first with "
-                          "`python -m train --config ... --workdir` on this workdir")
+    raise NoRunError(f"no checkpoint in {directory}; train first with "
+                     "`python -m train --config ... --workdir` on this workdir")
   if step is not None and step not in steps:
-    raise CheckpointError(f"checkpoint step {step} is not in {directory}; it holds {steps}")
+    raise NoRunError(f"checkpoint step {step} is not in {directory}; it holds {steps}")
   failures = []
   for s in ([step] if step is not None else reversed(steps)):
     try:
@@ -176,14 +175,16 @@ def read_config(workdir: str) -> dict[str, Any]:
   """The resolved config a run wrote to `workdir/config.json`, as a dict.
 
   Raises:
-    CheckpointError: the workdir holds no config.json (nothing was trained there).
+    ConfigError: a URL for a workdir.
+    NoRunError: the workdir holds no config.json (nothing was trained there).
+    CheckpointError: a config.json that cannot be parsed, naming it.
   """
+  files.check_directory(workdir, "--workdir")
   path = os.path.join(workdir, files.CONFIG)
   if not os.path.exists(path):
-    raise CheckpointError(f"--workdir={workdir} holds no config.json; train there first with "
-                          "`python -m train --config ... --workdir`")
-  with open(path) as f:
-    return json.load(f)
+    raise NoRunError(f"--workdir={workdir} holds no config.json; train there first with "
+                     "`python -m train --config ... --workdir`")
+  return files.read_json(path)
 
 
 def load_workdir(workdir: str, step: int | None = None) -> tuple[Any, dict[str, Any],

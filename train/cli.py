@@ -6,11 +6,13 @@ traceback.
       cli.run(main)                # absl flags
     cli.ArgumentParser(...)        # argparse tools: the same line for a bad argument
 
-Exit status 2: a bad command line (an unknown or malformed flag, a missing required one, a stray
-argument, a config override that names no field or has a value of the wrong type or range).
-Exit status 1: a failure while running (the project's config, data, checkpoint and non-finite
-loss errors, a ValueError from a library given a bad value, a missing optional package, a file
-that cannot be read or written). Anything else is a bug and keeps its traceback.
+Exit status (the contract; `train/errors.py`, docs/guide.md): 0 done, or stopped by a signal with
+its checkpoint saved; 2 a bad command line or config (an unknown or malformed flag, a stray
+argument, a field that names nothing or has a bad value, a workdir held by another run or
+holding another config, a workdir that holds no run); 3 data that cannot be read; 4 a non-finite
+loss; 5 a checkpoint or file that cannot be written or read (a full disk, a corrupt
+checkpoint); 1 any other failure said in one line (a ValueError from a library given a bad
+value, a missing optional package). Anything else is a bug and keeps its traceback.
 `STRATA_TRACEBACK=1` re-raises every error with its traceback, for debugging.
 """
 
@@ -23,7 +25,14 @@ from typing import Any, Callable, NoReturn
 
 from absl import app, flags, logging
 
-from train.errors import CheckpointError, FlagError, NonFiniteLossError
+from train.errors import (
+  EXIT_FAILED,
+  EXIT_STORAGE,
+  EXIT_USAGE,
+  CheckpointError,
+  FlagError,
+  NonFiniteLossError,
+)
 
 # Errors that are a failure of the inputs, not of the code: said in one line. ValueError covers
 # ConfigError and data.DataError (kept out of the imports: the PyTorch-only benchmark scripts use
@@ -43,19 +52,26 @@ def _debug() -> bool:
   return os.environ.get("STRATA_TRACEBACK", "") not in ("", "0")
 
 
+def status_of(error: BaseException) -> int:
+  """The exit status of an error (the module docstring's contract): its type's `exit_status`,
+  2 for usage errors, 5 for a file that cannot be read or written, else 1."""
+  if isinstance(error, (app.UsageError, flags.Error)):
+    return EXIT_USAGE
+  status = getattr(type(error), "exit_status", None)
+  if status is not None:
+    return int(status)
+  return EXIT_STORAGE if isinstance(error, OSError) else EXIT_FAILED
+
+
 def guarded(fn: Callable[[], Any]) -> Any:
-  """Runs `fn()`, turning usage errors into exit status 2 and `RUN_ERRORS` into exit status 1,
-  each as one `error: ...` line."""
+  """Runs `fn()`, turning usage errors and `RUN_ERRORS` into one `error: ...` line and the exit
+  status of `status_of`."""
   try:
     return fn()
-  except (app.UsageError, FlagError, flags.Error) as e:
+  except (app.UsageError, FlagError, flags.Error, *RUN_ERRORS) as e:
     if _debug():
       raise
-    fail(e, 2)
-  except RUN_ERRORS as e:
-    if _debug():
-      raise
-    fail(e, 1)
+    fail(e, status_of(e))
 
 
 def start(argv: list[str], positional: bool = False) -> None:

@@ -23,7 +23,7 @@ from data import pipeline as data_pipeline
 from data import preprocess as data_preprocess
 from data import synthetic as data_synthetic
 from data import transforms as data_transforms
-from train import evaluators, field_use, paradigms
+from train import evaluators, field_use, files, paradigms
 from train.config_fields import (  # noqa: F401  (the field helpers, re-exported)
   closest_fields,
   fields,
@@ -261,6 +261,7 @@ def _validate(config: mlc.ConfigDict) -> None:
                       "thresholds inputs scaled to [0, 1]: expected data.normalize='unit'")
   check_positive(d.batch_size, "data.batch_size")
   check_positive(d.eval_batch_size, "data.eval_batch_size")
+  files.check_directory(d.data_dir, "data.data_dir")
   for f in ("prefetch", "device_prefetch", "workers", "seq_len"):
     check_positive(d[f], f"data.{f}", allow_zero=True)
   if d.eval_workers < -1:

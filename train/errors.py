@@ -10,9 +10,18 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+# The exit-code contract of every command (`train.cli`; the table is in docs/guide.md): each
+# error type carries its status, so the command-line frame needs no list of them.
+EXIT_FAILED = 1     # any other failure said in one line (a library's ValueError, a missing package)
+EXIT_USAGE = 2      # a bad command line or config: fix the command, do not retry it
+EXIT_DATA = 3       # data that cannot be read (data.sources.DataError)
+EXIT_DIVERGED = 4   # a non-finite loss
+EXIT_STORAGE = 5    # a checkpoint or record that cannot be written or read (full disk, corrupt)
+
 
 class ConfigError(ValueError):
   """A config field with a value that cannot run."""
+  exit_status = EXIT_USAGE
 
 
 class FlagError(ConfigError):
@@ -21,11 +30,18 @@ class FlagError(ConfigError):
 
 
 class CheckpointError(RuntimeError):
-  """A checkpoint that cannot be written or restored, or a workdir with nothing to restore."""
+  """A checkpoint that cannot be written or restored."""
+  exit_status = EXIT_STORAGE
+
+
+class NoRunError(CheckpointError):
+  """A workdir named as a trained run that holds none (a usage error: the path is wrong)."""
+  exit_status = EXIT_USAGE
 
 
 class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN or infinite loss."""
+  exit_status = EXIT_DIVERGED
 
 
 def check_choice(value: Any, options: Iterable[Any], field: str) -> None:

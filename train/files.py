@@ -7,6 +7,8 @@ import json
 import os
 from typing import Any
 
+from train.errors import CheckpointError, ConfigError
+
 CONFIG = "config.json"          # the resolved config, as the run was started
 LINEAGE = "lineage.json"        # train.lineage: code and library versions, dataset
 METRICS = "metrics.jsonl"       # train.metric_writer: one record per line, no timings
@@ -14,6 +16,31 @@ THROUGHPUT = "throughput.jsonl"  # rates: steps/s, examples/s, MFU
 SUMMARY = "summary.json"        # a finished run: steps, final evaluation, wall time
 CHECKPOINTS = "checkpoints"     # train.checkpoint: one folder per saved step
 TENSORBOARD = "tensorboard"
+
+
+def check_directory(path: str | None, field: str) -> None:
+  """Raises ConfigError for a URL (`gs://...`, `s3://...`: object storage is not supported yet,
+  and such a path would otherwise become a local folder named `gs:`) or a path that exists and is
+  not a directory."""
+  if path and "://" in str(path):
+    raise ConfigError(f"{field}={path!r}: object storage is not supported yet; use a local or "
+                      "mounted path (e.g. a gcsfuse mount of the bucket)")
+  if path and os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f"{field}={path!r} is a file; expected a directory (a new or existing run's)")
+
+
+def read_json(path: str) -> Any:
+  """The JSON document in `path`.
+
+  Raises:
+    CheckpointError: a file that cannot be read or parsed (torn, corrupt), naming it.
+  """
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"{path} cannot be read as JSON ({type(e).__name__}: {e}); restore it "
+                          "from a backup or move it aside") from None
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -39,6 +39,7 @@ from train import (
   progress,
   throughput,
   transfer,
+  workdir_lock,
 )
 from train import preemption as preemption_lib
 from train.errors import NonFiniteLossError
@@ -74,8 +75,7 @@ def config_changes(workdir: str, config: mlc.ConfigDict) -> dict[str, tuple[Any,
   path = os.path.join(workdir, files.CONFIG)
   if not os.path.exists(path):
     return {}
-  with open(path) as f:
-    return changes_from(json.load(f), config)
+  return changes_from(files.read_json(path), config)
 
 
 def changes_from(saved: dict[str, Any], config: mlc.ConfigDict) -> dict[str, tuple[Any, Any]]:
@@ -154,8 +154,26 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
     NonFiniteLossError: the loss became NaN/inf; names the step and the last good checkpoint.
   """
   t_start = time.perf_counter()
+  files.check_directory(workdir, "--workdir")
   workdir = os.path.abspath(workdir)
   run, settings = prepare(config)
+  # One writer per workdir (train/workdir_lock.py), taken before the first compile: a second run
+  # on it is refused before it compiles or writes anything. A dry run writes nothing; in a
+  # multi-process job process 0 holds it for the job.
+  locked, existed = not dry_run and jax.process_index() == 0, os.path.exists(workdir)
+  if locked:
+    workdir_lock.acquire(workdir)
+  try:
+    return _train(config, workdir, run, settings, t_start, dry_run, on_eval)
+  finally:
+    if locked:
+      workdir_lock.release(workdir, remove=not existed)
+
+
+def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t_start: float,
+           dry_run: bool, on_eval: Callable[[int, str, dict[str, float]], None] | None
+           ) -> dict[str, float]:
+  """`train_and_evaluate` once the run is built and the workdir is held."""
   is_main = jax.process_index() == 0
   pc = jax.process_count()
   d = config.data

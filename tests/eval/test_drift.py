@@ -104,7 +104,7 @@ def test_cli_flags_the_drifted_mnist1d_and_not_a_redraw(classifier, tmp_path):
   bad = subprocess.run([sys.executable, "-m", "eval.drift", "--workdir", workdir, "--current",
                         "nonexistent_source"], cwd=ROOT, capture_output=True, text=True,
                        timeout=300)
-  assert bad.returncode == 1 and "data.source='nonexistent_source'" in bad.stderr
+  assert bad.returncode == 3 and "data.source='nonexistent_source'" in bad.stderr
 
 
 def test_errors():

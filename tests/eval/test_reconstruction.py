@@ -95,4 +95,4 @@ def test_cli_errors(trained, tmp_path):
       r.stderr
   r = subprocess.run(cmd + [str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                      timeout=300, check=False)
-  assert r.returncode == 1 and "holds no config.json" in r.stderr
+  assert r.returncode == 2 and "holds no config.json" in r.stderr

@@ -127,4 +127,4 @@ def test_cli_prints_the_report_and_names_errors(trained, tmp_path):
   assert done.returncode == 0, done.stderr
   assert "## Calibration" in done.stdout
   bad = run("--workdir", str(tmp_path / "nothing"))
-  assert bad.returncode == 1 and "error:" in bad.stderr and "nothing" in bad.stderr
+  assert bad.returncode == 2 and "error:" in bad.stderr and "nothing" in bad.stderr

@@ -214,3 +214,36 @@ def test_workers_sharing_a_study_draw_different_points(data_dir, tmp_path):
   assert draws(0) == draws(0) and draws(1) == draws(1)  # each worker repeats itself
   assert not set(draws(0)) & set(draws(1))
   assert search.sampler_seed(_search(data_dir, tmp_path, "optim.learning_rate=[0.1]")) == 0
+
+
+@pytest.mark.slow  # a search in a fresh interpreter, stopped and continued
+def test_a_preempted_search_exits_0_marks_its_trial_and_continues_without_repeats(
+    data_dir, tmp_path):
+  workdir = str(tmp_path / "study")
+  command = [sys.executable, "-m", "experiments.search", "--config",
+             "experiments/mnist1d_logreg.py:tiny", "--space",
+             "optim.learning_rate=loguniform(1e-3,1e-1)", "--sampler", "random", "--trials", "3",
+             "--workdir", workdir, f"--config.data.data_dir={data_dir}",
+             "--config.train.steps=3000", "--config.train.checkpoint_every=500",
+             "--config.train.eval_every=1000", "--config.train.log_every=1000",
+             "--compilation_cache="]
+  first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+  checkpoints = os.path.join(workdir, "trials", "trial_0001", "checkpoints")
+  deadline = time.time() + 300
+  while time.time() < deadline and first.poll() is None and not (
+      os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints))):
+    time.sleep(0.05)
+  first.send_signal(signal.SIGTERM)
+  _, err = first.communicate(timeout=300)
+  assert first.returncode == 0, err[-3000:]
+  assert "[search] stopped: trial 1 stopped with a checkpoint" in err
+  study = optuna.load_study(study_name="study", storage=f"sqlite:///{workdir}/study.db")
+  assert study.trials[1].user_attrs["preempted"] is True
+  again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "1 preempted and resumed" in again.stdout
+  study = optuna.load_study(study_name="study", storage=f"sqlite:///{workdir}/study.db")
+  points = [t.params["optim.learning_rate"] for t in study.trials
+            if "retry_of" not in t.user_attrs]
+  assert len(points) == len(set(points)) == 3  # the continued search drew no point twice

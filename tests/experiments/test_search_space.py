@@ -100,3 +100,41 @@ def test_fields_are_checked_against_the_experiment():
     search_space.check(search_space.parse("optim.learning_rat=[1e-3]"), config)
   with pytest.raises(ConfigError, match="'seed' is the search's training seed"):
     search_space.check(search_space.parse("seed=[1,2]"), config)
+
+
+@pytest.mark.parametrize("name", ["random", "tpe"])
+def test_a_continued_search_proposes_what_an_uninterrupted_one_does(name, tmp_path):
+  """Three continuations (a new process each: a new sampler loading the study from storage)
+  propose the points of one uninterrupted search, none twice."""
+  import warnings
+
+  from experiments import search_study
+
+  optuna.logging.set_verbosity(optuna.logging.ERROR)
+  warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+  base = {"random": optuna.samplers.RandomSampler, "tpe": optuna.samplers.TPESampler}[name]
+  kwargs = {} if name == "random" else {"multivariate": True, "group": True,
+                                        "n_startup_trials": 3}
+
+  def objective(trial):
+    x = trial.suggest_float("optim.learning_rate", 1e-4, 1e-1, log=True)
+    y = trial.suggest_float("optim.weight_decay", 0.0, 0.1)
+    return (x - 3e-3) ** 2 + y
+
+  def points(parts: list[int]) -> list[tuple[float, float]]:
+    storage = f"sqlite:///{tmp_path}/{name}_{len(parts)}.db"
+    for n in parts:
+      study = optuna.create_study(study_name="s", storage=storage, load_if_exists=True,
+                                  sampler=search_study.seeded_per_trial(base, 0, **kwargs))
+      study.optimize(objective, n_trials=n)
+    return [tuple(t.params.values()) for t in study.trials]
+
+  straight, continued = points([8]), points([2, 2, 2, 2])
+  assert continued == straight and len(set(continued)) == 8
+  # the old behaviour, a sampler reseeded with the search's seed, repeats the first trials
+  storage = f"sqlite:///{tmp_path}/old.db"
+  for _ in range(2):
+    study = optuna.create_study(study_name="s", storage=storage, load_if_exists=True,
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=2)
+  assert len({tuple(t.params.values()) for t in study.trials}) == 2

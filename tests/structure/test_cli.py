@@ -138,6 +138,14 @@ def test_train_names_the_mistyped_field_and_the_one_meant(tmp_path):
       "search": ["experiments.search", "--config", "experiments/mnist1d_cnn.py:tiny",
                  "--space", "optim.learning_rate=loguniform(1e-3,1e-1)", "--sampler", "grid",
                  "--workdir", str(tmp_path / "search")],
+      "space": ["experiments.search", "--config", "experiments/mnist1d_cnn.py:tiny",
+                "--space", "optim.learning_rate", "--workdir", str(tmp_path / "search2")],
+      "shard": ["experiments.sweep", "--config", "experiments/mnist1d_cnn.py:tiny",
+                "--sweep", "optim.learning_rate=[0.1,0.2]", "--shard", "x",
+                "--workdir", str(tmp_path / "sweep2")],
+      "model": ["train", "--config", "experiments/mnist1d_cnn.py:tiny",
+                "--config.model.name=nope", "--workdir", str(tmp_path / "model")],
+      "gs": ["train", "--config", "experiments/mnist1d_cnn.py:tiny", "--workdir", "gs://b/run"],
   }))
   expected = {
       "typo": (2, "--config.optim.lr=1: the config has no field 'optim.lr'; did you mean "
@@ -146,11 +154,16 @@ def test_train_names_the_mistyped_field_and_the_one_meant(tmp_path):
       "value": (2, "optim.name='adm'; expected one of ['sgd'"),
       "arg": (2, "unknown argument 'huge'; expected one of ['tiny', 'augmented']"),
       "stray": (2, "unexpected arguments ['extra']"),
-      "missing": (1, "nothing_here holds no config.json"),
-      "sweep": (None, "'optim.lr'; did you mean optim.learning_rate"),
-      "forecast": (1, "nothing_here holds no config.json"),
-      "search": (1, "--sampler grid needs a flat space of lists; ['optim.learning_rate']"),
+      "missing": (2, "nothing_here holds no config.json"),
+      "sweep": (2, "'optim.lr'; did you mean optim.learning_rate"),
+      "forecast": (2, "nothing_here holds no config.json"),
+      "search": (2, "--sampler grid needs a flat space of lists; ['optim.learning_rate']"),
+      "space": (2, "--space item 'optim.learning_rate': expected NAME=VALUES"),
+      "shard": (2, "--shard='x'; expected I/N with integers"),
+      "model": (2, "model.name='nope' is not a registered model"),
+      "gs": (2, "--workdir='gs://b/run': object storage is not supported yet"),
   }
+  # every usage or config error is status 2 (the contract in docs/guide.md)
   for key, (status, text) in expected.items():
     line = _one_error_line(runs[key])
     assert text in line, (key, line)

@@ -86,4 +86,4 @@ def test_cli_samples_from_a_trained_workdir(trained, tmp_path):
   assert r.returncode == 1 and "outside the model's vocabulary" in r.stderr
   r = subprocess.run(cmd[:4] + [str(tmp_path / "nothing"), "--prompt", "a"], cwd=ROOT,
                      capture_output=True, text=True, timeout=300, check=False)
-  assert r.returncode == 1 and "holds no config.json" in r.stderr
+  assert r.returncode == 2 and "holds no config.json" in r.stderr

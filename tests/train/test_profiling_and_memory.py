@@ -67,6 +67,6 @@ def test_the_command_line_dry_run_and_refusal(data_dir, tmp_path):
   r = run_cli(base + ["--dry_run", f"--workdir={tmp_path / 'dry'}"])
   assert r.returncode == 0 and "dry run: " in r.stderr, r.stderr[-2000:]
   r = run_cli(base + ["--config.train.memory_limit_gb=0.00001", f"--workdir={tmp_path / 'x'}"])
-  assert r.returncode == 1
+  assert r.returncode == 2  # a config that does not fit
   assert r.stderr.strip().splitlines()[-1].startswith("error: the train step needs ")
   assert not os.path.exists(tmp_path / "dry") and not os.path.exists(tmp_path / "x")

@@ -73,26 +73,38 @@ def data_dir(tmp_path_factory) -> str:
   return path
 
 
+# Runs trained once per test session and shared by the xdist workers (`trained`): made by the
+# first process, inherited by the workers, removed at the end.
+if "STRATA_TEST_TRAINED" not in os.environ:
+  os.environ["STRATA_TEST_TRAINED"] = tempfile.mkdtemp(prefix="strata-tests-trained-")
+  atexit.register(shutil.rmtree, os.environ["STRATA_TEST_TRAINED"], True)
+
+
 @pytest.fixture(scope="session")
-def trained(data_dir, tmp_path_factory):
+def trained(data_dir):
   """`trained(name)`: the workdir of experiment `name` trained once in tiny mode per session;
   `trained(name, steps=N)`: its full config trained for N steps (evaluated and checkpointed at
-  the end only)."""
-  from train import loop
+  the end only). One training for all the workers: the first to ask trains it under a file
+  lock, the others wait for it and reuse it (the run's config names the first worker's data
+  directory, which lives as long as the session). Tests read these workdirs; a test that writes
+  into one passes its own --out."""
+  import fcntl
 
-  done: dict[tuple[str, int | None], str] = {}
+  from train import files, loop
 
   def get(name: str, steps: int | None = None) -> str:
-    if (name, steps) not in done:
-      workdir = str(tmp_path_factory.mktemp(name))
-      config = load_experiment(name, None if steps else "tiny", data_dir)
-      if steps:
-        config.train.steps = steps
-        config.train.log_every = min(config.train.log_every, steps)
-        config.train.eval_every = config.train.checkpoint_every = 0
-      loop.train_and_evaluate(config, workdir)
-      done[name, steps] = workdir
-    return done[name, steps]
+    workdir = os.path.join(os.environ["STRATA_TEST_TRAINED"], f"{name}_{steps or 'tiny'}")
+    with open(workdir + ".lock", "w") as lock:
+      fcntl.lockf(lock, fcntl.LOCK_EX)  # waits while another worker trains it
+      if not os.path.exists(os.path.join(workdir, files.SUMMARY)):
+        shutil.rmtree(workdir, ignore_errors=True)  # a failed attempt's leftovers
+        config = load_experiment(name, None if steps else "tiny", data_dir)
+        if steps:
+          config.train.steps = steps
+          config.train.log_every = min(config.train.log_every, steps)
+          config.train.eval_every = config.train.checkpoint_every = 0
+        loop.train_and_evaluate(config, workdir)
+    return workdir
   return get
 
 

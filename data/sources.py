@@ -81,9 +81,16 @@ def _builder(data_config):
   Raises:
     DataError: the source is unknown, or a catalog dataset is not prepared and cannot be.
   """
-  return _cached_builder(data_config.source, _data_dir(data_config),
-                         json.dumps(_builder_overrides(data_config), sort_keys=True),
-                         bool(data_config.download))
+  data_dir = _data_dir(data_config)
+  try:
+    return _cached_builder(data_config.source, data_dir,
+                           json.dumps(_builder_overrides(data_config), sort_keys=True),
+                           bool(data_config.download))
+  except OSError as e:  # a data_dir that cannot be made, read or written: name the field
+    raise DataError(f"data.data_dir={data_config.data_dir!r} ({data_dir}): cannot prepare or "
+                    f"read data.source={data_config.source!r} there: {e.strerror or e} "
+                    f"({getattr(e, 'filename', None) or data_dir}); expected a directory this "
+                    "user can write") from None
 
 
 @contextlib.contextmanager
@@ -270,9 +277,17 @@ def read_records(source: Any, keys: Any) -> list[dict[str, Any]]:
   if not keys:
     return []
   try:
-    return list(source.__getitems__(keys))
-  except (TypeError, AttributeError):  # tfds.testing.mock_data replaces the single reader only
-    return [source[k] for k in keys]
+    try:
+      return list(source.__getitems__(keys))
+    except (TypeError, AttributeError):  # tfds.testing.mock_data replaces the single reader only
+      return [source[k] for k in keys]
+  except RuntimeError as e:  # array_record's reader: a damaged file (Riegeli hash mismatch, ...)
+    info = getattr(source, "dataset_info", None)
+    where = (f"split {getattr(source, 'split', '?')!r} of {info.full_name} in {info.data_dir}"
+             if info is not None else "a data split")
+    raise DataError(f"{where} cannot be read: {str(e).splitlines()[0][:240]}; a prepared file "
+                    "there is damaged: delete that folder so that it is prepared again (or "
+                    "restore it)") from None
 
 
 def _data_source(builder, split: str, raw_key: str | None = None):

@@ -182,11 +182,18 @@ def open_study(search: Search, create: bool = True):
   # heartbeats, fail_stale_trials and grouped TPE are "experimental" in Optuna 5 (since 2.9)
   warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
   os.makedirs(search.workdir, exist_ok=True)
-  storage = optuna.storages.RDBStorage(
-      search.storage, heartbeat_interval=search.heartbeat, grace_period=search.grace,
-      heartbeat_stale_trial_callback=_requeue,
-      engine_kwargs={"connect_args": {"timeout": 60}} if search.storage.startswith("sqlite")
-      else None)
+  try:
+    storage = optuna.storages.RDBStorage(
+        search.storage, heartbeat_interval=search.heartbeat, grace_period=search.grace,
+        heartbeat_stale_trial_callback=_requeue,
+        engine_kwargs={"connect_args": {"timeout": 60}} if search.storage.startswith("sqlite")
+        else None)
+  except ImportError:
+    raise
+  except Exception as e:  # SQLAlchemy's errors for a URL it cannot use, of many types
+    raise ConfigError(f"--storage={search.storage!r}: {type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''}; expected an SQLAlchemy URL "
+                      "such as sqlite:///path/study.db or postgresql://host/db") from e
   if not create:
     return optuna.load_study(study_name=search.study_name, storage=storage,
                              sampler=_sampler(search), pruner=_pruner(search))

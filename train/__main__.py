@@ -11,14 +11,20 @@ each process (or `--distributed` where JAX detects them), with one shared `--wor
 
 from __future__ import annotations
 
-import os
-import sys
+# standard library only: SIGTERM, SIGINT and SIGUSR1 are handled from the first instant
+from train import signals
 
-import jax
-from absl import app, flags
+if __name__ == "__main__":
+  signals.install_early()
 
-from train import cli, compilation_cache, loop
-from train import config as config_lib
+import os  # noqa: E402
+import sys  # noqa: E402
+
+import jax  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from train import cli, compilation_cache, loop  # noqa: E402
+from train import config as config_lib  # noqa: E402
 
 _CONFIG = flags.DEFINE_string(
     "config", None, "Experiment file or module, optionally with an argument: "
@@ -40,6 +46,9 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run", False, "Build and compile the run, print its per-device memory (parameters, "
     "optimizer state, batch, XLA temporaries) and FLOPs per step, and stop without training.")
+_RESTART = flags.DEFINE_bool(
+    "restart", False, "Start again from step 0 in a workdir that holds an earlier start's "
+    "records: they move into WORKDIR/restarted-<time>/ (nothing is deleted).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -69,7 +78,7 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
   init_distributed()
   compilation_cache.use_compilation_cache(_CACHE.value)
   loop.train_and_evaluate(config, _WORKDIR.value or default_workdir(_CONFIG.value),
-                          dry_run=_DRY_RUN.value)
+                          dry_run=_DRY_RUN.value, restart=_RESTART.value)
 
 
 if __name__ == "__main__":

@@ -97,8 +97,8 @@ class Checkpointer:
     if failures:
       raise CheckpointError(
           f"no checkpoint in {self.directory} could be restored:\n  " + "\n  ".join(failures) +
-          "\nThe damaged steps were moved aside, not deleted. Start again in this workdir to "
-          "train from scratch, or point --workdir elsewhere.")
+          "\nThe damaged steps were moved aside, not deleted. Start again with --restart to "
+          "train from scratch here (the records move aside too), or point --workdir elsewhere.")
     return None
 
   def _quarantine(self, step: int) -> str:
@@ -169,6 +169,17 @@ def load_state_tree(directory: str, step: int | None = None) -> tuple[dict[str, 
   manager.close()
   raise CheckpointError(f"no checkpoint in {directory} could be restored:\n  " +
                         "\n  ".join(failures))
+
+
+def saved_steps(directory: str) -> list[int]:
+  """The steps saved in `directory`, oldest first ([] when it does not exist); creates nothing."""
+  if not os.path.isdir(directory):
+    return []
+  manager = ocp.CheckpointManager(directory)
+  try:
+    return sorted(manager.all_steps())
+  finally:
+    manager.close()
 
 
 def read_config(workdir: str) -> dict[str, Any]:

@@ -19,12 +19,14 @@ value, a missing optional package). Anything else is a bug and keeps its traceba
 from __future__ import annotations
 
 import argparse
+import logging as std_logging
 import os
 import sys
 from typing import Any, Callable, NoReturn
 
 from absl import app, flags, logging
 
+from train import signals
 from train.errors import (
   EXIT_FAILED,
   EXIT_STORAGE,
@@ -42,9 +44,11 @@ RUN_ERRORS = (ValueError, CheckpointError, NonFiniteLossError, ImportError, OSEr
 
 def fail(message: Any, status: int) -> NoReturn:
   """`error: <message>` on stderr as one line (a message of several lines, such as the failures
-  of each checkpoint tried, joined with "; "), then exit with `status`."""
+  of each checkpoint tried, joined with "; "), then exit with `status` (0: the message alone, a
+  run stopped by a signal)."""
   lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-  print(f"error: {'; '.join(lines) or type(message).__name__}", file=sys.stderr, flush=True)
+  text = '; '.join(lines) or type(message).__name__
+  print(f"error: {text}" if status else text, file=sys.stderr, flush=True)
   sys.exit(status)
 
 
@@ -68,10 +72,18 @@ def guarded(fn: Callable[[], Any]) -> Any:
   status of `status_of`."""
   try:
     return fn()
-  except (app.UsageError, FlagError, flags.Error, *RUN_ERRORS) as e:
+  except (app.UsageError, FlagError, flags.Error, signals.Stopped, *RUN_ERRORS) as e:
     if _debug():
       raise
     fail(e, status_of(e))
+
+
+def _quiet_orbax(record: std_logging.LogRecord) -> bool:
+  """Drops orbax's logged tracebacks and errors (a failed background save logs hundreds of lines,
+  a damaged checkpoint's recovery "Event loop is closed" ones): the loop turns each failure into
+  one line of its own. `STRATA_TRACEBACK=1` keeps them."""
+  from_orbax = f"{os.sep}orbax{os.sep}" in (record.pathname or "")
+  return not (from_orbax and (record.exc_info or record.levelno >= std_logging.ERROR))
 
 
 def start(argv: list[str], positional: bool = False) -> None:
@@ -83,6 +95,9 @@ def start(argv: list[str], positional: bool = False) -> None:
                          "--helpshort)")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  if not _debug():  # on the handlers: a logger's own filter misses its children's records
+    for handler in std_logging.getLogger().handlers:
+      handler.addFilter(_quiet_orbax)
 
 
 def run(main: Callable[[list[str]], Any], positional: bool = False,

@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import os
 import re
+import traceback
 from typing import Any
 
 import ml_collections as mlc
@@ -186,26 +187,43 @@ def load(spec: str) -> mlc.ConfigDict:
   package's recipes (`from experiments.recipes import gan`) like any module.
 
   Raises:
-    ConfigError: no such file or module, or one that defines no get_config.
+    ConfigError: no such file or module, one that defines no get_config, one that does not
+      compile or raises while it runs (where; the traceback with STRATA_TRACEBACK=1), or a
+      get_config that returns something other than a ConfigDict.
   """
   target, _, arg = spec.partition(":")
-  if target.endswith(".py") or os.sep in target:
-    if not os.path.isfile(target):
-      raise ConfigError(f"--config={spec}: no experiment file at {os.path.abspath(target)}")
-    name = os.path.splitext(os.path.basename(target))[0]
-    module_spec = importlib.util.spec_from_file_location(f"_strata_experiment_{name}", target)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-  else:
-    try:
-      module = importlib.import_module(target)
-    except ModuleNotFoundError as e:
-      raise ConfigError(f"--config={spec}: no experiment module {target!r} ({e}); expected a "
-                        "file path/to/X.py or a module such as experiments.mnist1d_cnn") from None
-  if not hasattr(module, "get_config"):
-    raise ConfigError(f"--config={spec}: {target} defines no get_config(arg); it is not an "
-                      "experiment")
-  return module.get_config(arg) if arg else module.get_config()
+  try:
+    if target.endswith(".py") or os.sep in target:
+      if not os.path.isfile(target):
+        raise ConfigError(f"--config={spec}: no experiment file at {os.path.abspath(target)}")
+      name = os.path.splitext(os.path.basename(target))[0]
+      module_spec = importlib.util.spec_from_file_location(f"_strata_experiment_{name}", target)
+      module = importlib.util.module_from_spec(module_spec)
+      module_spec.loader.exec_module(module)
+    else:
+      try:
+        module = importlib.import_module(target)
+      except ModuleNotFoundError as e:
+        if e.name is not None and not target.startswith(e.name):
+          raise  # the experiment imports a module that is missing: where, below
+        raise ConfigError(f"--config={spec}: no experiment module {target!r} ({e}); expected a "
+                          "file path/to/X.py or a module such as experiments.mnist1d_cnn") from None
+    if not hasattr(module, "get_config"):
+      raise ConfigError(f"--config={spec}: {target} defines no get_config(arg); it is not an "
+                        "experiment")
+    config = module.get_config(arg) if arg else module.get_config()
+  except ConfigError:
+    raise
+  except SyntaxError as e:
+    raise ConfigError(f"--config={spec}: {e.filename}, line {e.lineno}: {e.msg}") from e
+  except Exception as e:  # an experiment file is code: say where it failed, in one line
+    frame = traceback.extract_tb(e.__traceback__)[-1]
+    raise ConfigError(f"--config={spec}: {type(e).__name__}: {e} (at {frame.filename}, line "
+                      f"{frame.lineno}; STRATA_TRACEBACK=1 shows the traceback)") from e
+  if not isinstance(config, mlc.ConfigDict):
+    raise ConfigError(f"--config={spec}: get_config returned a {type(config).__name__}; expected "
+                      "an ml_collections.ConfigDict (start from train.config.base())")
+  return config
 
 
 def experiment_name(spec: str) -> str:

@@ -3,8 +3,10 @@ writes (to a temporary file, then renamed, so a failure never leaves half a file
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import uuid
 from typing import Any
 
 from train.errors import CheckpointError, ConfigError
@@ -56,18 +58,25 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=str)
-    f.write("\n")
-  os.replace(tmp, path)
+  """`obj` as indented JSON in `path`, written whole (`write_text_atomic`)."""
+  write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def write_text_atomic(path: str, text: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  """`text` in `path`, written whole: to a temporary file of a name no other writer uses, flushed
+  to the disk (fsync), then renamed over `path`; a failure (a full disk) removes the temporary
+  file and leaves `path` as it was."""
+  tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+  try:
+    with open(tmp, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+    raise
 
 
 def write_report(out: str, result: Any, markdown: str | None = None,

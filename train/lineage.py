@@ -10,6 +10,8 @@ import platform
 import subprocess
 from typing import Any
 
+from train import files
+
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "tensorflow-datasets",
              "chex", "ml-collections", "numpy", "strata")
 
@@ -53,3 +55,17 @@ def code_lineage() -> dict[str, Any]:
   if diff:
     out["diff_sha256"] = hashlib.sha256(diff.encode()).hexdigest()
   return out
+
+
+def add_segment(path: str, entry: dict[str, Any], from_step: int) -> dict[str, Any]:
+  """Writes WORKDIR/lineage.json with `entry` (this run segment's lineage, started at
+  `from_step`) added: its top level is the newest segment, `segments` every segment in order, so
+  a resumed run never replaces what an earlier one recorded (a run written before segments
+  existed becomes the first). Returns the document."""
+  old = files.read_json(path) if os.path.exists(path) else None
+  segments = list(old.get("segments") or [{k: v for k, v in old.items() if k != "segments"}]
+                  ) if old else []
+  entry = {**entry, "from_step": int(from_step)}
+  doc = {**entry, "segments": [*segments, entry]}
+  files.write_json_atomic(path, doc)
+  return doc

@@ -37,12 +37,14 @@ from train import (
   parallel,
   profiling,
   progress,
+  signals,
   throughput,
   transfer,
   workdir_lock,
+  workdir_records,
 )
 from train import preemption as preemption_lib
-from train.errors import NonFiniteLossError
+from train.errors import CheckpointError, NonFiniteLossError
 from train.run import (  # noqa: F401  (re-exported: tools build runs through the loop)
   Run,
   Settings,
@@ -140,9 +142,11 @@ def evaluate(eval_step, state, pipeline: data_lib.Pipeline, sharding, rng,
 
 
 def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = False,
-                       on_eval: Callable[[int, str, dict[str, float]], None] | None = None
-                       ) -> dict[str, float]:
+                       on_eval: Callable[[int, str, dict[str, float]], None] | None = None,
+                       restart: bool = False) -> dict[str, float]:
   """Trains `config` in `workdir` (resuming if it holds checkpoints); returns final eval metrics.
+  A finished run is not run again (its summary's final evaluation is returned); records that a
+  start would overwrite are refused, or with `restart` moved aside first (train/workdir_records).
 
   `on_eval(step, name, metrics)` is called after each evaluation is recorded ("eval" for
   `data.eval_split`, else the `config.evals` name); an exception it raises (a search pruning the
@@ -157,6 +161,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
   files.check_directory(workdir, "--workdir")
   workdir = os.path.abspath(workdir)
   run, settings = prepare(config)
+  signals.check("compiling")  # a SIGTERM/SIGINT so far (train.signals): stop, nothing to save
   # One writer per workdir (train/workdir_lock.py), taken before the first compile: a second run
   # on it is refused before it compiles or writes anything. A dry run writes nothing; in a
   # multi-process job process 0 holds it for the job.
@@ -164,15 +169,27 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
   if locked:
     workdir_lock.acquire(workdir)
   try:
-    return _train(config, workdir, run, settings, t_start, dry_run, on_eval)
+    return _train(config, workdir, run, settings, t_start, dry_run, on_eval, restart)
+  except OSError as e:  # a full disk, a file-size limit, a read-only mount: one line, status 5
+    raise CheckpointError(_storage_failure(e, workdir)) from e
   finally:
     if locked:
       workdir_lock.release(workdir, remove=not existed)
 
 
+def _storage_failure(error: OSError, workdir: str) -> str:
+  """The one line for a write that failed in `workdir`: what, where, and what resumes."""
+  saved = checkpoint_lib.saved_steps(os.path.join(workdir, files.CHECKPOINTS))
+  where = f" ({error.filename})" if error.filename else ""
+  then = (f"run the same command: it resumes from the last complete checkpoint, step {saved[-1]}"
+          if saved else "run the same command with --restart: no checkpoint was complete")
+  return (f"writing to --workdir={workdir} failed: {error.strerror or error}{where}; free space "
+          f"there (or raise the file-size limit), then {then}")
+
+
 def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t_start: float,
-           dry_run: bool, on_eval: Callable[[int, str, dict[str, float]], None] | None
-           ) -> dict[str, float]:
+           dry_run: bool, on_eval: Callable[[int, str, dict[str, float]], None] | None,
+           restart: bool) -> dict[str, float]:
   """`train_and_evaluate` once the run is built and the workdir is held."""
   is_main = jax.process_index() == 0
   pc = jax.process_count()
@@ -181,7 +198,14 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
   steps, devices, names = run.steps, mesh.devices.size, run.names
   batch_sharding, state_sharding = run.batch_sharding, run.state_sharding
   step_rng, eval_step = run.step_rng, run.eval_step
-  _check_resumable(workdir, config)
+  if not restart:  # --restart moves the old config aside with the rest
+    _check_resumable(workdir, config)
+  if not dry_run:  # every process reads the same files; process 0 alone moves them
+    finished = workdir_records.check(workdir, steps, restart, move=is_main)
+    if finished is not None:
+      progress.console(f"{workdir} holds a finished run ({steps} steps, {files.SUMMARY}); nothing "
+                       "to do: raise train.steps to train on, or use another --workdir")
+      return dict(finished.get("final_eval") or {})
   # Compiled ahead of time, once: its cost analysis gives the FLOPs of a step, and its memory
   # analysis whether it fits, before anything is written to the workdir.
   train_step = compile_train_step(run)
@@ -194,8 +218,10 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
     progress.console(f"dry run: {config.model.name}, {speed.flops_per_step / 1e9:.3g} GFLOP a "
                      "step per device; nothing trained or written")
     return {}
+  signals.check("writing to the workdir")
 
   os.makedirs(workdir, exist_ok=True)
+  signals.stacks_into(workdir)  # SIGUSR1's stack dumps
   run_lineage = {"dataset": data_lib.describe(train_pipe),
                  "code_version": lineage.code_version(), "code": lineage.code_lineage(),
                  "libraries": lineage.library_versions(), "devices": devices,
@@ -203,7 +229,6 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
   if is_main:
     files.write_json_atomic(os.path.join(workdir, files.CONFIG),
                             json.loads(config.to_json_best_effort()))
-    files.write_json_atomic(os.path.join(workdir, files.LINEAGE), run_lineage)
 
   iterator = device_prefetch_lib.DevicePrefetch(train_pipe.iterator(prefetch=settings.prefetch),
                                            settings.device_prefetch, batch_sharding)
@@ -228,6 +253,14 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
     # an evaluation that a changed config no longer has is not run
     pending = [n for n in pending if n == "eval" or n in run.evals or n in run.evaluators]
     progress.console(f"resumed from {ckpt.directory}/{start}")
+  if is_main:  # one entry per run segment, the earlier ones kept
+    lineage.add_segment(os.path.join(workdir, files.LINEAGE), run_lineage, start)
+  try:
+    signals.check("the first step")
+  except signals.Stopped:
+    iterator.close()
+    ckpt.close()
+    raise
   sample_grid = run.sample_grid
 
   writer = metric_writer.MetricWriter(workdir, resume_step=start, enabled=is_main)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from absl import logging
 
-from train import files
+from train import files, progress
+from train.errors import CheckpointError
 
 
 class MetricWriter:
@@ -37,12 +39,7 @@ class MetricWriter:
       _drop_after(path, resume_step)
     self._file = open(self.path, "a")
     self._rates = open(self.rates_path, "a")
-    try:
-      from tensorboardX import SummaryWriter
-
-      self._tb = SummaryWriter(os.path.join(workdir, files.TENSORBOARD))
-    except ImportError:  # pragma: no cover - tensorboardX is a dependency
-      logging.warning("tensorboardX not installed; writing metrics.jsonl only")
+    self._tb = Events(os.path.join(workdir, files.TENSORBOARD))
 
   def write(self, step: int, split: str, metrics: dict[str, float],
             rates: dict[str, float] | None = None) -> None:
@@ -58,8 +55,7 @@ class MetricWriter:
           k: float(v) for k, v in sorted(rates.items())}}) + "\n")
       self._rates.flush()
     if self._tb is not None:
-      for k, v in {**metrics, **(rates or {})}.items():
-        self._tb.add_scalar(f"{split}/{k}", float(v), step)
+      self._tb.scalars(step, {f"{split}/{k}": v for k, v in {**metrics, **(rates or {})}.items()})
 
   def close(self) -> None:
     if self.enabled:
@@ -69,28 +65,91 @@ class MetricWriter:
         self._tb.close()
 
 
+class Events:
+  """TensorBoard scalars (`tensorboard --logdir WORKDIR/tensorboard`) written in the calling
+  thread: tensorboardX's event-file record writer without `SummaryWriter`'s background thread,
+  which dies on a failed write (a full disk) and then blocks the run forever on its full queue.
+  A failed write here raises in the loop, which says so in one line."""
+
+  def __init__(self, logdir: str):
+    from tensorboardX.event_file_writer import EventsWriter
+
+    os.makedirs(logdir, exist_ok=True)
+    self._writer = EventsWriter(os.path.join(logdir, "events"))
+
+  def scalars(self, step: int, values: dict[str, float]) -> None:
+    """One event at `step` with a scalar per tag, flushed."""
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(v))
+                             for tag, v in values.items()])
+    self._writer.write_event(Event(wall_time=time.time(), step=int(step), summary=summary))
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
+
+
+def read_records(path: str) -> tuple[list[dict[str, Any]], int]:
+  """(the records of a JSON-lines file, in file order; the number of bytes of a torn last line,
+  0 when the file ends cleanly). A missing file has no records.
+
+  A run killed mid-write (SIGKILL, a full disk) can leave its last line unfinished: that line is
+  not a record, and appending after it would corrupt the next one too.
+
+  Raises:
+    CheckpointError: a line other than the last that is not a JSON record, naming the file and
+      the line.
+  """
+  lines, torn = _lines(path)
+  return [record for record, _ in lines], torn
+
+
+def _lines(path: str) -> tuple[list[tuple[dict[str, Any], str]], int]:
+  """`read_records`, each record with its line as written."""
+  if not os.path.exists(path):
+    return [], 0
+  with open(path, "rb") as f:
+    data = f.read()
+  lines = data.split(b"\n")
+  out, torn = [], 0
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      out.append((json.loads(line), line.decode() + "\n"))
+    except ValueError:
+      if i == len(lines) - 1:  # no newline after it: the write was cut short
+        torn = len(line)
+        break
+      raise CheckpointError(f"{path}, line {i + 1}, is not a JSON record ({line[:80]!r}); "
+                            "repair or remove that line") from None
+  return out, torn
+
+
 def read_metrics(workdir: str, split: str) -> list[dict[str, Any]]:
   """The records of `split` ("train", "eval", a named evaluation) in WORKDIR/metrics.jsonl, in
   step order; [] when the file is not there."""
-  path = os.path.join(workdir, files.METRICS)
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
+  rows, _ = read_records(os.path.join(workdir, files.METRICS))
   return [row for row in rows if row.get("split") == split]
 
 
+def last_step(workdir: str) -> int | None:
+  """The step of the last record in WORKDIR/metrics.jsonl; None when it holds none."""
+  rows, _ = read_records(os.path.join(workdir, files.METRICS))
+  return int(rows[-1]["step"]) if rows else None
+
+
 def _drop_after(path: str, step: int) -> None:
-  """Rewrites a JSON-lines file without its records after `step` (atomically)."""
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    lines = [ln for ln in f if ln.strip()]
-  keep = [ln for ln in lines if json.loads(ln)["step"] <= step]
-  if len(keep) != len(lines):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(keep)
-    os.replace(tmp, path)
+  """Rewrites a JSON-lines file without its records after `step` and without a torn last line
+  (atomically); the lines up to `step` stay byte for byte."""
+  lines, torn = _lines(path)
+  keep = [line for record, line in lines if record["step"] <= step]
+  if torn:
+    progress.console(f"{path}: dropped its unfinished last line ({torn} bytes, cut short when "
+                     "the run that wrote it stopped)")
+  if len(keep) != len(lines) or torn:
+    files.write_text_atomic(path, "".join(keep))
     logging.info("%s: dropped %d records after resumed step %d", os.path.basename(path),
                  len(lines) - len(keep), step)

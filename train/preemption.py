@@ -25,7 +25,7 @@ from typing import Any
 import jax
 from jax.experimental import multihost_utils
 
-from train import progress
+from train import progress, signals
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -44,6 +44,9 @@ class Preemption:
     # With several processes SIGTERM belongs to JAX's preemption notifier.
     for sig in (signal.SIGINT,) if self._multi else SIGNALS:
       self._previous[sig] = signal.signal(sig, self._handle)
+    early = signals.take_early()  # a signal while the run was being built, restored
+    if early is not None:
+      self._handle(early, None)
     return self
 
   def __exit__(self, *exc: Any) -> None:
@@ -76,3 +79,4 @@ class Preemption:
   @property
   def name(self) -> str:
     return signal.Signals(self.signal).name if self.signal is not None else "SIGTERM"
+

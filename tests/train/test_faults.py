@@ -158,3 +158,236 @@ def test_two_runs_on_one_workdir(tmp_path):
   _kill(killed)
   workdir_lock.acquire(workdir)
   workdir_lock.release(workdir)
+
+
+def _logreg(data_dir, steps=20):
+  c = load_experiment("mnist1d_logreg", "tiny", data_dir)  # checkpoints every 10 steps
+  c.train.steps = steps
+  return c
+
+
+def _files(workdir: str) -> dict[str, bytes]:
+  return {n: open(os.path.join(workdir, n), "rb").read()
+          for n in (files.METRICS, files.SUMMARY, files.CONFIG, files.LINEAGE)}
+
+
+def test_records_are_never_overwritten_or_lost(data_dir, tmp_path, capsys):
+  wd = str(tmp_path / "run")
+  first = loop.train_and_evaluate(_logreg(data_dir), wd)
+  before = _files(wd)
+  # a finished run run again: a no-op that says so, every file as it was
+  assert loop.train_and_evaluate(_logreg(data_dir), wd) == first
+  assert "holds a finished run (20 steps, summary.json); nothing to do" in capsys.readouterr().err
+  assert _files(wd) == before
+  # a torn last line (a kill mid-write) is dropped with one line; the records before it stay
+  with open(os.path.join(wd, files.METRICS), "ab") as f:
+    f.write(b'{"step": 25, "split": "tr')
+  loop.train_and_evaluate(_logreg(data_dir, 30), wd)
+  assert "dropped its unfinished last line (25 bytes" in capsys.readouterr().err
+  after = open(os.path.join(wd, files.METRICS), "rb").read()
+  assert after.startswith(before[files.METRICS]) and b'"tr\n' not in after
+  # lineage.json gains the resumed segment, the first one kept
+  with open(os.path.join(wd, files.LINEAGE)) as f:
+    doc = json.load(f)
+  assert [s["from_step"] for s in doc["segments"]] == [0, 20] and doc["from_step"] == 20
+  assert doc["segments"][0] == json.loads(before[files.LINEAGE])["segments"][0]
+  # metrics.jsonl deleted: resuming would leave steps unrecorded
+  os.rename(os.path.join(wd, files.METRICS), str(tmp_path / "kept.jsonl"))
+  with pytest.raises(ConfigError, match=r"has checkpoints up to step 30 but metrics.jsonl holds "
+                                        r"no records \(deleted\?\).*put the file back"):
+    loop.train_and_evaluate(_logreg(data_dir, 40), wd)
+  os.rename(str(tmp_path / "kept.jsonl"), os.path.join(wd, files.METRICS))
+  # checkpoints/ gone: starting over would overwrite the records
+  os.rename(os.path.join(wd, files.CHECKPOINTS), str(tmp_path / "ckpt"))
+  records = open(os.path.join(wd, files.METRICS), "rb").read()
+  with pytest.raises(ConfigError, match=r"metrics.jsonl up to step 30\) but no checkpoint to "
+                                        r"continue them from: checkpoints/ is missing"):
+    loop.train_and_evaluate(_logreg(data_dir, 40), wd)
+  assert open(os.path.join(wd, files.METRICS), "rb").read() == records
+
+
+def test_a_torn_line_before_the_last_is_named(tmp_path):
+  from train import metric_writer
+
+  (tmp_path / files.METRICS).write_text('{"step": 1, "split": "train"}\n{"step": 2, "spl\n'
+                                        '{"step": 3, "split": "train"}\n')
+  with pytest.raises(CheckpointError, match=r"metrics.jsonl, line 2, is not a JSON record"):
+    metric_writer.read_metrics(str(tmp_path), "train")
+
+
+
+def _descendants(pid: int) -> set[int]:
+  """Live (not zombie) processes below `pid`, from /proc."""
+  parents = {}
+  for entry in os.listdir("/proc"):
+    if entry.isdigit():
+      try:
+        with open(f"/proc/{entry}/stat") as f:
+          fields = f.read().rsplit(")", 1)[1].split()
+      except OSError:
+        continue
+      if fields[0] != "Z":
+        parents[int(entry)] = int(fields[1])
+  out, frontier = set(), {pid}
+  while frontier:
+    frontier = {p for p, parent in parents.items() if parent in frontier} - out
+    out |= frontier
+  return out
+
+
+def _alive(pid: int) -> bool:
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except OSError:
+    return False
+
+
+@pytest.mark.slow  # a streaming run with two input workers in a fresh interpreter
+def test_input_workers_end_when_the_trainer_is_killed(data_dir, tmp_path):
+  trainer = subprocess.Popen(
+      [sys.executable, "-m", "train", "--config", "experiments/mnist1d_cnn.py:tiny",
+       f"--config.data.data_dir={data_dir}", "--config.data.in_memory=False",
+       "--config.data.workers=2", "--config.train.steps=1000000", "--compilation_cache=",
+       "--workdir", str(tmp_path / "run")], cwd=ROOT, stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE, text=True)
+  workers, deadline = set(), time.time() + 180
+  while len(workers) < 2 and time.time() < deadline and trainer.poll() is None:
+    if os.path.exists(tmp_path / "run" / files.METRICS):  # training: its workers are up
+      workers = _descendants(trainer.pid)
+    time.sleep(0.2)
+  assert len(workers) >= 2, trainer.stderr.read()[-2000:] if trainer.poll() is not None else ""
+  _kill(trainer)
+  deadline = time.time() + 10
+  while any(_alive(p) for p in workers) and time.time() < deadline:
+    time.sleep(0.2)
+  assert not [p for p in workers if _alive(p)], "input workers outlived their trainer"
+
+
+@pytest.mark.slow  # python -m train in a fresh interpreter, paused at each phase
+@pytest.mark.parametrize("phase,signum", [("compiling", signal.SIGTERM),
+                                          ("writing to the workdir", signal.SIGINT),
+                                          ("the first step", signal.SIGTERM)])
+def test_a_signal_in_each_phase_before_training_stops_with_one_line_and_0(
+    phase, signum, data_dir, tmp_path):
+  workdir = tmp_path / "run"
+  p = subprocess.Popen([sys.executable, "-m", "train", "--config",
+                        "experiments/mnist1d_logreg.py:tiny", f"--config.data.data_dir={data_dir}",
+                        "--workdir", str(workdir), "--compilation_cache="], cwd=ROOT,
+                       env=dict(os.environ, STRATA_TEST_PAUSE_AT=phase),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  for line in p.stderr:
+    if line.startswith("paused before"):
+      break
+  if phase == "the first step":  # SIGUSR1: every thread's stack, to stderr and the workdir
+    p.send_signal(signal.SIGUSR1)
+    for line in p.stderr:
+      if line.startswith("SIGUSR1: every thread's stack written to"):
+        break
+    (dump,) = [n for n in os.listdir(workdir) if n.startswith("stacks-")]
+    assert "Current thread" in (workdir / dump).read_text()
+  p.send_signal(signum)
+  rest = p.stderr.read()
+  assert p.wait(60) == 0, rest[-2000:]
+  name = signal.Signals(signum).name
+  assert rest.strip().splitlines()[-1] == (f"stopped by {name} before {phase}: nothing to save "
+                                           "yet; the same command starts the run again")
+  # nothing written before the workdir's phase; after it, no record the resumed run would lose
+  assert not workdir.exists() or not (workdir / files.METRICS).exists()
+  if phase == "compiling":
+    assert not workdir.exists() or os.listdir(workdir) == []
+
+
+@pytest.mark.parametrize("text,message", [
+    ("def get_config(:\n", r"bad\.py, line 1: invalid syntax"),
+    ("def get_config():\n  return 1 / 0\n",
+     r"ZeroDivisionError: division by zero \(at .*bad\.py, line 2; STRATA_TRACEBACK=1"),
+    ("def get_config():\n  return {'seed': 0}\n",
+     r"get_config returned a dict; expected an ml_collections.ConfigDict"),
+])
+def test_an_experiment_file_that_fails_is_one_line(text, message, tmp_path):
+  from train import config as config_lib
+
+  (tmp_path / "bad.py").write_text(text)
+  with pytest.raises(ConfigError, match=rf"--config={tmp_path}/bad.py: .*{message}"):
+    config_lib.load(str(tmp_path / "bad.py"))
+
+
+def test_a_search_storage_that_is_no_database_url_is_one_line(data_dir, tmp_path):
+  from experiments import search_study
+
+  s = search_study.Search(config=load_experiment("mnist1d_logreg", "tiny", data_dir),
+                          config_arg="experiments/mnist1d_logreg.py:tiny",
+                          space="optim.learning_rate=[0.1,0.2]", workdir=str(tmp_path),
+                          metric="accuracy",
+                          storage="foo://x")
+  with pytest.raises(ConfigError, match=r"--storage='foo://x': .*expected an SQLAlchemy URL"):
+    search_study.open_study(s)
+
+
+def test_a_data_dir_that_cannot_be_used_is_named(tmp_path):
+  from data import sources
+  from data.sources import DataError
+  from train import config as config_lib
+
+  (tmp_path / "file").write_text("x")
+  d = config_lib.base().data
+  d.source, d.data_dir = "digits", str(tmp_path / "file" / "tfds")
+  with pytest.raises(DataError, match=rf"data.data_dir='{tmp_path}/file/tfds' .*cannot prepare "
+                                      r"or read data.source='digits' there: Not a directory"):
+    sources.source_info(d)
+
+
+def test_a_damaged_data_file_is_named(tmp_path):
+  import glob
+
+  import data as data_lib
+  from data import sources
+  from data.sources import DataError
+  from train import config as config_lib
+
+  d = config_lib.base().data
+  d.source, d.data_dir = "digits", str(tmp_path)
+  sources.source_info(d)
+  (shard,) = glob.glob(f"{tmp_path}/**/*-train.array_record*", recursive=True)
+  with open(shard, "r+b") as f:
+    f.truncate(os.path.getsize(shard) // 2)  # a copy cut short
+  sources.clear_caches()
+  try:
+    with pytest.raises(DataError, match=r"split 'train' of strata_digits/1.0.0 in .* cannot be "
+                                        r"read: Corrupted Riegeli.*delete that folder"):
+      next(data_lib.build_pipeline(d, "train", train=True, seed=0).iterator())
+  finally:
+    sources.clear_caches()
+
+
+@pytest.mark.slow  # python -m train under a file-size limit, then again without it
+def test_a_full_disk_is_one_line_and_the_run_resumes(data_dir, tmp_path):
+  import resource
+
+  def small_files():  # writes past 60 kB fail with EFBIG, as on a full disk
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+  workdir = str(tmp_path / "run")
+  args = [sys.executable, "-m", "train", "--config", "experiments/mnist1d_cnn.py:tiny",
+          f"--config.data.data_dir={data_dir}", "--config.train.steps=200",
+          "--config.train.checkpoint_every=10", "--config.train.keep_checkpoints=100",
+          "--config.train.log_every=1", "--workdir", workdir, "--compilation_cache="]
+  full = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        preexec_fn=small_files)
+  lines = full.stderr.strip().splitlines()
+  assert full.returncode == 5, full.stderr[-3000:]
+  assert lines[-1].startswith(f"error: writing to --workdir={workdir} failed: File too large; "
+                              "free space there"), lines[-1]
+  assert not [line for line in lines if "Traceback" in line or "File \"" in line]
+  with open(os.path.join(workdir, files.METRICS)) as f:
+    before = [line for line in f if line.endswith("\n")]
+  again = run_cli(args[3:])
+  assert again.returncode == 0, again.stderr[-3000:]
+  with open(os.path.join(workdir, files.METRICS)) as f:
+    after = f.readlines()
+  saved = [json.loads(line)["step"] for line in before]
+  kept = [line for line in before if json.loads(line)["step"] <= max(saved)]
+  assert after[:len(kept)] == kept or after[:len(before)] == before[:len(after)]
+  assert json.loads(after[-1])["step"] == 200

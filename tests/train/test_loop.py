@@ -57,8 +57,25 @@ def test_a_run_writes_records_and_the_same_seed_repeats_exactly(data_dir, tmp_pa
   assert 0.0 <= final["accuracy"] <= 1.0 and final["count"] == 1000
   for name in ("config.json", "lineage.json", "summary.json", "metrics.jsonl"):
     assert os.path.exists(os.path.join(runs[0], name))
-  assert os.listdir(os.path.join(runs[0], "tensorboard"))
   records = _metrics(runs[0])
+  # TensorBoard's events: TFRecord framing (length, its CRC, the Event, its CRC), one event per
+  # record of metrics.jsonl, each metric a scalar tagged split/metric
+  (name,) = os.listdir(os.path.join(runs[0], "tensorboard"))
+  from tensorboardX.proto.event_pb2 import Event
+
+  with open(os.path.join(runs[0], "tensorboard", name), "rb") as f:
+    data, events = f.read(), []
+  while data:
+    n = int.from_bytes(data[:8], "little")
+    events.append(Event.FromString(data[12:12 + n]))
+    data = data[16 + n:]
+  assert events[0].file_version == "brain.Event:2"
+  scalars = [(e.step, {v.tag: v.simple_value for v in e.summary.value}) for e in events[1:]]
+  assert [step for step, _ in scalars] == [r["step"] for r in records]
+  for (_, tags), r in zip(scalars, records):
+    for k, v in r.items():
+      if k not in ("step", "split"):
+        assert tags[f"{r['split']}/{k}"] == pytest.approx(v, rel=1e-6)
   train = [r for r in records if r["split"] == "train"]
   assert [r["step"] for r in train] == [10, 20]
   assert {"loss", "accuracy", "grad_norm", "param_norm", "update_norm",
@@ -195,9 +212,24 @@ def test_corrupt_checkpoint_falls_back_and_half_written_is_ignored(data_dir, tmp
   loop.train_and_evaluate(_tiny("mnist1d_logreg", data_dir), wd2)
   for s in ("10", "20"):
     _corrupt(os.path.join(wd2, "checkpoints", s))
+  longer = _tiny("mnist1d_logreg", data_dir, **{"train.steps": 30})  # a finished run is a no-op
   with pytest.raises(checkpoint_lib.CheckpointError, match=r"no checkpoint .* could be restored"
                      r"(.|\n)*step 20(.|\n)*step 10"):
-    loop.train_and_evaluate(_tiny("mnist1d_logreg", data_dir), wd2)
+    loop.train_and_evaluate(longer, wd2)
+  # nothing to continue from: starting over would overwrite the records, so it is refused, and
+  # --restart moves them aside, not deleting anything
+  metrics = open(os.path.join(wd2, "metrics.jsonl")).read()
+  with pytest.raises(config_lib.ConfigError, match=r"holds the records of an earlier start "
+                     r"\(metrics.jsonl up to step 20\) but no checkpoint to continue them from: "
+                     r"checkpoints/ holds no step \(its damaged steps were moved to .*"
+                     r"checkpoints_corrupt\).*pass --restart"):
+    loop.train_and_evaluate(longer, wd2)
+  assert open(os.path.join(wd2, "metrics.jsonl")).read() == metrics
+  loop.train_and_evaluate(longer, wd2, restart=True)
+  (aside,) = [n for n in os.listdir(wd2) if n.startswith("restarted-")]
+  assert open(os.path.join(wd2, aside, "metrics.jsonl")).read() == metrics
+  assert os.path.isdir(os.path.join(wd2, aside, "checkpoints_corrupt"))
+  assert json.load(open(os.path.join(wd2, "summary.json")))["resumed_from"] == 0
 
 
 def test_resuming_with_a_different_config_is_refused(data_dir, tmp_path):

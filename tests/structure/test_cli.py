@@ -11,6 +11,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 PACKAGES = ("train", "eval", "experiments", "benchmarks")
@@ -30,19 +32,6 @@ def tools() -> list[str]:
           name = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
           out.append(name[:-len(".__main__")] if name.endswith(".__main__") else name)
   return sorted(out)
-
-
-def _run_all(commands: dict[str, list[str]]) -> dict[str, subprocess.CompletedProcess]:
-  """Runs the commands (`python -m ...`) side by side; {key: finished process}."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  procs = {k: subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-           for k, args in commands.items()}
-  done = {}
-  for k, p in procs.items():
-    out, err = p.communicate(timeout=240)
-    done[k] = subprocess.CompletedProcess(p.args, p.returncode, out, err)
-  return done
 
 
 def _one_error_line(r: subprocess.CompletedProcess) -> str:
@@ -111,42 +100,58 @@ def _run_forked(commands: dict[str, list[str]]) -> dict[str, subprocess.Complete
           for k, (status, stderr) in results.items()}
 
 
-def test_every_tool_answers_a_bad_flag_with_one_line_and_status_2():
-  names = [t for t in tools()
-           if t != "benchmarks.mnist1d_torch" or importlib.util.find_spec("torch")]
-  for name, r in _run_forked({t: [t, "--no_such_flag=1"] for t in names}).items():
-    line = _one_error_line(r)
-    assert r.returncode == 2, (name, r.returncode, line)
-    # argparse names missing required arguments before unknown ones
-    assert "no_such_flag" in line or "required" in line, (name, line)
-
-
-def test_train_names_the_mistyped_field_and_the_one_meant(tmp_path):
-  runs = _run_all({  # a fresh interpreter, as a user runs it
-      "typo": ["train", "--config", "experiments/mnist1d_cnn.py:tiny", "--config.optim.lr=1"]})
-  runs.update(_run_forked({
+def _usage_errors(tmp: str) -> dict[str, list[str]]:
+  """Usage and config mistakes, each with its command (the expected lines are below)."""
+  return {
+      "typo": ["train", "--config", "experiments/mnist1d_cnn.py:tiny", "--config.optim.lr=1"],
       "type": ["train", "--config", "experiments.mnist1d_cnn:tiny",
                "--config.train.steps=many"],
       "value": ["train", "--config", "experiments/mnist1d_cnn.py:tiny",
                 "--config.optim.name=adm"],
       "arg": ["train", "--config", "experiments/mnist1d_cnn.py:huge"],
       "stray": ["train", "--config", "experiments/mnist1d_cnn.py:tiny", "extra"],
-      "missing": ["eval", "--workdir", str(tmp_path / "nothing_here")],
+      "missing": ["eval", "--workdir", f"{tmp}/nothing_here"],
       "sweep": ["experiments.sweep", "--config", "experiments/mnist1d_cnn.py:tiny",
-                "--sweep", "optim.lr=[1,2]", "--workdir", str(tmp_path / "sweep")],
-      "forecast": ["eval.forecast", "--workdir", str(tmp_path / "nothing_here")],
+                "--sweep", "optim.lr=[1,2]", "--workdir", f"{tmp}/sweep"],
+      "forecast": ["eval.forecast", "--workdir", f"{tmp}/nothing_here"],
       "search": ["experiments.search", "--config", "experiments/mnist1d_cnn.py:tiny",
                  "--space", "optim.learning_rate=loguniform(1e-3,1e-1)", "--sampler", "grid",
-                 "--workdir", str(tmp_path / "search")],
+                 "--workdir", f"{tmp}/search"],
       "space": ["experiments.search", "--config", "experiments/mnist1d_cnn.py:tiny",
-                "--space", "optim.learning_rate", "--workdir", str(tmp_path / "search2")],
+                "--space", "optim.learning_rate", "--workdir", f"{tmp}/search2"],
       "shard": ["experiments.sweep", "--config", "experiments/mnist1d_cnn.py:tiny",
                 "--sweep", "optim.learning_rate=[0.1,0.2]", "--shard", "x",
-                "--workdir", str(tmp_path / "sweep2")],
+                "--workdir", f"{tmp}/sweep2"],
       "model": ["train", "--config", "experiments/mnist1d_cnn.py:tiny",
-                "--config.model.name=nope", "--workdir", str(tmp_path / "model")],
+                "--config.model.name=nope", "--workdir", f"{tmp}/model"],
       "gs": ["train", "--config", "experiments/mnist1d_cnn.py:tiny", "--workdir", "gs://b/run"],
-  }))
+  }
+
+
+@pytest.fixture(scope="module")
+def forked(tmp_path_factory):
+  """Every tool with a bad flag (key: the tool) and the usage mistakes (their keys), run in one
+  forking interpreter for the module (its imports cost seconds; the slow tests run `python -m
+  train` in fresh interpreters, as a user does)."""
+  names = [t for t in tools()
+           if t != "benchmarks.mnist1d_torch" or importlib.util.find_spec("torch")]
+  commands = {t: [t, "--no_such_flag=1"] for t in names}
+  commands.update(_usage_errors(str(tmp_path_factory.mktemp("usage"))))
+  return _run_forked(commands), names
+
+
+def test_every_tool_answers_a_bad_flag_with_one_line_and_status_2(forked):
+  runs, names = forked
+  for name in names:
+    r = runs[name]
+    line = _one_error_line(r)
+    assert r.returncode == 2, (name, r.returncode, line)
+    # argparse names missing required arguments before unknown ones
+    assert "no_such_flag" in line or "required" in line, (name, line)
+
+
+def test_train_names_the_mistyped_field_and_the_one_meant(forked):
+  runs, _ = forked
   expected = {
       "typo": (2, "--config.optim.lr=1: the config has no field 'optim.lr'; did you mean "
                   "optim.learning_rate"),

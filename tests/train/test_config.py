@@ -1,6 +1,6 @@
 import pytest
 
-from tests.conftest import load_experiment, run_cli
+from tests.conftest import load_experiment
 from train import config as config_lib
 from train import paradigms
 
@@ -49,15 +49,8 @@ def test_bad_values_are_named(field, value, match):
     config_lib.validate(c)
 
 
-def test_cli_reports_an_unknown_key_with_its_name():
-  r = run_cli(["--config", "experiments/mnist1d_logreg.py:tiny", "--config.train.stepz=3"])
-  assert r.returncode != 0
-  assert "stepz" in r.stderr
-
-
-def test_cli_reports_a_wrong_type():
-  r = run_cli(["--config", "experiments/mnist1d_logreg.py:tiny", "--config.train.steps=abc"])
-  assert r.returncode != 0 and "steps" in r.stderr
+# An unknown key and a value of the wrong type through `python -m train`: the "typo" and "type"
+# cases of tests/structure/test_cli.py (the exact line and status 2).
 
 
 def test_command_line_sets_are_parsed_cast_and_validated():

@@ -391,3 +391,22 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(data_dir, tmp_path):
   kept = [line for line in before if json.loads(line)["step"] <= max(saved)]
   assert after[:len(kept)] == kept or after[:len(before)] == before[:len(after)]
   assert json.loads(after[-1])["step"] == 200
+
+
+@pytest.mark.slow  # two trainings in fresh interpreters
+def test_recovering_from_a_damaged_checkpoint_says_so_in_a_few_lines(data_dir, tmp_path):
+  args = ["--config", "experiments/mnist1d_logreg.py:tiny", f"--config.data.data_dir={data_dir}",
+          "--workdir", str(tmp_path / "run"), "--compilation_cache="]
+  assert run_cli(args).returncode == 0
+  for root, _, names in os.walk(tmp_path / "run" / files.CHECKPOINTS / "20"):
+    for name in names:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"\x00garbage")
+  r = run_cli(args + ["--config.train.steps=30"])
+  assert r.returncode == 0, r.stderr[-3000:]
+  lines = r.stderr.strip().splitlines()
+  assert any("checkpoint step 20" in line and "does not restore" in line for line in lines)
+  assert f"resumed from {tmp_path}/run/checkpoints/10" in r.stderr
+  # orbax's own logged errors and tracebacks ("Event loop is closed", ...) are not shown
+  assert not [line for line in lines if "Traceback" in line or "Event loop" in line]
+  assert len(lines) < 15, r.stderr

@@ -172,14 +172,15 @@ def load_state_tree(directory: str, step: int | None = None) -> tuple[dict[str, 
 
 
 def saved_steps(directory: str) -> list[int]:
-  """The steps saved in `directory`, oldest first ([] when it does not exist); creates nothing."""
+  """The steps saved in `directory`, oldest first ([] when it does not exist): its folders named
+  by an integer, the names orbax gives a step once its save is committed (a save in progress is
+  `<step>.orbax-checkpoint-tmp-<n>`). A listing, not a `CheckpointManager`: every process of a
+  job calls this, at moments that differ, and a manager's creation is a step all processes of a
+  job must take together (a process ahead of the others had made the folder: the job hung)."""
   if not os.path.isdir(directory):
     return []
-  manager = ocp.CheckpointManager(directory)
-  try:
-    return sorted(manager.all_steps())
-  finally:
-    manager.close()
+  return sorted(int(n) for n in os.listdir(directory)
+                if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
 
 
 def read_config(workdir: str) -> dict[str, Any]:

@@ -166,15 +166,11 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
   # on it is refused before it compiles or writes anything. A dry run writes nothing; in a
   # multi-process job process 0 holds it for the job.
   locked, existed = not dry_run and jax.process_index() == 0, os.path.exists(workdir)
-  if locked:
-    workdir_lock.acquire(workdir)
-  try:
-    return _train(config, workdir, run, settings, t_start, dry_run, on_eval, restart)
-  except OSError as e:  # a full disk, a file-size limit, a read-only mount: one line, status 5
-    raise CheckpointError(_storage_failure(e, workdir)) from e
-  finally:
-    if locked:
-      workdir_lock.release(workdir, remove=not existed)
+  with workdir_lock.hold(workdir, enabled=locked, remove=not existed):
+    try:
+      return _train(config, workdir, run, settings, t_start, dry_run, on_eval, restart)
+    except OSError as e:  # a full disk, a file-size limit, a read-only mount: one line, status 5
+      raise CheckpointError(_storage_failure(e, workdir)) from e
 
 
 def _storage_failure(error: OSError, workdir: str) -> str:

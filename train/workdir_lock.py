@@ -111,17 +111,18 @@ def release(workdir: str, remove: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def hold(workdir: str, what: str = "--workdir", enabled: bool = True) -> Iterator[None]:
+def hold(workdir: str, what: str = "--workdir", enabled: bool = True, remove: bool = False,
+         hint: str = "wait for it to end, stop it, or use another workdir") -> Iterator[None]:
   """`acquire` ... `release` around a block (nothing when not `enabled`: processes other than
-  process 0)."""
+  process 0); `remove` and `hint` as there."""
   if not enabled:
     yield
     return
-  acquire(workdir, what)
+  acquire(workdir, what, hint)
   try:
     yield
   finally:
-    release(workdir)
+    release(workdir, remove)
 
 
 def inside(path: str, workdir: str) -> bool:
@@ -136,14 +137,9 @@ def writing_into(workdirs: str | Sequence[str], out: str) -> Iterator[None]:
   (a report beside a run's records); nothing when `out` is elsewhere."""
   workdir = next((w for w in ([workdirs] if isinstance(workdirs, str) else workdirs)
                   if inside(out, w)), None)
-  if workdir is None:
+  with hold(workdir, enabled=workdir is not None,
+            hint="wait for it to end, or write elsewhere with --out"):
     yield
-    return
-  acquire(workdir, hint="wait for it to end, or write elsewhere with --out")
-  try:
-    yield
-  finally:
-    release(workdir)
 
 
 def writes_into_workdir(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

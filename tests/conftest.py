@@ -42,6 +42,17 @@ if not os.environ.get("STRATA_TEST_XLA_DEFAULT") and \
                              os.environ.get("XLA_FLAGS", "")).strip()
 
 
+def pytest_ignore_collect(collection_path, config):
+  """A module marked slow as a whole is not imported when slow tests are deselected (the
+  default `-m 'not slow'`): its imports (PyTorch: 2 s) would cost every worker for nothing."""
+  if config.getoption("markexpr", "") != "not slow" or collection_path.suffix != ".py":
+    return None
+  if not collection_path.name.startswith("test_"):
+    return None
+  with open(collection_path) as f:
+    return "\npytestmark = pytest.mark.slow\n" in f.read() or None
+
+
 def data_config(source: str, data_dir: str, **fields):
   """`config.data` of the base config for `source` in `data_dir`, with `fields` set (a dict value
   sets fields of that section: `augment={"shift": 3}`)."""

@@ -8,12 +8,12 @@ import sys
 import pytest
 
 pytest.importorskip("torch")
+pytestmark = pytest.mark.slow
 
 from tests.conftest import FROZEN_MNIST1D as DATA  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("model", ["cnn", "gru"])
 def test_same_weights_give_the_same_training_in_float64(model, tmp_path):
   out = str(tmp_path / "torch.npz")

@@ -4,7 +4,6 @@ experiment files and run the CLI in a subprocess."""
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import shutil
 import subprocess
@@ -119,35 +118,12 @@ def trained(data_dir):
   return get
 
 
-@contextlib.contextmanager
 def mock_catalog(num_examples: int):
-  """TFDS's own mock data for catalog datasets (`tfds.testing.mock_data`): random examples with
-  the real dataset's feature spec, encoded and decoded as the real ones are. TFDS encodes mock
-  images with TensorFlow, which strata does not install; here PIL encodes them (PNG, or JPEG
-  for a JPEG feature). The source caches are cleared on entry and exit."""
-  import io
-  from unittest import mock
+  """TFDS's own mock data for catalog datasets (`data.abstract.mock_source`): random examples
+  with the real dataset's feature spec, encoded and decoded as the real ones are."""
+  from data import abstract
 
-  import tensorflow_datasets as tfds
-  from PIL import Image
-  from tensorflow_datasets.core.features import image_feature
-
-  from data import pipeline
-
-  def encode(self, image):
-    buf = io.BytesIO()
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(
-        buf, format="JPEG" if self.encoding_format == "jpeg" else "PNG")
-    return buf.getvalue()
-
-  pipeline.clear_caches()
-  try:
-    with mock.patch.object(image_feature._ImageEncoder, "_encode_image", encode), \
-        tfds.testing.mock_data(num_examples=num_examples,
-                               policy=tfds.testing.MockPolicy.USE_CODE):
-      yield
-  finally:
-    pipeline.clear_caches()
+  return abstract.mock_source(num_examples)
 
 
 def load_experiment(name: str, arg: str | None = None, data_dir: str | None = None):

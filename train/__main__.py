@@ -23,8 +23,9 @@ import sys  # noqa: E402
 import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from train import cli, compilation_cache, loop  # noqa: E402
+from train import aot, cli, compilation_cache, loop  # noqa: E402
 from train import config as config_lib  # noqa: E402
+from train.errors import FlagError  # noqa: E402
 
 _CONFIG = flags.DEFINE_string(
     "config", None, "Experiment file or module, optionally with an argument: "
@@ -46,6 +47,14 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run", False, "Build and compile the run, print its per-device memory (parameters, "
     "optimizer state, batch, XLA temporaries) and FLOPs per step, and stop without training.")
+_TOPOLOGY = flags.DEFINE_string(
+    "topology", None, "With --dry_run: compile for this TPU slice instead of the devices here "
+    "(v5e-16, v5p-128, v4-8, v6e-256, or a grid v5e:4x4), through libtpu on this host "
+    "(pip install -e '.[tpu]'), and print per chip: memory against HBM, FLOPs, the estimated "
+    "step time, examples/s and MFU (docs/pods.md). No dataset is read.")
+_TOPOLOGY_SLICES = flags.DEFINE_integer(
+    "topology_slices", 1, "With --topology: this many slices joined over the data-centre "
+    "network (multi-slice); the mesh's data axis spans them.")
 _RESTART = flags.DEFINE_bool(
     "restart", False, "Start again from step 0 in a workdir that holds an earlier start's "
     "records: they move into WORKDIR/restarted-<time>/ (nothing is deleted).")
@@ -75,6 +84,13 @@ def default_workdir(config_arg: str) -> str:
 
 def main(argv: list[str], overrides: dict[str, str]) -> None:
   config = config_lib.from_command_line(_CONFIG.value, overrides)
+  if _TOPOLOGY.value is not None:
+    if not _DRY_RUN.value:
+      raise FlagError(f"--topology={_TOPOLOGY.value!r} compiles for a slice this host does not "
+                      "have; it goes with --dry_run")
+    compilation_cache.use_compilation_cache(_CACHE.value)
+    aot.dry_run(config, _TOPOLOGY.value, _TOPOLOGY_SLICES.value)
+    return
   init_distributed()
   compilation_cache.use_compilation_cache(_CACHE.value)
   loop.train_and_evaluate(config, _WORKDIR.value or default_workdir(_CONFIG.value),

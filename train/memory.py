@@ -26,10 +26,11 @@ class OutOfMemoryError(ConfigError):
 
 def report(abstract_state: Any, batch_bytes: int, compiled: Any) -> dict[str, int]:
   """{"parameters", "optimizer_state", "batch", "temporaries", "total"}: one device's bytes.
-  `optimizer_state` counts every part of the train state but the parameters."""
+  `optimizer_state` counts every part of the train state but the parameters; with `compiled`
+  None (not compiled), temporaries and outputs count 0."""
   params = device_bytes(abstract_state.params)
   state = device_bytes(abstract_state)
-  stats = compiled.memory_analysis()
+  stats = compiled.memory_analysis() if compiled is not None else None
   temp = int(getattr(stats, "temp_size_in_bytes", 0) or 0) if stats is not None else 0
   # The outputs (the new state) alias the donated inputs on accelerators; otherwise XLA holds
   # them beside the inputs.
@@ -55,7 +56,8 @@ def device_limit(configured_gb: float) -> tuple[float | None, str]:
   return None, "no device limit known: set train.memory_limit_gb to check one"
 
 
-def _size(n: float) -> str:
+def size(n: float) -> str:
+  """Bytes as a short figure: 1.23 GB, 456 MB, 7.8 kB, 12 B."""
   for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
     if n >= scale:
       return f"{n / scale:.3g} {unit}"
@@ -64,23 +66,30 @@ def _size(n: float) -> str:
 
 def line(rep: dict[str, int], limit: float | None, source: str) -> str:
   """The report as one console line."""
-  parts = ", ".join(f"{k.replace('_', ' ')} {_size(rep[k])}" for k in (
+  parts = ", ".join(f"{k.replace('_', ' ')} {size(rep[k])}" for k in (
       "parameters", "optimizer_state", "batch", "temporaries", "outputs"))
-  tail = f" of {_size(limit)} ({source})" if limit else f"; {source}"
-  return f"memory per device: {parts}; total {_size(rep['total'])}{tail}"
+  tail = f" of {size(limit)} ({source})" if limit else f"; {source}"
+  return f"memory per device: {parts}; total {size(rep['total'])}{tail}"
+
+
+def fixes(config: Any, rep: dict[str, int], devices: int) -> list[str]:
+  """Concrete ways to need less memory a device, for a run over `devices` devices whose report
+  (`report`) is `rep` (its temporaries may be unknown: 0)."""
+  per_device = config.data.batch_size // max(devices // config.mesh.fsdp, 1)
+  temp = f"; temporaries {size(rep['temporaries'])} grow with it" if rep["temporaries"] else ""
+  ways = [f"a smaller per-device batch (data.batch_size={config.data.batch_size} is "
+          f"{per_device} a device{temp})"]
+  if not config.model.get("remat", False):
+    ways.append("model.remat=True (recompute activations in the backward pass)")
+  ways.append(f"more mesh.fsdp (now {config.mesh.fsdp}; parameters and optimizer state "
+              f"{size(rep['parameters'] + rep['optimizer_state'])} split over it)")
+  return ways
 
 
 def check(rep: dict[str, int], limit: float | None, source: str, config: Any) -> None:
   """Raises OutOfMemoryError naming the ways down when `rep['total']` passes `limit`."""
   if limit is None or rep["total"] <= limit:
     return
-  devices = jax.device_count()
-  per_device = config.data.batch_size // max(devices // config.mesh.fsdp, 1)
-  ways = [f"a smaller per-device batch (data.batch_size={config.data.batch_size} is "
-          f"{per_device} a device; temporaries {_size(rep['temporaries'])} grow with it)"]
-  if not config.model.get("remat", False):
-    ways.append("model.remat=True (recompute activations in the backward pass)")
-  ways.append(f"more mesh.fsdp (now {config.mesh.fsdp}; parameters and optimizer state "
-              f"{_size(rep['parameters'] + rep['optimizer_state'])} split over it)")
-  raise OutOfMemoryError(f"the train step needs {_size(rep['total'])} per device but {source} "
-                         f"allows {_size(limit)}; try " + "; or ".join(ways))
+  ways = fixes(config, rep, jax.device_count())
+  raise OutOfMemoryError(f"the train step needs {size(rep['total'])} per device but {source} "
+                         f"allows {size(limit)}; try " + "; or ".join(ways))

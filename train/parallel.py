@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -21,16 +22,29 @@ AXES = ("data", "fsdp")
 FSDP_MIN_SIZE = 2 ** 12
 
 
-def make_mesh(mesh_config) -> Mesh:
-  """A ("data", "fsdp") mesh over all devices. Raises ValueError if the sizes do not fit."""
-  n = jax.device_count()
+def make_mesh(mesh_config, devices: list | None = None) -> Mesh:
+  """A ("data", "fsdp") mesh over `devices` (default: all of this job's). Devices of several
+  TPU slices (multi-slice) get the data axis across the slices, over the data-centre network,
+  and both axes within each slice (MaxText's `dcn_data_parallelism`): FSDP's all-gathers stay on
+  the fast links. Raises ValueError if the sizes do not fit."""
+  devices = jax.devices() if devices is None else list(devices)
+  n = len(devices)
   fsdp = mesh_config.fsdp
   data = mesh_config.data if mesh_config.data != -1 else n // fsdp
   if data * fsdp != n:
     raise ValueError(f"mesh.data={mesh_config.data} x mesh.fsdp={fsdp} does not cover the {n} "
                      "devices; set mesh.data=-1 to use all devices left over")
   # Auto axes: the compiler propagates shardings through model code written without them.
-  return jax.make_mesh((data, fsdp), AXES, axis_types=(AxisType.Auto,) * 2)
+  types = (AxisType.Auto,) * 2
+  slices = len({getattr(d, "slice_index", 0) for d in devices})
+  if slices > 1:
+    if data % slices:
+      raise ValueError(f"mesh.data={data} over {slices} slices: the data axis spans the slices, "
+                       f"so it must be a multiple of {slices}")
+    grid = mesh_utils.create_hybrid_device_mesh((data // slices, fsdp), (slices, 1),
+                                                devices=devices)
+    return Mesh(grid, AXES, axis_types=types)
+  return jax.make_mesh((data, fsdp), AXES, axis_types=types, devices=devices)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -15,6 +15,7 @@ import ml_collections as mlc
 
 import arch
 import data as data_lib
+from data import abstract as data_abstract
 from data import synthetic as data_synthetic
 from train import config as config_lib
 from train import evaluators as evaluators_lib
@@ -42,8 +43,8 @@ class Run:
   `train.loop.train_and_evaluate` drives it; `benchmarks/` times it."""
   config: mlc.ConfigDict
   mesh: jax.sharding.Mesh
-  train_pipe: data_lib.Pipeline
-  eval_pipe: data_lib.Pipeline
+  train_pipe: data_lib.Pipeline | None  # None: built over abstract devices (`build`)
+  eval_pipe: data_lib.Pipeline | None
   model: Any
   paradigm: Any
   steps: int
@@ -94,45 +95,63 @@ def eval_pipeline(config: mlc.ConfigDict, section: Any, stats: Any, process_inde
                                  seed=config.seed, stats=stats)
 
 
-def build(config: mlc.ConfigDict) -> Run:
+def build(config: mlc.ConfigDict, devices: list | None = None) -> Run:
   """Validates `config` and builds its `Run`: nothing is compiled or written yet.
+
+  `devices` (abstract TPU devices of `train.topology`, for compiling ahead of time) builds the
+  run over them without its data: no pipeline (`train_pipe`, `eval_pipe` and `evals` are None
+  and empty), the batch's shapes from the source's description (`data.abstract`), no data checks
+  and no evaluators beside the evaluation step.
 
   Raises:
     ConfigError, DataError, ValueError: invalid config, data or model.
   """
   config_lib.validate(config)
   pi, pc = jax.process_index(), jax.process_count()
-  mesh = parallel.make_mesh(config.mesh)
+  mesh = parallel.make_mesh(config.mesh, devices)
   d = config.data
-  pool = synthetic.pool(config) if data_synthetic.enabled(d) else None
-  train_pipe = data_lib.build_pipeline(d, d.train_split, pi, pc, train=True, seed=config.seed,
-                                       synthetic=pool)
-  eval_pipe = data_lib.build_pipeline(d, d.eval_split, pi, pc, train=False, seed=config.seed)
+  abstract_data = devices is not None
   evals = {}
-  for name, e in config.evals.items():  # named evaluations beside data.eval_split
-    if evaluators_lib.type_of(e) != evaluators_lib.BUILT_IN:
-      continue  # built below, once the model and the paradigm exist
-    evals[name] = (eval_pipeline(config, e, eval_pipe.stats, pi, pc),
-                   evaluators_lib.every(name, e))
-  devices = mesh.devices.size
+  if abstract_data:
+    train_pipe = eval_pipe = None
+    # The schedule's length changes no shape or cost of the compiled program: an epoch counts 1.
+    steps_per_epoch = 1
+  else:
+    pool = synthetic.pool(config) if data_synthetic.enabled(d) else None
+    train_pipe = data_lib.build_pipeline(d, d.train_split, pi, pc, train=True, seed=config.seed,
+                                         synthetic=pool)
+    eval_pipe = data_lib.build_pipeline(d, d.eval_split, pi, pc, train=False, seed=config.seed)
+    steps_per_epoch = train_pipe.steps_per_epoch
+    for name, e in config.evals.items():  # named evaluations beside data.eval_split
+      if evaluators_lib.type_of(e) != evaluators_lib.BUILT_IN:
+        continue  # built below, once the model and the paradigm exist
+      evals[name] = (eval_pipeline(config, e, eval_pipe.stats, pi, pc),
+                     evaluators_lib.every(name, e))
+  devices_n = mesh.devices.size
   sizes = [("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size)]
   sizes += [(f"evals.{name}.batch_size", p.global_batch_size) for name, (p, _) in evals.items()]
   for field, size in sizes:
-    if size % devices:
-      raise config_lib.ConfigError(f"{field}={size} is not divisible by the {devices} devices "
+    if size % devices_n:
+      raise config_lib.ConfigError(f"{field}={size} is not divisible by the {devices_n} devices "
                                    "of the mesh")
-  steps = config_lib.total_steps(config, train_pipe.steps_per_epoch)
+  steps = config_lib.total_steps(config, steps_per_epoch)
   model = arch.build(config.model)
   module = paradigms.get(config.paradigm)
-  module.check_data(config, model)  # the paradigm's own data requirements, before any compute
+  if not abstract_data:  # the paradigm's own data requirements, before any compute
+    module.check_data(config, model)
   paradigm = module.make(model, config, total_steps=steps)
 
   batch_sharding = parallel.batch_sharding(mesh)
   replicated = parallel.replicated(mesh)
   init_rng, step_rng = keys(config)
-  example = parallel.global_batch(train_pipe.dataset[0], batch_sharding)
-  if pc == 1:
-    example = jax.device_put(example, batch_sharding)
+  if abstract_data:
+    example = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding) for k, (shape, dtype)
+               in data_abstract.batch_shapes(d, d.train_split, train=True, seed=config.seed,
+                                             global_batch=d.batch_size).items()}
+  else:
+    example = parallel.global_batch(train_pipe.dataset[0], batch_sharding)
+    if pc == 1:
+      example = jax.device_put(example, batch_sharding)
   abstract = jax.eval_shape(paradigm.init, init_rng, example)
   state_sharding = parallel.state_shardings(mesh, abstract)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -140,7 +159,7 @@ def build(config: mlc.ConfigDict) -> Run:
 
   # Donation lets XLA update the state in place on accelerators; on CPU, where a device buffer
   # may back the host copy a pending asynchronous checkpoint is writing, it is left off.
-  donate = (0,) if jax.default_backend() != "cpu" else ()
+  donate = (0,) if mesh.devices.flat[0].platform != "cpu" else ()
   names = sorted(jax.eval_shape(paradigm.train_step, abstract, example, step_rng)[1])
   train_step = jax.jit(_packed(paradigm.train_step, names),
                        in_shardings=(state_sharding, batch_sharding, replicated),
@@ -155,7 +174,7 @@ def build(config: mlc.ConfigDict) -> Run:
             replicated, state_sharding, abstract, example, init_rng, step_rng, names,
             train_step, eval_step, sample_grid, evals)
   for name, e in config.evals.items():
-    if evaluators_lib.type_of(e) != evaluators_lib.BUILT_IN:
+    if not abstract_data and evaluators_lib.type_of(e) != evaluators_lib.BUILT_IN:
       run.evaluators[name] = (evaluators_lib.build(name, e, run), evaluators_lib.every(name, e))
   return run
 

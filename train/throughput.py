@@ -30,19 +30,48 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-# (substring of jax's device_kind, dense bfloat16 FLOP/s, dense float32 FLOP/s as JAX runs it,
-# source). Matched in order, so "TPU v5 lite" (v5e) comes before "TPU v5" (v5p).
-PEAKS: tuple[tuple[str, float, float, str], ...] = (
-    ("TPU v4", 275e12, 275e12, "cloud.google.com/tpu/docs/v4: 275 TFLOP/s bf16 per chip"),
-    ("TPU v5 lite", 197e12, 197e12, "cloud.google.com/tpu/docs/v5e: 197 TFLOP/s bf16 per chip"),
-    ("TPU v5", 459e12, 459e12, "cloud.google.com/tpu/docs/v5p: 459 TFLOP/s bf16 per chip"),
-    ("TPU v6 lite", 918e12, 918e12, "cloud.google.com/tpu/docs/v6e: 918 TFLOP/s bf16 per chip"),
-    ("A100", 312e12, 156e12, "NVIDIA A100 datasheet: BF16 312, TF32 156 TFLOP/s dense"),
-    ("H100", 989e12, 494e12, "NVIDIA H100 SXM datasheet: BF16 1,979, TF32 989 TFLOP/s with "
-     "sparsity; half of each dense"),
-    ("H200", 989e12, 494e12, "NVIDIA H200 datasheet: BF16 1,979, TF32 989 TFLOP/s with "
-     "sparsity; half of each dense"),
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+  """One accelerator's published figures, per chip: `kind` is matched as a substring of jax's
+  `device_kind`; `bf16` and `fp32` are dense FLOP/s (float32 as JAX runs it: on a TPU's bfloat16
+  units, as TF32 on an Ampere or Hopper GPU); `hbm` bytes of memory; `hbm_bandwidth` bytes/s."""
+  kind: str
+  bf16: float
+  fp32: float
+  hbm: float
+  hbm_bandwidth: float
+  source: str
+
+
+GIB = 2 ** 30
+# Matched in order, so "TPU v5 lite" (v5e) comes before "TPU v5" (v5p).
+PEAKS: tuple[Chip, ...] = (
+    Chip("TPU v4", 275e12, 275e12, 32 * GIB, 1228e9,
+         "cloud.google.com/tpu/docs/v4: 275 TFLOP/s bf16, 32 GiB HBM2 at 1,228 GB/s per chip"),
+    Chip("TPU v5 lite", 197e12, 197e12, 16 * GIB, 819e9,
+         "cloud.google.com/tpu/docs/v5e: 197 TFLOP/s bf16, 16 GiB HBM2 at 819 GB/s per chip"),
+    Chip("TPU v5", 459e12, 459e12, 95 * GIB, 2765e9,
+         "cloud.google.com/tpu/docs/v5p: 459 TFLOP/s bf16, 95 GiB HBM2e at 2,765 GB/s per chip"),
+    Chip("TPU v6 lite", 918e12, 918e12, 32 * GIB, 1640e9,
+         "cloud.google.com/tpu/docs/v6e: 918 TFLOP/s bf16, 32 GiB HBM at 1,640 GB/s per chip"),
+    Chip("A100", 312e12, 156e12, 80e9, 2039e9,
+         "NVIDIA A100 80GB SXM datasheet: BF16 312, TF32 156 TFLOP/s dense, 2,039 GB/s"),
+    Chip("H100", 989e12, 494e12, 80e9, 3350e9,
+         "NVIDIA H100 SXM datasheet: BF16 1,979, TF32 989 TFLOP/s with sparsity (half of each "
+         "dense), 80 GB at 3.35 TB/s"),
+    Chip("H200", 989e12, 494e12, 141e9, 4800e9,
+         "NVIDIA H200 datasheet: BF16 1,979, TF32 989 TFLOP/s with sparsity (half of each "
+         "dense), 141 GB at 4.8 TB/s"),
 )
+
+
+def chip(device: Any) -> Chip | None:
+  """The `PEAKS` entry of `device` (None when it has none: CPUs, unknown accelerators)."""
+  kind = getattr(device, "device_kind", "")
+  return next((c for c in PEAKS if c.kind in kind), None)
+
+
 _CACHE_NAME = "strata-cpu-matmul-flops.json"
 
 
@@ -100,11 +129,10 @@ def peak_flops(device: Any, precision: str) -> tuple[float | None, str]:
   device is not in `PEAKS`."""
   if device.platform == "cpu":
     return cpu_matmul_flops(), "measured float32 matmul rate of this CPU"
-  kind = getattr(device, "device_kind", "")
-  for name, bf16, fp32, source in PEAKS:
-    if name in kind:
-      return (bf16 if precision == "bfloat16" else fp32), source
-  return None, f"no peak known for {kind!r}"
+  c = chip(device)
+  if c is None:
+    return None, f"no peak known for {getattr(device, 'device_kind', '')!r}"
+  return (c.bf16 if precision == "bfloat16" else c.fp32), c.source
 
 
 def step_flops(compiled: Any) -> float:
@@ -151,9 +179,14 @@ def for_run(compiled: Any, example: dict[str, Any], precision: str) -> Throughpu
   """The Throughput of a run whose compiled train step is `compiled` and whose (global) batch
   looks like `example`; token targets (B, T) of integer ids count T tokens an example (float
   targets (B, H), a forecast's, are one example each)."""
-  label = example.get("label")
-  tokens = (int(label.shape[1]) if label is not None and getattr(label, "ndim", 0) == 2
-            and jnp.issubdtype(label.dtype, jnp.integer) else 0)
   first = next(iter(example.values()))
   peak, _ = peak_flops(jax.devices()[0], precision)
-  return Throughput(step_flops(compiled), peak, int(first.shape[0]), tokens)
+  return Throughput(step_flops(compiled), peak, int(first.shape[0]), tokens_per_example(example))
+
+
+def tokens_per_example(example: dict[str, Any]) -> int:
+  """T when the batch's targets are token ids (B, T) (integer `label`), else 0 (float targets
+  (B, H), a forecast's, are one example each)."""
+  label = example.get("label")
+  return (int(label.shape[1]) if label is not None and len(label.shape) == 2
+          and jnp.issubdtype(label.dtype, jnp.integer) else 0)

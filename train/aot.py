@@ -1,0 +1,198 @@
+"""Will it fit, and how fast should it go? A run compiled for a TPU slice it does not have.
+
+    python -m train --config experiments/imagenet_resnet50.py --dry_run --topology v5e-16
+
+compiles the run's real init, train step and evaluation step for the slice's abstract devices
+(`train.topology`, through libtpu on this CPU host) over the run's mesh and global batch, with no
+dataset on disk (`data.abstract`), and reports per chip: parameters, optimizer state, batch,
+temporaries and their total against the chip's HBM; the step's FLOPs; the step time the TPU
+compiler's cost model estimates, and from it examples/s (tokens/s) and MFU; the compile times.
+A run that does not fit is refused with one line naming the fixes, as on the devices themselves
+(`train.memory`).
+
+The estimate is checked before it is printed. The cost model's `optimal_seconds` has come out
+shifted by whole seconds on some programs (about -1.0 per `ConcatBitcast` in the optimised HLO),
+so it is compared with the roofline bound, max(FLOPs / peak, HBM bytes / bandwidth): an estimate
+below the bound cannot be, and the bound is reported instead, saying so. The cost model counts a
+loop body once, so a step with a `lax.scan` or `while` (scanned layers, accumulation) under-counts
+its FLOPs; the report names that case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from typing import Any
+
+import jax
+import ml_collections as mlc
+
+from train import memory, throughput, topology
+from train.run import Run, build
+
+
+@dataclasses.dataclass
+class Report:
+  """One compile of a run for a slice; bytes, FLOPs and seconds are per chip and per step."""
+  slice: topology.Slice
+  chip: throughput.Chip
+  mesh: dict[str, int]
+  global_batch: int
+  tokens_per_example: int
+  memory: dict[str, int]          # memory.report of the train step
+  eval_memory: int                # the evaluation step's total
+  flops: float
+  bytes_accessed: float
+  compiler_seconds: float | None  # the cost model's optimal_seconds
+  step_seconds: float             # the estimate reported: the compiler's, or the roofline bound
+  estimate_source: str
+  loops: bool                     # the step holds a loop: FLOPs count its body once
+  compile_seconds: dict[str, float]
+
+  @property
+  def fits(self) -> bool:
+    return max(self.memory["total"], self.eval_memory) <= self.chip.hbm
+
+  @property
+  def mfu(self) -> float:
+    return self.flops / (self.step_seconds * self.chip.bf16)
+
+  def lines(self) -> list[str]:
+    """The report as console lines."""
+    m, size = self.memory, memory.size
+    examples = self.global_batch / self.step_seconds
+    rate = (f"{examples * self.tokens_per_example:,.0f} tokens/s" if self.tokens_per_example
+            else f"{examples:,.0f} examples/s")
+    return [
+        f"compiled for {self.slice.describe()}, {self.chip.kind}: mesh data={self.mesh['data']} "
+        f"x fsdp={self.mesh['fsdp']}, global batch {self.global_batch} "
+        f"({self.global_batch // self.mesh['data'] // self.mesh['fsdp']} a chip)",
+        f"memory per chip: parameters {size(m['parameters'])}, optimizer state "
+        f"{size(m['optimizer_state'])}, batch {size(m['batch'])}, temporaries "
+        f"{size(m['temporaries'])}, outputs {size(m['outputs'])}; total {size(m['total'])} of "
+        f"{size(self.chip.hbm)} HBM ({'fits' if self.fits else 'does not fit'}); evaluation "
+        f"step {size(self.eval_memory)}",
+        f"per chip a step: {self.flops / 1e9:,.4g} GFLOP"
+        + (" (a loop's body counted once: more in truth)" if self.loops else "")
+        + f", {self.bytes_accessed / 1e9:,.4g} GB of HBM traffic; estimated "
+        f"{self.step_seconds * 1e3:,.4g} ms ({self.estimate_source}): {rate}, MFU "
+        f"{100 * self.mfu:.1f}%",
+        "compile: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.compile_seconds.items()),
+    ]
+
+
+def _abstract(x: Any, sharding: Any) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+
+def _cost(compiled: Any) -> dict[str, float]:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  return dict(cost or {})
+
+
+def _out_of_memory(error: Exception, run: Run, config: mlc.ConfigDict, what: str,
+                   slice_: topology.Slice, chip: throughput.Chip) -> memory.OutOfMemoryError:
+  """The compiler's refusal (RESOURCE_EXHAUSTED) as the one line with the fixes."""
+  text = str(error)
+  need = re.search(r"required for [^(]*\(([\d.]+)([KMGT])\)", text)
+  scale = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+  temporaries = int(float(need.group(1)) * scale[need.group(2)]) if need else 0
+  rep = memory.report(run.abstract, 0, None)
+  rep["temporaries"] = temporaries
+  said = re.search(r"Ran out of memory[^\n]*?\([\d.]+[KMGT]?\)[^\n]*?(?:\([\d.]+[KMGT]?\)|$)",
+                   text)
+  ways = memory.fixes(config, rep, run.mesh.devices.size)
+  return memory.OutOfMemoryError(
+      f"the {what} does not fit a {chip.kind} chip of {slice_.describe()}: "
+      f"{said.group(0) if said else text.splitlines()[0][:200]}; parameters and optimizer state "
+      f"take {memory.size(rep['parameters'] + rep['optimizer_state'])} a chip; try "
+      + "; or ".join(ways))
+
+
+def _compile(fn: Any, args: tuple, what: str, run: Run, config: mlc.ConfigDict,
+             slice_: topology.Slice, chip: throughput.Chip) -> tuple[Any, Any, float]:
+  """(the lowered program, the compiled one, seconds to lower and compile)."""
+  t = time.perf_counter()
+  try:
+    lowered = fn.lower(*args)
+    compiled = lowered.compile()
+  except jax.errors.JaxRuntimeError as e:
+    if "RESOURCE_EXHAUSTED" in str(e):
+      raise _out_of_memory(e, run, config, what, slice_, chip) from None
+    raise
+  return lowered, compiled, time.perf_counter() - t
+
+
+def estimate(cost: dict[str, float], chip: throughput.Chip) -> tuple[float, float, str]:
+  """(the compiler's optimal_seconds or nan, the step time to report, where it comes from):
+  the compiler's estimate unless it is below the roofline bound max(flops / peak, bytes /
+  bandwidth), which no program can beat; then the bound."""
+  flops, traffic = cost.get("flops", 0.0), cost.get("bytes accessed", 0.0)
+  bound = max(flops / chip.bf16, traffic / chip.hbm_bandwidth)
+  compiler = float(cost.get("optimal_seconds", float("nan")))
+  if compiler == compiler and compiler >= bound > 0:
+    return compiler, compiler, "the TPU compiler's cost model"
+  why = "none given" if compiler != compiler else f"its {compiler * 1e3:.4g} ms is below it"
+  return compiler, bound, f"roofline bound; the compiler's estimate rejected: {why}"
+
+
+def compile_for(config: mlc.ConfigDict, slice_: topology.Slice) -> Report:
+  """Builds `config` over `slice_`'s abstract devices and compiles its init, train step and
+  evaluation step there (module docstring).
+
+  Raises:
+    ConfigError, FlagError: a bad config or slice; libtpu not installed.
+    OutOfMemoryError: a step needs more HBM than a chip has (one line with the fixes).
+  """
+  devices = topology.devices(slice_)
+  chip = throughput.chip(devices[0])
+  if chip is None:
+    raise memory.OutOfMemoryError(f"no figures for {devices[0].device_kind!r} in "
+                                  "train.throughput.PEAKS")
+  run = build(config, devices)
+  replicated = run.replicated
+  init_rng, step_rng = _abstract(run.init_rng, replicated), _abstract(run.step_rng, replicated)
+  batch = run.example
+  times = {}
+  init = jax.jit(run.paradigm.init, in_shardings=(replicated, run.batch_sharding),
+                 out_shardings=run.state_sharding)
+  where = (run, config, slice_, chip)
+  _, _, times["init"] = _compile(init, (init_rng, batch), "initialisation", *where)
+  lowered, train_step, times["train step"] = _compile(
+      run.train_step, (run.abstract, batch, step_rng), "train step", *where)
+  d = config.data
+  eval_batch = {k: jax.ShapeDtypeStruct((d.eval_batch_size, *v.shape[1:]), v.dtype,
+                                        sharding=run.batch_sharding) for k, v in batch.items()}
+  _, eval_step, times["evaluation step"] = _compile(
+      run.eval_step, (run.abstract, eval_batch, step_rng), "evaluation step", *where)
+  rep = memory.report(run.abstract, memory.device_bytes(batch), train_step)
+  eval_total = memory.report(run.abstract, memory.device_bytes(eval_batch), eval_step)["total"]
+  cost = _cost(train_step)
+  compiler, seconds, source = estimate(cost, chip)
+  # A loop of the program itself (a scan over layers or steps), not one the TPU compiler made.
+  loops = "stablehlo.while" in lowered.as_text()
+  return Report(slice_, chip, dict(run.mesh.shape), d.batch_size,
+                throughput.tokens_per_example(batch), rep,
+                eval_total, cost.get("flops", 0.0), cost.get("bytes accessed", 0.0), compiler,
+                seconds, source, loops, times)
+
+
+def dry_run(config: mlc.ConfigDict, name: str, slices: int = 1) -> Report:
+  """`python -m train --dry_run --topology NAME`: compiles, prints the report, and refuses (one
+  line, the fixes) a run that does not fit a chip's HBM."""
+  from train import progress
+
+  slice_ = topology.parse(name, slices)
+  report = compile_for(config, slice_)
+  for line in report.lines():
+    progress.console(line)
+  if not report.fits:
+    rep = report.memory
+    raise memory.OutOfMemoryError(
+        f"the train step needs {memory.size(max(rep['total'], report.eval_memory))} a chip but a "
+        f"{report.chip.kind} has {memory.size(report.chip.hbm)}; try "
+        + "; or ".join(memory.fixes(config, rep, report.slice.chips * report.slice.slices)))
+  return report

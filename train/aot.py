@@ -144,7 +144,8 @@ def compile_for(config: mlc.ConfigDict, slice_: topology.Slice) -> Report:
   evaluation step there (module docstring).
 
   Raises:
-    ConfigError, FlagError: a bad config or slice; libtpu not installed.
+    ConfigError, FlagError: a bad config or slice.
+    ImportError: libtpu is not installed.
     OutOfMemoryError: a step needs more HBM than a chip has (one line with the fixes).
   """
   devices = topology.devices(slice_)

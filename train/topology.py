@@ -21,7 +21,7 @@ import math
 import os
 import re
 
-from train.errors import ConfigError, FlagError
+from train.errors import FlagError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,10 +153,11 @@ def devices(slice_: Slice) -> list:
   run), ordered as libtpu gives them.
 
   Raises:
-    ConfigError: libtpu is not installed (one line saying how to install it).
+    ImportError: libtpu is not installed (one line saying how to install it; exit status 1, a
+      missing optional package, as the contract in train/cli.py says).
   """
   if importlib.util.find_spec("libtpu") is None:
-    raise ConfigError("--topology needs libtpu, the TPU compiler (it runs on this CPU host): "
+    raise ImportError("--topology needs libtpu, the TPU compiler (it runs on this CPU host): "
                       "pip install -e '.[tpu]'")
   from jax.experimental import topologies
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import ROOT, load_experiment
 from train import aot, memory, throughput, topology
-from train.errors import ConfigError, FlagError
+from train.errors import FlagError
 
 needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
                                   reason="libtpu (pip install -e '.[tpu]')")
@@ -60,7 +60,7 @@ def test_the_estimate_is_never_below_the_roofline():
 
 def test_without_libtpu_one_line_says_how_to_install_it(monkeypatch):
   monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-  with pytest.raises(ConfigError, match=r"pip install -e '\.\[tpu\]'"):
+  with pytest.raises(ImportError, match=r"pip install -e '\.\[tpu\]'"):
     topology.devices(topology.parse("v5e:2x2"))
 
 

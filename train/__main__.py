@@ -23,7 +23,7 @@ import sys  # noqa: E402
 import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from train import aot, cli, compilation_cache, loop  # noqa: E402
+from train import aot, cli, compilation_cache, loop, topology  # noqa: E402
 from train import config as config_lib  # noqa: E402
 from train.errors import FlagError  # noqa: E402
 
@@ -88,6 +88,10 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
     if not _DRY_RUN.value:
       raise FlagError(f"--topology={_TOPOLOGY.value!r} compiles for a slice this host does not "
                       "have; it goes with --dry_run")
+    topology.parse(_TOPOLOGY.value, _TOPOLOGY_SLICES.value)  # a bad name: one line, here
+    if not os.environ.get(aot.CHILD):  # compiled in a child: a libtpu crash becomes one line
+      aot.in_child(sys.argv, _TOPOLOGY.value)
+      return
     compilation_cache.use_compilation_cache(_CACHE.value)
     aot.dry_run(config, _TOPOLOGY.value, _TOPOLOGY_SLICES.value)
     return

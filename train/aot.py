@@ -21,7 +21,11 @@ its FLOPs; the report names that case.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -29,7 +33,52 @@ import jax
 import ml_collections as mlc
 
 from train import memory, throughput, topology
+from train.errors import CompilerError
 from train.run import Run, build
+
+CHILD = "STRATA_AOT_CHILD"  # set in the child process that compiles (`in_child`)
+# libtpu's crash report: glog lines (F1203 12:00:00.000000 ...), its stack and core-dump lines.
+_CRASH_LINE = re.compile(r"^([FEWI]\d{4} |\s+@ |\*\*\* |https://symbolize|=== Source)")
+# The first line of a crash: nothing after it is the run's own output.
+_CRASH_START = re.compile(r"^(F\d{4} |Fatal Python error)")
+
+
+class CompilerCrash(CompilerError):
+  """libtpu died compiling (an internal check failed): one line, exit status 1."""
+
+
+def in_child(argv: list[str], name: str, command: list[str] | None = None) -> None:
+  """Runs `python -m train` with `argv` again in a child process that compiles, so that a crash
+  of libtpu (an internal check failing aborts the whole process, as compiling
+  `experiments/mnist1d_vae.py:tiny` for a v5e does with libtpu 0.0.42) becomes one line
+  instead of a dead process and a page of stack. The child's lines pass through as they come,
+  its exit status too. `command` replaces `python -m train argv[1:]` (tests).
+
+  Raises:
+    CompilerCrash: the child died of a signal.
+  """
+  env = {**os.environ, CHILD: "1"}
+  command = command or [sys.executable, "-m", "train", *argv[1:]]
+  child = subprocess.Popen(command, env=env,
+                           stderr=subprocess.PIPE, text=True, errors="replace")
+  failed, crashed = None, False
+  for line in child.stderr:
+    crashed = crashed or bool(_CRASH_START.match(line))
+    if crashed or _CRASH_LINE.match(line):
+      if failed is None and "Check failed" in line:
+        failed = line.split("] ", 1)[-1].strip()
+      continue
+    sys.stderr.write(line)
+    sys.stderr.flush()
+  status = child.wait()
+  if status >= 0:
+    if status:
+      raise SystemExit(status)
+    return
+  raise CompilerCrash(
+      f"libtpu crashed compiling for --topology={name} ({signal.Signals(-status).name}"
+      + (f": {failed}" if failed else "") + "): an internal error of the TPU compiler, not of "
+      "the run; another libtpu version may compile it (the tpu extra pins one)")
 
 
 @dataclasses.dataclass

@@ -32,6 +32,7 @@ from train.errors import (
   EXIT_STORAGE,
   EXIT_USAGE,
   CheckpointError,
+  CompilerError,
   FlagError,
   NonFiniteLossError,
 )
@@ -39,7 +40,8 @@ from train.errors import (
 # Errors that are a failure of the inputs, not of the code: said in one line. ValueError covers
 # ConfigError and data.DataError (kept out of the imports: the PyTorch-only benchmark scripts use
 # this module without loading the data stack).
-RUN_ERRORS = (ValueError, CheckpointError, NonFiniteLossError, ImportError, OSError)
+RUN_ERRORS = (ValueError, CheckpointError, NonFiniteLossError, ImportError, OSError,
+              CompilerError)
 
 
 def fail(message: Any, status: int) -> NoReturn:

@@ -34,6 +34,12 @@ class CheckpointError(RuntimeError):
   exit_status = EXIT_STORAGE
 
 
+class CompilerError(RuntimeError):
+  """The compiler itself failed (libtpu crashed compiling for a TPU slice): not the run's
+  fault, said in one line."""
+  exit_status = EXIT_FAILED
+
+
 class NoRunError(CheckpointError):
   """A workdir named as a trained run that holds none (a usage error: the path is wrong)."""
   exit_status = EXIT_USAGE

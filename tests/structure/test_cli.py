@@ -125,6 +125,9 @@ def _usage_errors(tmp: str) -> dict[str, list[str]]:
       "model": ["train", "--config", "experiments/mnist1d_cnn.py:tiny",
                 "--config.model.name=nope", "--workdir", f"{tmp}/model"],
       "gs": ["train", "--config", "experiments/mnist1d_cnn.py:tiny", "--workdir", "gs://b/run"],
+      "topology": ["train", "--config", "experiments/mnist1d_cnn.py:tiny", "--topology", "v5e-4"],
+      "slice": ["train", "--config", "experiments/mnist1d_cnn.py:tiny", "--dry_run",
+                "--topology", "v5e-12"],
   }
 
 
@@ -167,6 +170,9 @@ def test_train_names_the_mistyped_field_and_the_one_meant(forked):
       "shard": (2, "--shard='x'; expected I/N with integers"),
       "model": (2, "model.name='nope' is not a registered model"),
       "gs": (2, "--workdir='gs://b/run': object storage is not supported yet"),
+      "topology": (2, "--topology='v5e-4' compiles for a slice this host does not have; it "
+                      "goes with --dry_run"),
+      "slice": (2, "--topology='v5e-12': 12 chips is not a power of two"),
   }
   # every usage or config error is status 2 (the contract in docs/guide.md)
   for key, (status, text) in expected.items():

@@ -123,3 +123,44 @@ def test_a_cpu_process_beside_libtpu_prints_nothing_new():
   out = subprocess.run([sys.executable, "-c", "import train, jax; print(jax.devices())"],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
   assert out.returncode == 0 and out.stderr == "" and "CpuDevice" in out.stdout
+
+
+def _train(*args, **env):
+  return subprocess.run([sys.executable, "-m", "train", "--compilation_cache=", *args],
+                        capture_output=True, text=True, cwd=ROOT, timeout=300,
+                        env={**os.environ, **env})
+
+
+def test_a_libtpu_crash_is_one_line_and_the_childs_own_lines_pass(capfd):
+  # a child that says a line, then dies as libtpu does on an internal error (train/aot.py)
+  crash = ("import os, sys; print('compiled for x', file=sys.stderr); "
+           "print('F1203 12:00:00.000000 1 conv.h:17] Check failed: a == b (8 vs. 0)', "
+           "file=sys.stderr); print('    @     0x7f  absl::LogMessage', file=sys.stderr); "
+           "sys.stderr.flush(); os.abort()")
+  with pytest.raises(aot.CompilerCrash) as e:
+    aot.in_child([], "v5e:2x2", command=[sys.executable, "-c", crash])
+  assert str(e.value) == (
+      "libtpu crashed compiling for --topology=v5e:2x2 (SIGABRT: Check failed: a == b (8 vs. "
+      "0)): an internal error of the TPU compiler, not of the run; another libtpu version may "
+      "compile it (the tpu extra pins one)")
+  assert e.value.exit_status == 1
+  assert capfd.readouterr().err.splitlines()[0] == "compiled for x"
+  aot.in_child([], "v5e:2x2", command=[sys.executable, "-c", "pass"])  # status 0: returns
+  with pytest.raises(SystemExit) as e:
+    aot.in_child([], "v5e:2x2", command=[sys.executable, "-c", "raise SystemExit(2)"])
+  assert e.value.code == 2
+
+
+@needs_libtpu
+@pytest.mark.slow  # libtpu 0.0.42's own crash on this model's 1-D convolutions
+def test_libtpus_crash_on_the_mnist1d_vae_is_one_line_naming_the_check():
+  r = _train("--config", "experiments/mnist1d_vae.py:tiny", "--dry_run", "--topology", "v5e:2x2")
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == 1 and len(lines) == 1 and "Check failed" in lines[0], r.stderr[-2000:]
+
+
+@needs_libtpu
+@pytest.mark.slow  # 35 s: a UNet's convolutions are slow to compile for a TPU
+def test_the_diffusion_tiny_experiment_compiles_for_a_v5e_2x2():
+  report = aot.compile_for(load_experiment("digits_ddpm", "tiny"), topology.parse("v5e:2x2"))
+  assert report.fits and report.flops > 0 and report.step_seconds > 0

@@ -90,6 +90,7 @@ class Report:
   global_batch: int
   tokens_per_example: int
   memory: dict[str, int]          # memory.report of the train step
+  parameters_total: int           # the parameters' bytes over all chips (unsharded)
   eval_memory: int                # the evaluation step's total
   flops: float
   bytes_accessed: float
@@ -117,7 +118,8 @@ class Report:
         f"compiled for {self.slice.describe()}, {self.chip.kind}: mesh data={self.mesh['data']} "
         f"x fsdp={self.mesh['fsdp']}, global batch {self.global_batch} "
         f"({self.global_batch // self.mesh['data'] // self.mesh['fsdp']} a chip)",
-        f"memory per chip: parameters {size(m['parameters'])}, optimizer state "
+        f"memory per chip: parameters {size(m['parameters'])} (of {size(self.parameters_total)}"
+        f"), optimizer state "
         f"{size(m['optimizer_state'])}, batch {size(m['batch'])}, temporaries "
         f"{size(m['temporaries'])}, outputs {size(m['outputs'])}; total {size(m['total'])} of "
         f"{size(self.chip.hbm)} HBM ({'fits' if self.fits else 'does not fit'}); evaluation "
@@ -224,8 +226,9 @@ def compile_for(config: mlc.ConfigDict, slice_: topology.Slice) -> Report:
   compiler, seconds, source = estimate(cost, chip)
   # A loop of the program itself (a scan over layers or steps), not one the TPU compiler made.
   loops = "stablehlo.while" in lowered.as_text()
+  total = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(run.abstract.params))
   return Report(slice_, chip, dict(run.mesh.shape), d.batch_size,
-                throughput.tokens_per_example(batch), rep,
+                throughput.tokens_per_example(batch), rep, total,
                 eval_total, cost.get("flops", 0.0), cost.get("bytes accessed", 0.0), compiler,
                 seconds, source, loops, times)
 

@@ -130,6 +130,11 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.mesh = mlc.ConfigDict()
   c.mesh.data = -1                                  # -1 = all devices left over
   c.mesh.fsdp = 1
+  c.mesh.tensor = 1     # > 1: Transformer blocks split over devices (parallel.TENSOR_RULES)
+  # Where each array of the train state lives (train/parallel.py): ((regex on its path, spec),
+  # ...), first match wins; spec: one mesh axis, tuple of axes or None per dimension.
+  c.sharding = mlc.ConfigDict()
+  c.sharding.rules = ()
   for name, section in paradigms.get(paradigm).defaults().items():
     c[name] = section
   return c
@@ -340,9 +345,19 @@ def _validate(config: mlc.ConfigDict) -> None:
       raise ConfigError(f"paradigm={config.paradigm!r} needs the config section {section!r}; "
                         f"start experiments from train.config.base({config.paradigm!r})")
   paradigm.validate(config)
-  if config.mesh.fsdp < 1 or (config.mesh.data < 1 and config.mesh.data != -1):
-    raise ConfigError(f"mesh=(data={config.mesh.data}, fsdp={config.mesh.fsdp}); expected "
+  m = config.mesh
+  if m.fsdp < 1 or m.tensor < 1 or (m.data < 1 and m.data != -1):
+    raise ConfigError(f"mesh=(data={m.data}, fsdp={m.fsdp}, tensor={m.tensor}); expected "
                       "positive sizes (data may be -1: all devices left over)")
+  for i, rule in enumerate(config.sharding.rules):
+    if (not isinstance(rule, (tuple, list)) or len(rule) != 2 or not isinstance(rule[0], str)
+        or not isinstance(rule[1], (tuple, list))):
+      raise ConfigError(f"sharding.rules[{i}]={rule!r}; expected (regex, spec) with spec a "
+                        "tuple of mesh axes or None, one per dimension")
+    try:
+      re.compile(rule[0])
+    except re.error as e:
+      raise ConfigError(f"sharding.rules[{i}] regex {rule[0]!r}: {e}") from None
 
 
 EVAL_FIELDS = evaluators.PARADIGM_FIELDS

@@ -3,7 +3,7 @@
     train_and_evaluate(config, workdir)
 
 validates the config, builds the data pipelines, the model and the paradigm's step functions,
-jit-compiles them over a ("data", "fsdp") mesh, resumes from the workdir's latest complete
+jit-compiles them over a ("data", "fsdp", "tensor") mesh, resumes from the workdir's latest complete
 checkpoint (train state and data iterator together) or initialises, then trains, logging every
 `train.log_every` steps, evaluating every `train.eval_every`, checkpointing every
 `train.checkpoint_every`, and once more of each at the end.
@@ -62,11 +62,12 @@ RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.log_every", "train.ev
                      "train.checkpoint_every", "train.keep_checkpoints", "data.prefetch",
                      "train.checkpoint_every_secs", "train.keep_every", "train.profile_steps",
                      "train.memory_limit_gb",
-                     "data.device_prefetch", "data.eval_workers", "mesh.data", "mesh.fsdp")
+                     "data.device_prefetch", "data.eval_workers", "mesh.data", "mesh.fsdp",
+                     "mesh.tensor")
 # ... and every field under these: what is evaluated, and the evaluation tools' settings, are not
 # training settings (an evaluation added, removed or changed leaves the training's numbers as
 # they were).
-RESUMABLE_SECTIONS = ("evals.", "report.", "generative.reference")
+RESUMABLE_SECTIONS = ("evals.", "report.", "generative.reference", "sharding.")
 
 
 def config_changes(workdir: str, config: mlc.ConfigDict) -> dict[str, tuple[Any, Any]]:

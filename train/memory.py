@@ -75,7 +75,7 @@ def line(rep: dict[str, int], limit: float | None, source: str) -> str:
 def fixes(config: Any, rep: dict[str, int], devices: int) -> list[str]:
   """Concrete ways to need less memory a device, for a run over `devices` devices whose report
   (`report`) is `rep` (its temporaries may be unknown: 0)."""
-  per_device = config.data.batch_size // max(devices // config.mesh.fsdp, 1)
+  per_device = config.data.batch_size // max(devices // config.mesh.get("tensor", 1), 1)
   temp = f"; temporaries {size(rep['temporaries'])} grow with it" if rep["temporaries"] else ""
   ways = [f"a smaller per-device batch (data.batch_size={config.data.batch_size} is "
           f"{per_device} a device{temp})"]

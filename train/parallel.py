@@ -1,14 +1,25 @@
 """The device mesh and shardings: one code path for one CPU and a pod.
 
-A `Mesh` with axes ("data", "fsdp"); batches are sharded over both axes (each device holds
-B / (data * fsdp) rows); parameters are replicated, or with `mesh.fsdp > 1` sharded over "fsdp"
-along their largest divisible axis. Host-local batches become global arrays with
-`jax.make_array_from_process_local_data`.
+A `Mesh` with axes ("data", "fsdp", "tensor"); batches are sharded over data and fsdp (each
+device holds B / (data * fsdp) rows; the devices of a tensor group see the same rows). Each array
+of the train state is laid out by the first rule whose regular expression matches its path
+(`params/encoder/block0/attn/query/kernel`, and the optimizer's moments of it):
+
+1. `sharding.rules`, the config's own (regex, spec) pairs, in order;
+2. with `mesh.tensor > 1`, `TENSOR_RULES`: Megatron's split of the Transformer blocks (the
+   attention heads and the MLP's hidden dimension over "tensor", the other dimension over
+   "fsdp"), so a block costs one all-reduce in each direction;
+3. else the default: replicated, or with `mesh.fsdp > 1` sharded over "fsdp" along the largest
+   divisible dimension.
+
+A spec is a tuple with one entry per dimension: a mesh axis, a tuple of axes, or None. Host-local
+batches become global arrays with `jax.make_array_from_process_local_data`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import jax
@@ -17,45 +28,62 @@ from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-AXES = ("data", "fsdp")
+from train.errors import ConfigError
+
+AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")  # the batch's rows; "tensor" devices share theirs
+
+# Megatron-LM's tensor parallelism for arch.transformer's blocks (encoder, decoder LM, ViT):
+# query/key/value (D, heads, head_dim) and their biases split by head, the output projection
+# (heads, head_dim, D) by head; the MLP's first kernel (D, F) by column, its second (F, D) by row.
+TENSOR_RULES: tuple[tuple[str, tuple], ...] = (
+    (r"attn/(query|key|value)/kernel$", ("fsdp", "tensor", None)),
+    (r"attn/(query|key|value)/bias$", ("tensor", None)),
+    (r"attn/out/kernel$", ("tensor", None, "fsdp")),
+    (r"mlp_in/kernel$", ("fsdp", "tensor")),
+    (r"mlp_in/bias$", ("tensor",)),
+    (r"mlp_out/kernel$", ("tensor", "fsdp")),
+)
 # Arrays smaller than this stay replicated under FSDP: sharding them saves nothing.
 FSDP_MIN_SIZE = 2 ** 12
 
 
 def make_mesh(mesh_config, devices: list | None = None) -> Mesh:
-  """A ("data", "fsdp") mesh over `devices` (default: all of this job's). Devices of several
-  TPU slices (multi-slice) get the data axis across the slices, over the data-centre network,
-  and both axes within each slice (MaxText's `dcn_data_parallelism`): FSDP's all-gathers stay on
-  the fast links. Raises ValueError if the sizes do not fit."""
+  """A ("data", "fsdp", "tensor") mesh over `devices` (default: all of this job's). Devices of
+  several TPU slices (multi-slice) get the data axis across the slices, over the data-centre
+  network, and the other axes within each slice (MaxText's `dcn_data_parallelism`): FSDP's
+  all-gathers and the tensor axis's all-reduces stay on the fast links. Raises ValueError if the
+  sizes do not fit."""
   devices = jax.devices() if devices is None else list(devices)
   n = len(devices)
-  fsdp = mesh_config.fsdp
-  data = mesh_config.data if mesh_config.data != -1 else n // fsdp
-  if data * fsdp != n:
-    raise ValueError(f"mesh.data={mesh_config.data} x mesh.fsdp={fsdp} does not cover the {n} "
-                     "devices; set mesh.data=-1 to use all devices left over")
+  fsdp, tensor = mesh_config.fsdp, mesh_config.get("tensor", 1)
+  data = mesh_config.data if mesh_config.data != -1 else n // (fsdp * tensor)
+  if data * fsdp * tensor != n:
+    raise ValueError(f"mesh.data={mesh_config.data} x mesh.fsdp={fsdp} x mesh.tensor={tensor} "
+                     f"does not cover the {n} devices; set mesh.data=-1 to use all devices left "
+                     "over")
   # Auto axes: the compiler propagates shardings through model code written without them.
-  types = (AxisType.Auto,) * 2
+  types = (AxisType.Auto,) * 3
   slices = len({getattr(d, "slice_index", 0) for d in devices})
   if slices > 1:
     if data % slices:
       raise ValueError(f"mesh.data={data} over {slices} slices: the data axis spans the slices, "
                        f"so it must be a multiple of {slices}")
-    grid = mesh_utils.create_hybrid_device_mesh((data // slices, fsdp), (slices, 1),
+    grid = mesh_utils.create_hybrid_device_mesh((data // slices, fsdp, tensor), (slices, 1, 1),
                                                 devices=devices)
     return Mesh(grid, AXES, axis_types=types)
-  return jax.make_mesh((data, fsdp), AXES, axis_types=types, devices=devices)
+  return jax.make_mesh((data, fsdp, tensor), AXES, axis_types=types, devices=devices)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(AXES))
+  return NamedSharding(mesh, P(BATCH_AXES))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def _param_spec(shape: tuple[int, ...], fsdp: int) -> P:
+def _default_spec(shape: tuple[int, ...], fsdp: int) -> P:
   if fsdp == 1 or int(np.prod(shape, dtype=np.int64)) < FSDP_MIN_SIZE:
     return P()
   for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
@@ -66,11 +94,65 @@ def _param_spec(shape: tuple[int, ...], fsdp: int) -> P:
   return P()
 
 
-def state_shardings(mesh: Mesh, abstract_state: Any) -> Any:
-  """Shardings for every leaf of a state: FSDP rule for arrays, replicated scalars."""
+def path_name(path: tuple) -> str:
+  """A tree path as the rules see it: `params/encoder/block0/attn/query/kernel`."""
+  parts = []
+  for key in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+    else:
+      parts.append(str(key))
+  return "/".join(parts)
+
+
+def rules_of(mesh_config, sharding_config) -> tuple[tuple[str, tuple], ...]:
+  """The rules in force: the config's `sharding.rules`, then `TENSOR_RULES` when
+  `mesh.tensor > 1`."""
+  own = tuple((str(r), tuple(s)) for r, s in (sharding_config.get("rules", ()) or ()))
+  return own + (TENSOR_RULES if mesh_config.get("tensor", 1) > 1 else ())
+
+
+def _check_rule(i: int, rule: tuple[str, tuple], name: str, shape: tuple[int, ...],
+                mesh: Mesh) -> P:
+  regex, spec = rule
+  where = f"sharding rule {i} ({regex!r}, {spec!r}) on {name} {shape}"
+  if len(spec) > len(shape):
+    raise ConfigError(f"{where}: {len(spec)} entries for {len(shape)} dimensions")
+  for dim, entry in enumerate(spec):
+    axes = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+    unknown = [a for a in axes if a not in mesh.shape]
+    if unknown:
+      raise ConfigError(f"{where}: no mesh axis {unknown[0]!r}; expected one of {list(AXES)} "
+                        "or None")
+    size = math.prod(mesh.shape[a] for a in axes)
+    if shape[dim] % size:
+      raise ConfigError(f"{where}: dimension {dim} of size {shape[dim]} is not divisible by "
+                        f"{'x'.join(axes)}={size}; change the rule or the mesh")
+  return P(*spec)
+
+
+def state_shardings(mesh: Mesh, abstract_state: Any,
+                    rules: tuple[tuple[str, tuple], ...] = ()) -> Any:
+  """Shardings for every leaf of a state: the first of `rules` whose regex matches the leaf's
+  path (`path_name`, searched), else the default FSDP rule (module docstring).
+
+  Raises:
+    ConfigError: a rule with an unknown axis, more entries than dimensions, or an axis that does
+      not divide its dimension (one line naming the rule, the array and its shape).
+  """
   fsdp = mesh.shape["fsdp"]
-  return jax.tree.map(lambda x: NamedSharding(mesh, _param_spec(tuple(x.shape), fsdp)),
-                      abstract_state)
+  compiled = [(i, re.compile(r), (r, s)) for i, (r, s) in enumerate(rules)]
+
+  def one(path, x):
+    name, shape = path_name(path), tuple(x.shape)
+    for i, pattern, rule in compiled:
+      if pattern.search(name):
+        return NamedSharding(mesh, _check_rule(i, rule, name, shape, mesh))
+    return NamedSharding(mesh, _default_spec(shape, fsdp))
+
+  return jax.tree_util.tree_map_with_path(one, abstract_state)
 
 
 def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, Any]:

@@ -153,7 +153,8 @@ def build(config: mlc.ConfigDict, devices: list | None = None) -> Run:
     if pc == 1:
       example = jax.device_put(example, batch_sharding)
   abstract = jax.eval_shape(paradigm.init, init_rng, example)
-  state_sharding = parallel.state_shardings(mesh, abstract)
+  state_sharding = parallel.state_shardings(mesh, abstract,
+                                            parallel.rules_of(config.mesh, config.sharding))
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, state_sharding)
 

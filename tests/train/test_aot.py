@@ -69,7 +69,7 @@ def test_without_libtpu_one_line_says_how_to_install_it(monkeypatch):
 def test_each_paradigms_tiny_experiment_compiles_for_a_v5e_2x2(experiment, capsys):
   config = load_experiment(experiment, "tiny")
   report = aot.dry_run(config, "v5e:2x2")
-  assert report.mesh == {"data": 4, "fsdp": 1} and report.chip.kind == "TPU v5 lite"
+  assert report.mesh == {"data": 4, "fsdp": 1, "tensor": 1} and report.chip.kind == "TPU v5 lite"
   assert report.fits and 0 < report.memory["total"] < report.chip.hbm
   assert report.memory["temporaries"] > 0 and report.eval_memory > 0
   assert report.flops > 0 and report.step_seconds > 0 and 0 < report.mfu <= 1
@@ -108,12 +108,24 @@ def test_a_run_that_does_not_fit_a_chip_is_refused_with_the_fixes():
 
 
 @needs_libtpu
+def test_a_tiny_vit_with_a_tensor_axis_compiles_and_splits_its_blocks():
+  config = load_experiment("imagenet_vit_s16", "tiny")
+  with config.unlocked():
+    config.mesh.tensor = 2
+  report = aot.compile_for(config, topology.parse("v5e:2x2"))
+  assert report.mesh == {"data": 2, "fsdp": 1, "tensor": 2} and report.fits
+  # the blocks' kernels are halved on each chip; embeddings, norms and the head are not
+  total = report.parameters_total
+  assert total / 2 < report.memory["parameters"] < total
+
+
+@needs_libtpu
 def test_two_slices_put_the_data_axis_across_them():
   config = load_experiment("mnist1d_cnn", "tiny")
   with config.unlocked():
     config.data.batch_size = config.data.eval_batch_size = 128
   report = aot.compile_for(config, topology.parse("v5e:2x2", slices=2))
-  assert report.mesh == {"data": 8, "fsdp": 1} and report.fits
+  assert report.mesh == {"data": 8, "fsdp": 1, "tensor": 1} and report.fits
 
 
 @needs_libtpu

@@ -200,6 +200,9 @@ class ResNet(nn.Module):
     bn_momentum: running-average momentum of BatchNorm statistics.
     remat: recompute each residual block's activations in the backward pass (`nn.remat`)
       instead of storing them; same parameters, less memory.
+    remat_policy: what the backward pass keeps of each block (`arch.common.REMAT_POLICIES`:
+      "" everything, "nothing_saveable" the same as `remat=True`, "dots_saveable",
+      "dots_with_no_batch_dims_saveable").
 
   BatchNorm statistics live in the `batch_stats` collection; under `jax.jit` over a sharded
   batch they are computed on the global batch, so one device and eight agree.
@@ -217,6 +220,7 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False
+  remat_policy: str = ""
   shortcut: str = "projection"
 
   @nn.compact
@@ -247,7 +251,7 @@ class ResNet(nn.Module):
       raise ValueError(f"model.stem={self.stem!r}; expected 'cifar' or 'imagenet'")
     if self.block not in BLOCKS:
       raise ValueError(f"model.block={self.block!r}; expected one of {sorted(BLOCKS)}")
-    residual = maybe_remat(BLOCKS[self.block], self.remat)
+    residual = maybe_remat(BLOCKS[self.block], self.remat, policy=self.remat_policy)
     extra = {"shortcut": self.shortcut} if self.block == "basic" else {}
     for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(blocks):

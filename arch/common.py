@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 
 
 def check_choice(value: str, options: Sequence[str], field: str) -> None:
@@ -20,13 +21,38 @@ def channels_last(shape: Sequence[int], ndim: int) -> tuple[int, ...]:
   return shape + (1,) if len(shape) == ndim else shape
 
 
-def maybe_remat(block: type[nn.Module], remat: bool, static_argnums: tuple[int, ...] = ()):
-  """`nn.remat(block)` when `remat` (the model's `remat` field), else `block` unchanged.
+# `model.remat_policy`: what the backward pass keeps of a block's forward pass
+# (`jax.checkpoint_policies`); everything else is recomputed there. "" keeps everything (no
+# rematerialisation); `model.remat=True` is "nothing_saveable", so runs saved with it restore.
+REMAT_POLICIES = ("", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
-  Rematerialisation (`jax.checkpoint`) keeps only each block's inputs for the backward pass and
-  recomputes its activations there: activation memory falls from one set per block to about one
-  block's, for roughly one more forward pass of compute. Parameter names and values are the same
-  either way, so a checkpoint trained with one setting restores into the other.
-  `static_argnums` are the positions (self = 0) of Python-valued arguments such as `train`.
+
+def remat_policy(remat: bool, policy: str) -> str:
+  """The policy in force for a model's `remat` and `remat_policy` fields (one line naming both
+  when they disagree)."""
+  check_choice(policy, REMAT_POLICIES, "remat_policy")
+  if remat and policy not in ("", "nothing_saveable"):
+    raise ValueError(f"model.remat=True with model.remat_policy={policy!r}; model.remat=True "
+                     "is the policy 'nothing_saveable': set one of the two")
+  return policy or ("nothing_saveable" if remat else "")
+
+
+def maybe_remat(block: type[nn.Module], remat: bool, static_argnums: tuple[int, ...] = (),
+                policy: str = ""):
+  """`nn.remat(block, policy=...)` for the model's `remat` and `remat_policy` fields
+  (`remat_policy`), else `block` unchanged.
+
+  Rematerialisation (`jax.checkpoint`) keeps only what the policy saves of each block for the
+  backward pass and recomputes the rest there: with "nothing_saveable" activation memory falls
+  from one set per block to about one block's, for roughly one more forward pass of compute;
+  "dots_saveable" keeps the matmul outputs and recomputes the cheap elementwise ops;
+  "dots_with_no_batch_dims_saveable" keeps only those with no batch dimension (MaxText's
+  "minimal"). Parameter names and values are the same either way, so a checkpoint trained with
+  one setting restores into another. `static_argnums` are the positions (self = 0) of
+  Python-valued arguments such as `train`.
   """
-  return nn.remat(block, static_argnums=static_argnums) if remat else block
+  name = remat_policy(remat, policy)
+  if not name:
+    return block
+  return nn.remat(block, static_argnums=static_argnums,
+                  policy=getattr(jax.checkpoint_policies, name))

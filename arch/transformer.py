@@ -86,6 +86,7 @@ class _Stack(nn.Module):
   param_dtype: Any
   remat: bool = False
   dense_init: str = "lecun_normal"
+  remat_policy: str = ""
 
   @nn.compact
   def __call__(self, x, mask=None, *, causal=False, decode=False, train=False, positions=None):
@@ -109,7 +110,8 @@ class _Stack(nn.Module):
       x = x + sinusoidal(index, width).astype(x.dtype)
     if self.dropout > 0:
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    block = maybe_remat(Block, self.remat, static_argnums=(3, 4, 5))  # causal, decode, train
+    block = maybe_remat(Block, self.remat, static_argnums=(3, 4, 5),  # causal, decode, train
+                        policy=self.remat_policy)
     for i in range(self.depth):
       x = block(self.num_heads, self.mlp_dim, self.dropout, rotary=self.positions == "rotary",
                 dtype=self.dtype, param_dtype=self.param_dtype, dense_init=self.dense_init,
@@ -158,6 +160,9 @@ class TransformerClassifier(nn.Module):
       uniform attention and MLP kernels, MLP biases N(0, 1e-6)).
     remat: recompute each block's activations in the backward pass (`nn.remat`) instead of
       storing them; same parameters, less memory.
+    remat_policy: what the backward pass keeps of each block (`arch.common.REMAT_POLICIES`:
+      "" everything, "nothing_saveable" the same as `remat=True`, "dots_saveable",
+      "dots_with_no_batch_dims_saveable").
   Returns (B, num_classes). Pooled features are sown as `intermediates/features`, attention
   weights as `intermediates/.../attention_weights` (B, N, T', T') with T' including the CLS token.
   """
@@ -176,6 +181,7 @@ class TransformerClassifier(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False
+  remat_policy: str = ""
   pre_logits: int = 0
   head_zero_init: bool = False
   causal: bool = False
@@ -238,7 +244,7 @@ class TransformerClassifier(nn.Module):
     stack_positions = "none" if self.positions == "sincos2d" else self.positions
     x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len + 1, stack_positions,
                self.dropout, self.dtype, self.param_dtype, self.remat, self.dense_init,
-               name="encoder")(
+               self.remat_policy, name="encoder")(
                    x, mask, causal=self.causal, train=train)
     if self.pool == "cls":
       feats = x[:, 0]
@@ -286,6 +292,9 @@ class TransformerLM(nn.Module):
     max_len: the longest sequence (and cache) the model accepts.
     positions: "learned", "sinusoidal", "rotary" or "none".
     remat: recompute each block's activations in the backward pass (`nn.remat`).
+    remat_policy: what the backward pass keeps of each block (`arch.common.REMAT_POLICIES`:
+      "" everything, "nothing_saveable" the same as `remat=True`, "dots_saveable",
+      "dots_with_no_batch_dims_saveable").
   """
 
   vocab_size: int
@@ -299,6 +308,7 @@ class TransformerLM(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False
+  remat_policy: str = ""
 
   @property
   def num_classes(self) -> int:  # what the loop checks labels against
@@ -326,7 +336,8 @@ class TransformerLM(nn.Module):
       mask = segments[:, None, :, None] == segments[:, None, None, :]   # (B, 1, T, T)
       positions = segment_positions(segments)
     x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len, self.positions,
-               self.dropout, self.dtype, self.param_dtype, self.remat, name="decoder")(
+               self.dropout, self.dtype, self.param_dtype, self.remat,
+               remat_policy=self.remat_policy, name="decoder")(
                    x, mask, causal=True, decode=decode, train=train, positions=positions)
     return nn.Dense(self.vocab_size, **kw, name="head")(x)
 

@@ -97,6 +97,9 @@ class UNet(nn.Module):
     dropout: inside the residual blocks, in training.
     groups: GroupNorm groups; every level's width must be divisible by it.
     remat: recompute each residual block's activations in the backward pass (`nn.remat`).
+    remat_policy: what the backward pass keeps of each block (`arch.common.REMAT_POLICIES`:
+      "" everything, "nothing_saveable" the same as `remat=True`, "dots_saveable",
+      "dots_with_no_batch_dims_saveable").
   """
 
   data_shape: tuple[int, ...]
@@ -112,6 +115,7 @@ class UNet(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False
+  remat_policy: str = ""
 
   def _check(self, x: jnp.ndarray, t: jnp.ndarray, labels: jnp.ndarray | None) -> None:
     if tuple(x.shape[1:]) != tuple(self.data_shape):
@@ -149,7 +153,8 @@ class UNet(nn.Module):
     if self.num_classes:
       emb = emb + nn.Embed(self.num_classes + 1, dim, name="class_embed", **kw)(labels)
 
-    res_block = maybe_remat(ResBlock, self.remat, static_argnums=(3,))  # train
+    res_block = maybe_remat(ResBlock, self.remat, static_argnums=(3,),  # train
+                            policy=self.remat_policy)
 
     def block(h, width, name):
       return res_block(width, self.ndim, self.groups, self.dropout, name=name, **kw)(h, emb, train)

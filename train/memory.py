@@ -79,10 +79,14 @@ def fixes(config: Any, rep: dict[str, int], devices: int) -> list[str]:
   temp = f"; temporaries {size(rep['temporaries'])} grow with it" if rep["temporaries"] else ""
   ways = [f"a smaller per-device batch (data.batch_size={config.data.batch_size} is "
           f"{per_device} a device{temp})"]
-  if not config.model.get("remat", False):
-    ways.append("model.remat=True (recompute activations in the backward pass)")
+  if not config.model.get("remat", False) and not config.model.get("remat_policy", ""):
+    ways.append("model.remat=True (recompute activations in the backward pass; or "
+                "model.remat_policy='dots_saveable', which keeps the matmuls' outputs)")
   ways.append(f"more mesh.fsdp (now {config.mesh.fsdp}; parameters and optimizer state "
               f"{size(rep['parameters'] + rep['optimizer_state'])} split over it)")
+  if str(config.model.get("name", "")).startswith("transformer."):
+    ways.append(f"more mesh.tensor (now {config.mesh.get('tensor', 1)}; the blocks' attention "
+                "heads and MLP split over it, activations too)")
   return ways
 
 

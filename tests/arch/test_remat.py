@@ -84,3 +84,27 @@ def test_remat_cuts_the_stored_activations_of_a_deeper_model_fifteenfold():
   # 73.4 MB (every block's attention weights, causal blocks only, and MLP activations) against
   # 4.0 MB (parameters and each block's input)
   assert kept[True] < kept[False] / 15, kept
+
+
+def test_policies_keep_less_the_less_they_save():
+  # what the backward pass keeps, abstractly: everything > the matmuls > nothing
+  fields, make_inputs = CASES["transformer_lm"]
+  inputs = make_inputs()
+  shapes = jax.eval_shape(arch.build(dict(fields)).init, jax.random.key(0), *inputs)
+  kept = {p: _residual_bytes(arch.build(dict(fields, remat_policy=p)), shapes, inputs)
+          for p in ("", "dots_saveable", "nothing_saveable")}
+  assert kept["nothing_saveable"] < kept["dots_saveable"] < kept[""], kept
+  assert _residual_bytes(arch.build(dict(fields, remat=True)), shapes, inputs) == \
+      kept["nothing_saveable"]  # model.remat=True is that policy
+
+
+@pytest.mark.parametrize("fields,match", [
+    (dict(remat_policy="everything"), r"model.remat_policy='everything'; expected one of"),
+    (dict(remat=True, remat_policy="dots_saveable"),
+     r"model.remat=True with model.remat_policy='dots_saveable'"),
+])
+def test_a_bad_or_conflicting_policy_is_one_line(fields, match):
+  name_fields, make_inputs = CASES["resnet"]
+  with pytest.raises(ValueError, match=match):
+    jax.eval_shape(arch.build(dict(name_fields, **fields)).init, jax.random.key(0),
+                   *make_inputs())

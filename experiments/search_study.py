@@ -40,7 +40,7 @@ from experiments import search_space
 from experiments import sweep_runs as sweep
 from experiments.sweep_results import HIGHER_IS_BETTER
 from train import config as config_lib
-from train import files, loop, metric_writer, progress
+from train import files, loop, metric_writer, progress, resumable
 from train.errors import ConfigError
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -208,7 +208,7 @@ def open_study(search: Search, create: bool = True):
   differ = sorted(k for k in set(saved) | set(mine)
                   if k != "experiment" and saved.get(k) != mine.get(k))
   # a config field added to the codebase since the study began, at its default, is no change
-  differ += [f"experiment: {k}" for k in loop.changes_from(saved.get("experiment", {}),
+  differ += [f"experiment: {k}" for k in resumable.changes_from(saved.get("experiment", {}),
                                                            search.config)][:6]
   if differ:
     raise ConfigError(f"study {search.study_name!r} in {search.storage} was made with other "

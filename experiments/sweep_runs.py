@@ -33,7 +33,7 @@ import ml_collections as mlc
 import numpy as np
 
 from train import config as config_lib
-from train import files, loop
+from train import files, loop, resumable
 from train.errors import ConfigError, FlagError
 
 DISTRIBUTIONS = ("uniform", "loguniform", "randint")
@@ -249,7 +249,7 @@ def plan(base: mlc.ConfigDict, axes: Sequence[Axis], workdir: str, seeds: int = 
 def check_unchanged(workdir: str, config: mlc.ConfigDict) -> None:
   """Raises ConfigError if `workdir` holds a run of a config other than `config` (a sweep's
   point or a search's trial), so a changed experiment never mixes into old results."""
-  differ = list(loop.config_changes(workdir, config))
+  differ = list(resumable.config_changes(workdir, config))
   if differ:
     raise ConfigError(f"{workdir} holds a run of another config (fields {differ[:6]} "
                       "differ); use another --workdir or delete that run")

@@ -25,7 +25,6 @@ import numpy as np
 
 import data as data_lib
 from train import checkpoint as checkpoint_lib
-from train import config as config_lib
 from train import device_prefetch as device_prefetch_lib
 from train import (
   figures,
@@ -37,12 +36,14 @@ from train import (
   parallel,
   profiling,
   progress,
+  resumable,
   signals,
   throughput,
   transfer,
   workdir_lock,
   workdir_records,
 )
+from train import goodput as goodput_lib
 from train import preemption as preemption_lib
 from train.errors import CheckpointError, NonFiniteLossError
 from train.run import (  # noqa: F401  (re-exported: tools build runs through the loop)
@@ -53,54 +54,6 @@ from train.run import (  # noqa: F401  (re-exported: tools build runs through th
   compile_train_step,
   prepare,
 )
-
-# Fields that may differ between the run that wrote a workdir and a run that resumes it:
-# extending a run or changing how often it reports does not change its numbers so far, and the
-# mesh is only the layout: the checkpoint is restored into the new mesh's shardings (a run saved
-# on 8 devices with fsdp=8 resumes on 1, or on 4 with fsdp=4), equal to float rounding.
-RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.log_every", "train.eval_every",
-                     "train.checkpoint_every", "train.keep_checkpoints", "data.prefetch",
-                     "train.checkpoint_every_secs", "train.keep_every", "train.profile_steps",
-                     "train.memory_limit_gb",
-                     "data.device_prefetch", "data.eval_workers", "mesh.data", "mesh.fsdp",
-                     "mesh.tensor")
-# ... and every field under these: what is evaluated, and the evaluation tools' settings, are not
-# training settings (an evaluation added, removed or changed leaves the training's numbers as
-# they were).
-RESUMABLE_SECTIONS = ("evals.", "report.", "generative.reference", "sharding.")
-
-
-def config_changes(workdir: str, config: mlc.ConfigDict) -> dict[str, tuple[Any, Any]]:
-  """{field: (value in WORKDIR/config.json, value in `config`)} for every field that differs,
-  sorted by field; {} when they agree or the workdir holds no config.json. A field the saved
-  config lacks (added to the codebase after the run started) that still has its default is no
-  change."""
-  path = os.path.join(workdir, files.CONFIG)
-  if not os.path.exists(path):
-    return {}
-  return changes_from(files.read_json(path), config)
-
-
-def changes_from(saved: dict[str, Any], config: mlc.ConfigDict) -> dict[str, tuple[Any, Any]]:
-  """`config_changes` against a saved config's dict (a run's config.json, a search study's
-  experiment)."""
-  old = files.flatten(saved)
-  new = files.flatten(json.loads(config.to_json_best_effort()))
-  defaults = files.flatten(json.loads(config_lib.base(config.paradigm).to_json_best_effort()))
-  return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
-          if old.get(k) != new.get(k) and not (k not in old and k in defaults and
-                                               new.get(k) == defaults[k])}
-
-
-def _check_resumable(workdir: str, config: mlc.ConfigDict) -> None:
-  changes = config_changes(workdir, config)
-  changed = [k for k in changes
-             if k not in RESUMABLE_CHANGES and not k.startswith(RESUMABLE_SECTIONS)]
-  if changed:
-    details = ", ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in changed[:8])
-    raise config_lib.ConfigError(
-        f"workdir {workdir} holds a run with a different config ({details}); use a new "
-        "--workdir, or the same config to resume")
 
 
 def _window_metrics(window: list[jax.Array], names: list[str]) -> dict[str, np.ndarray]:
@@ -196,7 +149,7 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
   batch_sharding, state_sharding = run.batch_sharding, run.state_sharding
   step_rng, eval_step = run.step_rng, run.eval_step
   if not restart:  # --restart moves the old config aside with the rest
-    _check_resumable(workdir, config)
+    resumable.check(workdir, config)
   if not dry_run:  # every process reads the same files; process 0 alone moves them
     finished = workdir_records.check(workdir, steps, restart, move=is_main)
     if finished is not None:
@@ -205,7 +158,9 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
       return dict(finished.get("final_eval") or {})
   # Compiled ahead of time, once: its cost analysis gives the FLOPs of a step, and its memory
   # analysis whether it fits, before anything is written to the workdir.
-  train_step = compile_train_step(run)
+  good = goodput_lib.Goodput()  # where the wall time goes, in every train record
+  with good.phase("compile"):
+    train_step = compile_train_step(run)
   speed = throughput.for_run(train_step, run.example, config.train.precision)
   usage = memory.report(run.abstract, memory.device_bytes(abstract_batch(run)), train_step)
   limit, source = memory.device_limit(settings.memory_limit_gb)
@@ -232,7 +187,8 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, files.CHECKPOINTS),
                                      settings.keep_checkpoints,
                                      keep_every=settings.keep_every)
-  restored = ckpt.restore_latest(run.abstract, iterator)
+  with good.phase("checkpoint"):
+    restored = ckpt.restore_latest(run.abstract, iterator)
   pending: list[str] = []  # evaluations of the last saved step that a stop request cut short
   if restored is None:
     state = run.init_state()
@@ -290,7 +246,7 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
     metrics = {k: float(v.mean()) for k, v in means.items()}
     metrics["learning_rate"] = float(paradigm.schedule(max(step - 1, 0) // accum))
     rate = bar.rate(step)
-    rates = speed.record(rate)
+    rates = {**speed.record(rate), **good.record()}
     writer.write(step, "train", metrics, rates)
     if is_main:
       progress.console(bar.line(step, "train", metrics, rate, shown) + " | " +
@@ -337,13 +293,18 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
   with preemption_lib.Preemption() as preempt:
     try:
       if pending:
-        pending = run_evals(start, pending)
+        with good.phase("evaluation"):
+          pending = run_evals(start, pending)
       for s in range(start + 1, steps + 1):
         if pending:
           break  # stopped again during the pending evaluations: their checkpoint stands
         profiler.begin(s)
         with profiler.step(s):
-          state, metrics = train_step(state, next(iterator), step_rng)
+          t_batch = time.perf_counter()
+          batch = next(iterator)
+          good.add("data_wait", time.perf_counter() - t_batch)
+          state, metrics = train_step(state, batch, step_rng)
+        good.step()
         profiler.end(s, state)
         window.append(metrics)
         if every(settings.log_every, s):
@@ -352,7 +313,8 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
         due = due_evals(s)
         if due:
           flush(s)
-          cut = run_evals(s, due)
+          with good.phase("evaluation"):
+            cut = run_evals(s, due)
         stop = preempt.reached(s)
         periodic = every(settings.checkpoint_every, s)
         if stop or periodic or timer.due():
@@ -360,10 +322,11 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
             flush(s)
           # A save at any other step (preemption, time) carries the logging window instead of
           # writing it early, so the records of a stopped-and-resumed run are the straight run's.
-          ckpt.save(s, state, iterator, {
-              "step": s, "config": json.loads(config.to_json_best_effort()), "lineage": run_lineage,
-              "pending_evals": cut, "window_start": window_start,
-              "window": np.asarray(jax.device_get(window), np.float32).tolist()})
+          with good.phase("checkpoint"):
+            ckpt.save(s, state, iterator, {
+                "step": s, "config": json.loads(config.to_json_best_effort()),
+                "lineage": run_lineage, "pending_evals": cut, "window_start": window_start,
+                "window": np.asarray(jax.device_get(window), np.float32).tolist()})
           timer.reset()
         if stop and (s < steps or cut):
           stopped = s
@@ -384,7 +347,8 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
     return last_eval
   wall = time.perf_counter() - t_start
   summary = {"steps": steps, "resumed_from": start, "wall_time_s": wall, "final_eval": last_eval,
-             "parameter_bytes": parallel.bytes_per_device(state.params)}
+             "parameter_bytes": parallel.bytes_per_device(state.params),
+             "goodput": good.totals()}
   if is_main:
     files.write_json_atomic(os.path.join(workdir, files.SUMMARY), summary)
     progress.console(f"done in {wall:.1f} s: " + ", ".join(

@@ -16,7 +16,7 @@ from data import DataError
 from tests.conftest import ROOT, load_experiment, run_cli
 from train import checkpoint as checkpoint_lib
 from train import config as config_lib
-from train import loop
+from train import loop, resumable
 
 
 def _tiny(name, data_dir, **overrides):
@@ -245,10 +245,10 @@ def test_a_field_added_since_the_run_started_is_no_change_at_its_default(data_di
   saved = json.loads(config.to_json_best_effort())
   del saved["distill"]  # a run written before the section existed
   (tmp_path / "config.json").write_text(json.dumps(saved))
-  assert loop.config_changes(str(tmp_path), config) == {}
+  assert resumable.config_changes(str(tmp_path), config) == {}
   with config.unlocked():
     config.distill.temperature = 3.0
-  assert loop.config_changes(str(tmp_path), config) == {"distill.temperature": (None, 3.0)}
+  assert resumable.config_changes(str(tmp_path), config) == {"distill.temperature": (None, 3.0)}
 
 
 @pytest.mark.parametrize("overrides,error,match", [

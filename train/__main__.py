@@ -23,7 +23,7 @@ import sys  # noqa: E402
 import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from train import aot, cli, compilation_cache, loop, topology  # noqa: E402
+from train import aot, cli, compilation_cache, loop, topology, watchdog  # noqa: E402
 from train import config as config_lib  # noqa: E402
 from train.errors import FlagError  # noqa: E402
 
@@ -44,6 +44,10 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process runs
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() with detected settings.")
+_DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
+    "distributed_timeout", 300, "Multi-process runs: seconds to wait for every process to join; "
+    "then one line naming this process and exit status 1 (a process that never started, a wrong "
+    "address or port).")
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run", False, "Build and compile the run, print its per-device memory (parameters, "
     "optimizer state, batch, XLA temporaries) and FLOPs per step, and stop without training.")
@@ -70,10 +74,16 @@ def init_distributed() -> None:
     raise app.UsageError("--coordinator_address, --num_processes and --process_id go together "
                          f"(got {explicit})")
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  if _DISTRIBUTED.value:
-    jax.distributed.initialize()
-  else:
-    jax.distributed.initialize(*explicit)
+  timeout = _DISTRIBUTED_TIMEOUT.value
+  who = ("this process" if _DISTRIBUTED.value else
+         f"process {_PROCESS_ID.value} of {_NUM_PROCESSES.value}, coordinator "
+         f"{_COORDINATOR.value},")
+  # JAX's own timeout aborts with a C++ stack trace: ours fires first, in one line.
+  with watchdog.Watchdog(timeout, f"joining the job ({who} --distributed_timeout)"):
+    if _DISTRIBUTED.value:
+      jax.distributed.initialize(initialization_timeout=timeout + 60)
+    else:
+      jax.distributed.initialize(*explicit, initialization_timeout=timeout + 60)
 
 
 def default_workdir(config_arg: str) -> str:

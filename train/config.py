@@ -118,6 +118,9 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.train.checkpoint_every_secs = 0.0               # also save when this long since the last
   c.train.profile_steps = (0, 0)                    # (A, B): a jax.profiler trace of steps A..B
   c.train.memory_limit_gb = 0.0                     # per device; 0 = the device's own
+  # The first step not done by then (a collective waiting for a process that never comes): one
+  # line naming the process, its stacks in the workdir, exit status 1 (train/watchdog.py); 0: off.
+  c.train.first_step_timeout_secs = 1800.0
   c.train.precision = "float32"                     # float32|bfloat16: the compute dtype;
                                                     # parameters and optimizer state stay float32
 
@@ -316,6 +319,7 @@ def _validate(config: mlc.ConfigDict) -> None:
     check_positive(t[f], f"train.{f}", allow_zero=True)
   check_positive(t.keep_checkpoints, "train.keep_checkpoints")
   check_positive(t.memory_limit_gb, "train.memory_limit_gb", allow_zero=True)
+  check_positive(t.first_step_timeout_secs, "train.first_step_timeout_secs", allow_zero=True)
   _check_evals(config.get("evals", {}))
   a, b = (tuple(t.profile_steps) + (None, None))[:2]
   if len(tuple(t.profile_steps)) != 2 or (a, b) != (0, 0) and not (

@@ -40,6 +40,7 @@ from train import (
   signals,
   throughput,
   transfer,
+  watchdog,
   workdir_lock,
   workdir_records,
 )
@@ -208,9 +209,15 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
     progress.console(f"resumed from {ckpt.directory}/{start}")
   if is_main:  # one entry per run segment, the earlier ones kept
     lineage.add_segment(os.path.join(workdir, files.LINEAGE), run_lineage, start)
+  # A first step that never ends (a collective waiting for a process that never comes): one
+  # line and exit status 1 after train.first_step_timeout_secs (train/watchdog.py).
+  first = watchdog.Watchdog(settings.first_step_timeout_secs,
+                            f"the first step (process {jax.process_index()} of {pc})", workdir)
+  first.__enter__()
   try:
     signals.check("the first step")
   except signals.Stopped:
+    first.cancel()
     iterator.close()
     ckpt.close()
     raise
@@ -305,6 +312,9 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
           good.add("data_wait", time.perf_counter() - t_batch)
           state, metrics = train_step(state, batch, step_rng)
         good.step()
+        if s == start + 1:  # the first step is done when its results are
+          jax.block_until_ready(metrics)
+          first.cancel()
         profiler.end(s, state)
         window.append(metrics)
         if every(settings.log_every, s):
@@ -335,6 +345,7 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
         last_eval = evaluate(eval_step, state, eval_pipe, batch_sharding, step_rng,
                              settings.device_prefetch)
     finally:
+      first.cancel()
       profiler.close()
       iterator.close()
       ckpt.close()  # waits for asynchronous saves

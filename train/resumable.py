@@ -20,7 +20,7 @@ from train import files
 RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.log_every", "train.eval_every",
                      "train.checkpoint_every", "train.keep_checkpoints", "data.prefetch",
                      "train.checkpoint_every_secs", "train.keep_every", "train.profile_steps",
-                     "train.memory_limit_gb",
+                     "train.memory_limit_gb", "train.first_step_timeout_secs",
                      "data.device_prefetch", "data.eval_workers", "mesh.data", "mesh.fsdp",
                      "mesh.tensor")
 # ... and every field under these: what is evaluated, and the evaluation tools' settings, are not

@@ -207,6 +207,7 @@ class Settings:
   device_prefetch: int
   grad_accum_steps: int
   init_from: dict[str, Any] | None  # config.init_from when it names a workdir
+  first_step_timeout_secs: float = 0.0
 
   @classmethod
   def of(cls, config: mlc.ConfigDict) -> "Settings":
@@ -215,7 +216,8 @@ class Settings:
     return cls(t.log_every, t.eval_every, t.checkpoint_every, float(t.checkpoint_every_secs),
                t.keep_checkpoints, t.keep_every, tuple(t.profile_steps), float(t.memory_limit_gb),
                d.prefetch, d.device_prefetch, config.optim.grad_accum_steps,
-               init.to_dict() if init is not None and init.workdir else None)
+               init.to_dict() if init is not None and init.workdir else None,
+               float(t.first_step_timeout_secs))
 
 
 def prepare(config: mlc.ConfigDict) -> tuple[Run, Settings]:

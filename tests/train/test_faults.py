@@ -410,3 +410,41 @@ def test_recovering_from_a_damaged_checkpoint_says_so_in_a_few_lines(data_dir, t
   # orbax's own logged errors and tracebacks ("Event loop is closed", ...) are not shown
   assert not [line for line in lines if "Traceback" in line or "Event loop" in line]
   assert len(lines) < 15, r.stderr
+
+
+def test_a_phase_past_its_watchdog_ends_in_one_line_with_the_stacks(tmp_path):
+  # train/watchdog.py in a bare interpreter: the main thread stuck, the timer fires
+  code = textwrap.dedent(f"""
+      import time
+      from train import watchdog
+      with watchdog.Watchdog(0.5, "the first step (process 0 of 1)", {str(tmp_path)!r}):
+        time.sleep(30)
+      """)
+  r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                     timeout=60)
+  stacks = [f for f in os.listdir(tmp_path) if f.startswith("stacks-")]
+  assert r.returncode == 1 and len(stacks) == 1
+  assert r.stderr.strip().splitlines() == [
+      f"error: the first step (process 0 of 1) did not finish within 0.5 s "
+      f"(host {os.uname().nodename}, pid {r.stderr.split('pid ')[1].split(')')[0]}); every "
+      f"thread's stack is in {tmp_path / stacks[0]}"]
+  assert "time.sleep" not in r.stderr and "line 4" in (tmp_path / stacks[0]).read_text()
+
+
+@pytest.mark.slow  # two interpreters of python -m train
+def test_a_hung_first_step_and_a_missing_coordinator_end_in_one_line_each(tmp_path):
+  hung = run_cli(["--config", "experiments/mnist1d_cnn.py:tiny", "--workdir", str(tmp_path / "a"),
+                  "--compilation_cache=", "--config.train.first_step_timeout_secs=3"],
+                 env_extra={"STRATA_TEST_PAUSE_AT": "the first step"}, timeout=120)
+  assert hung.returncode == 1
+  assert hung.stderr.strip().splitlines()[-1].startswith(
+      "error: the first step (process 0 of 1) did not finish within 3 s (host ")
+  assert any(f.startswith("stacks-") for f in os.listdir(tmp_path / "a"))
+  alone = run_cli(["--config", "experiments/mnist1d_cnn.py:tiny", "--workdir",
+                   str(tmp_path / "b"), "--compilation_cache=", "--num_processes=2",
+                   "--coordinator_address=127.0.0.1:47123", "--process_id=1",
+                   "--distributed_timeout=3"], timeout=120)
+  assert alone.returncode == 1 and alone.stderr.strip().splitlines() == [
+      "error: joining the job (process 1 of 2, coordinator 127.0.0.1:47123, "
+      f"--distributed_timeout) did not finish within 3 s (host {os.uname().nodename}, pid "
+      f"{alone.stderr.split('pid ')[1].split(')')[0]})"]

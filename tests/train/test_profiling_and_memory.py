@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.train.test_loop import _tiny
+from train import config as config_lib
 from train import loop, memory
 
 
@@ -23,12 +24,12 @@ def test_profile_steps_write_a_trace(data_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("steps", [(5, 3), (0, 4), (1, 2, 3)])
 def test_bad_profile_steps_name_the_field(data_dir, steps):
-  with pytest.raises(loop.config_lib.ConfigError, match=r"train.profile_steps=.*; expected "
+  with pytest.raises(config_lib.ConfigError, match=r"train.profile_steps=.*; expected "
                      r"\(A, B\) with 1 <= A <= B, or \(0, 0\) for no trace"):
     with_steps = _tiny("mnist1d_mlp", data_dir)
     with with_steps.unlocked():
       with_steps.train.profile_steps = steps
-    loop.config_lib.validate(with_steps)
+    config_lib.validate(with_steps)
 
 
 def test_memory_report_counts_the_state_and_refuses_past_the_limit(data_dir, tmp_path):

@@ -73,8 +73,55 @@ class Block(nn.Module):
     return x + h
 
 
+class _ScanStep(nn.Module):
+  """One `Block` as a step of `nn.scan` (`scan_layers`): the activations are the carry, the mask
+  and positions are the same for every layer, and the Python flags are attributes (a scanned
+  function's arguments are traced)."""
+
+  block: Any               # the Block class, maybe rematerialised
+  fields: dict[str, Any]   # Block's fields
+  causal: bool
+  decode: bool
+  train: bool
+
+  @nn.compact
+  def __call__(self, x, mask, positions):
+    x = self.block(**self.fields, name="block")(x, mask, self.causal, self.decode, self.train,
+                                                positions)
+    return x, None
+
+
+def stack_blocks(tree: dict[str, Any], depth: int) -> dict[str, Any]:
+  """An unscanned model's `block0` ... `block{depth-1}` subtrees (params, or a cache) as a
+  scanned model's `blocks/block`, each leaf stacked on a new first axis; other entries kept.
+  Applied to every dict in the tree, so a whole `params` converts."""
+  if not isinstance(tree, dict):
+    return tree
+  if "block0" in tree:
+    names = [f"block{i}" for i in range(depth)]
+    rest = {k: stack_blocks(v, depth) for k, v in tree.items() if k not in names}
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[tree[n] for n in names])
+    return {**rest, "blocks": {"block": stacked}}
+  return {k: stack_blocks(v, depth) for k, v in tree.items()}
+
+
+def unstack_blocks(tree: dict[str, Any]) -> dict[str, Any]:
+  """The inverse of `stack_blocks`: a scanned model's `blocks/block` as `block0` ... ."""
+  if not isinstance(tree, dict):
+    return tree
+  if "blocks" in tree and set(tree["blocks"]) == {"block"}:
+    stacked = tree["blocks"]["block"]
+    depth = jax.tree.leaves(stacked)[0].shape[0]
+    rest = {k: unstack_blocks(v) for k, v in tree.items() if k != "blocks"}
+    return {**rest, **{f"block{i}": jax.tree.map(lambda x, i=i: x[i], stacked)
+                       for i in range(depth)}}
+  return {k: unstack_blocks(v) for k, v in tree.items()}
+
+
 class _Stack(nn.Module):
-  """Positions + `depth` blocks + final LayerNorm, shared by the classifier and the LM."""
+  """Positions + `depth` blocks + final LayerNorm, shared by the classifier and the LM.
+  `scan_layers`: the blocks as one `nn.scan` over stacked parameters (`blocks/block`, a leading
+  axis of `depth`), compiled once instead of `depth` times (`stack_blocks` converts)."""
 
   depth: int
   num_heads: int
@@ -87,6 +134,7 @@ class _Stack(nn.Module):
   remat: bool = False
   dense_init: str = "lecun_normal"
   remat_policy: str = ""
+  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, x, mask=None, *, causal=False, decode=False, train=False, positions=None):
@@ -112,11 +160,17 @@ class _Stack(nn.Module):
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
     block = maybe_remat(Block, self.remat, static_argnums=(3, 4, 5),  # causal, decode, train
                         policy=self.remat_policy)
-    for i in range(self.depth):
-      x = block(self.num_heads, self.mlp_dim, self.dropout, rotary=self.positions == "rotary",
-                dtype=self.dtype, param_dtype=self.param_dtype, dense_init=self.dense_init,
-                name=f"block{i}")(
-                    x, mask, causal, decode, train, positions)
+    fields = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout,
+                  rotary=self.positions == "rotary", dtype=self.dtype,
+                  param_dtype=self.param_dtype, dense_init=self.dense_init)
+    if self.scan_layers:
+      scanned = nn.scan(_ScanStep, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
+                        split_rngs={"params": True, "dropout": True},
+                        in_axes=(nn.broadcast, nn.broadcast), length=self.depth)
+      x, _ = scanned(block, fields, causal, decode, train, name="blocks")(x, mask, positions)
+    else:
+      for i in range(self.depth):
+        x = block(**fields, name=f"block{i}")(x, mask, causal, decode, train, positions)
     return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="ln_final")(x)
 
 
@@ -163,6 +217,9 @@ class TransformerClassifier(nn.Module):
     remat_policy: what the backward pass keeps of each block (`arch.common.REMAT_POLICIES`:
       "" everything, "nothing_saveable" the same as `remat=True`, "dots_saveable",
       "dots_with_no_batch_dims_saveable").
+    scan_layers: the blocks as one `nn.scan` over stacked parameters (`blocks/block`, depth
+      first): compiled once instead of once per block; `stack_blocks` / `unstack_blocks`
+      convert checkpoints between the two.
   Returns (B, num_classes). Pooled features are sown as `intermediates/features`, attention
   weights as `intermediates/.../attention_weights` (B, N, T', T') with T' including the CLS token.
   """
@@ -182,6 +239,7 @@ class TransformerClassifier(nn.Module):
   param_dtype: Any = jnp.float32
   remat: bool = False
   remat_policy: str = ""
+  scan_layers: bool = False
   pre_logits: int = 0
   head_zero_init: bool = False
   causal: bool = False
@@ -244,7 +302,7 @@ class TransformerClassifier(nn.Module):
     stack_positions = "none" if self.positions == "sincos2d" else self.positions
     x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len + 1, stack_positions,
                self.dropout, self.dtype, self.param_dtype, self.remat, self.dense_init,
-               self.remat_policy, name="encoder")(
+               self.remat_policy, self.scan_layers, name="encoder")(
                    x, mask, causal=self.causal, train=train)
     if self.pool == "cls":
       feats = x[:, 0]
@@ -295,6 +353,9 @@ class TransformerLM(nn.Module):
     remat_policy: what the backward pass keeps of each block (`arch.common.REMAT_POLICIES`:
       "" everything, "nothing_saveable" the same as `remat=True`, "dots_saveable",
       "dots_with_no_batch_dims_saveable").
+    scan_layers: the blocks as one `nn.scan` over stacked parameters (`blocks/block`, depth
+      first): compiled once instead of once per block; `stack_blocks` / `unstack_blocks`
+      convert checkpoints between the two.
   """
 
   vocab_size: int
@@ -309,6 +370,7 @@ class TransformerLM(nn.Module):
   param_dtype: Any = jnp.float32
   remat: bool = False
   remat_policy: str = ""
+  scan_layers: bool = False
 
   @property
   def num_classes(self) -> int:  # what the loop checks labels against
@@ -337,7 +399,7 @@ class TransformerLM(nn.Module):
       positions = segment_positions(segments)
     x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len, self.positions,
                self.dropout, self.dtype, self.param_dtype, self.remat,
-               remat_policy=self.remat_policy, name="decoder")(
+               remat_policy=self.remat_policy, scan_layers=self.scan_layers, name="decoder")(
                    x, mask, causal=True, decode=decode, train=train, positions=positions)
     return nn.Dense(self.vocab_size, **kw, name="head")(x)
 

@@ -12,7 +12,8 @@ of the train state is laid out by the first rule whose regular expression matche
 3. else the default: replicated, or with `mesh.fsdp > 1` sharded over "fsdp" along the largest
    divisible dimension.
 
-A spec is a tuple with one entry per dimension: a mesh axis, a tuple of axes, or None. Host-local
+A spec is a tuple with one entry per dimension, the last ones when shorter (so the same rules fit
+a scanned model's stacked blocks): a mesh axis, a tuple of axes, or None. Host-local
 batches become global arrays with `jax.make_array_from_process_local_data`.
 """
 
@@ -120,6 +121,8 @@ def _check_rule(i: int, rule: tuple[str, tuple], name: str, shape: tuple[int, ..
   where = f"sharding rule {i} ({regex!r}, {spec!r}) on {name} {shape}"
   if len(spec) > len(shape):
     raise ConfigError(f"{where}: {len(spec)} entries for {len(shape)} dimensions")
+  # A spec names the last dimensions: a scanned model's stacked layer axis comes first.
+  spec = (None,) * (len(shape) - len(spec)) + tuple(spec)
   for dim, entry in enumerate(spec):
     axes = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
     unknown = [a for a in axes if a not in mesh.shape]

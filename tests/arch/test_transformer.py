@@ -5,7 +5,12 @@ import pytest
 
 import arch
 from arch import attention
-from arch.transformer import TransformerClassifier, TransformerLM
+from arch.transformer import (
+  TransformerClassifier,
+  TransformerLM,
+  stack_blocks,
+  unstack_blocks,
+)
 
 
 def _np_softmax(x):
@@ -106,6 +111,25 @@ def test_cached_decoding_equals_a_full_forward_pass(positions):
   full = jax.jit(model.apply)({"params": params}, tokens)
   stepped = _decode_in_pieces(model, params, tokens, [4, 5, 6, 7, 8, 9, 10])   # prefill 4, then 1s
   np.testing.assert_allclose(stepped, full, atol=2e-5)
+
+
+def test_scanned_layers_compute_what_unrolled_ones_do_and_checkpoints_convert():
+  # the same parameters stacked (arch.transformer.stack_blocks): the same logits, also decoded
+  # with a cache; a scanned model's own init has that structure; unstacking gives them back
+  plain, scanned = _lm("rotary"), _lm("rotary", scan_layers=True)
+  tokens = jax.random.randint(jax.random.key(1), (2, 10), 0, 17)
+  params = jax.jit(plain.init)(jax.random.key(0), tokens)["params"]
+  stacked = stack_blocks(params, 2)
+  assert stacked["decoder"]["blocks"]["block"]["attn"]["query"]["kernel"].shape == (2, 16, 2, 8)
+  assert jax.tree.structure(stacked) == jax.tree.structure(
+      jax.eval_shape(scanned.init, jax.random.key(0), tokens)["params"])
+  full = jax.jit(plain.apply)({"params": params}, tokens)
+  np.testing.assert_allclose(jax.jit(scanned.apply)({"params": stacked}, tokens), full,
+                             atol=2e-5)
+  np.testing.assert_allclose(_decode_in_pieces(scanned, stacked, tokens, [5, 10]), full,
+                             atol=2e-5)
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()),
+                                   unstack_blocks(stacked), params))
 
 
 def test_recurrent_lm_decoding_equals_a_full_forward_pass():

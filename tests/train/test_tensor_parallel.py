@@ -95,6 +95,13 @@ def _mesh():
   return jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1), parallel.AXES)
 
 
+def test_the_rules_fit_a_scanned_models_stacked_blocks():
+  two = type("Mesh", (), {"shape": {"data": 1, "fsdp": 2, "tensor": 2}})()  # only its sizes
+  spec = parallel._check_rule(0, parallel.TENSOR_RULES[0],
+                              "params/decoder/blocks/block/attn/query/kernel", (3, 16, 4, 8), two)
+  assert spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
+
+
 def test_a_config_rule_comes_first_and_the_default_is_fsdp():
   state = {"params": {"a": {"kernel": jax.ShapeDtypeStruct((64, 128), np.float32)},
                       "b": {"kernel": jax.ShapeDtypeStruct((64, 128), np.float32)}}}

@@ -34,7 +34,7 @@ import ml_collections as mlc
 
 from train import memory, throughput, topology
 from train.errors import CompilerError
-from train.run import Run, build
+from train.run import Run, build, scan_flops_factor
 
 CHILD = "STRATA_AOT_CHILD"  # set in the child process that compiles (`in_child`)
 # libtpu's crash report: glog lines (F1203 12:00:00.000000 ...), its stack and core-dump lines.
@@ -223,9 +223,12 @@ def compile_for(config: mlc.ConfigDict, slice_: topology.Slice) -> Report:
   rep = memory.report(run.abstract, memory.device_bytes(batch), train_step)
   eval_total = memory.report(run.abstract, memory.device_bytes(eval_batch), eval_step)["total"]
   cost = _cost(train_step)
+  factor = scan_flops_factor(run)  # XLA counts a scanned stack's body once
+  cost["flops"] = cost.get("flops", 0.0) * factor
   compiler, seconds, source = estimate(cost, chip)
-  # A loop of the program itself (a scan over layers or steps), not one the TPU compiler made.
-  loops = "stablehlo.while" in lowered.as_text()
+  # A loop of the program itself (a scan over steps), not one the TPU compiler made, and not
+  # the scanned layers, which `factor` accounts for.
+  loops = factor == 1.0 and "stablehlo.while" in lowered.as_text()
   total = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(run.abstract.params))
   return Report(slice_, chip, dict(run.mesh.shape), d.batch_size,
                 throughput.tokens_per_example(batch), rep, total,

@@ -186,6 +186,27 @@ def abstract_batch(run: Run) -> Any:
                                                      sharding=run.batch_sharding), run.example)
 
 
+def scan_flops_factor(run: Run) -> float:
+  """How many times more FLOPs a step has than XLA's cost analysis counts: XLA counts a loop's
+  body once, so with `model.scan_layers` the count is low by about the depth. The factor is
+  the unrolled model's count over the scanned one's, both from the lowered (not compiled)
+  global program; 1.0 for a model that is not scanned."""
+  config = run.config
+  if not config.model.get("scan_layers", False):
+    return 1.0
+  module = paradigms.get(config.paradigm)
+  unrolled_fields = {**config.model.to_dict(), "scan_layers": False}
+  unrolled = module.make(arch.build(unrolled_fields), config, total_steps=run.steps)
+  counts = []
+  for paradigm in (run.paradigm, unrolled):
+    state = jax.eval_shape(paradigm.init, run.init_rng, run.example)
+    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), run.example)
+    cost = jax.jit(paradigm.train_step).lower(state, batch, run.step_rng).cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    counts.append(float((cost or {}).get("flops", 0.0)))
+  return counts[1] / counts[0] if counts[0] > 0 else 1.0
+
+
 def compile_train_step(run: Run) -> Any:
   """`run.train_step` compiled for the run's state and batch layouts (jax.stages.Compiled)."""
   return run.train_step.lower(run.abstract, abstract_batch(run), run.step_rng).compile()

@@ -1,7 +1,9 @@
 """Throughput and model FLOPs utilisation (MFU) of the compiled train step.
 
 FLOPs per step come from XLA's cost analysis of the compiled step, counted once at compile; for
-a program partitioned over a mesh it is one device's share. MFU is that times steps/s over one
+a program partitioned over a mesh it is one device's share. XLA counts a loop's body once, so a
+model with scanned layers is scaled by `run.scan_flops_factor` (the unrolled model's count
+over the scanned one's). MFU is that times steps/s over one
 device's peak rate at the run's precision:
 
 - TPUs and NVIDIA GPUs: the dense peak of the chip from `PEAKS` (cited there). A float32 matmul
@@ -175,13 +177,15 @@ class Throughput:
     return text
 
 
-def for_run(compiled: Any, example: dict[str, Any], precision: str) -> Throughput:
+def for_run(compiled: Any, example: dict[str, Any], precision: str,
+            flops_factor: float = 1.0) -> Throughput:
   """The Throughput of a run whose compiled train step is `compiled` and whose (global) batch
   looks like `example`; token targets (B, T) of integer ids count T tokens an example (float
   targets (B, H), a forecast's, are one example each)."""
   first = next(iter(example.values()))
   peak, _ = peak_flops(jax.devices()[0], precision)
-  return Throughput(step_flops(compiled), peak, int(first.shape[0]), tokens_per_example(example))
+  return Throughput(step_flops(compiled) * flops_factor, peak, int(first.shape[0]),
+                    tokens_per_example(example))
 
 
 def tokens_per_example(example: dict[str, Any]) -> int:

@@ -11,6 +11,23 @@ from tests.train.test_loop import _tiny
 from train import loop, throughput
 
 
+@pytest.mark.slow  # 13 s: two LMs built and compiled; the default suite's budget
+def test_a_scanned_models_flops_are_the_unrolled_ones_not_one_blocks(data_dir):
+  # XLA counts a loop's body once: 3 scanned blocks counted as 1 unless scaled
+  flops = {}
+  for scan in (False, True):
+    config = _tiny("charlm_transformer", data_dir, **{"model.depth": 3})
+    with config.unlocked():
+      config.model.scan_layers = scan
+    run = loop.build(config)
+    compiled = loop.compile_train_step(run)
+    flops[scan] = (throughput.step_flops(compiled),
+                   throughput.for_run(compiled, run.example, "float32",
+                                      loop.scan_flops_factor(run)).flops_per_step)
+  assert flops[True][0] < 0.7 * flops[False][0]           # the raw count: too low
+  assert flops[True][1] == pytest.approx(flops[False][1], rel=0.05)  # scaled: the unrolled one
+
+
 def test_the_flops_of_an_mlp_train_step_equal_a_hand_count(data_dir):
   b, d, h, c = 256, 40, 512, 10  # batch, MNIST-1D's 40 inputs, two hidden layers, 10 classes
   config = _tiny("mnist1d_mlp", data_dir, **{"model.widths": (h, h), "data.batch_size": b})

@@ -349,13 +349,7 @@ class TransformerLM(nn.Module):
     width, depth, num_heads, mlp_dim, dropout: the usual.
     max_len: the longest sequence (and cache) the model accepts.
     positions: "learned", "sinusoidal", "rotary" or "none".
-    remat: recompute each block's activations in the backward pass (`nn.remat`).
-    remat_policy: what the backward pass keeps of each block (`arch.common.REMAT_POLICIES`:
-      "" everything, "nothing_saveable" the same as `remat=True`, "dots_saveable",
-      "dots_with_no_batch_dims_saveable").
-    scan_layers: the blocks as one `nn.scan` over stacked parameters (`blocks/block`, depth
-      first): compiled once instead of once per block; `stack_blocks` / `unstack_blocks`
-      convert checkpoints between the two.
+    remat, remat_policy, scan_layers: as `TransformerClassifier`'s.
   """
 
   vocab_size: int

@@ -18,6 +18,7 @@ and gives the same logits as one full forward pass over the whole sequence.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -91,13 +92,15 @@ class _ScanStep(nn.Module):
     return x, None
 
 
-def stack_blocks(tree: dict[str, Any], depth: int) -> dict[str, Any]:
+def stack_blocks(tree: dict[str, Any], depth: int | None = None) -> dict[str, Any]:
   """An unscanned model's `block0` ... `block{depth-1}` subtrees (params, or a cache) as a
   scanned model's `blocks/block`, each leaf stacked on a new first axis; other entries kept.
-  Applied to every dict in the tree, so a whole `params` converts."""
+  Applied to every dict in the tree, so a whole `params` converts. `depth` defaults to the
+  number of `block<i>` entries found."""
   if not isinstance(tree, dict):
     return tree
   if "block0" in tree:
+    depth = depth or sum(1 for k in tree if re.fullmatch(r"block\d+", k))
     names = [f"block{i}" for i in range(depth)]
     rest = {k: stack_blocks(v, depth) for k, v in tree.items() if k not in names}
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[tree[n] for n in names])

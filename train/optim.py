@@ -45,8 +45,9 @@ def decay_mask(params: Any) -> Any:
 
 
 def path_name(path: tuple[Any, ...]) -> str:
-  """A parameter's "/"-joined path, e.g. "Conv_0/kernel"."""
-  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+  """A parameter's "/"-joined path, e.g. "Conv_0/kernel" (dict keys, attribute names of an
+  optimizer state's named tuples, sequence indices)."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
 def freeze_labels(params: Any, patterns: tuple[str, ...]) -> Any:

@@ -29,6 +29,7 @@ from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from train import optim
 from train.errors import ConfigError
 
 AXES = ("data", "fsdp", "tensor")
@@ -97,15 +98,7 @@ def _default_spec(shape: tuple[int, ...], fsdp: int) -> P:
 
 def path_name(path: tuple) -> str:
   """A tree path as the rules see it: `params/encoder/block0/attn/query/kernel`."""
-  parts = []
-  for key in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-    else:
-      parts.append(str(key))
-  return "/".join(parts)
+  return optim.path_name(path)
 
 
 def rules_of(mesh_config, sharding_config) -> tuple[tuple[str, tuple], ...]:

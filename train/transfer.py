@@ -28,6 +28,25 @@ def _flat(tree: Any) -> dict[str, Any]:
   return {optim.path_name(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+def same_layout(source: Any, target: Any) -> Any:
+  """`source` parameters in `target`'s layout of Transformer blocks: a scanned model's stacked
+  `blocks/block` unstacked into `block0` ... for an unrolled target, or the reverse
+  (`arch.transformer.stack_blocks`); unchanged when they agree."""
+  from arch import transformer
+
+  def scanned(tree: Any) -> bool:
+    return any("/blocks/block/" in f"/{k}" for k in _flat(tree))
+
+  def unrolled(tree: Any) -> bool:
+    return any(re.search(r"(^|/)block\d+/", k) for k in _flat(tree))
+
+  if scanned(source) and unrolled(target):
+    return transformer.unstack_blocks(source)
+  if unrolled(source) and scanned(target):
+    return transformer.stack_blocks(source)
+  return source
+
+
 def merge(target: Any, source: Any, include: tuple[str, ...], what: str) -> tuple[Any, list[str]]:
   """`target` with the leaves `source` has at the same path and shape (those matching `include`,
   when given); returns (new tree, copied paths)."""
@@ -61,7 +80,8 @@ def initialize_from(state: Any, init_config: Any, shardings: Any) -> tuple[Any, 
   """
   include = tuple(init_config.include)
   tree, step = checkpoint.load_state_tree(os.path.join(init_config.workdir, files.CHECKPOINTS))
-  params, copied = merge(state.params, tree["params"], include, "parameter")
+  params, copied = merge(state.params, same_layout(tree["params"], state.params), include,
+                         "parameter")
   if include and not copied:
     raise ConfigError(f"init_from.include={include} copies no parameter from "
                       f"{init_config.workdir}; its parameters are {sorted(_flat(tree['params']))}")

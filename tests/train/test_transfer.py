@@ -10,7 +10,7 @@ import pytest
 
 import arch
 from tests.conftest import load_experiment
-from train import checkpoint, loop, optim
+from train import checkpoint, loop, optim, transfer
 from train import config as config_lib
 from train.paradigms import supervised
 
@@ -95,3 +95,24 @@ def test_pruned_fine_tuning_keeps_the_pruned_weights_at_zero(trained, data_dir, 
   c.init_from.workdir = ""
   with pytest.raises(config_lib.ConfigError, match="init_from.prune=0.5 prunes a trained run"):
     config_lib.validate(c)
+
+
+def test_a_scanned_checkpoint_initialises_an_unrolled_model_and_back():
+  # init_from between model.scan_layers=True and False (transfer.same_layout): every parameter
+  # copied, the same logits
+  import jax.numpy as jnp
+
+  from arch.transformer import TransformerLM
+
+  kw = dict(vocab_size=17, width=16, depth=2, num_heads=2, mlp_dim=32, max_len=12)
+  scanned, unrolled = TransformerLM(**kw, scan_layers=True), TransformerLM(**kw)
+  tokens = jnp.arange(20).reshape(2, 10) % 17
+  source = jax.jit(scanned.init)(jax.random.key(0), tokens)["params"]
+  target = jax.eval_shape(unrolled.init, jax.random.key(1), tokens)["params"]
+  params, copied = transfer.merge(target, transfer.same_layout(source, target), (), "parameter")
+  assert len(copied) == len(jax.tree.leaves(target))
+  want = jax.jit(scanned.apply)({"params": source}, tokens)
+  np.testing.assert_allclose(jax.jit(unrolled.apply)({"params": params}, tokens), want,
+                             atol=2e-5)
+  back, _ = transfer.merge(source, transfer.same_layout(params, source), (), "parameter")
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), back, source))

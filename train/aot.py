@@ -14,8 +14,11 @@ The estimate is checked before it is printed. The cost model's `optimal_seconds`
 shifted by whole seconds on some programs (about -1.0 per `ConcatBitcast` in the optimised HLO),
 so it is compared with the roofline bound, max(FLOPs / peak, HBM bytes / bandwidth): an estimate
 below the bound cannot be, and the bound is reported instead, saying so. The cost model counts a
-loop body once, so a step with a `lax.scan` or `while` (scanned layers, accumulation) under-counts
-its FLOPs; the report names that case.
+loop body once: scanned layers are scaled by the unrolled model's count
+(`train.run.scan_flops_factor`); any other loop of the program is named beside the FLOPs.
+
+The compile runs in a child process (`in_child`): libtpu aborts the whole process when one of
+its internal checks fails, and the parent turns that into one line.
 """
 
 from __future__ import annotations

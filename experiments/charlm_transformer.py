@@ -10,7 +10,10 @@ from experiments.recipes.charlm import ARGS, SEQ_LEN, VOCAB, experiment  # noqa:
 
 
 def get_config(arg: str | None = None):
+  # scan_layers and remat_policy at their defaults, named so that a command line can set them
+  # (docs/pods.md compiles a 124M-parameter LM from this file for a TPU slice)
   model = dict(name="transformer.TransformerLM", vocab_size=VOCAB, width=96, depth=3,
-               num_heads=4, mlp_dim=384, max_len=SEQ_LEN, positions="learned")
+               num_heads=4, mlp_dim=384, max_len=SEQ_LEN, positions="learned",
+               scan_layers=False, remat_policy="")
   return experiment("charlm_transformer", model, arg,
                     tiny_model=dict(width=16, depth=1, num_heads=2, mlp_dim=32, max_len=16))

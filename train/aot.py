@@ -14,8 +14,8 @@ The estimate is checked before it is printed. The cost model's `optimal_seconds`
 shifted by whole seconds on some programs (about -1.0 per `ConcatBitcast` in the optimised HLO),
 so it is compared with the roofline bound, max(FLOPs / peak, HBM bytes / bandwidth): an estimate
 below the bound cannot be, and the bound is reported instead, saying so. The cost model counts a
-loop body once: scanned layers are scaled by the unrolled model's count
-(`train.run.scan_flops_factor`); any other loop of the program is named beside the FLOPs.
+loop body once: a scanned stack's FLOPs and HBM bytes are scaled by the unrolled model's counts
+(`train.run.scan_cost_factors`); any other loop of the program is named beside the FLOPs.
 
 The compile runs in a child process (`in_child`): libtpu aborts the whole process when one of
 its internal checks fails, and the parent turns that into one line.
@@ -37,7 +37,7 @@ import ml_collections as mlc
 
 from train import memory, throughput, topology
 from train.errors import CompilerError
-from train.run import Run, build, scan_flops_factor
+from train.run import Run, build, scan_cost_factors
 
 CHILD = "STRATA_AOT_CHILD"  # set in the child process that compiles (`in_child`)
 # libtpu's crash report: glog lines (F1203 12:00:00.000000 ...), its stack and core-dump lines.
@@ -131,7 +131,9 @@ class Report:
         + (" (a loop's body counted once: more in truth)" if self.loops else "")
         + f", {self.bytes_accessed / 1e9:,.4g} GB of HBM traffic; estimated "
         f"{self.step_seconds * 1e3:,.4g} ms ({self.estimate_source}): {rate}, MFU "
-        f"{100 * self.mfu:.1f}%",
+        # a roofline bound is the fastest the step could be: its MFU is a ceiling
+        + ("at most " if self.estimate_source.startswith("roofline") else "")
+        + f"{100 * self.mfu:.1f}%",
         "compile: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.compile_seconds.items()),
     ]
 
@@ -226,12 +228,13 @@ def compile_for(config: mlc.ConfigDict, slice_: topology.Slice) -> Report:
   rep = memory.report(run.abstract, memory.device_bytes(batch), train_step)
   eval_total = memory.report(run.abstract, memory.device_bytes(eval_batch), eval_step)["total"]
   cost = _cost(train_step)
-  factor = scan_flops_factor(run)  # XLA counts a scanned stack's body once
-  cost["flops"] = cost.get("flops", 0.0) * factor
+  factors = scan_cost_factors(run)  # XLA counts a scanned stack's body once
+  for key, factor in factors.items():
+    cost[key] = cost.get(key, 0.0) * factor
   compiler, seconds, source = estimate(cost, chip)
   # A loop of the program itself (a scan over steps), not one the TPU compiler made, and not
   # the scanned layers, which `factor` accounts for.
-  loops = factor == 1.0 and "stablehlo.while" in lowered.as_text()
+  loops = factors["flops"] == 1.0 and "stablehlo.while" in lowered.as_text()
   total = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(run.abstract.params))
   return Report(slice_, chip, dict(run.mesh.shape), d.batch_size,
                 throughput.tokens_per_example(batch), rep, total,

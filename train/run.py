@@ -186,14 +186,16 @@ def abstract_batch(run: Run) -> Any:
                                                      sharding=run.batch_sharding), run.example)
 
 
-def scan_flops_factor(run: Run) -> float:
-  """How many times more FLOPs a step has than XLA's cost analysis counts: XLA counts a loop's
-  body once, so with `model.scan_layers` the count is low by about the depth. The factor is
-  the unrolled model's count over the scanned one's, both from the lowered (not compiled)
-  global program; 1.0 for a model that is not scanned."""
+def scan_cost_factors(run: Run) -> dict[str, float]:
+  """How many times more FLOPs and HBM bytes a step has than XLA's cost analysis counts
+  ({"flops": ..., "bytes accessed": ...}): XLA counts a loop's body once, so with
+  `model.scan_layers` both counts are low by about the depth. Each factor is the unrolled
+  model's count over the scanned one's, both from the lowered (not compiled) global program;
+  1.0 for a model that is not scanned."""
+  keys = ("flops", "bytes accessed")
   config = run.config
   if not config.model.get("scan_layers", False):
-    return 1.0
+    return dict.fromkeys(keys, 1.0)
   module = paradigms.get(config.paradigm)
   unrolled_fields = {**config.model.to_dict(), "scan_layers": False}
   unrolled = module.make(arch.build(unrolled_fields), config, total_steps=run.steps)
@@ -202,9 +204,13 @@ def scan_flops_factor(run: Run) -> float:
     state = jax.eval_shape(paradigm.init, run.init_rng, run.example)
     batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), run.example)
     cost = jax.jit(paradigm.train_step).lower(state, batch, run.step_rng).cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    counts.append(float((cost or {}).get("flops", 0.0)))
-  return counts[1] / counts[0] if counts[0] > 0 else 1.0
+    counts.append(dict((cost[0] if isinstance(cost, (list, tuple)) else cost) or {}))
+  return {k: counts[1].get(k, 0.0) / counts[0][k] if counts[0].get(k) else 1.0 for k in keys}
+
+
+def scan_flops_factor(run: Run) -> float:
+  """`scan_cost_factors(run)["flops"]`: the factor behind every record's FLOPs and MFU."""
+  return scan_cost_factors(run)["flops"]
 
 
 def compile_train_step(run: Run) -> Any:

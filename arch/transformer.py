@@ -18,7 +18,6 @@ and gives the same logits as one full forward pass over the whole sequence.
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -92,39 +91,10 @@ class _ScanStep(nn.Module):
     return x, None
 
 
-def stack_blocks(tree: dict[str, Any], depth: int | None = None) -> dict[str, Any]:
-  """An unscanned model's `block0` ... `block{depth-1}` subtrees (params, or a cache) as a
-  scanned model's `blocks/block`, each leaf stacked on a new first axis; other entries kept.
-  Applied to every dict in the tree, so a whole `params` converts. `depth` defaults to the
-  number of `block<i>` entries found."""
-  if not isinstance(tree, dict):
-    return tree
-  if "block0" in tree:
-    depth = depth or sum(1 for k in tree if re.fullmatch(r"block\d+", k))
-    names = [f"block{i}" for i in range(depth)]
-    rest = {k: stack_blocks(v, depth) for k, v in tree.items() if k not in names}
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[tree[n] for n in names])
-    return {**rest, "blocks": {"block": stacked}}
-  return {k: stack_blocks(v, depth) for k, v in tree.items()}
-
-
-def unstack_blocks(tree: dict[str, Any]) -> dict[str, Any]:
-  """The inverse of `stack_blocks`: a scanned model's `blocks/block` as `block0` ... ."""
-  if not isinstance(tree, dict):
-    return tree
-  if "blocks" in tree and set(tree["blocks"]) == {"block"}:
-    stacked = tree["blocks"]["block"]
-    depth = jax.tree.leaves(stacked)[0].shape[0]
-    rest = {k: unstack_blocks(v) for k, v in tree.items() if k != "blocks"}
-    return {**rest, **{f"block{i}": jax.tree.map(lambda x, i=i: x[i], stacked)
-                       for i in range(depth)}}
-  return {k: unstack_blocks(v) for k, v in tree.items()}
-
-
 class _Stack(nn.Module):
   """Positions + `depth` blocks + final LayerNorm, shared by the classifier and the LM.
   `scan_layers`: the blocks as one `nn.scan` over stacked parameters (`blocks/block`, a leading
-  axis of `depth`), compiled once instead of `depth` times (`stack_blocks` converts)."""
+  axis of `depth`), compiled once instead of `depth` times (`arch.scan.stack_blocks` converts)."""
 
   depth: int
   num_heads: int
@@ -221,7 +191,7 @@ class TransformerClassifier(nn.Module):
       "" everything, "nothing_saveable" the same as `remat=True`, "dots_saveable",
       "dots_with_no_batch_dims_saveable").
     scan_layers: the blocks as one `nn.scan` over stacked parameters (`blocks/block`, depth
-      first): compiled once instead of once per block; `stack_blocks` / `unstack_blocks`
+      first): compiled once instead of once per block; `arch.scan.stack_blocks` / `unstack_blocks`
       convert checkpoints between the two.
   Returns (B, num_classes). Pooled features are sown as `intermediates/features`, attention
   weights as `intermediates/.../attention_weights` (B, N, T', T') with T' including the CLS token.

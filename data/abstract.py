@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import math
 import shutil
 import tempfile
 from typing import Any, Iterator
@@ -91,7 +90,3 @@ def batch_shapes(data_config: Any, split: str, *, train: bool, seed: int,
     shutil.rmtree(tmp, ignore_errors=True)
   return {k: ((global_batch, *np.shape(v)[1:]), np.asarray(v).dtype) for k, v in batch.items()}
 
-
-def batch_bytes(shapes: dict[str, tuple[tuple[int, ...], np.dtype]]) -> int:
-  """Bytes of a batch described by `batch_shapes`."""
-  return sum(math.prod(s) * np.dtype(t).itemsize for s, t in shapes.values())

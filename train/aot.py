@@ -142,13 +142,6 @@ def _abstract(x: Any, sharding: Any) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
 
 
-def _cost(compiled: Any) -> dict[str, float]:
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else {}
-  return dict(cost or {})
-
-
 def _out_of_memory(error: Exception, run: Run, config: mlc.ConfigDict, what: str,
                    slice_: topology.Slice, chip: throughput.Chip) -> memory.OutOfMemoryError:
   """The compiler's refusal (RESOURCE_EXHAUSTED) as the one line with the fixes."""
@@ -227,7 +220,7 @@ def compile_for(config: mlc.ConfigDict, slice_: topology.Slice) -> Report:
       run.eval_step, (run.abstract, eval_batch, step_rng), "evaluation step", *where)
   rep = memory.report(run.abstract, memory.device_bytes(batch), train_step)
   eval_total = memory.report(run.abstract, memory.device_bytes(eval_batch), eval_step)["total"]
-  cost = _cost(train_step)
+  cost = throughput.cost_analysis(train_step)
   factors = scan_cost_factors(run)  # XLA counts a scanned stack's body once
   for key, factor in factors.items():
     cost[key] = cost.get(key, 0.0) * factor

@@ -54,7 +54,7 @@ from train.run import (  # noqa: F401  (re-exported: tools build runs through th
   build,
   compile_train_step,
   prepare,
-  scan_flops_factor,
+  scan_cost_factors,
 )
 
 
@@ -164,7 +164,7 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
   with good.phase("compile"):
     train_step = compile_train_step(run)
   speed = throughput.for_run(train_step, run.example, config.train.precision,
-                             scan_flops_factor(run))
+                             scan_cost_factors(run)["flops"])
   usage = memory.report(run.abstract, memory.device_bytes(abstract_batch(run)), train_step)
   limit, source = memory.device_limit(settings.memory_limit_gb)
   progress.console(memory.line(usage, limit, source))

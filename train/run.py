@@ -19,7 +19,7 @@ from data import abstract as data_abstract
 from data import synthetic as data_synthetic
 from train import config as config_lib
 from train import evaluators as evaluators_lib
-from train import field_use, paradigms, parallel, synthetic
+from train import field_use, paradigms, parallel, synthetic, throughput
 
 
 def _packed(train_step, names: list[str]):
@@ -203,14 +203,9 @@ def scan_cost_factors(run: Run) -> dict[str, float]:
   for paradigm in (run.paradigm, unrolled):
     state = jax.eval_shape(paradigm.init, run.init_rng, run.example)
     batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), run.example)
-    cost = jax.jit(paradigm.train_step).lower(state, batch, run.step_rng).cost_analysis()
-    counts.append(dict((cost[0] if isinstance(cost, (list, tuple)) else cost) or {}))
+    counts.append(throughput.cost_analysis(
+        jax.jit(paradigm.train_step).lower(state, batch, run.step_rng)))
   return {k: counts[1].get(k, 0.0) / counts[0][k] if counts[0].get(k) else 1.0 for k in keys}
-
-
-def scan_flops_factor(run: Run) -> float:
-  """`scan_cost_factors(run)["flops"]`: the factor behind every record's FLOPs and MFU."""
-  return scan_cost_factors(run)["flops"]
 
 
 def compile_train_step(run: Run) -> Any:

@@ -2,7 +2,7 @@
 
 FLOPs per step come from XLA's cost analysis of the compiled step, counted once at compile; for
 a program partitioned over a mesh it is one device's share. XLA counts a loop's body once, so a
-model with scanned layers is scaled by `run.scan_flops_factor` (the unrolled model's count
+model with scanned layers is scaled by `run.scan_cost_factors` (the unrolled model's count
 over the scanned one's). MFU is that times steps/s over one
 device's peak rate at the run's precision:
 
@@ -137,12 +137,18 @@ def peak_flops(device: Any, precision: str) -> tuple[float | None, str]:
   return (c.bf16 if precision == "bfloat16" else c.fp32), c.source
 
 
-def step_flops(compiled: Any) -> float:
-  """FLOPs of one call of a compiled step (one device's share), from XLA's cost analysis."""
-  cost = compiled.cost_analysis()
+def cost_analysis(program: Any) -> dict[str, float]:
+  """XLA's cost analysis of a lowered or compiled program as one dict ("flops", "bytes
+  accessed", ...; {} when there is none)."""
+  cost = program.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
     cost = cost[0] if cost else {}
-  return float((cost or {}).get("flops", float("nan")))
+  return dict(cost or {})
+
+
+def step_flops(compiled: Any) -> float:
+  """FLOPs of one call of a compiled step (one device's share), from XLA's cost analysis."""
+  return float(cost_analysis(compiled).get("flops", float("nan")))
 
 
 @dataclasses.dataclass

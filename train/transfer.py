@@ -31,8 +31,8 @@ def _flat(tree: Any) -> dict[str, Any]:
 def same_layout(source: Any, target: Any) -> Any:
   """`source` parameters in `target`'s layout of Transformer blocks: a scanned model's stacked
   `blocks/block` unstacked into `block0` ... for an unrolled target, or the reverse
-  (`arch.transformer.stack_blocks`); unchanged when they agree."""
-  from arch import transformer
+  (`arch.scan.stack_blocks`); unchanged when they agree."""
+  from arch import scan
 
   def scanned(tree: Any) -> bool:
     return any("/blocks/block/" in f"/{k}" for k in _flat(tree))
@@ -41,9 +41,9 @@ def same_layout(source: Any, target: Any) -> Any:
     return any(re.search(r"(^|/)block\d+/", k) for k in _flat(tree))
 
   if scanned(source) and unrolled(target):
-    return transformer.unstack_blocks(source)
+    return scan.unstack_blocks(source)
   if unrolled(source) and scanned(target):
-    return transformer.stack_blocks(source)
+    return scan.stack_blocks(source)
   return source
 
 

@@ -5,12 +5,8 @@ import pytest
 
 import arch
 from arch import attention
-from arch.transformer import (
-  TransformerClassifier,
-  TransformerLM,
-  stack_blocks,
-  unstack_blocks,
-)
+from arch.scan import stack_blocks, unstack_blocks
+from arch.transformer import TransformerClassifier, TransformerLM
 
 
 def _np_softmax(x):
@@ -114,7 +110,7 @@ def test_cached_decoding_equals_a_full_forward_pass(positions):
 
 
 def test_scanned_layers_compute_what_unrolled_ones_do_and_checkpoints_convert():
-  # the same parameters stacked (arch.transformer.stack_blocks): the same logits, also decoded
+  # the same parameters stacked (arch.scan.stack_blocks): the same logits, also decoded
   # with a cache; a scanned model's own init has that structure; unstacking gives them back
   plain, scanned = _lm("rotary"), _lm("rotary", scan_layers=True)
   tokens = jax.random.randint(jax.random.key(1), (2, 10), 0, 17)

@@ -23,7 +23,7 @@ def test_a_scanned_models_flops_are_the_unrolled_ones_not_one_blocks(data_dir):
     compiled = loop.compile_train_step(run)
     flops[scan] = (throughput.step_flops(compiled),
                    throughput.for_run(compiled, run.example, "float32",
-                                      loop.scan_flops_factor(run)).flops_per_step)
+                                      loop.scan_cost_factors(run)["flops"]).flops_per_step)
   assert flops[True][0] < 0.7 * flops[False][0]           # the raw count: too low
   assert flops[True][1] == pytest.approx(flops[False][1], rel=0.05)  # scaled: the unrolled one
 

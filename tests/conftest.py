@@ -30,14 +30,18 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   atexit.register(shutil.rmtree, _CACHE, True)
 
-# XLA's CPU backend at optimisation level 0: compiling, not running, is most of this suite's
-# time, and level 0 compiles 1.5-3x faster (a tiny UNet's init: 14 s -> 4.5 s). What the tests
-# check does not depend on it: numerics are compared with references at tolerances, and runs
-# that must agree bit for bit run under the same flags. STRATA_TEST_XLA_DEFAULT=1 keeps XLA's
-# default level (for a run that should see exactly what production compiles).
+# XLA's CPU backend at optimisation level 0, with its older (LLVM elemental) fusion emitters
+# instead of the MLIR fusion emitters jax 0.10 uses by default: compiling, not running, is most of
+# this suite's time. Level 0 compiles 1.5-3x faster (a tiny UNet's init: 14 s -> 4.5 s); the older
+# emitters compile a further third faster (a tiny GAN's init: 1.33 s -> 0.90 s; the default suite
+# 305-349 s -> 186 s, 2026-12-03, docs/testing.md). What the tests check does not depend on either:
+# numerics are compared with references at tolerances, and runs that must agree bit for bit run
+# under the same flags. STRATA_TEST_XLA_DEFAULT=1 keeps XLA's defaults (for a run that should see
+# exactly what production compiles).
 if not os.environ.get("STRATA_TEST_XLA_DEFAULT") and \
     "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = ("--xla_backend_optimization_level=0 " +
+  os.environ["XLA_FLAGS"] = ("--xla_backend_optimization_level=0 "
+                             "--xla_cpu_use_fusion_emitters=false " +
                              os.environ.get("XLA_FLAGS", "")).strip()
 
 

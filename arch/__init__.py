@@ -35,6 +35,7 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "transformer.TransformerClassifier": transformer.TransformerClassifier,
     "transformer.TransformerLM": transformer.TransformerLM,
     "transformer.ViTS16": transformer.ViTS16,
+    "transformer.ViTB16": transformer.ViTB16,
     "autoencoder.Autoencoder": autoencoder.Autoencoder,
     "autoencoder.DenoisingAutoencoder": autoencoder.DenoisingAutoencoder,
     "autoencoder.VAE": autoencoder.VAE,

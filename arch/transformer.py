@@ -314,6 +314,10 @@ ViTS16 = functools.partial(TransformerClassifier, width=384, depth=12, num_heads
                            dense_init="xavier_uniform")
 
 
+# ViT-B/16, the same build at the B size (width 768, 12 blocks of 12 heads, MLP 3072).
+ViTB16 = functools.partial(ViTS16, width=768, num_heads=12, mlp_dim=3072, pre_logits=768)
+
+
 class TransformerLM(nn.Module):
   """Decoder-only (causal) language model: int tokens (B, T) -> next-token logits (B, T, V).
 

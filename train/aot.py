@@ -35,6 +35,7 @@ from typing import Any
 import jax
 import ml_collections as mlc
 
+from data import abstract as data_abstract
 from train import memory, throughput, topology
 from train.errors import CompilerError
 from train.run import Run, build, scan_cost_factors
@@ -118,8 +119,9 @@ class Report:
     rate = (f"{examples * self.tokens_per_example:,.0f} tokens/s" if self.tokens_per_example
             else f"{examples:,.0f} examples/s")
     return [
-        f"compiled for {self.slice.describe()}, {self.chip.kind}: mesh data={self.mesh['data']} "
-        f"x fsdp={self.mesh['fsdp']}, global batch {self.global_batch} "
+        f"compiled for {self.slice.describe()}, {self.chip.kind}: mesh "
+        + " x ".join(f"{k}={v}" for k, v in self.mesh.items())
+        + f", global batch {self.global_batch} "
         f"({self.global_batch // self.mesh['data'] // self.mesh['fsdp']} a chip)",
         f"memory per chip: parameters {size(m['parameters'])} (of {size(self.parameters_total)}"
         f"), optimizer state "
@@ -214,8 +216,12 @@ def compile_for(config: mlc.ConfigDict, slice_: topology.Slice) -> Report:
   lowered, train_step, times["train step"] = _compile(
       run.train_step, (run.abstract, batch, step_rng), "train step", *where)
   d = config.data
-  eval_batch = {k: jax.ShapeDtypeStruct((d.eval_batch_size, *v.shape[1:]), v.dtype,
-                                        sharding=run.batch_sharding) for k, v in batch.items()}
+  # The evaluation split's own batch, built as its pipeline builds it (evaluation ops may give
+  # other shapes than training's), at the evaluation batch size.
+  eval_batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=run.batch_sharding)
+                for k, (shape, dtype) in data_abstract.batch_shapes(
+                    d, d.eval_split, train=False, seed=config.seed,
+                    global_batch=d.eval_batch_size).items()}
   _, eval_step, times["evaluation step"] = _compile(
       run.eval_step, (run.abstract, eval_batch, step_rng), "evaluation step", *where)
   rep = memory.report(run.abstract, memory.device_bytes(batch), train_step)
@@ -244,10 +250,7 @@ def dry_run(config: mlc.ConfigDict, name: str, slices: int = 1) -> Report:
   report = compile_for(config, slice_)
   for line in report.lines():
     progress.console(line)
-  if not report.fits:
-    rep = report.memory
-    raise memory.OutOfMemoryError(
-        f"the train step needs {memory.size(max(rep['total'], report.eval_memory))} a chip but a "
-        f"{report.chip.kind} has {memory.size(report.chip.hbm)}; try "
-        + "; or ".join(memory.fixes(config, rep, report.slice.chips * report.slice.slices)))
+  rep = dict(report.memory, total=max(report.memory["total"], report.eval_memory))
+  memory.check(rep, report.chip.hbm, f"a {report.chip.kind}", config,
+               report.slice.chips * report.slice.slices, per="a chip")
   return report

@@ -90,10 +90,13 @@ def fixes(config: Any, rep: dict[str, int], devices: int) -> list[str]:
   return ways
 
 
-def check(rep: dict[str, int], limit: float | None, source: str, config: Any) -> None:
-  """Raises OutOfMemoryError naming the ways down when `rep['total']` passes `limit`."""
+def check(rep: dict[str, int], limit: float | None, source: str, config: Any,
+          devices: int | None = None, per: str = "per device") -> None:
+  """Raises OutOfMemoryError naming the ways down when `rep['total']` passes `limit`, for a run
+  over `devices` devices (default: this process's job's)."""
   if limit is None or rep["total"] <= limit:
     return
-  ways = fixes(config, rep, jax.device_count())
-  raise OutOfMemoryError(f"the train step needs {size(rep['total'])} per device but {source} "
-                         f"allows {size(limit)}; try " + "; or ".join(ways))
+  ways = fixes(config, rep, jax.device_count() if devices is None else devices)
+  raise OutOfMemoryError(f"the train step needs {size(rep['total'])} {per} but {source} "
+                         f"{'allows' if source.startswith('train.') else 'has'} {size(limit)}; "
+                         "try " + "; or ".join(ways))

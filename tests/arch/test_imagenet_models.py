@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from arch.cnn import ResNet50
-from arch.transformer import TransformerClassifier, ViTS16
+from arch.transformer import TransformerClassifier, ViTB16, ViTS16
 
 
 def _count(model, x):
@@ -24,6 +24,8 @@ def test_parameter_counts_match_the_reference_implementations():
   # timm's vit_small_patch16_224: 22,050,664, less its CLS token (384) and learned position
   # table (197 x 384), plus big_vision's pre-logits layer (384 x 384 + 384).
   assert _count(ViTS16(num_classes=1000), x) == 22_050_664 - 384 - 197 * 384 + 384 * 385
+  # timm's vit_base_patch16_224: 86,567,656, with the same differences at width 768.
+  assert _count(ViTB16(num_classes=1000), x) == 86_567_656 - 768 - 197 * 768 + 768 * 769
 
 
 def test_sincos2d_positions_pre_logits_and_zero_head():

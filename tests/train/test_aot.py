@@ -76,6 +76,7 @@ def test_each_paradigms_tiny_experiment_compiles_for_a_v5e_2x2(experiment, capsy
   assert set(report.compile_seconds) == {"init", "train step", "evaluation step"}
   out = "".join(capsys.readouterr())
   assert "compiled for v5e:2x2 (4 chips, 2x2)" in out and "memory per chip" in out
+  assert "mesh data=4 x fsdp=1 x tensor=1, global batch" in out
   assert "MFU" in out and "examples/s" in out
 
 

@@ -1,0 +1,75 @@
+"""The pod table's rows, its markdown, and the vendored anchors against strata's models
+(`benchmarks/pod_table.py`, `benchmarks/third_party/`). The compiles themselves are the
+benchmark's (docs/pods.md); `tests/train/test_aot.py` tests the compile path they share."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from benchmarks import pod_table
+from train import config as config_lib
+from train import topology
+
+
+def test_every_strata_row_is_a_valid_config_for_a_known_slice():
+  names = [r.name for r in pod_table.ROWS]
+  assert len(names) == len(set(names))
+  for row in pod_table.ROWS:
+    topology.parse(row.topology)
+    if row.who != "strata":
+      continue
+    config = config_lib.override(config_lib.load(row.spec), dict(row.overrides), flag="")
+    if row.group == "lm":
+      chips = pod_table.CHIPS[row.topology]
+      m = config.mesh
+      assert (m.data, m.fsdp * m.tensor, config.data.batch_size) == (1, chips, 16 * chips)
+      assert config.model.scan_layers == ("unscanned" not in row.model)
+
+
+def _row(who, step_s, **kw):
+  return dict(model="ResNet-50", topology="v5e:2x2", who=who, chips=4, mesh={"data": 4},
+              global_batch=1024, memory=5e9, eval_memory=1e9, hbm=16e9, fits=True, flops=1e12,
+              bytes=1e10, step_s=step_s, estimate="roofline bound; ...", mfu=0.1,
+              tokens_per_example=0, compile_s={"train step": 12.4}, **kw)
+
+
+def test_the_table_gives_the_ratio_to_the_anchor_and_the_failures():
+  rows = [_row("strata", 0.050), _row("flax", 0.100),
+          dict(model="lm1.3b fsdp", topology="v5e-16", who="strata", chips=16,
+               error="the compile did not finish in 900 s")]
+  lines = pod_table.table(rows).splitlines()
+  assert len(lines) == 2 + 3
+  assert "| ResNet-50 | v5e:2x2 (4) | strata | data 4 | 5 GB of 16 GB | 50 ms (roofline) |" \
+      in lines[2]
+  assert "20,480 img/s | at most 10.0% | 12 s |" in lines[2]
+  assert "100 ms (roofline); strata / anchor 0.50" in lines[3]
+  assert "| lm1.3b fsdp | v5e-16 (16) | strata | | | the compile did not finish in 900 s |" \
+      in lines[4]
+
+
+def test_a_bad_group_is_one_line(capsys):
+  with pytest.raises(SystemExit) as e:
+    pod_table.main(["--rows", "nope"])
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error: --rows=nope: no group or row 'nope'") and "\n" not in err
+
+
+def _count(model, x, **kw):
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, **kw))
+  return sum(a.size for a in jax.tree.leaves(shapes["params"]))
+
+
+def test_the_anchors_models_are_strata_recipes_models():
+  from arch.transformer import ViTB16, ViTS16
+  from benchmarks.third_party.big_vision_vit import train as bv_train
+  from benchmarks.third_party.big_vision_vit import vit
+  from benchmarks.third_party.flax_imagenet import models
+
+  x = jnp.zeros((1, 224, 224, 3))
+  # torchvision's resnet50(): 25,557,032 parameters, as strata's (tests/arch)
+  assert _count(models.ResNet50(num_classes=1000), x, train=False) == 25_557_032
+  big_vision = vit.Model(num_classes=1000, **bv_train.CONFIG["model"])
+  assert _count(big_vision, x) == _count(ViTS16(num_classes=1000), x, train=False)
+  b16 = vit.Model(num_classes=1000, **dict(bv_train.CONFIG["model"], variant="B/16"))
+  assert _count(b16, x) == _count(ViTB16(num_classes=1000), x, train=False)

@@ -45,6 +45,17 @@ def compute_dtype(config: Any) -> Any:
   return jnp.bfloat16 if config.train.get("precision") == "bfloat16" else None
 
 
+def in_compute_dtype(model: Any, compute: Any) -> Any:
+  """`model` with its layers computing in `compute` (a clone with `dtype=compute`; parameters
+  stay in their `param_dtype`); unchanged when `compute` is None or the model has no `dtype`.
+  Casting the parameters and inputs down (`mixed`) is not enough alone: a flax layer given
+  `dtype=float32`, as strata's models are by default, promotes them back to float32 and
+  computes there, so the step would round to bfloat16 and still compute in float32."""
+  if compute is None or not hasattr(model, "dtype") or model.dtype == compute:
+    return model
+  return model.clone(dtype=compute)
+
+
 def mixed(apply: Any, compute: Any) -> Any:
   """`apply(params, *args, **kw)` run in `compute` precision: floating parameters and inputs
   cast down, floating outputs cast back to float32, so losses (and the gradients' accumulation

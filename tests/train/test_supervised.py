@@ -1,3 +1,5 @@
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,6 +75,12 @@ def test_training_fits_a_separable_problem_and_regression():
     assert int(state.step) == 100
 
 
+def heavy_op_dtypes(hlo: str) -> set[str]:
+  """Element types of the results of every convolution and dot product of a lowered program."""
+  return set(re.findall(r"stablehlo\.(?:convolution|dot_general)\b.*?-> "
+                        r"tensor<(?:[\d?]+x)*([a-z]+\d*)>", hlo))
+
+
 def test_bfloat16_computes_in_bfloat16_and_keeps_float32_parameters():
   model = arch.build({"name": "cnn.ResNet", "num_classes": 10, "ndim": 1, "stage_sizes": (1, 1),
                       "widths": (8, 16)})   # with batch norm, whose statistics stay float32
@@ -86,9 +94,9 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_parameters():
     p = supervised.make(model, c, total_steps=100)
     state = p.init(jax.random.key(0), batch)
     step = jax.jit(p.train_step)
-    # the convolutions and the dense layer run in the compute dtype
+    # the convolutions and the dense layer run in the compute dtype, not only cast to it
     hlo = step.lower(state, batch, jax.random.key(1)).as_text()
-    assert ("bf16" in hlo) == (precision == "bfloat16")
+    assert heavy_op_dtypes(hlo) == {"bf16" if precision == "bfloat16" else "f32"}
     new, m = step(state, batch, jax.random.key(1))
     dtypes = {x.dtype for x in jax.tree.leaves((new.params, new.opt_state, new.model_state))
               if jnp.issubdtype(x.dtype, jnp.floating)}

@@ -168,13 +168,14 @@ def updates(model: Any, config: Any, tx_g: optax.GradientTransformation,
   latent = model.latent_dim
 
   compute = state_lib.compute_dtype(config)  # training in bfloat16 under train.precision
+  low_model = state_lib.in_compute_dtype(model, compute)
 
-  def raw(params, model_state, *args, method, train):
+  def raw(params, model_state, *args, method, train, net=model):
     variables = {"params": params, **model_state}
     if not (train and model_state):
-      return model.apply(variables, *args, train=train, method=method), model_state
-    out, new = model.apply(variables, *args, train=train, method=method,
-                           mutable=list(model_state))
+      return net.apply(variables, *args, train=train, method=method), model_state
+    out, new = net.apply(variables, *args, train=train, method=method,
+                         mutable=list(model_state))
     return out, {**model_state, **new}
 
   def apply(params, model_state, *args, method, train):
@@ -185,7 +186,7 @@ def updates(model: Any, config: Any, tx_g: optax.GradientTransformation,
       return raw(params, model_state, *args, method=method, train=train)
 
     def low(p, *a):
-      return raw(p, model_state, *a, method=method, train=train)
+      return raw(p, model_state, *a, method=method, train=train, net=low_model)
     return state_lib.mixed(low, compute)(params, *args)
 
   def d_update(params, opt_d, model_state, x, labels, weight, key):

@@ -132,6 +132,7 @@ def make(model: Any, config: Any, *, total_steps: int | None = None) -> Paradigm
   conditional = model.num_classes > 0
   null = model.num_classes
   compute = state_lib.compute_dtype(config)  # training in bfloat16 under train.precision
+  low_model = state_lib.in_compute_dtype(model, compute)
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> state_lib.TrainState:
     x = batch["inputs"]
@@ -154,10 +155,13 @@ def make(model: Any, config: Any, *, total_steps: int | None = None) -> Paradigm
       if train and f.label_dropout > 0:
         labels = jnp.where(jax.random.bernoulli(l_rng, f.label_dropout, labels.shape), null,
                            labels)
-    def net(params, xt):
-      return model.apply({"params": params, **model_state}, xt, t, labels, train=train,
-                         rngs={"dropout": d_rng})
-    out = (state_lib.mixed(net, compute) if train else net)(params, xt)
+    def net(params, xt, m=model):
+      return m.apply({"params": params, **model_state}, xt, t, labels, train=train,
+                     rngs={"dropout": d_rng})
+
+    def low(params, xt):
+      return net(params, xt, low_model)
+    out = (state_lib.mixed(low, compute) if train else net)(params, xt)
     want = target(f.prediction, x, noise, _at(schedule.alpha_bars, t, x))
     err = jnp.mean(jnp.square(out - want).reshape(x.shape[0], -1), axis=-1)
     return err * loss_weight(schedule, t, f.prediction, f.weighting, f.snr_gamma), err

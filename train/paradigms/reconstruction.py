@@ -202,6 +202,7 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
   r = config.reconstruction
   is_vae = bool(model.variational)
   compute = state_lib.compute_dtype(config)  # training in bfloat16 under train.precision
+  low_model = state_lib.in_compute_dtype(model, compute)
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> state_lib.TrainState:
     keys = dict(zip(("params", "latent", "noise"), jax.random.split(rng, 3)))
@@ -221,7 +222,7 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
     weight = kl_weight(state.step)
 
     def forward(params, inputs):
-      return model.apply({"params": params, **state.model_state}, inputs, train=True,
+      return low_model.apply({"params": params, **state.model_state}, inputs, train=True,
                          rngs={"latent": latent_rng, "noise": noise_rng})
 
     def loss_fn(params):

@@ -174,7 +174,8 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
   smoothing = config.supervised.label_smoothing
   # mixed precision: the forward and backward passes in bfloat16 from a cast of the float32
   # parameters; losses (and so the gradients' accumulation into float32) in float32
-  compute = jnp.bfloat16 if config.train.get("precision") == "bfloat16" else None
+  compute = state_lib.compute_dtype(config)
+  low = state_lib.in_compute_dtype(model, compute)  # the model computing in `compute`
   mixing = config.supervised.mixup > 0 or config.supervised.cutmix > 0
   takes_segments = getattr(model, "takes_segments", False)
   num_classes = getattr(model, "num_classes", 0)
@@ -197,7 +198,7 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
     variables = {"params": params, **state.model_state}
     mutable = list(state.model_state) if train and state.model_state else False
     extra = {"segments": segments} if segments is not None and takes_segments else {}
-    out = model.apply(variables, inputs, train=train, rngs={"dropout": rng} if rng is not None
+    out = low.apply(variables, inputs, train=train, rngs={"dropout": rng} if rng is not None
                       else None, mutable=mutable, **extra)
     return out if mutable else (out, state.model_state)
 

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from arch import common
+
 
 def sinusoidal(positions: jnp.ndarray, dim: int, base: float = 10000.0) -> jnp.ndarray:
   """Vaswani et al.'s encoding: (..., dim) with sin at even and cos at odd features.
@@ -107,7 +109,7 @@ def dot_product_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
   - causal self-attention splits the queries into `causal_blocks` blocks, each attending only to
     the keys at or before its last position, which skips most of the masked-out products.
   """
-  if jax.default_backend() != "cpu":
+  if common.target_platform() != "cpu":
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
   steps, keys = q.shape[1], k.shape[1]
   if mask is not None:

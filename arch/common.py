@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+import contextvars
+from typing import Iterator, Sequence
 
 import flax.linen as nn
 import jax
+
+_TARGET: contextvars.ContextVar[str | None] = contextvars.ContextVar("strata_target",
+                                                                   default=None)
+
+
+def target_platform() -> str:
+  """The platform the program being traced will run on ("cpu", "gpu", "tpu"): the one
+  `compiling_for` names, else JAX's default backend. The CPU-only rewrites of `arch.conv` and
+  `arch.attention` ask this, not `jax.default_backend()`: a TPU program compiled ahead of time on
+  a CPU host (`train.aot`) must be traced as a TPU would trace it."""
+  return _TARGET.get() or jax.default_backend()
+
+
+@contextlib.contextmanager
+def compiling_for(platform: str) -> Iterator[None]:
+  """Traces inside the block are for `platform` (`target_platform`). A function jax traced
+  before the block keeps its cached trace: build the functions to compile inside it."""
+  token = _TARGET.set(platform)
+  try:
+    yield
+  finally:
+    _TARGET.reset(token)
 
 
 def check_choice(value: str, options: Sequence[str], field: str) -> None:

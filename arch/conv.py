@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from arch import common
+
 Pads = Sequence[tuple[int, int]]
 
 # A transposed (input-dilated) convolution with fewer multiply-adds (output elements x kernel taps
@@ -171,7 +173,7 @@ def conv_general_dilated(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides: Seq
   plain = lambda: lax.conv_general_dilated(  # noqa: E731
       lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
       feature_group_count, batch_group_count, **kw)
-  if (jax.default_backend() != "cpu" or feature_group_count != 1 or batch_group_count != 1
+  if (common.target_platform() != "cpu" or feature_group_count != 1 or batch_group_count != 1
       or preferred_element_type is not None or any(d != 1 for d in rhs_dilation)
       or not 1 <= nd <= 3 or not _channels_last(dimension_numbers, lhs.ndim)
       or (all(s == 1 for s in strides) and all(d == 1 for d in lhs_dilation))

@@ -60,17 +60,20 @@ LMS = {
 CHIPS = {"v5e-16": 16, "v5e-64": 64, "v5e-256": 256, "v5p-128": 64}
 
 
-def _lm(model: str, topology: str, layout: str, scan: bool = True) -> Row:
+def _lm(model: str, topology: str, layout: str, scan: bool = True, depth: int = 0) -> Row:
+  """A decoder LM row; `depth` > 0 replaces the model's (the compile-time-against-depth rows)."""
   chips = CHIPS[topology]
   mesh = {"fsdp": (("mesh.data", 1), ("mesh.fsdp", chips)),
           "fsdp+tp": (("mesh.data", 1), ("mesh.fsdp", chips // 4), ("mesh.tensor", 4))}[layout]
-  fields = {f"model.{k}": v for k, v in LMS[model].items()}
+  fields = {f"model.{k}": v for k, v in dict(LMS[model], **({"depth": depth} if depth else {}))
+            .items()}
   overrides = (("model.vocab_size", 50304), *fields.items(), ("model.max_len", 1024),
                ("model.scan_layers", scan), ("model.remat_policy", "nothing_saveable"),
                ("data.seq_len", 1024), ("data.batch_size", 16 * chips),
                ("data.eval_batch_size", 16 * chips), ("train.precision", "bfloat16"), *mesh)
-  label = f"{model} {layout}" + ("" if scan else " unscanned")
-  return Row("lm", label, topology, spec="experiments/charlm_transformer.py",
+  label = (f"{model}" + (f" depth {depth}" if depth else "") + f" {layout}"
+           + ("" if scan else " unscanned"))
+  return Row("depth" if depth else "lm", label, topology, spec="experiments/charlm_transformer.py",
              overrides=overrides)
 
 
@@ -91,6 +94,9 @@ ROWS = (
       for t in ("v5e-16", "v5e-64", "v5e-256", "v5p-128")),
     *(_lm(m, t, layout) for m in LMS for t in CHIPS for layout in ("fsdp", "fsdp+tp")),
     *(_lm("lm124m", "v5e-16", layout, scan=False) for layout in ("fsdp", "fsdp+tp")),
+    # compile time and memory against depth, scanned and unrolled (124M's blocks, v5e-16, FSDP)
+    *(_lm("lm124m", "v5e-16", "fsdp", scan=scan, depth=d) for d in (6, 24, 48)
+      for scan in (True, False)),
 )
 
 
@@ -270,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
   parser = cli.ArgumentParser(prog="python -m benchmarks.pod_table",
                               description=__doc__.split("\n")[0])
   parser.add_argument("--rows", default="anchors",
-                      help="comma-separated groups (anchors, recipes, lm) or row names; all")
+                      help="comma-separated groups (anchors, recipes, lm, depth) or row names; all")
   parser.add_argument("--timeout", type=float, default=1200.0, help="seconds a row may compile")
   parser.add_argument("--out", default=OUT, help="JSON lines, one a row (appended)")
   parser.add_argument("--list", action="store_true", help="print the rows and stop")
@@ -289,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
   unknown = wanted - {"all", *(r.group for r in ROWS), *by_name}
   if unknown:
     parser.error(f"--rows={args.rows}: no group or row {sorted(unknown)[0]!r}; expected "
-                 f"anchors, recipes, lm, all or a name of --list")
+                 f"anchors, recipes, lm, depth, all or a name of --list")
   rows = [r for r in ROWS if "all" in wanted or r.group in wanted or r.name in wanted]
   done = []
   if os.path.exists(args.out):

@@ -35,6 +35,7 @@ from typing import Any
 import jax
 import ml_collections as mlc
 
+from arch import common as arch_common
 from data import abstract as data_abstract
 from train import memory, throughput, topology
 from train.errors import CompilerError
@@ -199,6 +200,11 @@ def compile_for(config: mlc.ConfigDict, slice_: topology.Slice) -> Report:
     ImportError: libtpu is not installed.
     OutOfMemoryError: a step needs more HBM than a chip has (one line with the fixes).
   """
+  with arch_common.compiling_for("tpu"):  # arch's CPU-only rewrites stay out of the program
+    return _compile_for(config, slice_)
+
+
+def _compile_for(config: mlc.ConfigDict, slice_: topology.Slice) -> Report:
   devices = topology.devices(slice_)
   chip = throughput.chip(devices[0])
   if chip is None:

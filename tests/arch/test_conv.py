@@ -95,3 +95,28 @@ def test_modules_match_flax_parameters_and_outputs():
       np.testing.assert_array_equal(a, b)  # same initialisers, same draws
     np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), rtol=1e-5,
                                atol=1e-5)
+
+
+def test_a_program_traced_for_a_tpu_keeps_the_cpu_rewrites_out():
+  # train.aot compiles for a TPU on this CPU host: what it traces must be what a TPU would trace
+  from arch import attention, common
+
+  x = jnp.ones((2, 8, 8, 3))
+  w = jnp.ones((3, 3, 3, 4))
+  q = jnp.ones((2, 16, 2, 8))
+
+  def conv_grad(x):  # a new function each time: jax caches a function's trace
+    return jax.grad(lambda x: conv.conv_general_dilated(
+        x, w, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")).sum())(x)
+
+  def attend(q):
+    return attention.dot_product_attention(q, q, q, is_causal=True)
+
+  assert "custom_vjp" in str(jax.make_jaxpr(lambda x: conv_grad(x))(x))  # this host's rewrite
+  assert "custom_vjp" in str(jax.make_jaxpr(lambda q: attend(q))(q))
+  with common.compiling_for("tpu"):
+    assert common.target_platform() == "tpu"
+    assert "custom_vjp" not in str(jax.make_jaxpr(lambda x: conv_grad(x))(x))
+    assert str(jax.make_jaxpr(lambda q: attend(q))(q)) == str(jax.make_jaxpr(
+        lambda q: jax.nn.dot_product_attention(q, q, q, is_causal=True))(q))
+  assert common.target_platform() == "cpu"

@@ -19,7 +19,7 @@ def test_every_strata_row_is_a_valid_config_for_a_known_slice():
     if row.who != "strata":
       continue
     config = config_lib.override(config_lib.load(row.spec), dict(row.overrides), flag="")
-    if row.group == "lm":
+    if row.group in ("lm", "depth"):
       chips = pod_table.CHIPS[row.topology]
       m = config.mesh
       assert (m.data, m.fsdp * m.tensor, config.data.batch_size) == (1, chips, 16 * chips)

@@ -253,8 +253,10 @@ def table(rows: list[dict[str, Any]]) -> str:
       out.append(f"{head} | | {r['error']} | | | | |")
       continue
     mesh = " x ".join(f"{k} {v}" for k, v in r["mesh"].items() if v > 1) or "1"
-    memory = (f"{_size(max(r['memory'], r['eval_memory']))} of {_size(r['hbm'])}"
-              + ("" if r["fits"] else ", does not fit"))
+    # the train step's (the anchors compile no evaluation step); evaluation's when it is larger
+    memory = (f"{_size(r['memory'])} of {_size(r['hbm'])}"
+              + (f" (evaluation {_size(r['eval_memory'])})" if r["eval_memory"] > r["memory"]
+                 else "") + ("" if r["fits"] else ", does not fit"))
     rate = r["global_batch"] / r["step_s"]
     rate = (f"{rate * r['tokens_per_example'] / 1e6:.3g} M tokens/s" if r["tokens_per_example"]
             else f"{rate:,.0f} img/s")

@@ -87,11 +87,10 @@ ROWS = (
         Row("anchors", "ResNet-50", t, who="flax"),
         Row("anchors", "ViT-S/16", t, spec=VIT_S16),
         Row("anchors", "ViT-S/16", t, who="big_vision"))),
-    *(r for t in ("v5e-64", "v5e-256", "v5p-128") for r in (
+    *(r for t in ("v5e-16", "v5e-64", "v5e-256", "v5p-128") for r in (
         Row("recipes", "ResNet-50", t, spec=RESNET50),
-        Row("recipes", "ViT-S/16", t, spec=VIT_S16))),
-    *(Row("recipes", "ViT-B/16", t, spec=VIT_S16, overrides=VIT_B16)
-      for t in ("v5e-16", "v5e-64", "v5e-256", "v5p-128")),
+        Row("recipes", "ViT-S/16", t, spec=VIT_S16),
+        Row("recipes", "ViT-B/16", t, spec=VIT_S16, overrides=VIT_B16))),
     *(_lm(m, t, layout) for m in LMS for t in CHIPS for layout in ("fsdp", "fsdp+tp")),
     *(_lm("lm124m", "v5e-16", layout, scan=False) for layout in ("fsdp", "fsdp+tp")),
     # compile time and memory against depth, scanned and unrolled (124M's blocks, v5e-16, FSDP)

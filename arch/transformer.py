@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from arch.attention import MultiHeadAttention, sinusoidal
-from arch.common import check_choice, maybe_remat
+from arch.common import check_choice, constrain_batch, maybe_remat
 
 POSITIONS = ("learned", "sinusoidal", "rotary", "none")
 CLASSIFIER_POSITIONS = POSITIONS + ("sincos2d",)
@@ -58,6 +58,7 @@ class Block(nn.Module):
   def __call__(self, x, mask=None, causal=False, decode=False, train=False, positions=None):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     inits = _dense_inits(self.dense_init)
+    x = constrain_batch(x)
     h = nn.LayerNorm(**kw, name="ln_attn")(x)
     h = MultiHeadAttention(self.num_heads, rotary=self.rotary, dropout=self.dropout, **kw,
                            kernel_init=inits.get("kernel_init"), name="attn")(
@@ -70,7 +71,7 @@ class Block(nn.Module):
     h = nn.Dense(x.shape[-1], **kw, **inits, name="mlp_out")(h)
     if self.dropout > 0:
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    return x + h
+    return constrain_batch(x + h)
 
 
 class _ScanStep(nn.Module):
@@ -261,6 +262,7 @@ class TransformerClassifier(nn.Module):
       x = nn.Dense(self.width, **kw, name="embed")(x.astype(self.dtype))
     if self.positions == "sincos2d":
       x = x + sincos2d(*grid, self.width).astype(x.dtype)[None]
+    x = constrain_batch(x)
     batch, tokens = x.shape[:2]
     _check_length(tokens, self.max_len, "input sequence (in tokens)")
     if lengths is None:
@@ -362,8 +364,9 @@ class TransformerLM(nn.Module):
                        f"{tokens.shape}")
     _check_length(tokens.shape[1], self.max_len, "token sequence")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    x = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02), **kw,
-                 name="embed")(tokens)
+    x = constrain_batch(nn.Embed(self.vocab_size, self.width,
+                                 embedding_init=nn.initializers.normal(0.02), **kw,
+                                 name="embed")(tokens))
     mask = positions = None
     if segments is not None:
       mask = segments[:, None, :, None] == segments[:, None, None, :]   # (B, 1, T, T)
@@ -372,5 +375,5 @@ class TransformerLM(nn.Module):
                self.dropout, self.dtype, self.param_dtype, self.remat,
                remat_policy=self.remat_policy, scan_layers=self.scan_layers, name="decoder")(
                    x, mask, causal=True, decode=decode, train=train, positions=positions)
-    return nn.Dense(self.vocab_size, **kw, name="head")(x)
+    return constrain_batch(nn.Dense(self.vocab_size, **kw, name="head")(x))
 

@@ -7,14 +7,18 @@ and memory analyses feed `train.throughput` and `train.memory`). `train.loop` dr
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import arch
 import data as data_lib
+from arch import common as arch_common
 from data import abstract as data_abstract
 from data import synthetic as data_synthetic
 from train import config as config_lib
@@ -162,6 +166,7 @@ def build(config: mlc.ConfigDict, devices: list | None = None) -> Run:
   # may back the host copy a pending asynchronous checkpoint is writing, it is left off.
   donate = (0,) if mesh.devices.flat[0].platform != "cpu" else ()
   names = sorted(jax.eval_shape(paradigm.train_step, abstract, example, step_rng)[1])
+  paradigm = _batch_split(paradigm, mesh)
   train_step = jax.jit(_packed(paradigm.train_step, names),
                        in_shardings=(state_sharding, batch_sharding, replicated),
                        out_shardings=(state_sharding, replicated), donate_argnums=donate)
@@ -178,6 +183,26 @@ def build(config: mlc.ConfigDict, devices: list | None = None) -> Run:
     if not abstract_data and evaluators_lib.type_of(e) != evaluators_lib.BUILT_IN:
       run.evaluators[name] = (evaluators_lib.build(name, e, run), evaluators_lib.every(name, e))
   return run
+
+
+def _batch_split(paradigm: Any, mesh: Any) -> Any:
+  """`paradigm` whose train and evaluation steps trace their models inside
+  `arch.common.batch_sharding` over `mesh`: activations keep the batch's split across the
+  data and fsdp axes (`arch.common.constrain_batch`). Unchanged on one device."""
+  if mesh.devices.size == 1:
+    return paradigm
+
+  def sharding_of(ndim: int) -> NamedSharding:
+    return NamedSharding(mesh, P(parallel.BATCH_AXES, *(None,) * (ndim - 1)))
+
+  def traced(fn: Any) -> Any:
+    @functools.wraps(fn)
+    def step(*args, **kwargs):
+      with arch_common.batch_sharding(sharding_of):
+        return fn(*args, **kwargs)
+    return step
+  return paradigm._replace(train_step=traced(paradigm.train_step),
+                           eval_step=traced(paradigm.eval_step))
 
 
 def abstract_batch(run: Run) -> Any:

@@ -23,6 +23,7 @@ import json
 import jax, jax.numpy as jnp, numpy as np
 import ml_collections as mlc
 import optax
+from arch import common
 from arch.transformer import TransformerClassifier, TransformerLM
 from train import parallel
 
@@ -51,6 +52,19 @@ for name, (model, x, y) in cases.items():
   step = jax.jit(jax.value_and_grad(loss), in_shardings=(shard, batch, batch),
                  out_shardings=(parallel.replicated(mesh), shard))
   many = step(jax.device_put(params, shard), x, y)
+
+  # the same step with the activations' rows held to the batch's split, as train.run traces it
+  def split_of(ndim):
+    return jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec(parallel.BATCH_AXES, *(None,) * (ndim - 1)))
+
+  def split_step(p, x, y):
+    with common.batch_sharding(split_of):
+      return jax.value_and_grad(loss)(p, x, y)
+  split = jax.jit(split_step, in_shardings=(shard, batch, batch),
+                  out_shardings=(parallel.replicated(mesh), shard))
+  constraints = split.lower(params, x, y).as_text().count("sdy.sharding_constraint")
+  split_loss = float(split(jax.device_put(params, shard), x, y)[0])
   flat_one = jax.tree.leaves(one[1])
   flat_many = jax.tree.leaves(many[1])
   specs = {parallel.path_name(p): str(s.spec) for p, s in
@@ -62,6 +76,8 @@ for name, (model, x, y) in cases.items():
                       for a, b in zip(flat_one, flat_many)) /
                   max(float(np.max(np.abs(np.asarray(a)))) for a in flat_one),
       "specs": specs,
+      "split_loss": split_loss,
+      "constraints": constraints,
   }
 print(json.dumps(out))
 '''
@@ -89,6 +105,10 @@ def test_2x2x2_mesh_gives_one_devices_loss_and_gradients(eight_devices, model):
   assert specs[f"{block}/attn/out/kernel"] == "P('tensor', None, 'fsdp')"
   assert specs[f"{block}/mlp_in/kernel"] == "P('fsdp', 'tensor')"
   assert specs[f"{block}/mlp_out/kernel"] == "P('tensor', 'fsdp')"
+  # activations held to the batch's split (arch.common.constrain_batch): the embedding's output,
+  # each block's input and output (and the LM's logits), the same loss
+  assert got["constraints"] >= 3
+  assert got["split_loss"] == pytest.approx(one, rel=2e-5)
 
 
 def _mesh():

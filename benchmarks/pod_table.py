@@ -104,7 +104,8 @@ def _report_row(report: Any) -> dict[str, Any]:
   return dict(chips=report.slice.chips * report.slice.slices, mesh=report.mesh,
               global_batch=report.global_batch, memory=report.memory["total"],
               eval_memory=report.eval_memory, hbm=report.chip.hbm, fits=report.fits,
-              flops=report.flops, bytes=report.bytes_accessed, step_s=report.step_seconds,
+              flops=report.flops, model_flops=report.model_flops, bytes=report.bytes_accessed,
+              step_s=report.step_seconds,
               estimate=report.estimate_source, mfu=report.mfu,
               tokens_per_example=report.tokens_per_example, compile_s=report.compile_seconds)
 
@@ -244,12 +245,13 @@ def table(rows: list[dict[str, Any]]) -> str:
   """The markdown table of `rows` (as `--out` holds them); anchor rows carry the ratio of
   strata's step time to the anchor's for the same model and slice."""
   strata = {(r["model"], r["topology"]): r for r in rows if r["who"] == "strata"}
-  out = ["| model | slice (chips) | by | mesh | memory a chip (of HBM) | step estimate | "
-         "rate | MFU | compile (train step) |", "|---|---|---|---|---|---|---|---|---|"]
+  out = ["| model | slice (chips) | by | mesh | memory a chip (of HBM) | GFLOP a chip: compiled "
+         "(model's) | HBM GB a chip | step estimate | rate | MFU | compile (train step) |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     head = f"| {r['model']} | {r['topology']} ({r.get('chips', '?')}) | {r['who']} |"
     if "error" in r:
-      out.append(f"{head} | | {r['error']} | | | | |")
+      out.append(f"{head} | | {r['error']} | | | | | | |")
       continue
     mesh = " x ".join(f"{k} {v}" for k, v in r["mesh"].items() if v > 1) or "1"
     # the train step's (the anchors compile no evaluation step); evaluation's when it is larger
@@ -266,8 +268,10 @@ def table(rows: list[dict[str, Any]]) -> str:
       if "step_s" in ours:
         step += f"; strata / anchor {ours['step_s'] / r['step_s']:.2f}"
     mfu = ("at most " if bound else "") + f"{100 * r['mfu']:.1f}%"
-    out.append(f"{head} {mesh} | {memory} | {step} | {rate} | {mfu} | "
-               f"{r['compile_s'].get('train step', 0):.0f} s |")
+    flops = f"{r['flops'] / 1e9:,.0f}" + (f" ({r['model_flops'] / 1e9:,.0f})"
+                                           if r.get("model_flops") else "")
+    out.append(f"{head} {mesh} | {memory} | {flops} | {r['bytes'] / 1e9:.3g} | {step} | {rate} | "
+               f"{mfu} | {r['compile_s'].get('train step', 0):.0f} s |")
   return "\n".join(out)
 
 

@@ -39,7 +39,7 @@ from arch import common as arch_common
 from data import abstract as data_abstract
 from train import memory, throughput, topology
 from train.errors import CompilerError
-from train.run import Run, build, scan_cost_factors
+from train.run import Run, build, global_flops, scan_cost_factors
 
 CHILD = "STRATA_AOT_CHILD"  # set in the child process that compiles (`in_child`)
 # libtpu's crash report: glog lines (F1203 12:00:00.000000 ...), its stack and core-dump lines.
@@ -97,7 +97,8 @@ class Report:
   memory: dict[str, int]          # memory.report of the train step
   parameters_total: int           # the parameters' bytes over all chips (unsharded)
   eval_memory: int                # the evaluation step's total
-  flops: float
+  flops: float                    # the compiled program's count (train.run.scan_cost_factors)
+  model_flops: float              # the model's, over the chips (train.run.global_flops): MFU's
   bytes_accessed: float
   compiler_seconds: float | None  # the cost model's optimal_seconds
   step_seconds: float             # the estimate reported: the compiler's, or the roofline bound
@@ -111,7 +112,7 @@ class Report:
 
   @property
   def mfu(self) -> float:
-    return self.flops / (self.step_seconds * self.chip.bf16)
+    return (self.model_flops or self.flops) / (self.step_seconds * self.chip.bf16)
 
   def lines(self) -> list[str]:
     """The report as console lines."""
@@ -130,7 +131,8 @@ class Report:
         f"{size(m['temporaries'])}, outputs {size(m['outputs'])}; total {size(m['total'])} of "
         f"{size(self.chip.hbm)} HBM ({'fits' if self.fits else 'does not fit'}); evaluation "
         f"step {size(self.eval_memory)}",
-        f"per chip a step: {self.flops / 1e9:,.4g} GFLOP"
+        f"per chip a step: {self.flops / 1e9:,.4g} GFLOP compiled, "
+        f"{self.model_flops / 1e9:,.4g} GFLOP of the model's"
         + (" (a loop's body counted once: more in truth)" if self.loops else "")
         + f", {self.bytes_accessed / 1e9:,.4g} GB of HBM traffic; estimated "
         f"{self.step_seconds * 1e3:,.4g} ms ({self.estimate_source}): {rate}, MFU "
@@ -178,11 +180,14 @@ def _compile(fn: Any, args: tuple, what: str, run: Run, config: mlc.ConfigDict,
   return lowered, compiled, time.perf_counter() - t
 
 
-def estimate(cost: dict[str, float], chip: throughput.Chip) -> tuple[float, float, str]:
+def estimate(cost: dict[str, float], chip: throughput.Chip,
+             executed: float = 0.0) -> tuple[float, float, str]:
   """(the compiler's optimal_seconds or nan, the step time to report, where it comes from):
   the compiler's estimate unless it is below the roofline bound max(flops / peak, bytes /
-  bandwidth), which no program can beat; then the bound."""
-  flops, traffic = cost.get("flops", 0.0), cost.get("bytes accessed", 0.0)
+  bandwidth), which no program can beat; then the bound. `flops` is the larger of the
+  compiled count and `executed` (a chip's share of the global program's: the compiled count
+  misses the loops the compiler makes)."""
+  flops, traffic = max(cost.get("flops", 0.0), executed), cost.get("bytes accessed", 0.0)
   bound = max(flops / chip.bf16, traffic / chip.hbm_bandwidth)
   compiler = float(cost.get("optimal_seconds", float("nan")))
   if compiler == compiler and compiler >= bound > 0:
@@ -236,14 +241,18 @@ def _compile_for(config: mlc.ConfigDict, slice_: topology.Slice) -> Report:
   factors = scan_cost_factors(run)  # XLA counts a scanned stack's body once
   for key, factor in factors.items():
     cost[key] = cost.get(key, 0.0) * factor
-  compiler, seconds, source = estimate(cost, chip)
+  chips = slice_.chips * slice_.slices
+  executed = global_flops(run, recompute=True) / chips
+  per_chip = global_flops(run, recompute=False) / chips
+  compiler, seconds, source = estimate(cost, chip, executed)
   # A loop of the program itself (a scan over steps), not one the TPU compiler made, and not
   # the scanned layers, which `factor` accounts for.
   loops = factors["flops"] == 1.0 and "stablehlo.while" in lowered.as_text()
   total = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(run.abstract.params))
   return Report(slice_, chip, dict(run.mesh.shape), d.batch_size,
                 throughput.tokens_per_example(batch), rep, total,
-                eval_total, cost.get("flops", 0.0), cost.get("bytes accessed", 0.0), compiler,
+                eval_total, cost.get("flops", 0.0), per_chip, cost.get("bytes accessed", 0.0),
+                compiler,
                 seconds, source, loops, times)
 
 

@@ -211,6 +211,22 @@ def abstract_batch(run: Run) -> Any:
                                                      sharding=run.batch_sharding), run.example)
 
 
+def _variant(run: Run, **fields: Any) -> Any:
+  """The run's paradigm over its model with `fields` of `config.model` replaced."""
+  config = run.config
+  module = paradigms.get(config.paradigm)
+  return module.make(arch.build({**config.model.to_dict(), **fields}), config,
+                     total_steps=run.steps)
+
+
+def _global_cost(paradigm: Any, run: Run) -> dict[str, float]:
+  """XLA's cost analysis of `paradigm`'s train step on the whole batch, lowered (not compiled)
+  without shardings: the global program, before it is split over devices."""
+  state = jax.eval_shape(paradigm.init, run.init_rng, run.example)
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), run.example)
+  return throughput.cost_analysis(jax.jit(paradigm.train_step).lower(state, batch, run.step_rng))
+
+
 def scan_cost_factors(run: Run) -> dict[str, float]:
   """How many times more FLOPs and HBM bytes a step has than XLA's cost analysis counts
   ({"flops": ..., "bytes accessed": ...}): XLA counts a loop's body once, so with
@@ -218,19 +234,24 @@ def scan_cost_factors(run: Run) -> dict[str, float]:
   model's count over the scanned one's, both from the lowered (not compiled) global program;
   1.0 for a model that is not scanned."""
   keys = ("flops", "bytes accessed")
-  config = run.config
-  if not config.model.get("scan_layers", False):
+  if not run.config.model.get("scan_layers", False):
     return dict.fromkeys(keys, 1.0)
-  module = paradigms.get(config.paradigm)
-  unrolled_fields = {**config.model.to_dict(), "scan_layers": False}
-  unrolled = module.make(arch.build(unrolled_fields), config, total_steps=run.steps)
-  counts = []
-  for paradigm in (run.paradigm, unrolled):
-    state = jax.eval_shape(paradigm.init, run.init_rng, run.example)
-    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), run.example)
-    counts.append(throughput.cost_analysis(
-        jax.jit(paradigm.train_step).lower(state, batch, run.step_rng)))
+  counts = [_global_cost(p, run) for p in (run.paradigm, _variant(run, scan_layers=False))]
   return {k: counts[1].get(k, 0.0) / counts[0][k] if counts[0].get(k) else 1.0 for k in keys}
+
+
+def global_flops(run: Run, recompute: bool = True) -> float:
+  """FLOPs of one training step on the whole batch, from XLA's count of the global program of
+  the model unrolled (`scan_layers` off), with its activation recomputation (`recompute`: what
+  the devices execute) or without it (`remat` off: the model's own FLOPs, MFU's numerator).
+  Divided by the devices, a device's share; a compiled per-device count can fall short of it,
+  since the TPU compiler turns some sharded matmuls into loops (collective matmuls) whose bodies
+  its cost analysis counts once."""
+  model = run.config.model
+  off = {"scan_layers": False} if "scan_layers" in model else {}
+  if not recompute:
+    off.update({k: v for k, v in (("remat", False), ("remat_policy", "")) if k in model})
+  return _global_cost(_variant(run, **off) if off else run.paradigm, run).get("flops", 0.0)
 
 
 def compile_train_step(run: Run) -> Any:

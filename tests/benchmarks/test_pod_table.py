@@ -34,15 +34,15 @@ def _row(who, step_s, **kw):
 
 
 def test_the_table_gives_the_ratio_to_the_anchor_and_the_failures():
-  rows = [_row("strata", 0.050), _row("flax", 0.100),
+  rows = [_row("strata", 0.050, model_flops=9e11), _row("flax", 0.100),
           dict(model="lm1.3b fsdp", topology="v5e-16", who="strata", chips=16,
                error="the compile did not finish in 900 s")]
   lines = pod_table.table(rows).splitlines()
   assert len(lines) == 2 + 3
-  assert "| ResNet-50 | v5e:2x2 (4) | strata | data 4 | 5 GB of 16 GB | 50 ms (roofline) |" \
-      in lines[2]
+  assert ("| ResNet-50 | v5e:2x2 (4) | strata | data 4 | 5 GB of 16 GB | 1,000 (900) | 10 | "
+          "50 ms (roofline) |") in lines[2]
   assert "20,480 img/s | at most 10.0% | 12 s |" in lines[2]
-  assert "100 ms (roofline); strata / anchor 0.50" in lines[3]
+  assert "| 1,000 | 10 | 100 ms (roofline); strata / anchor 0.50" in lines[3]
   assert "| lm1.3b fsdp | v5e-16 (16) | strata | | | the compile did not finish in 900 s |" \
       in lines[4]
 

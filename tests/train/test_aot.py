@@ -94,6 +94,8 @@ def test_flops_per_chip_equal_a_count_by_hand():
   layers = [2 * b * i * o for i, o in zip(dims, dims[1:])]
   by_hand = 3 * sum(layers) - layers[0]
   assert report.flops == pytest.approx(by_hand, rel=0.03)
+  # the model's FLOPs, from the global program over the 4 chips, are the same count
+  assert report.model_flops == pytest.approx(by_hand, rel=0.03)
 
 
 @needs_libtpu

@@ -37,7 +37,10 @@ def test_the_table_gives_the_ratio_to_the_anchor_and_the_failures():
   rows = [_row("strata", 0.050, model_flops=9e11), _row("flax", 0.100),
           dict(model="lm1.3b fsdp", topology="v5e-16", who="strata", chips=16,
                error="the compile did not finish in 900 s")]
+  # compiled 1e12 below the model's 4e12: the traffic is a lower bound
+  rows.append(dict(_row("strata", 0.2, model_flops=4e12), model="lm350m fsdp"))
   lines = pod_table.table(rows).splitlines()
+  assert "| 1,000 (4,000) | ≥ 10 | 200 ms (roofline) |" in lines.pop()
   assert len(lines) == 2 + 3
   assert ("| ResNet-50 | v5e:2x2 (4) | strata | data 4 | 5 GB of 16 GB | 1,000 (900) | 10 | "
           "50 ms (roofline) |") in lines[2]

@@ -69,7 +69,12 @@ def test_remat_gives_the_same_gradients(name):
     out[model is remat] = jax.jit(f).lower(variables["params"]).compile(fast)(variables["params"])
   (v0, g0), (v1, g1) = out[False], out[True]
   np.testing.assert_allclose(v1, v0, rtol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6), g0, g1)
+  # float32 sums in another order: each gradient within 1e-5 of the largest gradient (as in
+  # tests/train/test_tensor_parallel.py; an element near zero differed by 4.3e-6 under the
+  # suite's XLA flags, and the key biases' gradients are zero but for rounding)
+  largest = max(float(np.max(np.abs(a))) for a in jax.tree.leaves(g0))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * largest),
+               g0, g1)
 
 
 def test_remat_cuts_the_stored_activations_of_a_deeper_model_fifteenfold():

@@ -39,7 +39,7 @@ from arch import common as arch_common
 from data import abstract as data_abstract
 from train import memory, throughput, topology
 from train.errors import CompilerError
-from train.run import Run, build, global_flops, scan_cost_factors
+from train.run import Run, build, global_costs, scan_cost_factors
 
 CHILD = "STRATA_AOT_CHILD"  # set in the child process that compiles (`in_child`)
 # libtpu's crash report: glog lines (F1203 12:00:00.000000 ...), its stack and core-dump lines.
@@ -98,7 +98,7 @@ class Report:
   parameters_total: int           # the parameters' bytes over all chips (unsharded)
   eval_memory: int                # the evaluation step's total
   flops: float                    # the compiled program's count (train.run.scan_cost_factors)
-  model_flops: float              # the model's, over the chips (train.run.global_flops): MFU's
+  model_flops: float              # the model's, over the chips (train.run.global_costs): MFU's
   bytes_accessed: float
   compiler_seconds: float | None  # the cost model's optimal_seconds
   step_seconds: float             # the estimate reported: the compiler's, or the roofline bound
@@ -238,13 +238,13 @@ def _compile_for(config: mlc.ConfigDict, slice_: topology.Slice) -> Report:
   rep = memory.report(run.abstract, memory.device_bytes(batch), train_step)
   eval_total = memory.report(run.abstract, memory.device_bytes(eval_batch), eval_step)["total"]
   cost = throughput.cost_analysis(train_step)
-  factors = scan_cost_factors(run)  # XLA counts a scanned stack's body once
+  executed, own = global_costs(run)
+  factors = scan_cost_factors(run, executed)  # XLA counts a scanned stack's body once
   for key, factor in factors.items():
     cost[key] = cost.get(key, 0.0) * factor
   chips = slice_.chips * slice_.slices
-  executed = global_flops(run, recompute=True) / chips
-  per_chip = global_flops(run, recompute=False) / chips
-  compiler, seconds, source = estimate(cost, chip, executed)
+  per_chip = own.get("flops", 0.0) / chips
+  compiler, seconds, source = estimate(cost, chip, executed.get("flops", 0.0) / chips)
   # A loop of the program itself (a scan over steps), not one the TPU compiler made, and not
   # the scanned layers, which `factor` accounts for.
   loops = factors["flops"] == 1.0 and "stablehlo.while" in lowered.as_text()
@@ -266,6 +266,6 @@ def dry_run(config: mlc.ConfigDict, name: str, slices: int = 1) -> Report:
   for line in report.lines():
     progress.console(line)
   rep = dict(report.memory, total=max(report.memory["total"], report.eval_memory))
-  memory.check(rep, report.chip.hbm, f"a {report.chip.kind}", config,
+  memory.check(rep, report.chip.hbm, f"a {report.chip.kind} chip's HBM", config,
                report.slice.chips * report.slice.slices, per="a chip")
   return report

@@ -98,5 +98,4 @@ def check(rep: dict[str, int], limit: float | None, source: str, config: Any,
     return
   ways = fixes(config, rep, jax.device_count() if devices is None else devices)
   raise OutOfMemoryError(f"the train step needs {size(rep['total'])} {per} but {source} "
-                         f"{'allows' if source.startswith('train.') else 'has'} {size(limit)}; "
-                         "try " + "; or ".join(ways))
+                         f"allows {size(limit)}; try " + "; or ".join(ways))

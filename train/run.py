@@ -227,31 +227,35 @@ def _global_cost(paradigm: Any, run: Run) -> dict[str, float]:
   return throughput.cost_analysis(jax.jit(paradigm.train_step).lower(state, batch, run.step_rng))
 
 
-def scan_cost_factors(run: Run) -> dict[str, float]:
+def scan_cost_factors(run: Run, unrolled: dict[str, float] | None = None) -> dict[str, float]:
   """How many times more FLOPs and HBM bytes a step has than XLA's cost analysis counts
   ({"flops": ..., "bytes accessed": ...}): XLA counts a loop's body once, so with
   `model.scan_layers` both counts are low by about the depth. Each factor is the unrolled
   model's count over the scanned one's, both from the lowered (not compiled) global program;
-  1.0 for a model that is not scanned."""
+  1.0 for a model that is not scanned. `unrolled`: the unrolled model's cost when the caller
+  has it (`global_costs`'s first)."""
   keys = ("flops", "bytes accessed")
   if not run.config.model.get("scan_layers", False):
     return dict.fromkeys(keys, 1.0)
-  counts = [_global_cost(p, run) for p in (run.paradigm, _variant(run, scan_layers=False))]
-  return {k: counts[1].get(k, 0.0) / counts[0][k] if counts[0].get(k) else 1.0 for k in keys}
+  if unrolled is None:
+    unrolled = _global_cost(_variant(run, scan_layers=False), run)
+  scanned = _global_cost(run.paradigm, run)
+  return {k: unrolled.get(k, 0.0) / scanned[k] if scanned.get(k) else 1.0 for k in keys}
 
 
-def global_flops(run: Run, recompute: bool = True) -> float:
-  """FLOPs of one training step on the whole batch, from XLA's count of the global program of
-  the model unrolled (`scan_layers` off), with its activation recomputation (`recompute`: what
-  the devices execute) or without it (`remat` off: the model's own FLOPs, MFU's numerator).
-  Divided by the devices, a device's share; a compiled per-device count can fall short of it,
-  since the TPU compiler turns some sharded matmuls into loops (collective matmuls) whose bodies
-  its cost analysis counts once."""
+def global_costs(run: Run) -> tuple[dict[str, float], dict[str, float]]:
+  """XLA's cost analysis of one training step on the whole batch, from the global program of
+  the model unrolled (`scan_layers` off): (with its activation recomputation, what the devices
+  execute; without it, `remat` off: the model's own FLOPs, MFU's numerator). The same dict twice
+  when the model recomputes nothing. Divided by the devices, a device's share; a compiled
+  per-device count can fall short of it, since the TPU compiler turns some sharded matmuls into
+  loops (collective matmuls) whose bodies its cost analysis counts once."""
   model = run.config.model
-  off = {"scan_layers": False} if "scan_layers" in model else {}
-  if not recompute:
-    off.update({k: v for k, v in (("remat", False), ("remat_policy", "")) if k in model})
-  return _global_cost(_variant(run, **off) if off else run.paradigm, run).get("flops", 0.0)
+  unrolled = {"scan_layers": False} if model.get("scan_layers", False) else {}
+  own = dict(unrolled, **{k: v for k, v in (("remat", False), ("remat_policy", ""))
+                          if k in model and model[k] != v})
+  executed = _global_cost(_variant(run, **unrolled) if unrolled else run.paradigm, run)
+  return executed, (executed if own == unrolled else _global_cost(_variant(run, **own), run))
 
 
 def compile_train_step(run: Run) -> Any:

@@ -51,6 +51,12 @@ def fail(message: Any, status: int) -> NoReturn:
   lines = [line.strip() for line in str(message).splitlines() if line.strip()]
   text = '; '.join(lines) or type(message).__name__
   print(f"error: {text}" if status else text, file=sys.stderr, flush=True)
+  if getattr(message, "abandoned", False):
+    # A compile still runs in its daemon thread (train.signals.while_compiling): the
+    # interpreter's shutdown would end that thread inside XLA and abort the process (status
+    # 134), so it ends here, its files flushed.
+    sys.stdout.flush()
+    os._exit(status)
   sys.exit(status)
 
 

@@ -87,6 +87,8 @@ def evaluate(eval_step, state, pipeline: data_lib.Pipeline, sharding, rng,
   batches = device_prefetch_lib.DevicePrefetch(pipeline.iterator(), device_prefetch, sharding)
   try:
     for i, batch in enumerate(batches):
+      if i == 1 and should_stop is not None:  # tests: a signal between two batches
+        signals.pause("evaluation", should_stop)
       if should_stop is not None and should_stop():
         return None
       sums = jax.device_get(eval_step(state, batch, jax.random.fold_in(rng, i)))
@@ -121,8 +123,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
   # One writer per workdir (train/workdir_lock.py), taken before the first compile: a second run
   # on it is refused before it compiles or writes anything. A dry run writes nothing; in a
   # multi-process job process 0 holds it for the job.
-  locked, existed = not dry_run and jax.process_index() == 0, os.path.exists(workdir)
-  with workdir_lock.hold(workdir, enabled=locked, remove=not existed):
+  existed = os.path.exists(workdir)
+  with workdir_lock.hold_for_job(workdir, enabled=not dry_run, remove=not existed):
     try:
       return _train(config, workdir, run, settings, t_start, dry_run, on_eval, restart)
     except OSError as e:  # a full disk, a file-size limit, a read-only mount: one line, status 5
@@ -160,11 +162,12 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
       return dict(finished.get("final_eval") or {})
   # Compiled ahead of time, once: its cost analysis gives the FLOPs of a step, and its memory
   # analysis whether it fits, before anything is written to the workdir.
+  # A signal during the compile stops the run at once (train.signals.while_compiling).
   good = goodput_lib.Goodput()  # where the wall time goes, in every train record
   with good.phase("compile"):
-    train_step = compile_train_step(run)
-  speed = throughput.for_run(train_step, run.example, config.train.precision,
-                             scan_cost_factors(run)["flops"])
+    train_step, factors = signals.while_compiling(
+        lambda: (compile_train_step(run), scan_cost_factors(run)))
+  speed = throughput.for_run(train_step, run.example, config.train.precision, factors["flops"])
   usage = memory.report(run.abstract, memory.device_bytes(abstract_batch(run)), train_step)
   limit, source = memory.device_limit(settings.memory_limit_gb)
   progress.console(memory.line(usage, limit, source))
@@ -335,6 +338,7 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
           # A save at any other step (preemption, time) carries the logging window instead of
           # writing it early, so the records of a stopped-and-resumed run are the straight run's.
           with good.phase("checkpoint"):
+            signals.pause("a checkpoint", preempt.requested)
             ckpt.save(s, state, iterator, {
                 "step": s, "config": json.loads(config.to_json_best_effort()),
                 "lineage": run_lineage, "pending_evals": cut, "window_start": window_start,

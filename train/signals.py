@@ -8,6 +8,7 @@ Standard library only, so that `python -m train` installs it before its heavy im
 
 from __future__ import annotations
 
+import contextvars
 import faulthandler
 import os
 import signal
@@ -15,14 +16,18 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable, TypeVar
 
+T = TypeVar("T")
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Stopped(Exception):
-  """A signal arrived before there was a state to save: one line, exit status 0."""
+  """A signal arrived before there was a state to save: one line, exit status 0. `abandoned`:
+  a compile is still running in a worker thread (`while_compiling`), so the process must end
+  with `os._exit` after its line rather than through the interpreter's shutdown."""
   exit_status = 0
+  abandoned = False
 
 
 _state: dict[str, Any] = {"signal": None, "previous": {}, "stacks": ""}
@@ -55,22 +60,65 @@ def install_early() -> None:
   signal.signal(signal.SIGUSR1, dump_stacks)
 
 
-# Tests only: STRATA_TEST_PAUSE_AT=PHASE makes `check(PHASE)` say "paused before PHASE" and wait
-# (up to 120 s) for a signal, so that a test can signal a run in a known phase.
+# Tests only: STRATA_TEST_PAUSE_AT=PHASE makes the first `pause(PHASE)` (and `check(PHASE)`) say
+# "paused before PHASE" and wait (up to 120 s) for a signal, so that a test can signal a run in a
+# known phase.
 PAUSE_AT = "STRATA_TEST_PAUSE_AT"
+
+
+def pause(phase: str, received: Callable[[], bool] | None = None) -> None:
+  """Tests only (`PAUSE_AT`): waits at the first `phase` until `received()` (default: a signal
+  `install_early` recorded). Returns at once otherwise."""
+  if os.environ.get(PAUSE_AT) != phase or phase in _state.setdefault("paused", set()):
+    return
+  _state["paused"].add(phase)
+  _say(f"paused before {phase}")
+  received = received or (lambda: _state["signal"] is not None)
+  deadline = time.monotonic() + 120
+  while not received() and time.monotonic() < deadline:
+    time.sleep(0.05)
 
 
 def check(phase: str) -> None:
   """Raises Stopped when a signal arrived before `phase` (`install_early`)."""
-  if os.environ.get(PAUSE_AT) == phase:
-    _say(f"paused before {phase}")
-    deadline = time.monotonic() + 120
-    while _state["signal"] is None and time.monotonic() < deadline:
-      time.sleep(0.05)
+  pause(phase)
   if _state["signal"] is not None:
     name = signal.Signals(_state["signal"]).name
     raise Stopped(f"stopped by {name} before {phase}: nothing to save yet; the same command "
                   "starts the run again")
+
+
+def while_compiling(fn: Callable[[], T], phase: str = "compiling") -> T:
+  """`fn()` (an XLA compile, which releases the GIL but can take minutes) in a worker thread,
+  while the main thread stays ready for signals: Python runs a handler only between bytecodes of
+  the main thread, so a compile on it would hold a SIGTERM (and the second one that means "now")
+  until it returned. A signal during `fn` raises Stopped at once; the compile is abandoned (its
+  daemon thread ends with the process). The worker runs in a copy of the caller's context
+  (`arch.common.compiling_for` is a context variable)."""
+  if threading.current_thread() is not threading.main_thread():
+    return fn()  # no handler here to wait for
+  result: dict[str, Any] = {}
+
+  def work() -> None:
+    try:
+      result["value"] = fn()
+    except BaseException as e:  # noqa: BLE001 -- re-raised on the main thread
+      result["error"] = e
+
+  worker = threading.Thread(target=contextvars.copy_context().run, args=(work,),
+                            name=f"strata {phase}", daemon=True)
+  worker.start()
+  while worker.is_alive():
+    worker.join(0.05)
+    if _state["signal"] is not None:
+      name = signal.Signals(_state["signal"]).name
+      stopped = Stopped(f"stopped by {name} while {phase}: nothing to save yet; the same "
+                        "command starts the run again")
+      stopped.abandoned = True
+      raise stopped
+  if "error" in result:
+    raise result["error"]
+  return result["value"]
 
 
 def take_early() -> int | None:
@@ -87,8 +135,9 @@ def stacks_into(directory: str) -> None:
 def dump_stacks(signum: int = signal.SIGUSR1, frame: Any = None) -> str | None:
   """Every thread's Python stack to stderr and, once `stacks_into` named a workdir, appended to
   `WORKDIR/stacks-<host>-<pid>.txt` (returned): `kill -USR1 PID` on a run that seems stuck.
-  Python runs the handler between bytecodes, so while the main thread is inside XLA (compiling)
-  the dump waits for it to return."""
+  Python runs the handler between bytecodes of the main thread, so a compile on the main thread
+  (an evaluation step's first) holds the dump until it returns; the train step's compile runs
+  in a worker thread (`while_compiling`) and is shown mid-compile."""
   del signum, frame
   faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
   if not _state["stacks"]:

@@ -125,6 +125,49 @@ def hold(workdir: str, what: str = "--workdir", enabled: bool = True, remove: bo
     release(workdir, remove)
 
 
+@contextlib.contextmanager
+def hold_for_job(workdir: str, enabled: bool = True, remove: bool = False) -> Iterator[None]:
+  """`hold` for a run of one or more `jax.distributed` processes: process 0 takes the lock for
+  the job and tells the others whether it could (one small collective, which every process
+  reaches whatever the outcome), so that every process of a refused job ends with the line
+  process 0 gives, before anything is compiled or written. Without it the job's other processes
+  would go on into the workdir another job is writing. Nothing when not `enabled` (a dry run)."""
+  if not enabled:
+    yield
+    return
+  import jax  # here: the module stays importable without jax
+
+  if jax.process_count() == 1:
+    with hold(workdir, remove=remove):
+      yield
+    return
+  import numpy as np
+  from jax.experimental import multihost_utils
+
+  failed: Exception | None = None
+  if jax.process_index() == 0:
+    try:
+      acquire(workdir)
+    except Exception as e:  # noqa: BLE001 -- told to the other processes, then re-raised
+      failed = e
+  outcome = int(multihost_utils.broadcast_one_to_all(
+      np.int32(0 if failed is None else 1 + isinstance(failed, WorkdirBusy))))
+  if failed is not None:
+    raise failed
+  if outcome == 2:
+    raise WorkdirBusy(f"--workdir={workdir} is being written by {_describe(holder(workdir))}; "
+                      "process 0 of this job was refused it: wait for it to end, stop it, or "
+                      "use another workdir")
+  if outcome == 1:
+    raise ConfigError(f"--workdir={workdir}: process 0 of this job could not take it (its own "
+                      "line says why)")
+  try:
+    yield
+  finally:
+    if jax.process_index() == 0:
+      release(workdir, remove)
+
+
 def inside(path: str, workdir: str) -> bool:
   """Whether `path` is `workdir` or lies under it."""
   path, workdir = os.path.realpath(path), os.path.realpath(workdir)

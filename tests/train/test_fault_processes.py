@@ -104,6 +104,39 @@ def test_a_signal_in_each_phase_before_training_stops_with_one_line_and_0(
     assert not workdir.exists() or os.listdir(workdir) == []
 
 
+@pytest.mark.slow  # python -m train in fresh interpreters, paused in a phase of training
+@pytest.mark.parametrize("phase,stopped_at", [("evaluation", 10), ("a checkpoint", 11)])
+def test_a_signal_during_evaluation_or_a_checkpoint_saves_and_resumes(phase, stopped_at, data_dir,
+                                                                      tmp_path):
+  # evaluation: stopped between two batches of step 10's, saved at 10 with the evaluation
+  # pending; a checkpoint: step 10's save completes, the next step boundary saves and stops.
+  workdir = tmp_path / "run"
+  args = ["--config", "experiments/mnist1d_logreg.py:tiny", f"--config.data.data_dir={data_dir}",
+          "--workdir", str(workdir), "--compilation_cache="]
+  p = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=ROOT,
+                       env=dict(os.environ, STRATA_TEST_PAUSE_AT=phase),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  for line in p.stderr:
+    if line.startswith("paused before"):
+      break
+  p.send_signal(signal.SIGTERM)
+  rest = p.stderr.read()
+  assert p.wait(60) == 0, rest[-2000:]
+  assert rest.strip().splitlines()[-1] == (
+      f"stopped by SIGTERM at step {stopped_at}: checkpoint {workdir}/{files.CHECKPOINTS}/"
+      f"{stopped_at} is complete; the same command resumes from it")
+  before = (workdir / files.METRICS).read_text().splitlines()
+  assert [json.loads(r)["split"] for r in before] == (
+      ["train"] if phase == "evaluation" else ["train", "eval"])  # the cut one is not recorded
+  resumed = run_cli(args)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert f"resumed from {workdir}/{files.CHECKPOINTS}/{stopped_at}" in resumed.stderr
+  after = (workdir / files.METRICS).read_text().splitlines()
+  assert after[:len(before)] == before  # nothing lost
+  assert [(r["step"], r["split"]) for r in map(json.loads, after)] == [
+      (10, "train"), (10, "eval"), (20, "train"), (20, "eval")]
+
+
 @pytest.mark.slow  # python -m train under a file-size limit, then again without it
 def test_a_full_disk_is_one_line_and_the_run_resumes(data_dir, tmp_path):
   import resource
@@ -191,3 +224,76 @@ def test_a_hung_first_step_and_a_missing_coordinator_end_in_one_line_each(tmp_pa
       "error: joining the job (process 1 of 2, coordinator 127.0.0.1:47123, "
       f"--distributed_timeout) did not finish within 3 s (host {os.uname().nodename}, pid "
       f"{alone.stderr.split('pid ')[1].split(')')[0]})"]
+
+
+def test_a_signal_during_a_compile_stops_at_once(tmp_path):
+  # train.signals.while_compiling in a bare interpreter: the "compile" (a sleep, which releases
+  # the GIL as XLA's compile does) would run 30 s; SIGTERM stops the command within a second.
+  code = textwrap.dedent("""
+      import sys, time
+      from train import signals
+      signals.install_early()
+      print("compiling", flush=True)
+      try:
+        signals.while_compiling(lambda: time.sleep(30))
+      except signals.Stopped as e:
+        print(e, file=sys.stderr)
+        sys.exit(0)
+      """)
+  p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+  assert p.stdout.readline() == "compiling\n"
+  time.sleep(0.3)
+  t = time.monotonic()
+  p.send_signal(signal.SIGTERM)
+  assert p.wait(10) == 0 and time.monotonic() - t < 3
+  assert p.stderr.read().strip().splitlines()[-1] == (
+      "stopped by SIGTERM while compiling: nothing to save yet; the same command starts the run "
+      "again")
+
+
+def test_while_compiling_returns_the_result_and_raises_the_error():
+  from train import signals
+  assert signals.while_compiling(lambda: 42) == 42
+  with pytest.raises(ZeroDivisionError):
+    signals.while_compiling(lambda: 1 / 0)
+
+
+@pytest.mark.slow  # two jobs of two processes each, over gloo
+def test_a_second_multi_process_job_on_a_workdir_is_refused_on_every_process(data_dir, tmp_path):
+  from tests.train.test_loop import _free_port
+  from tests.train.test_preemption import _wait_for_record
+
+  workdir = str(tmp_path / "run")
+  args = ["--config", "experiments/mnist1d_cnn.py:tiny", f"--config.data.data_dir={data_dir}",
+          "--compilation_cache=", "--config.train.steps=100000", "--config.train.eval_every=0",
+          "--config.train.checkpoint_every=0", "--config.train.log_every=50",
+          f"--workdir={workdir}", "--num_processes=2"]
+
+  def job() -> list[subprocess.Popen]:
+    port = _free_port()
+    return [subprocess.Popen([sys.executable, "-m", "train", *args,
+                              f"--coordinator_address=localhost:{port}", f"--process_id={i}"],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for i in range(2)]
+
+  first = job()
+  _wait_for_record(workdir, first[0], 50, timeout=300)
+  second = job()
+  outs = [p.communicate(timeout=120)[1] for p in second]
+  lines = [[line for line in out.splitlines() if line.strip()] for out in outs]
+  holder = f"is being written by process {first[0].pid} on {os.uname().nodename}"
+  # every process of the refused job: one line, status 2, the holder named
+  assert [p.returncode for p in second] == [2, 2], [out[-1500:] for out in outs]
+  assert len(lines[0]) == 1 and holder in lines[0][0], lines[0]
+  assert len(lines[1]) == 1 and holder in lines[1][0], lines[1]
+  assert "process 0 of this job was refused it" in lines[1][0]
+  with open(os.path.join(workdir, files.METRICS)) as f:
+    before = f.read().splitlines()
+  first[1].send_signal(signal.SIGTERM)  # the first job saves and stops, its records whole
+  outs = [p.communicate(timeout=240)[1] for p in first]
+  assert [p.returncode for p in first] == [0, 0], [out[-1500:] for out in outs]
+  with open(os.path.join(workdir, files.METRICS)) as f:
+    after = f.read().splitlines()
+  assert after[:len(before)] == before
+  assert [n for n in os.listdir(os.path.join(workdir, files.CHECKPOINTS)) if n.isdigit()]

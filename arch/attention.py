@@ -13,6 +13,7 @@ and sows them as `intermediates/attention_weights`, (B, N, T, S), for visualisat
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -56,30 +57,53 @@ def rotary(x: jnp.ndarray, positions: jnp.ndarray, base: float = 10000.0) -> jnp
   return out.astype(x.dtype)
 
 
-def attention_weights(q: jnp.ndarray, k: jnp.ndarray, mask: jnp.ndarray | None) -> jnp.ndarray:
-  """softmax(QK^T / sqrt(H)) with masked logits removed: (B, N, T, S), float32 or wider."""
-  dtype = jnp.promote_types(q.dtype, jnp.float32)
+# What precision the attention logits QK^T and their softmax are computed in (`model.
+# attention_logits`): "float32", as `jax.nn.dot_product_attention` does for any input dtype, or
+# "compute", the layer's compute dtype (bfloat16 under `train.precision=bfloat16`), as flax's
+# `nn.dot_product_attention` and so big_vision's ViT and the flax examples do. The (B, N, T, S)
+# logits are an attention layer's largest tensors: in bfloat16 they move half the bytes (a
+# ViT-S/16 step on TPU v5e: 1.25x big_vision's estimated time with float32 logits, 1.03x with
+# bfloat16 ones; docs/pod_table.md), at the cost of bfloat16's 8-bit mantissa in the softmax.
+ATTENTION_LOGITS = ("float32", "compute")
+
+
+def logits_dtype(attention_logits: str, compute: Any) -> Any:
+  """The dtype `attention_logits` ("float32" or "compute") means for a layer computing in
+  `compute`; None where that is float32 (the default path)."""
+  common.check_choice(attention_logits, ATTENTION_LOGITS, "attention_logits")
+  if attention_logits == "float32" or jnp.dtype(compute) == jnp.float32:
+    return None
+  return jnp.dtype(compute)
+
+
+def attention_weights(q: jnp.ndarray, k: jnp.ndarray, mask: jnp.ndarray | None,
+                      dtype: Any = None) -> jnp.ndarray:
+  """softmax(QK^T / sqrt(H)) with masked logits removed: (B, N, T, S), in `dtype` (default
+  float32 or wider)."""
+  dtype = jnp.promote_types(q.dtype, jnp.float32) if dtype is None else dtype
   logits = jnp.einsum("btnh,bsnh->bnts", q.astype(dtype), k.astype(dtype))
-  logits = logits / np.sqrt(q.shape[-1])
+  logits = logits / np.asarray(np.sqrt(q.shape[-1]), dtype)
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(dtype).min)
   return jax.nn.softmax(logits, axis=-1)
 
 
-@jax.custom_vjp
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _softmax_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
-                       mask: jnp.ndarray | None) -> jnp.ndarray:
-  """softmax(QK^T / sqrt(H)) V with the weights kept for a hand-written backward pass."""
-  return _softmax_attention_fwd(q, k, v, mask)[0]
+                       mask: jnp.ndarray | None, dtype: Any = None) -> jnp.ndarray:
+  """softmax(QK^T / sqrt(H)) V with the weights (in `dtype`, as `attention_weights`) kept for a
+  hand-written backward pass."""
+  return _softmax_attention_fwd(q, k, v, mask, dtype)[0]
 
 
-def _softmax_attention_fwd(q, k, v, mask):
-  p = attention_weights(q, k, mask)                                   # (B, N, T, S)
+def _softmax_attention_fwd(q, k, v, mask, dtype):
+  p = attention_weights(q, k, mask, dtype)                            # (B, N, T, S)
   out = jnp.einsum("bnts,bsnh->btnh", p, v.astype(p.dtype))
   return out.astype(v.dtype), (q, k, v, mask, p, out)
 
 
-def _softmax_attention_bwd(residuals, g):
+def _softmax_attention_bwd(dtype, residuals, g):
+  del dtype  # the weights' own
   # With P = softmax(S), O = P V: dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dO * O)),
   # dQ = dS K / sqrt(H), dK = dS^T Q / sqrt(H): five matmuls and two passes over (B, N, T, S),
   # where differentiating the forward pass costs several more passes on XLA:CPU.
@@ -89,7 +113,7 @@ def _softmax_attention_bwd(residuals, g):
   dv = jnp.einsum("bnts,btnh->bsnh", p, g)
   dp = jnp.einsum("btnh,bsnh->bnts", g, v.astype(dt))
   delta = jnp.einsum("btnh,btnh->bnt", g, out)[..., None]
-  ds = p * (dp - delta) / np.sqrt(q.shape[-1])
+  ds = p * (dp - delta) / float(np.sqrt(q.shape[-1]))  # a Python float keeps p's dtype
   dq = jnp.einsum("bnts,bsnh->btnh", ds, k.astype(dt))
   dk = jnp.einsum("bnts,btnh->bsnh", ds, q.astype(dt))
   mask_grad = None if mask is None else np.zeros(mask.shape, jax.dtypes.float0)
@@ -99,23 +123,42 @@ def _softmax_attention_bwd(residuals, g):
 _softmax_attention.defvjp(_softmax_attention_fwd, _softmax_attention_bwd)
 
 
+def _attention_in(dtype: Any, q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
+                  mask: jnp.ndarray | None, is_causal: bool) -> jnp.ndarray:
+  """softmax(QK^T / sqrt(H)) V with the logits and softmax in `dtype`, as flax's
+  `nn.dot_product_attention` computes them (the query scaled first)."""
+  q = q / np.asarray(np.sqrt(q.shape[-1]), q.dtype)
+  logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=dtype)
+  if is_causal:
+    lower = jnp.tril(jnp.ones((q.shape[1], k.shape[1]), bool))[None, None]
+    mask = lower if mask is None else jnp.logical_and(mask, lower)
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(dtype).min)
+  p = jax.nn.softmax(logits, axis=-1)
+  return jnp.einsum("bnts,bsnh->btnh", p.astype(v.dtype), v)
+
+
 def dot_product_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
                           mask: jnp.ndarray | None = None, is_causal: bool = False,
-                          causal_blocks: int = 4) -> jnp.ndarray:
+                          causal_blocks: int = 4, logits_dtype: Any = None) -> jnp.ndarray:
   """`jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)` (shapes in the
   module docstring); on GPU and TPU that call itself, on CPU an equal computation that is
   faster there (`python -m benchmarks.attention_speed`):
   - the backward pass is written out (`_softmax_attention`) instead of differentiated;
   - causal self-attention splits the queries into `causal_blocks` blocks, each attending only to
     the keys at or before its last position, which skips most of the masked-out products.
+  `logits_dtype` (`logits_dtype()`; None: float32, as jax computes them) is the precision of the
+  logits and their softmax; on GPU and TPU another one computes as flax does (`_attention_in`).
   """
   if common.target_platform() != "cpu":
+    if logits_dtype is not None:
+      return _attention_in(logits_dtype, q, k, v, mask, is_causal)
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
   steps, keys = q.shape[1], k.shape[1]
   if mask is not None:
     mask = jnp.broadcast_to(mask, (q.shape[0], q.shape[2], steps, keys))
   if not is_causal:
-    return _softmax_attention(q, k, v, mask)
+    return _softmax_attention(q, k, v, mask, logits_dtype)
   if steps != keys:
     raise ValueError(f"causal attention of {steps} queries to {keys} keys: expected as many "
                      "keys as queries")
@@ -126,7 +169,7 @@ def dot_product_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
     block = allowed[None, None]
     if mask is not None:
       block = jnp.logical_and(block, mask[:, :, lo:hi, :hi])
-    outs.append(_softmax_attention(q[:, lo:hi], k[:, :hi], v[:, :hi], block))
+    outs.append(_softmax_attention(q[:, lo:hi], k[:, :hi], v[:, :hi], block, logits_dtype))
   return jnp.concatenate(outs, axis=1)
 
 
@@ -139,6 +182,8 @@ class MultiHeadAttention(nn.Module):
     rope_base: the rotary frequency base.
     dropout: on the output projection (train only).
     kernel_init: the query, key, value and output projections' initialiser (None: flax's).
+    attention_logits: "float32" or "compute" (`ATTENTION_LOGITS`): the precision of the logits
+      and their softmax; "compute" is `dtype`.
 
   Call arguments:
     mask: bool, broadcastable to (B, N, T, S); True where a query may attend to a key.
@@ -158,6 +203,7 @@ class MultiHeadAttention(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   kernel_init: Any = None  # the projections' initialiser; None = flax's (LeCun normal)
+  attention_logits: str = "float32"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None, *, causal: bool = False,
@@ -203,13 +249,14 @@ class MultiHeadAttention(nn.Module):
     if mask is not None:
       mask = jnp.broadcast_to(mask, (batch, self.num_heads, steps, k.shape[1]))
 
-    out = dot_product_attention(q, k, v, mask=mask, is_causal=causal)
+    dtype = logits_dtype(self.attention_logits, self.dtype)
+    out = dot_product_attention(q, k, v, mask=mask, is_causal=causal, logits_dtype=dtype)
     if self.is_mutable_collection("intermediates") and not self.is_initializing():
       full_mask = mask
       if causal:  # the fused call applies it through is_causal; explicit weights need the mask
         lower = jnp.tril(jnp.ones((steps, steps), bool))[None, None]
         full_mask = lower if mask is None else jnp.logical_and(mask, lower)
-      self.sow("intermediates", "attention_weights", attention_weights(q, k, full_mask))
+      self.sow("intermediates", "attention_weights", attention_weights(q, k, full_mask, dtype))
     out = nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
                           **inits, name="out")(out)
     if self.dropout > 0:

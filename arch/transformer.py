@@ -53,6 +53,7 @@ class Block(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   dense_init: str = "lecun_normal"
+  attention_logits: str = "float32"
 
   @nn.compact
   def __call__(self, x, mask=None, causal=False, decode=False, train=False, positions=None):
@@ -61,7 +62,8 @@ class Block(nn.Module):
     x = constrain_batch(x)
     h = nn.LayerNorm(**kw, name="ln_attn")(x)
     h = MultiHeadAttention(self.num_heads, rotary=self.rotary, dropout=self.dropout, **kw,
-                           kernel_init=inits.get("kernel_init"), name="attn")(
+                           kernel_init=inits.get("kernel_init"),
+                           attention_logits=self.attention_logits, name="attn")(
                                h, mask, causal=causal, positions=positions, decode=decode,
                                train=train)
     x = x + h
@@ -109,6 +111,7 @@ class _Stack(nn.Module):
   dense_init: str = "lecun_normal"
   remat_policy: str = ""
   scan_layers: bool = False
+  attention_logits: str = "float32"
 
   @nn.compact
   def __call__(self, x, mask=None, *, causal=False, decode=False, train=False, positions=None):
@@ -136,7 +139,8 @@ class _Stack(nn.Module):
                         policy=self.remat_policy)
     fields = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout,
                   rotary=self.positions == "rotary", dtype=self.dtype,
-                  param_dtype=self.param_dtype, dense_init=self.dense_init)
+                  param_dtype=self.param_dtype, dense_init=self.dense_init,
+                  attention_logits=self.attention_logits)
     if self.scan_layers:
       scanned = nn.scan(_ScanStep, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
                         split_rngs={"params": True, "dropout": True},
@@ -167,7 +171,8 @@ class TransformerClassifier(nn.Module):
   Inputs: (B, T) real signal (one feature per step, as MNIST-1D), (B, T, F) features, (B, T)
   int token ids when `vocab_size > 0`, or images (B, H, W, C). `patch_size` > 1 groups
   consecutive steps into one token (a 1-D ViT patch), so T must be divisible by it; an image is
-  cut into patch_size x patch_size patches (ViT), one token each. Each token is linearly embedded to `width`.
+  cut into patch_size x patch_size patches (ViT), one token each. Each token is linearly
+  embedded to `width`.
   `lengths` (B,) marks each sequence's valid prefix (in steps): padding is masked out of
   attention and of the mean pool (a patch counts as valid when its first step is).
 
@@ -194,6 +199,10 @@ class TransformerClassifier(nn.Module):
     scan_layers: the blocks as one `nn.scan` over stacked parameters (`blocks/block`, depth
       first): compiled once instead of once per block; `arch.scan.stack_blocks` / `unstack_blocks`
       convert checkpoints between the two.
+    attention_logits: the precision of the attention logits and their softmax: "float32" (as
+      `jax.nn.dot_product_attention` computes them) or "compute", the model's compute dtype
+      (bfloat16 under `train.precision=bfloat16`, as flax's attention and big_vision's ViT
+      compute them; `arch.attention.ATTENTION_LOGITS`).
   Returns (B, num_classes). Pooled features are sown as `intermediates/features`, attention
   weights as `intermediates/.../attention_weights` (B, N, T', T') with T' including the CLS token.
   """
@@ -218,6 +227,7 @@ class TransformerClassifier(nn.Module):
   head_zero_init: bool = False
   causal: bool = False
   dense_init: str = "lecun_normal"
+  attention_logits: str = "float32"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False,
@@ -277,7 +287,7 @@ class TransformerClassifier(nn.Module):
     stack_positions = "none" if self.positions == "sincos2d" else self.positions
     x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len + 1, stack_positions,
                self.dropout, self.dtype, self.param_dtype, self.remat, self.dense_init,
-               self.remat_policy, self.scan_layers, name="encoder")(
+               self.remat_policy, self.scan_layers, self.attention_logits, name="encoder")(
                    x, mask, causal=self.causal, train=train)
     if self.pool == "cls":
       feats = x[:, 0]
@@ -328,7 +338,7 @@ class TransformerLM(nn.Module):
     width, depth, num_heads, mlp_dim, dropout: the usual.
     max_len: the longest sequence (and cache) the model accepts.
     positions: "learned", "sinusoidal", "rotary" or "none".
-    remat, remat_policy, scan_layers: as `TransformerClassifier`'s.
+    remat, remat_policy, scan_layers, attention_logits: as `TransformerClassifier`'s.
   """
 
   vocab_size: int
@@ -344,6 +354,7 @@ class TransformerLM(nn.Module):
   remat: bool = False
   remat_policy: str = ""
   scan_layers: bool = False
+  attention_logits: str = "float32"
 
   @property
   def num_classes(self) -> int:  # what the loop checks labels against
@@ -373,7 +384,10 @@ class TransformerLM(nn.Module):
       positions = segment_positions(segments)
     x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len, self.positions,
                self.dropout, self.dtype, self.param_dtype, self.remat,
-               remat_policy=self.remat_policy, scan_layers=self.scan_layers, name="decoder")(
+               remat_policy=self.remat_policy, scan_layers=self.scan_layers,
+               attention_logits=self.attention_logits, name="decoder")(
                    x, mask, causal=True, decode=decode, train=train, positions=positions)
-    return constrain_batch(nn.Dense(self.vocab_size, **kw, name="head")(x))
+    # vocabulary-parallel under tensor parallelism (train.parallel.VOCAB_RULE splits the head's
+    # columns): each device of a tensor group computes its share of the logits, not all of them
+    return constrain_batch(nn.Dense(self.vocab_size, **kw, name="head")(x), split_last=True)
 

@@ -137,10 +137,8 @@ def _anchor_step(step: Any, state: Any, batch: dict[str, Any], extra: tuple, sli
   t = time.perf_counter()
   compiled = jax.jit(step, donate_argnums=0).lower(state, *extra, batch).compile()
   seconds = time.perf_counter() - t
-  stats = compiled.memory_analysis()
-  state_bytes, batch_bytes = memory.device_bytes(state), memory.device_bytes(batch)
-  extra_out = max(stats.output_size_in_bytes - stats.alias_size_in_bytes, 0)
-  total = state_bytes + batch_bytes + stats.temp_size_in_bytes + extra_out
+  params = state.params if hasattr(state, "params") else state["params"]
+  total = memory.report(state, memory.device_bytes(batch), compiled, params)["total"]
   cost = throughput.cost_analysis(compiled)
   _, step_s, source = aot.estimate(cost, chip)
   flops = cost.get("flops", 0.0)

@@ -35,7 +35,9 @@ def get_config(arg: str | None = None):
   c.data.image.resize_small = 256
   c.data.image.mean = (127.5, 127.5, 127.5)  # big_vision's value_range(-1, 1)
   c.data.image.std = (127.5, 127.5, 127.5)
-  c.model = dict(name="transformer.ViTS16", num_classes=1000)
+  # attention logits and softmax in bfloat16, as flax's attention computes them in big_vision's
+  # `dtype_mm` (docs/recipes.md)
+  c.model = dict(name="transformer.ViTS16", num_classes=1000, attention_logits="compute")
   c.supervised.mixup = 0.2
   c.optim.name = "adamw"
   c.optim.learning_rate = 1e-3
@@ -56,7 +58,8 @@ def get_config(arg: str | None = None):
     c.data.image.resize_small = 36
     c.model = dict(name="transformer.TransformerClassifier", num_classes=1000, width=16,
                    depth=1, num_heads=2, mlp_dim=32, patch_size=8, pool="mean", max_len=16,
-                   positions="sincos2d", pre_logits=16, head_zero_init=True)
+                   positions="sincos2d", pre_logits=16, head_zero_init=True,
+                   attention_logits="compute")
     config_lib.tiny(c, steps=4)
   elif arg:
     raise config_lib.unknown_arg("imagenet_vit_s16", arg, ARGS)

@@ -9,7 +9,9 @@ of the train state is laid out by the first rule whose regular expression matche
 2. with `mesh.tensor > 1`, `TENSOR_RULES`: Megatron's split of the Transformer blocks (the
    attention heads and the MLP's hidden dimension over "tensor", the other dimension over
    "fsdp"), so a block costs one all-reduce in each direction;
-3. else the default: replicated, or with `mesh.fsdp > 1` sharded over "fsdp" along the largest
+3. with `mesh.tensor > 1`, `VOCAB_RULE` where it divides: the output layer's columns over
+   "tensor" (a decoder's vocabulary-parallel logits);
+4. else the default: replicated, or with `mesh.fsdp > 1` sharded over "fsdp" along the largest
    divisible dimension.
 
 A spec is a tuple with one entry per dimension, the last ones when shorter (so the same rules fit
@@ -46,6 +48,11 @@ TENSOR_RULES: tuple[tuple[str, tuple], ...] = (
     (r"mlp_in/bias$", ("tensor",)),
     (r"mlp_out/kernel$", ("tensor", "fsdp")),
 )
+# With tensor parallelism, a model's output layer split by column over "tensor" where its
+# width divides (a decoder LM's vocabulary: Megatron's vocabulary-parallel output layer), so the
+# devices of a tensor group each compute a share of the logits instead of all of them; where it
+# does not divide (a 10-class head) the default rule lays it out.
+VOCAB_RULE: tuple[str, tuple] = (r"(^|/)head/kernel$", ("fsdp", "tensor"))
 # Arrays smaller than this stay replicated under FSDP: sharding them saves nothing.
 FSDP_MIN_SIZE = 2 ** 12
 
@@ -79,6 +86,21 @@ def make_mesh(mesh_config, devices: list | None = None) -> Mesh:
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def activation_sharding(mesh: Mesh) -> Any:
+  """`sharding_of(ndim, last=0)` for `arch.common.batch_sharding`: an activation of `ndim`
+  dimensions with its rows split as the batch is; `last` > 0, the size of its last dimension,
+  also splits that over "tensor" where it divides (vocabulary-parallel logits, beside
+  `VOCAB_RULE`'s output layer)."""
+  tensor = mesh.shape["tensor"]
+
+  def sharding_of(ndim: int, last: int = 0) -> NamedSharding:
+    split = "tensor" if last and tensor > 1 and last % tensor == 0 else None
+    if ndim == 1:
+      return NamedSharding(mesh, P(BATCH_AXES))
+    return NamedSharding(mesh, P(BATCH_AXES, *(None,) * (ndim - 2), split))
+  return sharding_of
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -129,10 +151,18 @@ def _check_rule(i: int, rule: tuple[str, tuple], name: str, shape: tuple[int, ..
   return P(*spec)
 
 
+def _divides(shape: tuple[int, ...], mesh: Mesh, spec: tuple) -> bool:
+  """Whether `spec` (one mesh axis or None a dimension, the last ones) fits `shape`."""
+  return len(spec) <= len(shape) and all(
+      a is None or shape[len(shape) - len(spec) + d] % mesh.shape[a] == 0
+      for d, a in enumerate(spec))
+
+
 def state_shardings(mesh: Mesh, abstract_state: Any,
                     rules: tuple[tuple[str, tuple], ...] = ()) -> Any:
   """Shardings for every leaf of a state: the first of `rules` whose regex matches the leaf's
-  path (`path_name`, searched), else the default FSDP rule (module docstring).
+  path (`path_name`, searched), else with a tensor axis `VOCAB_RULE` where it divides, else the
+  default FSDP rule (module docstring).
 
   Raises:
     ConfigError: a rule with an unknown axis, more entries than dimensions, or an axis that does
@@ -140,12 +170,15 @@ def state_shardings(mesh: Mesh, abstract_state: Any,
   """
   fsdp = mesh.shape["fsdp"]
   compiled = [(i, re.compile(r), (r, s)) for i, (r, s) in enumerate(rules)]
+  vocab = re.compile(VOCAB_RULE[0])
 
   def one(path, x):
     name, shape = path_name(path), tuple(x.shape)
     for i, pattern, rule in compiled:
       if pattern.search(name):
         return NamedSharding(mesh, _check_rule(i, rule, name, shape, mesh))
+    if mesh.shape["tensor"] > 1 and vocab.search(name) and _divides(shape, mesh, VOCAB_RULE[1]):
+      return NamedSharding(mesh, P(*VOCAB_RULE[1]))
     return NamedSharding(mesh, _default_spec(shape, fsdp))
 
   return jax.tree_util.tree_map_with_path(one, abstract_state)

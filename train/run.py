@@ -13,8 +13,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 import arch
 import data as data_lib
@@ -192,8 +190,7 @@ def _batch_split(paradigm: Any, mesh: Any) -> Any:
   if mesh.devices.size == 1:
     return paradigm
 
-  def sharding_of(ndim: int) -> NamedSharding:
-    return NamedSharding(mesh, P(parallel.BATCH_AXES, *(None,) * (ndim - 1)))
+  sharding_of = parallel.activation_sharding(mesh)
 
   def traced(fn: Any) -> Any:
     @functools.wraps(fn)

@@ -1,8 +1,9 @@
 """Sharding rules and the tensor-parallel axis (train/parallel.py): on 8 CPU devices laid out as
 2 data x 2 fsdp x 2 tensor, the decoder LM and the ViT give the loss and gradients of one device
 (float32: the loss to 2e-5 relative, each gradient to 2e-5 of the largest; only the order of
-the sums differs), with their attention and MLP
-kernels split over "tensor"; rules that cannot apply are one line naming the rule and the array."""
+the sums differs), with their attention and MLP kernels and their output layers (the LM's
+logits with them) split over "tensor"; rules that cannot apply are one line naming the rule
+and the array."""
 
 import json
 import os
@@ -33,10 +34,10 @@ rng = np.random.default_rng(0)
 cases = {
     "lm": (TransformerLM(vocab_size=32, width=16, depth=1, num_heads=4, mlp_dim=32, max_len=12),
            jnp.asarray(rng.integers(0, 32, (8, 12))), jnp.asarray(rng.integers(0, 32, (8, 12)))),
-    "vit": (TransformerClassifier(num_classes=6, width=16, depth=1, num_heads=4, mlp_dim=32,
+    "vit": (TransformerClassifier(num_classes=5, width=16, depth=1, num_heads=4, mlp_dim=32,
                                   max_len=16, patch_size=4),
             jnp.asarray(rng.normal(size=(8, 8, 8, 3)), jnp.float32),
-            jnp.asarray(rng.integers(0, 6, (8,)))),
+            jnp.asarray(rng.integers(0, 5, (8,)))),
 }
 out = {}
 for name, (model, x, y) in cases.items():
@@ -54,16 +55,16 @@ for name, (model, x, y) in cases.items():
   many = step(jax.device_put(params, shard), x, y)
 
   # the same step with the activations' rows held to the batch's split, as train.run traces it
-  def split_of(ndim):
-    return jax.sharding.NamedSharding(
-        mesh, jax.sharding.PartitionSpec(parallel.BATCH_AXES, *(None,) * (ndim - 1)))
-
   def split_step(p, x, y):
-    with common.batch_sharding(split_of):
+    with common.batch_sharding(parallel.activation_sharding(mesh)):
       return jax.value_and_grad(loss)(p, x, y)
   split = jax.jit(split_step, in_shardings=(shard, batch, batch),
                   out_shardings=(parallel.replicated(mesh), shard))
-  constraints = split.lower(params, x, y).as_text().count("sdy.sharding_constraint")
+  lowered = [ln for ln in split.lower(params, x, y).as_text().splitlines()
+             if "sdy.sharding_constraint" in ln]
+  constraints = len(lowered)
+  # the LM's logits (8, 12, 32): rows over data and fsdp, the vocabulary over tensor
+  vocab_split = sum('{"data", "fsdp"}, {}, {"tensor"}' in ln for ln in lowered)
   split_loss = float(split(jax.device_put(params, shard), x, y)[0])
   flat_one = jax.tree.leaves(one[1])
   flat_many = jax.tree.leaves(many[1])
@@ -78,6 +79,7 @@ for name, (model, x, y) in cases.items():
       "specs": specs,
       "split_loss": split_loss,
       "constraints": constraints,
+      "vocab_split": vocab_split,
   }
 print(json.dumps(out))
 '''
@@ -109,6 +111,11 @@ def test_2x2x2_mesh_gives_one_devices_loss_and_gradients(eight_devices, model):
   # each block's input and output (and the LM's logits), the same loss
   assert got["constraints"] >= 3
   assert got["split_loss"] == pytest.approx(one, rel=2e-5)
+  # the output layer by column over "tensor" (parallel.VOCAB_RULE); the LM's logits likewise
+  # (the ViT's 5 classes do not divide by 2: its head keeps the default layout, replicated)
+  assert specs["head/kernel"] == ("P('fsdp', 'tensor')" if model == "lm" else "P()")
+  assert (got["vocab_split"] > 0) == (model == "lm")  # (forward and backward)
+
 
 
 def _mesh():

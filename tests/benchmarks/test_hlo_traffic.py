@@ -1,0 +1,29 @@
+"""benchmarks/hlo_traffic.py: its per-instruction bytes add up to XLA's own "bytes accessed"."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from benchmarks import hlo_traffic
+
+
+@pytest.mark.parametrize("fn,shapes", [
+    (lambda a, b: jnp.tanh(a @ b).sum(0), [(256, 512), (512, 128)]),
+    (lambda a, b: (jnp.exp(a) * 2, jax.lax.conv_general_dilated(
+        b, jnp.ones((3, 3, 4, 8)), (1, 1), "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC")).mean()),
+     [(64, 96), (2, 16, 16, 4)]),
+])
+def test_the_kinds_add_up_to_xlas_bytes_accessed(fn, shapes):
+  compiled = jax.jit(fn).lower(*[jnp.ones(s) for s in shapes]).compile()
+  table = hlo_traffic.traffic(compiled.as_text())
+  total = sum(b for _, b in table.values())
+  assert total == pytest.approx(compiled.cost_analysis()["bytes accessed"], rel=0.02), table
+  assert any(k.startswith("fusion (dot)") or k.startswith("fusion (convolution)")
+             or k in ("dot", "convolution") for k in table)
+
+
+def test_shape_bytes_reads_arrays_and_tuples_with_tpu_layouts():
+  assert hlo_traffic.shape_bytes("bf16[256,56,56,64]{3,0,2,1:T(8,128)(2,1)}") == \
+      2 * 256 * 56 * 56 * 64
+  assert hlo_traffic.shape_bytes("(f32[10]{0}, s32[], pred[3,4])") == 40 + 4 + 12

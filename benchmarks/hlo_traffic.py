@@ -27,15 +27,17 @@ BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "
 FREE = {"parameter", "tuple", "get-tuple-element", "bitcast", "constant", "after-all",
         "partition-id", "replica-id", "opt-barrier", "while", "conditional", "call"}
 _ATTRIBUTES = re.compile(r"\),\s*[a-z_]+=")
-_ARRAY = re.compile(r"\b(" + "|".join(BYTES) + r")\[([\d,]*)\]")
+_ARRAY = re.compile(r"\b(" + "|".join(BYTES) + r")\[([\d,]*)\](\{[^}]*\})?")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s+([\w\-]+)\((.*)$")
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
 
 
 def shape_bytes(text: str) -> int:
-  """The bytes of every array type written in `text` (a shape or a tuple of shapes)."""
+  """The bytes in HBM of every array type written in `text` (a shape or a tuple of shapes): an
+  array whose layout places it in memory space 1 (`S(1)`, a TPU core's on-chip VMEM, where
+  XLA's memory-space assignment prefetches operands) counts nothing."""
   return sum(BYTES[t] * math.prod(int(d) for d in dims.split(",") if d)
-             for t, dims in _ARRAY.findall(text))
+             for t, dims, layout in _ARRAY.findall(text) if "S(1)" not in (layout or ""))
 
 
 def parse(hlo: str) -> dict[str, list[tuple[str, str, str, str]]]:
@@ -97,9 +99,17 @@ def traffic(hlo: str) -> dict[str, tuple[int, int]]:
       cut = _ATTRIBUTES.search(rest)
       args = rest[:cut.start()] if cut else rest
       read = sum(shape_bytes(types.get(a, "")) for a in re.findall(r"%([\w.\-]+)", args))
+      # An asynchronous pair moves its data once: the start reads its operands (its result
+      # tuple names the source again), the done writes its result.
+      if opcode.endswith("-start"):
+        moved = read
+      elif opcode.endswith("-done"):
+        moved = shape_bytes(result)
+      else:
+        moved = read + shape_bytes(result)
       entry = out[_kind(opcode, rest, computations)]
       entry[0] += 1
-      entry[1] += read + shape_bytes(result)
+      entry[1] += moved
   return {k: (n, b) for k, (n, b) in out.items()}
 
 

@@ -4,6 +4,7 @@ the anchors' own train steps compiled the same way beside them (docs/pods.md).
     python -m benchmarks.pod_table --rows anchors        # ResNet-50 and ViT-S/16 against flax
                                                          # and big_vision, v5e:2x2 and v5e:4x4
     python -m benchmarks.pod_table --rows lm --timeout 900
+    python -m benchmarks.pod_table --rows scale          # 6.7B, and two slices over DCN
     python -m benchmarks.pod_table --list                # every row's name and group
 
 Each row compiles in its own child process (`--one NAME`) under a time limit (`--timeout`
@@ -44,10 +45,12 @@ class Row:
   who: str = "strata"
   spec: str = ""
   overrides: tuple[tuple[str, Any], ...] = ()
+  slices: int = 1  # several slices joined over the data-centre network (multi-slice)
 
   @property
   def name(self) -> str:
-    return f"{self.model}@{self.topology}" + ("" if self.who == "strata" else f"/{self.who}")
+    return (f"{self.model}@{self.topology}" + (f"x{self.slices}" if self.slices > 1 else "")
+            + ("" if self.who == "strata" else f"/{self.who}"))
 
 
 # GPT-2's shapes (124M, 350M) and GPT-3 XL's (1.3B), vocabulary 50,304, context 1024, bfloat16,
@@ -57,24 +60,33 @@ LMS = {
     "lm350m": dict(width=1024, depth=24, num_heads=16, mlp_dim=4096),
     "lm1.3b": dict(width=2048, depth=24, num_heads=16, mlp_dim=8192),
 }
+# GPT-3 6.7B's shape (width 4096, 32 blocks of 32 heads, MLP 16384): the 7B class, only on the
+# large slices (`SCALE`)
+LM7B = {"lm6.7b": dict(width=4096, depth=32, num_heads=32, mlp_dim=16384)}
 CHIPS = {"v5e-16": 16, "v5e-64": 64, "v5e-256": 256, "v5p-128": 64}
 
 
-def _lm(model: str, topology: str, layout: str, scan: bool = True, depth: int = 0) -> Row:
-  """A decoder LM row; `depth` > 0 replaces the model's (the compile-time-against-depth rows)."""
+def _lm(model: str, topology: str, layout: str, scan: bool = True, depth: int = 0,
+        slices: int = 1, group: str = "lm") -> Row:
+  """A decoder LM row; `depth` > 0 replaces the model's (the compile-time-against-depth rows).
+  With `slices` > 1 the data axis spans the slices (one replica a slice, over the data-centre
+  network: MaxText's `dcn_data_parallelism`) and each slice is laid out as one slice is."""
   chips = CHIPS[topology]
-  mesh = {"fsdp": (("mesh.data", 1), ("mesh.fsdp", chips)),
-          "fsdp+tp": (("mesh.data", 1), ("mesh.fsdp", chips // 4), ("mesh.tensor", 4))}[layout]
-  fields = {f"model.{k}": v for k, v in dict(LMS[model], **({"depth": depth} if depth else {}))
+  mesh = {"fsdp": (("mesh.data", slices), ("mesh.fsdp", chips)),
+          "fsdp+tp": (("mesh.data", slices), ("mesh.fsdp", chips // 4), ("mesh.tensor", 4))
+          }[layout]
+  shape = {**LMS, **LM7B}[model]
+  fields = {f"model.{k}": v for k, v in dict(shape, **({"depth": depth} if depth else {}))
             .items()}
+  chips *= slices
   overrides = (("model.vocab_size", 50304), *fields.items(), ("model.max_len", 1024),
                ("model.scan_layers", scan), ("model.remat_policy", "nothing_saveable"),
                ("data.seq_len", 1024), ("data.batch_size", 16 * chips),
                ("data.eval_batch_size", 16 * chips), ("train.precision", "bfloat16"), *mesh)
   label = (f"{model}" + (f" depth {depth}" if depth else "") + f" {layout}"
            + ("" if scan else " unscanned"))
-  return Row("depth" if depth else "lm", label, topology, spec="experiments/charlm_transformer.py",
-             overrides=overrides)
+  return Row("depth" if depth else group, label, topology,
+             spec="experiments/charlm_transformer.py", overrides=overrides, slices=slices)
 
 
 RESNET50 = "experiments/imagenet_resnet50.py"
@@ -96,6 +108,10 @@ ROWS = (
     # compile time and memory against depth, scanned and unrolled (124M's blocks, v5e-16, FSDP)
     *(_lm("lm124m", "v5e-16", "fsdp", scan=scan, depth=d) for d in (6, 24, 48)
       for scan in (True, False)),
+    # the 7B class on the large slices, and the 1.3B and 6.7B LMs over two v5e-256 slices
+    *(_lm("lm6.7b", t, layout, group="scale") for t in ("v5e-256", "v5p-128")
+      for layout in ("fsdp", "fsdp+tp")),
+    *(_lm(m, "v5e-256", "fsdp", slices=2, group="scale") for m in ("lm1.3b", "lm6.7b")),
 )
 
 
@@ -107,7 +123,8 @@ def _report_row(report: Any) -> dict[str, Any]:
               flops=report.flops, model_flops=report.model_flops, bytes=report.bytes_accessed,
               step_s=report.step_seconds,
               estimate=report.estimate_source, mfu=report.mfu,
-              tokens_per_example=report.tokens_per_example, compile_s=report.compile_seconds)
+              tokens_per_example=report.tokens_per_example, compile_s=report.compile_seconds,
+              slices=report.slice.slices)
 
 
 def _strata(row: Row) -> dict[str, Any]:
@@ -115,7 +132,7 @@ def _strata(row: Row) -> dict[str, Any]:
   from train import config as config_lib
 
   config = config_lib.override(config_lib.load(row.spec), dict(row.overrides), flag="")
-  return _report_row(aot.compile_for(config, topology.parse(row.topology)))
+  return _report_row(aot.compile_for(config, topology.parse(row.topology, row.slices)))
 
 
 def _anchor_step(step: Any, state: Any, batch: dict[str, Any], extra: tuple, slice_: Any,
@@ -247,7 +264,8 @@ def table(rows: list[dict[str, Any]]) -> str:
          "(model's) | HBM GB a chip | step estimate | rate | MFU | compile (train step) |",
          "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
-    head = f"| {r['model']} | {r['topology']} ({r.get('chips', '?')}) | {r['who']} |"
+    slices = f" x {r['slices']} slices" if r.get("slices", 1) > 1 else ""
+    head = f"| {r['model']} | {r['topology']}{slices} ({r.get('chips', '?')}) | {r['who']} |"
     if "error" in r:
       out.append(f"{head} | | {r['error']} | | | | | | |")
       continue

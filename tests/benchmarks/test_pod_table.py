@@ -15,14 +15,16 @@ def test_every_strata_row_is_a_valid_config_for_a_known_slice():
   names = [r.name for r in pod_table.ROWS]
   assert len(names) == len(set(names))
   for row in pod_table.ROWS:
-    topology.parse(row.topology)
+    topology.parse(row.topology, row.slices)
     if row.who != "strata":
       continue
     config = config_lib.override(config_lib.load(row.spec), dict(row.overrides), flag="")
-    if row.group in ("lm", "depth"):
-      chips = pod_table.CHIPS[row.topology]
+    if row.group in ("lm", "depth", "scale"):
+      chips = pod_table.CHIPS[row.topology]  # a slice's
       m = config.mesh
-      assert (m.data, m.fsdp * m.tensor, config.data.batch_size) == (1, chips, 16 * chips)
+      # the data axis spans the slices, a slice is FSDP (and tensor) only
+      assert (m.data, m.fsdp * m.tensor, config.data.batch_size) == (
+          row.slices, chips, 16 * chips * row.slices)
       assert config.model.scan_layers == ("unscanned" not in row.model)
 
 

@@ -83,7 +83,7 @@ def heavy_op_dtypes(hlo: str) -> set[str]:
 
 def test_bfloat16_computes_in_bfloat16_and_keeps_float32_parameters():
   model = arch.build({"name": "cnn.ResNet", "num_classes": 10, "ndim": 1, "stage_sizes": (1, 1),
-                      "widths": (8, 16)})   # with batch norm, whose statistics stay float32
+                      "widths": (8, 24)})   # with batch norm, whose statistics stay float32
   rng = np.random.default_rng(3)
   batch = {"inputs": rng.normal(size=(16, 40, 1)).astype(np.float32),
            "label": rng.integers(0, 10, size=16), "mask": np.ones(16, np.float32)}
@@ -97,6 +97,11 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_parameters():
     # the convolutions and the dense layer run in the compute dtype, not only cast to it
     hlo = step.lower(state, batch, jax.random.key(1)).as_text()
     assert heavy_op_dtypes(hlo) == {"bf16" if precision == "bfloat16" else "f32"}
+    # batch norm's scales and biases (8 and 24 channels) reach the model in float32
+    # (train.state.cast_params), as flax's own models keep them: XLA on TPU ran the sums that
+    # give their gradients as separate bfloat16 passes when they were cast
+    assert not re.findall(r"stablehlo\.convert\b.*?tensor<(?:8|24)xf32>\) -> "
+                          r"tensor<(?:8|24)xbf16>", hlo)
     new, m = step(state, batch, jax.random.key(1))
     dtypes = {x.dtype for x in jax.tree.leaves((new.params, new.opt_state, new.model_state))
               if jnp.issubdtype(x.dtype, jnp.floating)}
@@ -108,3 +113,13 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_parameters():
     c = _config()
     c.train.precision = "float16"
     config_lib.validate(c)
+
+
+def test_cast_params_keeps_vectors_in_float32():
+  from train import state as state_lib
+  params = {"conv": {"kernel": jnp.ones((3, 3, 4, 8)), "bias": jnp.ones(8)},
+            "bn": {"scale": jnp.ones(8)}, "step": jnp.ones((), jnp.int32)}
+  cast = state_lib.cast_params(params, jnp.bfloat16)
+  assert cast["conv"]["kernel"].dtype == jnp.bfloat16
+  assert {cast["conv"]["bias"].dtype, cast["bn"]["scale"].dtype} == {jnp.dtype(jnp.float32)}
+  assert cast["step"].dtype == jnp.int32

@@ -194,7 +194,8 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
 
   def apply(state, params, inputs, train: bool, rng=None, segments=None):
     if compute is not None:
-      params, inputs = state_lib.cast_floating((params, inputs), compute)
+      params = state_lib.cast_params(params, compute)
+      inputs = state_lib.cast_floating(inputs, compute)
     variables = {"params": params, **state.model_state}
     mutable = list(state.model_state) if train and state.model_state else False
     extra = {"segments": segments} if segments is not None and takes_segments else {}

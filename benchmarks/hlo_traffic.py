@@ -15,7 +15,6 @@ this).
 
 from __future__ import annotations
 
-import argparse
 import collections
 import math
 import re
@@ -114,8 +113,10 @@ def traffic(hlo: str) -> dict[str, tuple[int, int]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m benchmarks.hlo_traffic",
-                                   description=__doc__.split("\n")[0])
+  from train import cli  # one-line usage errors, status 2
+
+  parser = cli.ArgumentParser(prog="python -m benchmarks.hlo_traffic",
+                              description=__doc__.split("\n")[0])
   parser.add_argument("modules", nargs="+", help="one or two optimized HLO text files")
   args = parser.parse_args(argv)
   if len(args.modules) > 2:

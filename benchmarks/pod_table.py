@@ -259,13 +259,15 @@ def _size(n: float) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
   """The markdown table of `rows` (as `--out` holds them); anchor rows carry the ratio of
   strata's step time to the anchor's for the same model and slice."""
+  from train import topology
   strata = {(r["model"], r["topology"]): r for r in rows if r["who"] == "strata"}
   out = ["| model | slice (chips) | by | mesh | memory a chip (of HBM) | GFLOP a chip: compiled "
          "(model's) | HBM GB a chip | step estimate | rate | MFU | compile (train step) |",
          "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     slices = f" x {r['slices']} slices" if r.get("slices", 1) > 1 else ""
-    head = f"| {r['model']} | {r['topology']}{slices} ({r.get('chips', '?')}) | {r['who']} |"
+    chips = r.get("chips") or topology.parse(r["topology"]).chips * r.get("slices", 1)
+    head = f"| {r['model']} | {r['topology']}{slices} ({chips}) | {r['who']} |"
     if "error" in r:
       out.append(f"{head} | | {r['error']} | | | | | | |")
       continue

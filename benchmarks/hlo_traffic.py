@@ -74,18 +74,10 @@ def _kind(opcode: str, rest: str, computations: dict) -> str:
 def traffic(hlo: str) -> dict[str, tuple[int, int]]:
   """{kind: (instructions, bytes)} over every computation that is not a fusion's body."""
   computations = parse(hlo)
-  fused = set()
-  for body in computations.values():
-    for _, _, opcode, rest in body:
-      if opcode == "fusion":
-        called = re.search(r"calls=%?([\w.\-]+)", rest)
-        if called:
-          fused.add(called.group(1))
-  # reducers and comparators (to_apply) move nothing of their own either
-  for body in computations.values():
-    for _, _, _, rest in body:
-      for called in re.findall(r"to_apply=%?([\w.\-]+)", rest):
-        fused.add(called)
+  # fusions' bodies, and reducers and comparators (to_apply): nothing of their own to move
+  fused = {called for body in computations.values() for _, _, opcode, rest in body
+           for called in re.findall(r"to_apply=%?([\w.\-]+)", rest)
+           + (re.findall(r"calls=%?([\w.\-]+)", rest)[:1] if opcode == "fusion" else [])}
   out: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
   for name, body in computations.items():
     if name in fused:

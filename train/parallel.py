@@ -151,13 +151,6 @@ def _check_rule(i: int, rule: tuple[str, tuple], name: str, shape: tuple[int, ..
   return P(*spec)
 
 
-def _divides(shape: tuple[int, ...], mesh: Mesh, spec: tuple) -> bool:
-  """Whether `spec` (one mesh axis or None a dimension, the last ones) fits `shape`."""
-  return len(spec) <= len(shape) and all(
-      a is None or shape[len(shape) - len(spec) + d] % mesh.shape[a] == 0
-      for d, a in enumerate(spec))
-
-
 def state_shardings(mesh: Mesh, abstract_state: Any,
                     rules: tuple[tuple[str, tuple], ...] = ()) -> Any:
   """Shardings for every leaf of a state: the first of `rules` whose regex matches the leaf's
@@ -177,8 +170,11 @@ def state_shardings(mesh: Mesh, abstract_state: Any,
     for i, pattern, rule in compiled:
       if pattern.search(name):
         return NamedSharding(mesh, _check_rule(i, rule, name, shape, mesh))
-    if mesh.shape["tensor"] > 1 and vocab.search(name) and _divides(shape, mesh, VOCAB_RULE[1]):
-      return NamedSharding(mesh, P(*VOCAB_RULE[1]))
+    if mesh.shape["tensor"] > 1 and vocab.search(name):
+      try:
+        return NamedSharding(mesh, _check_rule(len(rules), VOCAB_RULE, name, shape, mesh))
+      except ConfigError:
+        pass  # the width does not divide: the default layout
     return NamedSharding(mesh, _default_spec(shape, fsdp))
 
   return jax.tree_util.tree_map_with_path(one, abstract_state)

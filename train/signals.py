@@ -83,9 +83,14 @@ def check(phase: str) -> None:
   """Raises Stopped when a signal arrived before `phase` (`install_early`)."""
   pause(phase)
   if _state["signal"] is not None:
-    name = signal.Signals(_state["signal"]).name
-    raise Stopped(f"stopped by {name} before {phase}: nothing to save yet; the same command "
-                  "starts the run again")
+    raise _stopped(f"before {phase}")
+
+
+def _stopped(when: str) -> Stopped:
+  """The Stopped of the signal `install_early` recorded, `when` ("before compiling", ...)."""
+  name = signal.Signals(_state["signal"]).name
+  return Stopped(f"stopped by {name} {when}: nothing to save yet; the same command starts the "
+                 "run again")
 
 
 def while_compiling(fn: Callable[[], T], phase: str = "compiling") -> T:
@@ -111,9 +116,7 @@ def while_compiling(fn: Callable[[], T], phase: str = "compiling") -> T:
   while worker.is_alive():
     worker.join(0.05)
     if _state["signal"] is not None:
-      name = signal.Signals(_state["signal"]).name
-      stopped = Stopped(f"stopped by {name} while {phase}: nothing to save yet; the same "
-                        "command starts the run again")
+      stopped = _stopped(f"while {phase}")
       stopped.abandoned = True
       raise stopped
   if "error" in result:

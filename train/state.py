@@ -59,7 +59,8 @@ def in_compute_dtype(model: Any, compute: Any) -> Any:
 def mixed(apply: Any, compute: Any) -> Any:
   """`apply(params, *args, **kw)` run in `compute` precision: floating parameters
   (`cast_params`) and inputs cast down, floating outputs cast back to float32, so losses (and
-  the gradients' accumulation into the float32 parameters) stay in float32. `compute=None` returns `apply` unchanged."""
+  the gradients' accumulation into the float32 parameters) stay in float32. `compute=None`
+  returns `apply` unchanged."""
   if compute is None:
     return apply
 

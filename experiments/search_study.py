@@ -23,8 +23,10 @@ with W workers up to W - 1 more trials may start.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import fcntl
 import json
 import math
 import os
@@ -182,29 +184,19 @@ def open_study(search: Search, create: bool = True):
   # heartbeats, fail_stale_trials and grouped TPE are "experimental" in Optuna 5 (since 2.9)
   warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
   os.makedirs(search.workdir, exist_ok=True)
-  try:
-    storage = optuna.storages.RDBStorage(
-        search.storage, heartbeat_interval=search.heartbeat, grace_period=search.grace,
-        heartbeat_stale_trial_callback=_requeue,
-        engine_kwargs={"connect_args": {"timeout": 60}} if search.storage.startswith("sqlite")
-        else None)
-  except ImportError:
-    raise
-  except Exception as e:  # SQLAlchemy's errors for a URL it cannot use, of many types
-    raise ConfigError(f"--storage={search.storage!r}: {type(e).__name__}: "
-                      f"{str(e).splitlines()[0] if str(e) else ''}; expected an SQLAlchemy URL "
-                      "such as sqlite:///path/study.db or postgresql://host/db") from e
-  if not create:
-    return optuna.load_study(study_name=search.study_name, storage=storage,
-                             sampler=_sampler(search), pruner=_pruner(search))
-  study = optuna.create_study(study_name=search.study_name, storage=storage,
-                              direction=search.direction, sampler=_sampler(search),
-                              pruner=_pruner(search), load_if_exists=True)
-  saved = study.user_attrs.get("settings")
-  mine = json.loads(json.dumps(search.settings(), sort_keys=True, default=str))
-  if saved is None:
-    study.set_user_attr("settings", mine)
-    return study
+  with _one_creator(search.storage):
+    storage = _storage(search, optuna)
+    if not create:
+      return optuna.load_study(study_name=search.study_name, storage=storage,
+                               sampler=_sampler(search), pruner=_pruner(search))
+    study = optuna.create_study(study_name=search.study_name, storage=storage,
+                                direction=search.direction, sampler=_sampler(search),
+                                pruner=_pruner(search), load_if_exists=True)
+    saved = study.user_attrs.get("settings")
+    mine = json.loads(json.dumps(search.settings(), sort_keys=True, default=str))
+    if saved is None:
+      study.set_user_attr("settings", mine)
+      return study
   differ = sorted(k for k in set(saved) | set(mine)
                   if k != "experiment" and saved.get(k) != mine.get(k))
   # a config field added to the codebase since the study began, at its default, is no change
@@ -214,6 +206,59 @@ def open_study(search: Search, create: bool = True):
     raise ConfigError(f"study {search.study_name!r} in {search.storage} was made with other "
                       f"settings ({differ} differ); use another --workdir or --study_name")
   return study
+
+
+@contextlib.contextmanager
+def _one_creator(url: str):
+  """Holds an exclusive lock on `<file>.lock` beside an SQLite study while it is opened.
+
+  Workers started together each create the schema of a new database (CREATE TABLE, the alembic
+  version row) and all but one failed ("table studies already exists", "UNIQUE constraint
+  failed: alembic_version"). A server database has no file to lock: `_storage` retries there.
+  """
+  path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+  if not path or path == ":memory:":
+    yield
+    return
+  try:
+    f = open(path + ".lock", "a")
+  except OSError:  # a folder that is not there: RDBStorage says so in its one line
+    yield
+    return
+  with f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _storage(search: Search, optuna, attempts: int = 5):
+  """Optuna's RDBStorage at `search.storage`; a URL it cannot use is one ConfigError line.
+
+  On a server database a database error (sqlalchemy.exc.DBAPIError) is tried again, up to
+  `attempts` times a second apart: two workers creating its schema at once race as on SQLite.
+  """
+  import sqlalchemy.exc
+
+  if search.storage.startswith("sqlite"):
+    attempts = 1  # serialised by _one_creator
+  for attempt in range(attempts):
+    try:
+      return optuna.storages.RDBStorage(
+          search.storage, heartbeat_interval=search.heartbeat, grace_period=search.grace,
+          heartbeat_stale_trial_callback=_requeue,
+          engine_kwargs={"connect_args": {"timeout": 60}} if search.storage.startswith("sqlite")
+          else None)
+    except ImportError:
+      raise
+    except Exception as e:  # SQLAlchemy's errors for a URL it cannot use, of many types
+      if isinstance(e, sqlalchemy.exc.DBAPIError) and attempt + 1 < attempts:
+        time.sleep(1.0)
+        continue
+      raise ConfigError(f"--storage={search.storage!r}: {type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}; expected an SQLAlchemy URL "
+                        "such as sqlite:///path/study.db or postgresql://host/db") from e
 
 
 def trial_dir(workdir: str, number: int) -> str:

@@ -252,6 +252,18 @@ def _child(row: Row, timeout: float) -> dict[str, Any]:
           + (lines[-1][:300] if lines else "no output")}
 
 
+def _commit() -> str:
+  """The checkout's commit ("+" when it has changes not committed), or "" outside git."""
+  try:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return ""
+  return head + ("+" if dirty else "")
+
+
 def _size(n: float) -> str:
   return f"{n / 1e9:.3g} GB"
 
@@ -324,6 +336,8 @@ def main(argv: list[str] | None = None) -> None:
                       help="comma-separated groups (anchors, recipes, lm, depth) or row names; all")
   parser.add_argument("--timeout", type=float, default=1200.0, help="seconds a row may compile")
   parser.add_argument("--out", default=OUT, help="JSON lines, one a row (appended)")
+  parser.add_argument("--redo", action="store_true",
+                      help="compile the rows asked for again, replacing their lines in --out")
   parser.add_argument("--list", action="store_true", help="print the rows and stop")
   parser.add_argument("--write_doc", metavar="MARKDOWN",
                       help="rewrite the tables of this markdown file from --out and stop")
@@ -352,7 +366,12 @@ def main(argv: list[str] | None = None) -> None:
   if os.path.exists(args.out):
     with open(args.out) as f:
       done = [json.loads(line) for line in f if line.strip()]
+  if args.redo and done:  # the other rows' lines are kept as they were, in their order
+    done = [d for d in done if d["name"] not in {r.name for r in rows}]
+    with open(args.out, "w") as f:
+      f.writelines(json.dumps(d) + "\n" for d in done)
   have = {d["name"] for d in done}
+  commit = _commit()
   for row in rows:
     if row.name in have:
       continue
@@ -361,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     record = {"name": row.name, "group": row.group, "model": row.model,
               "topology": row.topology, "who": row.who, **result,
               "wall_s": round(time.perf_counter() - t, 1),
-              "date": time.strftime("%Y-%m-%d")}
+              "date": time.strftime("%Y-%m-%d"), "commit": commit}
     print(f"{row.name}: " + (result["error"] if "error" in result else
                              f"{result['step_s'] * 1e3:.4g} ms, "
                              f"{_size(result['memory'])} a chip") +

@@ -78,3 +78,20 @@ def test_the_anchors_models_are_strata_recipes_models():
   assert _count(big_vision, x) == _count(ViTS16(num_classes=1000), x, train=False)
   b16 = vit.Model(num_classes=1000, **dict(bv_train.CONFIG["model"], variant="B/16"))
   assert _count(b16, x) == _count(ViTB16(num_classes=1000), x, train=False)
+
+
+def test_redo_replaces_only_the_rows_asked_for_and_records_the_commit(tmp_path, monkeypatch):
+  import json
+
+  out = tmp_path / "rows.jsonl"
+  names = [r.name for r in pod_table.ROWS if r.group == "anchors"][:3]
+  out.write_text("".join(json.dumps(dict(_row("strata", 0.1), name=n, group="anchors"))
+                         + "\n" for n in names))
+  monkeypatch.setattr(pod_table, "_child", lambda row, timeout: _row("strata", 0.3))
+  pod_table.main(["--rows", names[1], "--out", str(out)])  # present: not compiled again
+  assert [json.loads(x)["step_s"] for x in out.read_text().splitlines()] == [0.1] * 3
+  pod_table.main(["--rows", names[1], "--out", str(out), "--redo"])
+  rows = [json.loads(x) for x in out.read_text().splitlines()]
+  assert [(r["name"], r["step_s"]) for r in rows] == [(names[0], 0.1), (names[2], 0.1),
+                                                      (names[1], 0.3)]
+  assert rows[-1]["commit"] == pod_table._commit()  # "" outside a git checkout

@@ -63,6 +63,23 @@ def constrain_batch(x: Any, split_last: bool = False) -> Any:
       x, sharding_of(x.ndim, x.shape[-1]) if split_last else sharding_of(x.ndim))
 
 
+def constrain_sequence(x: Any, split: bool) -> Any:
+  """A Transformer's (B, T, D) activations under sequence parallelism (Megatron-LM's, Korthikanti
+  et al. 2022, "Reducing activation recomputation in large transformer models"), when
+  `sharding_of.sequence_parallel` says it is on: with `split`, the residual stream between the
+  tensor-parallel layers (LayerNorm, dropout, the residual adds, what a scan keeps of each block)
+  has its T split over the devices of a tensor group as well, where T divides; without, a
+  layer's input is whole along T again (an all-gather), and the sum after a row-parallel layer
+  becomes a reduce-scatter instead of an all-reduce. Off: `split` is `constrain_batch` and
+  the other is `x`."""
+  sharding_of = _BATCH.get()
+  if sharding_of is None:
+    return x
+  if not getattr(sharding_of, "sequence_parallel", False):
+    return constrain_batch(x) if split else x
+  return jax.lax.with_sharding_constraint(x, sharding_of(x.ndim, seq=x.shape[1] if split else 0))
+
+
 def check_choice(value: str, options: Sequence[str], field: str) -> None:
   """Raises ValueError naming `model.<field>`, its value and the valid options."""
   if value not in options:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from arch.attention import MultiHeadAttention, sinusoidal
-from arch.common import check_choice, constrain_batch, maybe_remat
+from arch.common import check_choice, constrain_batch, constrain_sequence, maybe_remat
 
 POSITIONS = ("learned", "sinusoidal", "rotary", "none")
 CLASSIFIER_POSITIONS = POSITIONS + ("sincos2d",)
@@ -59,21 +59,23 @@ class Block(nn.Module):
   def __call__(self, x, mask=None, causal=False, decode=False, train=False, positions=None):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     inits = _dense_inits(self.dense_init)
-    x = constrain_batch(x)
-    h = nn.LayerNorm(**kw, name="ln_attn")(x)
+    x = constrain_sequence(x, split=True)
+    h = constrain_sequence(nn.LayerNorm(**kw, name="ln_attn")(x), split=False)
     h = MultiHeadAttention(self.num_heads, rotary=self.rotary, dropout=self.dropout, **kw,
                            kernel_init=inits.get("kernel_init"),
                            attention_logits=self.attention_logits, name="attn")(
                                h, mask, causal=causal, positions=positions, decode=decode,
                                train=train)
-    x = x + h
-    h = nn.LayerNorm(**kw, name="ln_mlp")(x)
+    # whole along T here, so that in the backward pass the cotangent is gathered before the
+    # tensor-parallel layers (Megatron's all-gather) rather than their work split by T
+    x = constrain_sequence(x + constrain_sequence(h, split=False), split=True)
+    h = constrain_sequence(nn.LayerNorm(**kw, name="ln_mlp")(x), split=False)
     h = nn.Dense(self.mlp_dim, **kw, **inits, name="mlp_in")(h)
     h = nn.gelu(h)
     h = nn.Dense(x.shape[-1], **kw, **inits, name="mlp_out")(h)
     if self.dropout > 0:
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    return constrain_batch(x + h)
+    return constrain_sequence(x + constrain_sequence(h, split=False), split=True)
 
 
 class _ScanStep(nn.Module):
@@ -375,9 +377,9 @@ class TransformerLM(nn.Module):
                        f"{tokens.shape}")
     _check_length(tokens.shape[1], self.max_len, "token sequence")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    x = constrain_batch(nn.Embed(self.vocab_size, self.width,
-                                 embedding_init=nn.initializers.normal(0.02), **kw,
-                                 name="embed")(tokens))
+    x = constrain_sequence(nn.Embed(self.vocab_size, self.width,
+                                    embedding_init=nn.initializers.normal(0.02), **kw,
+                                    name="embed")(tokens), split=True)
     mask = positions = None
     if segments is not None:
       mask = segments[:, None, :, None] == segments[:, None, None, :]   # (B, 1, T, T)
@@ -389,5 +391,6 @@ class TransformerLM(nn.Module):
                    x, mask, causal=True, decode=decode, train=train, positions=positions)
     # vocabulary-parallel under tensor parallelism (train.parallel.VOCAB_RULE splits the head's
     # columns): each device of a tensor group computes its share of the logits, not all of them
+    x = constrain_sequence(x, split=False)
     return constrain_batch(nn.Dense(self.vocab_size, **kw, name="head")(x), split_last=True)
 

@@ -73,7 +73,9 @@ def _lm(model: str, topology: str, layout: str, scan: bool = True, depth: int = 
   network: MaxText's `dcn_data_parallelism`) and each slice is laid out as one slice is."""
   chips = CHIPS[topology]
   mesh = {"fsdp": (("mesh.data", slices), ("mesh.fsdp", chips)),
-          "fsdp+tp": (("mesh.data", slices), ("mesh.fsdp", chips // 4), ("mesh.tensor", 4))
+          "fsdp+tp": (("mesh.data", slices), ("mesh.fsdp", chips // 4), ("mesh.tensor", 4)),
+          "fsdp+tp+sp": (("mesh.data", slices), ("mesh.fsdp", chips // 4), ("mesh.tensor", 4),
+                         ("sharding.sequence_parallel", True)),
           }[layout]
   shape = {**LMS, **LM7B}[model]
   fields = {f"model.{k}": v for k, v in dict(shape, **({"depth": depth} if depth else {}))
@@ -103,14 +105,15 @@ ROWS = (
         Row("recipes", "ResNet-50", t, spec=RESNET50),
         Row("recipes", "ViT-S/16", t, spec=VIT_S16),
         Row("recipes", "ViT-B/16", t, spec=VIT_S16, overrides=VIT_B16))),
-    *(_lm(m, t, layout) for m in LMS for t in CHIPS for layout in ("fsdp", "fsdp+tp")),
+    *(_lm(m, t, layout) for m in LMS for t in CHIPS
+      for layout in ("fsdp", "fsdp+tp", "fsdp+tp+sp")),
     *(_lm("lm124m", "v5e-16", layout, scan=False) for layout in ("fsdp", "fsdp+tp")),
     # compile time and memory against depth, scanned and unrolled (124M's blocks, v5e-16, FSDP)
     *(_lm("lm124m", "v5e-16", "fsdp", scan=scan, depth=d) for d in (6, 24, 48)
       for scan in (True, False)),
     # the 7B class on the large slices, and the 1.3B and 6.7B LMs over two v5e-256 slices
     *(_lm("lm6.7b", t, layout, group="scale") for t in ("v5e-256", "v5p-128")
-      for layout in ("fsdp", "fsdp+tp")),
+      for layout in ("fsdp", "fsdp+tp", "fsdp+tp+sp")),
     *(_lm(m, "v5e-256", "fsdp", slices=2, group="scale") for m in ("lm1.3b", "lm6.7b")),
 )
 

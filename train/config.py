@@ -139,6 +139,9 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   # ...), first match wins; spec: one mesh axis, tuple of axes or None per dimension.
   c.sharding = mlc.ConfigDict()
   c.sharding.rules = ()
+  # With mesh.tensor > 1: a Transformer's activations between its tensor-parallel layers split
+  # over "tensor" along the sequence too (Megatron's sequence parallelism; parallel.py)
+  c.sharding.sequence_parallel = False
   for name, section in paradigms.get(paradigm).defaults().items():
     c[name] = section
   return c

@@ -89,6 +89,10 @@ def fixes(config: Any, rep: dict[str, int], devices: int) -> list[str]:
   if str(config.model.get("name", "")).startswith("transformer."):
     ways.append(f"more mesh.tensor (now {config.mesh.get('tensor', 1)}; the blocks' attention "
                 "heads and MLP split over it, activations too)")
+    sharding = config.get("sharding", {})
+    if config.mesh.get("tensor", 1) > 1 and not sharding.get("sequence_parallel", False):
+      ways.append("sharding.sequence_parallel=True (the activations between the blocks' "
+                  "tensor-parallel layers split over mesh.tensor along the sequence)")
   return ways
 
 

@@ -88,18 +88,23 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
 
 
-def activation_sharding(mesh: Mesh) -> Any:
-  """`sharding_of(ndim, last=0)` for `arch.common.batch_sharding`: an activation of `ndim`
-  dimensions with its rows split as the batch is; `last` > 0, the size of its last dimension,
-  also splits that over "tensor" where it divides (vocabulary-parallel logits, beside
-  `VOCAB_RULE`'s output layer)."""
+def activation_sharding(mesh: Mesh, sequence_parallel: bool = False) -> Any:
+  """`sharding_of(ndim, last=0, seq=0)` for `arch.common.batch_sharding`: an activation of
+  `ndim` dimensions with its rows split as the batch is; `last` > 0, the size of its last
+  dimension, also splits that over "tensor" where it divides (vocabulary-parallel logits, beside
+  `VOCAB_RULE`'s output layer); `seq` > 0, the size of its second dimension (a sequence), splits
+  that over "tensor" where it divides (`sharding.sequence_parallel`, which the function carries
+  as its attribute `sequence_parallel` for `arch.common.constrain_sequence`)."""
   tensor = mesh.shape["tensor"]
 
-  def sharding_of(ndim: int, last: int = 0) -> NamedSharding:
-    split = "tensor" if last and tensor > 1 and last % tensor == 0 else None
+  def sharding_of(ndim: int, last: int = 0, seq: int = 0) -> NamedSharding:
     if ndim == 1:
       return NamedSharding(mesh, P(BATCH_AXES))
-    return NamedSharding(mesh, P(BATCH_AXES, *(None,) * (ndim - 2), split))
+    split_last = "tensor" if last and tensor > 1 and last % tensor == 0 else None
+    split_seq = "tensor" if seq and tensor > 1 and seq % tensor == 0 else None
+    middle = (split_seq,) + (None,) * (ndim - 3) if ndim > 2 else ()
+    return NamedSharding(mesh, P(BATCH_AXES, *middle, split_last))
+  sharding_of.sequence_parallel = sequence_parallel and tensor > 1
   return sharding_of
 
 

@@ -164,7 +164,7 @@ def build(config: mlc.ConfigDict, devices: list | None = None) -> Run:
   # may back the host copy a pending asynchronous checkpoint is writing, it is left off.
   donate = (0,) if mesh.devices.flat[0].platform != "cpu" else ()
   names = sorted(jax.eval_shape(paradigm.train_step, abstract, example, step_rng)[1])
-  paradigm = _batch_split(paradigm, mesh)
+  paradigm = _batch_split(paradigm, mesh, config.sharding.sequence_parallel)
   train_step = jax.jit(_packed(paradigm.train_step, names),
                        in_shardings=(state_sharding, batch_sharding, replicated),
                        out_shardings=(state_sharding, replicated), donate_argnums=donate)
@@ -183,14 +183,14 @@ def build(config: mlc.ConfigDict, devices: list | None = None) -> Run:
   return run
 
 
-def _batch_split(paradigm: Any, mesh: Any) -> Any:
+def _batch_split(paradigm: Any, mesh: Any, sequence_parallel: bool = False) -> Any:
   """`paradigm` whose train and evaluation steps trace their models inside
   `arch.common.batch_sharding` over `mesh`: activations keep the batch's split across the
   data and fsdp axes (`arch.common.constrain_batch`). Unchanged on one device."""
   if mesh.devices.size == 1:
     return paradigm
 
-  sharding_of = parallel.activation_sharding(mesh)
+  sharding_of = parallel.activation_sharding(mesh, sequence_parallel)
 
   def traced(fn: Any) -> Any:
     @functools.wraps(fn)

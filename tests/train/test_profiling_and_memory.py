@@ -71,3 +71,16 @@ def test_the_command_line_dry_run_and_refusal(data_dir, tmp_path):
   assert r.returncode == 2  # a config that does not fit
   assert r.stderr.strip().splitlines()[-1].startswith("error: the train step needs ")
   assert not os.path.exists(tmp_path / "dry") and not os.path.exists(tmp_path / "x")
+
+
+def test_the_fixes_offer_sequence_parallelism_under_tensor_parallelism_only():
+  config = config_lib.load("experiments/charlm_transformer.py")
+  rep = {"parameters": 10 ** 9, "optimizer_state": 2 * 10 ** 9, "temporaries": 0}
+  offered = lambda: " ".join(memory.fixes(config, rep, devices=8))  # noqa: E731
+  assert "sequence_parallel" not in offered()  # no tensor axis: nothing to add it to
+  with config.unlocked():
+    config.mesh.tensor = 4
+  assert "sharding.sequence_parallel=True" in offered()
+  with config.unlocked():
+    config.sharding.sequence_parallel = True
+  assert "sequence_parallel" not in offered()  # on already

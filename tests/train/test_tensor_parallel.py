@@ -2,8 +2,8 @@
 2 data x 2 fsdp x 2 tensor, the decoder LM and the ViT give the loss and gradients of one device
 (float32: the loss to 2e-5 relative, each gradient to 2e-5 of the largest; only the order of
 the sums differs), with their attention and MLP kernels and their output layers (the LM's
-logits with them) split over "tensor"; rules that cannot apply are one line naming the rule
-and the array."""
+logits with them) split over "tensor", and with sequence parallelism as well; rules that cannot
+apply are one line naming the rule and the array."""
 
 import json
 import os
@@ -68,6 +68,17 @@ for name, (model, x, y) in cases.items():
   split_loss = float(split(jax.device_put(params, shard), x, y)[0])
   flat_one = jax.tree.leaves(one[1])
   flat_many = jax.tree.leaves(many[1])
+
+  # sequence parallelism: between the tensor-parallel layers the activations' T is split over
+  # "tensor" as well (arch.common.constrain_sequence)
+  def sp_step(p, x, y):
+    with common.batch_sharding(parallel.activation_sharding(mesh, sequence_parallel=True)):
+      return jax.value_and_grad(loss)(p, x, y)
+  sp = jax.jit(sp_step, in_shardings=(shard, batch, batch),
+               out_shardings=(parallel.replicated(mesh), shard))
+  sp_lowered = [ln for ln in sp.lower(params, x, y).as_text().splitlines()
+                if "sdy.sharding_constraint" in ln]
+  sp_out = sp(jax.device_put(params, shard), x, y)
   specs = {parallel.path_name(p): str(s.spec) for p, s in
            jax.tree_util.tree_flatten_with_path(shard)[0]}
   out[name] = {
@@ -80,6 +91,11 @@ for name, (model, x, y) in cases.items():
       "split_loss": split_loss,
       "constraints": constraints,
       "vocab_split": vocab_split,
+      "sp_loss": float(sp_out[0]),
+      "sp_grad_err": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                         for a, b in zip(flat_one, jax.tree.leaves(sp_out[1]))) /
+                     max(float(np.max(np.abs(np.asarray(a)))) for a in flat_one),
+      "sequence_split": sum('{"data", "fsdp"}, {"tensor"}, {}' in ln for ln in sp_lowered),
   }
 print(json.dumps(out))
 '''
@@ -115,6 +131,12 @@ def test_2x2x2_mesh_gives_one_devices_loss_and_gradients(eight_devices, model):
   # (the ViT's 5 classes do not divide by 2: its head keeps the default layout, replicated)
   assert specs["head/kernel"] == ("P('fsdp', 'tensor')" if model == "lm" else "P()")
   assert (got["vocab_split"] > 0) == (model == "lm")  # (forward and backward)
+  # sequence parallelism: the same loss and gradients; the LM's 12 tokens split over "tensor"
+  # between its tensor-parallel layers, the ViT's 17 (16 patches and the class token) do not
+  # divide by 2 and stay whole
+  assert got["sp_loss"] == pytest.approx(one, rel=2e-5)
+  assert got["sp_grad_err"] < 2e-5
+  assert (got["sequence_split"] > 0) == (model == "lm")
 
 
 
@@ -165,3 +187,17 @@ def test_rules_from_the_config_are_validated():
     config_lib.validate(c)
   assert parallel.rules_of(mlc.ConfigDict(dict(tensor=2)), mlc.ConfigDict(dict(rules=())))[0] \
       == parallel.TENSOR_RULES[0]
+
+
+def test_sequence_parallelism_needs_a_tensor_axis():
+  from train import config as config_lib
+
+  c = config_lib.base()
+  with c.unlocked():
+    c.sharding.sequence_parallel = True
+  with pytest.raises(ConfigError, match=r"sharding.sequence_parallel=True with mesh.tensor=1; "
+                                        r"expected mesh.tensor > 1") as e:
+    config_lib.validate(c)
+  assert "\n" not in str(e.value)
+  c.mesh.tensor = 2
+  config_lib.validate(c)

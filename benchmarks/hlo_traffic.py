@@ -39,6 +39,12 @@ def shape_bytes(text: str) -> int:
              for t, dims, layout in _ARRAY.findall(text) if "S(1)" not in (layout or ""))
 
 
+def _piece_bytes(array: tuple[str, str, str]) -> int:
+  """The bytes of one (type, dims, layout) match of `_ARRAY`, wherever it lives."""
+  kind, dims, _ = array
+  return BYTES[kind] * math.prod(int(d) for d in dims.split(",") if d)
+
+
 def parse(hlo: str) -> dict[str, list[tuple[str, str, str, str]]]:
   """{computation: [(name, result type, opcode, the rest of the line)]}."""
   computations: dict[str, list[tuple[str, str, str, str]]] = {}
@@ -92,7 +98,12 @@ def traffic(hlo: str) -> dict[str, tuple[int, int]]:
       read = sum(shape_bytes(types.get(a, "")) for a in re.findall(r"%([\w.\-]+)", args))
       # An asynchronous pair moves its data once: the start reads its operands (its result
       # tuple names the source again), the done writes its result.
-      if opcode.endswith("-start"):
+      if opcode == "slice-start":
+        # ((source), slice, context): a prefetch reads only its slice of the source, and
+        # writes it to HBM only when it does not go on chip (S(1))
+        piece = _ARRAY.findall(result)[1]
+        moved = _piece_bytes(piece) * (1 if "S(1)" in (piece[2] or "") else 2)
+      elif opcode.endswith("-start"):
         moved = read
       elif opcode.endswith("-done"):
         moved = shape_bytes(result)

@@ -27,3 +27,18 @@ def test_shape_bytes_reads_arrays_and_tuples_with_tpu_layouts():
   assert hlo_traffic.shape_bytes("bf16[256,56,56,64]{3,0,2,1:T(8,128)(2,1)}") == \
       2 * 256 * 56 * 56 * 64
   assert hlo_traffic.shape_bytes("(f32[10]{0}, s32[], pred[3,4])") == 40 + 4 + 12
+
+
+def test_a_prefetch_slice_counts_its_slice_not_its_source():
+  # a TPU step's memory-space assignment copies a quarter of an activation on chip (S(1))
+  hlo = """HloModule m
+
+ENTRY %main (p: bf16[256,196,384]) -> bf16[256,49,384] {
+  %p = bf16[256,196,384]{2,0,1:T(8,128)(2,1)} parameter(0)
+  %slice-start = ((bf16[256,196,384]{2,0,1:T(8,128)(2,1)}), bf16[256,49,384]{2,0,1:T(8,128)(2,1)S(1)}, s32[]{:S(2)}) slice-start(%p), slice={[0:256], [0:49], [0:384]}
+  ROOT %slice-done = bf16[256,49,384]{2,0,1:T(8,128)(2,1)S(1)} slice-done(%slice-start)
+}
+"""  # noqa: E501 -- an HLO line as XLA prints it
+  table = hlo_traffic.traffic(hlo)
+  assert table["slice-start"] == (1, 2 * 256 * 49 * 384)  # read once from HBM
+  assert table["slice-done"] == (1, 0)  # written on chip

@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -237,11 +238,12 @@ def compile_row(row: Row) -> dict[str, Any]:
   return {"strata": _strata, "flax": _flax, "big_vision": _big_vision}[row.who](row)
 
 
-def _child(row: Row, timeout: float) -> dict[str, Any]:
+def _child(row: Row, timeout: float, dump_hlo: str = "") -> dict[str, Any]:
   """compile_row in a child process, at most `timeout` seconds."""
   t = time.perf_counter()
   try:
-    r = subprocess.run([sys.executable, "-m", "benchmarks.pod_table", "--one", row.name],
+    r = subprocess.run([sys.executable, "-m", "benchmarks.pod_table", "--one", row.name]
+                       + (["--dump_hlo", dump_hlo] if dump_hlo else []),
                        capture_output=True, text=True, timeout=timeout)
   except subprocess.TimeoutExpired:
     return {"error": f"the compile did not finish in {timeout:.0f} s"}
@@ -253,6 +255,24 @@ def _child(row: Row, timeout: float) -> dict[str, Any]:
   return {"error": why[7:] if why else
           f"exit status {r.returncode} after {time.perf_counter() - t:.0f} s: "
           + (lines[-1][:300] if lines else "no output")}
+
+
+def _dump_modules(folder: str, row_name: str) -> None:
+  """From now on in this process, each program compiled also writes its optimized HLO text to
+  `folder`/ROW.N.txt (N counts the modules: the init, the train step, the evaluation step)."""
+  import jax
+
+  os.makedirs(folder, exist_ok=True)
+  stem = os.path.join(folder, re.sub(r"[^\w.+-]+", "_", row_name))
+  compile_, count = jax.stages.Lowered.compile, [0]
+
+  def compile_and_write(self, *args, **kwargs):
+    compiled = compile_(self, *args, **kwargs)
+    count[0] += 1
+    with open(f"{stem}.{count[0]}.txt", "w") as f:
+      f.write(compiled.as_text())
+    return compiled
+  jax.stages.Lowered.compile = compile_and_write
 
 
 def _commit() -> str:
@@ -346,10 +366,15 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--list", action="store_true", help="print the rows and stop")
   parser.add_argument("--write_doc", metavar="MARKDOWN",
                       help="rewrite the tables of this markdown file from --out and stop")
+  parser.add_argument("--dump_hlo", metavar="DIR", default="",
+                      help="write each compiled module's optimized HLO to DIR/ROW.N.txt (for "
+                           "benchmarks.hlo_traffic)")
   parser.add_argument("--one", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   by_name = {r.name: r for r in ROWS}
   if args.one:
+    if args.dump_hlo:
+      _dump_modules(args.dump_hlo, args.one)
     record = cli.guarded(lambda: compile_row(by_name[args.one]))
     print("ROW " + json.dumps(record), flush=True)
     return
@@ -381,7 +406,7 @@ def main(argv: list[str] | None = None) -> None:
     if row.name in have:
       continue
     t = time.perf_counter()
-    result = _child(row, args.timeout)
+    result = _child(row, args.timeout, args.dump_hlo)
     record = {"name": row.name, "group": row.group, "model": row.model,
               "topology": row.topology, "who": row.who, **result,
               "wall_s": round(time.perf_counter() - t, 1),

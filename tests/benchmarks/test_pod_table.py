@@ -87,7 +87,7 @@ def test_redo_replaces_only_the_rows_asked_for_and_records_the_commit(tmp_path, 
   names = [r.name for r in pod_table.ROWS if r.group == "anchors"][:3]
   out.write_text("".join(json.dumps(dict(_row("strata", 0.1), name=n, group="anchors"))
                          + "\n" for n in names))
-  monkeypatch.setattr(pod_table, "_child", lambda row, timeout: _row("strata", 0.3))
+  monkeypatch.setattr(pod_table, "_child", lambda row, timeout, dump: _row("strata", 0.3))
   pod_table.main(["--rows", names[1], "--out", str(out)])  # present: not compiled again
   assert [json.loads(x)["step_s"] for x in out.read_text().splitlines()] == [0.1] * 3
   pod_table.main(["--rows", names[1], "--out", str(out), "--redo"])
@@ -95,3 +95,13 @@ def test_redo_replaces_only_the_rows_asked_for_and_records_the_commit(tmp_path, 
   assert [(r["name"], r["step_s"]) for r in rows] == [(names[0], 0.1), (names[2], 0.1),
                                                       (names[1], 0.3)]
   assert rows[-1]["commit"] == pod_table._commit()  # "" outside a git checkout
+
+
+def test_dump_hlo_writes_each_compiled_module(tmp_path, monkeypatch):
+  monkeypatch.setattr(jax.stages.Lowered, "compile", jax.stages.Lowered.compile)  # restored after
+  pod_table._dump_modules(str(tmp_path), "ViT-S/16@v5e:2x2/big_vision")
+  jax.jit(lambda x: jnp.tanh(x) * 2).lower(jnp.ones(3)).compile()
+  jax.jit(lambda x: x @ x.T).lower(jnp.ones((2, 3))).compile()
+  names = sorted(p.name for p in tmp_path.iterdir())
+  assert names == ["ViT-S_16_v5e_2x2_big_vision.1.txt", "ViT-S_16_v5e_2x2_big_vision.2.txt"]
+  assert "tanh" in (tmp_path / names[0]).read_text()

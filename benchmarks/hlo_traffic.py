@@ -35,8 +35,7 @@ def shape_bytes(text: str) -> int:
   """The bytes in HBM of every array type written in `text` (a shape or a tuple of shapes): an
   array whose layout places it in memory space 1 (`S(1)`, a TPU core's on-chip VMEM, where
   XLA's memory-space assignment prefetches operands) counts nothing."""
-  return sum(BYTES[t] * math.prod(int(d) for d in dims.split(",") if d)
-             for t, dims, layout in _ARRAY.findall(text) if "S(1)" not in (layout or ""))
+  return sum(_piece_bytes(a) for a in _ARRAY.findall(text) if "S(1)" not in (a[2] or ""))
 
 
 def _piece_bytes(array: tuple[str, str, str]) -> int:

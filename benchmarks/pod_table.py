@@ -392,12 +392,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.error(f"--rows={args.rows}: no group or row {sorted(unknown)[0]!r}; expected "
                  f"anchors, recipes, lm, depth, all or a name of --list")
   rows = [r for r in ROWS if "all" in wanted or r.group in wanted or r.name in wanted]
+  names = {r.name for r in rows}
   done = []
   if os.path.exists(args.out):
     with open(args.out) as f:
       done = [json.loads(line) for line in f if line.strip()]
   if args.redo and done:  # the other rows' lines are kept as they were, in their order
-    done = [d for d in done if d["name"] not in {r.name for r in rows}]
+    done = [d for d in done if d["name"] not in names]
     with open(args.out, "w") as f:
       f.writelines(json.dumps(d) + "\n" for d in done)
   have = {d["name"] for d in done}
@@ -419,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     with open(args.out, "a") as f:
       f.write(json.dumps(record) + "\n")
     done.append(record)
-  print(table([d for d in done if d["name"] in {r.name for r in rows}]))
+  print(table([d for d in done if d["name"] in names]))
 
 
 if __name__ == "__main__":

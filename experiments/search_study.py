@@ -241,19 +241,18 @@ def _storage(search: Search, optuna, attempts: int = 5):
   """
   import sqlalchemy.exc
 
-  if search.storage.startswith("sqlite"):
-    attempts = 1  # serialised by _one_creator
-  for attempt in range(attempts):
+  sqlite = search.storage.startswith("sqlite")
+  tries = 1 if sqlite else attempts  # SQLite's creators are serialised by _one_creator
+  for attempt in range(tries):
     try:
       return optuna.storages.RDBStorage(
           search.storage, heartbeat_interval=search.heartbeat, grace_period=search.grace,
           heartbeat_stale_trial_callback=_requeue,
-          engine_kwargs={"connect_args": {"timeout": 60}} if search.storage.startswith("sqlite")
-          else None)
+          engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else None)
     except ImportError:
       raise
     except Exception as e:  # SQLAlchemy's errors for a URL it cannot use, of many types
-      if isinstance(e, sqlalchemy.exc.DBAPIError) and attempt + 1 < attempts:
+      if isinstance(e, sqlalchemy.exc.DBAPIError) and attempt + 1 < tries:
         time.sleep(1.0)
         continue
       raise ConfigError(f"--storage={search.storage!r}: {type(e).__name__}: "

@@ -110,9 +110,6 @@ def _validate(config: mlc.ConfigDict) -> None:
   if m.fsdp < 1 or m.tensor < 1 or (m.data < 1 and m.data != -1):
     raise ConfigError(f"mesh=(data={m.data}, fsdp={m.fsdp}, tensor={m.tensor}); expected "
                       "positive sizes (data may be -1: all devices left over)")
-  if config.sharding.sequence_parallel not in (True, False):
-    raise ConfigError(f"sharding.sequence_parallel={config.sharding.sequence_parallel!r}; "
-                      "expected True or False")
   if config.sharding.sequence_parallel and m.tensor == 1:
     raise ConfigError("sharding.sequence_parallel=True with mesh.tensor=1; expected mesh.tensor "
                       "> 1 (it splits along the sequence the activations that tensor "

@@ -63,6 +63,12 @@ def constrain_batch(x: Any, split_last: bool = False) -> Any:
       x, sharding_of(x.ndim, x.shape[-1]) if split_last else sharding_of(x.ndim))
 
 
+def batch_shards() -> int:
+  """How many parts the batch's rows are split into over the devices (data x fsdp) inside
+  `batch_sharding`; 1 elsewhere (one device, or not tracing a step)."""
+  return getattr(_BATCH.get(), "batch_shards", 1)
+
+
 def constrain_sequence(x: Any, split: bool) -> Any:
   """A Transformer's (B, T, D) activations under sequence parallelism (Megatron-LM's, Korthikanti
   et al. 2022, "Reducing activation recomputation in large transformer models"), when

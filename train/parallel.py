@@ -94,7 +94,8 @@ def activation_sharding(mesh: Mesh, sequence_parallel: bool = False) -> Any:
   dimension, also splits that over "tensor" where it divides (vocabulary-parallel logits, beside
   `VOCAB_RULE`'s output layer); `seq` > 0, the size of its second dimension (a sequence), splits
   that over "tensor" where it divides (`sharding.sequence_parallel`, which the function carries
-  as its attribute `sequence_parallel` for `arch.common.constrain_sequence`)."""
+  as its attribute `sequence_parallel` for `arch.common.constrain_sequence`). Its attribute
+  `batch_shards` is the number of parts the rows are split into (`arch.common.batch_shards`)."""
   tensor = mesh.shape["tensor"]
 
   def sharding_of(ndim: int, last: int = 0, seq: int = 0) -> NamedSharding:
@@ -105,6 +106,7 @@ def activation_sharding(mesh: Mesh, sequence_parallel: bool = False) -> Any:
     middle = (split_seq,) + (None,) * (ndim - 3) if ndim > 2 else ()
     return NamedSharding(mesh, P(BATCH_AXES, *middle, split_last))
   sharding_of.sequence_parallel = sequence_parallel and tensor > 1
+  sharding_of.batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
   return sharding_of
 
 

@@ -36,6 +36,19 @@ def sinusoidal(positions: jnp.ndarray, dim: int, base: float = 10000.0) -> jnp.n
   return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(*angles.shape[:-1], dim)
 
 
+def sincos2d(rows: int, cols: int, width: int, temperature: float = 10_000.0) -> jnp.ndarray:
+  """(rows * cols, width) fixed 2-D position embeddings of a row-major patch grid: features
+  [sin(col w), cos(col w), sin(row w), cos(row w)] with w = temperature^(-k / (width/4 - 1)),
+  k = 0 .. width/4 - 1 (big_vision's `posemb_sincos_2d`)."""
+  if width % 4:
+    raise ValueError(f"sincos2d positions need a width divisible by 4; got {width}")
+  row, col = np.mgrid[:rows, :cols]
+  omega = 1.0 / temperature ** (np.arange(width // 4) / max(width // 4 - 1, 1))
+  y, x = np.outer(row.ravel(), omega), np.outer(col.ravel(), omega)
+  return jnp.asarray(np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], 1),
+                     jnp.float32)
+
+
 def rotary(x: jnp.ndarray, positions: jnp.ndarray, base: float = 10000.0) -> jnp.ndarray:
   """Rotary position embedding (Su et al. 2021, the "rotate half" layout of GPT-NeoX/LLaMA).
 

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from arch import conv as conv_lib
-from arch.common import maybe_remat
+from arch.common import check_choice, maybe_remat
 from arch.initializers import layer_inits
 from arch.mlp import activation as get_activation
 
@@ -117,6 +117,7 @@ LeNet5 = functools.partial(CNN, features=(6, 16), kernel_sizes=5, strides=1,
 
 
 SHORTCUTS = ("projection", "zero_pad")
+PADDINGS = ("same", "symmetric")
 
 
 class ResidualBlock(nn.Module):
@@ -133,6 +134,13 @@ class ResidualBlock(nn.Module):
   dtype: Any
   param_dtype: Any
   shortcut: str = "projection"
+  padding: str = "same"
+
+  def _pad(self) -> Any:
+    """The padding of the k x k convolutions (`ResNet.padding`)."""
+    if self.padding == "symmetric":
+      return [(self.kernel_size // 2,) * 2] * self.ndim
+    return "SAME"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -140,9 +148,9 @@ class ResidualBlock(nn.Module):
                              param_dtype=self.param_dtype)
     k = (self.kernel_size,) * self.ndim
     s = (self.strides,) * self.ndim
-    y = conv(self.features, k, strides=s, padding="SAME", name="conv1")(x)
+    y = conv(self.features, k, strides=s, padding=self._pad(), name="conv1")(x)
     y = nn.relu(self.norm(name="bn1")(y))
-    y = conv(self.features, k, padding="SAME", name="conv2")(y)
+    y = conv(self.features, k, padding=self._pad(), name="conv2")(y)
     # Zero-initialised last scale: each block starts as the identity (Goyal et al. 2017).
     y = self.norm(scale_init=nn.initializers.zeros, name="bn2")(y)
     if (x.shape[-1] != self.features or self.strides != 1) and self.shortcut == "zero_pad":
@@ -169,7 +177,7 @@ class BottleneckBlock(ResidualBlock):
     one = (1,) * self.ndim
     s = (self.strides,) * self.ndim
     y = nn.relu(self.norm(name="bn1")(conv(self.features, one, name="conv1")(x)))
-    y = conv(self.features, (self.kernel_size,) * self.ndim, strides=s, padding="SAME",
+    y = conv(self.features, (self.kernel_size,) * self.ndim, strides=s, padding=self._pad(),
              name="conv2")(y)
     y = nn.relu(self.norm(name="bn2")(y))
     y = conv(self.features * 4, one, name="conv3")(y)
@@ -203,6 +211,9 @@ class ResNet(nn.Module):
     remat_policy: what the backward pass keeps of each block (`arch.common.REMAT_POLICIES`:
       "" everything, "nothing_saveable" the same as `remat=True`, "dots_saveable",
       "dots_with_no_batch_dims_saveable").
+    padding: of the blocks' k x k convolutions: "same" (XLA's SAME: a stride-2 convolution of an
+      even size pads 0 before and 1 after) or "symmetric" (k // 2 on each side, as PyTorch's
+      `padding=1` in torchvision's ResNets; the two differ only where the stride is 2).
 
   BatchNorm statistics live in the `batch_stats` collection; under `jax.jit` over a sharded
   batch they are computed on the global batch, so one device and eight agree.
@@ -222,9 +233,11 @@ class ResNet(nn.Module):
   remat: bool = False
   remat_policy: str = ""
   shortcut: str = "projection"
+  padding: str = "same"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    check_choice(self.padding, PADDINGS, "padding")
     if self.shortcut not in SHORTCUTS or (self.shortcut != "projection" and
                                           self.block != "basic"):
       raise ValueError(f"model.shortcut={self.shortcut!r} with model.block={self.block!r}; "
@@ -253,6 +266,7 @@ class ResNet(nn.Module):
       raise ValueError(f"model.block={self.block!r}; expected one of {sorted(BLOCKS)}")
     residual = maybe_remat(BLOCKS[self.block], self.remat, policy=self.remat_policy)
     extra = {"shortcut": self.shortcut} if self.block == "basic" else {}
+    extra["padding"] = self.padding
     for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(blocks):
         x = residual(width, 2 if (i > 0 and j == 0) else 1, self.ndim, self.kernel_size,

@@ -23,15 +23,15 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from arch.attention import MultiHeadAttention, sinusoidal
+from arch.attention import MultiHeadAttention, sincos2d, sinusoidal
 from arch.common import check_choice, constrain_batch, constrain_sequence, maybe_remat
 
 POSITIONS = ("learned", "sinusoidal", "rotary", "none")
 CLASSIFIER_POSITIONS = POSITIONS + ("sincos2d",)
 POOLS = ("cls", "mean", "last")
 INITS = ("lecun_normal", "xavier_uniform")
+GELUS = ("tanh", "exact")
 
 
 def _dense_inits(init: str) -> dict[str, Any]:
@@ -54,6 +54,7 @@ class Block(nn.Module):
   param_dtype: Any = jnp.float32
   dense_init: str = "lecun_normal"
   attention_logits: str = "float32"
+  gelu: str = "tanh"
 
   @nn.compact
   def __call__(self, x, mask=None, causal=False, decode=False, train=False, positions=None):
@@ -71,7 +72,7 @@ class Block(nn.Module):
     x = constrain_sequence(x + constrain_sequence(h, split=False), split=True)
     h = constrain_sequence(nn.LayerNorm(**kw, name="ln_mlp")(x), split=False)
     h = nn.Dense(self.mlp_dim, **kw, **inits, name="mlp_in")(h)
-    h = nn.gelu(h)
+    h = nn.gelu(h, approximate=self.gelu == "tanh")
     h = nn.Dense(x.shape[-1], **kw, **inits, name="mlp_out")(h)
     if self.dropout > 0:
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
@@ -114,6 +115,7 @@ class _Stack(nn.Module):
   remat_policy: str = ""
   scan_layers: bool = False
   attention_logits: str = "float32"
+  gelu: str = "tanh"
 
   @nn.compact
   def __call__(self, x, mask=None, *, causal=False, decode=False, train=False, positions=None):
@@ -142,7 +144,7 @@ class _Stack(nn.Module):
     fields = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout,
                   rotary=self.positions == "rotary", dtype=self.dtype,
                   param_dtype=self.param_dtype, dense_init=self.dense_init,
-                  attention_logits=self.attention_logits)
+                  attention_logits=self.attention_logits, gelu=self.gelu)
     if self.scan_layers:
       scanned = nn.scan(_ScanStep, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
                         split_rngs={"params": True, "dropout": True},
@@ -205,6 +207,8 @@ class TransformerClassifier(nn.Module):
       `jax.nn.dot_product_attention` computes them) or "compute", the model's compute dtype
       (bfloat16 under `train.precision=bfloat16`, as flax's attention and big_vision's ViT
       compute them; `arch.attention.ATTENTION_LOGITS`).
+    gelu: the MLP's GELU, "tanh" (the tanh approximation: flax's `nn.gelu` default, GPT-2's) or
+      "exact" (the erf form: PyTorch's `nn.GELU()`, timm's ViTs).
   Returns (B, num_classes). Pooled features are sown as `intermediates/features`, attention
   weights as `intermediates/.../attention_weights` (B, N, T', T') with T' including the CLS token.
   """
@@ -230,6 +234,7 @@ class TransformerClassifier(nn.Module):
   causal: bool = False
   dense_init: str = "lecun_normal"
   attention_logits: str = "float32"
+  gelu: str = "tanh"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False,
@@ -243,6 +248,7 @@ class TransformerClassifier(nn.Module):
     grid = None
     check_choice(self.pool, POOLS, "pool")
     check_choice(self.dense_init, INITS, "dense_init")
+    check_choice(self.gelu, GELUS, "gelu")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     if self.vocab_size > 0:
       if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.integer):
@@ -289,7 +295,8 @@ class TransformerClassifier(nn.Module):
     stack_positions = "none" if self.positions == "sincos2d" else self.positions
     x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len + 1, stack_positions,
                self.dropout, self.dtype, self.param_dtype, self.remat, self.dense_init,
-               self.remat_policy, self.scan_layers, self.attention_logits, name="encoder")(
+               self.remat_policy, self.scan_layers, self.attention_logits, self.gelu,
+               name="encoder")(
                    x, mask, causal=self.causal, train=train)
     if self.pool == "cls":
       feats = x[:, 0]
@@ -303,19 +310,6 @@ class TransformerClassifier(nn.Module):
     self.sow("intermediates", "features", feats)
     head_init = nn.initializers.zeros if self.head_zero_init else nn.linear.default_kernel_init
     return nn.Dense(self.num_classes, kernel_init=head_init, **kw, name="head")(feats)
-
-
-def sincos2d(rows: int, cols: int, width: int, temperature: float = 10_000.0) -> jnp.ndarray:
-  """(rows * cols, width) fixed 2-D position embeddings of a row-major patch grid: features
-  [sin(col w), cos(col w), sin(row w), cos(row w)] with w = temperature^(-k / (width/4 - 1)),
-  k = 0 .. width/4 - 1 (big_vision's `posemb_sincos_2d`)."""
-  if width % 4:
-    raise ValueError(f"sincos2d positions need a width divisible by 4; got {width}")
-  row, col = np.mgrid[:rows, :cols]
-  omega = 1.0 / temperature ** (np.arange(width // 4) / max(width // 4 - 1, 1))
-  y, x = np.outer(row.ravel(), omega), np.outer(col.ravel(), omega)
-  return jnp.asarray(np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], 1),
-                     jnp.float32)
 
 
 # ViT-S/16 (Dosovitskiy et al. 2021; the S size of Touvron et al. 2021) on 224 x 224 images:
@@ -340,7 +334,7 @@ class TransformerLM(nn.Module):
     width, depth, num_heads, mlp_dim, dropout: the usual.
     max_len: the longest sequence (and cache) the model accepts.
     positions: "learned", "sinusoidal", "rotary" or "none".
-    remat, remat_policy, scan_layers, attention_logits: as `TransformerClassifier`'s.
+    remat, remat_policy, scan_layers, attention_logits, gelu: as `TransformerClassifier`'s.
   """
 
   vocab_size: int
@@ -357,6 +351,7 @@ class TransformerLM(nn.Module):
   remat_policy: str = ""
   scan_layers: bool = False
   attention_logits: str = "float32"
+  gelu: str = "tanh"
 
   @property
   def num_classes(self) -> int:  # what the loop checks labels against
@@ -372,6 +367,7 @@ class TransformerLM(nn.Module):
     only to earlier tokens of its own document, and positions restart at 0 at each document's
     first token in the window, so a packed document is computed as it would be alone."""
     check_choice(self.positions, POSITIONS, "positions")
+    check_choice(self.gelu, GELUS, "gelu")
     if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
       raise ValueError(f"TransformerLM expects int token ids (B, T); got {tokens.dtype} "
                        f"{tokens.shape}")
@@ -387,7 +383,7 @@ class TransformerLM(nn.Module):
     x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len, self.positions,
                self.dropout, self.dtype, self.param_dtype, self.remat,
                remat_policy=self.remat_policy, scan_layers=self.scan_layers,
-               attention_logits=self.attention_logits, name="decoder")(
+               attention_logits=self.attention_logits, gelu=self.gelu, name="decoder")(
                    x, mask, causal=True, decode=decode, train=train, positions=positions)
     # vocabulary-parallel under tensor parallelism (train.parallel.VOCAB_RULE splits the head's
     # columns): each device of a tensor group computes its share of the logits, not all of them

@@ -29,7 +29,7 @@ def test_parameter_counts_match_the_reference_implementations():
 
 
 def test_sincos2d_positions_pre_logits_and_zero_head():
-  from arch.transformer import sincos2d
+  from arch.attention import sincos2d
 
   pe = np.asarray(sincos2d(3, 5, 8))
   for r in range(3):

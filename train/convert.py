@@ -1,0 +1,193 @@
+"""A published checkpoint as a strata workdir, which `init_from.workdir` and the evaluation tools
+take:
+
+  python -m train.convert --format torchvision --checkpoint resnet50.pth --out runs/resnet50_tv \\
+      --model resnet50 --check
+  python -m train.convert --format timm --checkpoint vit_s16.safetensors --out runs/vit_s16 \\
+      --model vit_small_patch16_224 --check
+
+`--format` names the layout (`arch.published`): torchvision (ResNets; timm's `resnet*` too),
+timm (ViTs). The model's structure is read from the checkpoint; a ViT's number of heads, which
+its weights do not hold, comes from `--num_heads`, else from timm's model `--model` where timm is
+installed, else width / 64. `--out` gets `config.json` (the supervised defaults with the
+converted `model` fields), `checkpoints/0` (the parameters and BatchNorm statistics) and
+`converted.json` (the source file, its format and size, and the check). An `--out` that exists
+is refused: nothing is overwritten.
+
+`--check` loads the same file into the reference library's model `--model` (torchvision's
+`get_model`, timm's `create_model`, random weights replaced), runs both on the same random
+images and prints the largest absolute logit difference beside the largest logit.
+
+`--export FILE.{safetensors,pth}` goes the other way: `--workdir`'s model as the layout's state
+dict, which the reference library's `load_state_dict` takes (refused in one line for a model the
+layout cannot hold).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+
+import arch
+from arch.published import links as links_lib
+from arch.published import timm_layout, torchvision_layout
+from arch.published.converted import Converted
+from train import checkpoint, cli, files, published_files, reference
+from train import config as config_lib
+from train.errors import ConfigError
+
+FORMATS = ("torchvision", "timm")
+
+_FORMAT = flags.DEFINE_enum("format", None, FORMATS, "the checkpoint's layout")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "the published checkpoint file to convert")
+_OUT = flags.DEFINE_string("out", None, "the new strata workdir (must not exist)")
+_MODEL = flags.DEFINE_string("model", "", "the reference library's model name (--check; a "
+                             "timm ViT's heads)")
+_NUM_HEADS = flags.DEFINE_integer("num_heads", 0, "a ViT's attention heads (0: from --model, "
+                                  "else width / 64)")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "--check's image side for a ResNet (a ViT's "
+                                   "comes from its positions)")
+_CHECK = flags.DEFINE_bool("check", False, "compare with the reference library's model")
+_WORKDIR = flags.DEFINE_string("workdir", None, "--export: the strata workdir to export")
+_EXPORT = flags.DEFINE_string("export", None, "--export: the state dict file to write")
+
+
+def convert(fmt: str, state: dict[str, np.ndarray], num_heads: int = 0, image_size: int = 224,
+            what: str = "--checkpoint") -> Converted:
+  """`state` in `fmt`'s layout as strata's model, checked against the model's own variables;
+  its `input_shape` (H, W, C) from the checkpoint, or `image_size` square where it does not say.
+
+  Raises:
+    ConversionError: the checkpoint does not fit the layout or strata's model (one line).
+  """
+  if fmt == "torchvision":
+    converted = torchvision_layout.resnet(state)
+  else:
+    converted = timm_layout.vit(state, num_heads)
+  model = arch.build(converted.model)
+  shape = converted.input_shape or (image_size, image_size, int(state["conv1.weight"].shape[1]))
+  expected = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape)),
+                                               train=False))
+  links_lib.check_shapes(converted.variables, expected, what)
+  converted.input_shape = tuple(shape)
+  return converted
+
+
+def check(fmt: str, name: str, converted: Converted, state: dict[str, np.ndarray],
+          seed: int = 0) -> dict[str, float]:
+  """Both models' logits on the same 2 random images: {"max_abs_difference", "max_abs_logit"}."""
+  images = np.random.default_rng(seed).normal(size=(2, *converted.input_shape)).astype(np.float32)
+  ref = reference.logits(reference.build(fmt, name, converted.model, converted.input_shape),
+                         state, images)
+  ours = np.asarray(arch.build(converted.model).apply(converted.variables, jnp.asarray(images),
+                                                      train=False))
+  return {"max_abs_difference": float(np.max(np.abs(ours - ref))),
+          "max_abs_logit": float(np.max(np.abs(ref)))}
+
+
+def write_workdir(out: str, converted: Converted, record: dict[str, Any]) -> None:
+  """`out` as a strata workdir (module docstring), made in a temporary folder beside it and
+  renamed into place, so that a failure leaves nothing half-written.
+
+  Raises:
+    ConfigError: `out` exists.
+  """
+  import orbax.checkpoint as ocp
+  out = os.path.abspath(out)
+  if os.path.exists(out):
+    raise ConfigError(f"--out={out} exists; converting writes a new workdir and overwrites "
+                      "nothing: choose another --out or remove it")
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=os.path.dirname(out))
+  try:
+    config = config_lib.base("supervised")
+    config.model = converted.model
+    files.write_json_atomic(os.path.join(tmp, files.CONFIG),
+                            json.loads(config.to_json_best_effort()))
+    files.write_json_atomic(os.path.join(tmp, "converted.json"), record)
+    variables = converted.variables
+    tree = {"step": np.asarray(0, np.int32), "params": variables["params"],
+            "model_state": {k: v for k, v in variables.items() if k != "params"}}
+    with ocp.CheckpointManager(os.path.join(tmp, files.CHECKPOINTS)) as manager:
+      manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(tree)))
+      manager.wait_until_finished()
+    os.rename(tmp, out)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _num_heads() -> int:
+  if _NUM_HEADS.value or _FORMAT.value != "timm" or not _MODEL.value:
+    return _NUM_HEADS.value
+  try:
+    timm = reference.import_timm()
+  except ImportError:
+    return 0
+  return int(timm.create_model(_MODEL.value, pretrained=False).blocks[0].attn.num_heads)
+
+
+def export(workdir: str, out: str) -> None:
+  """`workdir`'s model as its layout's state dict in `out` (module docstring)."""
+  model, tree, config, _ = checkpoint.load_workdir(workdir)
+  name = config["model"].get("name", "")
+  fields = {"name": name, **{f: getattr(model, f) for f in arch.fields(arch.REGISTRY[name])}}
+  variables = {"params": tree["params"], **(tree.get("model_state") or {})}
+  if name.startswith("cnn.ResNet"):
+    state = torchvision_layout.to_torchvision(fields, variables)
+  elif name.startswith("transformer."):
+    channels = int(np.asarray(variables["params"]["embed"]["kernel"]).shape[0] //
+                   fields.get("patch_size", 1) ** 2) if "embed" in variables["params"] else 3
+    state = timm_layout.to_timm(fields, variables, channels)
+  else:
+    raise ConfigError(f"--workdir={workdir} holds model.name={name!r}; export knows ResNets "
+                      f"(torchvision) and ViTs (timm)")
+  published_files.write_state(out, state)
+  print(f"wrote {len(state)} tensors of {workdir}'s model to {out}")
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  if _EXPORT.value or _WORKDIR.value:
+    if not (_EXPORT.value and _WORKDIR.value):
+      raise ConfigError("--export FILE and --workdir DIR go together: the workdir to export "
+                        "and the file to write")
+    return export(_WORKDIR.value, _EXPORT.value)
+  for flag in (_FORMAT, _CHECKPOINT, _OUT):
+    if flag.value is None:
+      raise ConfigError(f"--{flag.name} is required (or --workdir and --export to export)")
+  if _CHECK.value and not _MODEL.value:
+    raise ConfigError("--check needs --model, the reference library's model name (e.g. "
+                      "resnet50, vit_small_patch16_224)")
+  if os.path.exists(_OUT.value):
+    raise ConfigError(f"--out={_OUT.value} exists; converting writes a new workdir and "
+                      "overwrites nothing: choose another --out or remove it")
+  state = published_files.read_state(_CHECKPOINT.value)
+  converted = convert(_FORMAT.value, state, _num_heads(), _IMAGE_SIZE.value,
+                      f"--checkpoint={_CHECKPOINT.value}")
+  with open(_CHECKPOINT.value, "rb") as f:
+    digest = hashlib.file_digest(f, "sha256").hexdigest()
+  record: dict[str, Any] = {"format": _FORMAT.value, "checkpoint": os.path.abspath(
+      _CHECKPOINT.value), "sha256": digest, "reference_model": _MODEL.value,
+      "model": converted.model, "tensors": len(state)}
+  if _CHECK.value:
+    record["check"] = check(_FORMAT.value, _MODEL.value, converted, state)
+    print(f"check against {_FORMAT.value}'s {_MODEL.value}: max |logit difference| "
+          f"{record['check']['max_abs_difference']:.3g} (largest |logit| "
+          f"{record['check']['max_abs_logit']:.3g})")
+  write_workdir(_OUT.value, converted, record)
+  print(f"wrote {_OUT.value}: model {converted.model['name']} "
+        f"({sum(int(np.size(v)) for v in jax.tree.leaves(converted.variables['params'])):,} "
+        "parameters)")
+
+
+if __name__ == "__main__":
+  cli.run(main)

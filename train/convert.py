@@ -9,10 +9,11 @@ take:
 `--format` names the layout (`arch.published`): torchvision (ResNets; timm's `resnet*` too),
 timm (ViTs). The model's structure is read from the checkpoint; a ViT's number of heads, which
 its weights do not hold, comes from `--num_heads`, else from timm's model `--model` where timm is
-installed, else width / 64. `--out` gets `config.json` (the supervised defaults with the
-converted `model` fields), `checkpoints/0` (the parameters and BatchNorm statistics) and
-`converted.json` (the source file, its format and size, and the check). An `--out` that exists
-is refused: nothing is overwritten.
+installed, else width / 64. `--image_size` resamples a ViT's position embeddings to another
+resolution (big_vision's bilinear `resample_posemb`). `--out` gets `config.json` (the supervised
+defaults with the converted `model` fields), `checkpoints/0` (the parameters and BatchNorm
+statistics) and `converted.json` (the source file, its format and size, and the check). An
+`--out` that exists is refused: nothing is overwritten.
 
 `--check` loads the same file into the reference library's model `--model` (torchvision's
 `get_model`, timm's `create_model`, random weights replaced), runs both on the same random
@@ -54,17 +55,19 @@ _MODEL = flags.DEFINE_string("model", "", "the reference library's model name (-
                              "timm ViT's heads)")
 _NUM_HEADS = flags.DEFINE_integer("num_heads", 0, "a ViT's attention heads (0: from --model, "
                                   "else width / 64)")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "--check's image side for a ResNet (a ViT's "
-                                   "comes from its positions)")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 0, "the images' side: a ViT's position "
+                                   "embeddings are resampled to it (0: the checkpoint's; a "
+                                   "ResNet's --check uses 224)")
 _CHECK = flags.DEFINE_bool("check", False, "compare with the reference library's model")
 _WORKDIR = flags.DEFINE_string("workdir", None, "--export: the strata workdir to export")
 _EXPORT = flags.DEFINE_string("export", None, "--export: the state dict file to write")
 
 
-def convert(fmt: str, state: dict[str, np.ndarray], num_heads: int = 0, image_size: int = 224,
+def convert(fmt: str, state: dict[str, np.ndarray], num_heads: int = 0, image_size: int = 0,
             what: str = "--checkpoint") -> Converted:
   """`state` in `fmt`'s layout as strata's model, checked against the model's own variables;
-  its `input_shape` (H, W, C) from the checkpoint, or `image_size` square where it does not say.
+  its `input_shape` (H, W, C): `image_size` square (a ViT's position embeddings resampled to
+  it), else the checkpoint's own (a ViT's) or 224.
 
   Raises:
     ConversionError: the checkpoint does not fit the layout or strata's model (one line).
@@ -72,9 +75,10 @@ def convert(fmt: str, state: dict[str, np.ndarray], num_heads: int = 0, image_si
   if fmt == "torchvision":
     converted = torchvision_layout.resnet(state)
   else:
-    converted = timm_layout.vit(state, num_heads)
+    converted = timm_layout.vit(state, num_heads, image_size)
   model = arch.build(converted.model)
-  shape = converted.input_shape or (image_size, image_size, int(state["conv1.weight"].shape[1]))
+  shape = converted.input_shape or (image_size or 224, image_size or 224,
+                                    int(state["conv1.weight"].shape[1]))
   expected = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape)),
                                                train=False))
   links_lib.check_shapes(converted.variables, expected, what)

@@ -3,7 +3,8 @@ strata's `arch.transformer.TransformerClassifier`.
 
 The structure is read from the state dict: `patch_embed.proj` gives the patch size and width,
 `blocks.<i>` the depth, `mlp.fc1` the MLP width, `pos_embed` the number of patches, `head` the
-classes; the class token is pooled (timm's `global_pool="token"`). The number of heads is not in the
+classes; the class token is pooled (timm's `global_pool="token"`). For another image size the
+position embeddings are resampled (`posemb`). The number of heads is not in the
 weights: it is given (`num_heads`), or taken as width / 64, every ViT size's head width from Ti
 to L. timm's MLP uses the exact (erf) GELU, so the model gets `gelu="exact"`; its LayerNorms'
 epsilon, 1e-6, is flax's. Variants with no strata equivalent are refused in one line: a
@@ -19,6 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from arch.published import links as L
+from arch.published import posemb
 from arch.published.converted import Converted
 
 WHAT = "timm ViT"
@@ -88,13 +90,30 @@ def vit_links(model: Mapping[str, Any]) -> list[L.Link]:
   return links + L.norm("encoder/ln_final", "norm") + L.dense("head", "head")
 
 
-def vit(state: Mapping[str, np.ndarray], num_heads: int = 0) -> Converted:
-  """A timm ViT state dict (NumPy arrays) as strata's ViT: fields, variables and input shape."""
+def vit(state: Mapping[str, np.ndarray], num_heads: int = 0, image_size: int = 0) -> Converted:
+  """A timm ViT state dict (NumPy arrays) as strata's ViT: fields, variables and input shape.
+  `image_size` > 0: for images of that side, the position embeddings of the patch grid
+  resampled (`posemb.resample`, big_vision's); its patches must tile it.
+
+  Raises:
+    ConversionError: the checkpoint does not fit (`structure`), or `image_size` is not a
+      multiple of the patch size.
+  """
   model = structure(state, num_heads)
   links = vit_links(model)
-  side = int(round(model["max_len"] ** 0.5)) * model["patch_size"]
+  variables = L.to_strata(links, state, WHAT)
+  p = model["patch_size"]
+  side = int(round(model["max_len"] ** 0.5)) * p
+  if image_size and image_size != side:
+    if image_size % p:
+      raise L.ConversionError(f"{WHAT}: image_size={image_size} is not a multiple of the patch "
+                              f"size {p}")
+    table = variables["params"]["encoder"]["position_embedding"]
+    grid = posemb.resample(table[1:], image_size // p)
+    variables["params"]["encoder"]["position_embedding"] = np.concatenate([table[:1], grid])
+    model["max_len"], side = grid.shape[0], image_size
   channels = int(state["patch_embed.proj.weight"].shape[1])
-  return Converted(model, L.to_strata(links, state, WHAT), links, (side, side, channels))
+  return Converted(model, variables, links, (side, side, channels))
 
 
 def to_timm(model: Mapping[str, Any], variables: Mapping[str, Any],

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import arch
-from arch.published import links, timm_layout, torchvision_layout
+from arch.published import links, posemb, timm_layout, torchvision_layout
 from train import reference
 
 if not all(importlib.util.find_spec(p) for p in ("torch", "torchvision", "timm")):
@@ -124,3 +124,18 @@ def test_timm_vits_strata_cannot_build_are_one_line():
   del state["blocks.0.mlp.fc2.bias"]
   with pytest.raises(links.ConversionError, match=r"lacks \['blocks\.0\.mlp\.fc2\.bias'\]"):
     timm_layout.vit(state, num_heads=2)
+
+
+def test_a_timm_vit_at_another_image_size_gets_resampled_positions():
+  module = randomised(vision_transformer.VisionTransformer(num_classes=3, **VITS["p8_d2"]), 9)
+  state = state_of(module)
+  converted = timm_layout.vit(state, num_heads=4, image_size=48)  # a 4x4 grid of patches -> 6x6
+  assert converted.input_shape == (48, 48, 3) and converted.model["max_len"] == 36
+  table = converted.variables["params"]["encoder"]["position_embedding"]
+  np.testing.assert_array_equal(table[0], state["pos_embed"][0, 0])  # the class token's row
+  np.testing.assert_allclose(table[1:], posemb.resample(state["pos_embed"][0, 1:], 6))
+  model = arch.build(converted.model)
+  out = model.apply(converted.variables, jnp.zeros((1, 48, 48, 3)))
+  assert out.shape == (1, 3) and np.all(np.isfinite(out))
+  with pytest.raises(links.ConversionError, match="image_size=50 is not a multiple"):
+    timm_layout.vit(state, num_heads=4, image_size=50)

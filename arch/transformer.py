@@ -1,4 +1,5 @@
-"""Transformers: pre-LayerNorm blocks, an encoder classifier and a decoder-only language model.
+"""Transformers: an encoder classifier and a decoder-only language model over the pre-LayerNorm
+blocks of `arch.transformer_stack`:
 
     block(x) = x + Dropout(Attention(LN(x)));  x + Dropout(MLP(LN(x)))     (Xiong et al. 2020)
 
@@ -24,136 +25,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from arch.attention import MultiHeadAttention, sincos2d, sinusoidal
-from arch.common import check_choice, constrain_batch, constrain_sequence, maybe_remat
+from arch.attention import sincos2d
+from arch.common import check_choice, constrain_batch, constrain_sequence
+from arch.transformer_stack import GELUS, INITS, Stack
 
 POSITIONS = ("learned", "sinusoidal", "rotary", "none")
 CLASSIFIER_POSITIONS = POSITIONS + ("sincos2d",)
 POOLS = ("cls", "mean", "last")
-INITS = ("lecun_normal", "xavier_uniform")
-GELUS = ("tanh", "exact")
-
-
-def _dense_inits(init: str) -> dict[str, Any]:
-  """Initialisers of the attention and MLP kernels: flax's default (LeCun normal, zero biases)
-  or big_vision's ViT (`models/vit.py`: Xavier uniform, MLP biases N(0, 1e-6))."""
-  if init == "xavier_uniform":
-    return dict(kernel_init=nn.initializers.xavier_uniform(),
-                bias_init=nn.initializers.normal(1e-6))
-  return {}
-
-
-class Block(nn.Module):
-  """One pre-LN Transformer block on (B, T, D)."""
-
-  num_heads: int
-  mlp_dim: int
-  dropout: float = 0.0
-  rotary: bool = False
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-  dense_init: str = "lecun_normal"
-  attention_logits: str = "float32"
-  gelu: str = "tanh"
-
-  @nn.compact
-  def __call__(self, x, mask=None, causal=False, decode=False, train=False, positions=None):
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    inits = _dense_inits(self.dense_init)
-    x = constrain_sequence(x, split=True)
-    h = constrain_sequence(nn.LayerNorm(**kw, name="ln_attn")(x), split=False)
-    h = MultiHeadAttention(self.num_heads, rotary=self.rotary, dropout=self.dropout, **kw,
-                           kernel_init=inits.get("kernel_init"),
-                           attention_logits=self.attention_logits, name="attn")(
-                               h, mask, causal=causal, positions=positions, decode=decode,
-                               train=train)
-    # whole along T here, so that in the backward pass the cotangent is gathered before the
-    # tensor-parallel layers (Megatron's all-gather) rather than their work split by T
-    x = constrain_sequence(x + constrain_sequence(h, split=False), split=True)
-    h = constrain_sequence(nn.LayerNorm(**kw, name="ln_mlp")(x), split=False)
-    h = nn.Dense(self.mlp_dim, **kw, **inits, name="mlp_in")(h)
-    h = nn.gelu(h, approximate=self.gelu == "tanh")
-    h = nn.Dense(x.shape[-1], **kw, **inits, name="mlp_out")(h)
-    if self.dropout > 0:
-      h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    return constrain_sequence(x + constrain_sequence(h, split=False), split=True)
-
-
-class _ScanStep(nn.Module):
-  """One `Block` as a step of `nn.scan` (`scan_layers`): the activations are the carry, the mask
-  and positions are the same for every layer, and the Python flags are attributes (a scanned
-  function's arguments are traced)."""
-
-  block: Any               # the Block class, maybe rematerialised
-  fields: dict[str, Any]   # Block's fields
-  causal: bool
-  decode: bool
-  train: bool
-
-  @nn.compact
-  def __call__(self, x, mask, positions):
-    x = self.block(**self.fields, name="block")(x, mask, self.causal, self.decode, self.train,
-                                                positions)
-    return x, None
-
-
-class _Stack(nn.Module):
-  """Positions + `depth` blocks + final LayerNorm, shared by the classifier and the LM.
-  `scan_layers`: the blocks as one `nn.scan` over stacked parameters (`blocks/block`, a leading
-  axis of `depth`), compiled once instead of `depth` times (`arch.scan.stack_blocks` converts)."""
-
-  depth: int
-  num_heads: int
-  mlp_dim: int
-  max_len: int
-  positions: str
-  dropout: float
-  dtype: Any
-  param_dtype: Any
-  remat: bool = False
-  dense_init: str = "lecun_normal"
-  remat_policy: str = ""
-  scan_layers: bool = False
-  attention_logits: str = "float32"
-  gelu: str = "tanh"
-
-  @nn.compact
-  def __call__(self, x, mask=None, *, causal=False, decode=False, train=False, positions=None):
-    """`positions` (B, T) int: each token's position (packed documents restart at 0); by
-    default 0..T-1, continued from the cache when decoding."""
-    steps, width = x.shape[1], x.shape[2]
-    offset = jnp.zeros((), jnp.int32)
-    if decode and self.positions in ("learned", "sinusoidal"):
-      # The absolute position of this call's first step, kept beside the attention caches.
-      cached = self.has_variable("cache", "position")
-      pos = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
-      if cached:
-        offset = pos.value
-        pos.value = offset + steps
-    index = (offset + jnp.arange(steps))[None] if positions is None else positions  # (1|B, T)
-    if self.positions == "learned":
-      table = self.param("position_embedding", nn.initializers.normal(0.02),
-                         (self.max_len, width), self.param_dtype)
-      x = x + jnp.take(table, index, axis=0).astype(x.dtype)
-    elif self.positions == "sinusoidal":
-      x = x + sinusoidal(index, width).astype(x.dtype)
-    if self.dropout > 0:
-      x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    block = maybe_remat(Block, self.remat, static_argnums=(3, 4, 5),  # causal, decode, train
-                        policy=self.remat_policy)
-    fields = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout,
-                  rotary=self.positions == "rotary", dtype=self.dtype,
-                  param_dtype=self.param_dtype, dense_init=self.dense_init,
-                  attention_logits=self.attention_logits, gelu=self.gelu)
-    if self.scan_layers:
-      scanned = nn.scan(_ScanStep, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
-                        split_rngs={"params": True, "dropout": True},
-                        in_axes=(nn.broadcast, nn.broadcast), length=self.depth)
-      x, _ = scanned(block, fields, causal, decode, train, name="blocks")(x, mask, positions)
-    else:
-      for i in range(self.depth):
-        x = block(**fields, name=f"block{i}")(x, mask, causal, decode, train, positions)
-    return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="ln_final")(x)
 
 
 def segment_positions(segments: jnp.ndarray) -> jnp.ndarray:
@@ -209,6 +87,7 @@ class TransformerClassifier(nn.Module):
       compute them; `arch.attention.ATTENTION_LOGITS`).
     gelu: the MLP's GELU, "tanh" (the tanh approximation: flax's `nn.gelu` default, GPT-2's) or
       "exact" (the erf form: PyTorch's `nn.GELU()`, timm's ViTs).
+    norm_epsilon: the LayerNorms' epsilon (flax's and timm's 1e-6; GPT-2's and PyTorch's 1e-5).
   Returns (B, num_classes). Pooled features are sown as `intermediates/features`, attention
   weights as `intermediates/.../attention_weights` (B, N, T', T') with T' including the CLS token.
   """
@@ -235,6 +114,7 @@ class TransformerClassifier(nn.Module):
   dense_init: str = "lecun_normal"
   attention_logits: str = "float32"
   gelu: str = "tanh"
+  norm_epsilon: float = 1e-6
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False,
@@ -293,10 +173,10 @@ class TransformerClassifier(nn.Module):
       valid = jnp.concatenate([jnp.ones((batch, 1), bool), valid], axis=1)
     mask = valid[:, None, None, :]                                   # keys that may be attended
     stack_positions = "none" if self.positions == "sincos2d" else self.positions
-    x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len + 1, stack_positions,
+    x = Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len + 1, stack_positions,
                self.dropout, self.dtype, self.param_dtype, self.remat, self.dense_init,
                self.remat_policy, self.scan_layers, self.attention_logits, self.gelu,
-               name="encoder")(
+               self.norm_epsilon, name="encoder")(
                    x, mask, causal=self.causal, train=train)
     if self.pool == "cls":
       feats = x[:, 0]
@@ -334,7 +214,8 @@ class TransformerLM(nn.Module):
     width, depth, num_heads, mlp_dim, dropout: the usual.
     max_len: the longest sequence (and cache) the model accepts.
     positions: "learned", "sinusoidal", "rotary" or "none".
-    remat, remat_policy, scan_layers, attention_logits, gelu: as `TransformerClassifier`'s.
+    remat, remat_policy, scan_layers, attention_logits, gelu, norm_epsilon: as
+      `TransformerClassifier`'s.
   """
 
   vocab_size: int
@@ -352,6 +233,7 @@ class TransformerLM(nn.Module):
   scan_layers: bool = False
   attention_logits: str = "float32"
   gelu: str = "tanh"
+  norm_epsilon: float = 1e-6
 
   @property
   def num_classes(self) -> int:  # what the loop checks labels against
@@ -380,10 +262,11 @@ class TransformerLM(nn.Module):
     if segments is not None:
       mask = segments[:, None, :, None] == segments[:, None, None, :]   # (B, 1, T, T)
       positions = segment_positions(segments)
-    x = _Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len, self.positions,
+    x = Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len, self.positions,
                self.dropout, self.dtype, self.param_dtype, self.remat,
                remat_policy=self.remat_policy, scan_layers=self.scan_layers,
-               attention_logits=self.attention_logits, gelu=self.gelu, name="decoder")(
+               attention_logits=self.attention_logits, gelu=self.gelu,
+               norm_epsilon=self.norm_epsilon, name="decoder")(
                    x, mask, causal=True, decode=decode, train=train, positions=positions)
     # vocabulary-parallel under tensor parallelism (train.parallel.VOCAB_RULE splits the head's
     # columns): each device of a tensor group computes its share of the logits, not all of them

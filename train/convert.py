@@ -5,10 +5,12 @@ take:
       --model resnet50 --check
   python -m train.convert --format timm --checkpoint vit_s16.safetensors --out runs/vit_s16 \\
       --model vit_small_patch16_224 --check
+  python -m train.convert --format hf --checkpoint gpt2/ --out runs/gpt2 --check
 
 `--format` names the layout (`arch.published`): torchvision (ResNets; timm's `resnet*` too),
-timm (ViTs). The model's structure is read from the checkpoint; a ViT's number of heads, which
-its weights do not hold, comes from `--num_heads`, else from timm's model `--model` where timm is
+timm (ViTs), hf (a Hugging Face GPT-2 folder, its shards read one by one). The model's structure
+is read from the checkpoint; the number of heads, which the weights do not hold, comes from
+`--num_heads`, else the folder's config.json (hf) or timm's model `--model` where timm is
 installed, else width / 64. `--image_size` resamples a ViT's position embeddings to another
 resolution (big_vision's bilinear `resample_posemb`). `--out` gets `config.json` (the supervised
 defaults with the converted `model` fields), `checkpoints/0` (the parameters and BatchNorm
@@ -16,17 +18,18 @@ statistics) and `converted.json` (the source file, its format and size, and the 
 `--out` that exists is refused: nothing is overwritten.
 
 `--check` loads the same file into the reference library's model `--model` (torchvision's
-`get_model`, timm's `create_model`, random weights replaced), runs both on the same random
-images and prints the largest absolute logit difference beside the largest logit.
+`get_model`, timm's `create_model`, transformers' `GPT2LMHeadModel` of the converted shape; random
+weights replaced), runs both on the same random images or tokens and prints the largest
+absolute logit difference beside the largest logit.
 
 `--export FILE.{safetensors,pth}` goes the other way: `--workdir`'s model as the layout's state
-dict, which the reference library's `load_state_dict` takes (refused in one line for a model the
+dict, which the reference library's `load_state_dict` takes; a decoder LM's `--export DIR` is a
+Hugging Face GPT-2 folder that `from_pretrained` loads (refused in one line for a model the
 layout cannot hold).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -39,14 +42,14 @@ import numpy as np
 from absl import flags
 
 import arch
+from arch.published import hf_layout, timm_layout, torchvision_layout
 from arch.published import links as links_lib
-from arch.published import timm_layout, torchvision_layout
 from arch.published.converted import Converted
 from train import checkpoint, cli, files, published_files, reference
 from train import config as config_lib
 from train.errors import ConfigError
 
-FORMATS = ("torchvision", "timm")
+FORMATS = ("torchvision", "timm", "hf")
 
 _FORMAT = flags.DEFINE_enum("format", None, FORMATS, "the checkpoint's layout")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "the published checkpoint file to convert")
@@ -74,13 +77,18 @@ def convert(fmt: str, state: dict[str, np.ndarray], num_heads: int = 0, image_si
   """
   if fmt == "torchvision":
     converted = torchvision_layout.resnet(state)
-  else:
+  elif fmt == "timm":
     converted = timm_layout.vit(state, num_heads, image_size)
+  else:
+    converted = hf_layout.gpt2(state, num_heads)
   model = arch.build(converted.model)
-  shape = converted.input_shape or (image_size or 224, image_size or 224,
-                                    int(state["conv1.weight"].shape[1]))
-  expected = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape)),
-                                               train=False))
+  if fmt == "hf":
+    shape, example = (8,), jnp.zeros((1, 8), jnp.int32)
+  else:
+    shape = converted.input_shape or (image_size or 224, image_size or 224,
+                                      int(state["conv1.weight"].shape[1]))
+    example = jnp.zeros((1, *shape))
+  expected = jax.eval_shape(lambda: model.init(jax.random.key(0), example, train=False))
   links_lib.check_shapes(converted.variables, expected, what)
   converted.input_shape = tuple(shape)
   return converted
@@ -88,11 +96,19 @@ def convert(fmt: str, state: dict[str, np.ndarray], num_heads: int = 0, image_si
 
 def check(fmt: str, name: str, converted: Converted, state: dict[str, np.ndarray],
           seed: int = 0) -> dict[str, float]:
-  """Both models' logits on the same 2 random images: {"max_abs_difference", "max_abs_logit"}."""
-  images = np.random.default_rng(seed).normal(size=(2, *converted.input_shape)).astype(np.float32)
-  ref = reference.logits(reference.build(fmt, name, converted.model, converted.input_shape),
-                         state, images)
-  ours = np.asarray(arch.build(converted.model).apply(converted.variables, jnp.asarray(images),
+  """Both models' logits on the same 2 random images (or sequences of 8 random tokens):
+  {"max_abs_difference", "max_abs_logit"}."""
+  rng = np.random.default_rng(seed)
+  if fmt == "hf":
+    inputs = rng.integers(0, converted.model["vocab_size"], (2, *converted.input_shape))
+    inputs = inputs.astype(np.int32)
+  else:
+    inputs = rng.normal(size=(2, *converted.input_shape)).astype(np.float32)
+  tied = "lm_head.weight" not in state or bool(np.array_equal(
+      state["lm_head.weight"], state.get("transformer.wte.weight", state.get("wte.weight"))))
+  ref = reference.logits(reference.build(fmt, name, converted.model, converted.input_shape, tied),
+                         state, inputs)
+  ours = np.asarray(arch.build(converted.model).apply(converted.variables, jnp.asarray(inputs),
                                                       train=False))
   return {"max_abs_difference": float(np.max(np.abs(ours - ref))),
           "max_abs_logit": float(np.max(np.abs(ref)))}
@@ -130,8 +146,12 @@ def write_workdir(out: str, converted: Converted, record: dict[str, Any]) -> Non
 
 
 def _num_heads() -> int:
-  if _NUM_HEADS.value or _FORMAT.value != "timm" or not _MODEL.value:
+  if _NUM_HEADS.value:
     return _NUM_HEADS.value
+  if _FORMAT.value == "hf":
+    return int(published_files.read_folder_config(_CHECKPOINT.value).get("n_head", 0))
+  if _FORMAT.value != "timm" or not _MODEL.value:
+    return 0
   try:
     timm = reference.import_timm()
   except ImportError:
@@ -147,13 +167,18 @@ def export(workdir: str, out: str) -> None:
   variables = {"params": tree["params"], **(tree.get("model_state") or {})}
   if name.startswith("cnn.ResNet"):
     state = torchvision_layout.to_torchvision(fields, variables)
+  elif name == "transformer.TransformerLM":
+    state, hf = hf_layout.to_hf(fields, variables)
+    published_files.write_folder(out, state, hf)
+    print(f"wrote {workdir}'s model as a Hugging Face GPT-2 folder {out}")
+    return
   elif name.startswith("transformer."):
     channels = int(np.asarray(variables["params"]["embed"]["kernel"]).shape[0] //
                    fields.get("patch_size", 1) ** 2) if "embed" in variables["params"] else 3
     state = timm_layout.to_timm(fields, variables, channels)
   else:
     raise ConfigError(f"--workdir={workdir} holds model.name={name!r}; export knows ResNets "
-                      f"(torchvision) and ViTs (timm)")
+                      f"(torchvision), ViTs (timm) and decoder LMs (a Hugging Face GPT-2 folder)")
   published_files.write_state(out, state)
   print(f"wrote {len(state)} tensors of {workdir}'s model to {out}")
 
@@ -168,7 +193,7 @@ def main(argv: list[str]) -> None:
   for flag in (_FORMAT, _CHECKPOINT, _OUT):
     if flag.value is None:
       raise ConfigError(f"--{flag.name} is required (or --workdir and --export to export)")
-  if _CHECK.value and not _MODEL.value:
+  if _CHECK.value and not _MODEL.value and _FORMAT.value != "hf":
     raise ConfigError("--check needs --model, the reference library's model name (e.g. "
                       "resnet50, vit_small_patch16_224)")
   if os.path.exists(_OUT.value):
@@ -177,14 +202,14 @@ def main(argv: list[str]) -> None:
   state = published_files.read_state(_CHECKPOINT.value)
   converted = convert(_FORMAT.value, state, _num_heads(), _IMAGE_SIZE.value,
                       f"--checkpoint={_CHECKPOINT.value}")
-  with open(_CHECKPOINT.value, "rb") as f:
-    digest = hashlib.file_digest(f, "sha256").hexdigest()
+  digest = published_files.digest(_CHECKPOINT.value)
   record: dict[str, Any] = {"format": _FORMAT.value, "checkpoint": os.path.abspath(
       _CHECKPOINT.value), "sha256": digest, "reference_model": _MODEL.value,
       "model": converted.model, "tensors": len(state)}
   if _CHECK.value:
     record["check"] = check(_FORMAT.value, _MODEL.value, converted, state)
-    print(f"check against {_FORMAT.value}'s {_MODEL.value}: max |logit difference| "
+    name = _MODEL.value or "GPT2LMHeadModel"
+    print(f"check against {_FORMAT.value}'s {name}: max |logit difference| "
           f"{record['check']['max_abs_difference']:.3g} (largest |logit| "
           f"{record['check']['max_abs_logit']:.3g})")
   write_workdir(_OUT.value, converted, record)

@@ -1,6 +1,8 @@
 """Published checkpoint files as {name: NumPy array} and back: safetensors (`.safetensors`),
 PyTorch pickles read with `weights_only=True` (`.pth`, `.pt`, `.bin`, `.ckpt`: a state dict, or
-a dict holding one under "state_dict", "model" or "module"), NumPy archives (`.npz`).
+a dict holding one under "state_dict", "model" or "module"), NumPy archives (`.npz`), and Hugging
+Face model folders (`config.json` beside `model.safetensors`, the shards a
+`model.safetensors.index.json` lists, read one by one, or `pytorch_model.bin`).
 
 Reading needs the `safetensors` or `torch` package for its format; without it, one line says
 how to install it (`pip install -e '.[convert]'`).
@@ -8,6 +10,8 @@ how to install it (`pip install -e '.[convert]'`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from typing import Any, Mapping
 
@@ -44,8 +48,10 @@ def read_state(path: str, field: str = "--checkpoint") -> dict[str, np.ndarray]:
     ConfigError: no such file, a suffix of no known format, or a file holding no state dict.
     ImportError: the package its format needs is missing.
   """
+  if os.path.isdir(path):
+    return _read_folder(path, field)
   if not os.path.isfile(path):
-    raise ConfigError(f"{field}={path!r} is not a file")
+    raise ConfigError(f"{field}={path!r} is neither a file nor a folder")
   suffix = os.path.splitext(path)[1].lower()
   if suffix == ".npz":
     with np.load(path, allow_pickle=False) as f:
@@ -73,6 +79,62 @@ def read_state(path: str, field: str = "--checkpoint") -> dict[str, np.ndarray]:
                     f"{list(SUFFIXES)}")
 
 
+def _read_folder(path: str, field: str) -> dict[str, np.ndarray]:
+  index = os.path.join(path, "model.safetensors.index.json")
+  if os.path.exists(index):
+    with open(index) as f:
+      shards = sorted(set(json.load(f).get("weight_map", {}).values()))
+    state: dict[str, np.ndarray] = {}
+    for shard in shards:
+      state.update(read_state(os.path.join(path, shard), f"{field} (shard {shard})"))
+    return state
+  for name in ("model.safetensors", "pytorch_model.bin"):
+    if os.path.exists(os.path.join(path, name)):
+      return read_state(os.path.join(path, name), field)
+  raise ConfigError(f"{field}={path!r} is a folder without model.safetensors, "
+                    "model.safetensors.index.json or pytorch_model.bin")
+
+
+def read_folder_config(path: str) -> dict[str, Any]:
+  """A Hugging Face folder's `config.json` ({} for a file or a folder without one)."""
+  config = os.path.join(path, "config.json")
+  if not (os.path.isdir(path) and os.path.exists(config)):
+    return {}
+  with open(config) as f:
+    return json.load(f)
+
+
+def write_folder(path: str, state: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> None:
+  """A Hugging Face model folder at `path` (`model.safetensors`, `config.json`) that
+  `from_pretrained(path)` loads, made beside it and renamed into place.
+
+  Raises:
+    ConfigError: `path` exists.
+  """
+  if os.path.exists(path):
+    raise ConfigError(f"--export={path} exists; export writes a new folder and overwrites "
+                      "nothing")
+  tmp = f"{path.rstrip(os.sep)}.tmp-{os.getpid()}"
+  os.makedirs(tmp)
+  write_state(os.path.join(tmp, "model.safetensors"), state)
+  with open(os.path.join(tmp, "config.json"), "w") as f:
+    json.dump(dict(config), f, indent=2)
+  os.rename(tmp, path)
+
+
+def digest(path: str) -> str:
+  """The SHA-256 of a file, or of a folder's files (names and contents, in name order)."""
+  h = hashlib.sha256()
+  names = [path] if os.path.isfile(path) else [
+      os.path.join(folder, f) for folder, _, fs in sorted(os.walk(path)) for f in sorted(fs)]
+  for name in names:
+    h.update(os.path.relpath(name, path).encode())
+    with open(name, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+  return h.hexdigest()
+
+
 def write_state(path: str, state: Mapping[str, np.ndarray]) -> None:
   """Writes `state` to `path` in the format its suffix names (`.safetensors`, `.npz` or a
   PyTorch suffix), through a temporary file renamed into place.
@@ -95,7 +157,7 @@ def write_state(path: str, state: Mapping[str, np.ndarray]) -> None:
     if suffix == ".safetensors":
       need("safetensors", f"--out={path!r}")
       from safetensors.torch import save_file
-      save_file(tensors, tmp)
+      save_file(tensors, tmp, metadata={"format": "pt"})  # what transformers checks for
     else:
       torch.save(tensors, tmp)
   os.replace(tmp, path)

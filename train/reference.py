@@ -1,5 +1,6 @@
 """The reference libraries' own models, to check a conversion against (`train.convert --check`
-and the converter tests): torchvision's ResNets, timm's ViTs, in PyTorch on the CPU.
+and the converter tests): torchvision's ResNets, timm's ViTs, Hugging Face's GPT-2, in PyTorch
+on the CPU.
 
 torchvision's wheel on this project's package index is built against PyTorch with CUDA; with the
 CPU PyTorch of the `bench` extra its compiled detection operators (`torchvision::nms`, ...)
@@ -46,9 +47,16 @@ def import_timm() -> Any:
   return need("timm", "a timm model")
 
 
-def build(fmt: str, name: str, model: Mapping[str, Any], input_shape: tuple[int, ...]) -> Any:
+def import_transformers() -> Any:
+  import_torchvision()  # transformers imports it where it is installed
+  return need("transformers", "a Hugging Face model")
+
+
+def build(fmt: str, name: str, model: Mapping[str, Any], input_shape: tuple[int, ...],
+          tied: bool = True) -> Any:
   """The reference library's model `name` for a checkpoint converted to strata's `model`
-  fields (its class count; a ViT's image size from `input_shape` (H, W, C)), random weights."""
+  fields (its class count; a ViT's image size from `input_shape` (H, W, C); a GPT-2 of the
+  converted shape, its output layer the embedding where `tied`), random weights."""
   if fmt == "torchvision":
     return import_torchvision().models.get_model(name, weights=None,
                                                  num_classes=model["num_classes"])
@@ -57,24 +65,39 @@ def build(fmt: str, name: str, model: Mapping[str, Any], input_shape: tuple[int,
     if model.get("patch_size"):
       kwargs["img_size"] = input_shape[0]
     return import_timm().create_model(name, pretrained=False, **kwargs)
+  if fmt == "hf":
+    transformers = import_transformers()
+    from arch.published import hf_layout
+    config = dict(hf_layout.hf_config(model, tied))
+    config.pop("architectures")
+    config.pop("model_type")
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(**config))
   raise ValueError(f"--format={fmt!r} has no reference library")
 
 
-def logits(reference: Any, state: Mapping[str, np.ndarray], images: np.ndarray) -> np.ndarray:
-  """The reference model's logits (N, K) for `images` (N, H, W, C) float32 with `state` loaded
-  (strictly: every tensor, no more), in evaluation mode.
+def logits(reference: Any, state: Mapping[str, np.ndarray], inputs: np.ndarray) -> np.ndarray:
+  """The reference model's logits for `inputs` with `state` loaded (strictly: every tensor, no
+  more; a tied output layer may be left out), in evaluation mode: images (N, H, W, C) float32
+  give (N, K), token ids (N, T) give (N, T, V).
 
   Raises:
     ValueError: the state does not fit the reference model (its names and shapes, one line).
   """
   import torch
+  tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
   try:
-    reference.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()},
-                              strict=True)
+    missing, unexpected = reference.load_state_dict(tensors, strict=False)
+    tied = set(getattr(reference, "_tied_weights_keys", None) or ())
+    if unexpected or set(missing) - tied - {"lm_head.weight"}:
+      raise RuntimeError(f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    if hasattr(reference, "tie_weights"):
+      reference.tie_weights()
   except RuntimeError as e:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     raise ValueError(f"the checkpoint does not fit the reference model: {' '.join(lines)[:400]}"
                      ) from e
   reference.eval()
   with torch.no_grad():
-    return reference(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+    if inputs.ndim == 2:
+      return reference(torch.from_numpy(inputs.astype(np.int64))).logits.numpy()
+    return reference(torch.from_numpy(inputs.transpose(0, 3, 1, 2).copy())).numpy()

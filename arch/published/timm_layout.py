@@ -37,7 +37,7 @@ def structure(state: Mapping[str, np.ndarray], num_heads: int = 0) -> dict[str, 
                    ("blocks.0.ls1.gamma", "layer scale (ls1, ls2)"),
                    ("reg_token", "register tokens")):
     # strata's learned table has a row for a class token even when it pools the mean
-    # (arch.transformer._Stack), so a mean-pooled timm ViT is not mapped yet
+    # (arch.transformer_stack.Stack), so a mean-pooled timm ViT is not mapped yet
     if key in state:
       raise L.ConversionError(f"{WHAT}: the checkpoint has {why}, which strata's ViT lacks")
   if "patch_embed.proj.weight" not in state or "blocks.0.attn.qkv.weight" not in state:

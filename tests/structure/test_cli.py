@@ -128,6 +128,9 @@ def _usage_errors(tmp: str) -> dict[str, list[str]]:
       "topology": ["train", "--config", "experiments/mnist1d_cnn.py:tiny", "--topology", "v5e-4"],
       "slice": ["train", "--config", "experiments/mnist1d_cnn.py:tiny", "--dry_run",
                 "--topology", "v5e-12"],
+      "convert": ["train.convert", "--format", "timm", "--out", f"{tmp}/converted"],
+      "suffix": ["train.convert", "--format", "timm", "--checkpoint", "README.md", "--out",
+                 f"{tmp}/converted"],
   }
 
 
@@ -173,6 +176,8 @@ def test_train_names_the_mistyped_field_and_the_one_meant(forked):
       "topology": (2, "--topology='v5e-4' compiles for a slice this host does not have; it "
                       "goes with --dry_run"),
       "slice": (2, "--topology='v5e-12': 12 chips is not a power of two"),
+      "convert": (2, "--checkpoint is required"),
+      "suffix": (2, "--checkpoint='README.md': unknown suffix '.md'"),
   }
   # every usage or config error is status 2 (the contract in docs/guide.md)
   for key, (status, text) in expected.items():

@@ -1,0 +1,148 @@
+"""The pre-LayerNorm Transformer block and the stack of them that the encoder classifier and the
+decoder LM share (`arch.transformer`):
+
+    block(x) = x + Dropout(Attention(LN(x)));  x + Dropout(MLP(LN(x)))     (Xiong et al. 2020)
+
+with the stack's positions ("learned", "sinusoidal", "rotary", "none"), optionally scanned
+(`scan_layers`) and rematerialised, and a final LayerNorm.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from arch.attention import MultiHeadAttention, sinusoidal
+from arch.common import constrain_sequence, maybe_remat
+
+INITS = ("lecun_normal", "xavier_uniform")
+GELUS = ("tanh", "exact")
+
+
+def _dense_inits(init: str) -> dict[str, Any]:
+  """Initialisers of the attention and MLP kernels: flax's default (LeCun normal, zero biases)
+  or big_vision's ViT (`models/vit.py`: Xavier uniform, MLP biases N(0, 1e-6))."""
+  if init == "xavier_uniform":
+    return dict(kernel_init=nn.initializers.xavier_uniform(),
+                bias_init=nn.initializers.normal(1e-6))
+  return {}
+
+
+class Block(nn.Module):
+  """One pre-LN Transformer block on (B, T, D)."""
+
+  num_heads: int
+  mlp_dim: int
+  dropout: float = 0.0
+  rotary: bool = False
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  dense_init: str = "lecun_normal"
+  attention_logits: str = "float32"
+  gelu: str = "tanh"
+  norm_epsilon: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x, mask=None, causal=False, decode=False, train=False, positions=None):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    ln = dict(**kw, epsilon=self.norm_epsilon)
+    inits = _dense_inits(self.dense_init)
+    x = constrain_sequence(x, split=True)
+    h = constrain_sequence(nn.LayerNorm(**ln, name="ln_attn")(x), split=False)
+    h = MultiHeadAttention(self.num_heads, rotary=self.rotary, dropout=self.dropout, **kw,
+                           kernel_init=inits.get("kernel_init"),
+                           attention_logits=self.attention_logits, name="attn")(
+                               h, mask, causal=causal, positions=positions, decode=decode,
+                               train=train)
+    # whole along T here, so that in the backward pass the cotangent is gathered before the
+    # tensor-parallel layers (Megatron's all-gather) rather than their work split by T
+    x = constrain_sequence(x + constrain_sequence(h, split=False), split=True)
+    h = constrain_sequence(nn.LayerNorm(**ln, name="ln_mlp")(x), split=False)
+    h = nn.Dense(self.mlp_dim, **kw, **inits, name="mlp_in")(h)
+    h = nn.gelu(h, approximate=self.gelu == "tanh")
+    h = nn.Dense(x.shape[-1], **kw, **inits, name="mlp_out")(h)
+    if self.dropout > 0:
+      h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    return constrain_sequence(x + constrain_sequence(h, split=False), split=True)
+
+
+class _ScanStep(nn.Module):
+  """One `Block` as a step of `nn.scan` (`scan_layers`): the activations are the carry, the mask
+  and positions are the same for every layer, and the Python flags are attributes (a scanned
+  function's arguments are traced)."""
+
+  block: Any               # the Block class, maybe rematerialised
+  fields: dict[str, Any]   # Block's fields
+  causal: bool
+  decode: bool
+  train: bool
+
+  @nn.compact
+  def __call__(self, x, mask, positions):
+    x = self.block(**self.fields, name="block")(x, mask, self.causal, self.decode, self.train,
+                                                positions)
+    return x, None
+
+
+class Stack(nn.Module):
+  """Positions + `depth` blocks + final LayerNorm, shared by the classifier and the LM.
+  `scan_layers`: the blocks as one `nn.scan` over stacked parameters (`blocks/block`, a leading
+  axis of `depth`), compiled once instead of `depth` times (`arch.scan.stack_blocks` converts)."""
+
+  depth: int
+  num_heads: int
+  mlp_dim: int
+  max_len: int
+  positions: str
+  dropout: float
+  dtype: Any
+  param_dtype: Any
+  remat: bool = False
+  dense_init: str = "lecun_normal"
+  remat_policy: str = ""
+  scan_layers: bool = False
+  attention_logits: str = "float32"
+  gelu: str = "tanh"
+  norm_epsilon: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x, mask=None, *, causal=False, decode=False, train=False, positions=None):
+    """`positions` (B, T) int: each token's position (packed documents restart at 0); by
+    default 0..T-1, continued from the cache when decoding."""
+    steps, width = x.shape[1], x.shape[2]
+    offset = jnp.zeros((), jnp.int32)
+    if decode and self.positions in ("learned", "sinusoidal"):
+      # The absolute position of this call's first step, kept beside the attention caches.
+      cached = self.has_variable("cache", "position")
+      pos = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+      if cached:
+        offset = pos.value
+        pos.value = offset + steps
+    index = (offset + jnp.arange(steps))[None] if positions is None else positions  # (1|B, T)
+    if self.positions == "learned":
+      table = self.param("position_embedding", nn.initializers.normal(0.02),
+                         (self.max_len, width), self.param_dtype)
+      x = x + jnp.take(table, index, axis=0).astype(x.dtype)
+    elif self.positions == "sinusoidal":
+      x = x + sinusoidal(index, width).astype(x.dtype)
+    if self.dropout > 0:
+      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    block = maybe_remat(Block, self.remat, static_argnums=(3, 4, 5),  # causal, decode, train
+                        policy=self.remat_policy)
+    fields = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout,
+                  rotary=self.positions == "rotary", dtype=self.dtype,
+                  param_dtype=self.param_dtype, dense_init=self.dense_init,
+                  attention_logits=self.attention_logits, gelu=self.gelu,
+                  norm_epsilon=self.norm_epsilon)
+    if self.scan_layers:
+      scanned = nn.scan(_ScanStep, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
+                        split_rngs={"params": True, "dropout": True},
+                        in_axes=(nn.broadcast, nn.broadcast), length=self.depth)
+      x, _ = scanned(block, fields, causal, decode, train, name="blocks")(x, mask, positions)
+    else:
+      for i in range(self.depth):
+        x = block(**fields, name=f"block{i}")(x, mask, causal, decode, train, positions)
+    return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype,
+                        epsilon=self.norm_epsilon, name="ln_final")(x)

@@ -34,6 +34,7 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "recurrent.RecurrentNet": recurrent.RecurrentNet,
     "transformer.TransformerClassifier": transformer.TransformerClassifier,
     "transformer.TransformerLM": transformer.TransformerLM,
+    "transformer.Llama": transformer.Llama,
     "transformer.ViTS16": transformer.ViTS16,
     "transformer.ViTB16": transformer.ViTB16,
     "autoencoder.Autoencoder": autoencoder.Autoencoder,

@@ -49,17 +49,36 @@ def sincos2d(rows: int, cols: int, width: int, temperature: float = 10_000.0) ->
                      jnp.float32)
 
 
-def rotary(x: jnp.ndarray, positions: jnp.ndarray, base: float = 10000.0) -> jnp.ndarray:
+def rotary_frequencies(h: int, base: float = 10000.0, scaling: tuple[float, ...] = ()
+                       ) -> np.ndarray:
+  """(H/2,) angular frequencies base^(-2j/H) of rotary positions on a head of width `h`;
+  `scaling` = (factor, low_freq_factor, high_freq_factor, original_context) applies Llama 3's
+  rescaling: wavelengths longer than original_context / low_freq_factor slowed by `factor`,
+  shorter than original_context / high_freq_factor kept, those between interpolated
+  (transformers' `_compute_llama3_parameters`)."""
+  inv = base ** (-np.arange(0, h, 2, dtype=np.float64) / h)
+  if scaling:
+    factor, low, high, context = scaling
+    wavelength = 2 * np.pi / inv
+    smooth = (context / wavelength - low) / (high - low)
+    scaled = np.where(wavelength > context / low, inv / factor, inv)
+    between = (wavelength <= context / low) & (wavelength >= context / high)
+    inv = np.where(between, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
+  return inv.astype(np.float32)
+
+
+def rotary(x: jnp.ndarray, positions: jnp.ndarray, base: float = 10000.0,
+           scaling: tuple[float, ...] = ()) -> jnp.ndarray:
   """Rotary position embedding (Su et al. 2021, the "rotate half" layout of GPT-NeoX/LLaMA).
 
   x: (B, T, N, H) queries or keys; positions: (T,) or (B, T) absolute positions. Feature pairs
-  (j, j + H/2) are rotated by the angle position * base^(-2j/H), so q.k depends only on the
-  positions' difference.
+  (j, j + H/2) are rotated by the angle position * base^(-2j/H) (`rotary_frequencies`, with
+  `scaling`), so q.k depends only on the positions' difference.
   """
   h = x.shape[-1]
   if h % 2:
     raise ValueError(f"rotary positions need an even head width; got {h}")
-  inv = base ** (-np.arange(0, h, 2, dtype=np.float32) / h)          # (H/2,)
+  inv = rotary_frequencies(h, base, tuple(scaling))                  # (H/2,)
   angles = positions[..., None].astype(jnp.float32) * inv            # (..., T, H/2)
   if angles.ndim == 2:
     angles = angles[None]
@@ -197,6 +216,9 @@ class MultiHeadAttention(nn.Module):
     kernel_init: the query, key, value and output projections' initialiser (None: flax's).
     attention_logits: "float32" or "compute" (`ATTENTION_LOGITS`): the precision of the logits
       and their softmax; "compute" is `dtype`.
+    num_kv_heads: key and value heads (grouped-query attention, Ainslie et al. 2023): each
+      serves num_heads / num_kv_heads query heads, and the cache holds only them; 0 = num_heads.
+    use_bias: biases on the four projections (GPT-2 and ViTs have them, Llama has none).
 
   Call arguments:
     mask: bool, broadcastable to (B, N, T, S); True where a query may attend to a key.
@@ -217,6 +239,9 @@ class MultiHeadAttention(nn.Module):
   param_dtype: Any = jnp.float32
   kernel_init: Any = None  # the projections' initialiser; None = flax's (LeCun normal)
   attention_logits: str = "float32"
+  num_kv_heads: int = 0  # grouped-query attention: key/value heads, each shared by a group
+  use_bias: bool = True
+  rope_scaling: tuple[float, ...] = ()  # Llama 3's (`rotary_frequencies`)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None, *, causal: bool = False,
@@ -226,13 +251,18 @@ class MultiHeadAttention(nn.Module):
     if width % self.num_heads:
       raise ValueError(f"model width {width} is not divisible by num_heads={self.num_heads}")
     head = width // self.num_heads
+    kv_heads = self.num_kv_heads or self.num_heads
+    if self.num_heads % kv_heads:
+      raise ValueError(f"model.num_kv_heads={kv_heads} does not divide num_heads="
+                       f"{self.num_heads}")
 
     inits = {} if self.kernel_init is None else {"kernel_init": self.kernel_init}
 
-    def proj(name):
-      return nn.DenseGeneral((self.num_heads, head), dtype=self.dtype,
-                             param_dtype=self.param_dtype, **inits, name=name)
-    q, k, v = proj("query")(x), proj("key")(x), proj("value")(x)   # (B, T, N, H)
+    def proj(name, heads):
+      return nn.DenseGeneral((heads, head), dtype=self.dtype, param_dtype=self.param_dtype,
+                             use_bias=self.use_bias, **inits, name=name)
+    q = proj("query", self.num_heads)(x)                                   # (B, T, N, H)
+    k, v = proj("key", kv_heads)(x), proj("value", kv_heads)(x)           # (B, T, N_kv, H)
 
     offset = jnp.zeros((), jnp.int32)
     cached = decode and self.has_variable("cache", "cached_key")
@@ -245,7 +275,8 @@ class MultiHeadAttention(nn.Module):
     if positions is None:
       positions = offset + jnp.arange(steps)
     if self.rotary:
-      q, k = rotary(q, positions, self.rope_base), rotary(k, positions, self.rope_base)
+      q = rotary(q, positions, self.rope_base, self.rope_scaling)
+      k = rotary(k, positions, self.rope_base, self.rope_scaling)
 
     if cached:
       # Write this call's keys and values at the cache index; every query then sees the cached
@@ -259,6 +290,9 @@ class MultiHeadAttention(nn.Module):
       visible = jnp.arange(k.shape[1])[None, :] <= (offset + jnp.arange(steps))[:, None]
       mask = visible[None, None] if mask is None else jnp.logical_and(mask, visible[None, None])
       causal = False
+    if kv_heads != self.num_heads:  # each key/value head serves a group of query heads
+      k = jnp.repeat(k, self.num_heads // kv_heads, axis=2)
+      v = jnp.repeat(v, self.num_heads // kv_heads, axis=2)
     if mask is not None:
       mask = jnp.broadcast_to(mask, (batch, self.num_heads, steps, k.shape[1]))
 
@@ -271,7 +305,7 @@ class MultiHeadAttention(nn.Module):
         full_mask = lower if mask is None else jnp.logical_and(mask, lower)
       self.sow("intermediates", "attention_weights", attention_weights(q, k, full_mask, dtype))
     out = nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
-                          **inits, name="out")(out)
+                          use_bias=self.use_bias, **inits, name="out")(out)
     if self.dropout > 0:
       out = nn.Dropout(self.dropout, deterministic=not train)(out)
     return out

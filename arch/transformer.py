@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from arch.attention import sincos2d
 from arch.common import check_choice, constrain_batch, constrain_sequence
-from arch.transformer_stack import GELUS, INITS, Stack
+from arch.transformer_stack import GELUS, INITS, MLPS, NORMS, Stack
 
 POSITIONS = ("learned", "sinusoidal", "rotary", "none")
 CLASSIFIER_POSITIONS = POSITIONS + ("sincos2d",)
@@ -216,6 +216,16 @@ class TransformerLM(nn.Module):
     positions: "learned", "sinusoidal", "rotary" or "none".
     remat, remat_policy, scan_layers, attention_logits, gelu, norm_epsilon: as
       `TransformerClassifier`'s.
+    norm: "layer" (LayerNorm) or "rms" (RMSNorm: no mean, no bias).
+    mlp: "gelu" (Dense, GELU, Dense) or "swiglu" (SiLU(x W_gate) * x W_in, then W_out).
+    num_kv_heads: key/value heads of grouped-query attention (0: num_heads).
+    use_bias: biases on the attention, MLP and output kernels.
+    rope_base: the rotary positions' base (theta: 10,000 in RoFormer and Llama 2, 500,000 in
+      Llama 3); rope_scaling: Llama 3.1's rescaling of their frequencies, (factor,
+      low_freq_factor, high_freq_factor, original context) (`arch.attention.rotary_frequencies`).
+    tie_embeddings: the logits are the token embedding's transpose times the final state (no
+      head of its own: GPT-2, Gemma, small Llamas).
+  `Llama` is the modern build: rotary positions, RMSNorm, SwiGLU, no biases.
   """
 
   vocab_size: int
@@ -234,6 +244,13 @@ class TransformerLM(nn.Module):
   attention_logits: str = "float32"
   gelu: str = "tanh"
   norm_epsilon: float = 1e-6
+  norm: str = "layer"
+  mlp: str = "gelu"
+  num_kv_heads: int = 0
+  use_bias: bool = True
+  rope_base: float = 10000.0
+  rope_scaling: tuple[float, ...] = ()
+  tie_embeddings: bool = False
 
   @property
   def num_classes(self) -> int:  # what the loop checks labels against
@@ -250,14 +267,16 @@ class TransformerLM(nn.Module):
     first token in the window, so a packed document is computed as it would be alone."""
     check_choice(self.positions, POSITIONS, "positions")
     check_choice(self.gelu, GELUS, "gelu")
+    check_choice(self.norm, NORMS, "norm")
+    check_choice(self.mlp, MLPS, "mlp")
     if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
       raise ValueError(f"TransformerLM expects int token ids (B, T); got {tokens.dtype} "
                        f"{tokens.shape}")
     _check_length(tokens.shape[1], self.max_len, "token sequence")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    x = constrain_sequence(nn.Embed(self.vocab_size, self.width,
-                                    embedding_init=nn.initializers.normal(0.02), **kw,
-                                    name="embed")(tokens), split=True)
+    embed = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02),
+                     **kw, name="embed")
+    x = constrain_sequence(embed(tokens), split=True)
     mask = positions = None
     if segments is not None:
       mask = segments[:, None, :, None] == segments[:, None, None, :]   # (B, 1, T, T)
@@ -266,10 +285,21 @@ class TransformerLM(nn.Module):
                self.dropout, self.dtype, self.param_dtype, self.remat,
                remat_policy=self.remat_policy, scan_layers=self.scan_layers,
                attention_logits=self.attention_logits, gelu=self.gelu,
-               norm_epsilon=self.norm_epsilon, name="decoder")(
+               norm_epsilon=self.norm_epsilon, norm=self.norm, mlp=self.mlp,
+               num_kv_heads=self.num_kv_heads, use_bias=self.use_bias, rope_base=self.rope_base,
+               rope_scaling=tuple(self.rope_scaling), name="decoder")(
                    x, mask, causal=True, decode=decode, train=train, positions=positions)
     # vocabulary-parallel under tensor parallelism (train.parallel.VOCAB_RULE splits the head's
     # columns): each device of a tensor group computes its share of the logits, not all of them
     x = constrain_sequence(x, split=False)
-    return constrain_batch(nn.Dense(self.vocab_size, **kw, name="head")(x), split_last=True)
+    if self.tie_embeddings:
+      return constrain_batch(embed.attend(x), split_last=True)
+    return constrain_batch(nn.Dense(self.vocab_size, **kw, use_bias=self.use_bias,
+                                    name="head")(x), split_last=True)
+
+
+# The Llama build (Touvron et al. 2023) of the decoder: rotary positions, RMSNorm (epsilon 1e-5),
+# SwiGLU MLP and no biases; `num_kv_heads` < `num_heads` gives grouped-query attention.
+Llama = functools.partial(TransformerLM, positions="rotary", norm="rms", mlp="swiglu",
+                          use_bias=False, norm_epsilon=1e-5)
 

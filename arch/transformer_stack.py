@@ -4,11 +4,14 @@ decoder LM share (`arch.transformer`):
     block(x) = x + Dropout(Attention(LN(x)));  x + Dropout(MLP(LN(x)))     (Xiong et al. 2020)
 
 with the stack's positions ("learned", "sinusoidal", "rotary", "none"), optionally scanned
-(`scan_layers`) and rematerialised, and a final LayerNorm.
+(`scan_layers`) and rematerialised, and a final LayerNorm. The block's parts have the modern
+variants as fields: RMSNorm for LayerNorm (`norm`), SwiGLU for the GELU MLP (`mlp`),
+grouped-query attention (`num_kv_heads`), no biases (`use_bias`), the rotary base.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -19,6 +22,8 @@ from arch.common import constrain_sequence, maybe_remat
 
 INITS = ("lecun_normal", "xavier_uniform")
 GELUS = ("tanh", "exact")
+NORMS = ("layer", "rms")    # LayerNorm, or RMSNorm (Zhang & Sennrich 2019: no mean, no bias)
+MLPS = ("gelu", "swiglu")   # Dense-GELU-Dense, or SwiGLU's gated three kernels
 
 
 def _dense_inits(init: str) -> dict[str, Any]:
@@ -43,26 +48,39 @@ class Block(nn.Module):
   attention_logits: str = "float32"
   gelu: str = "tanh"
   norm_epsilon: float = 1e-6
+  norm: str = "layer"
+  mlp: str = "gelu"
+  num_kv_heads: int = 0
+  use_bias: bool = True
+  rope_base: float = 10000.0
+  rope_scaling: tuple[float, ...] = ()
 
   @nn.compact
   def __call__(self, x, mask=None, causal=False, decode=False, train=False, positions=None):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    ln = dict(**kw, epsilon=self.norm_epsilon)
-    inits = _dense_inits(self.dense_init)
+    norm = functools.partial(nn.RMSNorm if self.norm == "rms" else nn.LayerNorm, **kw,
+                             epsilon=self.norm_epsilon)
+    dense = functools.partial(nn.Dense, **kw, **_dense_inits(self.dense_init),
+                              use_bias=self.use_bias)
     x = constrain_sequence(x, split=True)
-    h = constrain_sequence(nn.LayerNorm(**ln, name="ln_attn")(x), split=False)
-    h = MultiHeadAttention(self.num_heads, rotary=self.rotary, dropout=self.dropout, **kw,
-                           kernel_init=inits.get("kernel_init"),
-                           attention_logits=self.attention_logits, name="attn")(
+    h = constrain_sequence(norm(name="ln_attn")(x), split=False)
+    h = MultiHeadAttention(self.num_heads, rotary=self.rotary, rope_base=self.rope_base,
+                           rope_scaling=tuple(self.rope_scaling),
+                           dropout=self.dropout, **kw,
+                           kernel_init=_dense_inits(self.dense_init).get("kernel_init"),
+                           attention_logits=self.attention_logits,
+                           num_kv_heads=self.num_kv_heads, use_bias=self.use_bias, name="attn")(
                                h, mask, causal=causal, positions=positions, decode=decode,
                                train=train)
     # whole along T here, so that in the backward pass the cotangent is gathered before the
     # tensor-parallel layers (Megatron's all-gather) rather than their work split by T
     x = constrain_sequence(x + constrain_sequence(h, split=False), split=True)
-    h = constrain_sequence(nn.LayerNorm(**ln, name="ln_mlp")(x), split=False)
-    h = nn.Dense(self.mlp_dim, **kw, **inits, name="mlp_in")(h)
-    h = nn.gelu(h, approximate=self.gelu == "tanh")
-    h = nn.Dense(x.shape[-1], **kw, **inits, name="mlp_out")(h)
+    h = constrain_sequence(norm(name="ln_mlp")(x), split=False)
+    if self.mlp == "swiglu":  # Shazeer 2020: SiLU(x W_gate) * (x W_in), then W_out
+      h = nn.silu(dense(self.mlp_dim, name="mlp_gate")(h)) * dense(self.mlp_dim, name="mlp_in")(h)
+    else:
+      h = nn.gelu(dense(self.mlp_dim, name="mlp_in")(h), approximate=self.gelu == "tanh")
+    h = dense(x.shape[-1], name="mlp_out")(h)
     if self.dropout > 0:
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
     return constrain_sequence(x + constrain_sequence(h, split=False), split=True)
@@ -106,6 +124,12 @@ class Stack(nn.Module):
   attention_logits: str = "float32"
   gelu: str = "tanh"
   norm_epsilon: float = 1e-6
+  norm: str = "layer"
+  mlp: str = "gelu"
+  num_kv_heads: int = 0
+  use_bias: bool = True
+  rope_base: float = 10000.0
+  rope_scaling: tuple[float, ...] = ()
 
   @nn.compact
   def __call__(self, x, mask=None, *, causal=False, decode=False, train=False, positions=None):
@@ -135,7 +159,9 @@ class Stack(nn.Module):
                   rotary=self.positions == "rotary", dtype=self.dtype,
                   param_dtype=self.param_dtype, dense_init=self.dense_init,
                   attention_logits=self.attention_logits, gelu=self.gelu,
-                  norm_epsilon=self.norm_epsilon)
+                  norm_epsilon=self.norm_epsilon, norm=self.norm, mlp=self.mlp,
+                  num_kv_heads=self.num_kv_heads, use_bias=self.use_bias,
+                  rope_base=self.rope_base, rope_scaling=tuple(self.rope_scaling))
     if self.scan_layers:
       scanned = nn.scan(_ScanStep, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
                         split_rngs={"params": True, "dropout": True},
@@ -144,5 +170,6 @@ class Stack(nn.Module):
     else:
       for i in range(self.depth):
         x = block(**fields, name=f"block{i}")(x, mask, causal, decode, train, positions)
-    return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype,
-                        epsilon=self.norm_epsilon, name="ln_final")(x)
+    norm = nn.RMSNorm if self.norm == "rms" else nn.LayerNorm
+    return norm(dtype=self.dtype, param_dtype=self.param_dtype, epsilon=self.norm_epsilon,
+                name="ln_final")(x)

@@ -8,23 +8,23 @@ take:
   python -m train.convert --format hf --checkpoint gpt2/ --out runs/gpt2 --check
 
 `--format` names the layout (`arch.published`): torchvision (ResNets; timm's `resnet*` too),
-timm (ViTs), hf (a Hugging Face GPT-2 folder, its shards read one by one). The model's structure
-is read from the checkpoint; the number of heads, which the weights do not hold, comes from
-`--num_heads`, else the folder's config.json (hf) or timm's model `--model` where timm is
-installed, else width / 64. `--image_size` resamples a ViT's position embeddings to another
-resolution (big_vision's bilinear `resample_posemb`). `--out` gets `config.json` (the supervised
-defaults with the converted `model` fields), `checkpoints/0` (the parameters and BatchNorm
-statistics) and `converted.json` (the source file, its format and size, and the check). An
-`--out` that exists is refused: nothing is overwritten.
+timm (ViTs), hf (a Hugging Face GPT-2 or Llama-family folder, its shards read one by one). The
+model's structure is read from the checkpoint; the number of heads, which the weights do not
+hold, comes from `--num_heads`, else the folder's config.json (hf) or timm's model `--model`
+where timm is installed, else width / 64. `--image_size` resamples a ViT's position embeddings
+to another resolution (big_vision's bilinear `resample_posemb`). `--out` gets `config.json`
+(the supervised defaults with the converted `model` fields), `checkpoints/0` (the parameters
+and BatchNorm statistics) and `converted.json` (the source file, its format and size, and the
+check). An `--out` that exists is refused: nothing is overwritten.
 
 `--check` loads the same file into the reference library's model `--model` (torchvision's
-`get_model`, timm's `create_model`, transformers' `GPT2LMHeadModel` of the converted shape; random
+`get_model`, timm's `create_model`, transformers' GPT-2 or Llama of the converted shape; random
 weights replaced), runs both on the same random images or tokens and prints the largest
 absolute logit difference beside the largest logit.
 
 `--export FILE.{safetensors,pth}` goes the other way: `--workdir`'s model as the layout's state
 dict, which the reference library's `load_state_dict` takes; a decoder LM's `--export DIR` is a
-Hugging Face GPT-2 folder that `from_pretrained` loads (refused in one line for a model the
+Hugging Face GPT-2 or Llama folder that `from_pretrained` loads (refused in one line for a model the
 layout cannot hold).
 """
 
@@ -42,7 +42,7 @@ import numpy as np
 from absl import flags
 
 import arch
-from arch.published import hf_layout, timm_layout, torchvision_layout
+from arch.published import hf_layout, hf_llama, timm_layout, torchvision_layout
 from arch.published import links as links_lib
 from arch.published.converted import Converted
 from train import checkpoint, cli, files, published_files, reference
@@ -67,10 +67,11 @@ _EXPORT = flags.DEFINE_string("export", None, "--export: the state dict file to 
 
 
 def convert(fmt: str, state: dict[str, np.ndarray], num_heads: int = 0, image_size: int = 0,
-            what: str = "--checkpoint") -> Converted:
+            what: str = "--checkpoint", config: dict[str, Any] | None = None) -> Converted:
   """`state` in `fmt`'s layout as strata's model, checked against the model's own variables;
   its `input_shape` (H, W, C): `image_size` square (a ViT's position embeddings resampled to
-  it), else the checkpoint's own (a ViT's) or 224.
+  it), else the checkpoint's own (a ViT's) or 224. `config`: a Hugging Face folder's
+  config.json (its `model_type` picks GPT-2 or Llama; without one, the tensors' names do).
 
   Raises:
     ConversionError: the checkpoint does not fit the layout or strata's model (one line).
@@ -79,6 +80,9 @@ def convert(fmt: str, state: dict[str, np.ndarray], num_heads: int = 0, image_si
     converted = torchvision_layout.resnet(state)
   elif fmt == "timm":
     converted = timm_layout.vit(state, num_heads, image_size)
+  elif (config or {}).get("model_type") == "llama" or (
+      not (config or {}).get("model_type") and "model.embed_tokens.weight" in state):
+    converted = hf_llama.llama(state, config or {}, num_heads)
   else:
     converted = hf_layout.gpt2(state, num_heads)
   model = arch.build(converted.model)
@@ -104,8 +108,7 @@ def check(fmt: str, name: str, converted: Converted, state: dict[str, np.ndarray
     inputs = inputs.astype(np.int32)
   else:
     inputs = rng.normal(size=(2, *converted.input_shape)).astype(np.float32)
-  tied = "lm_head.weight" not in state or bool(np.array_equal(
-      state["lm_head.weight"], state.get("transformer.wte.weight", state.get("wte.weight"))))
+  tied = bool(converted.model.get("tie_embeddings", True))
   ref = reference.logits(reference.build(fmt, name, converted.model, converted.input_shape, tied),
                          state, inputs)
   ours = np.asarray(arch.build(converted.model).apply(converted.variables, jnp.asarray(inputs),
@@ -149,7 +152,8 @@ def _num_heads() -> int:
   if _NUM_HEADS.value:
     return _NUM_HEADS.value
   if _FORMAT.value == "hf":
-    return int(published_files.read_folder_config(_CHECKPOINT.value).get("n_head", 0))
+    config = published_files.read_folder_config(_CHECKPOINT.value)
+    return int(config.get("n_head", config.get("num_attention_heads", 0)))
   if _FORMAT.value != "timm" or not _MODEL.value:
     return 0
   try:
@@ -167,10 +171,11 @@ def export(workdir: str, out: str) -> None:
   variables = {"params": tree["params"], **(tree.get("model_state") or {})}
   if name.startswith("cnn.ResNet"):
     state = torchvision_layout.to_torchvision(fields, variables)
-  elif name == "transformer.TransformerLM":
-    state, hf = hf_layout.to_hf(fields, variables)
+  elif name in ("transformer.TransformerLM", "transformer.Llama"):
+    layout = hf_llama if fields.get("norm") == "rms" else hf_layout
+    state, hf = layout.to_hf(fields, variables)
     published_files.write_folder(out, state, hf)
-    print(f"wrote {workdir}'s model as a Hugging Face GPT-2 folder {out}")
+    print(f"wrote {workdir}'s model as a Hugging Face {hf['model_type']} folder {out}")
     return
   elif name.startswith("transformer."):
     channels = int(np.asarray(variables["params"]["embed"]["kernel"]).shape[0] //
@@ -201,15 +206,16 @@ def main(argv: list[str]) -> None:
                       "overwrites nothing: choose another --out or remove it")
   state = published_files.read_state(_CHECKPOINT.value)
   converted = convert(_FORMAT.value, state, _num_heads(), _IMAGE_SIZE.value,
-                      f"--checkpoint={_CHECKPOINT.value}")
+                      f"--checkpoint={_CHECKPOINT.value}",
+                      published_files.read_folder_config(_CHECKPOINT.value))
   digest = published_files.digest(_CHECKPOINT.value)
   record: dict[str, Any] = {"format": _FORMAT.value, "checkpoint": os.path.abspath(
       _CHECKPOINT.value), "sha256": digest, "reference_model": _MODEL.value,
       "model": converted.model, "tensors": len(state)}
   if _CHECK.value:
     record["check"] = check(_FORMAT.value, _MODEL.value, converted, state)
-    name = _MODEL.value or "GPT2LMHeadModel"
-    print(f"check against {_FORMAT.value}'s {name}: max |logit difference| "
+    name = f"{_FORMAT.value}'s {_MODEL.value}" if _MODEL.value else "transformers' model"
+    print(f"check against {name}: max |logit difference| "
           f"{record['check']['max_abs_difference']:.3g} (largest |logit| "
           f"{record['check']['max_abs_logit']:.3g})")
   write_workdir(_OUT.value, converted, record)

@@ -39,13 +39,15 @@ BATCH_AXES = ("data", "fsdp")  # the batch's rows; "tensor" devices share theirs
 
 # Megatron-LM's tensor parallelism for arch.transformer's blocks (encoder, decoder LM, ViT):
 # query/key/value (D, heads, head_dim) and their biases split by head, the output projection
-# (heads, head_dim, D) by head; the MLP's first kernel (D, F) by column, its second (F, D) by row.
+# (heads, head_dim, D) by head; the MLP's first kernels (D, F) by column (SwiGLU's gate too),
+# its second (F, D) by row. Grouped-query attention splits its key/value heads the same way, so
+# `model.num_kv_heads` must divide by `mesh.tensor` (the rule's check says so in one line).
 TENSOR_RULES: tuple[tuple[str, tuple], ...] = (
     (r"attn/(query|key|value)/kernel$", ("fsdp", "tensor", None)),
     (r"attn/(query|key|value)/bias$", ("tensor", None)),
     (r"attn/out/kernel$", ("tensor", None, "fsdp")),
-    (r"mlp_in/kernel$", ("fsdp", "tensor")),
-    (r"mlp_in/bias$", ("tensor",)),
+    (r"mlp_(in|gate)/kernel$", ("fsdp", "tensor")),
+    (r"mlp_(in|gate)/bias$", ("tensor",)),
     (r"mlp_out/kernel$", ("tensor", "fsdp")),
 )
 # With tensor parallelism, a model's output layer split by column over "tensor" where its

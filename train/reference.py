@@ -1,6 +1,6 @@
 """The reference libraries' own models, to check a conversion against (`train.convert --check`
-and the converter tests): torchvision's ResNets, timm's ViTs, Hugging Face's GPT-2, in PyTorch
-on the CPU.
+and the converter tests): torchvision's ResNets, timm's ViTs, Hugging Face's GPT-2 and Llama, in
+PyTorch on the CPU.
 
 torchvision's wheel on this project's package index is built against PyTorch with CUDA; with the
 CPU PyTorch of the `bench` extra its compiled detection operators (`torchvision::nms`, ...)
@@ -55,8 +55,8 @@ def import_transformers() -> Any:
 def build(fmt: str, name: str, model: Mapping[str, Any], input_shape: tuple[int, ...],
           tied: bool = True) -> Any:
   """The reference library's model `name` for a checkpoint converted to strata's `model`
-  fields (its class count; a ViT's image size from `input_shape` (H, W, C); a GPT-2 of the
-  converted shape, its output layer the embedding where `tied`), random weights."""
+  fields (its class count; a ViT's image size from `input_shape` (H, W, C); a GPT-2 or Llama of
+  the converted shape, a GPT-2's output layer the embedding where `tied`), random weights."""
   if fmt == "torchvision":
     return import_torchvision().models.get_model(name, weights=None,
                                                  num_classes=model["num_classes"])
@@ -67,10 +67,13 @@ def build(fmt: str, name: str, model: Mapping[str, Any], input_shape: tuple[int,
     return import_timm().create_model(name, pretrained=False, **kwargs)
   if fmt == "hf":
     transformers = import_transformers()
-    from arch.published import hf_layout
-    config = dict(hf_layout.hf_config(model, tied))
+    from arch.published import hf_layout, hf_llama
+    llama = model.get("name") == "transformer.Llama"
+    config = dict(hf_llama.hf_config(model) if llama else hf_layout.hf_config(model, tied))
     config.pop("architectures")
     config.pop("model_type")
+    if llama:
+      return transformers.LlamaForCausalLM(transformers.LlamaConfig(**config))
     return transformers.GPT2LMHeadModel(transformers.GPT2Config(**config))
   raise ValueError(f"--format={fmt!r} has no reference library")
 

@@ -6,9 +6,9 @@ sequence, `h.<i>` the depth, `mlp.c_fc` the MLP width; the heads, which the weig
 are given or width / 64 (every GPT-2 size). GPT-2's `Conv1D` stores (in, out) kernels, PyTorch
 `Linear`'s transpose, and its fused `c_attn` holds the query, key and value columns in turn.
 GPT-2's LayerNorm epsilon is 1e-5 (`norm_epsilon`) and its `gelu_new` the tanh GELU. Its output
-layer is the token embedding (`tie_word_embeddings`): strata's LM has its own head, which gets
-the embedding's transpose and a zero bias, so the logits are GPT-2's; fine-tuning unties them, and
-export then writes `lm_head.weight` with `tie_word_embeddings=False`.
+layer is the token embedding (`tie_word_embeddings`), and so is strata's (`tie_embeddings`);
+a file whose `lm_head.weight` differs from the embedding gets a head of its own (with a zero
+bias), and exports back untied.
 """
 
 from __future__ import annotations
@@ -80,37 +80,41 @@ def gpt2_links(model: Mapping[str, Any]) -> list[L.Link]:
 def gpt2(state: Mapping[str, np.ndarray], num_heads: int = 0) -> Converted:
   """A GPT-2 state dict (NumPy arrays) as strata's TransformerLM: fields and variables."""
   plain = _plain(state)
-  head = plain.pop("lm_head.weight", plain.get("wte.weight"))
+  head = plain.pop("lm_head.weight", None)
   model = structure(plain, num_heads)
+  model["tie_embeddings"] = head is None or bool(np.array_equal(head, plain["wte.weight"]))
   links = gpt2_links(model)
   variables = L.to_strata(links, plain, WHAT, IGNORE)
-  variables["params"]["head"] = {"kernel": np.ascontiguousarray(head.T),
-                                 "bias": np.zeros(head.shape[0], head.dtype)}
+  if not model["tie_embeddings"]:
+    variables["params"]["head"] = {"kernel": np.ascontiguousarray(head.T),
+                                   "bias": np.zeros(head.shape[0], head.dtype)}
   return Converted(model, variables, links)
 
 
 def to_hf(model: Mapping[str, Any], variables: Mapping[str, Any]
           ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """strata TransformerLM variables as (a `GPT2LMHeadModel` state dict, its `config.json`);
-  `lm_head.weight` only where the head is not the embedding's transpose.
+  `lm_head.weight` only where the model has a head of its own.
 
   Raises:
     ConversionError: an LM GPT-2 cannot hold (positions other than learned, a head bias).
   """
   params = variables["params"]
-  bias = np.asarray(params["head"]["bias"])
-  if model.get("positions") != "learned" or np.any(bias != 0) or model.get("scan_layers"):
+  tied = bool(model.get("tie_embeddings"))
+  bias = np.zeros(()) if tied else np.asarray(params["head"]["bias"])
+  if (model.get("positions", "learned") != "learned" or np.any(bias != 0) or
+      model.get("scan_layers") or model.get("norm", "layer") != "layer" or
+      model.get("mlp", "gelu") != "gelu" or model.get("num_kv_heads", 0) not in (
+          0, model["num_heads"])):
     raise L.ConversionError(
-        "this TransformerLM has no GPT-2 equivalent: GPT-2 has learned positions, unrolled "
-        "blocks and an output layer without bias (this one: positions="
-        f"{model.get('positions')!r}, head bias max |b| {float(np.max(np.abs(bias))):.3g})")
+        "this TransformerLM has no GPT-2 equivalent: GPT-2 has learned positions, LayerNorm, a "
+        "GELU MLP, one key/value head a head, unrolled blocks and an output layer without bias "
+        f"(this one: positions={model.get('positions')!r}, head bias max |b| "
+        f"{float(np.max(np.abs(bias))):.3g})")
   plain = L.from_strata(gpt2_links(model), variables)
-  embed = plain["wte.weight"]
-  head = np.asarray(params["head"]["kernel"]).T
-  tied = bool(np.array_equal(head, embed))
   state = {f"transformer.{k}": (v.T if re.search(CONV1D, k) else v) for k, v in plain.items()}
   if not tied:  # tied: transformers makes lm_head the embedding when it loads the file
-    state["lm_head.weight"] = np.ascontiguousarray(head)
+    state["lm_head.weight"] = np.ascontiguousarray(np.asarray(params["head"]["kernel"]).T)
   return state, hf_config(model, tied)
 
 

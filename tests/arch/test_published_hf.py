@@ -1,6 +1,7 @@
 """Hugging Face GPT-2 (arch/published/hf_layout.py) against `transformers` itself: a GPT-2 with
 every parameter randomised, saved in shards by `save_pretrained` and read shard by shard, gives
-transformers' logits (float32: 1.9e-6 at logits of 4.6 here) and the same 20 greedy tokens from
+transformers' logits (float32: 1.9e-6 at logits of 4.6 here), its output layer the embedding as
+GPT-2's is, and the same 20 greedy tokens from
 strata's cached decoding (`train.generate`) as transformers' `generate`, each step's top-1 ahead
 of the second by far more than the logits differ; export writes a folder `from_pretrained` loads
 with the same logits."""
@@ -79,12 +80,14 @@ def test_gpt2_exports_to_a_folder_transformers_loads(gpt2, tmp_path):
   x = torch.from_numpy(np.random.default_rng(1).integers(0, 50, (2, 12)))
   with torch.no_grad():
     np.testing.assert_array_equal(back(x).logits.numpy(), module(x).logits.numpy())
-  # a fine-tuned head is no longer the embedding: exported untied
-  variables = {"params": {**converted.variables["params"],
-                          "head": {"kernel": converted.variables["params"]["head"]["kernel"] * 2,
-                                   "bias": converted.variables["params"]["head"]["bias"]}}}
-  state, config = hf_layout.to_hf(converted.model, variables)
-  assert not config["tie_word_embeddings"] and "lm_head.weight" in state
-  variables["params"]["head"]["bias"] = variables["params"]["head"]["bias"] + 1
+  # a file whose output layer is not the embedding: a head of its own, exported untied
+  untied = dict(published_files.read_state(folder))
+  untied["lm_head.weight"] = untied["transformer.wte.weight"] * 2
+  converted = hf_layout.gpt2(untied, 4)
+  assert not converted.model["tie_embeddings"]
+  state, config = hf_layout.to_hf(converted.model, converted.variables)
+  assert not config["tie_word_embeddings"]
+  np.testing.assert_array_equal(state["lm_head.weight"], untied["lm_head.weight"])
+  converted.variables["params"]["head"]["bias"] += 1  # trained a bias GPT-2 has no place for
   with pytest.raises(hf_layout.L.ConversionError, match="no GPT-2 equivalent"):
-    hf_layout.to_hf(converted.model, variables)
+    hf_layout.to_hf(converted.model, converted.variables)

@@ -84,12 +84,14 @@ def _validate(config: mlc.ConfigDict) -> None:
     raise ConfigError(f"train.profile_steps={tuple(t.profile_steps)}; expected (A, B) with "
                       "1 <= A <= B, or (0, 0) for no trace")
   for field, patterns in (("optim.freeze", config.optim.get("freeze", ())),
-                          ("init_from.include", config.get("init_from", {}).get("include", ()))):
+                          ("init_from.include", config.get("init_from", {}).get("include", ())),
+                          ("init_from.skip", config.get("init_from", {}).get("skip", ()))):
     for pattern in patterns:
       try:
         re.compile(pattern)
       except re.error as e:
         raise ConfigError(f"{field} pattern {pattern!r} is not a regular expression ({e})")
+  _check_init_from(config.get("init_from", {}))
   prune = config.get("init_from", {}).get("prune", 0.0)
   if not 0.0 <= prune < 1.0:
     raise ConfigError(f"init_from.prune={prune}; expected a fraction in [0, 1)")
@@ -151,3 +153,29 @@ def _check_evals(evals: Any) -> None:
         raise ConfigError(f"{where}.{f}={v!r}; expected an integer >= 0")
     if not isinstance(e.get("source", ""), str):
       raise ConfigError(f"{where}.source={e.get('source')!r}; expected a source name")
+
+
+INIT_FORMATS = ("strata", "torchvision", "timm", "hf")
+
+
+def _check_init_from(init: Any) -> None:
+  """`init_from.format` names a known format, with `workdir` for "strata" and `path` for the
+  others (`train.transfer`); `rename` holds (regex, replacement) pairs."""
+  fmt = init.get("format", "strata")
+  check_choice(fmt, INIT_FORMATS, "init_from.format")
+  if fmt == "strata" and init.get("path"):
+    raise ConfigError(f"init_from.path={init.path!r} names a published checkpoint; set "
+                      "init_from.format to its layout (torchvision, timm, hf), or use "
+                      "init_from.workdir for a strata run")
+  if fmt != "strata" and (init.get("workdir") or not init.get("path")):
+    raise ConfigError(f"init_from.format={fmt!r} reads a published checkpoint from "
+                      "init_from.path (and init_from.workdir stays empty); "
+                      f"got path={init.get('path', '')!r}, workdir={init.get('workdir', '')!r}")
+  for pair in init.get("rename", ()):
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and
+            all(isinstance(x, str) for x in pair)):
+      raise ConfigError(f"init_from.rename item {pair!r}; expected a (regex, replacement) pair")
+    try:
+      re.compile(pair[0])
+    except re.error as e:
+      raise ConfigError(f"init_from.rename pattern {pair[0]!r} is not a regular expression ({e})")

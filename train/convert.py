@@ -37,21 +37,17 @@ import tempfile
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
 import arch
 from arch.published import hf_layout, hf_llama, timm_layout, torchvision_layout
-from arch.published import links as links_lib
 from arch.published.converted import Converted
-from train import checkpoint, cli, files, published_files, reference
+from train import checkpoint, cli, files, published, published_files, reference
 from train import config as config_lib
 from train.errors import ConfigError
 
-FORMATS = ("torchvision", "timm", "hf")
-
-_FORMAT = flags.DEFINE_enum("format", None, FORMATS, "the checkpoint's layout")
+_FORMAT = flags.DEFINE_enum("format", None, published.FORMATS, "the checkpoint's layout")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "the published checkpoint file to convert")
 _OUT = flags.DEFINE_string("out", None, "the new strata workdir (must not exist)")
 _MODEL = flags.DEFINE_string("model", "", "the reference library's model name (--check; a "
@@ -64,57 +60,6 @@ _IMAGE_SIZE = flags.DEFINE_integer("image_size", 0, "the images' side: a ViT's p
 _CHECK = flags.DEFINE_bool("check", False, "compare with the reference library's model")
 _WORKDIR = flags.DEFINE_string("workdir", None, "--export: the strata workdir to export")
 _EXPORT = flags.DEFINE_string("export", None, "--export: the state dict file to write")
-
-
-def convert(fmt: str, state: dict[str, np.ndarray], num_heads: int = 0, image_size: int = 0,
-            what: str = "--checkpoint", config: dict[str, Any] | None = None) -> Converted:
-  """`state` in `fmt`'s layout as strata's model, checked against the model's own variables;
-  its `input_shape` (H, W, C): `image_size` square (a ViT's position embeddings resampled to
-  it), else the checkpoint's own (a ViT's) or 224. `config`: a Hugging Face folder's
-  config.json (its `model_type` picks GPT-2 or Llama; without one, the tensors' names do).
-
-  Raises:
-    ConversionError: the checkpoint does not fit the layout or strata's model (one line).
-  """
-  if fmt == "torchvision":
-    converted = torchvision_layout.resnet(state)
-  elif fmt == "timm":
-    converted = timm_layout.vit(state, num_heads, image_size)
-  elif (config or {}).get("model_type") == "llama" or (
-      not (config or {}).get("model_type") and "model.embed_tokens.weight" in state):
-    converted = hf_llama.llama(state, config or {}, num_heads)
-  else:
-    converted = hf_layout.gpt2(state, num_heads)
-  model = arch.build(converted.model)
-  if fmt == "hf":
-    shape, example = (8,), jnp.zeros((1, 8), jnp.int32)
-  else:
-    shape = converted.input_shape or (image_size or 224, image_size or 224,
-                                      int(state["conv1.weight"].shape[1]))
-    example = jnp.zeros((1, *shape))
-  expected = jax.eval_shape(lambda: model.init(jax.random.key(0), example, train=False))
-  links_lib.check_shapes(converted.variables, expected, what)
-  converted.input_shape = tuple(shape)
-  return converted
-
-
-def check(fmt: str, name: str, converted: Converted, state: dict[str, np.ndarray],
-          seed: int = 0) -> dict[str, float]:
-  """Both models' logits on the same 2 random images (or sequences of 8 random tokens):
-  {"max_abs_difference", "max_abs_logit"}."""
-  rng = np.random.default_rng(seed)
-  if fmt == "hf":
-    inputs = rng.integers(0, converted.model["vocab_size"], (2, *converted.input_shape))
-    inputs = inputs.astype(np.int32)
-  else:
-    inputs = rng.normal(size=(2, *converted.input_shape)).astype(np.float32)
-  tied = bool(converted.model.get("tie_embeddings", True))
-  ref = reference.logits(reference.build(fmt, name, converted.model, converted.input_shape, tied),
-                         state, inputs)
-  ours = np.asarray(arch.build(converted.model).apply(converted.variables, jnp.asarray(inputs),
-                                                      train=False))
-  return {"max_abs_difference": float(np.max(np.abs(ours - ref))),
-          "max_abs_logit": float(np.max(np.abs(ref)))}
 
 
 def write_workdir(out: str, converted: Converted, record: dict[str, Any]) -> None:
@@ -205,7 +150,7 @@ def main(argv: list[str]) -> None:
     raise ConfigError(f"--out={_OUT.value} exists; converting writes a new workdir and "
                       "overwrites nothing: choose another --out or remove it")
   state = published_files.read_state(_CHECKPOINT.value)
-  converted = convert(_FORMAT.value, state, _num_heads(), _IMAGE_SIZE.value,
+  converted = published.convert(_FORMAT.value, state, _num_heads(), _IMAGE_SIZE.value,
                       f"--checkpoint={_CHECKPOINT.value}",
                       published_files.read_folder_config(_CHECKPOINT.value))
   digest = published_files.digest(_CHECKPOINT.value)
@@ -213,7 +158,7 @@ def main(argv: list[str]) -> None:
       _CHECKPOINT.value), "sha256": digest, "reference_model": _MODEL.value,
       "model": converted.model, "tensors": len(state)}
   if _CHECK.value:
-    record["check"] = check(_FORMAT.value, _MODEL.value, converted, state)
+    record["check"] = published.check(_FORMAT.value, _MODEL.value, converted, state)
     name = f"{_FORMAT.value}'s {_MODEL.value}" if _MODEL.value else "transformers' model"
     print(f"check against {name}: max |logit difference| "
           f"{record['check']['max_abs_difference']:.3g} (largest |logit| "

@@ -200,11 +200,14 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
     state = run.init_state()
     start = 0
     if settings.init_from is not None:
-      state, copied = transfer.initialize_from(state, config.init_from, state_sharding)
+      state, copied = transfer.initialize_from(state, config.init_from, state_sharding,
+                                               config.model.to_dict())
       if is_main:
         files.write_json_atomic(os.path.join(workdir, "init_from.json"), copied)
+      for line in copied["unused"]:
+        progress.console(f"init_from: unused {line}")
       progress.console(f"initialised {len(copied['parameters'])} parameter arrays from "
-                       f"{config.init_from.workdir} (step {copied['step']}); "
+                       f"{copied['source']} (step {copied['step']}); "
                        f"{len(copied['kept_initialisation'])} keep their random initialisation")
   else:
     state, meta = restored

@@ -285,7 +285,8 @@ class Settings:
     return cls(t.log_every, t.eval_every, t.checkpoint_every, float(t.checkpoint_every_secs),
                t.keep_checkpoints, t.keep_every, tuple(t.profile_steps), float(t.memory_limit_gb),
                d.prefetch, d.device_prefetch, config.optim.grad_accum_steps,
-               init.to_dict() if init is not None and init.workdir else None,
+               init.to_dict() if init is not None and (init.workdir or init.get("path"))
+               else None,
                float(t.first_step_timeout_secs))
 
 

@@ -103,8 +103,8 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
 
   c.init_from = mlc.ConfigDict()                    # transfer: start from a trained run
   c.init_from.workdir = ""                          # its workdir ("" = random initialisation)
-  c.init_from.format = "strata"                     # strata|torchvision|timm|hf: a published
-  c.init_from.path = ""                             # checkpoint file or folder (not strata)
+  c.init_from.format = "strata"                     # strata|torchvision|timm|big_vision|hf
+  c.init_from.path = ""                             # a published checkpoint's file or folder
   c.init_from.include = ()                          # regexes of the paths to take; () = every
                                                     # path whose shape matches
   c.init_from.skip = ()                             # regexes of paths kept at initialisation

@@ -155,7 +155,7 @@ def _check_evals(evals: Any) -> None:
       raise ConfigError(f"{where}.source={e.get('source')!r}; expected a source name")
 
 
-INIT_FORMATS = ("strata", "torchvision", "timm", "hf")
+INIT_FORMATS = ("strata", "torchvision", "timm", "big_vision", "hf")
 
 
 def _check_init_from(init: Any) -> None:

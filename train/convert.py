@@ -8,14 +8,15 @@ take:
   python -m train.convert --format hf --checkpoint gpt2/ --out runs/gpt2 --check
 
 `--format` names the layout (`arch.published`): torchvision (ResNets; timm's `resnet*` too),
-timm (ViTs), hf (a Hugging Face GPT-2 or Llama-family folder, its shards read one by one). The
-model's structure is read from the checkpoint; the number of heads, which the weights do not
-hold, comes from `--num_heads`, else the folder's config.json (hf) or timm's model `--model`
-where timm is installed, else width / 64. `--image_size` resamples a ViT's position embeddings
-to another resolution (big_vision's bilinear `resample_posemb`). `--out` gets `config.json`
-(the supervised defaults with the converted `model` fields), `checkpoints/0` (the parameters
-and BatchNorm statistics) and `converted.json` (the source file, its format and size, and the
-check). An `--out` that exists is refused: nothing is overwritten.
+timm (ViTs), big_vision (`.npz` ViTs), hf (a Hugging Face GPT-2 or Llama-family folder, its
+shards read one by one). The model's structure is read from the checkpoint; the number of
+heads, where the weights do not hold it, comes from `--num_heads`, else the folder's
+config.json (hf) or timm's model `--model` where timm is installed, else width / 64.
+`--image_size` resamples a ViT's position embeddings to another resolution (big_vision's
+bilinear `resample_posemb`). `--out` gets `config.json` (the supervised defaults with the
+converted `model` fields), `checkpoints/0` (the parameters and BatchNorm statistics) and
+`converted.json` (the source file, its format and size, and the check). An `--out` that exists
+is refused: nothing is overwritten.
 
 `--check` loads the same file into the reference library's model `--model` (torchvision's
 `get_model`, timm's `create_model`, transformers' GPT-2 or Llama of the converted shape; random
@@ -23,9 +24,9 @@ weights replaced), runs both on the same random images or tokens and prints the 
 absolute logit difference beside the largest logit.
 
 `--export FILE.{safetensors,pth}` goes the other way: `--workdir`'s model as the layout's state
-dict, which the reference library's `load_state_dict` takes; a decoder LM's `--export DIR` is a
-Hugging Face GPT-2 or Llama folder that `from_pretrained` loads (refused in one line for a model the
-layout cannot hold).
+dict, which the reference library's `load_state_dict` takes (a ViT to a `.npz`: big_vision's
+layout); a decoder LM's `--export DIR` is a Hugging Face GPT-2 or Llama folder that
+`from_pretrained` loads (refused in one line for a model the layout cannot hold).
 """
 
 from __future__ import annotations
@@ -41,7 +42,13 @@ import numpy as np
 from absl import flags
 
 import arch
-from arch.published import hf_layout, hf_llama, timm_layout, torchvision_layout
+from arch.published import (
+  big_vision_layout,
+  hf_layout,
+  hf_llama,
+  timm_layout,
+  torchvision_layout,
+)
 from arch.published.converted import Converted
 from train import checkpoint, cli, files, published, published_files, reference
 from train import config as config_lib
@@ -125,10 +132,12 @@ def export(workdir: str, out: str) -> None:
   elif name.startswith("transformer."):
     channels = int(np.asarray(variables["params"]["embed"]["kernel"]).shape[0] //
                    fields.get("patch_size", 1) ** 2) if "embed" in variables["params"] else 3
-    state = timm_layout.to_timm(fields, variables, channels)
+    layout = big_vision_layout.to_big_vision if out.endswith(".npz") else timm_layout.to_timm
+    state = layout(fields, variables, channels)
   else:
     raise ConfigError(f"--workdir={workdir} holds model.name={name!r}; export knows ResNets "
-                      f"(torchvision), ViTs (timm) and decoder LMs (a Hugging Face GPT-2 folder)")
+                      "(torchvision), ViTs (timm; big_vision to a .npz) and decoder LMs (a Hugging "
+                      "Face GPT-2 or Llama folder)")
   published_files.write_state(out, state)
   print(f"wrote {len(state)} tensors of {workdir}'s model to {out}")
 

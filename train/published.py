@@ -13,12 +13,18 @@ import jax.numpy as jnp
 import numpy as np
 
 import arch
-from arch.published import hf_layout, hf_llama, timm_layout, torchvision_layout
+from arch.published import (
+  big_vision_layout,
+  hf_layout,
+  hf_llama,
+  timm_layout,
+  torchvision_layout,
+)
 from arch.published import links as links_lib
 from arch.published.converted import Converted
 from train import reference
 
-FORMATS = ("torchvision", "timm", "hf")
+FORMATS = ("torchvision", "timm", "big_vision", "hf")
 
 
 def convert(fmt: str, state: dict[str, np.ndarray], num_heads: int = 0, image_size: int = 0,
@@ -35,6 +41,8 @@ def convert(fmt: str, state: dict[str, np.ndarray], num_heads: int = 0, image_si
     converted = torchvision_layout.resnet(state)
   elif fmt == "timm":
     converted = timm_layout.vit(state, num_heads, image_size)
+  elif fmt == "big_vision":
+    converted = big_vision_layout.vit(state, image_size)
   elif (config or {}).get("model_type") == "llama" or (
       not (config or {}).get("model_type") and "model.embed_tokens.weight" in state):
     converted = hf_llama.llama(state, config or {}, num_heads)

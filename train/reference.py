@@ -75,6 +75,10 @@ def build(fmt: str, name: str, model: Mapping[str, Any], input_shape: tuple[int,
     if llama:
       return transformers.LlamaForCausalLM(transformers.LlamaConfig(**config))
     return transformers.GPT2LMHeadModel(transformers.GPT2Config(**config))
+  if fmt == "big_vision":
+    raise ValueError("--check --format=big_vision: big_vision is not on the package index, so "
+                     "there is no reference library to load; tests/arch/"
+                     "test_published_big_vision.py checks the layout against its vendored model")
   raise ValueError(f"--format={fmt!r} has no reference library")
 
 

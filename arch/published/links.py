@@ -22,8 +22,10 @@ import numpy as np
 #   heads_bias  (N * H,)                         -> (N, H); `size` = N
 #   heads_out   Linear (D, N * H) from heads     -> DenseGeneral (N, H, D); `size` = N
 #   patch       Conv (D, C, p, p) over patches   -> Dense (p * p * C, D) of a row-major patch
+#   flat_patch  flax Conv (p, p, C, D)           -> Dense (p * p * C, D)
 #   lead        (1, ...)                         -> (...): a leading axis of 1 dropped
-KINDS = ("copy", "conv", "dense", "heads_in", "heads_bias", "heads_out", "patch", "lead")
+KINDS = ("copy", "conv", "dense", "heads_in", "heads_bias", "heads_out", "patch", "flat_patch",
+         "lead")
 
 
 class ConversionError(ValueError):
@@ -59,6 +61,8 @@ def _to_strata(link: Link, a: np.ndarray) -> np.ndarray:
     return a.T.reshape(link.size, -1, a.shape[0])
   if link.kind == "patch":
     return a.transpose(2, 3, 1, 0).reshape(-1, a.shape[0])
+  if link.kind == "flat_patch":
+    return a.reshape(-1, a.shape[-1])
   if link.kind == "lead":
     return a[0]
   return a
@@ -75,9 +79,10 @@ def _from_strata(link: Link, a: np.ndarray, channels: int = 0) -> np.ndarray:
     return a.reshape(-1)
   if link.kind == "heads_out":
     return a.reshape(-1, a.shape[-1]).T
-  if link.kind == "patch":
+  if link.kind in ("patch", "flat_patch"):
     p = int(round((a.shape[0] // channels) ** 0.5))
-    return a.reshape(p, p, channels, a.shape[1]).transpose(3, 2, 0, 1)
+    a = a.reshape(p, p, channels, a.shape[1])
+    return a if link.kind == "flat_patch" else a.transpose(3, 2, 0, 1)
   if link.kind == "lead":
     return a[None]
   return a

@@ -100,6 +100,10 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.optim.grad_accum_steps = 1                      # optax.MultiSteps
   c.optim.mu_dtype = "float32"                      # float32|bfloat16: first moment's dtype
   c.optim.freeze = ()                               # regexes of parameter paths kept fixed
+  c.optim.lora = mlc.ConfigDict()                   # LoRA adapters (train/lora.py)
+  c.optim.lora.rank = 0                             # 0 = off; > 0: only adapters train
+  c.optim.lora.alpha = 16.0                         # the update is alpha / rank x A @ B
+  c.optim.lora.targets = (r"attn/(query|key|value|out)/kernel$",)  # regexes of kernels
 
   c.init_from = mlc.ConfigDict()                    # transfer: start from a trained run
   c.init_from.workdir = ""                          # its workdir ("" = random initialisation)

@@ -92,6 +92,7 @@ def _validate(config: mlc.ConfigDict) -> None:
       except re.error as e:
         raise ConfigError(f"{field} pattern {pattern!r} is not a regular expression ({e})")
   _check_init_from(config.get("init_from", {}))
+  _check_lora(config)
   prune = config.get("init_from", {}).get("prune", 0.0)
   if not 0.0 <= prune < 1.0:
     raise ConfigError(f"init_from.prune={prune}; expected a fraction in [0, 1)")
@@ -179,3 +180,27 @@ def _check_init_from(init: Any) -> None:
       re.compile(pair[0])
     except re.error as e:
       raise ConfigError(f"init_from.rename pattern {pair[0]!r} is not a regular expression ({e})")
+
+
+def _check_lora(config: Any) -> None:
+  """`optim.lora`: a rank >= 0 (0 off), alpha > 0, regexes for targets; supervised runs only,
+  and not with `optim.freeze` (LoRA already freezes everything but its adapters)."""
+  lora = config.optim.get("lora", {})
+  rank = lora.get("rank", 0)
+  if not isinstance(rank, int) or rank < 0:
+    raise ConfigError(f"optim.lora.rank={rank!r}; expected an int >= 0 (0: no LoRA)")
+  if not rank:
+    return
+  check_positive(lora.alpha, "optim.lora.alpha")
+  if config.paradigm != "supervised":
+    raise ConfigError(f"optim.lora.rank={rank} with paradigm={config.paradigm!r}; LoRA adapts "
+                      "the supervised paradigm's models (fine-tuning a classifier or an LM)")
+  if tuple(config.optim.get("freeze", ())):
+    raise ConfigError(f"optim.lora.rank={rank} with optim.freeze={tuple(config.optim.freeze)}: "
+                      "LoRA trains only its adapters already; leave optim.freeze empty")
+  for pattern in lora.targets:
+    try:
+      re.compile(pattern)
+    except re.error as e:
+      raise ConfigError(f"optim.lora.targets pattern {pattern!r} is not a regular expression "
+                        f"({e})")

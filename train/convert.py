@@ -52,6 +52,7 @@ from arch.published import (
 from arch.published.converted import Converted
 from train import checkpoint, cli, files, published, published_files, reference
 from train import config as config_lib
+from train import lora as lora_lib
 from train.errors import ConfigError
 
 _FORMAT = flags.DEFINE_enum("format", None, published.FORMATS, "the checkpoint's layout")
@@ -120,7 +121,9 @@ def export(workdir: str, out: str) -> None:
   model, tree, config, _ = checkpoint.load_workdir(workdir)
   name = config["model"].get("name", "")
   fields = {"name": name, **{f: getattr(model, f) for f in arch.fields(arch.REGISTRY[name])}}
-  variables = {"params": tree["params"], **(tree.get("model_state") or {})}
+  lora = config.get("optim", {}).get("lora", {})
+  params = lora_lib.merged(tree["params"], lora) if lora_lib.enabled(lora) else tree["params"]
+  variables = {"params": params, **(tree.get("model_state") or {})}
   if name.startswith("cnn.ResNet"):
     state = torchvision_layout.to_torchvision(fields, variables)
   elif name in ("transformer.TransformerLM", "transformer.Llama"):

@@ -67,6 +67,12 @@ def freeze_labels(params: Any, patterns: tuple[str, ...]) -> Any:
       else "train", params)
 
 
+def lora_labels(params: Any) -> Any:
+  """"train" for LoRA's adapters (`params["lora"]`, train/lora.py), "frozen" for the rest."""
+  return jax.tree_util.tree_map_with_path(
+      lambda p, _: "train" if path_name(p).startswith("lora/") else "frozen", params)
+
+
 def make(optim_config, total_steps: int, keep_zeros: bool = False
          ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Returns (optimizer, schedule). `total_steps` counts micro-batches (train steps). With
@@ -103,7 +109,10 @@ def make(optim_config, total_steps: int, keep_zeros: bool = False
         lambda updates, params: jax.tree.map(
             lambda u, p: jnp.where(p == 0, 0, u) if p.ndim >= 2 else u, updates, params)))
   freeze = tuple(o.get("freeze", ()))
-  if freeze:
+  if int(o.get("lora", {}).get("rank", 0)) > 0:
+    # LoRA (train/lora.py): only the adapters under params["lora"] train
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, lora_labels)
+  elif freeze:
     # frozen parameters get zero updates (and no optimizer state); the chain above, clipping
     # included, sees only the trainable ones
     tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},

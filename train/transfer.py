@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from train import checkpoint, compression, files, optim
+from train import lora as lora_lib
 from train.errors import ConfigError
 
 
@@ -109,6 +110,9 @@ def _source(init_config: Any, model_config: Any) -> tuple[dict[str, Any], int, s
   fmt = init_config.get("format", "strata")
   if fmt == "strata":
     tree, step = checkpoint.load_state_tree(os.path.join(init_config.workdir, files.CHECKPOINTS))
+    lora = checkpoint.read_config(init_config.workdir).get("optim", {}).get("lora", {})
+    if lora_lib.enabled(lora):  # a LoRA run: its adapters folded into its kernels
+      tree = {**tree, "params": lora_lib.merged(tree["params"], lora)}
     return tree, step, init_config.workdir
   from train import published, published_files
   path = init_config.path

@@ -41,6 +41,7 @@ import optax
 
 import data as data_lib
 from train import distill as distill_lib
+from train import lora as lora_lib
 from train import mixing as mixing_lib
 from train import optim
 from train import state as state_lib
@@ -177,6 +178,7 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
   compute = state_lib.compute_dtype(config)
   low = state_lib.in_compute_dtype(model, compute)  # the model computing in `compute`
   mixing = config.supervised.mixup > 0 or config.supervised.cutmix > 0
+  lora = config.optim.get("lora")
   takes_segments = getattr(model, "takes_segments", False)
   num_classes = getattr(model, "num_classes", 0)
   teachers = config.get("distill", {}).get("teachers", ())
@@ -190,9 +192,12 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
                                 batch["inputs"], train=False))
     variables.pop("intermediates", None)
     params = variables.pop("params")
+    if lora_lib.enabled(lora):
+      params = lora_lib.init(params, lora, jax.random.fold_in(params_rng, 1))
     return state_lib.create(params, tx.init(params), model_state=variables)
 
   def apply(state, params, inputs, train: bool, rng=None, segments=None):
+    params = lora_lib.merged(params, lora)  # W + alpha / rank A @ B, where adapters train
     if compute is not None:
       params = state_lib.cast_params(params, compute)
       inputs = state_lib.cast_floating(inputs, compute)

@@ -2,8 +2,8 @@
 
 A streamed text split (`data.seq_len` = L > 0 with `data.in_memory` False, or "auto" past the
 size limit) is a sequence of documents, one record each (`data.input_key`, default `text`),
-tokenised as bytes (token id = byte value; no vocabulary file). An epoch concatenates the
-documents in a seeded order (`default_rng([seed, e])`; stored order for
+tokenised as bytes (token id = byte value; no vocabulary file) or by `data.tokenizer`. An epoch
+concatenates the documents in a seeded order (`default_rng([seed, e])`; stored order for
 `sampler="sequential"`) into one virtual token stream and cuts it into windows of L inputs
 and L next-token targets, `inputs = s[kL:kL+L]`, `label = s[kL+1:kL+L+1]`, visited in a seeded
 order. A target in another document than its input is masked, so no window crosses a document
@@ -37,16 +37,18 @@ def tokens(text: Any) -> np.ndarray:
   return np.frombuffer(bytes(text), np.uint8)
 
 
-def document_lengths(source: Any, key: str, cache_path: str | None) -> np.ndarray:
-  """Tokens per document (N,) int64, from `cache_path` if it holds them, else one pass over
-  `source` (written to `cache_path` atomically)."""
+def document_lengths(source: Any, key: str, cache_path: str | None,
+                     encode: Any = None) -> np.ndarray:
+  """Tokens per document (N,) int64 (`encode`: a tokenizer's, default bytes), from `cache_path`
+  if it holds them, else one pass over `source` (written to `cache_path` atomically)."""
+  encode = encode or tokens
   if cache_path and os.path.exists(cache_path):
     return np.load(cache_path)
   n, chunk = len(source), 1024
   out = np.zeros(n, np.int64)
   for lo in range(0, n, chunk):
     records = sources.read_records(source, range(lo, min(lo + chunk, n)))
-    out[lo:lo + len(records)] = [len(tokens(r[key])) for r in records]
+    out[lo:lo + len(records)] = [len(encode(r[key])) for r in records]
   if cache_path:
     os.makedirs(os.path.dirname(cache_path), exist_ok=True)
     tmp = f"{cache_path}.{os.getpid()}.tmp.npy"
@@ -60,8 +62,9 @@ class _Documents:
 
   labels = None
 
-  def __init__(self, source: Any, key: str, lengths: np.ndarray):
+  def __init__(self, source: Any, key: str, lengths: np.ndarray, encode: Any = None):
     self.source, self.key, self.lengths = source, key, lengths
+    self.encode = encode or tokens  # a tokenizer's (data/tokenizer.py), default bytes
 
   def __len__(self) -> int:
     return len(self.lengths)
@@ -69,7 +72,7 @@ class _Documents:
   def read(self, ids: np.ndarray) -> dict[int, np.ndarray]:
     keys = sorted({int(i) for i in ids})
     records = sources.read_records(self.source, keys)
-    return {k: tokens(r[self.key]) for k, r in zip(keys, records)}
+    return {k: self.encode(r[self.key]) for k, r in zip(keys, records)}
 
 
 def _pack(docs: _Documents, order: np.ndarray, ends: np.ndarray, starts: np.ndarray,

@@ -1,6 +1,7 @@
 """Next-token windows of a text source (`data.seq_len` = L > 0). A streamed split packs its
-documents into windows (`data/packing.py`); a split in memory is one token stream (bytes), cut
-into windows `inputs = stream[o:o+L]`, `label = stream[o+1:o+L+1]`, `mask` (B, L).
+documents into windows (`data/packing.py`); a split in memory is one token stream (bytes, or
+the ids of `data.tokenizer`, `data/tokenizer.py`), cut into windows `inputs = stream[o:o+L]`,
+`label = stream[o+1:o+L+1]`, `mask` (B, L).
 
 Training epoch `e` starts its windows at a random phase in [0, L) drawn from
 `default_rng([seed, e])` and visits them in a seeded permutation (or in order, with
@@ -10,6 +11,7 @@ scored exactly once; the tail is masked.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from data import packing, sources
+from data import tokenizer as tokenizer_lib
 from data.batches import Batch, EvalBatches, TrainBatches
 
 
@@ -83,6 +86,22 @@ class TextEvalBatches(EvalBatches):
                     (targets < len(self._stream)) & (mask[:, None] > 0))
 
 
+def token_stream(data_config: Any, split: str) -> np.ndarray:
+  """A split in memory as one token stream: its bytes (uint8) for `data.tokenizer="bytes"`, else
+  the split's text encoded by the tokenizer as one (int32; `data/tokenizer.py`)."""
+  text = sources.load_text(data_config, split)
+  tok = tokenizer_lib.get(data_config.get("tokenizer", "bytes"))
+  if tok.fingerprint == "bytes":
+    return text
+  return _encoded(tok, data_config.source, split, text.tobytes())
+
+
+@functools.lru_cache(maxsize=8)
+def _encoded(tok: Any, source: str, split: str, text: bytes) -> np.ndarray:
+  del source, split  # part of the cache key only
+  return tok.encode(text)
+
+
 def build(data_config: Any, split: str, streaming: bool, *, train: bool, seed: int,
           num_batches: int, global_batch: int, process_index: int, process_count: int
           ) -> tuple[Any, int, int]:
@@ -98,10 +117,13 @@ def build(data_config: Any, split: str, streaming: bool, *, train: bool, seed: i
   if streaming:
     info = sources.source_info(data_config)
     source = sources.open_split(data_config, split)
-    digest = hashlib.sha256(f"{info.fingerprint}/{split}".encode()).hexdigest()[:16]
+    tok = tokenizer_lib.get(data_config.get("tokenizer", "bytes"))
+    salt = "" if tok.fingerprint == "bytes" else f"/{tok.fingerprint}"
+    digest = hashlib.sha256(f"{info.fingerprint}/{split}{salt}".encode()).hexdigest()[:16]
     cache = os.path.join(info.data_dir, f"strata-document-lengths-{digest}.npy")
     docs = packing._Documents(source, info.input_key,
-                              packing.document_lengths(source, info.input_key, cache))
+                              packing.document_lengths(source, info.input_key, cache, tok.encode),
+                              tok.encode)
     tokens = int(docs.lengths.sum())
     if train:
       ds = packing.PackedTrainBatches(docs, seq_len, seed=seed, sampler=data_config.sampler,
@@ -109,7 +131,7 @@ def build(data_config: Any, split: str, streaming: bool, *, train: bool, seed: i
     else:
       ds = packing.PackedEvalBatches(docs, seq_len, **common)
   else:
-    stream = sources.load_text(data_config, split)
+    stream = token_stream(data_config, split)
     tokens = len(stream)
     if train:
       ds = TextTrainBatches(stream, seq_len, seed=seed, sampler=data_config.sampler,

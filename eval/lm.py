@@ -2,10 +2,12 @@
 
   python -m eval.lm --workdir runs/charlm_transformer --workdir runs/charlm_lstm --split test
 
-prints, for each workdir, the bits per token (bits per character for byte-level text) of its
-newest checkpoint on `--split`, with every next-token target of the split scored once (the
+prints, for each workdir, the bits per token (bits per character for byte-level text) and per
+byte (comparable across `data.tokenizer`s: bits per token x target tokens / their UTF-8 bytes)
+of its newest checkpoint on `--split`, with every next-token target of the split scored once (the
 windows of `data.pipeline.TextEvalBatches`), and, first, a bigram model fitted on the same
-train split: P(b | a) = (C(a, b) + alpha) / (C(a) + alpha V), alpha chosen on the validation split.
+train split: P(b | a) = (C(a, b) + alpha) / (C(a) + alpha V), alpha chosen on the validation split
+(over the first run's tokens; left out past a vocabulary of 4,096).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import ml_collections as mlc
 import numpy as np
 from absl import flags
 
-import data as data_lib
+from data import text as data_text
+from data import tokenizer as data_tokenizer
 from eval import restore
 from train import checkpoint, cli, evaluators
 
@@ -58,28 +61,45 @@ def workdir_metrics(workdir: str, split: str) -> tuple[dict[str, float], int, in
 FLAGS = flags.FLAGS
 
 
+def bytes_per_target(data_config: Any, split: str) -> tuple[int, int]:
+  """(target tokens, their UTF-8 bytes) of `split` under the run's `data.tokenizer`: every token
+  but the first is a target once, so bits per byte = bits per token x tokens / bytes."""
+  stream = data_text.token_stream(data_config, split)
+  tok = data_tokenizer.get(data_config.get("tokenizer", "bytes"))
+  return len(stream) - 1, int(tok.bytes_of(stream[1:]).sum())
+
+
+BIGRAM_VOCAB_LIMIT = 4096  # the (V, V) table: 128 MB of float64 at this size
+
+
 def main(argv: list[str]) -> None:
-  rows: list[tuple[str, Any, Any, float]] = []
+  rows: list[tuple[str, Any, Any, float, float]] = []
   first = checkpoint.read_config(FLAGS.workdir[0])
   data_config = mlc.ConfigDict(first["data"])
   if data_config.seq_len <= 0:
     raise ValueError(f"--workdir={FLAGS.workdir[0]} is not a language model run "
                      f"(data.seq_len={data_config.seq_len})")
-  train = data_lib.load_text(data_config, data_config.train_split)
-  valid = data_lib.load_text(data_config, "validation")
-  held = data_lib.load_text(data_config, FLAGS.split)
+  train = data_text.token_stream(data_config, data_config.train_split)
+  valid = data_text.token_stream(data_config, "validation")
+  held = data_text.token_stream(data_config, FLAGS.split)
   vocab = int(first["model"].get("vocab_size") or max(train.max(), valid.max(), held.max()) + 1)
-  counts, alpha = fit_bigram(train, valid, vocab)
-  rows.append((f"bigram, add-{alpha:.3g} (fitted on {data_config.train_split})", "-",
-               vocab * vocab, bigram_bits(counts, held, alpha)))
+  tokens, nbytes = bytes_per_target(data_config, FLAGS.split)
+  if vocab <= BIGRAM_VOCAB_LIMIT:
+    counts, alpha = fit_bigram(train, valid, vocab)
+    bits = bigram_bits(counts, held, alpha)
+    rows.append((f"bigram, add-{alpha:.3g} (fitted on {data_config.train_split})", "-",
+                 vocab * vocab, bits, bits * tokens / nbytes))
   for w in FLAGS.workdir:
     metrics, step, params = workdir_metrics(w, FLAGS.split)
-    rows.append((w, step, params, metrics["bits_per_token"]))
-  print(f"| model | step | parameters | {FLAGS.split} bits per token |")
-  print("|---|---|---|---|")
-  for name, step, params, bits in rows:
-    print(f"| {name} | {step} | {params:,} | {bits:.4f} |" if math.isfinite(bits) else
-          f"| {name} | {step} | {params} | {bits} |")
+    tokens, nbytes = bytes_per_target(mlc.ConfigDict(checkpoint.read_config(w)["data"]),
+                                      FLAGS.split)
+    bits = metrics["bits_per_token"]
+    rows.append((w, step, params, bits, bits * tokens / nbytes))
+  print(f"| model | step | parameters | {FLAGS.split} bits per token | bits per byte |")
+  print("|---|---|---|---|---|")
+  for name, step, params, bits, per_byte in rows:
+    print(f"| {name} | {step} | {params:,} | {bits:.4f} | {per_byte:.4f} |"
+          if math.isfinite(bits) else f"| {name} | {step} | {params} | {bits} | {per_byte} |")
 
 
 def define_flags() -> None:

@@ -64,6 +64,7 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.data.batch_size = 100                           # global, across processes
   c.data.eval_batch_size = 500
   c.data.seq_len = 0                                # text sources: next-token windows of this
+  c.data.tokenizer = "bytes"                        # text: bytes|hf:FILE|sentencepiece:FILE
   c.data.normalize = "none"                         # none|global|per_channel|per_feature|unit
   c.data.binarize = False                           # after normalize="unit": x >= 0.5 -> 1
   c.data.keep_classes = ()                          # only these labels, in every split; () = all

@@ -13,6 +13,7 @@ from data import label_noise as data_label_noise
 from data import pipeline as data_pipeline
 from data import preprocess as data_preprocess
 from data import synthetic as data_synthetic
+from data import tokenizer as data_tokenizer
 from data import transforms as data_transforms
 from train import evaluators, field_use, files, paradigms
 from train.errors import ConfigError, check_choice, check_positive
@@ -91,6 +92,8 @@ def _validate(config: mlc.ConfigDict) -> None:
         re.compile(pattern)
       except re.error as e:
         raise ConfigError(f"{field} pattern {pattern!r} is not a regular expression ({e})")
+  if d.get("tokenizer", "bytes") != "bytes":  # a bad spec or file: one line, before any work
+    data_tokenizer.get(d.tokenizer)
   _check_init_from(config.get("init_from", {}))
   _check_lora(config)
   prune = config.get("init_from", {}).get("prune", 0.0)

@@ -55,19 +55,23 @@ from train import config as config_lib
 from train import lora as lora_lib
 from train.errors import ConfigError
 
-_FORMAT = flags.DEFINE_enum("format", None, published.FORMATS, "the checkpoint's layout")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "the published checkpoint file to convert")
-_OUT = flags.DEFINE_string("out", None, "the new strata workdir (must not exist)")
-_MODEL = flags.DEFINE_string("model", "", "the reference library's model name (--check; a "
-                             "timm ViT's heads)")
-_NUM_HEADS = flags.DEFINE_integer("num_heads", 0, "a ViT's attention heads (0: from --model, "
-                                  "else width / 64)")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 0, "the images' side: a ViT's position "
-                                   "embeddings are resampled to it (0: the checkpoint's; a "
-                                   "ResNet's --check uses 224)")
-_CHECK = flags.DEFINE_bool("check", False, "compare with the reference library's model")
-_WORKDIR = flags.DEFINE_string("workdir", None, "--export: the strata workdir to export")
-_EXPORT = flags.DEFINE_string("export", None, "--export: the state dict file to write")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program, so modules import together)."""
+  flags.DEFINE_enum("format", None, published.FORMATS, "the checkpoint's layout")
+  flags.DEFINE_string("checkpoint", None, "the published checkpoint file to convert")
+  flags.DEFINE_string("out", None, "the new strata workdir (must not exist)")
+  flags.DEFINE_string("model", "", "the reference library's model name (--check; a timm ViT's "
+                      "heads)")
+  flags.DEFINE_integer("num_heads", 0, "attention heads (0: from the folder's config.json or "
+                       "--model, else width / 64)")
+  flags.DEFINE_integer("image_size", 0, "the images' side: a ViT's position embeddings are "
+                       "resampled to it (0: the checkpoint's; a ResNet's --check uses 224)")
+  flags.DEFINE_bool("check", False, "compare with the reference library's model")
+  flags.DEFINE_string("workdir", None, "--export: the strata workdir to export")
+  flags.DEFINE_string("export", None, "--export: the state dict file to write")
 
 
 def write_workdir(out: str, converted: Converted, record: dict[str, Any]) -> None:
@@ -102,18 +106,18 @@ def write_workdir(out: str, converted: Converted, record: dict[str, Any]) -> Non
 
 
 def _num_heads() -> int:
-  if _NUM_HEADS.value:
-    return _NUM_HEADS.value
-  if _FORMAT.value == "hf":
-    config = published_files.read_folder_config(_CHECKPOINT.value)
+  if FLAGS.num_heads:
+    return FLAGS.num_heads
+  if FLAGS.format == "hf":
+    config = published_files.read_folder_config(FLAGS.checkpoint)
     return int(config.get("n_head", config.get("num_attention_heads", 0)))
-  if _FORMAT.value != "timm" or not _MODEL.value:
+  if FLAGS.format != "timm" or not FLAGS.model:
     return 0
   try:
     timm = reference.import_timm()
   except ImportError:
     return 0
-  return int(timm.create_model(_MODEL.value, pretrained=False).blocks[0].attn.num_heads)
+  return int(timm.create_model(FLAGS.model, pretrained=False).blocks[0].attn.num_heads)
 
 
 def export(workdir: str, out: str) -> None:
@@ -147,39 +151,40 @@ def export(workdir: str, out: str) -> None:
 
 def main(argv: list[str]) -> None:
   del argv
-  if _EXPORT.value or _WORKDIR.value:
-    if not (_EXPORT.value and _WORKDIR.value):
+  if FLAGS.export or FLAGS.workdir:
+    if not (FLAGS.export and FLAGS.workdir):
       raise ConfigError("--export FILE and --workdir DIR go together: the workdir to export "
                         "and the file to write")
-    return export(_WORKDIR.value, _EXPORT.value)
-  for flag in (_FORMAT, _CHECKPOINT, _OUT):
-    if flag.value is None:
-      raise ConfigError(f"--{flag.name} is required (or --workdir and --export to export)")
-  if _CHECK.value and not _MODEL.value and _FORMAT.value != "hf":
+    return export(FLAGS.workdir, FLAGS.export)
+  for name in ("format", "checkpoint", "out"):
+    if FLAGS[name].value is None:
+      raise ConfigError(f"--{name} is required (or --workdir and --export to export)")
+  if FLAGS.check and not FLAGS.model and FLAGS.format != "hf":
     raise ConfigError("--check needs --model, the reference library's model name (e.g. "
                       "resnet50, vit_small_patch16_224)")
-  if os.path.exists(_OUT.value):
-    raise ConfigError(f"--out={_OUT.value} exists; converting writes a new workdir and "
+  if os.path.exists(FLAGS.out):
+    raise ConfigError(f"--out={FLAGS.out} exists; converting writes a new workdir and "
                       "overwrites nothing: choose another --out or remove it")
-  state = published_files.read_state(_CHECKPOINT.value)
-  converted = published.convert(_FORMAT.value, state, _num_heads(), _IMAGE_SIZE.value,
-                      f"--checkpoint={_CHECKPOINT.value}",
-                      published_files.read_folder_config(_CHECKPOINT.value))
-  digest = published_files.digest(_CHECKPOINT.value)
-  record: dict[str, Any] = {"format": _FORMAT.value, "checkpoint": os.path.abspath(
-      _CHECKPOINT.value), "sha256": digest, "reference_model": _MODEL.value,
+  state = published_files.read_state(FLAGS.checkpoint)
+  converted = published.convert(FLAGS.format, state, _num_heads(), FLAGS.image_size,
+                      f"--checkpoint={FLAGS.checkpoint}",
+                      published_files.read_folder_config(FLAGS.checkpoint))
+  digest = published_files.digest(FLAGS.checkpoint)
+  record: dict[str, Any] = {"format": FLAGS.format, "checkpoint": os.path.abspath(
+      FLAGS.checkpoint), "sha256": digest, "reference_model": FLAGS.model,
       "model": converted.model, "tensors": len(state)}
-  if _CHECK.value:
-    record["check"] = published.check(_FORMAT.value, _MODEL.value, converted, state)
-    name = f"{_FORMAT.value}'s {_MODEL.value}" if _MODEL.value else "transformers' model"
+  if FLAGS.check:
+    record["check"] = published.check(FLAGS.format, FLAGS.model, converted, state)
+    name = f"{FLAGS.format}'s {FLAGS.model}" if FLAGS.model else "transformers' model"
     print(f"check against {name}: max |logit difference| "
           f"{record['check']['max_abs_difference']:.3g} (largest |logit| "
           f"{record['check']['max_abs_logit']:.3g})")
-  write_workdir(_OUT.value, converted, record)
-  print(f"wrote {_OUT.value}: model {converted.model['name']} "
+  write_workdir(FLAGS.out, converted, record)
+  print(f"wrote {FLAGS.out}: model {converted.model['name']} "
         f"({sum(int(np.size(v)) for v in jax.tree.leaves(converted.variables['params'])):,} "
         "parameters)")
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

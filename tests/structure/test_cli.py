@@ -131,6 +131,7 @@ def _usage_errors(tmp: str) -> dict[str, list[str]]:
       "convert": ["train.convert", "--format", "timm", "--out", f"{tmp}/converted"],
       "suffix": ["train.convert", "--format", "timm", "--checkpoint", "README.md", "--out",
                  f"{tmp}/converted"],
+      "tokenizer": ["train.tokenizer", "--vocab_size", "100", "--out", f"{tmp}/tok.json"],
   }
 
 
@@ -178,6 +179,7 @@ def test_train_names_the_mistyped_field_and_the_one_meant(forked):
       "slice": (2, "--topology='v5e-12': 12 chips is not a power of two"),
       "convert": (2, "--checkpoint is required"),
       "suffix": (2, "--checkpoint='README.md': unknown suffix '.md'"),
+      "tokenizer": (2, "--vocab_size=100; expected more than the 256 bytes"),
   }
   # every usage or config error is status 2 (the contract in docs/guide.md)
   for key, (status, text) in expected.items():

@@ -40,6 +40,7 @@ import numpy as np
 import optax
 
 import data as data_lib
+from data import text as data_text
 from train import distill as distill_lib
 from train import lora as lora_lib
 from train import mixing as mixing_lib
@@ -115,7 +116,7 @@ def _check_model_tokens(config: Any, model) -> None:
       stream = data_lib.build_pipeline(config.data, split, train=False, seed=0).dataset[0][
           "label"]
     else:
-      stream = data_lib.load_text(config.data, split)
+      stream = data_text.token_stream(config.data, split)  # bytes, or data.tokenizer's ids
     top = int(stream.max()) if len(stream) else 0
     for field, size in (("vocab_size", vocab), ("num_classes", getattr(model, "num_classes",
                                                                        vocab))):

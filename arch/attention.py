@@ -56,6 +56,8 @@ def rotary_frequencies(h: int, base: float = 10000.0, scaling: tuple[float, ...]
   rescaling: wavelengths longer than original_context / low_freq_factor slowed by `factor`,
   shorter than original_context / high_freq_factor kept, those between interpolated
   (transformers' `_compute_llama3_parameters`)."""
+  if not scaling:  # float32 arithmetic, as before the scaling existed (the same angles)
+    return base ** (-np.arange(0, h, 2, dtype=np.float32) / h)
   inv = base ** (-np.arange(0, h, 2, dtype=np.float64) / h)
   if scaling:
     factor, low, high, context = scaling

@@ -26,7 +26,8 @@ absolute logit difference beside the largest logit.
 `--export FILE.{safetensors,pth}` goes the other way: `--workdir`'s model as the layout's state
 dict, which the reference library's `load_state_dict` takes (a ViT to a `.npz`: big_vision's
 layout); a decoder LM's `--export DIR` is a Hugging Face GPT-2 or Llama folder that
-`from_pretrained` loads (refused in one line for a model the layout cannot hold).
+`from_pretrained` loads (a scanned model's blocks unstacked first; refused in one line for a
+model the layout cannot hold).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import numpy as np
 from absl import flags
 
 import arch
+from arch import scan
 from arch.published import (
   big_vision_layout,
   hf_layout,
@@ -127,6 +129,8 @@ def export(workdir: str, out: str) -> None:
   fields = {"name": name, **{f: getattr(model, f) for f in arch.fields(arch.REGISTRY[name])}}
   lora = config.get("optim", {}).get("lora", {})
   params = lora_lib.merged(tree["params"], lora) if lora_lib.enabled(lora) else tree["params"]
+  if fields.get("scan_layers"):  # the published layouts number their blocks: unstack them
+    params, fields = scan.unstack_blocks(params), {**fields, "scan_layers": False}
   variables = {"params": params, **(tree.get("model_state") or {})}
   if name.startswith("cnn.ResNet"):
     state = torchvision_layout.to_torchvision(fields, variables)

@@ -148,7 +148,7 @@ def write_state(path: str, state: Mapping[str, np.ndarray]) -> None:
     raise ConfigError(f"--out={path!r}: unknown suffix {suffix!r}; expected one of "
                       f"{list(SUFFIXES)}")
   tmp = f"{path}.tmp-{os.getpid()}{suffix}"
-  arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
+  arrays = {k: np.array(v, order="C") for k, v in state.items()}  # writable copies for torch
   if suffix == ".npz":
     np.savez(tmp, **arrays)
   else:

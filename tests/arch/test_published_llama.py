@@ -7,6 +7,7 @@ with the same logits."""
 
 import importlib.util
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -90,3 +91,31 @@ def test_llama_variants_strata_cannot_build_are_one_line():
             "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}}
   with pytest.raises(hf_llama.L.ConversionError, match="rope_type='yarn'"):
     hf_llama.llama({k: v for k, v in state.items() if not k.endswith("bias")}, config)
+
+
+def test_a_converted_llama_runs_scanned_and_exports_from_its_scanned_layers(tmp_path):
+  """A converted (unrolled) Llama initialises the same model with `scan_layers=True`
+  (`train.transfer.same_layout`): the same logits; and a scanned model's parameters unstacked
+  (as `train.convert --export` does) export to the same folder contents."""
+  from arch import scan
+  from train import transfer
+  module = llama("gqa_untied")
+  module.save_pretrained(str(tmp_path / "hf"))
+  converted = hf_llama.llama(published_files.read_state(str(tmp_path / "hf")),
+                             published_files.read_folder_config(str(tmp_path / "hf")))
+  scanned_model = arch.build({**converted.model, "scan_layers": True})
+  tokens = jnp.asarray(np.random.default_rng(2).integers(0, 60, (2, 12)))
+  target = scanned_model.init(jax.random.key(0), tokens)["params"]
+  params, copied = transfer.merge(target, transfer.same_layout(converted.variables["params"],
+                                                               target), (), "parameter")
+  assert len(copied) == len(jax.tree.leaves(target))
+  np.testing.assert_allclose(scanned_model.apply({"params": params}, tokens),
+                             model_logits(converted, tokens), rtol=1e-5, atol=1e-5)
+  state, _ = hf_llama.to_hf(converted.model, {"params": scan.unstack_blocks(params)})
+  plain, _ = hf_llama.to_hf(converted.model, converted.variables)
+  for k in plain:
+    np.testing.assert_array_equal(state[k], plain[k], err_msg=k)
+
+
+def model_logits(converted, tokens):
+  return arch.build(converted.model).apply(converted.variables, tokens)

@@ -92,6 +92,26 @@ def _lm(model: str, topology: str, layout: str, scan: bool = True, depth: int = 
              spec="experiments/charlm_transformer.py", overrides=overrides, slices=slices)
 
 
+# Llama 3.2 1B's shape (Meta's config.json: width 2048, 16 blocks of 32 heads with 8 key/value
+# heads, SwiGLU 8192, vocabulary 128,256, tied embeddings, rotary base 500,000) as
+# `transformer.Llama`, the LM rows' batch, context, precision and recomputation.
+LLAMA_1B = dict(vocab_size=128256, width=2048, depth=16, num_heads=32, num_kv_heads=8,
+                mlp_dim=8192, tie_embeddings=True, rope_base=500000.0)
+
+
+def _llama(topology: str, layout: str) -> Row:
+  """A row of the modern decoder at Llama 3.2 1B's shape (`LLAMA_1B`)."""
+  chips = CHIPS[topology]
+  mesh = {"fsdp": (("mesh.fsdp", chips),),
+          "fsdp+tp": (("mesh.fsdp", chips // 4), ("mesh.tensor", 4))}[layout]
+  overrides = (*((f"model.{k}", v) for k, v in LLAMA_1B.items()), ("model.max_len", 1024),
+               ("model.scan_layers", True), ("model.remat_policy", "nothing_saveable"),
+               ("data.seq_len", 1024), ("data.batch_size", 16 * chips),
+               ("data.eval_batch_size", 16 * chips), ("train.precision", "bfloat16"), *mesh)
+  return Row("lm", f"llama3.2-1b {layout}", topology, spec="experiments/charlm_llama.py",
+             overrides=overrides)
+
+
 RESNET50 = "experiments/imagenet_resnet50.py"
 VIT_S16 = "experiments/imagenet_vit_s16.py"
 VIT_B16 = (("model.name", "transformer.ViTB16"),)  # the ViT-S/16 recipe at the B size
@@ -109,6 +129,7 @@ ROWS = (
     *(_lm(m, t, layout) for m in LMS for t in CHIPS
       for layout in ("fsdp", "fsdp+tp", "fsdp+tp+sp")),
     *(_lm("lm124m", "v5e-16", layout, scan=False) for layout in ("fsdp", "fsdp+tp")),
+    *(_llama(t, layout) for t in ("v5e-16", "v5p-128") for layout in ("fsdp", "fsdp+tp")),
     # compile time and memory against depth, scanned and unrolled (124M's blocks, v5e-16, FSDP)
     *(_lm("lm124m", "v5e-16", "fsdp", scan=scan, depth=d) for d in (6, 24, 48)
       for scan in (True, False)),

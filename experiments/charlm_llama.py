@@ -12,8 +12,11 @@ from experiments.recipes.charlm import ARGS, SEQ_LEN, VOCAB, experiment  # noqa:
 
 
 def get_config(arg: str | None = None):
+  # the preset's defaults named, so that a command line can set them (docs/pod_table.md
+  # compiles Llama 3.2 1B's shape from this file for a TPU slice)
   model = dict(name="transformer.Llama", vocab_size=VOCAB, width=96, depth=3, num_heads=4,
-               num_kv_heads=2, mlp_dim=306, max_len=SEQ_LEN, scan_layers=False, remat_policy="")
+               num_kv_heads=2, mlp_dim=306, max_len=SEQ_LEN, scan_layers=False, remat_policy="",
+               tie_embeddings=False, rope_base=10000.0)
   return experiment("charlm_llama", model, arg,
                     tiny_model=dict(width=16, depth=1, num_heads=2, num_kv_heads=1, mlp_dim=32,
                                     max_len=16))

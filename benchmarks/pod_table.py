@@ -102,8 +102,8 @@ LLAMA_1B = dict(vocab_size=128256, width=2048, depth=16, num_heads=32, num_kv_he
 def _llama(topology: str, layout: str) -> Row:
   """A row of the modern decoder at Llama 3.2 1B's shape (`LLAMA_1B`)."""
   chips = CHIPS[topology]
-  mesh = {"fsdp": (("mesh.fsdp", chips),),
-          "fsdp+tp": (("mesh.fsdp", chips // 4), ("mesh.tensor", 4))}[layout]
+  mesh = {"fsdp": (("mesh.data", 1), ("mesh.fsdp", chips)),
+          "fsdp+tp": (("mesh.data", 1), ("mesh.fsdp", chips // 4), ("mesh.tensor", 4))}[layout]
   overrides = (*((f"model.{k}", v) for k, v in LLAMA_1B.items()), ("model.max_len", 1024),
                ("model.scan_layers", True), ("model.remat_policy", "nothing_saveable"),
                ("data.seq_len", 1024), ("data.batch_size", 16 * chips),

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from arch.attention import sincos2d
 from arch.common import check_choice, constrain_batch, constrain_sequence
-from arch.transformer_stack import GELUS, INITS, MLPS, NORMS, Stack
+from arch.transformer_stack import GELUS, INITS, MLPS, NORMS, Stack, block_fields
 
 POSITIONS = ("learned", "sinusoidal", "rotary", "none")
 CLASSIFIER_POSITIONS = POSITIONS + ("sincos2d",)
@@ -173,11 +173,9 @@ class TransformerClassifier(nn.Module):
       valid = jnp.concatenate([jnp.ones((batch, 1), bool), valid], axis=1)
     mask = valid[:, None, None, :]                                   # keys that may be attended
     stack_positions = "none" if self.positions == "sincos2d" else self.positions
-    x = Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len + 1, stack_positions,
-               self.dropout, self.dtype, self.param_dtype, self.remat, self.dense_init,
-               self.remat_policy, self.scan_layers, self.attention_logits, self.gelu,
-               self.norm_epsilon, name="encoder")(
-                   x, mask, causal=self.causal, train=train)
+    x = Stack(self.depth, self.max_len + 1, stack_positions, block_fields(self), self.remat,
+              self.remat_policy, self.scan_layers, name="encoder")(
+                  x, mask, causal=self.causal, train=train)
     if self.pool == "cls":
       feats = x[:, 0]
     elif self.pool == "last":
@@ -281,14 +279,9 @@ class TransformerLM(nn.Module):
     if segments is not None:
       mask = segments[:, None, :, None] == segments[:, None, None, :]   # (B, 1, T, T)
       positions = segment_positions(segments)
-    x = Stack(self.depth, self.num_heads, self.mlp_dim, self.max_len, self.positions,
-               self.dropout, self.dtype, self.param_dtype, self.remat,
-               remat_policy=self.remat_policy, scan_layers=self.scan_layers,
-               attention_logits=self.attention_logits, gelu=self.gelu,
-               norm_epsilon=self.norm_epsilon, norm=self.norm, mlp=self.mlp,
-               num_kv_heads=self.num_kv_heads, use_bias=self.use_bias, rope_base=self.rope_base,
-               rope_scaling=tuple(self.rope_scaling), name="decoder")(
-                   x, mask, causal=True, decode=decode, train=train, positions=positions)
+    x = Stack(self.depth, self.max_len, self.positions, block_fields(self), self.remat,
+              self.remat_policy, self.scan_layers, name="decoder")(
+                  x, mask, causal=True, decode=decode, train=train, positions=positions)
     # vocabulary-parallel under tensor parallelism (train.parallel.VOCAB_RULE splits the head's
     # columns): each device of a tensor group computes its share of the logits, not all of them
     x = constrain_sequence(x, split=False)

@@ -11,6 +11,7 @@ grouped-query attention (`num_kv_heads`), no biases (`use_bias`), the rotary bas
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -58,16 +59,15 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x, mask=None, causal=False, decode=False, train=False, positions=None):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    norm = functools.partial(nn.RMSNorm if self.norm == "rms" else nn.LayerNorm, **kw,
-                             epsilon=self.norm_epsilon)
-    dense = functools.partial(nn.Dense, **kw, **_dense_inits(self.dense_init),
-                              use_bias=self.use_bias)
+    inits = _dense_inits(self.dense_init)
+    norm = functools.partial(_norm(self.norm), **kw, epsilon=self.norm_epsilon)
+    dense = functools.partial(nn.Dense, **kw, **inits, use_bias=self.use_bias)
     x = constrain_sequence(x, split=True)
     h = constrain_sequence(norm(name="ln_attn")(x), split=False)
     h = MultiHeadAttention(self.num_heads, rotary=self.rotary, rope_base=self.rope_base,
                            rope_scaling=tuple(self.rope_scaling),
                            dropout=self.dropout, **kw,
-                           kernel_init=_dense_inits(self.dense_init).get("kernel_init"),
+                           kernel_init=inits.get("kernel_init"),
                            attention_logits=self.attention_logits,
                            num_kv_heads=self.num_kv_heads, use_bias=self.use_bias, name="attn")(
                                h, mask, causal=causal, positions=positions, decode=decode,
@@ -104,37 +104,42 @@ class _ScanStep(nn.Module):
     return x, None
 
 
+BLOCK_FIELDS = tuple(f.name for f in dataclasses.fields(Block)
+                     if f.init and f.name not in ("parent", "name", "rotary"))
+_BLOCK_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Block)
+                   if f.name in BLOCK_FIELDS and f.default is not dataclasses.MISSING}
+
+
+def block_fields(model: nn.Module) -> dict[str, Any]:
+  """The `Block` fields a model has of its own (`BLOCK_FIELDS`), by name, for `Stack`: a model
+  declares a block option once, as a field of its own, and it reaches every block."""
+  return {f: getattr(model, f) for f in BLOCK_FIELDS if hasattr(model, f)}
+
+
+def _norm(kind: str) -> Any:
+  return nn.RMSNorm if kind == "rms" else nn.LayerNorm
+
+
 class Stack(nn.Module):
   """Positions + `depth` blocks + final LayerNorm, shared by the classifier and the LM.
-  `scan_layers`: the blocks as one `nn.scan` over stacked parameters (`blocks/block`, a leading
-  axis of `depth`), compiled once instead of `depth` times (`arch.scan.stack_blocks` converts)."""
+  `block`: the blocks' `Block` fields but `rotary`, which `positions` decides (`block_fields`;
+  the rest keep Block's defaults). `scan_layers`: the blocks as one `nn.scan` over stacked
+  parameters (`blocks/block`, a leading axis of `depth`), compiled once instead of `depth` times
+  (`arch.scan.stack_blocks` converts)."""
 
   depth: int
-  num_heads: int
-  mlp_dim: int
   max_len: int
   positions: str
-  dropout: float
-  dtype: Any
-  param_dtype: Any
+  block: dict[str, Any]
   remat: bool = False
-  dense_init: str = "lecun_normal"
   remat_policy: str = ""
   scan_layers: bool = False
-  attention_logits: str = "float32"
-  gelu: str = "tanh"
-  norm_epsilon: float = 1e-6
-  norm: str = "layer"
-  mlp: str = "gelu"
-  num_kv_heads: int = 0
-  use_bias: bool = True
-  rope_base: float = 10000.0
-  rope_scaling: tuple[float, ...] = ()
 
   @nn.compact
   def __call__(self, x, mask=None, *, causal=False, decode=False, train=False, positions=None):
     """`positions` (B, T) int: each token's position (packed documents restart at 0); by
     default 0..T-1, continued from the cache when decoding."""
+    fields = {**_BLOCK_DEFAULTS, **self.block, "rotary": self.positions == "rotary"}
     steps, width = x.shape[1], x.shape[2]
     offset = jnp.zeros((), jnp.int32)
     if decode and self.positions in ("learned", "sinusoidal"):
@@ -147,21 +152,14 @@ class Stack(nn.Module):
     index = (offset + jnp.arange(steps))[None] if positions is None else positions  # (1|B, T)
     if self.positions == "learned":
       table = self.param("position_embedding", nn.initializers.normal(0.02),
-                         (self.max_len, width), self.param_dtype)
+                         (self.max_len, width), fields["param_dtype"])
       x = x + jnp.take(table, index, axis=0).astype(x.dtype)
     elif self.positions == "sinusoidal":
       x = x + sinusoidal(index, width).astype(x.dtype)
-    if self.dropout > 0:
-      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    if fields["dropout"] > 0:
+      x = nn.Dropout(fields["dropout"], deterministic=not train)(x)
     block = maybe_remat(Block, self.remat, static_argnums=(3, 4, 5),  # causal, decode, train
                         policy=self.remat_policy)
-    fields = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout,
-                  rotary=self.positions == "rotary", dtype=self.dtype,
-                  param_dtype=self.param_dtype, dense_init=self.dense_init,
-                  attention_logits=self.attention_logits, gelu=self.gelu,
-                  norm_epsilon=self.norm_epsilon, norm=self.norm, mlp=self.mlp,
-                  num_kv_heads=self.num_kv_heads, use_bias=self.use_bias,
-                  rope_base=self.rope_base, rope_scaling=tuple(self.rope_scaling))
     if self.scan_layers:
       scanned = nn.scan(_ScanStep, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
                         split_rngs={"params": True, "dropout": True},
@@ -170,6 +168,5 @@ class Stack(nn.Module):
     else:
       for i in range(self.depth):
         x = block(**fields, name=f"block{i}")(x, mask, causal, decode, train, positions)
-    norm = nn.RMSNorm if self.norm == "rms" else nn.LayerNorm
-    return norm(dtype=self.dtype, param_dtype=self.param_dtype, epsilon=self.norm_epsilon,
-                name="ln_final")(x)
+    return _norm(fields["norm"])(dtype=fields["dtype"], param_dtype=fields["param_dtype"],
+                                 epsilon=fields["norm_epsilon"], name="ln_final")(x)

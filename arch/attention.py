@@ -59,14 +59,13 @@ def rotary_frequencies(h: int, base: float = 10000.0, scaling: tuple[float, ...]
   if not scaling:  # float32 arithmetic, as before the scaling existed (the same angles)
     return base ** (-np.arange(0, h, 2, dtype=np.float32) / h)
   inv = base ** (-np.arange(0, h, 2, dtype=np.float64) / h)
-  if scaling:
-    factor, low, high, context = scaling
-    wavelength = 2 * np.pi / inv
-    smooth = (context / wavelength - low) / (high - low)
-    scaled = np.where(wavelength > context / low, inv / factor, inv)
-    between = (wavelength <= context / low) & (wavelength >= context / high)
-    inv = np.where(between, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
-  return inv.astype(np.float32)
+  factor, low, high, context = scaling
+  wavelength = 2 * np.pi / inv
+  smooth = (context / wavelength - low) / (high - low)
+  scaled = np.where(wavelength > context / low, inv / factor, inv)
+  between = (wavelength <= context / low) & (wavelength >= context / high)
+  return np.where(between, (1 - smooth) * scaled / factor + smooth * scaled,
+                  scaled).astype(np.float32)
 
 
 def rotary(x: jnp.ndarray, positions: jnp.ndarray, base: float = 10000.0,

@@ -27,21 +27,15 @@ from typing import Any
 import numpy as np
 
 from data import sources
+from data import tokenizer as tokenizer_lib
 from data.batches import Batch, EvalBatches, TrainBatches
-
-
-def tokens(text: Any) -> np.ndarray:
-  """A record's text as byte tokens (uint8)."""
-  if isinstance(text, str):
-    text = text.encode("utf-8")
-  return np.frombuffer(bytes(text), np.uint8)
 
 
 def document_lengths(source: Any, key: str, cache_path: str | None,
                      encode: Any = None) -> np.ndarray:
   """Tokens per document (N,) int64 (`encode`: a tokenizer's, default bytes), from `cache_path`
   if it holds them, else one pass over `source` (written to `cache_path` atomically)."""
-  encode = encode or tokens
+  encode = encode or tokenizer_lib.BYTES.encode
   if cache_path and os.path.exists(cache_path):
     return np.load(cache_path)
   n, chunk = len(source), 1024
@@ -64,7 +58,7 @@ class _Documents:
 
   def __init__(self, source: Any, key: str, lengths: np.ndarray, encode: Any = None):
     self.source, self.key, self.lengths = source, key, lengths
-    self.encode = encode or tokens  # a tokenizer's (data/tokenizer.py), default bytes
+    self.encode = encode or tokenizer_lib.BYTES.encode  # a tokenizer's, default bytes
 
   def __len__(self) -> int:
     return len(self.lengths)

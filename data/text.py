@@ -93,12 +93,11 @@ def token_stream(data_config: Any, split: str) -> np.ndarray:
   tok = tokenizer_lib.get(data_config.get("tokenizer", "bytes"))
   if tok.fingerprint == "bytes":
     return text
-  return _encoded(tok, data_config.source, split, text.tobytes())
+  return _encoded(tok, text.tobytes())
 
 
 @functools.lru_cache(maxsize=8)
-def _encoded(tok: Any, source: str, split: str, text: bytes) -> np.ndarray:
-  del source, split  # part of the cache key only
+def _encoded(tok: Any, text: bytes) -> np.ndarray:
   return tok.encode(text)
 
 

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 INSTALL = "pip install -e '.[text]'"
-KINDS = ("bytes", "hf", "sentencepiece")
 
 
 class TokenizerError(ValueError):
@@ -30,16 +29,17 @@ class TokenizerError(ValueError):
 
 
 class Tokenizer:
-  """`encode(text) -> (N,) int32 ids`, `vocab_size`, `bytes_of(ids) -> (N,) int64` and
-  `fingerprint` (what lineage and caches record)."""
+  """`encode(text) -> (N,) ids` (int32; uint8 for bytes), `vocab_size`, `bytes_of(ids) -> (N,)
+  int64` and `fingerprint` (what lineage and caches record)."""
 
   spec = "bytes"
   vocab_size = 256
 
   def encode(self, text: Any) -> np.ndarray:
+    """The text's UTF-8 bytes as ids (uint8: a byte stream's own dtype)."""
     if isinstance(text, str):
       text = text.encode("utf-8")
-    return np.frombuffer(bytes(text), np.uint8).astype(np.int32)
+    return np.frombuffer(bytes(text), np.uint8)
 
   def bytes_of(self, ids: np.ndarray) -> np.ndarray:
     return np.ones(len(ids), np.int64)
@@ -123,6 +123,9 @@ class SentencePiece(_Library):
     return piece.replace("\u2581", " ").encode("utf-8")
 
 
+BYTES = Tokenizer()  # the default: token id = byte value
+
+
 @functools.lru_cache(maxsize=8)
 def get(spec: str) -> Tokenizer:
   """The tokenizer `data.tokenizer` names (module docstring).
@@ -133,7 +136,7 @@ def get(spec: str) -> Tokenizer:
   """
   kind, _, path = str(spec).partition(":")
   if kind == "bytes" and not path:
-    return Tokenizer()
+    return BYTES
   if kind == "hf" and path:
     return HuggingFace(spec, path)
   if kind == "sentencepiece" and path:

@@ -87,11 +87,7 @@ def _validate(config: mlc.ConfigDict) -> None:
   for field, patterns in (("optim.freeze", config.optim.get("freeze", ())),
                           ("init_from.include", config.get("init_from", {}).get("include", ())),
                           ("init_from.skip", config.get("init_from", {}).get("skip", ()))):
-    for pattern in patterns:
-      try:
-        re.compile(pattern)
-      except re.error as e:
-        raise ConfigError(f"{field} pattern {pattern!r} is not a regular expression ({e})")
+    _check_patterns(field, patterns)
   if d.get("tokenizer", "bytes") != "bytes":  # a bad spec or file: one line, before any work
     data_tokenizer.get(d.tokenizer)
   _check_init_from(config.get("init_from", {}))
@@ -159,6 +155,16 @@ def _check_evals(evals: Any) -> None:
       raise ConfigError(f"{where}.source={e.get('source')!r}; expected a source name")
 
 
+def _check_patterns(field: str, patterns: Any) -> None:
+  """Raises ConfigError naming `field` and the first of `patterns` that is no regular
+  expression."""
+  for pattern in patterns:
+    try:
+      re.compile(pattern)
+    except re.error as e:
+      raise ConfigError(f"{field} pattern {pattern!r} is not a regular expression ({e})")
+
+
 INIT_FORMATS = ("strata", "torchvision", "timm", "big_vision", "hf")
 
 
@@ -179,10 +185,7 @@ def _check_init_from(init: Any) -> None:
     if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and
             all(isinstance(x, str) for x in pair)):
       raise ConfigError(f"init_from.rename item {pair!r}; expected a (regex, replacement) pair")
-    try:
-      re.compile(pair[0])
-    except re.error as e:
-      raise ConfigError(f"init_from.rename pattern {pair[0]!r} is not a regular expression ({e})")
+    _check_patterns("init_from.rename", (pair[0],))
 
 
 def _check_lora(config: Any) -> None:
@@ -201,9 +204,4 @@ def _check_lora(config: Any) -> None:
   if tuple(config.optim.get("freeze", ())):
     raise ConfigError(f"optim.lora.rank={rank} with optim.freeze={tuple(config.optim.freeze)}: "
                       "LoRA trains only its adapters already; leave optim.freeze empty")
-  for pattern in lora.targets:
-    try:
-      re.compile(pattern)
-    except re.error as e:
-      raise ConfigError(f"optim.lora.targets pattern {pattern!r} is not a regular expression "
-                        f"({e})")
+  _check_patterns("optim.lora.targets", lora.targets)

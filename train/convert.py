@@ -107,11 +107,11 @@ def write_workdir(out: str, converted: Converted, record: dict[str, Any]) -> Non
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _num_heads() -> int:
+def _num_heads(config: dict[str, Any]) -> int:
+  """--num_heads, else a Hugging Face folder's `config` says, else timm's `--model`, else 0."""
   if FLAGS.num_heads:
     return FLAGS.num_heads
   if FLAGS.format == "hf":
-    config = published_files.read_folder_config(FLAGS.checkpoint)
     return int(config.get("n_head", config.get("num_attention_heads", 0)))
   if FLAGS.format != "timm" or not FLAGS.model:
     return 0
@@ -127,8 +127,7 @@ def export(workdir: str, out: str) -> None:
   model, tree, config, _ = checkpoint.load_workdir(workdir)
   name = config["model"].get("name", "")
   fields = {"name": name, **{f: getattr(model, f) for f in arch.fields(arch.REGISTRY[name])}}
-  lora = config.get("optim", {}).get("lora", {})
-  params = lora_lib.merged(tree["params"], lora) if lora_lib.enabled(lora) else tree["params"]
+  params = lora_lib.merged(tree["params"], config.get("optim", {}).get("lora", {}))
   if fields.get("scan_layers"):  # the published layouts number their blocks: unstack them
     params, fields = scan.unstack_blocks(params), {**fields, "scan_layers": False}
   variables = {"params": params, **(tree.get("model_state") or {})}
@@ -170,9 +169,9 @@ def main(argv: list[str]) -> None:
     raise ConfigError(f"--out={FLAGS.out} exists; converting writes a new workdir and "
                       "overwrites nothing: choose another --out or remove it")
   state = published_files.read_state(FLAGS.checkpoint)
-  converted = published.convert(FLAGS.format, state, _num_heads(), FLAGS.image_size,
-                      f"--checkpoint={FLAGS.checkpoint}",
-                      published_files.read_folder_config(FLAGS.checkpoint))
+  config = published_files.read_folder_config(FLAGS.checkpoint)
+  converted = published.convert(FLAGS.format, state, _num_heads(config), FLAGS.image_size,
+                                f"--checkpoint={FLAGS.checkpoint}", config)
   digest = published_files.digest(FLAGS.checkpoint)
   record: dict[str, Any] = {"format": FLAGS.format, "checkpoint": os.path.abspath(
       FLAGS.checkpoint), "sha256": digest, "reference_model": FLAGS.model,

@@ -26,7 +26,6 @@ from train import optim
 from train.errors import ConfigError
 
 KEY = "lora"
-DEFAULT_TARGETS = (r"attn/(query|key|value|out)/kernel$",)
 
 
 def enabled(lora_config: Any) -> bool:
@@ -80,5 +79,5 @@ def merged(params: Any, lora_config: Any) -> Any:
     if ab is None:
       return w
     delta = (ab["a"] @ ab["b"]).reshape(w.shape) * scale
-    return (w + delta.astype(w.dtype)) if hasattr(w, "dtype") else w
+    return w + delta.astype(w.dtype)
   return jax.tree_util.tree_map_with_path(fold, rest)

@@ -63,7 +63,7 @@ def merge(target: Any, source: Any, include: tuple[str, ...], what: str,
   shape (those matching `include`, when given; none matching `skip`); returns (new tree, copied
   paths), and appends to `unused` a line for each source array not copied for want of a path
   or a shape."""
-  src = source if _is_flat(source) else _flat(source)
+  src = _flat(source)  # a flat {path: array} flattens to itself
   copied: list[str] = []
   shapes = {optim.path_name(p): tuple(x.shape)
             for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}
@@ -91,10 +91,6 @@ def merge(target: Any, source: Any, include: tuple[str, ...], what: str,
   return jax.tree_util.tree_map_with_path(take, target), copied
 
 
-def _is_flat(tree: Any) -> bool:
-  return isinstance(tree, dict) and all(not isinstance(v, dict) for v in tree.values())
-
-
 def _renamed(tree: Any, rename: tuple[tuple[str, str], ...]) -> dict[str, Any]:
   """`tree` as {path: array} with each (regex, replacement) of `rename` applied to every path."""
   out = {}
@@ -110,8 +106,8 @@ def _source(init_config: Any, model_config: Any) -> tuple[dict[str, Any], int, s
   fmt = init_config.get("format", "strata")
   if fmt == "strata":
     tree, step = checkpoint.load_state_tree(os.path.join(init_config.workdir, files.CHECKPOINTS))
-    lora = checkpoint.read_config(init_config.workdir).get("optim", {}).get("lora", {})
-    if lora_lib.enabled(lora):  # a LoRA run: its adapters folded into its kernels
+    if lora_lib.KEY in tree["params"]:  # a LoRA run: its adapters folded into its kernels
+      lora = checkpoint.read_config(init_config.workdir)["optim"]["lora"]
       tree = {**tree, "params": lora_lib.merged(tree["params"], lora)}
     return tree, step, init_config.workdir
   from train import published, published_files

@@ -79,6 +79,13 @@ def structure(state: Mapping[str, np.ndarray], config: Mapping[str, Any],
               config.get("tie_word_embeddings", False))}
 
 
+def _with_preset(model: Mapping[str, Any]) -> dict[str, Any]:
+  """`model`'s fields with those a `transformer.Llama` preset sets and the config leaves out."""
+  if model.get("name") == "transformer.Llama":
+    return {**transformer.Llama.keywords, **model}
+  return dict(model)
+
+
 def llama_links(model: Mapping[str, Any]) -> list[L.Link]:
   heads, kv = model["num_heads"], model.get("num_kv_heads") or model["num_heads"]
   links = [L.Link("params", "embed/embedding", "embed_tokens.weight")]
@@ -120,8 +127,7 @@ def to_hf(model: Mapping[str, Any], variables: Mapping[str, Any]
           ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """strata Llama variables as (a `LlamaForCausalLM` state dict, its config.json); `model`:
   the config's fields (a `transformer.Llama`'s preset fields need not be repeated)."""
-  if model.get("name") == "transformer.Llama":
-    model = {**transformer.Llama.keywords, **model}
+  model = _with_preset(model)
   if (model.get("norm"), model.get("mlp"), model.get("positions"), model.get("use_bias")) != (
       "rms", "swiglu", "rotary", False) or model.get("scan_layers"):
     raise L.ConversionError(
@@ -134,8 +140,7 @@ def to_hf(model: Mapping[str, Any], variables: Mapping[str, Any]
 
 def hf_config(model: Mapping[str, Any]) -> dict[str, Any]:
   """The config.json of a `LlamaForCausalLM` with strata's Llama `model` fields."""
-  if model.get("name") == "transformer.Llama":
-    model = {**transformer.Llama.keywords, **model}
+  model = _with_preset(model)
   rope: dict[str, Any] = {"rope_type": "default",
                           "rope_theta": float(model.get("rope_base", 1e4))}
   if model.get("rope_scaling"):

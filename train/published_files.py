@@ -57,10 +57,9 @@ def read_state(path: str, field: str = "--checkpoint") -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as f:
       return {k: f[k] for k in f.files}
   if suffix == ".safetensors":
-    torch = need("torch", f"{field}={path!r} (safetensors, read through PyTorch for bfloat16)")
+    need("torch", f"{field}={path!r} (safetensors, read through PyTorch for bfloat16)")
     need("safetensors", f"{field}={path!r}")
     from safetensors.torch import load_file
-    del torch
     return {k: _numpy(v) for k, v in load_file(path).items()}
   if suffix in TORCH_SUFFIXES:
     torch = need("torch", f"{field}={path!r} (a PyTorch file)")

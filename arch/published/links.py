@@ -24,8 +24,6 @@ import numpy as np
 #   patch       Conv (D, C, p, p) over patches   -> Dense (p * p * C, D) of a row-major patch
 #   flat_patch  flax Conv (p, p, C, D)           -> Dense (p * p * C, D)
 #   lead        (1, ...)                         -> (...): a leading axis of 1 dropped
-KINDS = ("copy", "conv", "dense", "heads_in", "heads_bias", "heads_out", "patch", "flat_patch",
-         "lead")
 
 
 class ConversionError(ValueError):

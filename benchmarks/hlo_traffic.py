@@ -16,52 +16,14 @@ this).
 from __future__ import annotations
 
 import collections
-import math
 import re
 import sys
 
-BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
-         "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
+from train.hlo import ARRAY, operands, parse, piece_bytes, shape_bytes
+
 # moving no data of their own (a loop's or a call's body is counted where it is defined)
 FREE = {"parameter", "tuple", "get-tuple-element", "bitcast", "constant", "after-all",
         "partition-id", "replica-id", "opt-barrier", "while", "conditional", "call"}
-_ATTRIBUTES = re.compile(r"\),\s*[a-z_]+=")
-_ARRAY = re.compile(r"\b(" + "|".join(BYTES) + r")\[([\d,]*)\](\{[^}]*\})?")
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s+([\w\-]+)\((.*)$")
-_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
-
-
-def shape_bytes(text: str) -> int:
-  """The bytes in HBM of every array type written in `text` (a shape or a tuple of shapes): an
-  array whose layout places it in memory space 1 (`S(1)`, a TPU core's on-chip VMEM, where
-  XLA's memory-space assignment prefetches operands) counts nothing."""
-  return sum(_piece_bytes(a) for a in _ARRAY.findall(text) if "S(1)" not in (a[2] or ""))
-
-
-def _piece_bytes(array: tuple[str, str, str]) -> int:
-  """The bytes of one (type, dims, layout) match of `_ARRAY`, wherever it lives."""
-  kind, dims, _ = array
-  return BYTES[kind] * math.prod(int(d) for d in dims.split(",") if d)
-
-
-def parse(hlo: str) -> dict[str, list[tuple[str, str, str, str]]]:
-  """{computation: [(name, result type, opcode, the rest of the line)]}."""
-  computations: dict[str, list[tuple[str, str, str, str]]] = {}
-  current = None
-  for line in hlo.splitlines():
-    if current is None:
-      m = _COMPUTATION.match(line)
-      if m and "=" not in line.split("{", 1)[0].split("(", 1)[0]:
-        current = m.group(1)
-        computations[current] = []
-      continue
-    if line.strip() == "}":
-      current = None
-      continue
-    m = _INSTRUCTION.match(line)
-    if m:
-      computations[current].append(m.groups())
-  return computations
 
 
 def _kind(opcode: str, rest: str, computations: dict) -> str:
@@ -91,17 +53,14 @@ def traffic(hlo: str) -> dict[str, tuple[int, int]]:
     for _, result, opcode, rest in body:
       if opcode in FREE:
         continue
-      # the operands: every %name before the attributes (layouts hold parentheses too)
-      cut = _ATTRIBUTES.search(rest)
-      args = rest[:cut.start()] if cut else rest
-      read = sum(shape_bytes(types.get(a, "")) for a in re.findall(r"%([\w.\-]+)", args))
+      read = sum(shape_bytes(types.get(a, "")) for a in operands(rest))
       # An asynchronous pair moves its data once: the start reads its operands (its result
       # tuple names the source again), the done writes its result.
       if opcode == "slice-start":
         # ((source), slice, context): a prefetch reads only its slice of the source, and
         # writes it to HBM only when it does not go on chip (S(1))
-        piece = _ARRAY.findall(result)[1]
-        moved = _piece_bytes(piece) * (1 if "S(1)" in (piece[2] or "") else 2)
+        piece = ARRAY.findall(result)[1]
+        moved = piece_bytes(piece) * (1 if "S(1)" in (piece[2] or "") else 2)
       elif opcode.endswith("-start"):
         moved = read
       elif opcode.endswith("-done"):

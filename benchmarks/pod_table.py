@@ -146,7 +146,7 @@ def _report_row(report: Any) -> dict[str, Any]:
               global_batch=report.global_batch, memory=report.memory["total"],
               eval_memory=report.eval_memory, hbm=report.chip.hbm, fits=report.fits,
               flops=report.flops, model_flops=report.model_flops, bytes=report.bytes_accessed,
-              step_s=report.step_seconds,
+              sent=report.collective_bytes, step_s=report.step_seconds,
               estimate=report.estimate_source, mfu=report.mfu,
               tokens_per_example=report.tokens_per_example, compile_s=report.compile_seconds,
               slices=report.slice.slices)
@@ -168,7 +168,7 @@ def _anchor_step(step: Any, state: Any, batch: dict[str, Any], extra: tuple, sli
   from jax.sharding import NamedSharding
   from jax.sharding import PartitionSpec as P
 
-  from train import aot, memory, throughput
+  from train import aot, hlo, memory, throughput
 
   chip = throughput.chip(devices[0])
   replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
@@ -182,12 +182,13 @@ def _anchor_step(step: Any, state: Any, batch: dict[str, Any], extra: tuple, sli
   params = state.params if hasattr(state, "params") else state["params"]
   total = memory.report(state, memory.device_bytes(batch), compiled, params)["total"]
   cost = throughput.cost_analysis(compiled)
-  _, step_s, source = aot.estimate(cost, chip)
+  sent = hlo.collectives(compiled.as_text(), len(devices))
+  _, step_s, source = aot.estimate(cost, chip, sent=sum(sent.values()))
   flops = cost.get("flops", 0.0)
   return dict(chips=slice_.chips, mesh={"data": slice_.chips},
               global_batch=next(iter(batch.values())).shape[0], memory=total, eval_memory=0,
               hbm=chip.hbm, fits=total <= chip.hbm, flops=flops,
-              bytes=cost.get("bytes accessed", 0.0), step_s=step_s, estimate=source,
+              bytes=cost.get("bytes accessed", 0.0), sent=sent, step_s=step_s, estimate=source,
               mfu=flops / (step_s * chip.bf16), tokens_per_example=0,
               compile_s={"train step": seconds})
 
@@ -320,14 +321,15 @@ def table(rows: list[dict[str, Any]]) -> str:
   from train import topology
   strata = {(r["model"], r["topology"]): r for r in rows if r["who"] == "strata"}
   out = ["| model | slice (chips) | by | mesh | memory a chip (of HBM) | GFLOP a chip: compiled "
-         "(model's) | HBM GB a chip | step estimate | rate | MFU | compile (train step) |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
+         "(model's) | HBM GB a chip | GB a chip sends | step estimate | rate | MFU | compile "
+         "(train step) |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     slices = f" x {r['slices']} slices" if r.get("slices", 1) > 1 else ""
     chips = r.get("chips") or topology.parse(r["topology"]).chips * r.get("slices", 1)
     head = f"| {r['model']} | {r['topology']}{slices} ({chips}) | {r['who']} |"
     if "error" in r:
-      out.append(f"{head} | | {r['error']} | | | | | | |")
+      out.append(f"{head} | | {r['error']} | | | | | | | |")
       continue
     mesh = " x ".join(f"{k} {v}" for k, v in r["mesh"].items() if v > 1) or "1"
     # the train step's (the anchors compile no evaluation step); evaluation's when it is larger
@@ -338,7 +340,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     rate = (f"{rate * r['tokens_per_example'] / 1e6:.3g} M tokens/s" if r["tokens_per_example"]
             else f"{rate:,.0f} img/s")
     bound = r["estimate"].startswith("roofline")
-    step = f"{r['step_s'] * 1e3:.4g} ms" + (" (roofline)" if bound else "")
+    # which of the roofline's terms binds (rows compiled before communication was priced: none)
+    term = re.match(r"roofline bound \((\w+)\)", r["estimate"])
+    step = f"{r['step_s'] * 1e3:.4g} ms" + (
+        f" (roofline: {term.group(1)})" if term else " (roofline)" if bound else "")
     if r["who"] != "strata" and (r["model"], r["topology"]) in strata:
       ours = strata[(r["model"], r["topology"])]
       if "step_s" in ours:
@@ -350,7 +355,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     # bodies its cost analysis counts once, so the HBM traffic is a lower bound too.
     short = r.get("model_flops", 0) > 1.05 * r["flops"]
     traffic = ("≥ " if short else "") + f"{r['bytes'] / 1e9:.3g}"
-    out.append(f"{head} {mesh} | {memory} | {flops} | {traffic} | {step} | {rate} | "
+    # bytes the collectives send (`train.hlo.collectives`); "-": compiled before they were read
+    sent = f"{sum(r['sent'].values()) / 1e9:.3g}" if "sent" in r else "-"
+    out.append(f"{head} {mesh} | {memory} | {flops} | {traffic} | {sent} | {step} | {rate} | "
                f"{mfu} | {r['compile_s'].get('train step', 0):.0f} s |")
   return "\n".join(out)
 

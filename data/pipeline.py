@@ -251,6 +251,8 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
       ds = ds.random_map(t, seed=t_seed)
     else:
       ds = ds.map(t)
+  if data_config.dtype != "float32":
+    ds = ds.map(transforms_lib.CastInputs(data_config.dtype))
   return Pipeline(dataset=ds, info=info, global_batch_size=batch, num_examples=n,
                   steps_per_epoch=n // batch, stats=stats, class_weights=weights,
                   streaming=streaming, workers=worker_count(data_config, train, streaming))
@@ -364,6 +366,7 @@ def _text_pipeline(data_config, split, process_index, process_count, *, train, s
                    num_batches) -> Pipeline:
   """Next-token windows of a text source (module docstring)."""
   unsupported = {"data.normalize": (data_config.normalize, "none"),
+                 "data.dtype": (data_config.dtype, "float32"),  # token ids are integers
                  "data.class_weights": (data_config.class_weights, "none"),
                  "data.binarize": (data_config.binarize, False),
                  "data.keep_classes": (tuple(data_config.keep_classes), ()),

@@ -12,10 +12,12 @@ A run that does not fit is refused with one line naming the fixes, as on the dev
 
 The estimate is checked before it is printed. The cost model's `optimal_seconds` has come out
 shifted by whole seconds on some programs (about -1.0 per `ConcatBitcast` in the optimised HLO),
-so it is compared with the roofline bound, max(FLOPs / peak, HBM bytes / bandwidth): an estimate
-below the bound cannot be, and the bound is reported instead, saying so. The cost model counts a
-loop body once: a scanned stack's FLOPs and HBM bytes are scaled by the unrolled model's counts
-(`train.run.scan_cost_factors`); any other loop of the program is named beside the FLOPs.
+so it is compared with the roofline bound, max(FLOPs / peak, HBM bytes / bandwidth, bytes sent
+to other chips / interconnect bandwidth; `train.hlo.collectives` reads the last from the compiled
+program): an estimate below the bound cannot be, and the bound is reported instead, saying which
+term binds. The cost model counts a loop body once: a scanned stack's FLOPs and HBM bytes are
+scaled by the unrolled model's counts (`train.run.scan_cost_factors`); any other loop of the
+program is named beside the FLOPs. The collectives count each loop's trips themselves.
 
 The compile runs in a child process (`in_child`): libtpu aborts the whole process when one of
 its internal checks fails, and the parent turns that into one line.
@@ -37,7 +39,7 @@ import ml_collections as mlc
 
 from arch import common as arch_common
 from data import abstract as data_abstract
-from train import memory, throughput, topology
+from train import hlo, memory, throughput, topology
 from train.errors import CompilerError
 from train.run import Run, build, global_costs, scan_cost_factors
 
@@ -100,6 +102,7 @@ class Report:
   flops: float                    # the compiled program's count (train.run.scan_cost_factors)
   model_flops: float              # the model's, over the chips (train.run.global_costs): MFU's
   bytes_accessed: float
+  collective_bytes: dict[str, float]  # sent by a chip's collectives, by kind (train.hlo)
   compiler_seconds: float | None  # the cost model's optimal_seconds
   step_seconds: float             # the estimate reported: the compiler's, or the roofline bound
   estimate_source: str
@@ -134,7 +137,8 @@ class Report:
         f"per chip a step: {self.flops / 1e9:,.4g} GFLOP compiled, "
         f"{self.model_flops / 1e9:,.4g} GFLOP of the model's"
         + (" (a loop's body counted once: more in truth)" if self.loops else "")
-        + f", {self.bytes_accessed / 1e9:,.4g} GB of HBM traffic; estimated "
+        + f", {self.bytes_accessed / 1e9:,.4g} GB of HBM traffic, "
+        f"{sum(self.collective_bytes.values()) / 1e9:,.4g} GB sent to other chips; estimated "
         f"{self.step_seconds * 1e3:,.4g} ms ({self.estimate_source}): {rate}, MFU "
         # a roofline bound is the fastest the step could be: its MFU is a ceiling
         + ("at most " if self.estimate_source.startswith("roofline") else "")
@@ -180,20 +184,25 @@ def _compile(fn: Any, args: tuple, what: str, run: Run, config: mlc.ConfigDict,
   return lowered, compiled, time.perf_counter() - t
 
 
-def estimate(cost: dict[str, float], chip: throughput.Chip,
-             executed: float = 0.0) -> tuple[float, float, str]:
+def estimate(cost: dict[str, float], chip: throughput.Chip, executed: float = 0.0,
+             sent: float = 0.0) -> tuple[float, float, str]:
   """(the compiler's optimal_seconds or nan, the step time to report, where it comes from):
-  the compiler's estimate unless it is below the roofline bound max(flops / peak, bytes /
-  bandwidth), which no program can beat; then the bound. `flops` is the larger of the
-  compiled count and `executed` (a chip's share of the global program's: the compiled count
-  misses the loops the compiler makes)."""
+  the compiler's estimate unless it is below the roofline bound, which no program can beat;
+  then the bound. The bound is the largest of FLOPs / peak, HBM bytes / HBM bandwidth and
+  `sent` (the bytes a chip's collectives send, `train.hlo.collectives`) over the chip's
+  outgoing interconnect bandwidth (half its bidirectional figure: every link busy, so a bound
+  too). `flops` is the larger of the compiled count and `executed` (a chip's share of the
+  global program's: the compiled count misses the loops the compiler makes)."""
   flops, traffic = max(cost.get("flops", 0.0), executed), cost.get("bytes accessed", 0.0)
-  bound = max(flops / chip.bf16, traffic / chip.hbm_bandwidth)
+  terms = {"compute": flops / chip.bf16, "HBM": traffic / chip.hbm_bandwidth,
+           "interconnect": sent / (chip.interconnect / 2)}
+  binding = max(terms, key=terms.get)
+  bound = terms[binding]
   compiler = float(cost.get("optimal_seconds", float("nan")))
   if compiler == compiler and compiler >= bound > 0:
     return compiler, compiler, "the TPU compiler's cost model"
   why = "none given" if compiler != compiler else f"its {compiler * 1e3:.4g} ms is below it"
-  return compiler, bound, f"roofline bound; the compiler's estimate rejected: {why}"
+  return compiler, bound, f"roofline bound ({binding}); the compiler's estimate rejected: {why}"
 
 
 def compile_for(config: mlc.ConfigDict, slice_: topology.Slice) -> Report:
@@ -244,7 +253,9 @@ def _compile_for(config: mlc.ConfigDict, slice_: topology.Slice) -> Report:
     cost[key] = cost.get(key, 0.0) * factor
   chips = slice_.chips * slice_.slices
   per_chip = own.get("flops", 0.0) / chips
-  compiler, seconds, source = estimate(cost, chip, executed.get("flops", 0.0) / chips)
+  sent = hlo.collectives(train_step.as_text(), len(devices))
+  compiler, seconds, source = estimate(cost, chip, executed.get("flops", 0.0) / chips,
+                                       sum(sent.values()))
   # A loop of the program itself (a scan over steps), not one the TPU compiler made, and not
   # the scanned layers, which `factor` accounts for.
   loops = factors["flops"] == 1.0 and "stablehlo.while" in lowered.as_text()
@@ -252,7 +263,7 @@ def _compile_for(config: mlc.ConfigDict, slice_: topology.Slice) -> Report:
   return Report(slice_, chip, dict(run.mesh.shape), d.batch_size,
                 throughput.tokens_per_example(batch), rep, total,
                 eval_total, cost.get("flops", 0.0), per_chip, cost.get("bytes accessed", 0.0),
-                compiler,
+                sent, compiler,
                 seconds, source, loops, times)
 
 

@@ -67,6 +67,8 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.data.tokenizer = "bytes"                        # text: bytes|hf:FILE|sentencepiece:FILE
   c.data.normalize = "none"                         # none|global|per_channel|per_feature|unit
   c.data.binarize = False                           # after normalize="unit": x >= 0.5 -> 1
+  c.data.dtype = "float32"                          # float32|bfloat16: floating inputs as
+                                                    # batches leave the pipeline
   c.data.keep_classes = ()                          # only these labels, in every split; () = all
   c.data.sampler = "shuffle"                        # shuffle|sequential|balanced
   c.data.class_weights = "none"                     # none|balanced

@@ -39,6 +39,7 @@ def _validate(config: mlc.ConfigDict) -> None:
   d = config.data
   check_choice(d.normalize, data_transforms.NORMALIZATIONS, "data.normalize")
   check_choice(d.sampler, data_pipeline.SAMPLERS, "data.sampler")
+  check_choice(d.dtype, tuple(data_transforms.DTYPES), "data.dtype")
   check_choice(d.class_weights, data_pipeline.CLASS_WEIGHTS, "data.class_weights")
   if d.binarize and d.normalize != "unit":
     raise ConfigError(f"data.binarize=True with data.normalize={d.normalize!r}; binarising "

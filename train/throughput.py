@@ -37,34 +37,43 @@ import jax.numpy as jnp
 class Chip:
   """One accelerator's published figures, per chip: `kind` is matched as a substring of jax's
   `device_kind`; `bf16` and `fp32` are dense FLOP/s (float32 as JAX runs it: on a TPU's bfloat16
-  units, as TF32 on an Ampere or Hopper GPU); `hbm` bytes of memory; `hbm_bandwidth` bytes/s."""
+  units, as TF32 on an Ampere or Hopper GPU); `hbm` bytes of memory; `hbm_bandwidth` bytes/s;
+  `interconnect` the chip's bidirectional bandwidth to the other chips of its slice (ICI on a
+  TPU, NVLink on a GPU) in bytes/s, over all its links, so a chip sends at most half of it."""
   kind: str
   bf16: float
   fp32: float
   hbm: float
   hbm_bandwidth: float
+  interconnect: float
   source: str
 
 
 GIB = 2 ** 30
 # Matched in order, so "TPU v5 lite" (v5e) comes before "TPU v5" (v5p).
 PEAKS: tuple[Chip, ...] = (
-    Chip("TPU v4", 275e12, 275e12, 32 * GIB, 1228e9,
-         "cloud.google.com/tpu/docs/v4: 275 TFLOP/s bf16, 32 GiB HBM2 at 1,228 GB/s per chip"),
-    Chip("TPU v5 lite", 197e12, 197e12, 16 * GIB, 819e9,
-         "cloud.google.com/tpu/docs/v5e: 197 TFLOP/s bf16, 16 GiB HBM2 at 819 GB/s per chip"),
-    Chip("TPU v5", 459e12, 459e12, 95 * GIB, 2765e9,
-         "cloud.google.com/tpu/docs/v5p: 459 TFLOP/s bf16, 95 GiB HBM2e at 2,765 GB/s per chip"),
-    Chip("TPU v6 lite", 918e12, 918e12, 32 * GIB, 1640e9,
-         "cloud.google.com/tpu/docs/v6e: 918 TFLOP/s bf16, 32 GiB HBM at 1,640 GB/s per chip"),
-    Chip("A100", 312e12, 156e12, 80e9, 2039e9,
-         "NVIDIA A100 80GB SXM datasheet: BF16 312, TF32 156 TFLOP/s dense, 2,039 GB/s"),
-    Chip("H100", 989e12, 494e12, 80e9, 3350e9,
+    Chip("TPU v4", 275e12, 275e12, 32 * GIB, 1228e9, 540e9,
+         "cloud.google.com/tpu/docs/v4: 275 TFLOP/s bf16, 32 GiB HBM2 at 1,228 GB/s per chip; "
+         "ICI (not on that page): 6 links of 90 GB/s both ways (jax-ml.github.io/scaling-book, "
+         "'How to think about TPUs')"),
+    Chip("TPU v5 lite", 197e12, 197e12, 16 * GIB, 819e9, 400e9,
+         "cloud.google.com/tpu/docs/v5e: 197 TFLOP/s bf16, 16 GiB HBM2 at 819 GB/s, "
+         "bidirectional ICI 400 GB/s per chip"),
+    Chip("TPU v5", 459e12, 459e12, 95 * GIB, 2765e9, 1200e9,
+         "cloud.google.com/tpu/docs/v5p: 459 TFLOP/s bf16, 95 GiB HBM2e at 2,765 GB/s, "
+         "bidirectional ICI 1,200 GB/s per chip"),
+    Chip("TPU v6 lite", 918e12, 918e12, 32 * GIB, 1640e9, 800e9,
+         "cloud.google.com/tpu/docs/v6e: 918 TFLOP/s bf16, 32 GiB HBM at 1,640 GB/s, "
+         "bidirectional ICI 800 GB/s per chip"),
+    Chip("A100", 312e12, 156e12, 80e9, 2039e9, 600e9,
+         "NVIDIA A100 80GB SXM datasheet: BF16 312, TF32 156 TFLOP/s dense, 2,039 GB/s, NVLink "
+         "600 GB/s"),
+    Chip("H100", 989e12, 494e12, 80e9, 3350e9, 900e9,
          "NVIDIA H100 SXM datasheet: BF16 1,979, TF32 989 TFLOP/s with sparsity (half of each "
-         "dense), 80 GB at 3.35 TB/s"),
-    Chip("H200", 989e12, 494e12, 141e9, 4800e9,
+         "dense), 80 GB at 3.35 TB/s, NVLink 900 GB/s"),
+    Chip("H200", 989e12, 494e12, 141e9, 4800e9, 900e9,
          "NVIDIA H200 datasheet: BF16 1,979, TF32 989 TFLOP/s with sparsity (half of each "
-         "dense), 141 GB at 4.8 TB/s"),
+         "dense), 141 GB at 4.8 TB/s, NVLink 900 GB/s"),
 )
 
 

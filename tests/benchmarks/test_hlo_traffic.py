@@ -23,12 +23,6 @@ def test_the_kinds_add_up_to_xlas_bytes_accessed(fn, shapes):
              or k in ("dot", "convolution") for k in table)
 
 
-def test_shape_bytes_reads_arrays_and_tuples_with_tpu_layouts():
-  assert hlo_traffic.shape_bytes("bf16[256,56,56,64]{3,0,2,1:T(8,128)(2,1)}") == \
-      2 * 256 * 56 * 56 * 64
-  assert hlo_traffic.shape_bytes("(f32[10]{0}, s32[], pred[3,4])") == 40 + 4 + 12
-
-
 def test_a_prefetch_slice_counts_its_slice_not_its_source():
   # a TPU step's memory-space assignment copies a quarter of an activation on chip (S(1))
   hlo = """HloModule m

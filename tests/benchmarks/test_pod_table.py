@@ -29,25 +29,27 @@ def test_every_strata_row_is_a_valid_config_for_a_known_slice():
 
 
 def _row(who, step_s, **kw):
-  return dict(model="ResNet-50", topology="v5e:2x2", who=who, chips=4, mesh={"data": 4},
-              global_batch=1024, memory=5e9, eval_memory=1e9, hbm=16e9, fits=True, flops=1e12,
-              bytes=1e10, step_s=step_s, estimate="roofline bound; ...", mfu=0.1,
-              tokens_per_example=0, compile_s={"train step": 12.4}, **kw)
+  row = dict(model="ResNet-50", topology="v5e:2x2", who=who, chips=4, mesh={"data": 4},
+             global_batch=1024, memory=5e9, eval_memory=1e9, hbm=16e9, fits=True, flops=1e12,
+             bytes=1e10, step_s=step_s, estimate="roofline bound; ...", mfu=0.1,
+             tokens_per_example=0, compile_s={"train step": 12.4})
+  return {**row, **kw}
 
 
 def test_the_table_gives_the_ratio_to_the_anchor_and_the_failures():
-  rows = [_row("strata", 0.050, model_flops=9e11), _row("flax", 0.100),
+  rows = [_row("strata", 0.050, model_flops=9e11, sent={"all-reduce": 1.5e8, "all-gather": 5e7},
+               estimate="roofline bound (HBM); ..."), _row("flax", 0.100),
           dict(model="lm1.3b fsdp", topology="v5e-16", who="strata", chips=16,
                error="the compile did not finish in 900 s")]
   # compiled 1e12 below the model's 4e12: the traffic is a lower bound
   rows.append(dict(_row("strata", 0.2, model_flops=4e12), model="lm350m fsdp"))
   lines = pod_table.table(rows).splitlines()
-  assert "| 1,000 (4,000) | ≥ 10 | 200 ms (roofline) |" in lines.pop()
+  assert "| 1,000 (4,000) | ≥ 10 | - | 200 ms (roofline) |" in lines.pop()
   assert len(lines) == 2 + 3
   assert ("| ResNet-50 | v5e:2x2 (4) | strata | data 4 | 5 GB of 16 GB | 1,000 (900) | 10 | "
-          "50 ms (roofline) |") in lines[2]
+          "0.2 | 50 ms (roofline: HBM) |") in lines[2]
   assert "20,480 img/s | at most 10.0% | 12 s |" in lines[2]
-  assert "| 1,000 | 10 | 100 ms (roofline); strata / anchor 0.50" in lines[3]
+  assert "| 1,000 | 10 | - | 100 ms (roofline); strata / anchor 0.50" in lines[3]
   assert "| lm1.3b fsdp | v5e-16 (16) | strata | | | the compile did not finish in 900 s |" \
       in lines[4]
 

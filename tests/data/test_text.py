@@ -82,6 +82,10 @@ def test_text_errors_name_the_field(text_dir):
   with pytest.raises(sources.DataError, match="data.normalize='global' does not apply"):
     pipeline.build_pipeline(_text_config(text_dir, normalize="global"), "train", train=True,
                             seed=0)
+  with pytest.raises(sources.DataError, match=r"data.dtype='bfloat16' does not apply.*expected "
+                     r"'float32'"):
+    pipeline.build_pipeline(_text_config(text_dir, dtype="bfloat16"), "train", train=True,
+                            seed=0)
   with pytest.raises(sources.DataError, match="data.batch_size=40000 windows"):
     pipeline.build_pipeline(_text_config(text_dir, batch_size=40000), "train", train=True,
                             seed=0)

@@ -56,6 +56,9 @@ def test_the_estimate_is_never_below_the_roofline():
   compiler, seconds, source = aot.estimate({**cost, "optimal_seconds": -63.9}, v5e)
   assert compiler == -63.9 and seconds == pytest.approx(0.010) and "rejected" in source
   assert aot.estimate(cost, v5e)[1] == pytest.approx(0.010)  # no estimate given
+  # 6 GB sent a step over a v5e chip's 200 GB/s out (half its 400 GB/s ICI): 30 ms, binding
+  _, seconds, source = aot.estimate({**cost, "optimal_seconds": 0.012}, v5e, sent=6e9)
+  assert seconds == pytest.approx(0.030) and "(interconnect)" in source
 
 
 def test_without_libtpu_one_line_says_how_to_install_it(monkeypatch):

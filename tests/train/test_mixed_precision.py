@@ -35,3 +35,19 @@ def test_first_moment_in_bfloat16(data_dir):
   mus = [x.mu for x in jax.tree.leaves(state.opt_state, is_leaf=lambda x: hasattr(x, "mu"))
          if hasattr(x, "mu")]
   assert mus and {m.dtype for m in jax.tree.leaves(mus)} == {jnp.dtype(jnp.bfloat16)}
+
+
+def test_bfloat16_inputs_give_the_same_bfloat16_step(data_dir):
+  # data.dtype="bfloat16" casts the batch on the host (numpy, round to nearest even) where the
+  # step would cast it first thing: the same step, from half the bytes
+  out = {}
+  for dtype in ("float32", "bfloat16"):
+    run = loop.build(_tiny("mnist1d_cnn", data_dir, **{"train.precision": "bfloat16",
+                                                       "data.dtype": dtype}))
+    assert run.example["inputs"].dtype == jnp.dtype(dtype)
+    assert run.example["mask"].dtype == jnp.float32
+    new, packed = run.train_step(run.init_state(), run.example, run.step_rng)
+    out[dtype] = (packed.tolist(), jax.tree.leaves(new.params))
+  assert out["bfloat16"][0] == out["float32"][0]
+  for a, b in zip(out["bfloat16"][1], out["float32"][1]):
+    assert (a == b).all()

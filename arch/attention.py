@@ -207,7 +207,7 @@ def dot_product_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
 
 
 class MultiHeadAttention(nn.Module):
-  """Self-attention of x (B, T, D) onto itself.
+  """Self-attention of x (B, T, D) onto itself, or cross-attention of x onto `kv` (B, S, D).
 
   Attributes:
     num_heads: N; D must be divisible by it.
@@ -223,6 +223,8 @@ class MultiHeadAttention(nn.Module):
 
   Call arguments:
     mask: bool, broadcastable to (B, N, T, S); True where a query may attend to a key.
+    kv: (B, S, D), the sequence the keys and values come from (attention pooling's: a learned
+      probe attends to the tokens); None: x itself. Not with rotary positions or decoding.
     causal: each step attends to itself and earlier steps only.
     positions: (T,) or (B, T) absolute positions for rotary (default arange(T), or the cache
       index onward when decoding).
@@ -247,8 +249,10 @@ class MultiHeadAttention(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None, *, causal: bool = False,
                positions: jnp.ndarray | None = None, decode: bool = False,
-               train: bool = False) -> jnp.ndarray:
+               train: bool = False, kv: jnp.ndarray | None = None) -> jnp.ndarray:
     batch, steps, width = x.shape
+    if kv is not None and (self.rotary or decode):
+      raise ValueError("cross-attention (kv) takes no rotary positions and no cache")
     if width % self.num_heads:
       raise ValueError(f"model width {width} is not divisible by num_heads={self.num_heads}")
     head = width // self.num_heads
@@ -263,7 +267,8 @@ class MultiHeadAttention(nn.Module):
       return nn.DenseGeneral((heads, head), dtype=self.dtype, param_dtype=self.param_dtype,
                              use_bias=self.use_bias, **inits, name=name)
     q = proj("query", self.num_heads)(x)                                   # (B, T, N, H)
-    k, v = proj("key", kv_heads)(x), proj("value", kv_heads)(x)           # (B, T, N_kv, H)
+    source = x if kv is None else kv
+    k, v = proj("key", kv_heads)(source), proj("value", kv_heads)(source)  # (B, S, N_kv, H)
 
     offset = jnp.zeros((), jnp.int32)
     cached = decode and self.has_variable("cache", "cached_key")

@@ -25,13 +25,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from arch.attention import sincos2d
+from arch.attention import MultiHeadAttention, sincos2d
 from arch.common import check_choice, constrain_batch, constrain_sequence
 from arch.transformer_stack import GELUS, INITS, MLPS, NORMS, Stack, block_fields
+from arch.transformer_stack import dense_inits as _dense_inits
 
 POSITIONS = ("learned", "sinusoidal", "rotary", "none")
 CLASSIFIER_POSITIONS = POSITIONS + ("sincos2d",)
-POOLS = ("cls", "mean", "last")
+POOLS = ("cls", "mean", "last", "map")
 
 
 def segment_positions(segments: jnp.ndarray) -> jnp.ndarray:
@@ -45,6 +46,34 @@ def segment_positions(segments: jnp.ndarray) -> jnp.ndarray:
 def _check_length(steps: int, max_len: int, what: str) -> None:
   if steps > max_len:
     raise ValueError(f"{what} of length {steps} is longer than the model's max_len={max_len}")
+
+
+class MAPHead(nn.Module):
+  """Multihead attention pooling (Lee et al. 2019; big_vision's `MAPHead`, timm's
+  `AttentionPoolLatent`): a learned probe (1, 1, D) attends to the tokens (B, T, D), then a
+  residual MLP on its LayerNorm; returns (B, D)."""
+
+  num_heads: int
+  mlp_dim: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  dense_init: str = "lecun_normal"
+  gelu: str = "tanh"
+  norm_epsilon: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None) -> jnp.ndarray:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    inits = _dense_inits(self.dense_init)
+    probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, x.shape[-1]),
+                       self.param_dtype)
+    probe = jnp.broadcast_to(probe, (x.shape[0], 1, x.shape[-1])).astype(x.dtype)
+    h = MultiHeadAttention(self.num_heads, **kw, kernel_init=inits.get("kernel_init"),
+                           name="attn")(probe, mask, kv=x)
+    y = nn.LayerNorm(**kw, epsilon=self.norm_epsilon, name="ln")(h)
+    y = nn.gelu(nn.Dense(self.mlp_dim, **kw, **inits, name="mlp_in")(y),
+                approximate=self.gelu == "tanh")
+    return (h + nn.Dense(x.shape[-1], **kw, **inits, name="mlp_out")(y))[:, 0]
 
 
 class TransformerClassifier(nn.Module):
@@ -64,8 +93,15 @@ class TransformerClassifier(nn.Module):
     positions: "learned", "sinusoidal", "rotary", "none", or for images "sincos2d" (fixed 2-D
       sin-cos embeddings of each patch's row and column, big_vision's `posemb_sincos_2d`).
     pool: "cls" (a learned token prepended, its final state classified), "mean" (over valid
-      tokens) or "last" (the last valid token's state: with `causal`, the one token that has
-      seen the whole sequence).
+      tokens, a class token's apart), "last" (the last valid token's state: with `causal`, the
+      one token that has seen the whole sequence) or "map" (a learned probe attends to every
+      token but a class token, `MAPHead`: big_vision's `pool_type="map"`, timm's
+      `global_pool="map"`).
+    class_token: prepend the learned class token with another `pool` too (the blocks attend to
+      it; "mean" and "map" pool the other tokens: timm's `class_token=True` beside
+      `global_pool="avg"`); "cls" always has one.
+    norm_after_pool: the final LayerNorm normalises the pooled features instead of the tokens
+      (timm's `fc_norm`, the default of its mean-pooled ViTs).
     causal: each token attends to itself and earlier tokens only (a forecaster reading its
       context in time order); needs pool "last" or "mean".
     pre_logits: > 0 puts a Dense(pre_logits) + tanh between the pooled features and the head
@@ -101,6 +137,8 @@ class TransformerClassifier(nn.Module):
   patch_size: int = 1
   positions: str = "learned"
   pool: str = "cls"
+  class_token: bool = False
+  norm_after_pool: bool = False
   vocab_size: int = 0
   dropout: float = 0.0
   dtype: Any = jnp.float32
@@ -167,22 +205,29 @@ class TransformerClassifier(nn.Module):
       valid = jnp.ones((batch, tokens), bool)
     else:
       valid = jnp.arange(tokens)[None] * self.patch_size < lengths[:, None]
-    if self.pool == "cls":
+    prefix = int(self.pool == "cls" or self.class_token)  # tokens before the sequence's own
+    if prefix:
       cls = self.param("cls", nn.initializers.zeros, (1, 1, self.width), self.param_dtype)
       x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, self.width)).astype(x.dtype), x], 1)
       valid = jnp.concatenate([jnp.ones((batch, 1), bool), valid], axis=1)
     mask = valid[:, None, None, :]                                   # keys that may be attended
     stack_positions = "none" if self.positions == "sincos2d" else self.positions
     x = Stack(self.depth, self.max_len + 1, stack_positions, block_fields(self), self.remat,
-              self.remat_policy, self.scan_layers, name="encoder")(
-                  x, mask, causal=self.causal, train=train)
+              self.remat_policy, self.scan_layers, final_norm=not self.norm_after_pool,
+              name="encoder")(x, mask, causal=self.causal, train=train)
     if self.pool == "cls":
       feats = x[:, 0]
     elif self.pool == "last":
       feats = x[jnp.arange(batch), jnp.sum(valid, axis=1) - 1]
+    elif self.pool == "map":
+      feats = MAPHead(self.num_heads, self.mlp_dim, **kw, dense_init=self.dense_init,
+                      gelu=self.gelu, norm_epsilon=self.norm_epsilon, name="map")(
+                          x[:, prefix:], mask[..., prefix:])
     else:
-      w = valid.astype(x.dtype)[..., None]
-      feats = (x * w).sum(1) / jnp.maximum(w.sum(1), 1)
+      w = valid[:, prefix:].astype(x.dtype)[..., None]
+      feats = (x[:, prefix:] * w).sum(1) / jnp.maximum(w.sum(1), 1)
+    if self.norm_after_pool:
+      feats = nn.LayerNorm(**kw, epsilon=self.norm_epsilon, name="ln_pool")(feats)
     if self.pre_logits > 0:
       feats = jnp.tanh(nn.Dense(self.pre_logits, **kw, name="pre_logits")(feats))
     self.sow("intermediates", "features", feats)

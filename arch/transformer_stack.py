@@ -27,7 +27,7 @@ NORMS = ("layer", "rms")    # LayerNorm, or RMSNorm (Zhang & Sennrich 2019: no m
 MLPS = ("gelu", "swiglu")   # Dense-GELU-Dense, or SwiGLU's gated three kernels
 
 
-def _dense_inits(init: str) -> dict[str, Any]:
+def dense_inits(init: str) -> dict[str, Any]:
   """Initialisers of the attention and MLP kernels: flax's default (LeCun normal, zero biases)
   or big_vision's ViT (`models/vit.py`: Xavier uniform, MLP biases N(0, 1e-6))."""
   if init == "xavier_uniform":
@@ -59,8 +59,8 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x, mask=None, causal=False, decode=False, train=False, positions=None):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    inits = _dense_inits(self.dense_init)
-    norm = functools.partial(_norm(self.norm), **kw, epsilon=self.norm_epsilon)
+    inits = dense_inits(self.dense_init)
+    norm = functools.partial(norm_layer(self.norm), **kw, epsilon=self.norm_epsilon)
     dense = functools.partial(nn.Dense, **kw, **inits, use_bias=self.use_bias)
     x = constrain_sequence(x, split=True)
     h = constrain_sequence(norm(name="ln_attn")(x), split=False)
@@ -116,7 +116,7 @@ def block_fields(model: nn.Module) -> dict[str, Any]:
   return {f: getattr(model, f) for f in BLOCK_FIELDS if hasattr(model, f)}
 
 
-def _norm(kind: str) -> Any:
+def norm_layer(kind: str) -> Any:
   return nn.RMSNorm if kind == "rms" else nn.LayerNorm
 
 
@@ -134,6 +134,7 @@ class Stack(nn.Module):
   remat: bool = False
   remat_policy: str = ""
   scan_layers: bool = False
+  final_norm: bool = True  # False: the caller normalises (a ViT's norm after pooling)
 
   @nn.compact
   def __call__(self, x, mask=None, *, causal=False, decode=False, train=False, positions=None):
@@ -168,5 +169,7 @@ class Stack(nn.Module):
     else:
       for i in range(self.depth):
         x = block(**fields, name=f"block{i}")(x, mask, causal, decode, train, positions)
-    return _norm(fields["norm"])(dtype=fields["dtype"], param_dtype=fields["param_dtype"],
-                                 epsilon=fields["norm_epsilon"], name="ln_final")(x)
+    if not self.final_norm:
+      return x
+    return norm_layer(fields["norm"])(dtype=fields["dtype"], param_dtype=fields["param_dtype"],
+                                      epsilon=fields["norm_epsilon"], name="ln_final")(x)

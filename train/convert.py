@@ -11,7 +11,9 @@ take:
 timm (ViTs), big_vision (`.npz` ViTs), hf (a Hugging Face GPT-2 or Llama-family folder, its
 shards read one by one). The model's structure is read from the checkpoint; the number of
 heads, where the weights do not hold it, comes from `--num_heads`, else the folder's
-config.json (hf) or timm's model `--model` where timm is installed, else width / 64.
+config.json (hf) or timm's model `--model` where timm is installed, else width / 64; a timm
+ViT's pooling and GELU come from `--model` too (else the pooling is read from the weights:
+`arch.published.timm_layout`).
 `--image_size` resamples a ViT's position embeddings to another resolution (big_vision's
 bilinear `resample_posemb`). `--out` gets `config.json` (the supervised defaults with the
 converted `model` fields), `checkpoints/0` (the parameters and BatchNorm statistics) and
@@ -108,18 +110,27 @@ def write_workdir(out: str, converted: Converted, record: dict[str, Any]) -> Non
 
 
 def _num_heads(config: dict[str, Any]) -> int:
-  """--num_heads, else a Hugging Face folder's `config` says, else timm's `--model`, else 0."""
+  """--num_heads, else what `config` says (a Hugging Face folder's config.json, timm's model's
+  facts), else 0."""
   if FLAGS.num_heads:
     return FLAGS.num_heads
-  if FLAGS.format == "hf":
-    return int(config.get("n_head", config.get("num_attention_heads", 0)))
-  if FLAGS.format != "timm" or not FLAGS.model:
-    return 0
+  return int(config.get("n_head", config.get("num_attention_heads", 0)))
+
+
+def _timm_config() -> dict[str, Any]:
+  """What timm's model `--model` knows and its weights do not: the heads, `global_pool` and the
+  MLP's GELU ({} without --model or timm)."""
+  if not FLAGS.model:
+    return {}
   try:
     timm = reference.import_timm()
   except ImportError:
-    return 0
-  return int(timm.create_model(FLAGS.model, pretrained=False).blocks[0].attn.num_heads)
+    return {}
+  module = timm.create_model(FLAGS.model, pretrained=False)
+  act = module.blocks[0].mlp.act
+  return {"num_attention_heads": int(module.blocks[0].attn.num_heads),
+          "global_pool": module.global_pool,
+          "gelu": "tanh" if getattr(act, "approximate", "none") == "tanh" else "exact"}
 
 
 def export(workdir: str, out: str) -> None:
@@ -169,7 +180,8 @@ def main(argv: list[str]) -> None:
     raise ConfigError(f"--out={FLAGS.out} exists; converting writes a new workdir and "
                       "overwrites nothing: choose another --out or remove it")
   state = published_files.read_state(FLAGS.checkpoint)
-  config = published_files.read_folder_config(FLAGS.checkpoint)
+  config = (published_files.read_folder_config(FLAGS.checkpoint) if FLAGS.format == "hf"
+            else _timm_config() if FLAGS.format == "timm" else {})
   converted = published.convert(FLAGS.format, state, _num_heads(config), FLAGS.image_size,
                                 f"--checkpoint={FLAGS.checkpoint}", config)
   digest = published_files.digest(FLAGS.checkpoint)

@@ -32,7 +32,8 @@ def convert(fmt: str, state: dict[str, np.ndarray], num_heads: int = 0, image_si
   """`state` in `fmt`'s layout as strata's model, checked against the model's own variables;
   its `input_shape` (H, W, C): `image_size` square (a ViT's position embeddings resampled to
   it), else the checkpoint's own (a ViT's) or 224. `config`: a Hugging Face folder's
-  config.json (its `model_type` picks GPT-2 or Llama; without one, the tensors' names do).
+  config.json (its `model_type` picks GPT-2 or Llama; without one, the tensors' names do), or
+  a timm ViT's `global_pool` and `gelu` (`timm_layout.structure`).
 
   Raises:
     ConversionError: the checkpoint does not fit the layout or strata's model (one line).
@@ -40,7 +41,7 @@ def convert(fmt: str, state: dict[str, np.ndarray], num_heads: int = 0, image_si
   if fmt == "torchvision":
     converted = torchvision_layout.resnet(state)
   elif fmt == "timm":
-    converted = timm_layout.vit(state, num_heads, image_size)
+    converted = timm_layout.vit(state, num_heads, image_size, config)
   elif fmt == "big_vision":
     converted = big_vision_layout.vit(state, image_size)
   elif (config or {}).get("model_type") == "llama" or (

@@ -6,7 +6,8 @@ Both are flax, so kernels keep their layouts; what differs is where things are. 
 its position embeddings to the patches *before* it prepends the class token, so the class token
 has none: strata's learned table (a row per token, the class token's first) gets a zero row
 there. Its pool types "tok" (class token) and "gap" (the mean of the tokens after the final
-LayerNorm, strata's "mean") map; "map" (attention pooling) is refused. Without a
+LayerNorm, strata's "mean") and "map" (attention pooling, its `MAPHead`: strata's "map") map.
+Without a
 `pos_embedding` the positions are the fixed 2-D sin-cos ones (`posemb="sincos2d"`). The heads,
 which the weights do not hold, are in the attention kernels' shapes (D, heads, head width). The
 blocks may be unrolled (`Transformer/encoderblock_<i>`) or scanned (`Transformer/encoderblock`,
@@ -49,14 +50,11 @@ def structure(state: Mapping[str, np.ndarray]) -> dict[str, Any]:
   """The `arch.transformer.TransformerClassifier` fields of a big_vision ViT (`_plain` names).
 
   Raises:
-    ConversionError: not a ViT, or attention pooling ("map").
+    ConversionError: not a ViT.
   """
   if "embedding/kernel" not in state or "Transformer/encoder_norm/scale" not in state:
     raise L.ConversionError(f"{WHAT}: expected embedding/kernel and Transformer/encoder_norm "
                             "in the checkpoint (a big_vision ViT)")
-  if any(k.startswith("MAPHead_0/") for k in state):
-    raise L.ConversionError(f"{WHAT}: the checkpoint pools by attention (pool_type='map'), "
-                            "which strata's ViT lacks")
   p, q, _, width = state["embedding/kernel"].shape
   if p != q:
     raise L.ConversionError(f"{WHAT}: patches of {p}x{q}; strata's ViT cuts square patches")
@@ -67,7 +65,8 @@ def structure(state: Mapping[str, np.ndarray]) -> dict[str, Any]:
   fields = {"name": "transformer.TransformerClassifier", "width": int(width), "depth": depth,
             "num_heads": heads,
             "mlp_dim": int(state["Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel"].shape[1]),
-            "patch_size": int(p), "pool": "cls" if "cls" in state else "mean",
+            "patch_size": int(p), "pool": "cls" if "cls" in state else
+            "map" if "MAPHead_0/probe" in state else "mean",
             "pre_logits": int(state["pre_logits/kernel"].shape[1]) if "pre_logits/kernel" in state
             else 0, "num_classes": int(state["head/kernel"].shape[1])}
   if "pos_embedding" in state:
@@ -96,6 +95,16 @@ def vit_links(model: Mapping[str, Any]) -> list[L.Link]:
                 for n in ("kernel", "bias")]
   links += [L.Link("params", f"encoder/ln_final/{n}", f"Transformer/encoder_norm/{n}")
             for n in ("scale", "bias")]
+  if model["pool"] == "map":
+    links += [L.Link("params", "map/probe", "MAPHead_0/probe")]
+    links += [L.Link("params", f"map/attn/{name}/{n}",
+                     f"MAPHead_0/MultiHeadDotProductAttention_0/{name}/{n}")
+              for name in ("query", "key", "value", "out") for n in ("kernel", "bias")]
+    links += [L.Link("params", f"map/ln/{n}", f"MAPHead_0/LayerNorm_0/{n}")
+              for n in ("scale", "bias")]
+    links += [L.Link("params", f"map/{ours}/{n}", f"MAPHead_0/MlpBlock_0/{theirs}/{n}")
+              for ours, theirs in (("mlp_in", "Dense_0"), ("mlp_out", "Dense_1"))
+              for n in ("kernel", "bias")]
   if model.get("pre_logits"):
     links += [L.Link("params", f"pre_logits/{n}", f"pre_logits/{n}") for n in ("kernel", "bias")]
   return links + [L.Link("params", f"head/{n}", f"head/{n}") for n in ("kernel", "bias")]
@@ -148,7 +157,8 @@ def to_big_vision(model: Mapping[str, Any], variables: Mapping[str, Any],
   """
   positions = model.get("positions", "learned")
   if positions not in ("learned", "sincos2d") or model.get("vocab_size", 0) or model.get(
-      "pool", "cls") not in ("cls", "mean") or model.get("gelu", "tanh") != "tanh":
+      "pool", "cls") not in ("cls", "mean", "map") or model.get("gelu", "tanh") != "tanh" or \
+      model.get("class_token") or model.get("norm_after_pool"):
     raise L.ConversionError(f"model {dict(model)} has no big_vision ViT equivalent")
   state = L.from_strata(vit_links(model), variables, channels)
   if positions == "learned":

@@ -112,13 +112,59 @@ def test_timm_vit_gives_the_references_logits_and_exports_back(name):
     np.testing.assert_array_equal(back[k], state[k], err_msg=k)
 
 
+# timm's pooled ViTs: mean pooling with a norm after it (fc_norm, its default), with and without
+# a class token; SigLIP's shape (no class token, mean without fc_norm, tanh GELU); attention
+# pooling (SigLIP's "map").
+POOLED = {
+    "avg_fc_norm_cls": dict(global_pool="avg"),
+    "avg_fc_norm": dict(global_pool="avg", class_token=False),
+    "avg_siglip": dict(global_pool="avg", class_token=False, fc_norm=False,
+                       act_layer="gelu_tanh"),
+    "map": dict(global_pool="map", class_token=False),
+    "map_cls": dict(global_pool="map"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(POOLED))
+def test_timm_pooled_vits_give_the_references_logits_and_export_back(name):
+  kw = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=4, num_classes=3)
+  module = randomised(vision_transformer.VisionTransformer(**kw, **POOLED[name]), seed=len(name))
+  state = state_of(module)
+  gelu = "tanh" if POOLED[name].get("act_layer") == "gelu_tanh" else "exact"
+  converted = timm_layout.vit(state, num_heads=4,
+                              config={"global_pool": module.global_pool, "gelu": gelu})
+  m = converted.model
+  assert (m["pool"], m["class_token"] or m["pool"] == "cls", m["norm_after_pool"]) == (
+      {"avg": "mean", "map": "map"}[POOLED[name]["global_pool"]],
+      POOLED[name].get("class_token", True), "fc_norm.weight" in state)
+  diff, scale = compare(converted, module, 16)
+  assert diff <= 1e-4 * max(1.0, scale), (diff, scale)
+  # what the fields change: pooling the class token too, or the norm before pooling
+  if m["class_token"]:
+    wrong, _ = compare(converted, module, 16, class_token=False)
+    assert wrong > 10 * diff
+  if gelu == "tanh":  # SigLIP's, which timm's model knows and its weights do not
+    wrong, _ = compare(converted, module, 16, gelu="exact")
+    assert wrong > 10 * diff
+  back = timm_layout.to_timm(converted.model, converted.variables)
+  assert set(back) == set(state)
+  for k in state:
+    np.testing.assert_array_equal(back[k], state[k], err_msg=k)
+
+
 def test_timm_vits_strata_cannot_build_are_one_line():
-  avg = vision_transformer.VisionTransformer(img_size=16, patch_size=8, embed_dim=32, depth=1,
-                                             num_heads=2, global_pool="avg", num_classes=2)
-  with pytest.raises(links.ConversionError, match="fc_norm"):
-    timm_layout.vit(state_of(avg))
-  state = state_of(vision_transformer.VisionTransformer(img_size=16, patch_size=8, embed_dim=32,
-                                                        depth=1, num_heads=2, num_classes=2))
+  kw = dict(img_size=16, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=2)
+  scaled = vision_transformer.VisionTransformer(**kw, init_values=1e-5)
+  with pytest.raises(links.ConversionError, match=r"layer scale \(ls1, ls2\)"):
+    timm_layout.vit(state_of(scaled))
+  state = state_of(vision_transformer.VisionTransformer(**kw))
+  with pytest.raises(links.ConversionError, match="global_pool='avgmax'; strata pools as"):
+    timm_layout.vit(state, config={"global_pool": "avgmax"})
+  no_cls = state_of(vision_transformer.VisionTransformer(**kw, class_token=False,
+                                                          global_pool="avg"))
+  with pytest.raises(links.ConversionError, match="global_pool='token' with a checkpoint that "
+                     "has no attn_pool and no cls_token"):
+    timm_layout.vit(no_cls, config={"global_pool": "token"})
   with pytest.raises(links.ConversionError, match=r"'extra\.weight'.* have no place"):
     timm_layout.vit({**state, "extra.weight": np.zeros(2)}, num_heads=2)
   del state["blocks.0.mlp.fc2.bias"]

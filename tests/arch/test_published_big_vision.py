@@ -1,8 +1,8 @@
 """big_vision ViTs (arch/published/big_vision_layout.py) against big_vision's own model (its
 `models/vit.py`, vendored under benchmarks/third_party/ at a named commit), every parameter
-randomised: class-token and mean pooling, learned and sin-cos positions, a pre-logits layer,
-unrolled and scanned blocks, behind a `params/` prefix; strata's ViT gives big_vision's logits
-(float32, within 1e-4 of the largest), and export then import is the identity."""
+randomised: class-token, mean and attention pooling, learned and sin-cos positions, a pre-logits
+layer, unrolled and scanned blocks, behind a `params/` prefix; strata's ViT gives big_vision's
+logits (float32, within 1e-4 of the largest), and export then import is the identity."""
 
 import flax
 import jax
@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 
 import arch
-from arch.published import big_vision_layout, links
+from arch.published import big_vision_layout
 from benchmarks.third_party.big_vision_vit import vit as bv_vit
 
 CASES = {
     "tok_learn": dict(pool_type="tok", posemb="learn"),
     "gap_sincos_rep": dict(pool_type="gap", posemb="sincos2d", rep_size=True),
     "gap_learn_scan": dict(pool_type="gap", posemb="learn", scan=True),
+    "map_learn": dict(pool_type="map", posemb="learn"),
+    "map_sincos_scan": dict(pool_type="map", posemb="sincos2d", scan=True),
 }
 
 
@@ -52,12 +54,3 @@ def test_big_vision_vit_gives_big_visions_logits(case):
   assert set(back) == set(unrolled)
   for k in unrolled:
     np.testing.assert_array_equal(back[k], unrolled[k], err_msg=k)
-
-
-def test_attention_pooling_is_refused_in_one_line():
-  model = bv_vit.Model(num_classes=2, width=16, depth=1, num_heads=2, patch_size=(8, 8),
-                       pool_type="map")
-  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
-  flat = {"/".join(k): np.asarray(v) for k, v in flax.traverse_util.flatten_dict(params).items()}
-  with pytest.raises(links.ConversionError, match="pool_type='map'"):
-    big_vision_layout.vit(flat)

@@ -17,8 +17,10 @@ ViT's pooling and GELU come from `--model` too (else the pooling is read from th
 `--image_size` resamples a ViT's position embeddings to another resolution (big_vision's
 bilinear `resample_posemb`). `--out` gets `config.json` (the supervised defaults with the
 converted `model` fields), `checkpoints/0` (the parameters and BatchNorm statistics) and
-`converted.json` (the source file, its format and size, and the check). An `--out` that exists
-is refused: nothing is overwritten.
+`converted.json` (the source file, its format and size, and the check); a Hugging Face folder's
+own tokenizer (`tokenizer.json`, else a SentencePiece `tokenizer.model`) is copied beside them
+and the config's `data.tokenizer` names the copy. An `--out` that exists is refused: nothing is
+overwritten.
 
 `--check` loads the same file into the reference library's model `--model` (torchvision's
 `get_model`, timm's `create_model`, transformers' GPT-2 or Llama of the converted shape; random
@@ -78,9 +80,34 @@ def define_flags() -> None:
   flags.DEFINE_string("export", None, "--export: the state dict file to write")
 
 
-def write_workdir(out: str, converted: Converted, record: dict[str, Any]) -> None:
+# A Hugging Face folder's own tokenizer, by file name, and its `data.tokenizer` kind
+TOKENIZER_FILES = (("tokenizer.json", "hf"), ("tokenizer.model", "sentencepiece"))
+
+
+def folder_tokenizer(folder: str, vocab_size: int) -> tuple[str, str] | None:
+  """(the file, its `data.tokenizer` kind) of the tokenizer a Hugging Face `folder` holds
+  (`TOKENIZER_FILES`, the first found), None for a file or a folder without one.
+
+  Raises:
+    ConfigError: its vocabulary is larger than the model's `vocab_size` (another model's?).
+  """
+  from data import tokenizer as data_tokenizer
+  for name, kind in TOKENIZER_FILES:
+    path = os.path.join(folder, name)
+    if os.path.isdir(folder) and os.path.isfile(path):
+      size = data_tokenizer.get(f"{kind}:{path}").vocab_size
+      if size > vocab_size:
+        raise ConfigError(f"--checkpoint={folder}: its {name} has {size} ids, more than the "
+                          f"model's vocabulary of {vocab_size}: not this model's tokenizer")
+      return path, kind
+  return None
+
+
+def write_workdir(out: str, converted: Converted, record: dict[str, Any],
+                  tokenizer: tuple[str, str] | None = None) -> None:
   """`out` as a strata workdir (module docstring), made in a temporary folder beside it and
-  renamed into place, so that a failure leaves nothing half-written.
+  renamed into place, so that a failure leaves nothing half-written. `tokenizer` (a file and
+  its kind) is copied in, and the config's `data.tokenizer` names the copy.
 
   Raises:
     ConfigError: `out` exists.
@@ -95,6 +122,10 @@ def write_workdir(out: str, converted: Converted, record: dict[str, Any]) -> Non
   try:
     config = config_lib.base("supervised")
     config.model = converted.model
+    if tokenizer:
+      name = os.path.basename(tokenizer[0])
+      shutil.copyfile(tokenizer[0], os.path.join(tmp, name))
+      config.data.tokenizer = record["tokenizer"] = f"{tokenizer[1]}:{os.path.join(out, name)}"
     files.write_json_atomic(os.path.join(tmp, files.CONFIG),
                             json.loads(config.to_json_best_effort()))
     files.write_json_atomic(os.path.join(tmp, "converted.json"), record)
@@ -194,7 +225,9 @@ def main(argv: list[str]) -> None:
     print(f"check against {name}: max |logit difference| "
           f"{record['check']['max_abs_difference']:.3g} (largest |logit| "
           f"{record['check']['max_abs_logit']:.3g})")
-  write_workdir(FLAGS.out, converted, record)
+  tokenizer = (folder_tokenizer(FLAGS.checkpoint, converted.model["vocab_size"])
+               if FLAGS.format == "hf" else None)
+  write_workdir(FLAGS.out, converted, record, tokenizer)
   print(f"wrote {FLAGS.out}: model {converted.model['name']} "
         f"({sum(int(np.size(v)) for v in jax.tree.leaves(converted.variables['params'])):,} "
         "parameters)")

@@ -88,3 +88,14 @@ def test_sentencepiece(corpus, tmp_path):
 def test_a_bad_tokenizer_is_one_line(spec, message):
   with pytest.raises(tokenizer_lib.TokenizerError, match=message.replace("(", r"\(")):
     tokenizer_lib.get(spec)
+
+
+def test_a_converted_folders_own_tokenizer_is_found_and_must_fit_the_model(bpe, tmp_path):
+  from train import convert
+  from train.errors import ConfigError
+  assert convert.folder_tokenizer(str(tmp_path), 1000) is None  # a folder without one
+  (tmp_path / "tokenizer.json").write_bytes(open(bpe, "rb").read())
+  assert convert.folder_tokenizer(str(tmp_path), 300) == (str(tmp_path / "tokenizer.json"), "hf")
+  with pytest.raises(ConfigError, match=r"its tokenizer.json has 300 ids, more than the model's "
+                     r"vocabulary of 256"):
+    convert.folder_tokenizer(str(tmp_path), 256)

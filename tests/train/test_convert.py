@@ -16,7 +16,8 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-if not all(importlib.util.find_spec(p) for p in ("torch", "torchvision", "transformers")):
+if not all(importlib.util.find_spec(p) for p in ("torch", "torchvision", "transformers",
+                                                 "tokenizers")):
   pytest.skip("the reference libraries are not installed: pip install -e '.[convert]'",
               allow_module_level=True)
 
@@ -38,6 +39,11 @@ torch.save(randomise(tv.models.resnet.ResNet(tv.models.resnet.BasicBlock, [1, 1,
 config = transformers.GPT2Config(vocab_size=40, n_positions=32, n_embd=32, n_layer=2, n_head=2)
 randomise(transformers.GPT2LMHeadModel(config)).save_pretrained(out + "/gpt2",
                                                                 max_shard_size="50KB")
+import tokenizers  # the folder's own tokenizer: 30 words, fewer ids than the model's 40
+words = {w: i for i, w in enumerate(["[UNK]"] + [f"w{i}" for i in range(29)])}
+tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(words, unk_token="[UNK]"))
+tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+tok.save(out + "/gpt2/tokenizer.json")
 '''
 
 
@@ -64,8 +70,13 @@ def test_convert_check_init_from_and_export(tmp_path):
   r = run("train.convert", "--format", "hf", "--checkpoint", f"{tmp_path}/gpt2", "--out",
           f"{tmp_path}/gpt2_strata", "--check")
   assert r.returncode == 0, r.stderr[-2000:]
-  check = json.load(open(f"{tmp_path}/gpt2_strata/converted.json"))["check"]
+  record = json.load(open(f"{tmp_path}/gpt2_strata/converted.json"))
+  check = record["check"]
   assert check["max_abs_difference"] <= 1e-4 * max(1.0, check["max_abs_logit"]), check
+  # the folder's tokenizer comes along, and the workdir's config names the copy
+  spec = f"hf:{tmp_path}/gpt2_strata/tokenizer.json"
+  assert record["tokenizer"] == spec and os.path.isfile(spec[3:])
+  assert json.load(open(f"{tmp_path}/gpt2_strata/config.json"))["data"]["tokenizer"] == spec
   assert "max |logit difference|" in r.stdout
 
   # a fine-tune from the converted ResNet: 10 classes where it had 4, so the head starts anew

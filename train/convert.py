@@ -210,7 +210,7 @@ def main(argv: list[str]) -> None:
   if os.path.exists(FLAGS.out):
     raise ConfigError(f"--out={FLAGS.out} exists; converting writes a new workdir and "
                       "overwrites nothing: choose another --out or remove it")
-  state = published_files.read_state(FLAGS.checkpoint)
+  state = published_files.read_state(FLAGS.checkpoint, lazy=True)
   config = (published_files.read_folder_config(FLAGS.checkpoint) if FLAGS.format == "hf"
             else _timm_config() if FLAGS.format == "timm" else {})
   converted = published.convert(FLAGS.format, state, _num_heads(config), FLAGS.image_size,

@@ -10,13 +10,16 @@ how to install it (`pip install -e '.[convert]'`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 from typing import Any, Mapping
 
+import ml_dtypes
 import numpy as np
 
+from arch.published import links
 from train.errors import ConfigError
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
@@ -34,28 +37,68 @@ def need(package: str, why: str) -> Any:
                       ) from e
 
 
-def _numpy(tensor: Any) -> np.ndarray:
+def _numpy(tensor: Any, bfloat16: bool = False) -> np.ndarray:
+  """A torch tensor as NumPy; bfloat16 as float32, or kept (`bfloat16`: ml_dtypes' type)."""
   import torch
   if tensor.dtype == torch.bfloat16:
+    if bfloat16:
+      return tensor.detach().cpu().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
     tensor = tensor.float()
   return tensor.detach().cpu().numpy()
 
 
-def read_state(path: str, field: str = "--checkpoint") -> dict[str, np.ndarray]:
-  """The named arrays of the checkpoint file at `path` (`field` names it in errors).
+def to_torch(a: np.ndarray) -> Any:
+  """A NumPy array as a torch tensor (ml_dtypes' bfloat16 as torch's), sharing no memory."""
+  import torch
+  a = np.array(a, order="C")
+  if a.dtype == ml_dtypes.bfloat16:
+    return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+  return torch.from_numpy(a)
+
+
+def _safetensors_loader(path: str, key: str) -> np.ndarray:
+  from safetensors import safe_open
+  with safe_open(path, framework="pt") as f:
+    return _numpy(f.get_tensor(key), bfloat16=True)
+
+
+def _lazy_safetensors(files: list[str], field: str) -> links.Lazy:
+  """The tensors of safetensors `files` as a `links.Lazy`: their names from the files' headers,
+  each tensor read from its file when asked for, in its own precision (bfloat16 stays bfloat16),
+  and not kept."""
+  need("torch", f"{field} (safetensors, read through PyTorch for bfloat16)")
+  need("safetensors", field)
+  from safetensors import safe_open
+  loaders = {}
+  for path in files:
+    with safe_open(path, framework="pt") as f:
+      for key in f.keys():
+        loaders[key] = functools.partial(_safetensors_loader, path, key)
+  return links.Lazy(loaders)
+
+
+def read_state(path: str, field: str = "--checkpoint",
+               lazy: bool = False) -> Mapping[str, np.ndarray]:
+  """The named arrays of the checkpoint file or Hugging Face folder at `path` (`field` names it
+  in errors). `lazy`: safetensors files and shards are not read here but tensor by tensor as
+  a conversion asks for them (`links.Lazy`), each in its stored precision, so that a sharded
+  checkpoint converts within the memory of the converted model (a 7B model's bfloat16 weights,
+  14 GB, not its float32 copy and the checkpoint beside it); other formats are read whole.
 
   Raises:
     ConfigError: no such file, a suffix of no known format, or a file holding no state dict.
     ImportError: the package its format needs is missing.
   """
   if os.path.isdir(path):
-    return _read_folder(path, field)
+    return _read_folder(path, field, lazy)
   if not os.path.isfile(path):
     raise ConfigError(f"{field}={path!r} is neither a file nor a folder")
   suffix = os.path.splitext(path)[1].lower()
   if suffix == ".npz":
     with np.load(path, allow_pickle=False) as f:
       return {k: f[k] for k in f.files}
+  if suffix == ".safetensors" and lazy:
+    return _lazy_safetensors([path], f"{field}={path!r}")
   if suffix == ".safetensors":
     need("torch", f"{field}={path!r} (safetensors, read through PyTorch for bfloat16)")
     need("safetensors", f"{field}={path!r}")
@@ -78,18 +121,20 @@ def read_state(path: str, field: str = "--checkpoint") -> dict[str, np.ndarray]:
                     f"{list(SUFFIXES)}")
 
 
-def _read_folder(path: str, field: str) -> dict[str, np.ndarray]:
+def _read_folder(path: str, field: str, lazy: bool) -> Mapping[str, np.ndarray]:
   index = os.path.join(path, "model.safetensors.index.json")
   if os.path.exists(index):
     with open(index) as f:
       shards = sorted(set(json.load(f).get("weight_map", {}).values()))
+    if lazy:
+      return _lazy_safetensors([os.path.join(path, s) for s in shards], f"{field}={path!r}")
     state: dict[str, np.ndarray] = {}
     for shard in shards:
       state.update(read_state(os.path.join(path, shard), f"{field} (shard {shard})"))
     return state
   for name in ("model.safetensors", "pytorch_model.bin"):
     if os.path.exists(os.path.join(path, name)):
-      return read_state(os.path.join(path, name), field)
+      return read_state(os.path.join(path, name), field, lazy)
   raise ConfigError(f"{field}={path!r} is a folder without model.safetensors, "
                     "model.safetensors.index.json or pytorch_model.bin")
 
@@ -147,12 +192,11 @@ def write_state(path: str, state: Mapping[str, np.ndarray]) -> None:
     raise ConfigError(f"--out={path!r}: unknown suffix {suffix!r}; expected one of "
                       f"{list(SUFFIXES)}")
   tmp = f"{path}.tmp-{os.getpid()}{suffix}"
-  arrays = {k: np.array(v, order="C") for k, v in state.items()}  # writable copies for torch
   if suffix == ".npz":
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **{k: np.asarray(v) for k, v in state.items()})
   else:
     torch = need("torch", f"--out={path!r}")
-    tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    tensors = {k: to_torch(v) for k, v in state.items()}
     if suffix == ".safetensors":
       need("safetensors", f"--out={path!r}")
       from safetensors.torch import save_file

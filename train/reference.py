@@ -91,7 +91,9 @@ def logits(reference: Any, state: Mapping[str, np.ndarray], inputs: np.ndarray) 
     ValueError: the state does not fit the reference model (its names and shapes, one line).
   """
   import torch
-  tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+
+  from train.published_files import to_torch
+  tensors = {k: to_torch(v) for k, v in state.items()}
   try:
     missing, unexpected = reference.load_state_dict(tensors, strict=False)
     tied = set(getattr(reference, "_tied_weights_keys", None) or ())

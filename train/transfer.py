@@ -116,7 +116,7 @@ def _source(init_config: Any, model_config: Any) -> tuple[dict[str, Any], int, s
   side = 0
   if model.get("patch_size") and model.get("max_len"):  # a ViT: its positions at this run's size
     side = int(round(model["max_len"] ** 0.5)) * int(model["patch_size"])
-  converted = published.convert(fmt, published_files.read_state(path, "init_from.path"),
+  converted = published.convert(fmt, published_files.read_state(path, "init_from.path", True),
                                 int(model.get("num_heads", 0) or 0), side, f"init_from.path={path}",
                                 published_files.read_folder_config(path))
   variables = converted.variables

@@ -27,13 +27,11 @@ CONV1D = r"\.(c_attn|c_proj|c_fc)\.weight$"
 IGNORE = r"attn\.(masked_)?bias$"  # the causal-mask buffers older GPT-2 files carry
 
 
-def _plain(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Keys without the `transformer.` prefix, Conv1D kernels as Linear (out, in)."""
-  out = {}
-  for k, v in state.items():
-    k = k[len("transformer."):] if k.startswith("transformer.") else k
-    out[k] = v.T if re.search(CONV1D, k) else v
-  return out
+def _plain(state: Mapping[str, np.ndarray]) -> L.Lazy:
+  """Keys without the `transformer.` prefix, Conv1D kernels as Linear (out, in), read when
+  used (`links.view`)."""
+  return L.view(state, lambda k: k[len("transformer."):] if k.startswith("transformer.") else k,
+                lambda k, v: v.T if re.search(CONV1D, k) else v)
 
 
 def structure(state: Mapping[str, np.ndarray], num_heads: int = 0) -> dict[str, Any]:

@@ -26,8 +26,9 @@ ROPE_SCALING_KEYS = ("factor", "low_freq_factor", "high_freq_factor",
                      "original_max_position_embeddings")
 
 
-def _plain(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  return {k[len("model."):] if k.startswith("model.") else k: v for k, v in state.items()}
+def _plain(state: Mapping[str, np.ndarray]) -> L.Lazy:
+  """Keys without the `model.` prefix, read when used (`links.view`)."""
+  return L.view(state, lambda k: k[len("model."):] if k.startswith("model.") else k)
 
 
 def _rope(config: Mapping[str, Any]) -> tuple[float, tuple[float, ...]]:

@@ -9,8 +9,9 @@ joined along its first axis.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -30,6 +31,43 @@ class ConversionError(ValueError):
   """A checkpoint that does not fit the layout or the model: one line naming the tensor or the
   variable, its shape and what was expected."""
   exit_status = 2  # train/errors.py's contract for a usage or config error
+
+
+class Lazy(Mapping[str, np.ndarray]):
+  """A state dict whose arrays are read when asked for and not kept (`loaders`: {key: () ->
+  array}), so that converting a checkpoint of many shards holds only the converted model whole,
+  not the checkpoint beside it. Keys can be dropped (`pop`) or replaced."""
+
+  def __init__(self, loaders: Mapping[str, Callable[[], np.ndarray]]):
+    self._loaders = dict(loaders)
+
+  def __getitem__(self, key: str) -> np.ndarray:
+    return self._loaders[key]()
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self._loaders)
+
+  def __len__(self) -> int:
+    return len(self._loaders)
+
+  def pop(self, key: str, *default: Any) -> Any:
+    if key not in self._loaders:
+      if default:
+        return default[0]
+      raise KeyError(key)
+    return self._loaders.pop(key)()
+
+
+def _read(state: Mapping[str, np.ndarray], key: str,
+          value: Callable[[str, np.ndarray], np.ndarray] | None) -> np.ndarray:
+  return value(key, state[key]) if value else state[key]
+
+
+def view(state: Mapping[str, np.ndarray], key: Callable[[str], str] = lambda k: k,
+         value: Callable[[str, np.ndarray], np.ndarray] | None = None) -> Lazy:
+  """`state` under new keys (`key(k)`), each array transformed by `value(k, array)` (k the old
+  key) when it is read: a layout's renaming without reading anything."""
+  return Lazy({key(k): functools.partial(_read, state, k, value) for k in state})
 
 
 @dataclasses.dataclass(frozen=True)

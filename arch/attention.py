@@ -220,6 +220,8 @@ class MultiHeadAttention(nn.Module):
     num_kv_heads: key and value heads (grouped-query attention, Ainslie et al. 2023): each
       serves num_heads / num_kv_heads query heads, and the cache holds only them; 0 = num_heads.
     use_bias: biases on the four projections (GPT-2 and ViTs have them, Llama has none).
+    qkv_bias: biases on the query, key and value projections even without `use_bias` (Qwen2's:
+      none on the output projection).
 
   Call arguments:
     mask: bool, broadcastable to (B, N, T, S); True where a query may attend to a key.
@@ -245,6 +247,7 @@ class MultiHeadAttention(nn.Module):
   num_kv_heads: int = 0  # grouped-query attention: key/value heads, each shared by a group
   use_bias: bool = True
   rope_scaling: tuple[float, ...] = ()  # Llama 3's (`rotary_frequencies`)
+  qkv_bias: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None, *, causal: bool = False,
@@ -265,7 +268,7 @@ class MultiHeadAttention(nn.Module):
 
     def proj(name, heads):
       return nn.DenseGeneral((heads, head), dtype=self.dtype, param_dtype=self.param_dtype,
-                             use_bias=self.use_bias, **inits, name=name)
+                             use_bias=self.use_bias or self.qkv_bias, **inits, name=name)
     q = proj("query", self.num_heads)(x)                                   # (B, T, N, H)
     source = x if kv is None else kv
     k, v = proj("key", kv_heads)(source), proj("value", kv_heads)(source)  # (B, S, N_kv, H)

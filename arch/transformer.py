@@ -263,6 +263,7 @@ class TransformerLM(nn.Module):
     mlp: "gelu" (Dense, GELU, Dense) or "swiglu" (SiLU(x W_gate) * x W_in, then W_out).
     num_kv_heads: key/value heads of grouped-query attention (0: num_heads).
     use_bias: biases on the attention, MLP and output kernels.
+    qkv_bias: biases on the query, key and value kernels alone (Qwen2's), without `use_bias`.
     rope_base: the rotary positions' base (theta: 10,000 in RoFormer and Llama 2, 500,000 in
       Llama 3); rope_scaling: Llama 3.1's rescaling of their frequencies, (factor,
       low_freq_factor, high_freq_factor, original context) (`arch.attention.rotary_frequencies`).
@@ -291,6 +292,7 @@ class TransformerLM(nn.Module):
   mlp: str = "gelu"
   num_kv_heads: int = 0
   use_bias: bool = True
+  qkv_bias: bool = False
   rope_base: float = 10000.0
   rope_scaling: tuple[float, ...] = ()
   tie_embeddings: bool = False

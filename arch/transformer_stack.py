@@ -55,6 +55,7 @@ class Block(nn.Module):
   use_bias: bool = True
   rope_base: float = 10000.0
   rope_scaling: tuple[float, ...] = ()
+  qkv_bias: bool = False
 
   @nn.compact
   def __call__(self, x, mask=None, causal=False, decode=False, train=False, positions=None):
@@ -69,7 +70,8 @@ class Block(nn.Module):
                            dropout=self.dropout, **kw,
                            kernel_init=inits.get("kernel_init"),
                            attention_logits=self.attention_logits,
-                           num_kv_heads=self.num_kv_heads, use_bias=self.use_bias, name="attn")(
+                           num_kv_heads=self.num_kv_heads, use_bias=self.use_bias,
+                           qkv_bias=self.qkv_bias, name="attn")(
                                h, mask, causal=causal, positions=positions, decode=decode,
                                train=train)
     # whole along T here, so that in the backward pass the cotangent is gathered before the

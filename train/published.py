@@ -44,7 +44,7 @@ def convert(fmt: str, state: dict[str, np.ndarray], num_heads: int = 0, image_si
     converted = timm_layout.vit(state, num_heads, image_size, config)
   elif fmt == "big_vision":
     converted = big_vision_layout.vit(state, image_size)
-  elif (config or {}).get("model_type") == "llama" or (
+  elif (config or {}).get("model_type") in ("llama", "qwen2") or (
       not (config or {}).get("model_type") and "model.embed_tokens.weight" in state):
     converted = hf_llama.llama(state, config or {}, num_heads)
   else:

@@ -7,12 +7,15 @@ rotary base (`rope_parameters.rope_theta`, or `rope_theta` in older files) and t
 scaling (`rope_type="llama3"`: `factor`, `low_freq_factor`, `high_freq_factor`,
 `original_max_position_embeddings`), and whether the output layer is the embedding
 (`tie_word_embeddings`). transformers keeps the rotary "rotate half" layout, strata's, so the
-query and key kernels map without a permutation. Biases on the attention or the MLP
-(`attention_bias`, `mlp_bias`: Qwen-style) and other rotary scalings are refused in one line.
+query and key kernels map without a permutation. Qwen2 (`model_type="qwen2"`) is the same
+decoder with biases on the query, key and value projections alone (strata's `qkv_bias`); its
+sliding-window attention is refused. Biases elsewhere (`attention_bias` on the output
+projection, `mlp_bias`) and other rotary scalings are refused in one line.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 import numpy as np
@@ -56,10 +59,16 @@ def structure(state: Mapping[str, np.ndarray], config: Mapping[str, Any],
   for key in ("embed_tokens.weight", "layers.0.self_attn.q_proj.weight", "norm.weight"):
     if key not in state:
       raise L.ConversionError(f"{WHAT}: expected {key} (or model.{key}) in the checkpoint")
-  if config.get("attention_bias") or config.get("mlp_bias") or any(
-      k.endswith(".bias") for k in state):
-    raise L.ConversionError(f"{WHAT}: the checkpoint has biases (attention_bias or mlp_bias); "
-                            "strata's Llama has none")
+  qkv = {f"layers.0.self_attn.{p}_proj.bias" for p in "qkv"}
+  biases = {k for k in state if k.endswith(".bias")}
+  qkv_bias = qkv <= biases and all(re.search(r"self_attn\.[qkv]_proj\.bias$", k) for k in biases)
+  if config.get("attention_bias") or config.get("mlp_bias") or (biases and not qkv_bias):
+    raise L.ConversionError(f"{WHAT}: the checkpoint has biases beyond the query, key and "
+                            "value projections' (attention_bias or mlp_bias); strata's Llama "
+                            "has those alone (qkv_bias, Qwen2's)")
+  if config.get("use_sliding_window"):
+    raise L.ConversionError(f"{WHAT}: use_sliding_window=True; strata's attention sees the whole "
+                            "context")
   vocab, width = state["embed_tokens.weight"].shape
   heads = num_heads or int(config.get("num_attention_heads", 0))
   if heads <= 0 or width % heads:
@@ -77,7 +86,7 @@ def structure(state: Mapping[str, np.ndarray], config: Mapping[str, Any],
           "max_len": int(config.get("max_position_embeddings", 2048)),
           "norm_epsilon": float(config.get("rms_norm_eps", 1e-6)), "rope_base": theta,
           "rope_scaling": scaling, "tie_embeddings": "lm_head.weight" not in state or bool(
-              config.get("tie_word_embeddings", False))}
+              config.get("tie_word_embeddings", False)), "qkv_bias": bool(qkv_bias)}
 
 
 def _with_preset(model: Mapping[str, Any]) -> dict[str, Any]:
@@ -105,6 +114,10 @@ def llama_links(model: Mapping[str, Any]) -> list[L.Link]:
               L.Link("params", f"{b}/mlp_gate/kernel", f"{k}.mlp.gate_proj.weight", "dense"),
               L.Link("params", f"{b}/mlp_in/kernel", f"{k}.mlp.up_proj.weight", "dense"),
               L.Link("params", f"{b}/mlp_out/kernel", f"{k}.mlp.down_proj.weight", "dense")]
+    if model.get("qkv_bias"):
+      links += [L.Link("params", f"{b}/attn/{name}/bias", f"{k}.self_attn.{p}_proj.bias",
+                       "heads_bias", n) for name, p, n in (("query", "q", heads),
+                                                           ("key", "k", kv), ("value", "v", kv))]
   links.append(L.Link("params", "decoder/ln_final/scale", "norm.weight"))
   if not model.get("tie_embeddings"):
     links.append(L.Link("params", "head/kernel", "lm_head.weight", "dense"))
@@ -126,8 +139,9 @@ def llama(state: Mapping[str, np.ndarray], config: Mapping[str, Any],
 
 def to_hf(model: Mapping[str, Any], variables: Mapping[str, Any]
           ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-  """strata Llama variables as (a `LlamaForCausalLM` state dict, its config.json); `model`:
-  the config's fields (a `transformer.Llama`'s preset fields need not be repeated)."""
+  """strata Llama variables as (a `LlamaForCausalLM` state dict, its config.json), a
+  `Qwen2ForCausalLM`'s with `qkv_bias`; `model`: the config's fields (a `transformer.Llama`'s
+  preset fields need not be repeated)."""
   model = _with_preset(model)
   if (model.get("norm"), model.get("mlp"), model.get("positions"), model.get("use_bias")) != (
       "rms", "swiglu", "rotary", False) or model.get("scan_layers"):
@@ -140,14 +154,17 @@ def to_hf(model: Mapping[str, Any], variables: Mapping[str, Any]
 
 
 def hf_config(model: Mapping[str, Any]) -> dict[str, Any]:
-  """The config.json of a `LlamaForCausalLM` with strata's Llama `model` fields."""
+  """The config.json of a `LlamaForCausalLM` (a `Qwen2ForCausalLM` with `qkv_bias`) with
+  strata's Llama `model` fields."""
   model = _with_preset(model)
   rope: dict[str, Any] = {"rope_type": "default",
                           "rope_theta": float(model.get("rope_base", 1e4))}
   if model.get("rope_scaling"):
     rope = {**rope, "rope_type": "llama3", **dict(zip(ROPE_SCALING_KEYS, model["rope_scaling"]))}
     rope["original_max_position_embeddings"] = int(rope["original_max_position_embeddings"])
-  return {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+  qwen = bool(model.get("qkv_bias"))
+  return {"architectures": ["Qwen2ForCausalLM" if qwen else "LlamaForCausalLM"],
+          "model_type": "qwen2" if qwen else "llama", "use_sliding_window": False,
           "vocab_size": model["vocab_size"], "hidden_size": model["width"],
           "intermediate_size": model["mlp_dim"], "num_hidden_layers": model["depth"],
           "num_attention_heads": model["num_heads"],

@@ -1,9 +1,9 @@
 """Hugging Face Llama-family decoders (arch/published/hf_llama.py) against `transformers`'
 `LlamaForCausalLM` itself, every parameter randomised: grouped-query attention, a tied or
-untied output layer, Llama 3's rotary scaling; strata's `transformer.Llama` gives transformers'
-logits (float32) and the same 20 greedy tokens from its cached decoding, each step's top-1 ahead
-of the second by far more than the logits differ; export gives a folder `from_pretrained` loads
-with the same logits."""
+untied output layer, Llama 3's rotary scaling, Qwen2's query, key and value biases; strata's
+`transformer.Llama` gives transformers' logits (float32) and the same 20 greedy tokens from its
+cached decoding, each step's top-1 ahead of the second by far more than the logits differ;
+export gives a folder `from_pretrained` loads with the same logits."""
 
 import importlib.util
 
@@ -25,6 +25,9 @@ transformers = reference.import_transformers()
 
 CASES = {
     "gqa_untied": dict(num_key_value_heads=2, tie_word_embeddings=False),
+    # Qwen2: biases on the query, key and value projections alone, rotary base 1e6, tied
+    "qwen2_tied": dict(num_key_value_heads=2, tie_word_embeddings=True, qwen2=True,
+                       rope_parameters={"rope_type": "default", "rope_theta": 1e6}),
     "tied_llama3_rope": dict(num_key_value_heads=1, tie_word_embeddings=True, rope_parameters={
         "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
         "high_freq_factor": 4.0, "original_max_position_embeddings": 16}),
@@ -32,11 +35,14 @@ CASES = {
 
 
 def llama(case: str):
-  config = transformers.LlamaConfig(vocab_size=60, hidden_size=64, intermediate_size=96,
-                                    num_hidden_layers=2, num_attention_heads=4,
-                                    max_position_embeddings=64, rms_norm_eps=1e-5,
-                                    bos_token_id=None, eos_token_id=None, **CASES[case])
-  module = transformers.LlamaForCausalLM(config)
+  kw = dict(CASES[case])
+  config_class, model_class = ((transformers.Qwen2Config, transformers.Qwen2ForCausalLM)
+                               if kw.pop("qwen2", False) else
+                               (transformers.LlamaConfig, transformers.LlamaForCausalLM))
+  config = config_class(vocab_size=60, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                        num_attention_heads=4, max_position_embeddings=64, rms_norm_eps=1e-5,
+                        bos_token_id=None, eos_token_id=None, **kw)
+  module = model_class(config)
   g = torch.Generator().manual_seed(3)
   with torch.no_grad():
     for name, p in module.named_parameters():
@@ -54,6 +60,7 @@ def test_llama_gives_transformers_logits_greedy_tokens_and_exports_back(case, tm
   converted = hf_llama.llama(state, config)
   assert converted.model["tie_embeddings"] == CASES[case]["tie_word_embeddings"]
   assert converted.model["num_kv_heads"] == CASES[case]["num_key_value_heads"]
+  assert converted.model["qkv_bias"] == CASES[case].get("qwen2", False)
   model = arch.build(converted.model)
   tokens = np.random.default_rng(0).integers(0, 60, (2, 24))  # past the 16 of llama3's context
   with torch.no_grad():
@@ -75,7 +82,8 @@ def test_llama_gives_transformers_logits_greedy_tokens_and_exports_back(case, tm
 
   back_state, back_config = hf_llama.to_hf(converted.model, converted.variables)
   published_files.write_folder(str(tmp_path / "back"), back_state, back_config)
-  back = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path / "back")).eval()
+  assert back_config["model_type"] == module.config.model_type
+  back = type(module).from_pretrained(str(tmp_path / "back")).eval()
   with torch.no_grad():
     np.testing.assert_array_equal(back(torch.from_numpy(tokens)).logits.numpy(), want)
 
@@ -90,6 +98,9 @@ def test_llama_variants_strata_cannot_build_are_one_line():
   config = {**module.config.to_dict(), "attention_bias": False,
             "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}}
   with pytest.raises(hf_llama.L.ConversionError, match="rope_type='yarn'"):
+    hf_llama.llama({k: v for k, v in state.items() if not k.endswith("bias")}, config)
+  config = {**module.config.to_dict(), "attention_bias": False, "use_sliding_window": True}
+  with pytest.raises(hf_llama.L.ConversionError, match="use_sliding_window=True"):
     hf_llama.llama({k: v for k, v in state.items() if not k.endswith("bias")}, config)
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 from absl import logging
 
 from train import files, progress
 from train.errors import CheckpointError
+from train.tensorboard_events import Events
 
 
 class MetricWriter:
@@ -63,32 +63,6 @@ class MetricWriter:
       self._rates.close()
       if self._tb is not None:
         self._tb.close()
-
-
-class Events:
-  """TensorBoard scalars (`tensorboard --logdir WORKDIR/tensorboard`) written in the calling
-  thread: tensorboardX's event-file record writer without `SummaryWriter`'s background thread,
-  which dies on a failed write (a full disk) and then blocks the run forever on its full queue.
-  A failed write here raises in the loop, which says so in one line."""
-
-  def __init__(self, logdir: str):
-    from tensorboardX.event_file_writer import EventsWriter
-
-    os.makedirs(logdir, exist_ok=True)
-    self._writer = EventsWriter(os.path.join(logdir, "events"))
-
-  def scalars(self, step: int, values: dict[str, float]) -> None:
-    """One event at `step` with a scalar per tag, flushed."""
-    from tensorboardX.proto.event_pb2 import Event
-    from tensorboardX.proto.summary_pb2 import Summary
-
-    summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(v))
-                             for tag, v in values.items()])
-    self._writer.write_event(Event(wall_time=time.time(), step=int(step), summary=summary))
-    self._writer.flush()
-
-  def close(self) -> None:
-    self._writer.close()
 
 
 def read_records(path: str) -> tuple[list[dict[str, Any]], int]:

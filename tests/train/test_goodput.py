@@ -53,3 +53,29 @@ def test_every_train_record_of_the_default_run_carries_goodput(trained):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     text = f.read()
   assert "share_" not in text and "data_wait" not in text
+
+
+def test_the_compilation_cache_s_hits_are_counted(tmp_path):
+  # a step compiled twice through a fresh persistent cache: asked twice, served the second time
+  import jax
+  import jax.numpy as jnp
+
+  from train import compilation_cache
+
+  old = (jax.config.jax_compilation_cache_dir,
+         jax.config.jax_persistent_cache_min_compile_time_secs)
+  compilation_cache.use_compilation_cache(str(tmp_path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # keep a quick compile
+  try:
+    g = goodput.Goodput()
+    x = jax.ShapeDtypeStruct((7,), jnp.float32)
+    for _ in range(2):
+      jax.jit(lambda x: jnp.sin(x) * 3.25 + 17.5).lower(x).compile()
+      jax.clear_caches()  # the second compile goes past the in-memory cache to the disk's
+    counts = g.record()
+  finally:
+    jax.config.update("jax_compilation_cache_dir", old[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+  assert counts["compile_cache_requests"] == 2 and counts["compile_cache_hits"] == 1, counts
+  # JAX's own figure: the compile time the hit saved, less the read (negative for a quick one)
+  assert counts["compile_seconds_saved"] != 0 and g.totals()["compile_cache_hits"] == 1

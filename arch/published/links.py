@@ -36,7 +36,7 @@ class ConversionError(ValueError):
 class Lazy(Mapping[str, np.ndarray]):
   """A state dict whose arrays are read when asked for and not kept (`loaders`: {key: () ->
   array}), so that converting a checkpoint of many shards holds only the converted model whole,
-  not the checkpoint beside it. Keys can be dropped (`pop`) or replaced."""
+  not the checkpoint beside it. Keys can be dropped (`pop`)."""
 
   def __init__(self, loaders: Mapping[str, Callable[[], np.ndarray]]):
     self._loaders = dict(loaders)

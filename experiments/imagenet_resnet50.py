@@ -37,6 +37,7 @@ def get_config(arg: str | None = None):
   c.train.steps = 100 * steps_per_epoch
   c.train.precision = "bfloat16"
   c.data.dtype = "bfloat16"  # input_pipeline.create_split(dtype=tf.bfloat16) under half precision
+  c.train.log_norms = False  # train.py's train_step records the loss and accuracy alone
   c.train.log_every = 100
   c.train.eval_every = 5 * steps_per_epoch
   c.train.checkpoint_every = steps_per_epoch

@@ -73,7 +73,8 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.data.sampler = "shuffle"                        # shuffle|sequential|balanced
   c.data.class_weights = "none"                     # none|balanced
   c.data.prefetch = 0                               # batches made ahead on a thread
-  c.data.device_prefetch = 2                        # batches sent to the devices ahead
+  c.data.device_prefetch = -1                       # batches sent to the devices ahead; -1:
+                                                    # 2 on GPU and TPU, 0 on CPU
   c.data.in_memory = "auto"                         # auto|True|False (auto: streams past 2 GiB)
   c.data.workers = 0                                # streaming: processes making batches
   c.data.eval_workers = -1                          # ...for evaluation (-1 = data.workers)
@@ -133,6 +134,8 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   # The first step not done by then (a collective waiting for a process that never comes): one
   # line naming the process, its stacks in the workdir, exit status 1 (train/watchdog.py); 0: off.
   c.train.first_step_timeout_secs = 1800.0
+  c.train.log_norms = True                          # gradient, update and parameter norms
+                                                    # in the train records (train/optim.norms)
   c.train.precision = "float32"                     # float32|bfloat16: the compute dtype;
                                                     # parameters and optimizer state stay float32
 

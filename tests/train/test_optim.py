@@ -80,3 +80,21 @@ def test_gradient_accumulation_equals_the_large_batch():
       u, sa = acc.update(jax.grad(loss)(wa, x[sl], y[sl]), sa, wa)
       wa = optax.apply_updates(wa, u)
   np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-7)
+
+
+def test_norms_are_the_global_l2_norms_or_nothing(data_dir):
+  tree = {"a": jnp.arange(6.0).reshape(2, 3), "b": {"c": jnp.array([-2.0, 0.5])}}
+  want = np.sqrt(sum(float(np.sum(np.asarray(x, np.float64) ** 2)) for x in jax.tree.leaves(tree)))
+  got = optim.norms(True, "d_", grad=tree, param=jax.tree.map(lambda x: 2 * x, tree))
+  assert set(got) == {"d_grad_norm", "d_param_norm"}
+  assert float(got["d_grad_norm"]) == pytest.approx(want, rel=1e-6)
+  assert float(got["d_param_norm"]) == pytest.approx(2 * want, rel=1e-6)
+  assert optim.norms(False, grad=tree) == {}
+  # train.log_norms=False takes them out of a run's records
+  from tests.train.test_loop import _tiny
+  from train import loop
+  names = {log: loop.build(_tiny("mnist1d_cnn", data_dir, **{"train.log_norms": log})).names
+           for log in (True, False)}
+  norms = {"grad_norm", "update_norm", "param_norm"}
+  assert norms <= set(names[True]) and not norms & set(names[False])
+  assert set(names[True]) - norms == set(names[False])

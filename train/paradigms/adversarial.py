@@ -168,6 +168,7 @@ def updates(model: Any, config: Any, tx_g: optax.GradientTransformation,
   latent = model.latent_dim
 
   compute = state_lib.compute_dtype(config)  # training in bfloat16 under train.precision
+  log_norms = bool(config.train.log_norms)  # the norms' metrics (optim.norms)
   low_model = state_lib.in_compute_dtype(model, compute)
 
   def raw(params, model_state, *args, method, train, net=model):
@@ -213,8 +214,8 @@ def updates(model: Any, config: Any, tx_g: optax.GradientTransformation,
         params["discriminator"])
     upd, opt_d = tx_d.update(grads, opt_d, params["discriminator"])
     params = {**params, "discriminator": optax.apply_updates(params["discriminator"], upd)}
-    return params, opt_d, model_state, {"d_loss": loss, "d_grad_norm": optax.global_norm(grads),
-                                        **aux}
+    return params, opt_d, model_state, {"d_loss": loss,
+                                        **optim.norms(log_norms, "d_", grad=grads), **aux}
 
   def g_update(params, opt_g, model_state, labels, n, key):
     """One generator update on n fresh fakes."""
@@ -229,7 +230,8 @@ def updates(model: Any, config: Any, tx_g: optax.GradientTransformation,
     (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params["generator"])
     upd, opt_g = tx_g.update(grads, opt_g, params["generator"])
     params = {**params, "generator": optax.apply_updates(params["generator"], upd)}
-    return params, opt_g, model_state, {"g_loss": loss, "g_grad_norm": optax.global_norm(grads)}
+    return params, opt_g, model_state, {"g_loss": loss,
+                                        **optim.norms(log_norms, "g_", grad=grads)}
 
   return Updates(apply, d_update, g_update)
 

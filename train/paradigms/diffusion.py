@@ -132,6 +132,7 @@ def make(model: Any, config: Any, *, total_steps: int | None = None) -> Paradigm
   conditional = model.num_classes > 0
   null = model.num_classes
   compute = state_lib.compute_dtype(config)  # training in bfloat16 under train.precision
+  log_norms = bool(config.train.log_norms)  # the norms' metrics (optim.norms)
   low_model = state_lib.in_compute_dtype(model, compute)
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> state_lib.TrainState:
@@ -178,8 +179,8 @@ def make(model: Any, config: Any, *, total_steps: int | None = None) -> Paradigm
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = state_lib.update_average(state.ema_params, params, f.ema_decay, state.step)
-    metrics = {"loss": loss, "mse": mse, "grad_norm": optax.global_norm(grads),
-               "param_norm": optax.global_norm(params)}
+    metrics = {"loss": loss, "mse": mse,
+               **optim.norms(log_norms, grad=grads, param=params)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                          ema_params=ema), metrics
 

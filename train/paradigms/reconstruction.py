@@ -202,6 +202,7 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
   r = config.reconstruction
   is_vae = bool(model.variational)
   compute = state_lib.compute_dtype(config)  # training in bfloat16 under train.precision
+  log_norms = bool(config.train.log_norms)  # the norms' metrics (optim.norms)
   low_model = state_lib.in_compute_dtype(model, compute)
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> state_lib.TrainState:
@@ -239,8 +240,8 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
-               "update_norm": optax.global_norm(updates), "param_norm": optax.global_norm(params),
+    metrics = {"loss": loss, **optim.norms(log_norms, grad=grads, update=updates,
+                                               param=params),
                **{k: jnp.mean(v) for k, v in aux.items()}}
     if is_vae:
       metrics["kl_weight"] = weight

@@ -177,6 +177,7 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
   # mixed precision: the forward and backward passes in bfloat16 from a cast of the float32
   # parameters; losses (and so the gradients' accumulation into float32) in float32
   compute = state_lib.compute_dtype(config)
+  log_norms = bool(config.train.log_norms)  # the norms' metrics (optim.norms)
   low = state_lib.in_compute_dtype(model, compute)  # the model computing in `compute`
   mixing = config.supervised.mixup > 0 or config.supervised.cutmix > 0
   lora = config.optim.get("lora")
@@ -245,8 +246,8 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
         state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
-               "update_norm": optax.global_norm(updates), "param_norm": optax.global_norm(params)}
+    metrics = {"loss": loss, **optim.norms(log_norms, grad=grads, update=updates,
+                                               param=params)}
     if loss_kind == "cross_entropy":
       metrics["accuracy"] = jnp.mean(jnp.argmax(outputs, -1) == batch["label"])
     if taught is not None:

@@ -47,8 +47,11 @@ def _validate(config: mlc.ConfigDict) -> None:
   check_positive(d.batch_size, "data.batch_size")
   check_positive(d.eval_batch_size, "data.eval_batch_size")
   files.check_directory(d.data_dir, "data.data_dir")
-  for f in ("prefetch", "device_prefetch", "workers", "seq_len"):
+  for f in ("prefetch", "workers", "seq_len"):
     check_positive(d[f], f"data.{f}", allow_zero=True)
+  if d.device_prefetch < -1:
+    raise ConfigError(f"data.device_prefetch={d.device_prefetch}; expected -1 (2 on GPU and "
+                      "TPU, 0 on CPU) or a count >= 0")
   if d.eval_workers < -1:
     raise ConfigError(f"data.eval_workers={d.eval_workers}; expected -1 (as data.workers) or a "
                       "count >= 0")

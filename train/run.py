@@ -284,10 +284,19 @@ class Settings:
     init = config.get("init_from")
     return cls(t.log_every, t.eval_every, t.checkpoint_every, float(t.checkpoint_every_secs),
                t.keep_checkpoints, t.keep_every, tuple(t.profile_steps), float(t.memory_limit_gb),
-               d.prefetch, d.device_prefetch, config.optim.grad_accum_steps,
+               d.prefetch, device_prefetch(d.device_prefetch), config.optim.grad_accum_steps,
                init.to_dict() if init is not None and (init.workdir or init.get("path"))
                else None,
                float(t.first_step_timeout_secs))
+
+
+def device_prefetch(size: int) -> int:
+  """`data.device_prefetch` resolved: -1 is 2 on GPU and TPU, where a transfer runs beside the
+  step, and 0 on CPU, where `jax.device_put` is a copy in the calling thread and the jitted step
+  places a numpy batch itself faster (a MNIST-1D batch: 0.45 ms to put, 0.8 ms a step more)."""
+  if size >= 0:
+    return size
+  return 0 if jax.default_backend() == "cpu" else 2
 
 
 def prepare(config: mlc.ConfigDict) -> tuple[Run, Settings]:

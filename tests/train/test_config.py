@@ -17,6 +17,8 @@ def test_locked_config_rejects_unknown_keys_and_wrong_types():
     ("optim.name", "adamax", r"optim.name='adamax'; expected one of \['sgd'"),
     ("optim.schedule", "linear", r"optim.schedule='linear'"),
     ("data.normalize", "zscore", r"data.normalize='zscore'"),
+    ("data.device_prefetch", -2, r"data.device_prefetch=-2; expected -1 \(2 on GPU and TPU, 0 "
+     r"on CPU\) or a count >= 0"),
     ("data.dtype", "float16", r"data.dtype='float16'; expected one of \['float32', 'bfloat16'\]"),
     ("train.steps", 0, r"train.steps=0; expected a positive number"),
     ("paradigm", "unsupervised",

@@ -56,3 +56,12 @@ def test_state_resumes_at_first_unreturned_batch(size, sharding):
 def test_negative_size_is_refused(sharding):
   with pytest.raises(ValueError, match=r"data.device_prefetch=-1; expected an integer >= 0"):
     DevicePrefetch(_parent(), -1, sharding)
+
+
+def test_the_default_sends_none_ahead_on_cpu_and_two_on_accelerators(monkeypatch):
+  import jax
+
+  from train import run
+  assert run.device_prefetch(-1) == (0 if jax.default_backend() == "cpu" else 2)
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert (run.device_prefetch(-1), run.device_prefetch(0), run.device_prefetch(3)) == (2, 0, 3)

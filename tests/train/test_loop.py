@@ -100,7 +100,8 @@ def test_sigkill_half_way_then_resume_ends_bit_identical(data_dir, tmp_path, ste
   args = ["--config", "experiments/mnist1d_mlp.py:tiny", f"--config.data.data_dir={data_dir}",
           f"--config.train.steps={steps}", "--config.train.checkpoint_every=20",
           "--config.train.log_every=100", "--config.train.eval_every=0",
-          "--config.model.widths=(32,)", "--config.data.augment.noise_std=0.1", *data]
+          "--config.model.widths=(32,)", "--config.data.augment.noise_std=0.1",
+          "--config.data.device_prefetch=2", *data]  # batches buffered ahead (CPU's default: 0)
   straight = str(tmp_path / "straight")
   r = run_cli(args + [f"--workdir={straight}"])
   assert r.returncode == 0, r.stderr[-2000:]

@@ -218,7 +218,8 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
   common = dict(global_batch=batch, process_index=process_index, process_count=process_count,
                 prepare=prepare,
                 prepare_seed=int(np.random.SeedSequence([seed, 7]).generate_state(1)[0]))
-  steps = transforms_lib.build(data_config.augment, stats, train, data_config.binarize)
+  steps = transforms_lib.build(data_config.augment, stats, train, data_config.binarize,
+                               data_config.dtype)
   ahead = 0
   if not streaming and prepare is None:
     # The deterministic transforms ahead of the first random one (normalisation, binarisation)
@@ -251,8 +252,6 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
       ds = ds.random_map(t, seed=t_seed)
     else:
       ds = ds.map(t)
-  if data_config.dtype != "float32":
-    ds = ds.map(transforms_lib.CastInputs(data_config.dtype))
   return Pipeline(dataset=ds, info=info, global_batch_size=batch, num_examples=n,
                   steps_per_epoch=n // batch, stats=stats, class_weights=weights,
                   streaming=streaming, workers=worker_count(data_config, train, streaming))

@@ -1,6 +1,6 @@
 """Batch-level grain transforms, declared in `config.data` and applied in this order:
 
-  crop (images) -> flip (images) -> shift (1-D) -> normalise -> binarise -> noise
+  crop (images) -> flip (images) -> shift (1-D) -> normalise -> binarise -> noise -> cast
 
 They act on a whole batch dict `{"inputs": (B, ...), "label": (B,), "mask": (B,)}` with vectorised
 numpy, so a batch costs microseconds, not a Python call per example. Random transforms are
@@ -230,9 +230,9 @@ def defaults() -> mlc.ConfigDict:
 
 
 def build(augment: Any, stats: Statistics | None, train: bool,
-          binarize: bool = False) -> list[Any]:
+          binarize: bool = False, dtype: str = "float32") -> list[Any]:
   """The transform list for a split: augmentation only for training, normalisation (and
-  binarisation) always."""
+  binarisation) always, the cast to `dtype` (`data.dtype`) last."""
   out: list[Any] = []
   if train and augment.crop_padding > 0:
     out.append(RandomCrop(augment.crop_padding))
@@ -245,4 +245,6 @@ def build(augment: Any, stats: Statistics | None, train: bool,
     out.append(Binarize())
   if train and augment.noise_std > 0:
     out.append(GaussianNoise(augment.noise_std))
+  if dtype != "float32":
+    out.append(CastInputs(dtype))
   return out

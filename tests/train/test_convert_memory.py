@@ -38,19 +38,21 @@ print(sum(p.numel() for p in model.parameters()))
 # above what the process held just before, the converted dtypes and the largest logit
 # difference from transformers' model loaded from the same folder.
 CONVERT = r'''
-import json, resource, sys
+import json, sys
 import jax.numpy as jnp, numpy as np, torch
 import arch
 from train import published, published_files, reference
 folder, lazy = sys.argv[1], sys.argv[2] == "lazy"
-def rss():
-  with open("/proc/self/statm") as f:
-    return int(f.read().split()[1]) * 4096
-before = rss()
+def status(field):
+  with open("/proc/self/status") as f:
+    return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+with open("/proc/self/clear_refs", "w") as f:  # the peak (VmHWM) from here on: what came before
+  f.write("5")                                  # (imports, their transient peaks) is not counted
+before = status("VmRSS")
 state = published_files.read_state(folder, lazy=lazy)
 converted = published.convert("hf", state, 0, 0, "--checkpoint",
                               published_files.read_folder_config(folder))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+peak = status("VmHWM") - before
 dtypes = sorted({str(np.asarray(v).dtype) for v in
                  __import__("jax").tree.leaves(converted.variables["params"])})
 tokens = np.random.default_rng(0).integers(0, 8192, (2, 8)).astype(np.int32)

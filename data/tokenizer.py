@@ -49,6 +49,13 @@ class Tokenizer:
     return "bytes"
 
 
+def _str(text: Any) -> str:
+  """A record's text as str (bytes decoded as UTF-8), what the libraries encode."""
+  if isinstance(text, (bytes, bytearray, memoryview)):
+    return bytes(text).decode("utf-8", errors="replace")
+  return text
+
+
 class _Library(Tokenizer):
   """A tokenizer file read by its library; ids' byte lengths from decoding each id alone."""
 
@@ -86,9 +93,7 @@ class HuggingFace(_Library):
     self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
 
   def encode(self, text: Any) -> np.ndarray:
-    if isinstance(text, (bytes, bytearray, memoryview)):
-      text = bytes(text).decode("utf-8", errors="replace")
-    return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, np.int32)
+    return np.asarray(self._tok.encode(_str(text), add_special_tokens=False).ids, np.int32)
 
   def _piece(self, i: int) -> bytes:
     return self._tok.decode([i], skip_special_tokens=False).encode("utf-8")
@@ -110,9 +115,7 @@ class SentencePiece(_Library):
     self.vocab_size = self._sp.get_piece_size()
 
   def encode(self, text: Any) -> np.ndarray:
-    if isinstance(text, (bytes, bytearray, memoryview)):
-      text = bytes(text).decode("utf-8", errors="replace")
-    return np.asarray(self._sp.encode(text), np.int32)
+    return np.asarray(self._sp.encode(_str(text)), np.int32)
 
   def _piece(self, i: int) -> bytes:
     piece = self._sp.id_to_piece(i)

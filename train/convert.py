@@ -92,9 +92,11 @@ def folder_tokenizer(folder: str, vocab_size: int) -> tuple[str, str] | None:
     ConfigError: its vocabulary is larger than the model's `vocab_size` (another model's?).
   """
   from data import tokenizer as data_tokenizer
+  if not os.path.isdir(folder):
+    return None
   for name, kind in TOKENIZER_FILES:
     path = os.path.join(folder, name)
-    if os.path.isdir(folder) and os.path.isfile(path):
+    if os.path.isfile(path):
       size = data_tokenizer.get(f"{kind}:{path}").vocab_size
       if size > vocab_size:
         raise ConfigError(f"--checkpoint={folder}: its {name} has {size} ids, more than the "

@@ -14,10 +14,10 @@ Every train record in `WORKDIR/throughput.jsonl` carries, for the window since t
   served, and the compile time it saved less the time to read it (JAX's own monitoring events;
   negative where a program compiles faster than it reads).
 
-`summary.json` gets the run's totals (`goodput`): seconds per phase, the wall time of the loop
-and `share_training` over all of it, and the cache's counts. `metrics.jsonl` carries none of this, so it stays the same
-bytes for the same seed. Dispatch is asynchronous: a step's device time shows where the host
-next waits for it (the logging window's fetch), which is inside the training share.
+`summary.json` gets the run's totals (`goodput`): seconds per phase, the wall time of the loop and
+`share_training` over all of it, and the cache's counts. `metrics.jsonl` carries none of this, so
+it stays the same bytes for the same seed. Dispatch is asynchronous: a step's device time shows
+where the host next waits for it (the logging window's fetch), which is inside the training share.
 """
 
 from __future__ import annotations

@@ -140,8 +140,8 @@ def collectives(hlo: str, devices: int) -> dict[str, float]:
   by_channel: dict[str, tuple[str, float]] = {}
   for name, body in computations.items():
     types = {n: t for n, t, _, _ in body}
-    sliced = {operands(rest)[0] for _, _, opcode, rest in body
-              if opcode == "dynamic-slice" and operands(rest)}
+    sliced = {ops[0] for _, _, opcode, rest in body
+              if opcode == "dynamic-slice" and (ops := operands(rest))}
     for i, (instruction, result, opcode, rest) in enumerate(body):
       kind = opcode.removesuffix("-start")
       if kind not in COLLECTIVES or runs.get(name, 0) == 0:

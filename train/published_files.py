@@ -56,6 +56,12 @@ def to_torch(a: np.ndarray) -> Any:
   return torch.from_numpy(a)
 
 
+def _need_safetensors(field: str) -> None:
+  """safetensors, and PyTorch to read its bfloat16, or one line naming `field`."""
+  need("torch", f"{field} (safetensors, read through PyTorch for bfloat16)")
+  need("safetensors", field)
+
+
 def _safetensors_loader(path: str, key: str) -> np.ndarray:
   from safetensors import safe_open
   with safe_open(path, framework="pt") as f:
@@ -66,8 +72,7 @@ def _lazy_safetensors(files: list[str], field: str) -> links.Lazy:
   """The tensors of safetensors `files` as a `links.Lazy`: their names from the files' headers,
   each tensor read from its file when asked for, in its own precision (bfloat16 stays bfloat16),
   and not kept."""
-  need("torch", f"{field} (safetensors, read through PyTorch for bfloat16)")
-  need("safetensors", field)
+  _need_safetensors(field)
   from safetensors import safe_open
   loaders = {}
   for path in files:
@@ -100,8 +105,7 @@ def read_state(path: str, field: str = "--checkpoint",
   if suffix == ".safetensors" and lazy:
     return _lazy_safetensors([path], f"{field}={path!r}")
   if suffix == ".safetensors":
-    need("torch", f"{field}={path!r} (safetensors, read through PyTorch for bfloat16)")
-    need("safetensors", f"{field}={path!r}")
+    _need_safetensors(f"{field}={path!r}")
     from safetensors.torch import load_file
     return {k: _numpy(v) for k, v in load_file(path).items()}
   if suffix in TORCH_SUFFIXES:

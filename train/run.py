@@ -293,7 +293,8 @@ class Settings:
 def device_prefetch(size: int) -> int:
   """`data.device_prefetch` resolved: -1 is 2 on GPU and TPU, where a transfer runs beside the
   step, and 0 on CPU, where `jax.device_put` is a copy in the calling thread and the jitted step
-  places a numpy batch itself faster (a MNIST-1D batch: 0.45 ms to put, 0.8 ms a step more)."""
+  places a numpy batch itself for less (mnist1d_cnn: 3% of the wall time, 8% of the CPU time;
+  docs/benchmarks.md)."""
   if size >= 0:
     return size
   return 0 if jax.default_backend() == "cpu" else 2

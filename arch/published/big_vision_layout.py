@@ -2,16 +2,16 @@
 parameter names, optionally under `params/` or `opt/target/`) to and from strata's
 `arch.transformer.TransformerClassifier`.
 
-Both are flax, so kernels keep their layouts; what differs is where things are. big_vision adds
-its position embeddings to the patches *before* it prepends the class token, so the class token
-has none: strata's learned table (a row per token, the class token's first) gets a zero row
-there. Its pool types "tok" (class token), "gap" (the mean of the tokens after the final
-LayerNorm, strata's "mean") and "map" (attention pooling, its `MAPHead`: strata's "map") map.
-Without a `pos_embedding` the positions are the fixed 2-D sin-cos ones (`posemb="sincos2d"`).
-The heads, which the weights do not hold, are in the attention kernels' shapes (D, heads, head
-width). The blocks may be unrolled (`Transformer/encoderblock_<i>`) or scanned (`Transformer/encoderblock`,
-depth first, as `scan=True` saves them). `rep_size` is strata's `pre_logits`; big_vision's
-MLP uses the tanh GELU, as strata's default.
+Both are flax, so kernels keep their layouts; what differs is where things are. big_vision adds its
+position embeddings to the patches *before* it prepends the class token, so the class token has
+none: strata's learned table (a row per token, the class token's first) gets a zero row there. Its
+pool types "tok" (class token), "gap" (the mean of the tokens after the final LayerNorm, strata's
+"mean") and "map" (attention pooling, its `MAPHead`: strata's "map") map. Without a `pos_embedding`
+the positions are the fixed 2-D sin-cos ones (`posemb="sincos2d"`). The heads, which the weights do
+not hold, are in the attention kernels' shapes (D, heads, head width). The blocks may be unrolled
+(`Transformer/encoderblock_<i>`) or scanned (`Transformer/encoderblock`, depth first, as
+`scan=True` saves them). `rep_size` is strata's `pre_logits`; big_vision's MLP uses the tanh GELU,
+as strata's default.
 """
 
 from __future__ import annotations

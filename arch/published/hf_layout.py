@@ -63,14 +63,7 @@ def gpt2_links(model: Mapping[str, Any]) -> list[L.Link]:
   for i in range(model["depth"]):
     b, k = f"decoder/block{i}", f"h.{i}"
     links += L.norm(f"{b}/ln_attn", f"{k}.ln_1") + L.norm(f"{b}/ln_mlp", f"{k}.ln_2")
-    for part, name in enumerate(("query", "key", "value")):
-      links += [L.Link("params", f"{b}/attn/{name}/kernel", f"{k}.attn.c_attn.weight",
-                       "heads_in", heads, part, 3),
-                L.Link("params", f"{b}/attn/{name}/bias", f"{k}.attn.c_attn.bias",
-                       "heads_bias", heads, part, 3)]
-    links += [L.Link("params", f"{b}/attn/out/kernel", f"{k}.attn.c_proj.weight", "heads_out",
-                     heads),
-              L.Link("params", f"{b}/attn/out/bias", f"{k}.attn.c_proj.bias")]
+    links += L.fused_attention(f"{b}/attn", f"{k}.attn.c_attn", f"{k}.attn.c_proj", heads)
     links += L.dense(f"{b}/mlp_in", f"{k}.mlp.c_fc") + L.dense(f"{b}/mlp_out", f"{k}.mlp.c_proj")
   return links + L.norm("decoder/ln_final", "ln_f")
 

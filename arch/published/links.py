@@ -224,3 +224,16 @@ def norm(path: str, key: str) -> list[Link]:
   """A strata LayerNorm (scale, bias) from PyTorch's `key.{weight, bias}`."""
   return [Link("params", f"{path}/scale", f"{key}.weight"),
           Link("params", f"{path}/bias", f"{key}.bias")]
+
+
+def fused_attention(path: str, qkv: str, proj: str, heads: int) -> list[Link]:
+  """A strata attention's four projections (`path`/{query,key,value,out}) from PyTorch Linears:
+  the fused `qkv` (3 D, D), cut in three, and the output `proj` (timm's ViT; GPT-2's once its
+  Conv1D kernels are transposed)."""
+  links = []
+  for part, name in enumerate(("query", "key", "value")):
+    links += [Link("params", f"{path}/{name}/kernel", f"{qkv}.weight", "heads_in", heads, part,
+                   3),
+              Link("params", f"{path}/{name}/bias", f"{qkv}.bias", "heads_bias", heads, part, 3)]
+  return links + [Link("params", f"{path}/out/kernel", f"{proj}.weight", "heads_out", heads),
+                  Link("params", f"{path}/out/bias", f"{proj}.bias")]

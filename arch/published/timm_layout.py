@@ -105,7 +105,7 @@ def vit_links(model: Mapping[str, Any]) -> list[L.Link]:
   for i in range(model["depth"]):
     b, k = f"encoder/block{i}", f"blocks.{i}"
     links += L.norm(f"{b}/ln_attn", f"{k}.norm1") + L.norm(f"{b}/ln_mlp", f"{k}.norm2")
-    links += _attention(f"{b}/attn", f"{k}.attn.qkv", f"{k}.attn.proj", heads)
+    links += L.fused_attention(f"{b}/attn", f"{k}.attn.qkv", f"{k}.attn.proj", heads)
     links += L.dense(f"{b}/mlp_in", f"{k}.mlp.fc1") + L.dense(f"{b}/mlp_out", f"{k}.mlp.fc2")
   if model.get("pool") == "map":
     links += [L.Link("params", "map/probe", "attn_pool.latent")]
@@ -128,18 +128,6 @@ def vit_links(model: Mapping[str, Any]) -> list[L.Link]:
 
 def _has_class_token(model: Mapping[str, Any]) -> bool:
   return model.get("pool", "cls") == "cls" or bool(model.get("class_token"))
-
-
-def _attention(path: str, qkv: str, proj: str, heads: int) -> list[L.Link]:
-  """A strata attention's four projections from timm's fused `qkv` and its `proj`."""
-  links = []
-  for part, name in enumerate(("query", "key", "value")):
-    links += [L.Link("params", f"{path}/{name}/kernel", f"{qkv}.weight", "heads_in", heads,
-                     part, 3),
-              L.Link("params", f"{path}/{name}/bias", f"{qkv}.bias", "heads_bias", heads, part,
-                     3)]
-  return links + [L.Link("params", f"{path}/out/kernel", f"{proj}.weight", "heads_out", heads),
-                  L.Link("params", f"{path}/out/bias", f"{proj}.bias")]
 
 
 def vit(state: Mapping[str, np.ndarray], num_heads: int = 0, image_size: int = 0,

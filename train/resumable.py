@@ -22,7 +22,7 @@ RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.log_every", "train.ev
                      "train.checkpoint_every_secs", "train.keep_every", "train.profile_steps",
                      "train.memory_limit_gb", "train.first_step_timeout_secs",
                      "data.device_prefetch", "data.eval_workers", "mesh.data", "mesh.fsdp",
-                     "mesh.tensor")
+                     "mesh.tensor", "train.xla_cpu_ynnpack")
 # ... and every field under these: what is evaluated, and the evaluation tools' settings, are not
 # training settings (an evaluation added, removed or changed leaves the training's numbers as
 # they were).

@@ -163,17 +163,20 @@ def build(config: mlc.ConfigDict, devices: list | None = None) -> Run:
   # Donation lets XLA update the state in place on accelerators; on CPU, where a device buffer
   # may back the host copy a pending asynchronous checkpoint is writing, it is left off.
   donate = (0,) if mesh.devices.flat[0].platform != "cpu" else ()
+  options = compiler_options(config, mesh.devices.flat[0].platform)
   names = sorted(jax.eval_shape(paradigm.train_step, abstract, example, step_rng)[1])
   paradigm = _batch_split(paradigm, mesh, config.sharding.sequence_parallel)
   train_step = jax.jit(_packed(paradigm.train_step, names),
                        in_shardings=(state_sharding, batch_sharding, replicated),
-                       out_shardings=(state_sharding, replicated), donate_argnums=donate)
+                       out_shardings=(state_sharding, replicated), donate_argnums=donate,
+                       compiler_options=options)
   eval_step = jax.jit(paradigm.eval_step, in_shardings=(state_sharding, batch_sharding,
-                                                        replicated), out_shardings=replicated)
+                                                        replicated), out_shardings=replicated,
+                      compiler_options=options)
   sample_grid = None
   if paradigm.samples is not None:
     sample_grid = jax.jit(paradigm.samples, in_shardings=(state_sharding,),
-                          out_shardings=replicated)
+                          out_shardings=replicated, compiler_options=options)
   run = Run(config, mesh, train_pipe, eval_pipe, model, paradigm, steps, batch_sharding,
             replicated, state_sharding, abstract, example, init_rng, step_rng, names,
             train_step, eval_step, sample_grid, evals)
@@ -181,6 +184,16 @@ def build(config: mlc.ConfigDict, devices: list | None = None) -> Run:
     if not abstract_data and evaluators_lib.type_of(e) != evaluators_lib.BUILT_IN:
       run.evaluators[name] = (evaluators_lib.build(name, e, run), evaluators_lib.every(name, e))
   return run
+
+
+def compiler_options(config: mlc.ConfigDict, platform: str) -> dict[str, Any] | None:
+  """XLA options of the run's compiled steps on `platform` ("cpu", "gpu", "tpu"): on CPU without
+  `train.xla_cpu_ynnpack`, no YNNPACK library calls (jax's default hands dots and reductions to
+  them); XLA_FLAGS would set the same for the whole process instead."""
+  ynnpack = bool(config.train.xla_cpu_ynnpack)  # read on every platform: a set field is used
+  if platform != "cpu" or ynnpack:
+    return None
+  return {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 def _batch_split(paradigm: Any, mesh: Any, sequence_parallel: bool = False) -> Any:

@@ -1,0 +1,148 @@
+"""Where a workload's compiled train step spends its time on XLA:CPU, op by op.
+
+  python -m benchmarks.step_profile --workload charlm_transformer [--steps 10] [--top 15]
+
+Builds the workload (`benchmarks.run.WORKLOADS`: the experiment's full config, as `python -m
+train` builds it), compiles its train step, times `--steps` steps, then traces as many with
+`jax.profiler` and reads the trace back (`jax.profiler.ProfileData`). Prints:
+- the step's wall time, and the sum of the XLA ops' times over XLA's worker threads (their
+  ratio is how many ops run at once on average);
+- the ops grouped by kind (an op's name without its number: `dot`, `transpose_copy_fusion`,
+  `wrapped_reduce-window`, ...), with the count per step;
+- the `--top` single ops with their output shapes, from the compiled HLO.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from absl import flags
+
+from train import cli
+
+
+def _ops(path: str) -> dict[str, list[int]]:
+  """{op name: [total ns, count]} of the XLA ops on XLA:CPU's worker threads in a trace."""
+  import jax
+
+  ops: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+  for plane in jax.profiler.ProfileData.from_file(path).planes:
+    for line in plane.lines:
+      if not line.name.startswith("tf_XLAEigen"):
+        continue
+      for event in line.events:
+        if event.name.startswith("ThunkExecutor"):
+          continue
+        ops[event.name][0] += event.duration_ns
+        ops[event.name][1] += 1
+  return ops
+
+
+def profile(name: str, steps: int = 10, tiny: bool = False,
+            data_dir: str | None = None) -> dict[str, Any]:
+  """{"step_ms", "ops": {name: (ms per step, count per step)}, "shapes": {name: HLO shape}}
+  for workload `name`'s train step (its tiny mode with `tiny`)."""
+  import glob
+
+  import jax
+
+  from benchmarks.run import ROOT, WORKLOADS
+  from train import config as config_lib
+  from train import loop, parallel
+
+  config = config_lib.load(os.path.join(ROOT, "experiments", f"{WORKLOADS[name][0]}.py")
+                           + (":tiny" if tiny else ""))
+  if data_dir:
+    config.data.data_dir = data_dir
+  run = loop.build(config)
+  state = run.init_state()
+  compiled = run.train_step.lower(state, run.example, run.step_rng).compile()
+  batch = parallel.global_batch(next(run.train_pipe.iterator()), run.batch_sharding)
+
+  def step():
+    nonlocal state
+    state, _ = compiled(state, batch, run.step_rng)
+    jax.block_until_ready(state)
+
+  for _ in range(3):
+    step()
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - t)
+  with tempfile.TemporaryDirectory() as trace:
+    jax.profiler.start_trace(trace)
+    for _ in range(steps):
+      step()
+    jax.profiler.stop_trace()
+    ops = _ops(glob.glob(os.path.join(trace, "**", "*.xplane.pb"), recursive=True)[0])
+  shapes = {}
+  for line in compiled.as_text().splitlines():
+    m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = (\S+) ", line)
+    if m:
+      shapes[m.group(1)] = m.group(2)
+  return {"step_ms": 1e3 * statistics.median(times),
+          "ops": {k: (ns / 1e6 / steps, n / steps) for k, (ns, n) in ops.items()},
+          "shapes": shapes}
+
+
+def kinds(ops: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+  """`ops` summed by kind (the name without a trailing ".N"), largest time first."""
+  out: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+  for name, (ms, count) in ops.items():
+    k = re.sub(r"\.\d+$", "", name)
+    out[k][0] += ms
+    out[k][1] += count
+  return dict(sorted(((k, (v[0], v[1])) for k, v in out.items()), key=lambda kv: -kv[1][0]))
+
+
+def report(name: str, result: dict[str, Any], top: int) -> str:
+  """Markdown: the step, the kinds that make up 90% of the op time, the `top` single ops."""
+  ops = result["ops"]
+  total = sum(ms for ms, _ in ops.values())
+  lines = [f"{name}: step {result['step_ms']:.1f} ms; XLA ops {total:.1f} ms summed over "
+           f"threads ({total / result['step_ms']:.2f} ops at once on average), "
+           f"{sum(n for _, n in ops.values()):.0f} ops a step", "",
+           "| op kind | ms a step | share of op time | ops a step |", "|---|---|---|---|"]
+  shown = 0.0
+  for k, (ms, count) in kinds(ops).items():
+    if shown > 0.9 * total:
+      break
+    shown += ms
+    lines.append(f"| {k} | {ms:.2f} | {ms / total:.1%} | {count:.0f} |")
+  lines += ["", "| op | ms a step | output |", "|---|---|---|"]
+  for op, (ms, _) in sorted(ops.items(), key=lambda kv: -kv[1][0])[:top]:
+    lines.append(f"| {op} | {ms:.2f} | `{result['shapes'].get(op, '?')[:48]}` |")
+  return "\n".join(lines)
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program)."""
+  flags.DEFINE_string("workload", "charlm_transformer", "A workload of benchmarks.run.")
+  flags.DEFINE_integer("steps", 10, "Steps timed, then as many traced.")
+  flags.DEFINE_integer("top", 15, "Single ops listed.")
+
+
+def main(argv: list[str]) -> None:
+  from benchmarks.run import WORKLOADS
+  from train import throughput
+
+  if FLAGS.workload not in WORKLOADS:
+    raise ValueError(f"--workload={FLAGS.workload!r}: expected one of {list(WORKLOADS)}")
+  print(f"dense float32 matmul: {throughput.matmul_flops(2048, 10) / 1e9:.0f} GFLOP/s")
+  print(report(FLAGS.workload, profile(FLAGS.workload, FLAGS.steps), FLAGS.top))
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main)

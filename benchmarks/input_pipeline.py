@@ -21,6 +21,9 @@ batches of 256 (HWC):
   decode, the torchvision RandomResizedCrop algorithm on the PIL image (PIL crop + bilinear
   resize), flip, normalise; `DataLoader(batch_size=256, shuffle=True, num_workers=W)`.
   torchvision itself is not used: its PyPI wheel needs the CUDA build of torch.
+"strata, uint8" and "tf.data, uint8" are the same with the last step left out: batches of uint8
+pixels, which the training step normalises (strata's `data.image.normalize_on_device`; tf.data
+rounds its float resize back to uint8).
 Each contender and worker count runs in its own process, in `--rounds` interleaved rounds (the
 median round is reported, every round listed); after 2 warm-up batches it times `--batches`
 batches and samples the resident memory of the process and its children (the
@@ -28,7 +31,8 @@ workers) every 50 ms: the peak of the sum is reported.
 
 Then the pipeline overhead of a small ResNet step (`cnn.ResNetTiny` at 224 px, batch 256): steps/s
 fed by strata's streaming pipeline against steps/s on one batch already in memory; overhead =
-1 - fed / in-memory (the share of step time spent waiting for input).
+1 - fed / in-memory (the share of step time spent waiting for input), with float32 batches and
+with uint8 ones normalised in the step.
 
 Writes OUT/input_pipeline.json and OUT/input_pipeline.md, and prints the table.
 """
@@ -85,11 +89,12 @@ def _check_shape(batch) -> None:
   assert tuple(shape)[-3:] in ((SIZE, SIZE, 3),), shape
 
 
-def run_strata(args) -> float:
+def run_strata(args, pixels: bool = False) -> float:
   import data as data_lib
 
   c = _data_config(args)
   c.workers = args.run_workers
+  c.image.normalize_on_device = pixels
   pipe = data_lib.build_pipeline(c, "train", train=True, seed=0)
   it = pipe.iterator(prefetch=2)
   try:
@@ -98,7 +103,7 @@ def run_strata(args) -> float:
     it.close()
 
 
-def run_tfdata(args) -> float:
+def run_tfdata(args, pixels: bool = False) -> float:
   import tensorflow as tf
   import tensorflow_datasets as tfds
 
@@ -126,6 +131,8 @@ def run_tfdata(args) -> float:
     image = tf.image.decode_and_crop_jpeg(example["image"], tf.stack([y, x, h, w]), channels=3)
     image = tf.image.resize(image, [SIZE, SIZE], method="bilinear")
     image = tf.image.random_flip_left_right(image)
+    if pixels:  # the resized image rounded back to uint8, for the step to normalise
+      return tf.saturate_cast(tf.round(image), tf.uint8), example["label"]
     return (image - MEAN) / STD, example["label"]
 
   options = tf.data.Options()
@@ -194,6 +201,7 @@ def run_overhead(args) -> dict[str, float]:
     c.data = _data_config(args)
     c.data.workers = args.run_workers
     c.data.prefetch = 2
+  c.data.image.normalize_on_device = args.pixels
   c.model = dict(name="cnn.ResNetTiny", num_classes=10)
   c.optim.name = "momentum"
   c.optim.learning_rate = 0.1
@@ -226,7 +234,9 @@ def run_overhead(args) -> dict[str, float]:
           "input_bound_share": max(0.0, 1 - fed / fixed)}
 
 
-RUNNERS = {"strata": run_strata, "tf.data": run_tfdata, "pytorch": run_torch}
+RUNNERS = {"strata": run_strata, "strata, uint8": lambda a: run_strata(a, pixels=True),
+           "tf.data": run_tfdata, "tf.data, uint8": lambda a: run_tfdata(a, pixels=True),
+           "pytorch": run_torch}
 
 
 def _child(args) -> None:
@@ -239,11 +249,11 @@ def _child(args) -> None:
   print("RESULT " + json.dumps(result), flush=True)
 
 
-def _spawn(args, run: str, workers: int) -> dict[str, Any] | str:
+def _spawn(args, run: str, workers: int, pixels: bool = False) -> dict[str, Any] | str:
   cmd = [sys.executable, "-m", "benchmarks.input_pipeline", f"--run={run}",
          f"--run_workers={workers}", f"--images={args.images}",
          f"--image_size={args.image_size}", f"--batches={args.batches}",
-         f"--data_dir={args.data_dir}"]
+         f"--data_dir={args.data_dir}"] + (["--pixels"] if pixels else [])
   proc = subprocess.run(cmd, capture_output=True, text=True)
   for line in proc.stdout.splitlines():
     if line.startswith("RESULT "):
@@ -263,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--out", default="benchmarks/results")
   p.add_argument("--run", choices=[*RUNNERS, "overhead"], help=argparse.SUPPRESS)
   p.add_argument("--run_workers", type=int, default=1, help=argparse.SUPPRESS)
+  p.add_argument("--pixels", action="store_true", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   if args.run:
     _child(args)
@@ -291,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     for run in RUNNERS:
       for w in workers:
         key = f"{run} W={w}"
-        if run == "tf.data" and not have_tf:
+        if run.startswith("tf.data") and not have_tf:
           samples[key] = ["skipped: TensorFlow not installed (pip install -e '.[tfdata]')"]
           continue
         samples.setdefault(key, []).append(_spawn(args, run, w))
@@ -305,7 +316,8 @@ def main(argv: list[str] | None = None) -> None:
     results["runs"][key] = {"images_per_s": rates[len(rates) // 2],
                             "images_per_s_rounds": [g["images_per_s"] for g in ok],
                             "peak_rss_mb": max(g["peak_rss_mb"] for g in ok)}
-  results["overhead"] = {f"W={w}": _spawn(args, "overhead", w) for w in workers}
+  results["overhead"] = {f"{kind}, W={w}": _spawn(args, "overhead", w, kind == "uint8")
+                         for w in workers for kind in ("float32", "uint8")}
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "input_pipeline.json"), "w") as f:
     json.dump(results, f, indent=1)
@@ -323,9 +335,9 @@ def main(argv: list[str] | None = None) -> None:
             "input-bound share |", "|---|---|---|---|"]
   for key, r in results["overhead"].items():
     if isinstance(r, str):
-      lines.append(f"| streaming, {key} | {r} | | |")
+      lines.append(f"| streaming {key} | {r} | | |")
     else:
-      lines.append(f"| streaming, {key} | {r['steps_per_s_in_memory']:.2f} | "
+      lines.append(f"| streaming {key} | {r['steps_per_s_in_memory']:.2f} | "
                    f"{r['steps_per_s_fed']:.2f} | {100 * r['input_bound_share']:.0f}% |")
   table = "\n".join(lines)
   with open(os.path.join(args.out, "input_pipeline.md"), "w") as f:

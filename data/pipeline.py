@@ -199,6 +199,8 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
   prepare = None
   if ops:
     prepare = preprocess_lib.Preprocess(ops, data_config.image, sources.input_feature(data_config))
+    if train and data_config.image.normalize_on_device:  # the step normalises the uint8 pixels
+      prepare = prepare.on_device()
   given = stats
   if streaming:
     rows, weights, stats, per_example = _streaming_rows(data_config, split, info, where,
@@ -219,7 +221,8 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
                 prepare=prepare,
                 prepare_seed=int(np.random.SeedSequence([seed, 7]).generate_state(1)[0]))
   steps = transforms_lib.build(data_config.augment, stats, train, data_config.binarize,
-                               data_config.dtype)
+                               data_config.dtype,
+                               pixels=prepare is not None and prepare.ops[-1:] != ops[-1:])
   ahead = 0
   if not streaming and prepare is None:
     # The deterministic transforms ahead of the first random one (normalisation, binarisation)

@@ -13,7 +13,7 @@ batch is stacked: decoded images may differ in size, the ops bring them to one. 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections as mlc
 import numpy as np
@@ -38,6 +38,10 @@ def defaults() -> mlc.ConfigDict:
   c.resize_method = "bilinear"           # bilinear|bicubic: every op that resizes
   c.mean = ()                            # normalize, per channel; () = ImageNet's
   c.std = ()
+  # Training batches leave the pipeline as uint8 pixels, and the supervised step applies the
+  # last op, "normalize", on the device: a quarter of the bytes written, in the worker
+  # processes' fresh batch memory, and sent (docs/data.md). Evaluation batches stay float.
+  c.normalize_on_device = False
   c.randaug_layers = 2                   # randaugment: ops per image (N)
   c.randaug_magnitude = 10.0             # randaugment: strength 0..10 (M)
   return c
@@ -76,6 +80,10 @@ def check(image_config: Any, field: str = "data.image") -> None:
   if not 0 <= image_config.randaug_magnitude <= randaugment.MAX_LEVEL:
     raise ValueError(f"{field}.randaug_magnitude={image_config.randaug_magnitude}; expected a "
                      f"value in [0, {randaugment.MAX_LEVEL:g}]")
+  train = tuple(image_config.train)
+  if image_config.normalize_on_device and train[-1:] != ("normalize",):
+    raise ValueError(f"{field}.normalize_on_device=True with {field}.train={train}; expected "
+                     "'normalize' as the last op, the one the step applies")
   if len(image_config.mean) != len(image_config.std) or min(image_config.std, default=1) <= 0:
     raise ValueError(f"{field}.mean={tuple(image_config.mean)} and .std="
                      f"{tuple(image_config.std)}; expected one value per channel, std > 0")
@@ -114,6 +122,15 @@ class Preprocess:
     self.feature = feature
     self.randaug = ((int(c.randaug_layers), float(c.randaug_magnitude)) if uses("randaugment")
                     else (0, 0.0))
+
+  def on_device(self) -> "Preprocess":
+    """These ops without their last, "normalize", which the step applies to the uint8 pixels
+    instead (`device_normalizer`)."""
+    if self.ops[-1:] != ("normalize",):
+      raise ValueError(f"normalising on the device needs 'normalize' last; ops {self.ops}")
+    host = object.__new__(Preprocess)
+    host.__dict__.update(self.__dict__, ops=self.ops[:-1])
+    return host
 
   @property
   def random(self) -> bool:
@@ -157,3 +174,27 @@ class Preprocess:
       out[...] = x
       return out
     return np.ascontiguousarray(x)
+
+
+def device_normalizer(image_config: Any, dtype: Any = np.float32) -> Callable[[Any], Any]:
+  """The step's side of `normalize_on_device`: a function of a batch's inputs that maps uint8
+  pixels (B, H, W, C) to (x - mean) / std in float32, then `dtype` (`data.dtype`), as the
+  "normalize" op and the pipeline's cast would have, and leaves any other dtype as it is (the
+  evaluation's float batches). Without `normalize_on_device`, the identity."""
+  import jax.numpy as jnp
+
+  if not image_config.normalize_on_device:
+    return lambda x: x
+  mean = tuple(float(v) for v in image_config.mean) or image_ops.IMAGENET_MEAN
+  std = tuple(float(v) for v in image_config.std) or image_ops.IMAGENET_STD
+  inv_std = (1.0 / np.asarray(std, np.float64)).astype(np.float32)
+
+  def normalize(x):
+    if x.dtype != jnp.uint8:
+      return x
+    if x.shape[-1] != len(mean):
+      raise ValueError(f"data.image.mean={mean} / std={std} for images with {x.shape[-1]} "
+                       "channels; expected one value per channel")
+    y = (x.astype(jnp.float32) - np.asarray(mean, np.float32)) * inv_std
+    return y.astype(dtype)
+  return normalize

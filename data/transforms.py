@@ -230,9 +230,10 @@ def defaults() -> mlc.ConfigDict:
 
 
 def build(augment: Any, stats: Statistics | None, train: bool,
-          binarize: bool = False, dtype: str = "float32") -> list[Any]:
+          binarize: bool = False, dtype: str = "float32", pixels: bool = False) -> list[Any]:
   """The transform list for a split: augmentation only for training, normalisation (and
-  binarisation) always, the cast to `dtype` (`data.dtype`) last."""
+  binarisation) always, the cast to `dtype` (`data.dtype`) last. With `pixels` (uint8 images
+  the step normalises, `data.image.normalize_on_device`), no normalisation or cast to float."""
   out: list[Any] = []
   if train and augment.crop_padding > 0:
     out.append(RandomCrop(augment.crop_padding))
@@ -240,7 +241,10 @@ def build(augment: Any, stats: Statistics | None, train: bool,
     out.append(RandomFlip())
   if train and augment.shift > 0:
     out.append(RandomShift1D(augment.shift))
-  out.append(Normalize(stats))
+  if not pixels:
+    out.append(Normalize(stats))
+  elif stats is not None:
+    raise ValueError("uint8 pixels normalised on the device take no data.normalize statistics")
   if binarize:
     out.append(Binarize())
   if train and augment.noise_std > 0:

@@ -64,6 +64,14 @@ def _validate(config: mlc.ConfigDict) -> None:
     raise ConfigError(str(e)) from None
   for f in ("shift", "crop_padding", "noise_std"):
     check_positive(d.augment[f], f"data.augment.{f}", allow_zero=True)
+  if d.image.normalize_on_device and config.paradigm != "supervised":
+    raise ConfigError(f"data.image.normalize_on_device=True with paradigm "
+                      f"{config.paradigm!r}; the supervised step alone normalises uint8 "
+                      "pixels: expected paradigm 'supervised' or normalize_on_device=False")
+  if d.image.normalize_on_device and (d.augment.noise_std > 0 or d.binarize):
+    raise ConfigError("data.image.normalize_on_device=True with data.augment.noise_std="
+                      f"{d.augment.noise_std} / data.binarize={d.binarize}: both act on "
+                      "normalised pixels on the host; expected noise_std=0 and binarize=False")
   o = config.optim
   check_choice(o.name, OPTIMIZERS, "optim.name")
   check_choice(o.schedule, SCHEDULES, "optim.schedule")

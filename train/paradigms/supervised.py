@@ -40,6 +40,7 @@ import numpy as np
 import optax
 
 import data as data_lib
+from data import preprocess, transforms
 from data import text as data_text
 from train import distill as distill_lib
 from train import lora as lora_lib
@@ -187,11 +188,13 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
   teacher_probs = distill_lib.load_teachers(config, num_classes) if teachers else None
   temperature = float(config.distill.temperature) if teachers else 1.0
   label_weight = float(config.distill.label_weight) if teachers else 1.0
+  # uint8 training pixels normalised here (`data.image.normalize_on_device`); float batches pass
+  pixels = preprocess.device_normalizer(config.data.image, transforms.DTYPES[config.data.dtype])
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> state_lib.TrainState:
     params_rng, dropout_rng = jax.random.split(rng)
     variables = dict(model.init({"params": params_rng, "dropout": dropout_rng},
-                                batch["inputs"], train=False))
+                                pixels(batch["inputs"]), train=False))
     variables.pop("intermediates", None)
     params = variables.pop("params")
     if lora_lib.enabled(lora):
@@ -218,7 +221,7 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
       chex.assert_rank(batch["mask"], 1)
     rng = jax.random.fold_in(rng, state.step)
 
-    inputs, targets = batch["inputs"], None
+    inputs, targets = pixels(batch["inputs"]), None
     if mixing:
       targets = jax.nn.one_hot(batch["label"], num_classes)
       if smoothing > 0:
@@ -259,7 +262,7 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
 
   def eval_step(state, batch, rng):
     del rng
-    outputs, _ = apply(state, state.params, batch["inputs"], False,
+    outputs, _ = apply(state, state.params, pixels(batch["inputs"]), False,
                        segments=batch.get("segments"))
     m = batch["mask"]
     per = per_example_loss(outputs, batch["label"], loss_kind)
@@ -274,7 +277,7 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
     return sums
 
   def predict(state, inputs):
-    return apply(state, state.params, inputs, False)[0]
+    return apply(state, state.params, pixels(inputs), False)[0]
 
   return Paradigm(init=init, train_step=train_step, eval_step=eval_step, predict=predict,
                   schedule=lr)

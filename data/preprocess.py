@@ -13,6 +13,7 @@ batch is stacked: decoded images may differ in size, the ops bring them to one. 
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
 import ml_collections as mlc
@@ -128,8 +129,8 @@ class Preprocess:
     instead (`device_normalizer`)."""
     if self.ops[-1:] != ("normalize",):
       raise ValueError(f"normalising on the device needs 'normalize' last; ops {self.ops}")
-    host = object.__new__(Preprocess)
-    host.__dict__.update(self.__dict__, ops=self.ops[:-1])
+    host = copy.copy(self)
+    host.ops = self.ops[:-1]
     return host
 
   @property

@@ -1,0 +1,8 @@
+from benchmarks import image_decode
+
+
+def test_the_decoders_give_pil_s_pixels_and_each_op_is_timed():
+  got = image_decode.measure(images=12, size=64)
+  assert got["PIL"][1] == 0 and got["simplejpeg"][1] == 0
+  assert "PIL resize, antialiased bilinear" in got
+  assert all(ms > 0 for ms, _ in got.values())

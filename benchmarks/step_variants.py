@@ -1,0 +1,197 @@
+"""Variants of a workload's train step, A/B in alternated windows of one process: the attempts
+docs/benchmarks.md lists as tried and dropped.
+
+  python -m benchmarks.step_variants --workload charlm_transformer \
+      --variants strata,fused_qkv,causal_blocks_1,causal_blocks_2
+  python -m benchmarks.step_variants --workload digits_unet --variants strata,flat_optimizer
+  python -m benchmarks.step_variants --workload digits_unet \
+      --variants strata,vector_width_512,no_concurrency_scheduler,fast_math,opt_level_1
+
+Each variant builds the workload (`benchmarks.run.WORKLOADS`) with one change, compiles its
+train step (timing the compile), and the variants' windows of `--steps` steps then alternate
+for `--windows` rounds on one in-memory batch. Prints the median steps/s with the slowest and
+fastest window, and the compile seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import statistics
+import time
+from typing import Any, Callable, Iterator
+
+from absl import flags
+
+from train import cli
+
+NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@contextlib.contextmanager
+def _patched(module: Any, name: str, value: Any) -> Iterator[None]:
+  old = getattr(module, name)
+  setattr(module, name, value)
+  try:
+    yield
+  finally:
+    setattr(module, name, old)
+
+
+def _fused_qkv() -> contextlib.AbstractContextManager:
+  """Self-attention's query, key and value projections as one matmul over their kernels side
+  by side (the same parameters, created as `nn.DenseGeneral` creates them): the "query"
+  projection computes all three and hands key and value on. Multi-head attention only (as many
+  key/value heads as query heads)."""
+  import flax.linen as nn
+  import jax.numpy as jnp
+  import numpy as np
+
+  from arch import attention
+
+  class Params(nn.Module):
+    width: int
+    heads: int
+    head: int
+    use_bias: bool
+    param_dtype: Any
+    kernel_init: Any = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self):
+      flat = (self.width, self.heads * self.head)
+      kernel = self.param("kernel", lambda r, s, d: self.kernel_init(r, flat, d).reshape(s),
+                          (self.width, self.heads, self.head), self.param_dtype)
+      bias = (self.param("bias", nn.initializers.zeros_init(), (self.heads, self.head),
+                         self.param_dtype) if self.use_bias else None)
+      return kernel, bias
+
+  original = attention.nn.DenseGeneral
+  state: dict[str, Any] = {}
+
+  def dense_general(features, *args, name=None, **kwargs):
+    if name not in ("query", "key", "value") or not isinstance(features, tuple):
+      return original(features, *args, name=name, **kwargs)
+
+    def project(x):
+      if name != "query":
+        return state.pop(name)
+      heads, head = features
+      parts = [Params(x.shape[-1], heads, head, kwargs.get("use_bias", True),
+                      kwargs.get("param_dtype", jnp.float32), name=n)() for n in
+               ("query", "key", "value")]
+      kernel = jnp.concatenate([k for k, _ in parts], axis=1).astype(x.dtype)
+      out = jnp.einsum("btd,dnh->btnh", x, kernel)
+      if parts[0][1] is not None:
+        out = out + jnp.concatenate([b for _, b in parts]).astype(x.dtype)
+      q, state["key"], state["value"] = jnp.split(out, np.cumsum([heads] * 2), axis=2)
+      return q
+    return project
+  return _patched(attention.nn, "DenseGeneral", dense_general)
+
+
+def _causal_blocks(n: int) -> contextlib.AbstractContextManager:
+  from arch import attention
+
+  return _patched(attention, "dot_product_attention",
+                  functools.partial(attention.dot_product_attention, causal_blocks=n))
+
+
+def _flat_optimizer() -> contextlib.AbstractContextManager:
+  """The optimizer over one flattened vector (`optax.flatten`); weight decay's mask then sees
+  one vector, so this is for timing only."""
+  import optax
+
+  from train import optim
+
+  make = optim.make
+  return _patched(optim, "make", lambda *a, **k: (optax.flatten(make(*a, **k)[0]),
+                                                  make(*a, **k)[1]))
+
+
+# name -> (context that changes the build, compiler options)
+VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[str, Any]]] = {
+    "strata": (contextlib.nullcontext, NO_YNN),
+    "fused_qkv": (_fused_qkv, NO_YNN),
+    "causal_blocks_1": (lambda: _causal_blocks(1), NO_YNN),
+    "causal_blocks_2": (lambda: _causal_blocks(2), NO_YNN),
+    "flat_optimizer": (_flat_optimizer, NO_YNN),
+    "vector_width_512": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_prefer_vector_width": 512}),
+    "no_concurrency_scheduler": (contextlib.nullcontext, {
+        **NO_YNN, "xla_cpu_enable_concurrency_optimized_scheduler": False}),
+    "fast_math": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_enable_fast_math": True}),
+    "opt_level_1": (contextlib.nullcontext, {**NO_YNN, "xla_backend_optimization_level": 1}),
+}
+
+
+def measure(name: str, variants: list[str], windows: int = 7, steps: int = 8,
+            tiny: bool = False, data_dir: str | None = None) -> dict[str, dict[str, Any]]:
+  """{variant: {"rates": [steps/s of each window], "compile_s": float}} for workload `name`."""
+  import jax
+
+  from benchmarks.run import ROOT, WORKLOADS
+  from train import config as config_lib
+  from train import loop, parallel
+
+  built = {}
+  for v in variants:
+    context, options = VARIANTS[v]
+    config = config_lib.load(os.path.join(ROOT, "experiments", f"{WORKLOADS[name][0]}.py")
+                             + (":tiny" if tiny else ""))
+    if data_dir:
+      config.data.data_dir = data_dir
+    config.train.xla_cpu_ynnpack = True  # the jit's options: none; the variant's below
+    with context():
+      run = loop.build(config)
+      state = run.init_state()
+      t = time.perf_counter()
+      step = run.train_step.lower(state, run.example, run.step_rng).compile(
+          compiler_options=options)
+      compile_s = time.perf_counter() - t
+    batch = parallel.global_batch(next(run.train_pipe.iterator()), run.batch_sharding)
+    built[v] = {"step": step, "state": state, "batch": batch, "rng": run.step_rng,
+                "compile_s": compile_s, "rates": []}
+  for _ in range(windows):
+    for b in built.values():
+      s = b["state"]
+      t = time.perf_counter()
+      for _ in range(steps):
+        s, _ = b["step"](s, b["batch"], b["rng"])
+      jax.block_until_ready(s)
+      b["rates"].append(steps / (time.perf_counter() - t))
+      b["state"] = s
+  return {v: {"rates": b["rates"], "compile_s": b["compile_s"]} for v, b in built.items()}
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program)."""
+  flags.DEFINE_string("workload", "charlm_transformer", "A workload of benchmarks.run.")
+  flags.DEFINE_list("variants", ["strata", "fused_qkv"], f"Some of {list(VARIANTS)}.")
+  flags.DEFINE_integer("windows", 7, "Timed windows per variant.")
+  flags.DEFINE_integer("steps", 8, "Steps per window.")
+
+
+def main(argv: list[str]) -> None:
+  from benchmarks.run import WORKLOADS
+  from train import throughput
+
+  if FLAGS.workload not in WORKLOADS:
+    raise ValueError(f"--workload={FLAGS.workload!r}: expected one of {list(WORKLOADS)}")
+  unknown = sorted(set(FLAGS.variants) - set(VARIANTS))
+  if unknown:
+    raise ValueError(f"--variants {unknown}: expected some of {list(VARIANTS)}")
+  print(f"dense float32 matmul: {throughput.matmul_flops(2048, 10) / 1e9:.0f} GFLOP/s")
+  print("| variant | steps/s, median (range) | compile s |\n|---|---|---|")
+  for v, r in measure(FLAGS.workload, FLAGS.variants, FLAGS.windows, FLAGS.steps).items():
+    rates = r["rates"]
+    print(f"| {v} | {statistics.median(rates):.2f} ({min(rates):.2f}-{max(rates):.2f}) | "
+          f"{r['compile_s']:.1f} |")
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main)

@@ -1,0 +1,34 @@
+import jax
+import numpy as np
+
+from benchmarks import step_variants
+from tests.conftest import load_experiment
+from train import loop
+
+
+def _first_step(config):
+  run = loop.build(config)
+  state = run.init_state()
+  _, metrics = run.train_step(state, run.example, run.step_rng)
+  dots = run.train_step.lower(state, run.example, run.step_rng).as_text().count("dot_general")
+  return state.params, np.asarray(metrics), dots
+
+
+def test_the_fused_projections_keep_the_parameters_and_the_step(data_dir):
+  config = load_experiment("charlm_transformer", "tiny", data_dir)
+  params, metrics, dots = _first_step(config)
+  with step_variants._fused_qkv():
+    fused_params, fused_metrics, fused_dots = _first_step(config)
+  assert fused_dots < dots  # one projection's forward and backward dots instead of three's
+  assert jax.tree.structure(params) == jax.tree.structure(fused_params)
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params),
+                                                  jax.tree.leaves(fused_params)))
+  np.testing.assert_allclose(fused_metrics, metrics, rtol=1e-5, atol=1e-6)
+
+
+def test_variants_are_compiled_and_timed_in_alternate_windows(data_dir):
+  got = step_variants.measure("charlm_transformer", ["strata", "causal_blocks_1", "fast_math"],
+                              windows=2, steps=2, tiny=True, data_dir=data_dir)
+  assert list(got) == ["strata", "causal_blocks_1", "fast_math"]
+  assert all(len(r["rates"]) == 2 and min(r["rates"]) > 0 and r["compile_s"] > 0
+             for r in got.values())

@@ -136,9 +136,9 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.train.first_step_timeout_secs = 1800.0
   c.train.log_norms = True                          # gradient, update and parameter norms
                                                     # in the train records (train/optim.norms)
-  # XLA:CPU's YNNPACK library calls for dots (jax's default) in the compiled steps; off, Eigen's
-  # dots and XLA's own convolutions, measured faster on all five benchmark workloads
-  # (docs/benchmarks.md). CPU only: GPU and TPU compile the same either way.
+  # XLA:CPU's YNNPACK library calls for dots and reductions (jax's default) in the compiled
+  # steps; off (Eigen's dots, XLA's own reductions): the DCGAN and the UNet 1.3-1.4x faster, the
+  # other three benchmark workloads within the noise (docs/benchmarks.md). CPU only.
   c.train.xla_cpu_ynnpack = False
   c.train.precision = "float32"                     # float32|bfloat16: the compute dtype;
                                                     # parameters and optimizer state stay float32

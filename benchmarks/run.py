@@ -13,8 +13,8 @@ Each workload is an experiment file's full config, built by `train.loop.build` e
 - FLOPs per step from XLA's cost analysis of the compiled step, the achieved FLOP/s (in-memory
   rate), and that as a fraction of this machine's dense float32 matmul rate (a 1024 x 1024 x
   1024 jitted matmul, median of repeats), the figure the training records' MFU divides by:
-  measured once per machine and kept beside the CLI's compilation cache
-  (`train.throughput.cpu_matmul_flops`);
+  kept beside the CLI's compilation cache (`train.throughput.cpu_matmul_flops`), measured
+  again at the start of each benchmark run, and the faster of the two kept;
 - memory: XLA's buffer sizes for the step (arguments + outputs + temporaries) and the
   process's peak resident set so far;
 - PyTorch (`benchmarks/torch_workloads.py`, needs the `bench` extra): the same model, batch,
@@ -234,7 +234,7 @@ def main(argv: list[str]) -> None:
   # the rate the training records divide by (measured once per machine, kept beside the CLI's
   # default compilation cache), so this table's share and their MFU share a denominator
   from train import throughput
-  peak = throughput.cpu_matmul_flops(compilation_cache.DEFAULT_COMPILATION_CACHE)
+  peak = throughput.cpu_matmul_flops(compilation_cache.DEFAULT_COMPILATION_CACHE, refresh=True)
   rows = []
   for name in names:
     progress.console(f"[benchmark] {name}")

@@ -79,3 +79,21 @@ def test_the_cpu_rate_is_measured_once_and_cached(tmp_path, monkeypatch):
       assert json.load(f)["flops"] == 4.5e10
   finally:
     throughput.cpu_matmul_flops.cache_clear()
+
+
+def test_a_refresh_keeps_the_faster_rate(tmp_path, monkeypatch):
+  # a first figure from a busy minute is replaced by a faster one, never by a slower one
+  monkeypatch.setattr(throughput, "_cache_dir", lambda: str(tmp_path))
+  rates = iter([5.8e10, 1.9e11, 1.2e11])
+  monkeypatch.setattr(throughput, "matmul_flops", lambda: next(rates))
+  throughput.cpu_matmul_flops.cache_clear()
+  try:
+    assert throughput.cpu_matmul_flops() == 5.8e10
+    assert throughput.cpu_matmul_flops(refresh=True) == 1.9e11
+    throughput.cpu_matmul_flops.cache_clear()  # each call below as a new process
+    assert throughput.cpu_matmul_flops(refresh=True) == 1.9e11  # measured 1.2e11: the faster
+    throughput.cpu_matmul_flops.cache_clear()
+    assert throughput.cpu_matmul_flops() == 1.9e11  # no refresh: the kept figure
+    assert next(rates, None) is None  # three measurements, no more
+  finally:
+    throughput.cpu_matmul_flops.cache_clear()

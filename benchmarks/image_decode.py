@@ -5,8 +5,9 @@ input pipeline could use, timed alone in one process.
 
 Decoders: PIL (TFDS's numpy decoding without OpenCV), simplejpeg (libjpeg-turbo; the decode
 op's), OpenCV's `imdecode` when installed. Resizes of one crop (180 x 158 of 256 px) to
-224 x 224: PIL's antialiased bilinear (the ops'), OpenCV's plain bilinear when installed. Prints ms an image
-(median of 3 passes over the images) and the largest pixel difference from PIL's decoding.
+224 x 224: PIL's antialiased bilinear (the ops'), OpenCV's plain bilinear when installed. Prints
+ms an image (median of 3 passes over the images) and the largest pixel difference from PIL's
+decoding.
 """
 
 from __future__ import annotations

@@ -55,6 +55,17 @@ def matmul_flops(n: int = 1024, repeats: int = 20) -> float:
   return throughput.matmul_flops(n, repeats)
 
 
+def workload_config(name: str, tiny: bool = False, data_dir: str | None = None) -> Any:
+  """Workload `name`'s experiment config (its tiny mode with `tiny`), in `data_dir` if given."""
+  from train import config as config_lib
+
+  config = config_lib.load(os.path.join(ROOT, "experiments", f"{WORKLOADS[name][0]}.py")
+                           + (":tiny" if tiny else ""))
+  if data_dir:
+    config.data.data_dir = data_dir
+  return config
+
+
 def _cost(compiled) -> float:
   from train import throughput
 
@@ -74,14 +85,10 @@ def measure(name: str, quick: bool = False, tiny: bool = False, data_dir: str | 
   import jax
   import numpy as np
 
-  from train import config as config_lib
   from train import loop, parallel
 
   experiment, paradigm = WORKLOADS[name]
-  config = config_lib.load(os.path.join(ROOT, "experiments", f"{experiment}.py")
-                                + (":tiny" if tiny else ""))
-  if data_dir:
-    config.data.data_dir = data_dir
+  config = workload_config(name, tiny, data_dir)
   windows = windows or (3 if quick else 7)
   window_seconds = window_seconds or (1.0 if quick else 4.0)
 

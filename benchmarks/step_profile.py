@@ -52,14 +52,10 @@ def profile(name: str, steps: int = 10, tiny: bool = False,
 
   import jax
 
-  from benchmarks.run import ROOT, WORKLOADS
-  from train import config as config_lib
+  from benchmarks.run import workload_config
   from train import loop, parallel
 
-  config = config_lib.load(os.path.join(ROOT, "experiments", f"{WORKLOADS[name][0]}.py")
-                           + (":tiny" if tiny else ""))
-  if data_dir:
-    config.data.data_dir = data_dir
+  config = workload_config(name, tiny, data_dir)
   run = loop.build(config)
   state = run.init_state()
   compiled = run.train_step.lower(state, run.example, run.step_rng).compile()

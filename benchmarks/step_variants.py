@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import statistics
 import time
 from typing import Any, Callable, Iterator
@@ -130,17 +129,13 @@ def measure(name: str, variants: list[str], windows: int = 7, steps: int = 8,
   """{variant: {"rates": [steps/s of each window], "compile_s": float}} for workload `name`."""
   import jax
 
-  from benchmarks.run import ROOT, WORKLOADS
-  from train import config as config_lib
+  from benchmarks.run import workload_config
   from train import loop, parallel
 
   built = {}
   for v in variants:
     context, options = VARIANTS[v]
-    config = config_lib.load(os.path.join(ROOT, "experiments", f"{WORKLOADS[name][0]}.py")
-                             + (":tiny" if tiny else ""))
-    if data_dir:
-      config.data.data_dir = data_dir
+    config = workload_config(name, tiny, data_dir)
     config.train.xla_cpu_ynnpack = True  # the jit's options: none; the variant's below
     with context():
       run = loop.build(config)

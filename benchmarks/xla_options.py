@@ -16,7 +16,6 @@ none for a run.
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from typing import Any
@@ -40,15 +39,10 @@ def measure(name: str, windows: int, seconds: float, tiny: bool = False,
   """{variant: [steps/s of each window]} for workload `name` (its tiny mode with `tiny`)."""
   import jax
 
-  from benchmarks.run import ROOT, WORKLOADS
-  from train import config as config_lib
+  from benchmarks.run import workload_config
   from train import loop, parallel
 
-  experiment = WORKLOADS[name][0]
-  config = config_lib.load(os.path.join(ROOT, "experiments", f"{experiment}.py")
-                           + (":tiny" if tiny else ""))
-  if data_dir:
-    config.data.data_dir = data_dir
+  config = workload_config(name, tiny, data_dir)
   config.train.xla_cpu_ynnpack = True  # the jit's own options: none; each variant sets its own
   run = loop.build(config)
   state = run.init_state()

@@ -196,13 +196,8 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
   streaming = is_streaming(data_config, split)
   where = f"data.source={data_config.source!r} split {{!r}}"
   ops = tuple(data_config.image.train if train else data_config.image.eval)
-  prepare = None
-  # uint8 pixels out, which the supervised step normalises (data.image.normalize_on_device)
-  pixels = bool(ops) and train and bool(data_config.image.normalize_on_device)
-  if ops:
-    prepare = preprocess_lib.Preprocess(ops, data_config.image, sources.input_feature(data_config))
-    if pixels:
-      prepare = prepare.on_device()
+  prepare = preprocess_lib.for_split(ops, data_config.image, train,
+                                     lambda: sources.input_feature(data_config))
   given = stats
   if streaming:
     rows, weights, stats, per_example = _streaming_rows(data_config, split, info, where,
@@ -223,7 +218,7 @@ def build_pipeline(data_config, split: str, process_index: int = 0, process_coun
                 prepare=prepare,
                 prepare_seed=int(np.random.SeedSequence([seed, 7]).generate_state(1)[0]))
   steps = transforms_lib.build(data_config.augment, stats, train, data_config.binarize,
-                               data_config.dtype, pixels=pixels)
+                               data_config.dtype, pixels=getattr(prepare, "pixels", False))
   ahead = 0
   if not streaming and prepare is None:
     # The deterministic transforms ahead of the first random one (normalisation, binarisation)

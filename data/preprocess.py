@@ -117,12 +117,13 @@ class Preprocess:
                      else 0.875)
     self.small = small or (int(round(self.size / self.fraction)) if self.size else 0)
     self.method = str(c.resize_method) if sized - {"central_crop"} else "bilinear"
-    normalize = uses("normalize")
-    self.mean = (tuple(float(v) for v in c.mean) if normalize else ()) or image_ops.IMAGENET_MEAN
-    self.std = (tuple(float(v) for v in c.std) if normalize else ()) or image_ops.IMAGENET_STD
+    self.mean, self.std = (_mean_std(c) if uses("normalize") else
+                           (image_ops.IMAGENET_MEAN, image_ops.IMAGENET_STD))
     self.feature = feature
     self.randaug = ((int(c.randaug_layers), float(c.randaug_magnitude)) if uses("randaugment")
                     else (0, 0.0))
+
+  pixels = False  # True: uint8 pixels out, "normalize" left to the step (`on_device`)
 
   def on_device(self) -> "Preprocess":
     """These ops without their last, "normalize", which the step applies to the uint8 pixels
@@ -130,7 +131,7 @@ class Preprocess:
     if self.ops[-1:] != ("normalize",):
       raise ValueError(f"normalising on the device needs 'normalize' last; ops {self.ops}")
     host = copy.copy(self)
-    host.ops = self.ops[:-1]
+    host.ops, host.pixels = self.ops[:-1], True
     return host
 
   @property
@@ -177,6 +178,23 @@ class Preprocess:
     return np.ascontiguousarray(x)
 
 
+def for_split(ops: tuple[str, ...], image_config: Any, train: bool,
+              feature: Callable[[], Any]) -> Preprocess | None:
+  """A split's `Preprocess` of `ops` (None without ops; `feature()`, the stored input's TFDS
+  feature, is asked for only then): for training with `normalize_on_device`, without its last
+  op, so that batches leave as uint8 pixels for the supervised step to normalise."""
+  if not ops:
+    return None
+  prepare = Preprocess(ops, image_config, feature())
+  return prepare.on_device() if train and image_config.normalize_on_device else prepare
+
+
+def _mean_std(image_config: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """The "normalize" op's per-channel (mean, std): `image_config`'s, or ImageNet's."""
+  return (tuple(float(v) for v in image_config.mean) or image_ops.IMAGENET_MEAN,
+          tuple(float(v) for v in image_config.std) or image_ops.IMAGENET_STD)
+
+
 def device_normalizer(image_config: Any, dtype: Any = np.float32) -> Callable[[Any], Any]:
   """The step's side of `normalize_on_device`: a function of a batch's inputs that maps uint8
   pixels (B, H, W, C) to (x - mean) / std in float32, then `dtype` (`data.dtype`), as the
@@ -186,8 +204,7 @@ def device_normalizer(image_config: Any, dtype: Any = np.float32) -> Callable[[A
 
   if not image_config.normalize_on_device:
     return lambda x: x
-  mean = tuple(float(v) for v in image_config.mean) or image_ops.IMAGENET_MEAN
-  std = tuple(float(v) for v in image_config.std) or image_ops.IMAGENET_STD
+  mean, std = _mean_std(image_config)
   inv_std = (1.0 / np.asarray(std, np.float64)).astype(np.float32)
 
   def normalize(x):

@@ -105,8 +105,11 @@ def _flat_optimizer() -> contextlib.AbstractContextManager:
   from train import optim
 
   make = optim.make
-  return _patched(optim, "make", lambda *a, **k: (optax.flatten(make(*a, **k)[0]),
-                                                  make(*a, **k)[1]))
+
+  def flat(*args, **kwargs):
+    tx, schedule = make(*args, **kwargs)
+    return optax.flatten(tx), schedule
+  return _patched(optim, "make", flat)
 
 
 # name -> (context that changes the build, compiler options)

@@ -6,6 +6,8 @@ docs/benchmarks.md lists as tried and dropped.
   python -m benchmarks.step_variants --workload digits_unet --variants strata,flat_optimizer
   python -m benchmarks.step_variants --workload digits_unet \
       --variants strata,vector_width_512,no_concurrency_scheduler,fast_math,opt_level_1
+  python -m benchmarks.step_variants --workload digits_unet \
+      --variants strata,xnn_graph,onednn_custom_call
 
 Each variant builds the workload (`benchmarks.run.WORKLOADS`) with one change, compiles its
 train step (timing the compile), and the variants' windows of `--steps` steps then alternate
@@ -124,6 +126,15 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
         **NO_YNN, "xla_cpu_enable_concurrency_optimized_scheduler": False}),
     "fast_math": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_enable_fast_math": True}),
     "opt_level_1": (contextlib.nullcontext, {**NO_YNN, "xla_backend_optimization_level": 1}),
+    # jax 0.10's other library paths: XNNPACK subgraphs, oneDNN's custom calls (which this
+    # jaxlib leaves unused) and oneDNN dot fusions (which stop the process with SIGILL).
+    "xnn_graph": (contextlib.nullcontext, {
+        **NO_YNN, "xla_cpu_experimental_xnn_graph_fusion_mode": "XNN_GRAPH_FUSION_MODE_GREEDY"}),
+    "onednn_custom_call": (contextlib.nullcontext, {
+        **NO_YNN, "xla_cpu_use_onednn": True, "xla_cpu_experimental_onednn_custom_call": True}),
+    "onednn_dots": (contextlib.nullcontext, {
+        **NO_YNN, "xla_cpu_use_onednn": True,
+        "xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}),
 }
 
 

@@ -23,6 +23,7 @@ from data import preprocess as data_preprocess
 from data import synthetic as data_synthetic
 from data import transforms as data_transforms
 from train import paradigms
+from train import writers as train_writers
 from train.config_fields import (  # noqa: F401  (the field helpers, re-exported)
   closest_fields,
   fields,
@@ -142,6 +143,10 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.train.xla_cpu_ynnpack = False
   c.train.precision = "float32"                     # float32|bfloat16: the compute dtype;
                                                     # parameters and optimizer state stay float32
+
+  # Where the records go besides metrics.jsonl (TensorBoard, W&B) and histograms of the
+  # gradients, updates and parameters every N steps (train/writers.py)
+  c.logging = train_writers.defaults()
 
   # Named evaluations beside data.eval_split, big_vision's `config.evals` (train/evaluators.py):
   # NAME = dict(type="paradigm" (default) | "fewshot" | "frechet" | ..., every=steps (0 = at the

@@ -15,7 +15,7 @@ from data import preprocess as data_preprocess
 from data import synthetic as data_synthetic
 from data import tokenizer as data_tokenizer
 from data import transforms as data_transforms
-from train import evaluators, field_use, files, paradigms
+from train import evaluators, field_use, files, paradigms, writers
 from train.errors import ConfigError, check_choice, check_positive
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
@@ -91,6 +91,8 @@ def _validate(config: mlc.ConfigDict) -> None:
   check_positive(t.memory_limit_gb, "train.memory_limit_gb", allow_zero=True)
   check_positive(t.first_step_timeout_secs, "train.first_step_timeout_secs", allow_zero=True)
   _check_evals(config.get("evals", {}))
+  if "logging" in config:  # runs saved before the section existed
+    writers.check(config.logging)
   a, b = (tuple(t.profile_steps) + (None, None))[:2]
   if len(tuple(t.profile_steps)) != 2 or (a, b) != (0, 0) and not (
       isinstance(a, int) and isinstance(b, int) and 1 <= a <= b):

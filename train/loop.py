@@ -29,6 +29,7 @@ from train import device_prefetch as device_prefetch_lib
 from train import (
   figures,
   files,
+  histograms,
   lineage,
   memory,
   metric_writer,
@@ -231,7 +232,10 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
     raise
   sample_grid = run.sample_grid
 
-  writer = metric_writer.MetricWriter(workdir, resume_step=start, enabled=is_main)
+  writer = metric_writer.MetricWriter(
+      workdir, resume_step=start, enabled=is_main, logging_config=settings.logging,
+      run_config={"config": json.loads(config.to_json_best_effort()), "lineage": run_lineage})
+  histogram_tags, histograms_every = run.histogram_tags, settings.logging["histograms_every"]
   bar = progress.Progress(steps, start)
   # the paradigm's own metrics and the learning rate; an evaluator's line shows all of its own
   own = getattr(paradigms.get(config.paradigm), "CONSOLE_METRICS", None)  # None: all
@@ -319,6 +323,11 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
           batch = next(iterator)
           good.add("data_wait", time.perf_counter() - t_batch)
           state, metrics = train_step(state, batch, step_rng)
+          if histogram_tags:
+            metrics, hist = metrics
+            if s % histograms_every == 0:
+              rows = np.asarray(jax.device_get(hist))
+              writer.histograms(s, {t: histograms.unpack(r) for t, r in zip(histogram_tags, rows)})
         good.step()
         if s == start + 1:  # the first step is done when its results are
           jax.block_until_ready(metrics)

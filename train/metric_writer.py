@@ -14,32 +14,42 @@ from typing import Any
 
 from absl import logging
 
-from train import files, progress
+from train import files, progress, writers
 from train.errors import CheckpointError
 from train.tensorboard_events import Events
 
 
 class MetricWriter:
   """Appends metrics to `WORKDIR/metrics.jsonl`, rates (steps/s, examples/s, MFU, ...) to
-  `WORKDIR/throughput.jsonl`, and both as TensorBoard events in `WORKDIR/tensorboard`. Timings
-  stay out of metrics.jsonl, which is the same bytes for the same seed.
+  `WORKDIR/throughput.jsonl`, and both to the other writers of `logging.writers`
+  (`train.writers`: TensorBoard events in `WORKDIR/tensorboard`, a W&B run), with the
+  histograms of `logging.histograms_every`. Timings stay out of metrics.jsonl, which is the same
+  bytes for the same seed.
 
   On resume from step `resume_step`, records after that step (written by the interrupted run,
   and about to be recomputed identically) are dropped so every step appears once.
   """
 
-  def __init__(self, workdir: str, resume_step: int = 0, enabled: bool = True):
+  def __init__(self, workdir: str, resume_step: int = 0, enabled: bool = True,
+               logging_config: dict[str, Any] | None = None,
+               run_config: dict[str, Any] | None = None):
     self.enabled = enabled
     self.path = os.path.join(workdir, files.METRICS)
     self.rates_path = os.path.join(workdir, files.THROUGHPUT)
-    self._tb = None
+    self._sinks: list[Any] = []
     if not enabled:
       return
+    names = tuple(logging_config["writers"]) if logging_config else ("jsonl", "tensorboard")
+    last = last_step(workdir) or 0
     for path in (self.path, self.rates_path):
       _drop_after(path, resume_step)
     self._file = open(self.path, "a")
     self._rates = open(self.rates_path, "a")
-    self._tb = Events(os.path.join(workdir, files.TENSORBOARD))
+    if "tensorboard" in names:
+      self._sinks.append(Events(os.path.join(workdir, files.TENSORBOARD)))
+    if "wandb" in names:
+      self._sinks.append(writers.Wandb(workdir, logging_config["wandb"], run_config or {},
+                                       resume_step, last))
 
   def write(self, step: int, split: str, metrics: dict[str, float],
             rates: dict[str, float] | None = None) -> None:
@@ -54,15 +64,22 @@ class MetricWriter:
       self._rates.write(json.dumps({"step": int(step), **{
           k: float(v) for k, v in sorted(rates.items())}}) + "\n")
       self._rates.flush()
-    if self._tb is not None:
-      self._tb.scalars(step, {f"{split}/{k}": v for k, v in {**metrics, **(rates or {})}.items()})
+    tagged = {f"{split}/{k}": v for k, v in {**metrics, **(rates or {})}.items()}
+    for sink in self._sinks:
+      sink.scalars(step, tagged)
+
+  def histograms(self, step: int, values: dict[str, dict[str, Any]]) -> None:
+    """{tag: `train.histograms.unpack` of one array} at `step`, to every writer but jsonl."""
+    if self.enabled:
+      for sink in self._sinks:
+        sink.histograms(step, values)
 
   def close(self) -> None:
     if self.enabled:
       self._file.close()
       self._rates.close()
-      if self._tb is not None:
-        self._tb.close()
+      for sink in self._sinks:
+        sink.close()
 
 
 def read_records(path: str) -> tuple[list[dict[str, Any]], int]:

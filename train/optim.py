@@ -9,9 +9,11 @@ optimizer updates (`steps / grad_accum_steps`), not micro-steps.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
-from typing import Any
+import threading
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -19,13 +21,31 @@ import optax
 
 from train.errors import ConfigError
 
+_WATCH = threading.local()
+
+
+@contextlib.contextmanager
+def watch() -> Iterator[dict[str, Any]]:
+  """{PREFIX + NAME: tree} of the trees `norms` sees while open (the current thread's tracing of
+  a step): what `train.histograms` summarises."""
+  trees: dict[str, Any] = {}
+  outer = getattr(_WATCH, "trees", None)
+  _WATCH.trees = trees
+  try:
+    yield trees
+  finally:
+    _WATCH.trees = outer
+
 
 def norms(enabled: bool, prefix: str = "", **trees: Any) -> dict[str, jax.Array]:
   """{PREFIX + NAME + "_norm": the global L2 norm of each tree} (`train.log_norms`), or {}: the
   gradient, update and parameter norms big_vision logs. Not free: XLA fuses the reductions into
   the optimizer's update, and on a TPU those fusions' outputs go through on-chip memory and back
   (ResNet-50's step on v5e:2x2 moves 0.54 GB more a step with them, 0.65% of its time;
-  docs/pod_table.md)."""
+  docs/pod_table.md). The trees also go to an open `watch()`."""
+  watched = getattr(_WATCH, "trees", None)
+  if watched is not None:
+    watched.update({f"{prefix}{name}": tree for name, tree in trees.items()})
   return {f"{prefix}{name}_norm": optax.global_norm(tree) for name, tree in trees.items()
           } if enabled else {}
 

@@ -23,10 +23,10 @@ RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.log_every", "train.ev
                      "train.memory_limit_gb", "train.first_step_timeout_secs",
                      "data.device_prefetch", "data.eval_workers", "mesh.data", "mesh.fsdp",
                      "mesh.tensor", "train.xla_cpu_ynnpack")
-# ... and every field under these: what is evaluated, and the evaluation tools' settings, are not
-# training settings (an evaluation added, removed or changed leaves the training's numbers as
-# they were).
-RESUMABLE_SECTIONS = ("evals.", "report.", "generative.reference", "sharding.")
+# ... and every field under these: what is evaluated, the evaluation tools' settings and where
+# the records go are not training settings (an evaluation added, removed or changed leaves the
+# training's numbers as they were).
+RESUMABLE_SECTIONS = ("evals.", "report.", "generative.reference", "sharding.", "logging.")
 
 
 def config_changes(workdir: str, config: mlc.ConfigDict) -> dict[str, tuple[Any, Any]]:

@@ -1,5 +1,6 @@
 """TensorBoard event files, written here: TFRecord framing of `Event` protocol buffers holding
-scalar summaries, as TensorBoard reads them (`tensorboard --logdir WORKDIR/tensorboard`).
+scalar and histogram summaries, as TensorBoard reads them (`tensorboard --logdir
+WORKDIR/tensorboard`).
 
 Written by hand because the library that writes them, tensorboardX, imports PyTorch from its
 package `__init__` whenever PyTorch is installed: with the bench or convert extra, every run paid
@@ -7,8 +8,8 @@ package `__init__` whenever PyTorch is installed: with the bench or convert extr
 little-endian), the masked CRC-32C of those 8 bytes, the serialised event and its masked
 CRC-32C; an event is `wall_time` (field 1, double), `step` (2, int64), `file_version` (3,
 string) or `summary` (5: `value` (1), each a `tag` (1, string) and a `simple_value` (2,
-float)). `tests/train/test_tensorboard_events.py` reads the file back with tensorboardX's own
-protocol buffers and CRC.
+float) or a `histo` (5, `histogram_event`)). `tests/train/test_tensorboard_events.py` reads
+the file back with tensorboardX's own protocol buffers and CRC.
 """
 
 from __future__ import annotations
@@ -79,6 +80,24 @@ def event(wall_time: float, step: int = 0, file_version: str = "",
   return out
 
 
+def histogram_event(wall_time: float, step: int, values: dict[str, dict]) -> bytes:
+  """A serialised `Event` at `step` with a `HistogramProto` per tag (`Summary.Value.histo`,
+  field 5): `min` (1), `max` (2), `num` (3), `sum` (4), `sum_squares` (5), then `bucket_limit`
+  (6, each bin's right edge) and `bucket` (7, its count), packed doubles. `values`: {tag:
+  `train.histograms.unpack` of an array}."""
+  out = _key(1, 1) + struct.pack("<d", wall_time)
+  if step:
+    out += _key(2, 0) + _varint(step & 0xFFFFFFFFFFFFFFFF)
+  entries = b""
+  for tag, h in values.items():
+    histo = b"".join(_key(f, 1) + struct.pack("<d", float(h[name])) for f, name in enumerate(
+        ("min", "max", "num", "sum", "sum_squares"), start=1))
+    histo += _string(6, struct.pack(f"<{len(h['counts'])}d", *h["edges"][1:]))
+    histo += _string(7, struct.pack(f"<{len(h['counts'])}d", *h["counts"]))
+    entries += _string(1, _string(1, tag.encode()) + _string(5, histo))
+  return out + _string(5, entries)
+
+
 def record(data: bytes) -> bytes:
   """`data` framed as a TFRecord."""
   length = struct.pack("<Q", len(data))
@@ -106,6 +125,10 @@ class Events:
   def scalars(self, step: int, values: dict[str, float]) -> None:
     """One event at `step` with a scalar per tag, flushed."""
     self._write(event(time.time(), step, scalars=values))
+
+  def histograms(self, step: int, values: dict[str, dict]) -> None:
+    """One event at `step` with a histogram per tag (`histogram_event`), flushed."""
+    self._write(histogram_event(time.time(), step, values))
 
   def close(self) -> None:
     self._file.close()

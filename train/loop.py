@@ -65,9 +65,10 @@ def _window_metrics(window: list[jax.Array], names: list[str]) -> dict[str, np.n
   return {k: host[:, i] for i, k in enumerate(names)}
 
 
-def _write_grid(samples: jax.Array, workdir: str, step: int, final: bool, enabled: bool) -> None:
+def _write_grid(samples: jax.Array, workdir: str, step: int, final: bool, enabled: bool,
+                writer: metric_writer.MetricWriter) -> None:
   """A generative paradigm's fixed-latent samples as WORKDIR/samples/step_XXXXXXXX.png (and
-  final.png after the last step)."""
+  final.png after the last step), and as the image "samples" to `writer`'s other writers."""
   if not enabled:
     return
   samples = np.asarray(jax.device_get(samples))
@@ -75,6 +76,7 @@ def _write_grid(samples: jax.Array, workdir: str, step: int, final: bool, enable
     return
   for name in [f"step_{step:08d}.png"] + (["final.png"] if final else []):
     figures.sample_grid(samples, os.path.join(workdir, "samples", name), title=f"step {step}")
+  writer.image(step, "samples", os.path.join(workdir, "samples", f"step_{step:08d}.png"))
 
 
 def evaluate(eval_step, state, pipeline: data_lib.Pipeline, sharding, rng,
@@ -303,7 +305,8 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
       if name == "eval":
         last_eval = result
         if sample_grid is not None:
-          _write_grid(sample_grid(state), workdir, s, final=s == steps, enabled=is_main)
+          _write_grid(sample_grid(state), workdir, s, final=s == steps, enabled=is_main,
+                      writer=writer)
     return []
 
   timer = checkpoint_lib.SaveTimer(settings.checkpoint_every_secs)

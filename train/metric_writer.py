@@ -74,6 +74,14 @@ class MetricWriter:
       for sink in self._sinks:
         sink.histograms(step, values)
 
+  def image(self, step: int, tag: str, path: str) -> None:
+    """The PNG file `path` as image `tag` at `step`, to every writer but jsonl."""
+    if self.enabled and self._sinks:
+      with open(path, "rb") as f:
+        png = f.read()
+      for sink in self._sinks:
+        sink.image(step, tag, png)
+
   def close(self) -> None:
     if self.enabled:
       self._file.close()

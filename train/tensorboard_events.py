@@ -8,7 +8,7 @@ package `__init__` whenever PyTorch is installed: with the bench or convert extr
 little-endian), the masked CRC-32C of those 8 bytes, the serialised event and its masked
 CRC-32C; an event is `wall_time` (field 1, double), `step` (2, int64), `file_version` (3,
 string) or `summary` (5: `value` (1), each a `tag` (1, string) and a `simple_value` (2,
-float) or a `histo` (5, `histogram_event`)). `tests/train/test_tensorboard_events.py` reads
+float), a `histo` (5, `histogram_event`) or an `image` (4, `image_event`)). `tests/train/test_tensorboard_events.py` reads
 the file back with tensorboardX's own protocol buffers and CRC.
 """
 
@@ -98,6 +98,22 @@ def histogram_event(wall_time: float, step: int, values: dict[str, dict]) -> byt
   return out + _string(5, entries)
 
 
+def image_event(wall_time: float, step: int, tag: str, png: bytes) -> bytes:
+  """A serialised `Event` at `step` with one image (`Summary.Value.image`, field 4): `height`
+  (1), `width` (2), `colorspace` (3; 4 = RGBA, 3 = RGB, from the PNG's header) and the encoded
+  PNG (4)."""
+  if png[:8] != b"\x89PNG\r\n\x1a\n":
+    raise ValueError(f"image {tag!r} is not a PNG")
+  width, height = struct.unpack(">II", png[16:24])
+  channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(png[25], 3)  # the IHDR colour type
+  image = (_key(1, 0) + _varint(height) + _key(2, 0) + _varint(width) + _key(3, 0)
+           + _varint(channels) + _string(4, png))
+  out = _key(1, 1) + struct.pack("<d", wall_time)
+  if step:
+    out += _key(2, 0) + _varint(step & 0xFFFFFFFFFFFFFFFF)
+  return out + _string(5, _string(1, _string(1, tag.encode()) + _string(4, image)))
+
+
 def record(data: bytes) -> bytes:
   """`data` framed as a TFRecord."""
   length = struct.pack("<Q", len(data))
@@ -129,6 +145,10 @@ class Events:
   def histograms(self, step: int, values: dict[str, dict]) -> None:
     """One event at `step` with a histogram per tag (`histogram_event`), flushed."""
     self._write(histogram_event(time.time(), step, values))
+
+  def image(self, step: int, tag: str, png: bytes) -> None:
+    """One event at `step` with the PNG image `png` under `tag`, flushed."""
+    self._write(image_event(time.time(), step, tag, png))
 
   def close(self) -> None:
     self._file.close()

@@ -6,9 +6,10 @@
 
 - "jsonl": WORKDIR/metrics.jsonl and throughput.jsonl, the record of truth (`MetricWriter`):
   resume, `python -m eval`, the reports and the tests read it. It cannot be left out.
-- "tensorboard": scalars and histograms as event files in WORKDIR/tensorboard.
+- "tensorboard": scalars, histograms and the sample grids of generative runs (WORKDIR/samples)
+  as event files in WORKDIR/tensorboard.
 - "wandb": a Weights & Biases run (`pip install -e '.[wandb]'`): the same scalars under the same
-  tags, the histograms, and as its config the resolved config and the run's lineage. Its run
+  tags, the histograms, the sample grids, and as its config the resolved config and the run's lineage. Its run
   id is kept in WORKDIR/wandb_run.json, so a resumed run continues the same W&B run. `mode`
   "offline" (the default: no account or network needed) writes it under WORKDIR/wandb, for
   `wandb sync WORKDIR/wandb/offline-run-*` later; "online" sends it as it goes.
@@ -114,6 +115,15 @@ class Wandb:
     if step > self._skip:
       self._run.log({tag: wandb.Histogram(np_histogram=(h["counts"], h["edges"]))
                      for tag, h in values.items()}, step=int(step))
+
+  def image(self, step: int, tag: str, png: bytes) -> None:
+    import io
+
+    import wandb
+    from PIL import Image
+
+    if step > self._skip:
+      self._run.log({tag: wandb.Image(Image.open(io.BytesIO(png)))}, step=int(step))
 
   def close(self) -> None:
     self._run.finish()

@@ -148,3 +148,30 @@ def test_without_wandb_installed_the_writer_is_refused_in_one_line(monkeypatch):
   c.logging.writers = ("jsonl", "wandb")
   with pytest.raises(ConfigError, match=r"pip install -e '\.\[wandb\]'"):
     writers.check(c.logging)
+
+
+def test_a_generative_runs_sample_grids_reach_tensorboard_and_wandb(data_dir, tmp_path):
+  pytest.importorskip("tensorboardX")
+  pytest.importorskip("wandb")
+  from tests.train import wandb_records
+
+  c = load_experiment("digits_dcgan", "tiny", data_dir)
+  c.logging.writers = ("jsonl", "tensorboard", "wandb")
+  workdir = str(tmp_path / "gan")
+  loop.train_and_evaluate(c, workdir)
+  grids = sorted(glob.glob(os.path.join(workdir, "samples", "step_*.png")))
+  images = [(e.step, v.image) for e in _events(workdir) for v in e.summary.value
+            if v.HasField("image")]
+  assert grids and [f"step_{s:08d}.png" for s, _ in images] == [os.path.basename(p)
+                                                                 for p in grids]
+  for (_, image), path in zip(images, grids):
+    png = open(path, "rb").read()
+    assert image.encoded_image_string == png
+    from PIL import Image
+
+    with Image.open(path) as im:
+      assert (image.width, image.height, image.colorspace) == (*im.size, len(im.getbands()))
+  (segment,) = wandb_records.segments(workdir)
+  logged = [row for row in segment["history"] if "samples/_type" in row]
+  assert [row["_step"] for row in logged] == [s for s, _ in images]
+  assert logged[0]["samples/_type"] == "image-file"

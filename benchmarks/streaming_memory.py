@@ -54,7 +54,7 @@ def measure(images: int, steps: int, workers: int, data_dir: str,
   """Peak RSS and PSS sums (MB) of the process tree in training and in the final evaluation of
   `eval_split`, steps/s and the build's bytes, for one run on a build of `images` JPEGs of
   `image_size` px (cropped to the experiment's 56 px)."""
-  from data import sources
+  from data import build_files, sources
   from train import config as config_lib
 
   config = config_lib.load(os.path.join(ROOT, "experiments", "shapes_resnet.py"))
@@ -88,7 +88,7 @@ def measure(images: int, steps: int, workers: int, data_dir: str,
       wall = json.load(f)["wall_time_s"]
   finally:
     shutil.rmtree(workdir, ignore_errors=True)
-  build = os.path.dirname(sources._split_files(sources._builder(config.data), "train")[0])
+  build = os.path.dirname(build_files.split_files(sources._builder(config.data), "train")[0])
   row = {"images": info.split_sizes["train"], "image_size": image_size,
          "build_gb": _du(build) / 1e9, "eval_split": eval_split,
          "peak_rss_mb": mem.peak / 2**20, "steps_per_s": steps / wall}

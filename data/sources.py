@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import sys
@@ -19,7 +18,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from data import builders
+from data import build_files, builders, folder, table
 
 DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
 
@@ -42,6 +41,7 @@ class SourceInfo:
     num_classes: number of classes of the label feature (0 for a non-class label).
     split_sizes: examples per split.
     fingerprint: sha256 of the builder arguments and the prepared files (hex).
+    encoding: a table's columns as encoded into its features (`data.table`); None otherwise.
   """
 
   name: str
@@ -53,9 +53,13 @@ class SourceInfo:
   num_classes: int
   split_sizes: dict[str, int]
   fingerprint: str
+  encoding: dict[str, Any] | None = None
 
   def lineage(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
+    out = dataclasses.asdict(self)
+    if out["encoding"] is None:
+      del out["encoding"]
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +86,13 @@ def _builder(data_config):
     DataError: the source is unknown, or a catalog dataset is not prepared and cannot be.
   """
   data_dir = _data_dir(data_config)
+  columns = ""  # a table's label and feature columns, read only for a table
+  if data_config.source.startswith(table.PREFIX):
+    columns = json.dumps([data_config.label, list(data_config.features)])
   try:
     return _cached_builder(data_config.source, data_dir,
                            json.dumps(_builder_overrides(data_config), sort_keys=True),
-                           bool(data_config.download))
+                           bool(data_config.download), columns)
   except OSError as e:  # a data_dir that cannot be made, read or written: name the field
     raise DataError(f"data.data_dir={data_config.data_dir!r} ({data_dir}): cannot prepare or "
                     f"read data.source={data_config.source!r} there: {e.strerror or e} "
@@ -108,8 +115,16 @@ def _quiet():
 
 
 @functools.cache
-def _cached_builder(name: str, data_dir: str, overrides_json: str, download: bool):
+def _cached_builder(name: str, data_dir: str, overrides_json: str, download: bool,
+                    columns_json: str = ""):
   overrides = json.loads(overrides_json)
+  if name.startswith(folder.PREFIX):
+    return _own_builder(folder.StrataFolder, lambda: folder.folder_config(
+        name[len(folder.PREFIX):], overrides), data_dir)
+  if name.startswith(table.PREFIX):
+    label, features = json.loads(columns_json)
+    return _own_builder(table.StrataTable, lambda: table.table_config(
+        name[len(table.PREFIX):], overrides, label, tuple(features)), data_dir)
   if name in builders.MNIST1D_VARIANTS:
     name, overrides = "mnist1d", {**builders.MNIST1D_VARIANTS[name], **overrides}
   if name in builders.OFFLINE_BUILDERS:
@@ -168,6 +183,19 @@ def _cached_builder(name: str, data_dir: str, overrides_json: str, download: boo
   return builder
 
 
+def _own_builder(cls, make_config, data_dir: str):
+  """A prepared builder of the user's own folder or table (`data.folder`, `data.table`): its
+  errors, found while listing, reading or preparing, are DataErrors."""
+  try:
+    with _quiet():  # TFDS logs a custom config's whole repr, and a folder not yet prepared
+      builder = cls(data_dir=data_dir, config=make_config())
+      if not builder.is_prepared():
+        builder.download_and_prepare()
+  except folder.FolderError as e:  # and table.TableError
+    raise DataError(str(e)) from None
+  return builder
+
+
 def _keys(data_config, builder) -> tuple[str, str]:
   if data_config.seq_len > 0:  # a text corpus: one text feature, no labels
     key = data_config.input_key or "text"
@@ -190,43 +218,6 @@ def _keys(data_config, builder) -> tuple[str, str]:
   return input_key, label_key
 
 
-def _split_files(builder, split: str) -> list[str]:
-  from etils import epath
-
-  base = epath.Path(builder.data_dir)
-  return sorted(str(p) for p in base.glob(f"*-{split}.array_record*"))
-
-
-# Prepared files up to this size in all are hashed whole; past it (a build larger than memory)
-# each file contributes its name, size and first and last MiB, so a run does not start by
-# reading tens of GB.
-FINGERPRINT_WHOLE_BYTES = 1 << 30
-
-
-def fingerprint(builder, splits: list[str]) -> str:
-  """sha256 of the builder's arguments and the bytes of its prepared split files (their size and
-  ends only past `FINGERPRINT_WHOLE_BYTES`)."""
-  h = hashlib.sha256()
-  args = (builder.builder_arguments() if hasattr(builder, "builder_arguments") else
-          {"name": builder.name, "version": str(builder.version),
-           "config": builder.builder_config.name if builder.builder_config else None})
-  h.update(json.dumps(args, sort_keys=True, default=str).encode())
-  paths = [p for split in sorted(splits) for p in _split_files(builder, split)]
-  whole = sum(os.path.getsize(p) for p in paths) <= FINGERPRINT_WHOLE_BYTES
-  for path in paths:
-    h.update(os.path.basename(path).encode())
-    with open(path, "rb") as f:
-      if whole:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-          h.update(chunk)
-      else:
-        size = os.path.getsize(path)
-        h.update(str(size).encode() + f.read(1 << 20))
-        f.seek(max(0, size - (1 << 20)))
-        h.update(f.read())
-  return h.hexdigest()
-
-
 def source_info(data_config) -> SourceInfo:
   """The `SourceInfo` of `data_config.source`, preparing an offline source if needed."""
   builder = _builder(data_config)
@@ -244,12 +235,13 @@ def source_info(data_config) -> SourceInfo:
       num_classes=num_classes,
       split_sizes=splits,
       fingerprint=_cached_fingerprint(builder, tuple(sorted(splits))),
+      encoding=builder.encoding() if hasattr(builder, "encoding") else None,
   )
 
 
 @functools.cache
 def _cached_fingerprint(builder, splits: tuple[str, ...]) -> str:
-  return fingerprint(builder, list(splits))
+  return build_files.fingerprint(builder, list(splits))
 
 
 def load_text(data_config, split: str) -> np.ndarray:
@@ -323,7 +315,14 @@ def load_split(data_config, split: str) -> SplitArrays:
 def _cached_split(builder, split: str, input_key: str, label_key: str) -> SplitArrays:
   source = _data_source(builder, split)
   n = len(source)
-  records = read_records(source, range(n))  # one bulk read (0.39 s vs 0.58 s for MNIST-1D train)
+  with _quiet():  # TFDS warns once that it decodes PNGs with PIL when OpenCV is not installed
+    records = read_records(source, range(n))  # one bulk read (0.39 s vs 0.58 s, MNIST-1D train)
+  shapes = sorted({np.shape(r[input_key]) for r in records})
+  if len(shapes) > 1:
+    raise DataError(f"split {split!r} of {builder.info.full_name}: the inputs differ in shape "
+                    f"({shapes[0]}, {shapes[-1]}, ...); expected data.image ops that bring them "
+                    "to one size (data.image.train/eval = ('decode', 'resize', ...) with "
+                    "data.image.size)")
   inputs = np.stack([np.asarray(r[input_key]) for r in records]) if n else np.zeros((0,))
   labels = np.asarray([r[label_key] for r in records]) if n else np.zeros((0,), np.int64)
   if np.issubdtype(labels.dtype, np.integer):
@@ -354,7 +353,7 @@ def decoded_bytes(data_config, splits: list[str]) -> int | None:
   feature = builder.info.features[input_key]
   if type(feature).__name__ == "Text":  # as many bytes as the prepared files, near enough
     return sum(os.path.getsize(p) for s in sorted({s.split("[")[0] for s in splits})
-               for p in _split_files(builder, s))
+               for p in build_files.split_files(builder, s))
   shape, dtype = getattr(feature, "shape", None), getattr(feature, "np_dtype", None)
   if shape is None or dtype is None or any(d is None or d < 0 for d in shape):
     return None

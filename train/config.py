@@ -54,10 +54,13 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.paradigm = paradigm
 
   c.data = mlc.ConfigDict()
-  c.data.source = "mnist1d"
+  c.data.source = "mnist1d"                         # or a catalog name, "folder:PATH",
+                                                    # "table:PATH" (data/folder.py, table.py)
   c.data.data_dir = config_dict.placeholder(str)  # default ~/tensorflow_datasets
   c.data.builder_config = mlc.ConfigDict()          # builder arguments (mnist1d's generator)
   c.data.download = False                           # catalog datasets: try to download
+  c.data.label = ""                                 # "table:PATH": the label column
+  c.data.features = ()                              # ... the feature columns; () = the others
   c.data.input_key = ""                             # "" = the source's supervised keys
   c.data.label_key = ""
   c.data.train_split = "train"

@@ -234,9 +234,15 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
     raise
   sample_grid = run.sample_grid
 
-  writer = metric_writer.MetricWriter(
-      workdir, resume_step=start, enabled=is_main, logging_config=settings.logging,
-      run_config={"config": json.loads(config.to_json_best_effort()), "lineage": run_lineage})
+  try:  # a W&B run that cannot start: one line, and nothing left running
+    writer = metric_writer.MetricWriter(
+        workdir, resume_step=start, enabled=is_main, logging_config=settings.logging,
+        run_config={"config": json.loads(config.to_json_best_effort()), "lineage": run_lineage})
+  except Exception:
+    first.cancel()
+    iterator.close()
+    ckpt.close()
+    raise
   histogram_tags, histograms_every = run.histogram_tags, settings.logging["histograms_every"]
   bar = progress.Progress(steps, start)
   # the paradigm's own metrics and the learning rate; an evaluator's line shows all of its own

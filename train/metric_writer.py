@@ -49,7 +49,7 @@ class MetricWriter:
       self._sinks.append(Events(os.path.join(workdir, files.TENSORBOARD)))
     if "wandb" in names:
       self._sinks.append(writers.Wandb(workdir, logging_config["wandb"], run_config or {},
-                                       resume_step, last))
+                                       last))
 
   def write(self, step: int, split: str, metrics: dict[str, float],
             rates: dict[str, float] | None = None) -> None:

@@ -80,29 +80,35 @@ def check(logging: Any) -> None:
 class Wandb:
   """A W&B run that takes the records `MetricWriter` writes; `settings`: `logging.wandb`.
 
-  A resumed run (`resume_step` > 0, WORKDIR/wandb_run.json present) continues the W&B run of
-  that file. Records at steps up to `last_step` (the last step the interrupted run wrote to
+  A run whose workdir holds WORKDIR/wandb_run.json (a resumed one) continues the W&B run of that
+  file. Records at steps up to `last_step` (the last step the interrupted run wrote to
   metrics.jsonl) are not sent again: W&B keeps a run's steps increasing, and a resumed run
   recomputes those steps bit for bit. W&B writes from its own process; what the interrupted run
   had handed it and it had not yet written is lost from the W&B run alone.
   """
 
   def __init__(self, workdir: str, settings: dict[str, Any], run_config: dict[str, Any],
-               resume_step: int, last_step: int):
+               last_step: int):
     import wandb
 
     path = os.path.join(workdir, WANDB_RUN)
-    saved = files.read_json(path) if resume_step and os.path.exists(path) else None
+    saved = files.read_json(path) if os.path.exists(path) else None  # never overwritten
     run_id = saved["id"] if saved else "".join(
         secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # W&B's form
     if saved is None:
       files.write_json_atomic(path, {"id": run_id, "project": settings["project"]})
     self._skip = last_step if saved else 0
-    self._run = wandb.init(
-        project=settings["project"], entity=settings["entity"] or None, id=run_id, resume="allow",
-        name=settings["name"] or os.path.basename(os.path.abspath(workdir)),
-        tags=list(settings["tags"]), mode=settings["mode"], dir=workdir, config=run_config,
-        settings=wandb.Settings(silent=True, console="off"))
+    try:
+      self._run = wandb.init(
+          project=settings["project"], entity=settings["entity"] or None, id=run_id,
+          resume="allow", name=settings["name"] or os.path.basename(os.path.abspath(workdir)),
+          tags=list(settings["tags"]), mode=settings["mode"], dir=workdir, config=run_config,
+          settings=wandb.Settings(silent=True, console="off"))
+    except Exception as e:  # wandb's UsageError, CommError, ...: a setting or the network
+      raise ConfigError(f"logging.writers includes 'wandb' and W&B could not start run {run_id} "
+                        f"(logging.wandb.mode={settings['mode']!r}): {type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:200] if str(e) else ''}; mode 'offline' "
+                        "needs no account or network") from None
     self.id = run_id
 
   def scalars(self, step: int, values: dict[str, float]) -> None:

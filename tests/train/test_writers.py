@@ -175,3 +175,14 @@ def test_a_generative_runs_sample_grids_reach_tensorboard_and_wandb(data_dir, tm
   logged = [row for row in segment["history"] if "samples/_type" in row]
   assert [row["_step"] for row in logged] == [s for s, _ in images]
   assert logged[0]["samples/_type"] == "image-file"
+
+
+def test_a_wandb_run_that_cannot_start_is_one_line(data_dir, tmp_path, monkeypatch):
+  pytest.importorskip("wandb")
+  monkeypatch.setenv("WANDB_API_KEY", "")
+  monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))  # no saved login
+  c = _config(data_dir, steps=10, writers=("jsonl", "wandb"), **{"wandb.mode": "online"})
+  with pytest.raises(ConfigError) as e:
+    loop.train_and_evaluate(c, str(tmp_path / "run"))
+  assert "W&B could not start run" in str(e.value) and "mode 'offline'" in str(e.value)
+  assert "\n" not in str(e.value)

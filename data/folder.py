@@ -10,7 +10,8 @@ at least one image of a class with two or more) goes to "test", drawn with
 (every one decoded), stored as they are when JPEG or PNG in RGB and as PNG otherwise, in an
 offline TFDS build under data_dir (`strata_folder/<hash>/`), which later runs reuse: the hash
 is of the folder's path, its files' names, sizes and modification times and the split
-arguments, so a changed folder is prepared again. The image feature has the images' size when
+arguments, so a changed folder is prepared again (a later run reads only the listing: the
+images' size is kept beside the build). The image feature has the images' size when
 they share one, else no fixed size: then `data.image` ops (`decode`, a resize) bring them to
 one. Fingerprinted in lineage like every source (the prepared files' bytes).
 """
@@ -23,7 +24,7 @@ import io
 import json
 import os
 import sys
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -47,6 +48,25 @@ class FolderConfig(tfds.core.BuilderConfig):
   classes: tuple[str, ...] = ()
   files: tuple[tuple[str, int], ...] = ()
   args: dict[str, Any] = dataclasses.field(default_factory=dict)
+  cache: str = ""  # a JSON file for what `_info` needs, so later runs read no image (`cached`)
+
+
+def cached(path: str, compute: Callable[[], Any]) -> Any:
+  """`compute()`, kept in the JSON file `path` ("" = not kept) for later runs. The file is named
+  after the build's config hash, so it describes the same files."""
+  if path and os.path.exists(path):
+    try:
+      with open(path) as f:
+        return json.load(f)
+    except ValueError:  # torn by a killed run: computed again
+      pass
+  value = compute()
+  if path:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+      json.dump(value, f)
+    os.replace(path + ".tmp", path)
+  return value
 
 
 def _source(path: str) -> str:
@@ -148,8 +168,8 @@ class StrataFolder(OfflineBuilder):
   BUILDER_CONFIGS: list[FolderConfig] = []
 
   def _shape(self) -> tuple[int | None, int | None, int]:
-    sizes = self.__dict__.get("_sizes")
-    if sizes is None:  # read the headers only (PIL opens lazily)
+    """(height, width, 3) when every image has that size, else (None, None, 3)."""
+    def scan() -> list[int | None]:  # the headers only: PIL opens lazily
       from PIL import Image
 
       sizes = set()
@@ -159,8 +179,9 @@ class StrataFolder(OfflineBuilder):
             sizes.add((im.height, im.width))
         except Exception:
           sizes.add(None)  # unreadable: preparing names it
-      self.__dict__["_sizes"] = sizes
-    return (*next(iter(sizes)), 3) if len(sizes) == 1 and None not in sizes else (None, None, 3)
+      return ([*next(iter(sizes)), 3] if len(sizes) == 1 and None not in sizes
+              else [None, None, 3])
+    return tuple(cached(self.builder_config.cache, lambda: {"shape": scan()})["shape"])
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

@@ -188,7 +188,9 @@ def _own_builder(cls, make_config, data_dir: str):
   errors, found while listing, reading or preparing, are DataErrors."""
   try:
     with _quiet():  # TFDS logs a custom config's whole repr, and a folder not yet prepared
-      builder = cls(data_dir=data_dir, config=make_config())
+      config = make_config()
+      config.cache = os.path.join(data_dir, cls.name, f"{config.name}.json")
+      builder = cls(data_dir=data_dir, config=config)
       if not builder.is_prepared():
         builder.download_and_prepare()
   except folder.FolderError as e:  # and table.TableError

@@ -28,7 +28,7 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data.folder import FolderError, check_split_args, held_out
+from data.folder import FolderError, cached, check_split_args, held_out
 from data.offline import OfflineBuilder
 
 PREFIX = "table:"
@@ -46,6 +46,7 @@ class TableConfig(tfds.core.BuilderConfig):
   label: str = ""
   features: tuple[str, ...] = ()
   args: dict[str, Any] = dataclasses.field(default_factory=dict)
+  cache: str = ""  # a JSON file for the encoding, so later runs read no table (folder.cached)
 
 
 def _source(path: str) -> str:
@@ -150,7 +151,7 @@ class StrataTable(OfflineBuilder):
 
   def encoding(self) -> dict[str, Any]:
     """How the columns became the `features` vector and the label's classes."""
-    return self._read()[2]
+    return cached(self.builder_config.cache, lambda: self._read()[2])
 
   def _info(self) -> tfds.core.DatasetInfo:
     encoding = self.encoding()

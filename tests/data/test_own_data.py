@@ -217,3 +217,20 @@ def test_a_parquet_table_is_read_as_its_csv_twin(tmp_path):
   assert got["csv"][0] == got["parquet"][0]
   assert [f["column"] for f in got["csv"][0]["features"]] == ["age", "sex", "smoker", "row"]
   np.testing.assert_array_equal(got["csv"][1], got["parquet"][1])
+
+
+def test_a_prepared_folder_or_table_is_not_read_again(tmp_path, monkeypatch):
+  import PIL.Image
+
+  root = _images(tmp_path / "pets", per_class=3)
+  _table(tmp_path / "t.csv", n=30)
+  folder = _data(f"folder:{root}", tmp_path / "tfds")
+  table = _data(f"table:{tmp_path / 't.csv'}", tmp_path / "tfds", label="outcome")
+  before = [sources.source_info(c) for c in (folder, table)]
+  sources.clear_caches()
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("read again")
+  monkeypatch.setattr(PIL.Image, "open", refuse)
+  monkeypatch.setattr(pd, "read_csv", refuse)
+  assert [sources.source_info(c) for c in (folder, table)] == before

@@ -6,10 +6,10 @@
     data.features = ("age", "sex", "bmi")  # () = every other column
 
 Numeric columns are taken as float32; any other column (text, booleans) is categorical and
-one-hot encoded over its values, sorted. The label's distinct values, sorted, are the class
-names. A missing value is an error naming its column and row (fill or drop it first). The
-encoding is part of the build: recorded in the run's lineage (`dataset.encoding`) and in the
-dataset fingerprint. Split, storage and reuse as `folder:` (data/folder.py): a stratified
+one-hot encoded over its values, sorted. The label's distinct values, sorted (integers in
+numeric order), are the class names. A missing value is an error naming its column and row
+(fill or drop it first). The encoding is part of the build: recorded in the run's lineage
+(`dataset.encoding`) and in the dataset fingerprint. Split, storage and reuse as `folder:` (data/folder.py): a stratified
 held-out fraction (`data.builder_config.test_fraction`, `split_seed`), an offline TFDS build
 under data_dir (`strata_table/<hash>/`, the hash of the file's path, size and modification
 time, the columns and the split arguments). `data.normalize = "per_feature"` standardises the
@@ -116,11 +116,15 @@ def read(config: TableConfig) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     if len(empty):
       raise TableError(f"{where}: column {name!r} has {len(empty)} missing value(s), the first "
                        f"in data row {empty[0] + 1}; expected every value (fill or drop them)")
-  classes = sorted(frame[config.label].astype(str).unique())
+  label = frame[config.label]
+  if pd.api.types.is_integer_dtype(label):  # 0, 1, ..., 10 in numeric order, not "10" < "2"
+    classes = [str(v) for v in sorted(label.unique())]
+  else:
+    classes = sorted(label.astype(str).unique())
   if len(classes) < 2:
     raise TableError(f"{where}: the label column {config.label!r} has one class {classes}; "
                      "expected at least two")
-  labels = frame[config.label].astype(str).map({c: i for i, c in enumerate(classes)})
+  labels = label.astype(str).map({c: i for i, c in enumerate(classes)})
   parts, encoding = [], []
   for name in wanted:
     column = frame[name]

@@ -234,3 +234,14 @@ def test_a_prepared_folder_or_table_is_not_read_again(tmp_path, monkeypatch):
   monkeypatch.setattr(PIL.Image, "open", refuse)
   monkeypatch.setattr(pd, "read_csv", refuse)
   assert [sources.source_info(c) for c in (folder, table)] == before
+
+
+def test_integer_labels_keep_their_numeric_order(tmp_path):
+  frame = _table(tmp_path / "t.csv", n=66)
+  frame.assign(digit=np.arange(66) % 11).to_csv(tmp_path / "t.csv", index=False)
+  c = _data(f"table:{tmp_path / 't.csv'}", tmp_path / "tfds", label="digit",
+            features=("row",))
+  info = sources.source_info(c)
+  assert info.encoding["classes"] == [str(d) for d in range(11)]
+  split = sources.load_split(c, "train")
+  np.testing.assert_array_equal(split.labels, split.inputs[:, 0].astype(int) % 11)

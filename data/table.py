@@ -7,13 +7,14 @@
 
 Numeric columns are taken as float32; any other column (text, booleans) is categorical and
 one-hot encoded over its values, sorted. The label's distinct values, sorted (integers in
-numeric order), are the class names. A missing value is an error naming its column and row
-(fill or drop it first). The encoding is part of the build: recorded in the run's lineage
+numeric order), are the class names. A missing value is an error naming its column and row (fill
+or drop it first). The encoding is part of the build: recorded in the run's lineage
 (`dataset.encoding`) and in the dataset fingerprint. Split, storage and reuse as `folder:`
 (data/folder.py): a stratified held-out fraction (`data.builder_config.test_fraction`,
 `split_seed`), an offline TFDS build under data_dir (`strata_table/<hash>/`, the hash of the
-file's path, size and modification time, the columns and the split arguments). `data.normalize = "per_feature"` standardises the
-features with the training split's statistics, as for `breast_cancer`.
+file's path, size and modification time, the columns and the split arguments). `data.normalize =
+"per_feature"` standardises the features with the training split's statistics, as for
+`breast_cancer`.
 """
 
 from __future__ import annotations

@@ -3,13 +3,14 @@ scalar and histogram summaries, as TensorBoard reads them (`tensorboard --logdir
 WORKDIR/tensorboard`).
 
 Written by hand because the library that writes them, tensorboardX, imports PyTorch from its
-package `__init__` whenever PyTorch is installed: with the bench or convert extra, every run paid
-4.5 s of import and PyTorch's memory for a few scalars. A record is the event's length (uint64,
-little-endian), the masked CRC-32C of those 8 bytes, the serialised event and its masked
-CRC-32C; an event is `wall_time` (field 1, double), `step` (2, int64), `file_version` (3,
-string) or `summary` (5: `value` (1), each a `tag` (1, string) and a `simple_value` (2,
-float), a `histo` (5, `histogram_event`) or an `image` (4, `image_event`)). `tests/train/test_tensorboard_events.py` reads
-the file back with tensorboardX's own protocol buffers and CRC.
+package `__init__` whenever PyTorch is installed: with the bench or convert extra, every run
+paid 4.5 s of import and PyTorch's memory for a few scalars. A record is the event's length
+(uint64, little-endian), the masked CRC-32C of those 8 bytes, the serialised event and its
+masked CRC-32C; an event is `wall_time` (field 1, double), `step` (2, int64), `file_version` (3,
+string) or `summary` (5: `value` (1), each a `tag` (1, string) and a `simple_value` (2, float),
+a `histo` (5, `histogram_event`) or an `image` (4, `image_event`)).
+`tests/train/test_tensorboard_events.py` reads the file back with tensorboardX's own protocol
+buffers and CRC.
 """
 
 from __future__ import annotations

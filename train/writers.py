@@ -9,10 +9,11 @@
 - "tensorboard": scalars, histograms and the sample grids of generative runs (WORKDIR/samples)
   as event files in WORKDIR/tensorboard.
 - "wandb": a Weights & Biases run (`pip install -e '.[wandb]'`): the same scalars under the same
-  tags, the histograms, the sample grids, and as its config the resolved config and the run's lineage. Its run
-  id is kept in WORKDIR/wandb_run.json, so a resumed run continues the same W&B run. `mode`
-  "offline" (the default: no account or network needed) writes it under WORKDIR/wandb, for
-  `wandb sync WORKDIR/wandb/offline-run-*` later; "online" sends it as it goes.
+  tags, the histograms, the sample grids, and as its config the resolved config and the run's
+  lineage. Its run id is kept in WORKDIR/wandb_run.json, so a resumed run continues the same W&B
+  run. `mode` "offline" (the default: no account or network needed) writes it under
+  WORKDIR/wandb, for `wandb sync WORKDIR/wandb/offline-run-*` later; "online" sends it as it
+  goes.
 
 Only process 0 writes. All of `logging.*` may change when a run resumes.
 """

@@ -109,7 +109,8 @@ right.set(xlabel="step", ylabel="train accuracy")
 fig.tight_layout()
 x, labels, _ = run_back.split("test")
 accuracy = float((run_back.predict(x).argmax(-1) == labels).mean())
-print(f"step {run_back.step}: test accuracy {accuracy:.4f} (the run's own: {final['accuracy']:.4f})")
+print(f"step {run_back.step}: test accuracy {accuracy:.4f} "
+      f"(the run's own: {final['accuracy']:.4f})")
 
 # %% [markdown]
 # ## Parameters and their sharding

@@ -2,7 +2,7 @@
 docs/benchmarks.md lists as tried and dropped.
 
   python -m benchmarks.step_variants --workload charlm_transformer \
-      --variants strata,fused_qkv,causal_blocks_1,causal_blocks_2
+      --variants strata,fused_qkv,causal_blocks_1,causal_blocks_2,head_major_attention
   python -m benchmarks.step_variants --workload digits_unet --variants strata,flat_optimizer
   python -m benchmarks.step_variants --workload digits_unet \
       --variants strata,vector_width_512,no_concurrency_scheduler,fast_math,opt_level_1
@@ -99,6 +99,64 @@ def _causal_blocks(n: int) -> contextlib.AbstractContextManager:
                   functools.partial(attention.dot_product_attention, causal_blocks=n))
 
 
+def _head_major_attention() -> contextlib.AbstractContextManager:
+  """Attention computed in (B, N, T, H) layout: queries, keys and values transposed once on the
+  way in and the output once on the way out, instead of XLA transposing each einsum's operands
+  (the causal blocks' too). The same products and sums in the same order as strata's."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from arch import attention
+
+  @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+  def softmax_attention(q, k, v, mask, dtype=None):
+    return forward(q, k, v, mask, dtype)[0]
+
+  def forward(q, k, v, mask, dtype):
+    dt = jnp.promote_types(q.dtype, jnp.float32) if dtype is None else dtype
+    logits = jnp.einsum("bnth,bnsh->bnts", q.astype(dt), k.astype(dt))
+    logits = logits / np.asarray(np.sqrt(q.shape[-1]), dt)
+    if mask is not None:
+      logits = jnp.where(mask, logits, jnp.finfo(dt).min)
+    p = jax.nn.softmax(logits, axis=-1)
+    out = jnp.einsum("bnts,bnsh->bnth", p, v.astype(p.dtype))
+    return out.astype(v.dtype), (q, k, v, mask, p, out)
+
+  def backward(dtype, residuals, g):
+    q, k, v, mask, p, out = residuals
+    dt = p.dtype
+    g = g.astype(dt)
+    dp = jnp.einsum("bnth,bnsh->bnts", g, v.astype(dt))
+    delta = jnp.einsum("bnth,bnth->bnt", g, out)[..., None]
+    ds = p * (dp - delta) / float(np.sqrt(q.shape[-1]))
+    mask_grad = None if mask is None else np.zeros(mask.shape, jax.dtypes.float0)
+    return (jnp.einsum("bnts,bnsh->bnth", ds, k.astype(dt)).astype(q.dtype),
+            jnp.einsum("bnts,bnth->bnsh", ds, q.astype(dt)).astype(k.dtype),
+            jnp.einsum("bnts,bnth->bnsh", p, g).astype(v.dtype), mask_grad)
+  softmax_attention.defvjp(forward, backward)
+
+  def dot_product_attention(q, k, v, mask=None, is_causal=False, causal_blocks=4,
+                            logits_dtype=None):
+    heads = [jnp.swapaxes(x, 1, 2) for x in (q, k, v)]
+    steps, keys = q.shape[1], k.shape[1]
+    if mask is not None:
+      mask = jnp.broadcast_to(mask, (q.shape[0], q.shape[2], steps, keys))
+    if not is_causal:
+      return jnp.swapaxes(softmax_attention(*heads, mask, logits_dtype), 1, 2)
+    bounds = sorted({round(i * steps / causal_blocks) for i in range(causal_blocks + 1)})
+    outs = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+      block = (jnp.arange(hi)[None, :] <= jnp.arange(lo, hi)[:, None])[None, None]
+      if mask is not None:
+        block = jnp.logical_and(block, mask[:, :, lo:hi, :hi])
+      qh, kh, vh = heads
+      outs.append(softmax_attention(qh[:, :, lo:hi], kh[:, :, :hi], vh[:, :, :hi], block,
+                                    logits_dtype))
+    return jnp.swapaxes(jnp.concatenate(outs, axis=2), 1, 2)
+  return _patched(attention, "dot_product_attention", dot_product_attention)
+
+
 def _flat_optimizer() -> contextlib.AbstractContextManager:
   """The optimizer over one flattened vector (`optax.flatten`); weight decay's mask then sees
   one vector, so this is for timing only."""
@@ -121,6 +179,7 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     "causal_blocks_1": (lambda: _causal_blocks(1), NO_YNN),
     "causal_blocks_2": (lambda: _causal_blocks(2), NO_YNN),
     "flat_optimizer": (_flat_optimizer, NO_YNN),
+    "head_major_attention": (_head_major_attention, NO_YNN),
     "vector_width_512": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_prefer_vector_width": 512}),
     "no_concurrency_scheduler": (contextlib.nullcontext, {
         **NO_YNN, "xla_cpu_enable_concurrency_optimized_scheduler": False}),

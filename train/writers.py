@@ -70,6 +70,15 @@ def check(logging: Any) -> None:
   if not re.fullmatch(r"[\w.\-]+", w.project):
     raise ConfigError(f"logging.wandb.project={w.project!r}; expected letters, digits, '_', "
                       "'-' or '.'")
+  norm = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+  changed = sorted(k for k, v in w.items() if norm(v) != norm(defaults().wandb[k]))
+  if changed and "wandb" not in writers:
+    raise ConfigError(f"logging.wandb.{changed[0]}={w[changed[0]]!r} is set but logging.writers="
+                      f"{writers} has no 'wandb'; expected 'wandb' in logging.writers")
+  if logging.histograms_every and writers == ("jsonl",):
+    raise ConfigError(f"logging.histograms_every={logging.histograms_every} with logging.writers="
+                      f"{writers}: metrics.jsonl holds no histograms; expected 'tensorboard' or "
+                      "'wandb' in logging.writers")
   if "wandb" in writers:
     try:
       import wandb  # noqa: F401

@@ -125,6 +125,8 @@ def test_wandb_offline_run_holds_the_records_and_a_resumed_run_continues_it(data
     ("histograms_every", -1, "logging.histograms_every=-1; expected 0 (off)"),
     ("wandb.mode", "cloud", "logging.wandb.mode='cloud'; expected one of ['offline', 'online']"),
     ("wandb.project", "my project", "logging.wandb.project='my project'"),
+    ("wandb.tags", ("a",), "logging.wandb.tags=('a',) is set but logging.writers=('jsonl', "
+     "'tensorboard') has no 'wandb'"),
 ])
 def test_bad_logging_fields_are_one_line(field, value, message):
   c = config_lib.base()
@@ -132,6 +134,13 @@ def test_bad_logging_fields_are_one_line(field, value, message):
   with pytest.raises(ConfigError) as e:
     config_lib.validate(c)
   assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_histograms_with_nowhere_to_go_are_refused():
+  c = config_lib.base()
+  c.logging.writers, c.logging.histograms_every = ("jsonl",), 10
+  with pytest.raises(ConfigError, match="metrics.jsonl holds no histograms"):
+    config_lib.validate(c)
 
 
 def test_without_wandb_installed_the_writer_is_refused_in_one_line(monkeypatch):

@@ -44,7 +44,7 @@ from eval import (
   restore,
 )
 from train import config as config_lib
-from train import figures, files, workdir_lock
+from train import figures, files, remote_workdir, workdir_lock
 
 LATENCY_CALLS = 200        # batch-1 calls timed for the latency percentiles
 THROUGHPUT_SECONDS = 0.5   # at least this long per batch size for the throughput
@@ -327,10 +327,17 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  result = report(FLAGS.workdir, FLAGS.split, FLAGS.out, FLAGS.seed,
-                  config_lib.parse_sets(FLAGS.set))
+  if remote_workdir.is_remote(FLAGS.workdir):  # gs://...: its local copy; the report uploaded
+    with remote_workdir.mirrored(FLAGS.workdir) as local:
+      _main(local, FLAGS.workdir)
+  else:
+    _main(FLAGS.workdir, FLAGS.workdir)
+
+
+def _main(workdir: str, shown: str) -> None:
+  result = report(workdir, FLAGS.split, FLAGS.out, FLAGS.seed, config_lib.parse_sets(FLAGS.set))
   print(markdown(result))
-  print(f"\nwritten to {FLAGS.out or os.path.join(FLAGS.workdir, 'report')}")
+  print(f"\nwritten to {FLAGS.out or shown.rstrip('/') + '/report'}")
 
 
 def define_flags() -> None:

@@ -99,6 +99,11 @@ class Search:
     if self.heartbeat < 1 or self.grace <= self.heartbeat:
       raise ConfigError(f"--heartbeat={self.heartbeat}, --grace={self.grace}; expected "
                         "1 <= heartbeat < grace (seconds)")
+    if "://" in str(self.workdir) and not self.storage:  # its default study lives in it
+      raise ConfigError(f"--workdir={self.workdir!r}: a search's default study is a SQLite file "
+                        "in its workdir, which a URL cannot hold: set --storage (a database "
+                        "URL all workers reach), and a local or mounted --workdir")
+    files.check_directory(self.workdir, "--workdir")
     self.workdir = os.path.abspath(self.workdir)
     self.storage = self.storage or "sqlite:///" + os.path.join(self.workdir, "study.db")
     self.study_name = self.study_name or os.path.basename(self.workdir)

@@ -64,6 +64,7 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
   config_arg = FLAGS.config
   config = config_lib.from_command_line(config_arg, overrides)
   name = config_lib.experiment_name(config_arg)
+  files.check_directory(FLAGS.workdir, "--workdir")  # a URL would become a local "gs:" folder
   workdir = os.path.abspath(FLAGS.workdir or os.path.join("runs", f"sweep_{name}"))
   axes = sweep_lib.parse_spec(FLAGS.sweep)
   runs = sweep_lib.plan(config, axes, workdir, FLAGS.seeds, FLAGS.samples,

@@ -23,7 +23,15 @@ import sys  # noqa: E402
 import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from train import aot, cli, compilation_cache, loop, topology, watchdog  # noqa: E402
+from train import (  # noqa: E402
+  aot,
+  cli,
+  compilation_cache,
+  loop,
+  remote_workdir,
+  topology,
+  watchdog,
+)
 from train import config as config_lib  # noqa: E402
 from train.errors import FlagError  # noqa: E402
 
@@ -107,8 +115,15 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
     return
   init_distributed()
   compilation_cache.use_compilation_cache(_CACHE.value)
-  loop.train_and_evaluate(config, _WORKDIR.value or default_workdir(_CONFIG.value),
-                          dry_run=_DRY_RUN.value, restart=_RESTART.value)
+  workdir = _WORKDIR.value or default_workdir(_CONFIG.value)
+  if remote_workdir.is_remote(workdir):  # gs://...: a local copy, uploaded as it goes
+    if _DRY_RUN.value:  # writes nothing
+      loop.train_and_evaluate(config, remote_workdir.cache_for(workdir), dry_run=True)
+      return
+    with remote_workdir.mirrored(workdir) as local:
+      loop.train_and_evaluate(config, local, restart=_RESTART.value)
+    return
+  loop.train_and_evaluate(config, workdir, dry_run=_DRY_RUN.value, restart=_RESTART.value)
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def test_a_failed_start_in_a_new_workdir_leaves_nothing(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("make,field,message", [
-    (lambda p: "gs://bucket/run", "--workdir", "object storage is not supported yet"),
+    (lambda p: "gs://bucket/run", "--workdir", "this tool reads and writes local paths"),
     (lambda p: (p / "f").write_text("x") and str(p / "f"), "--workdir",
      "is a file; expected a directory"),
 ])
@@ -277,3 +277,14 @@ def test_a_damaged_data_file_is_named(tmp_path):
       next(data_lib.build_pipeline(d, "train", train=True, seed=0).iterator())
   finally:
     sources.clear_caches()
+
+
+def test_a_url_workdir_without_gcsfs_names_the_extra():
+  import importlib.util
+
+  if importlib.util.find_spec("gcsfs") is not None:
+    pytest.skip("gcsfs is installed (the objectstore extra)")
+  from train import remote_workdir
+
+  with pytest.raises(ConfigError, match=r"pip install -e '\.\[objectstore\]'"):
+    remote_workdir.Mirror("gs://bucket/run")

@@ -1,0 +1,94 @@
+"""`--workdir gs://...` (train/remote_workdir.py) against a local GCS emulator: a run killed with
+SIGKILL resumes on another machine (another local copy) from what was uploaded, and its records
+are the bytes of an uninterrupted local run; `python -m eval` reports on it and uploads the
+report; nothing is written outside the cache; a workdir another run holds is refused in one
+line."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+
+pytest.importorskip("gcp_storage_emulator")
+pytest.importorskip("gcsfs")
+
+ARGS = ["--config", "experiments/mnist1d_cnn.py:tiny", "--config.train.steps=2000",
+        "--config.train.checkpoint_every=200", "--config.train.log_every=100",
+        "--config.train.eval_every=500"]
+
+
+def test_a_killed_run_resumes_elsewhere_from_the_bucket_bit_identical(tmp_path, data_dir):
+  import fsspec
+
+  from tests.train.gcs_emulator import emulator
+
+  args = ARGS + [f"--config.data.data_dir={data_dir}"]
+  straight = run_cli(args + [f"--workdir={tmp_path / 'straight'}"],
+                     env_extra={"JAX_PLATFORMS": "cpu"})
+  assert straight.returncode == 0, straight.stderr[-2000:]
+  with emulator("bucket"):
+    fs, _ = fsspec.core.url_to_fs("gs://bucket")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", STRATA_SYNC_SECS="0.5",
+               STRATA_CACHE=str(tmp_path / "machine_a"))
+    proc = subprocess.Popen([sys.executable, "-m", "train", *args, "--workdir=gs://bucket/run"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not fs.exists("bucket/run/checkpoints/400/.uploaded"):
+      assert proc.poll() is None and time.time() < deadline, "no checkpoint was uploaded"
+      time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps = sorted(int(p.rsplit("/", 1)[-1]) for p in fs.ls("bucket/run/checkpoints"))
+    assert 400 in steps and steps[-1] < 2000  # killed midway
+
+    # another machine: an empty cache; it downloads the run and resumes
+    resumed = run_cli(args + ["--workdir=gs://bucket/run"], env_extra={
+        "JAX_PLATFORMS": "cpu", "STRATA_CACHE": str(tmp_path / "machine_b")})
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stderr
+    for name in ("metrics.jsonl", "summary.json", "config.json"):
+      assert fs.exists(f"bucket/run/{name}")
+    assert fs.cat_file("bucket/run/metrics.jsonl") == (
+        tmp_path / "straight" / "metrics.jsonl").read_bytes()
+    assert json.loads(fs.cat_file("bucket/run/summary.json"))["steps"] == 2000
+    assert not fs.exists("bucket/run/.lock.json")  # released
+    assert not os.path.exists(os.path.join(ROOT, "gs:"))
+
+    # python -m eval on the bucket's run: its report is uploaded beside it
+    report = subprocess.run([sys.executable, "-m", "eval", "--workdir=gs://bucket/run"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600, env=dict(
+                                os.environ, JAX_PLATFORMS="cpu",
+                                STRATA_CACHE=str(tmp_path / "machine_c")))
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "written to gs://bucket/run/report" in report.stdout
+    metrics = json.loads(fs.cat_file("bucket/run/report/metrics.json"))
+    final = json.loads(fs.cat_file("bucket/run/summary.json"))["final_eval"]
+    assert metrics["metrics"]["accuracy"] == pytest.approx(final["accuracy"])
+    assert fs.exists("bucket/run/report/report.md")
+
+    # a workdir another run holds (a fresh heartbeat) is refused in one line, status 2
+    fs.pipe_file("bucket/run/.lock.json", json.dumps(
+        {"owner": "other-host:1:abc", "heartbeat": time.time()}).encode())
+    held = run_cli(args + ["--workdir=gs://bucket/run", "--config.train.steps=2200"],
+                   env_extra={"JAX_PLATFORMS": "cpu", "STRATA_CACHE": str(tmp_path / "c")})
+    assert held.returncode == 2
+    lines = [line for line in held.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "is held by another run (other-host:1:abc" in lines[0]
+
+
+def test_an_unreachable_bucket_is_one_line_with_status_5(tmp_path):
+  r = run_cli(ARGS + ["--workdir=gs://bucket/run"], env_extra={
+      "JAX_PLATFORMS": "cpu", "STRATA_CACHE": str(tmp_path / "cache"),
+      "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"})
+  assert r.returncode == 5, r.stderr[-2000:]
+  lines = [line for line in r.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and "--workdir=gs://bucket/run cannot be read or written" in lines[0]

@@ -1,0 +1,285 @@
+"""A workdir in object storage: `--workdir gs://bucket/path` (any URL fsspec opens; GCS through
+gcsfs, the `objectstore` extra).
+
+The run works in a local copy of the workdir (a cache: `$STRATA_CACHE`, default
+~/.cache/strata, `workdirs/<hash of the URL>/`), exactly as in a local workdir, and a thread
+uploads it every `STRATA_SYNC_SECS` (default 10 s) and once more when the run ends. A run that
+starts downloads the workdir first, so it resumes on any machine from what was uploaded.
+
+What holds, and how:
+- **Checkpoints are complete or absent.** A step's folder is uploaded once orbax has committed
+  it locally, its files first and a marker (`.uploaded`) last; a download takes only steps with
+  the marker. Steps orbax deletes (`train.keep_checkpoints`) or quarantines are deleted on the
+  remote after the newer ones are up.
+- **Records never run behind the checkpoints.** Each upload lists the committed steps first,
+  then uploads every other file whole (metrics.jsonl, throughput.jsonl, config.json,
+  lineage.json, TensorBoard events, samples/, ...), then the steps listed: whatever step a
+  download finds, the records it finds reach it (a record written after is dropped and
+  recomputed on resume, as locally).
+- **What a SIGKILL loses** is what the last upload had not reached: up to `STRATA_SYNC_SECS` of
+  records and the checkpoints committed since; the run resumes from the last uploaded step.
+- **One writer**, less strictly than locally: a lock object (`.lock.json`: owner and a
+  heartbeat renewed at each upload) refuses a second run while the heartbeat is younger than
+  `LOCK_EXPIRY_SECS` (on the owner's own host, at once when its process is gone); it is read
+  then written, not created under a generation precondition, so
+  two runs started within the same second can both take it. (The GCS emulator the tests use
+  ignores preconditions, so that could not be tested.)
+- One process: a multi-process job with a URL workdir is refused in one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Iterator
+
+from train import progress
+from train.errors import CheckpointError, ConfigError
+
+MARKER = ".uploaded"
+LOCK = ".lock.json"
+LOCK_EXPIRY_SECS = 120.0
+CHECKPOINTS = "checkpoints"
+LOCAL_ONLY = (".lock",)  # the local copy's own fcntl lock
+
+
+def is_remote(path: str | None) -> bool:
+  """Whether `path` is a URL (`gs://...`)."""
+  return bool(path) and "://" in str(path)
+
+
+def cache_for(url: str) -> str:
+  """The local copy's folder of the workdir at `url`."""
+  base = os.environ.get("STRATA_CACHE") or os.path.join("~", ".cache", "strata")
+  name = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
+  return os.path.join(os.path.expanduser(base), "workdirs", name)
+
+
+def _dead(held: dict) -> bool:
+  """Whether the lock's owner was a process of this host that is gone (a killed run's lock is
+  taken over at once there, as a local fcntl lock is released with its process)."""
+  host, _, rest = str(held.get("owner", "")).partition(":")
+  pid = rest.partition(":")[0]
+  if host != socket.gethostname() or not pid.isdigit():
+    return False
+  try:
+    os.kill(int(pid), 0)
+  except ProcessLookupError:
+    return True
+  except PermissionError:  # alive, another user's
+    return False
+  return False
+
+
+def _sync_secs() -> float:
+  return float(os.environ.get("STRATA_SYNC_SECS", "10"))
+
+
+class Mirror:
+  """The workdir at `url` and its local copy `local` (`cache_for(url)`)."""
+
+  def __init__(self, url: str, local: str | None = None):
+    import fsspec
+
+    # gcsfs logs each retried request's traceback; a failure is reported once, in one line
+    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
+    self.url = url.rstrip("/")
+    self.local = local or cache_for(self.url)
+    try:
+      self.fs, self.root = fsspec.core.url_to_fs(self.url)
+    except (ImportError, ValueError) as e:
+      raise ConfigError(f"--workdir={url!r}: {e}; for gs:// install the objectstore extra "
+                        "(pip install -e '.[objectstore]')") from None
+    self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    self._sent: dict[str, tuple[int, int]] = {}   # relative path -> (size, mtime_ns) uploaded
+    self._steps: set[str] = set()                  # checkpoint steps uploaded whole
+    self._stop = threading.Event()
+    self._thread: threading.Thread | None = None
+    self.error: Exception | None = None
+
+  def _remote(self, rel: str) -> str:
+    return f"{self.root}/{rel}"
+
+  def _listing(self) -> dict[str, int]:
+    """{relative path: size} of every object under the workdir's URL."""
+    if not self.fs.exists(self.root):
+      return {}
+    found = self.fs.find(self.root, detail=True)
+    return {path[len(self.root) + 1:]: int(info.get("size") or 0)
+            for path, info in found.items() if info.get("type") != "directory"}
+
+  def acquire(self) -> None:
+    """Takes the lock object, or raises ConfigError naming the run that holds it."""
+    path = self._remote(LOCK)
+    if self.fs.exists(path):
+      held = json.loads(self.fs.cat_file(path))
+      age = time.time() - float(held.get("heartbeat", 0))
+      if held.get("owner") != self.owner and age < LOCK_EXPIRY_SECS and not _dead(held):
+        raise ConfigError(f"--workdir={self.url} is held by another run ({held.get('owner')}, "
+                          f"heartbeat {age:.0f} s ago); one run writes a workdir at a time: "
+                          f"wait for it; it is taken over after {LOCK_EXPIRY_SECS:.0f} s "
+                          f"without a heartbeat ({LOCK_EXPIRY_SECS - age:.0f} s from now)")
+    self._heartbeat()
+
+  def _heartbeat(self) -> None:
+    self.fs.pipe_file(self._remote(LOCK), json.dumps(
+        {"owner": self.owner, "heartbeat": time.time()}).encode())
+
+  def release(self) -> None:
+    with contextlib.suppress(Exception):
+      held = json.loads(self.fs.cat_file(self._remote(LOCK)))
+      if held.get("owner") == self.owner:
+        self.fs.rm_file(self._remote(LOCK))
+
+  def pull(self) -> None:
+    """Downloads the workdir into the local copy: every record, and the checkpoint steps that
+    were uploaded whole."""
+    listing = self._listing()
+    whole = {rel.split("/")[1] for rel in listing
+             if rel.startswith(CHECKPOINTS + "/") and rel.endswith("/" + MARKER)}
+    os.makedirs(self.local, exist_ok=True)
+    for rel, size in sorted(listing.items()):
+      parts = rel.split("/")
+      if rel == LOCK or rel.endswith("/" + MARKER):
+        continue
+      if parts[0] == CHECKPOINTS and (len(parts) < 3 or parts[1] not in whole):
+        continue  # a step whose upload did not finish
+      target = os.path.join(self.local, *parts)
+      if not (os.path.exists(target) and os.path.getsize(target) == size):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        self.fs.get_file(self._remote(rel), target + ".part")
+        os.replace(target + ".part", target)
+      stat = os.stat(target)
+      self._sent[rel] = (stat.st_size, stat.st_mtime_ns)
+    self._steps = set(whole)
+
+  def push(self) -> None:
+    """Uploads what changed: the committed steps listed first, the other files, then those
+    steps; deletes the steps that are gone locally; renews the lock's heartbeat."""
+    ckpt = os.path.join(self.local, CHECKPOINTS)
+    steps = sorted(n for n in (os.listdir(ckpt) if os.path.isdir(ckpt) else [])
+                   if n.isdigit() and os.path.isdir(os.path.join(ckpt, n)))
+    for folder, dirs, names in os.walk(self.local):
+      rel_folder = os.path.relpath(folder, self.local)
+      if rel_folder == CHECKPOINTS or rel_folder.startswith(CHECKPOINTS + os.sep):
+        dirs[:] = []
+        continue
+      for name in names:
+        rel = os.path.normpath(os.path.join(rel_folder, name)).replace(os.sep, "/")
+        if rel in LOCAL_ONLY or name.endswith((".part", ".tmp")):
+          continue
+        self._send(rel)
+    for step in steps:
+      if step in self._steps:
+        continue
+      base = os.path.join(ckpt, step)
+      for folder, _, names in os.walk(base):
+        for name in names:
+          rel = os.path.relpath(os.path.join(folder, name), self.local).replace(os.sep, "/")
+          self._send(rel)
+      self.fs.pipe_file(self._remote(f"{CHECKPOINTS}/{step}/{MARKER}"), b"")
+      self._steps.add(step)
+    for step in sorted(self._steps - set(steps)):
+      self.fs.rm_file(self._remote(f"{CHECKPOINTS}/{step}/{MARKER}"))
+      with contextlib.suppress(FileNotFoundError):
+        self.fs.rm(self._remote(f"{CHECKPOINTS}/{step}"), recursive=True)
+      self._steps.discard(step)
+      self._sent = {k: v for k, v in self._sent.items()
+                    if not k.startswith(f"{CHECKPOINTS}/{step}/")}
+    self._heartbeat()
+
+  def _send(self, rel: str) -> None:
+    path = os.path.join(self.local, *rel.split("/"))
+    try:
+      stat = os.stat(path)
+    except FileNotFoundError:  # removed while listed (a rewritten record)
+      return
+    if self._sent.get(rel) == (stat.st_size, stat.st_mtime_ns):
+      return
+    with open(path, "rb") as f:
+      data = f.read()
+    self.fs.pipe_file(self._remote(rel), data)
+    self._sent[rel] = (stat.st_size, stat.st_mtime_ns)
+
+  def start(self) -> None:
+    """Uploads every `STRATA_SYNC_SECS` on a thread until `stop`."""
+    def loop() -> None:
+      while not self._stop.wait(_sync_secs()):
+        try:
+          self.push()
+          self.error = None
+        except Exception as e:  # the network: said once, tried again at the next upload
+          if self.error is None:
+            progress.console(f"uploading to {self.url} failed ({type(e).__name__}: "
+                             f"{str(e)[:160]}); trying again every {_sync_secs():.0f} s")
+          self.error = e
+    self._thread = threading.Thread(target=loop, name="workdir-upload", daemon=True)
+    self._thread.start()
+
+  def stop(self) -> None:
+    """Stops the thread, uploads once more and releases the lock.
+
+    Raises:
+      CheckpointError: the last upload failed, naming the local copy that holds everything.
+    """
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join()
+    try:
+      self.push()
+    except Exception as e:
+      raise CheckpointError(f"uploading {self.local} to {self.url} failed ({type(e).__name__}: "
+                            f"{str(e)[:160]}); the local copy holds every record and checkpoint: "
+                            "the same command uploads it when it runs again") from None
+    self.release()
+
+
+@contextlib.contextmanager
+def _reaching(url: str) -> Iterator[None]:
+  """A bucket that cannot be read or written (its name, the credentials, the network): one
+  line."""
+  try:
+    yield
+  except (ConfigError, CheckpointError):
+    raise
+  except Exception as e:
+    detail = str(e).splitlines()[0][:200] if str(e) else ""
+    raise CheckpointError(f"--workdir={url} cannot be read or written: {type(e).__name__}: "
+                          f"{detail}; check the bucket's name, the credentials (gcloud auth "
+                          "application-default login) and the network") from None
+
+
+@contextlib.contextmanager
+def mirrored(url: str) -> Iterator[str]:
+  """The local copy of the workdir at `url`, downloaded, uploaded as the run goes and at the
+  end (also when the run fails: what it wrote is kept)."""
+  import jax
+
+  if jax.process_count() > 1:
+    raise ConfigError(f"--workdir={url!r}: a workdir in object storage is written by one "
+                      f"process; this job has {jax.process_count()}: use a shared file system "
+                      "(docs/pods.md)")
+  mirror = Mirror(url)
+  with _reaching(url):
+    mirror.acquire()
+  try:
+    with _reaching(url):
+      mirror.pull()
+    progress.console(f"--workdir={url}: working in its local copy {mirror.local}, uploaded every "
+                     f"{_sync_secs():.0f} s")
+    mirror.start()
+    try:
+      yield mirror.local
+    finally:
+      mirror.stop()
+  except BaseException:
+    mirror.release()
+    raise
+

@@ -184,6 +184,8 @@ class Mirror:
         for name in names:
           rel = os.path.relpath(os.path.join(folder, name), self.local).replace(os.sep, "/")
           self._send(rel)
+      if not os.path.isdir(base):  # deleted while it was sent (keep_checkpoints): no marker
+        continue
       self.fs.pipe_file(self._remote(f"{CHECKPOINTS}/{step}/{MARKER}"), b"")
       self._steps.add(step)
     for step in sorted(self._steps - set(steps)):

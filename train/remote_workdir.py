@@ -78,6 +78,13 @@ def _dead(held: dict) -> bool:
   return False
 
 
+def _committed(directory: str) -> list[str]:
+  """The committed checkpoint steps in `directory` (orbax names a step's folder by its number
+  once committed), as strings."""
+  return sorted((n for n in (os.listdir(directory) if os.path.isdir(directory) else [])
+                 if n.isdigit() and os.path.isdir(os.path.join(directory, n))), key=int)
+
+
 def _sync_secs() -> float:
   return float(os.environ.get("STRATA_SYNC_SECS", "10"))
 
@@ -140,10 +147,22 @@ class Mirror:
 
   def pull(self) -> None:
     """Downloads the workdir into the local copy: every record, and the checkpoint steps that
-    were uploaded whole."""
+    were uploaded whole. A local copy whose newest committed step is the bucket's or newer (this
+    machine's run, stopped before its last upload) is kept as it is, and uploaded next; one behind
+    the bucket is moved aside (`<copy>.stale-<time>`) and downloaded afresh: another machine has
+    gone on from the bucket."""
     listing = self._listing()
     whole = {rel.split("/")[1] for rel in listing
              if rel.startswith(CHECKPOINTS + "/") and rel.endswith("/" + MARKER)}
+    if os.path.isdir(self.local) and os.listdir(self.local):
+      local = _committed(os.path.join(self.local, CHECKPOINTS))
+      if max(map(int, local), default=-1) >= max(map(int, whole), default=-1):
+        self._steps = set(whole)  # the same run's: the newer local steps go up at the next push
+        return
+      stale = f"{self.local}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
+      os.replace(self.local, stale)
+      progress.console(f"{self.url}: the local copy {self.local} was behind the bucket; moved to "
+                       f"{stale}")
     os.makedirs(self.local, exist_ok=True)
     for rel, size in sorted(listing.items()):
       parts = rel.split("/")
@@ -164,8 +183,7 @@ class Mirror:
     """Uploads what changed: the committed steps listed first, the other files, then those
     steps; deletes the steps that are gone locally; renews the lock's heartbeat."""
     ckpt = os.path.join(self.local, CHECKPOINTS)
-    steps = sorted(n for n in (os.listdir(ckpt) if os.path.isdir(ckpt) else [])
-                   if n.isdigit() and os.path.isdir(os.path.join(ckpt, n)))
+    steps = _committed(ckpt)
     for folder, dirs, names in os.walk(self.local):
       rel_folder = os.path.relpath(folder, self.local)
       if rel_folder == CHECKPOINTS or rel_folder.startswith(CHECKPOINTS + os.sep):

@@ -6,6 +6,7 @@ line."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,12 +50,14 @@ def test_a_killed_run_resumes_elsewhere_from_the_bucket_bit_identical(tmp_path, 
     proc.wait()
     steps = sorted(int(p.rsplit("/", 1)[-1]) for p in fs.ls("bucket/run/checkpoints"))
     assert 400 in steps and steps[-1] < 2000  # killed midway
+    # a second machine's copy of the killed run, for later
+    shutil.copytree(tmp_path / "machine_a", tmp_path / "machine_b")
 
-    # another machine: an empty cache; it downloads the run and resumes
+    # the same machine again: its copy is as new as the bucket or newer, and is kept
     resumed = run_cli(args + ["--workdir=gs://bucket/run"], env_extra={
-        "JAX_PLATFORMS": "cpu", "STRATA_CACHE": str(tmp_path / "machine_b")})
+        "JAX_PLATFORMS": "cpu", "STRATA_CACHE": str(tmp_path / "machine_a")})
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resumed from" in resumed.stderr
+    assert "resumed from" in resumed.stderr and "was behind the bucket" not in resumed.stderr
     for name in ("metrics.jsonl", "summary.json", "config.json"):
       assert fs.exists(f"bucket/run/{name}")
     assert fs.cat_file("bucket/run/metrics.jsonl") == (
@@ -62,6 +65,20 @@ def test_a_killed_run_resumes_elsewhere_from_the_bucket_bit_identical(tmp_path, 
     assert json.loads(fs.cat_file("bucket/run/summary.json"))["steps"] == 2000
     assert not fs.exists("bucket/run/.lock.json")  # released
     assert not os.path.exists(os.path.join(ROOT, "gs:"))
+    straight_bytes = (tmp_path / "straight" / "metrics.jsonl").read_bytes()
+
+    # the second machine's copy is behind the bucket now: moved aside, the bucket's run goes on
+    longer = run_cli(args + ["--workdir=gs://bucket/run", "--config.train.steps=2200"],
+                     env_extra={"JAX_PLATFORMS": "cpu",
+                                "STRATA_CACHE": str(tmp_path / "machine_b")})
+    assert longer.returncode == 0, longer.stderr[-2000:]
+    assert "was behind the bucket; moved to" in longer.stderr
+    assert "checkpoints/2000" in longer.stderr  # resumed from the bucket's last step
+    records = fs.cat_file("bucket/run/metrics.jsonl")
+    assert records.startswith(straight_bytes)
+    train_steps = [json.loads(line)["step"] for line in records.decode().splitlines()
+                   if json.loads(line)["split"] == "train"]
+    assert train_steps == list(range(100, 2201, 100))
 
     # python -m eval on the bucket's run: its report is uploaded beside it
     report = subprocess.run([sys.executable, "-m", "eval", "--workdir=gs://bucket/run"],

@@ -23,7 +23,7 @@ from absl import flags
 
 from eval import report as report_lib
 from eval import restore
-from train import cli, compression, files, workdir_lock
+from train import cli, compression, files, remote_workdir, workdir_lock
 
 
 @workdir_lock.writes_into_workdir("compressed")
@@ -100,7 +100,8 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  result = evaluate(FLAGS.workdir, FLAGS.prune, FLAGS.out)
+  with remote_workdir.local_workdir(FLAGS.workdir) as workdir:  # gs://: a local copy, uploaded
+    result = evaluate(workdir, FLAGS.prune, FLAGS.out)
   print(markdown(result))
 
 

@@ -35,7 +35,7 @@ from absl import flags
 
 from data import sources
 from eval.sample_quality import Reference
-from train import cli, figures, files, workdir_lock
+from train import cli, figures, files, remote_workdir, workdir_lock
 
 VIEWS = ("inputs", "features", "predictions")
 
@@ -261,8 +261,9 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  result = run(FLAGS.workdir, FLAGS.reference, FLAGS.current, FLAGS.alpha, FLAGS.permutations,
-               FLAGS.seed, FLAGS.out)
+  with remote_workdir.local_workdir(FLAGS.workdir) as workdir:  # gs://: a local copy, uploaded
+    result = run(workdir, FLAGS.reference, FLAGS.current, FLAGS.alpha, FLAGS.permutations,
+                 FLAGS.seed, FLAGS.out)
   print(markdown(result))
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from absl import flags
 
 from eval import restore
-from train import cli, config_fields, paradigm_eval
+from train import cli, config_fields, paradigm_eval, remote_workdir
 from train import evaluators as evaluators_lib
 from train.errors import FlagError
 
@@ -75,8 +75,9 @@ def main(argv: list[str]) -> None:
     if not sep or not isinstance(added[name], dict):
       raise FlagError(f"--add {item!r}: expected NAME='{{\"type\": ...}}'")
   names = [n for n in (FLAGS.evals or "").split(",") if n]
-  step, results = evaluate(FLAGS.workdir, names or None, FLAGS.step,
-                           config_fields.parse_sets(FLAGS.set), added)
+  with remote_workdir.local_workdir(FLAGS.workdir) as workdir:  # gs://: a local copy, uploaded
+    step, results = evaluate(workdir, names or None, FLAGS.step,
+                             config_fields.parse_sets(FLAGS.set), added)
   for name, metrics in results.items():
     print(json.dumps({"step": step, "split": name, **metrics}))
 

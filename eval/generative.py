@@ -31,7 +31,7 @@ from eval.sample_quality import (
   mean_and_sd,
   score,
 )
-from train import cli, figures, files, paradigms, workdir_lock
+from train import cli, figures, files, paradigms, remote_workdir, workdir_lock
 from train import config as config_lib
 
 
@@ -166,8 +166,9 @@ FLAGS = flags.FLAGS
 
 def main(argv: list[str]) -> None:
   overrides = config_lib.parse_sets(FLAGS.set)
-  result = report(FLAGS.workdir, FLAGS.reference, FLAGS.samples, FLAGS.out, FLAGS.seed,
-                  overrides, FLAGS.seeds)
+  with remote_workdir.local_workdir(FLAGS.workdir) as workdir:  # gs://: a local copy, uploaded
+    result = report(workdir, FLAGS.reference, FLAGS.samples, FLAGS.out, FLAGS.seed,
+                    overrides, FLAGS.seeds)
   print(markdown(result))
 
 

@@ -32,7 +32,7 @@ from absl import flags
 
 from data import transforms
 from eval import metrics, restore
-from train import cli, figures, files, paradigm_eval, workdir_lock
+from train import cli, figures, files, paradigm_eval, remote_workdir, workdir_lock
 from train.paradigms import reconstruction as rec
 
 
@@ -288,8 +288,9 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  result = report(FLAGS.workdir, FLAGS.split, FLAGS.out, FLAGS.missing, FLAGS.block,
-                  FLAGS.iterations, FLAGS.seed)
+  with remote_workdir.local_workdir(FLAGS.workdir) as workdir:  # gs://: a local copy, uploaded
+    result = report(workdir, FLAGS.split, FLAGS.out, FLAGS.missing, FLAGS.block,
+                    FLAGS.iterations, FLAGS.seed)
   print(markdown(result))
   print(f"figures and report.json in {FLAGS.out or os.path.join(FLAGS.workdir, 'report')}",
         file=sys.stderr)

@@ -327,11 +327,8 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  if remote_workdir.is_remote(FLAGS.workdir):  # gs://...: its local copy; the report uploaded
-    with remote_workdir.mirrored(FLAGS.workdir) as local:
-      _main(local, FLAGS.workdir)
-  else:
-    _main(FLAGS.workdir, FLAGS.workdir)
+  with remote_workdir.local_workdir(FLAGS.workdir) as workdir:  # gs://: a local copy, uploaded
+    _main(workdir, FLAGS.workdir)
 
 
 def _main(workdir: str, shown: str) -> None:

@@ -303,3 +303,13 @@ def mirrored(url: str) -> Iterator[str]:
     mirror.release()
     raise
 
+
+@contextlib.contextmanager
+def local_workdir(path: str) -> Iterator[str]:
+  """`path` itself, or for a URL its local copy (`mirrored`): what the tools that take a
+  `--workdir` read and write."""
+  if not is_remote(path):
+    yield path
+    return
+  with mirrored(path) as local:
+    yield local

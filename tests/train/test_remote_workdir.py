@@ -91,6 +91,14 @@ def test_a_killed_run_resumes_elsewhere_from_the_bucket_bit_identical(tmp_path, 
     final = json.loads(fs.cat_file("bucket/run/summary.json"))["final_eval"]
     assert metrics["metrics"]["accuracy"] == pytest.approx(final["accuracy"])
     assert fs.exists("bucket/run/report/report.md")
+    # ... and the other evaluation tools: the run's evaluators, an int8 copy uploaded beside it
+    for tool, extra in (("eval.evaluate", []), ("eval.compress", [])):
+      r = subprocess.run([sys.executable, "-m", tool, "--workdir=gs://bucket/run", *extra],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, env=dict(
+                             os.environ, JAX_PLATFORMS="cpu",
+                             STRATA_CACHE=str(tmp_path / "machine_c")))
+      assert r.returncode == 0, (tool, r.stderr[-2000:])
+    assert fs.exists("bucket/run/compressed/report.json")
 
     # a workdir another run holds (a fresh heartbeat) is refused in one line, status 2
     fs.pipe_file("bucket/run/.lock.json", json.dumps(

@@ -26,8 +26,8 @@ def check_directory(path: str | None, field: str) -> None:
   local folder named `gs:`) or a path that exists and is not a directory."""
   if path and "://" in str(path):
     which = ("this tool reads and writes local paths (python -m train and the report tools "
-             "take a gs:// workdir: docs/pods.md)" if field == "--workdir" else "object storage is not supported "
-             "here yet")
+             "take a gs:// workdir: docs/pods.md)" if field == "--workdir" else
+             "object storage is not supported here yet")
     raise ConfigError(f"{field}={path!r}: {which}; use a local or mounted path (e.g. a gcsfuse "
                       "mount of the bucket)")
   if path and os.path.exists(path) and not os.path.isdir(path):

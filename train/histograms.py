@@ -22,6 +22,12 @@ from train import optim
 BINS = 64
 
 
+def trees_of(watched: dict[str, Any], params: Any) -> dict[str, Any]:
+  """What is summarised: the trees `optim.watch()` saw and the step's parameters ("param"; a
+  paradigm that hands its parameters to `optim.norms` has the same under that name)."""
+  return {**watched, "param": params}
+
+
 def tags(trees: dict[str, Any]) -> list[str]:
   """The histograms' names, "NAME/PATH" ("grad/Conv_0/kernel"), in `stats`' order."""
   return [f"{name}/{optim.path_name(p)}" for name, tree in sorted(trees.items())

@@ -40,7 +40,8 @@ class MetricWriter:
     if not enabled:
       return
     names = tuple(logging_config["writers"]) if logging_config else ("jsonl", "tensorboard")
-    last = last_step(workdir) or 0
+    # W&B's: the interrupted run's last record, read before the records after resume_step go
+    last = (last_step(workdir) or 0) if "wandb" in names else 0
     for path in (self.path, self.rates_path):
       _drop_after(path, resume_step)
     self._file = open(self.path, "a")

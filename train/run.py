@@ -46,8 +46,8 @@ def _packed(train_step, names: list[str], histograms_every: int = 0):
     packed = jnp.stack([metrics[k].astype(jnp.float32) for k in names])
     if histograms_every <= 0:
       return state, packed
-    trees = {**trees, "param": state.params}  # `optim.norms` may have them as well: the same
-    return state, (packed, histograms.stats(trees, state.step % histograms_every == 0))
+    return state, (packed, histograms.stats(histograms.trees_of(trees, state.params),
+                                            state.step % histograms_every == 0))
   return step
 
 
@@ -185,7 +185,7 @@ def build(config: mlc.ConfigDict, devices: list | None = None) -> Run:
   with optim.watch() as trees:
     names = sorted(jax.eval_shape(paradigm.train_step, abstract, example, step_rng)[1])
   every = int(config.logging.histograms_every)
-  histogram_tags = histograms.tags({**trees, "param": abstract.params}) if every else []
+  histogram_tags = histograms.tags(histograms.trees_of(trees, abstract.params)) if every else []
   paradigm = _batch_split(paradigm, mesh, config.sharding.sequence_parallel)
   train_step = jax.jit(_packed(paradigm.train_step, names, every),
                        in_shardings=(state_sharding, batch_sharding, replicated),

@@ -65,12 +65,18 @@ def _string(field: int, data: bytes) -> bytes:
   return _key(field, 2) + _varint(len(data)) + data
 
 
-def event(wall_time: float, step: int = 0, file_version: str = "",
-          scalars: dict[str, float] | None = None) -> bytes:
-  """A serialised `Event`: a file's first (its `file_version`) or one of `scalars` at `step`."""
+def _header(wall_time: float, step: int) -> bytes:
+  """An `Event`'s `wall_time` (field 1) and, unless 0, its `step` (2)."""
   out = _key(1, 1) + struct.pack("<d", wall_time)
   if step:
     out += _key(2, 0) + _varint(step & 0xFFFFFFFFFFFFFFFF)  # int64, two's complement
+  return out
+
+
+def event(wall_time: float, step: int = 0, file_version: str = "",
+          scalars: dict[str, float] | None = None) -> bytes:
+  """A serialised `Event`: a file's first (its `file_version`) or one of `scalars` at `step`."""
+  out = _header(wall_time, step)
   if file_version:
     out += _string(3, file_version.encode())
   if scalars:
@@ -86,9 +92,6 @@ def histogram_event(wall_time: float, step: int, values: dict[str, dict]) -> byt
   field 5): `min` (1), `max` (2), `num` (3), `sum` (4), `sum_squares` (5), then `bucket_limit`
   (6, each bin's right edge) and `bucket` (7, its count), packed doubles. `values`: {tag:
   `train.histograms.unpack` of an array}."""
-  out = _key(1, 1) + struct.pack("<d", wall_time)
-  if step:
-    out += _key(2, 0) + _varint(step & 0xFFFFFFFFFFFFFFFF)
   entries = b""
   for tag, h in values.items():
     histo = b"".join(_key(f, 1) + struct.pack("<d", float(h[name])) for f, name in enumerate(
@@ -96,7 +99,7 @@ def histogram_event(wall_time: float, step: int, values: dict[str, dict]) -> byt
     histo += _string(6, struct.pack(f"<{len(h['counts'])}d", *h["edges"][1:]))
     histo += _string(7, struct.pack(f"<{len(h['counts'])}d", *h["counts"]))
     entries += _string(1, _string(1, tag.encode()) + _string(5, histo))
-  return out + _string(5, entries)
+  return _header(wall_time, step) + _string(5, entries)
 
 
 def image_event(wall_time: float, step: int, tag: str, png: bytes) -> bytes:
@@ -109,10 +112,8 @@ def image_event(wall_time: float, step: int, tag: str, png: bytes) -> bytes:
   channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(png[25], 3)  # the IHDR colour type
   image = (_key(1, 0) + _varint(height) + _key(2, 0) + _varint(width) + _key(3, 0)
            + _varint(channels) + _string(4, png))
-  out = _key(1, 1) + struct.pack("<d", wall_time)
-  if step:
-    out += _key(2, 0) + _varint(step & 0xFFFFFFFFFFFFFFFF)
-  return out + _string(5, _string(1, _string(1, tag.encode()) + _string(4, image)))
+  return _header(wall_time, step) + _string(5, _string(1, _string(1, tag.encode())
+                                                       + _string(4, image)))
 
 
 def record(data: bytes) -> bytes:

@@ -128,9 +128,9 @@ def folder_config(path: str, overrides: dict[str, Any] | None = None) -> FolderC
                       files=tuple(files), args=args)
 
 
-def _image(path: str) -> tuple[bytes, tuple[int, int]]:
+def _image(path: str) -> bytes:
   """The image file's bytes as stored (JPEG or PNG in RGB; anything else converted to RGB and
-  PNG) and its (height, width), every pixel decoded once to check it."""
+  PNG), every pixel decoded once to check it."""
   from PIL import Image
 
   with open(path, "rb") as f:
@@ -138,12 +138,11 @@ def _image(path: str) -> tuple[bytes, tuple[int, int]]:
   try:
     with Image.open(io.BytesIO(data)) as im:
       im.load()
-      size = (im.height, im.width)
       if im.format in ("JPEG", "PNG") and im.mode == "RGB":
-        return data, size
+        return data
       out = io.BytesIO()
       im.convert("RGB").save(out, "PNG")
-      return out.getvalue(), size
+      return out.getvalue()
   except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
     raise FolderError(f"image {path} cannot be read: {type(e).__name__}: "
                       f"{str(e).splitlines()[0][:160] if str(e) else 'no detail'}; expected an "
@@ -210,8 +209,8 @@ class StrataFolder(OfflineBuilder):
     c = self.builder_config
     for i, k in enumerate(index):
       rel, label = c.files[k]
-      data, _ = _image(os.path.join(c.path, rel))
-      yield i, {"image": io.BytesIO(data), "label": label, "file": rel}
+      yield i, {"image": io.BytesIO(_image(os.path.join(c.path, rel))), "label": label,
+                "file": rel}
 
   def builder_arguments(self) -> dict[str, Any]:
     """What determines this build (part of the dataset fingerprint)."""

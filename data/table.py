@@ -20,6 +20,7 @@ file's path, size and modification time, the columns and the split arguments). `
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -149,14 +150,14 @@ class StrataTable(OfflineBuilder):
 
   BUILDER_CONFIGS: list[TableConfig] = []
 
-  def _read(self) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    if "_table" not in self.__dict__:
-      self.__dict__["_table"] = read(self.builder_config)
-    return self.__dict__["_table"]
+  @functools.cached_property
+  def _table(self) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """`read` of the table, once."""
+    return read(self.builder_config)
 
   def encoding(self) -> dict[str, Any]:
     """How the columns became the `features` vector and the label's classes."""
-    return cached(self.builder_config.cache, lambda: self._read()[2])
+    return cached(self.builder_config.cache, lambda: self._table[2])
 
   def _info(self) -> tfds.core.DatasetInfo:
     encoding = self.encoding()
@@ -173,7 +174,7 @@ class StrataTable(OfflineBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    x, y, _ = self._read()
+    x, y, _ = self._table
     args = self.builder_config.args
     test = held_out(y, args["test_fraction"], args["split_seed"])
     print(f"preparing {len(y)} rows of {self.builder_config.path}", file=sys.stderr, flush=True)

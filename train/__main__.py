@@ -116,14 +116,10 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
   init_distributed()
   compilation_cache.use_compilation_cache(_CACHE.value)
   workdir = _WORKDIR.value or default_workdir(_CONFIG.value)
-  if remote_workdir.is_remote(workdir):  # gs://...: a local copy, uploaded as it goes
-    if _DRY_RUN.value:  # writes nothing
-      loop.train_and_evaluate(config, remote_workdir.cache_for(workdir), dry_run=True)
-      return
-    with remote_workdir.mirrored(workdir) as local:
-      loop.train_and_evaluate(config, local, restart=_RESTART.value)
-    return
-  loop.train_and_evaluate(config, workdir, dry_run=_DRY_RUN.value, restart=_RESTART.value)
+  if _DRY_RUN.value and remote_workdir.is_remote(workdir):  # writes nothing: no copy to keep
+    workdir = remote_workdir.cache_for(workdir)
+  with remote_workdir.local_workdir(workdir) as local:  # gs://...: a local copy, uploaded
+    loop.train_and_evaluate(config, local, dry_run=_DRY_RUN.value, restart=_RESTART.value)
 
 
 if __name__ == "__main__":

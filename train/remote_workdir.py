@@ -40,7 +40,7 @@ import time
 import uuid
 from typing import Iterator
 
-from train import progress
+from train import checkpoint, progress
 from train.errors import CheckpointError, ConfigError
 
 MARKER = ".uploaded"
@@ -76,13 +76,6 @@ def _dead(held: dict) -> bool:
   except PermissionError:  # alive, another user's
     return False
   return False
-
-
-def _committed(directory: str) -> list[str]:
-  """The committed checkpoint steps in `directory` (orbax names a step's folder by its number
-  once committed), as strings."""
-  return sorted((n for n in (os.listdir(directory) if os.path.isdir(directory) else [])
-                 if n.isdigit() and os.path.isdir(os.path.join(directory, n))), key=int)
 
 
 def _sync_secs() -> float:
@@ -155,8 +148,8 @@ class Mirror:
     whole = {rel.split("/")[1] for rel in listing
              if rel.startswith(CHECKPOINTS + "/") and rel.endswith("/" + MARKER)}
     if os.path.isdir(self.local) and os.listdir(self.local):
-      local = _committed(os.path.join(self.local, CHECKPOINTS))
-      if max(map(int, local), default=-1) >= max(map(int, whole), default=-1):
+      local = checkpoint.saved_steps(os.path.join(self.local, CHECKPOINTS))
+      if max(local, default=-1) >= max(map(int, whole), default=-1):
         self._steps = set(whole)  # the same run's: the newer local steps go up at the next push
         return
       stale = f"{self.local}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -183,7 +176,7 @@ class Mirror:
     """Uploads what changed: the committed steps listed first, the other files, then those
     steps; deletes the steps that are gone locally; renews the lock's heartbeat."""
     ckpt = os.path.join(self.local, CHECKPOINTS)
-    steps = _committed(ckpt)
+    steps = [str(step) for step in checkpoint.saved_steps(ckpt)]
     for folder, dirs, names in os.walk(self.local):
       rel_folder = os.path.relpath(folder, self.local)
       if rel_folder == CHECKPOINTS or rel_folder.startswith(CHECKPOINTS + os.sep):

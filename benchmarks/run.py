@@ -31,7 +31,7 @@ import os
 import resource
 import statistics
 import time
-from typing import Any
+from typing import Any, Callable
 
 from absl import flags
 
@@ -53,6 +53,26 @@ def matmul_flops(n: int = 1024, repeats: int = 20) -> float:
   from train import throughput
 
   return throughput.matmul_flops(n, repeats)
+
+
+def alternated_windows(steps: dict[str, Callable[[Any, int], Any]], states: dict[str, Any],
+                       windows: int, count: int) -> dict[str, list[float]]:
+  """{variant: [steps/s of each window]}: each round, every variant in turn runs
+  `steps[v](state, i) -> state` for i < `count` from its own state (`states[v]`, updated), so
+  that a drift of the machine's speed touches every variant alike."""
+  import jax
+
+  rates: dict[str, list[float]] = {v: [] for v in steps}
+  for _ in range(windows):
+    for v, step in steps.items():
+      s = states[v]
+      t = time.perf_counter()
+      for i in range(count):
+        s = step(s, i)
+      jax.block_until_ready(s)
+      rates[v].append(count / (time.perf_counter() - t))
+      states[v] = s
+  return rates
 
 
 def workload_config(name: str, tiny: bool = False, data_dir: str | None = None) -> Any:

@@ -200,9 +200,8 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
 def measure(name: str, variants: list[str], windows: int = 7, steps: int = 8,
             tiny: bool = False, data_dir: str | None = None) -> dict[str, dict[str, Any]]:
   """{variant: {"rates": [steps/s of each window], "compile_s": float}} for workload `name`."""
-  import jax
 
-  from benchmarks.run import workload_config
+  from benchmarks.run import alternated_windows, workload_config
   from train import loop, parallel
 
   built = {}
@@ -219,17 +218,11 @@ def measure(name: str, variants: list[str], windows: int = 7, steps: int = 8,
       compile_s = time.perf_counter() - t
     batch = parallel.global_batch(next(run.train_pipe.iterator()), run.batch_sharding)
     built[v] = {"step": step, "state": state, "batch": batch, "rng": run.step_rng,
-                "compile_s": compile_s, "rates": []}
-  for _ in range(windows):
-    for b in built.values():
-      s = b["state"]
-      t = time.perf_counter()
-      for _ in range(steps):
-        s, _ = b["step"](s, b["batch"], b["rng"])
-      jax.block_until_ready(s)
-      b["rates"].append(steps / (time.perf_counter() - t))
-      b["state"] = s
-  return {v: {"rates": b["rates"], "compile_s": b["compile_s"]} for v, b in built.items()}
+                "compile_s": compile_s}
+  rates = alternated_windows(
+      {v: lambda s, i, b=b: b["step"](s, b["batch"], b["rng"])[0] for v, b in built.items()},
+      {v: b["state"] for v, b in built.items()}, windows, steps)
+  return {v: {"rates": rates[v], "compile_s": b["compile_s"]} for v, b in built.items()}
 
 
 FLAGS = flags.FLAGS

@@ -39,7 +39,7 @@ def measure(name: str, windows: int, seconds: float, tiny: bool = False,
   """{variant: [steps/s of each window]} for workload `name` (its tiny mode with `tiny`)."""
   import jax
 
-  from benchmarks.run import workload_config
+  from benchmarks.run import alternated_windows, workload_config
   from train import loop, parallel
 
   config = workload_config(name, tiny, data_dir)
@@ -61,17 +61,9 @@ def measure(name: str, windows: int, seconds: float, tiny: bool = False,
   jax.block_until_ready(steps[next(iter(steps))](state, batches[0], rng))
   count = max(2, int(seconds / max(time.perf_counter() - t, 1e-6)))
 
-  rates: dict[str, list[float]] = {v: [] for v in steps}
-  for _ in range(windows):
-    for v, step in steps.items():
-      s = states[v]
-      t = time.perf_counter()
-      for i in range(count):
-        s, _ = step(s, batches[i % len(batches)], rng)
-      jax.block_until_ready(s)
-      rates[v].append(count / (time.perf_counter() - t))
-      states[v] = s
-  return rates
+  return alternated_windows(
+      {v: lambda s, i, step=step: step(s, batches[i % len(batches)], rng)[0]
+       for v, step in steps.items()}, states, windows, count)
 
 
 def table(results: dict[str, dict[str, list[float]]]) -> str:

@@ -18,12 +18,11 @@ What holds, and how:
   recomputed on resume, as locally).
 - **What a SIGKILL loses** is what the last upload had not reached: up to `STRATA_SYNC_SECS` of
   records and the checkpoints committed since; the run resumes from the last uploaded step.
-- **One writer**, less strictly than locally: a lock object (`.lock.json`: owner and a
-  heartbeat renewed at each upload) refuses a second run while the heartbeat is younger than
-  `LOCK_EXPIRY_SECS` (on the owner's own host, at once when its process is gone); it is read
-  then written, not created under a generation precondition, so
-  two runs started within the same second can both take it. (The GCS emulator the tests use
-  ignores preconditions, so that could not be tested.)
+- **One writer**: a lock object (`.lock.json`, train/object_lock.py) created only if absent and
+  renewed only if unchanged, under generation preconditions (GCS `ifGenerationMatch`), with a
+  heartbeat at each upload; a second run is refused while the heartbeat is younger than
+  `object_lock.EXPIRY_SECS` (on the owner's own host, at once when its process is gone). A run
+  whose lock was taken over uploads nothing more and says so.
 - One process: a multi-process job with a URL workdir is refused in one line.
 """
 
@@ -31,21 +30,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
-import socket
 import threading
 import time
-import uuid
 from typing import Iterator
 
-from train import checkpoint, progress
+from train import checkpoint, object_lock, progress
 from train.errors import CheckpointError, ConfigError
 
 MARKER = ".uploaded"
-LOCK = ".lock.json"
-LOCK_EXPIRY_SECS = 120.0
+LOCK = object_lock.KEY
 CHECKPOINTS = "checkpoints"
 LOCAL_ONLY = (".lock",)  # the local copy's own fcntl lock
 
@@ -60,22 +55,6 @@ def cache_for(url: str) -> str:
   base = os.environ.get("STRATA_CACHE") or os.path.join("~", ".cache", "strata")
   name = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
   return os.path.join(os.path.expanduser(base), "workdirs", name)
-
-
-def _dead(held: dict) -> bool:
-  """Whether the lock's owner was a process of this host that is gone (a killed run's lock is
-  taken over at once there, as a local fcntl lock is released with its process)."""
-  host, _, rest = str(held.get("owner", "")).partition(":")
-  pid = rest.partition(":")[0]
-  if host != socket.gethostname() or not pid.isdigit():
-    return False
-  try:
-    os.kill(int(pid), 0)
-  except ProcessLookupError:
-    return True
-  except PermissionError:  # alive, another user's
-    return False
-  return False
 
 
 def _sync_secs() -> float:
@@ -93,11 +72,13 @@ class Mirror:
     self.url = url.rstrip("/")
     self.local = local or cache_for(self.url)
     try:
-      self.fs, self.root = fsspec.core.url_to_fs(self.url)
+      # file:// (the tests' stand-in for a bucket) makes the folders a bucket does not need
+      options = {"auto_mkdir": True} if self.url.startswith("file://") else {}
+      self.fs, self.root = fsspec.core.url_to_fs(self.url, **options)
     except (ImportError, ValueError) as e:
       raise ConfigError(f"--workdir={url!r}: {e}; for gs:// install the objectstore extra "
                         "(pip install -e '.[objectstore]')") from None
-    self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    self.lock = object_lock.ObjectLock(self.url)
     self._sent: dict[str, tuple[int, int]] = {}   # relative path -> (size, mtime_ns) uploaded
     self._steps: set[str] = set()                  # checkpoint steps uploaded whole
     self._stop = threading.Event()
@@ -115,28 +96,9 @@ class Mirror:
     return {path[len(self.root) + 1:]: int(info.get("size") or 0)
             for path, info in found.items() if info.get("type") != "directory"}
 
-  def acquire(self) -> None:
-    """Takes the lock object, or raises ConfigError naming the run that holds it."""
-    path = self._remote(LOCK)
-    if self.fs.exists(path):
-      held = json.loads(self.fs.cat_file(path))
-      age = time.time() - float(held.get("heartbeat", 0))
-      if held.get("owner") != self.owner and age < LOCK_EXPIRY_SECS and not _dead(held):
-        raise ConfigError(f"--workdir={self.url} is held by another run ({held.get('owner')}, "
-                          f"heartbeat {age:.0f} s ago); one run writes a workdir at a time: "
-                          f"wait for it; it is taken over after {LOCK_EXPIRY_SECS:.0f} s "
-                          f"without a heartbeat ({LOCK_EXPIRY_SECS - age:.0f} s from now)")
-    self._heartbeat()
-
-  def _heartbeat(self) -> None:
-    self.fs.pipe_file(self._remote(LOCK), json.dumps(
-        {"owner": self.owner, "heartbeat": time.time()}).encode())
-
   def release(self) -> None:
     with contextlib.suppress(Exception):
-      held = json.loads(self.fs.cat_file(self._remote(LOCK)))
-      if held.get("owner") == self.owner:
-        self.fs.rm_file(self._remote(LOCK))
+      self.lock.release()
 
   def pull(self) -> None:
     """Downloads the workdir into the local copy: every record, and the checkpoint steps that
@@ -173,8 +135,13 @@ class Mirror:
     self._steps = set(whole)
 
   def push(self) -> None:
-    """Uploads what changed: the committed steps listed first, the other files, then those
-    steps; deletes the steps that are gone locally; renews the lock's heartbeat."""
+    """Renews the lock's heartbeat, then uploads what changed: the committed steps listed first,
+    the other files, then those steps; deletes the steps that are gone locally.
+
+    Raises:
+      object_lock.LockLost: another run took the workdir over; nothing was uploaded.
+    """
+    self.lock.renew()
     ckpt = os.path.join(self.local, CHECKPOINTS)
     steps = [str(step) for step in checkpoint.saved_steps(ckpt)]
     for folder, dirs, names in os.walk(self.local):
@@ -206,7 +173,6 @@ class Mirror:
       self._steps.discard(step)
       self._sent = {k: v for k, v in self._sent.items()
                     if not k.startswith(f"{CHECKPOINTS}/{step}/")}
-    self._heartbeat()
 
   def _send(self, rel: str) -> None:
     path = os.path.join(self.local, *rel.split("/"))
@@ -228,6 +194,11 @@ class Mirror:
         try:
           self.push()
           self.error = None
+        except object_lock.LockLost as e:  # uploads stop: the bucket is another run's now
+          progress.console(f"{e}; nothing more is uploaded (the local copy {self.local} keeps "
+                           "this run's records)")
+          self.error = e
+          return
         except Exception as e:  # the network: said once, tried again at the next upload
           if self.error is None:
             progress.console(f"uploading to {self.url} failed ({type(e).__name__}: "
@@ -246,7 +217,12 @@ class Mirror:
     if self._thread is not None:
       self._thread.join()
     try:
+      if isinstance(self.error, object_lock.LockLost):
+        raise self.error
       self.push()
+    except object_lock.LockLost as e:
+      raise CheckpointError(f"{e}: this run's last records and checkpoints were not uploaded; "
+                            f"they are in {self.local}") from None
     except Exception as e:
       raise CheckpointError(f"uploading {self.local} to {self.url} failed ({type(e).__name__}: "
                             f"{str(e)[:160]}); the local copy holds every record and checkpoint: "
@@ -279,9 +255,9 @@ def mirrored(url: str) -> Iterator[str]:
     raise ConfigError(f"--workdir={url!r}: a workdir in object storage is written by one "
                       f"process; this job has {jax.process_count()}: use a shared file system "
                       "(docs/pods.md)")
-  mirror = Mirror(url)
   with _reaching(url):
-    mirror.acquire()
+    mirror = Mirror(url)
+    mirror.lock.acquire()
   try:
     with _reaching(url):
       mirror.pull()

@@ -8,9 +8,13 @@ the `objectstore` extra), with the environment that points each client at it:
   `GOOGLE_AUTH_TOKEN_FOR_TESTING` in place of credentials;
 - google-cloud-storage: `STORAGE_EMULATOR_HOST`.
 
-Measured limits of the emulator (2026.7.19): it ignores generation preconditions
-(`ifGenerationMatch=0` creates over an existing object), so a create-if-absent lock cannot be
-tested against it; TensorStore's `file` driver honours them and stands in for that part.
+Measured limits of the emulator (2026.7.19):
+- it ignores generation preconditions (`ifGenerationMatch=0` creates over an existing object),
+  so the lock's create-if-absent cannot be tested against it; TensorStore's `file` driver
+  honours them and stands in for that part (tests/train/test_object_lock.py);
+- a download does not send the object's generation (`x-goog-generation`, which GCS sends and
+  TensorStore reads), so a lock read back has no generation to write under. Run as a script,
+  this module starts the emulator with that header added to downloads, as GCS documents it.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def emulator(bucket: str = "bucket") -> Iterator[str]:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   proc = subprocess.Popen(
-      [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port",
+      [sys.executable, __file__, "start", "--host", "127.0.0.1", "--port",
        str(port), "--in-memory", "--default-bucket", bucket],
       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   url = f"http://127.0.0.1:{port}"
@@ -58,3 +62,25 @@ def emulator(bucket: str = "bucket") -> Iterator[str]:
         os.environ[k] = v
     proc.terminate()
     proc.wait(10)
+
+
+def _main() -> None:
+  """The emulator's command line, its downloads sending `x-goog-generation`."""
+  from gcp_storage_emulator.handlers import objects
+
+  download = objects.download
+
+  def with_generation(request, response, storage, *args, **kwargs):
+    download(request, response, storage, *args, **kwargs)
+    with contextlib.suppress(Exception):  # a missing object: the 404 stays as it is
+      response["x-goog-generation"] = storage.get_file_obj(
+          request.params["bucket_name"], request.params["object_id"])["generation"]
+
+  objects.download = with_generation  # before the server's routes are built on import
+  from gcp_storage_emulator.__main__ import main
+
+  main()
+
+
+if __name__ == "__main__":
+  _main()

@@ -113,7 +113,8 @@ def test_a_killed_run_resumes_elsewhere_from_the_bucket_bit_identical(tmp_path, 
 def test_an_unreachable_bucket_is_one_line_with_status_5(tmp_path):
   r = run_cli(ARGS + ["--workdir=gs://bucket/run"], env_extra={
       "JAX_PLATFORMS": "cpu", "STRATA_CACHE": str(tmp_path / "cache"),
-      "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"})
+      "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+      "TENSORSTORE_GCS_HTTP_URL": "http://127.0.0.1:9", "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test"})
   assert r.returncode == 5, r.stderr[-2000:]
   lines = [line for line in r.stderr.splitlines() if line.strip()]
   assert len(lines) == 1 and "--workdir=gs://bucket/run cannot be read or written" in lines[0]

@@ -24,21 +24,22 @@ from absl import app, flags
 import data as data_lib
 from eval import restore
 from eval.attention_maps import attention_maps, plot_classifier, plot_lm
-from train import cli, generate, workdir_lock
+from train import cli, generate, remote_workdir, workdir_lock
 
 FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-  out = FLAGS.out or os.path.join(FLAGS.workdir, "attention.png")
-  with workdir_lock.writing_into(FLAGS.workdir, out):
-    draw(out)
-  print(out)
+  with remote_workdir.local_workdir(FLAGS.workdir) as workdir:  # gs://: a local copy, uploaded
+    out = FLAGS.out or os.path.join(workdir, "attention.png")
+    with workdir_lock.writing_into(workdir, out):
+      draw(workdir, out)
+  print(os.path.join(FLAGS.workdir, "attention.png") if not FLAGS.out else out)
 
 
-def draw(out: str) -> None:
-  """The figure of the flags' run and input, to `out`."""
-  run = restore.restore(FLAGS.workdir)
+def draw(workdir: str, out: str) -> None:
+  """The figure of the run in `workdir` and the flags' input, to `out`."""
+  run = restore.restore(workdir)
   model, config, step = run.model, run.config, run.step
   params, model_state = run.state.params, run.state.model_state
   name = config.model.name

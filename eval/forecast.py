@@ -180,20 +180,23 @@ def plot(args: dict[str, Any], forecasts: dict[str, np.ndarray], path: str) -> N
   plt.close(fig)
 
 
-def report(workdirs: Sequence[str], out: str) -> tuple[dict[str, Any], str]:
-  """Scores of the runs and the baselines (module docstring); writes OUT/forecast.*."""
+def report(workdirs: Sequence[str], out: str, names: Sequence[str] | None = None
+           ) -> tuple[dict[str, Any], str]:
+  """Scores of the runs and the baselines (module docstring); writes OUT/forecast.*. `names`:
+  how the report names each run (default its workdir; for gs:// runs, the URL of the local
+  copy)."""
   from train import files, workdir_lock
 
   rows: dict[str, list[dict[str, list[float]]]] = {}
   shown: dict[str, np.ndarray] = {}
   args = None
-  for workdir in workdirs:
+  for workdir, name in zip(workdirs, names or workdirs):
     label, run_args, f = model_forecasts(workdir)
     if args is not None and run_args != args:
-      raise ValueError(f"--workdir={workdir} forecasts {run_args}; the first run forecasts "
+      raise ValueError(f"--workdir={name} forecasts {run_args}; the first run forecasts "
                        f"{args}: one series and window length per report")
     args = run_args
-    rows.setdefault(label, []).append({**scores(args, f), "workdir": workdir})
+    rows.setdefault(label, []).append({**scores(args, f), "workdir": name})
     shown.setdefault(label, f)
   fitted = {}
   for name, (f, info) in baselines(args).items():
@@ -216,7 +219,10 @@ def main(argv: list[str] | None = None) -> None:
                  help="a trained series run (repeat for more models or seeds)")
   p.add_argument("--out", default="", help="where forecast.* go (default the first workdir)")
   a = p.parse_args(argv)
-  _, text = report(a.workdir, a.out or a.workdir[0])
+  from train import remote_workdir
+
+  with remote_workdir.local_workdirs(a.workdir) as local:  # gs://: local copies, uploaded
+    _, text = report(local, a.out or local[0], a.workdir)
   print(text)
   print(f"written to {a.out or a.workdir[0]}/forecast.{{json,md,png}}", file=sys.stderr)
 

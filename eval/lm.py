@@ -23,7 +23,7 @@ from absl import flags
 from data import text as data_text
 from data import tokenizer as data_tokenizer
 from eval import restore
-from train import checkpoint, cli, evaluators
+from train import checkpoint, cli, evaluators, remote_workdir
 
 ALPHAS = tuple(float(a) for a in np.logspace(-4, 1, 26))
 
@@ -73,11 +73,17 @@ BIGRAM_VOCAB_LIMIT = 4096  # the (V, V) table: 128 MB of float64 at this size
 
 
 def main(argv: list[str]) -> None:
+  with remote_workdir.local_workdirs(FLAGS.workdir) as local:  # gs://: local copies
+    print_table(dict(zip(FLAGS.workdir, local)))
+
+
+def print_table(workdirs: dict[str, str]) -> None:
+  """The bits-per-token table of the runs {name: local workdir}, after the bigram baseline."""
   rows: list[tuple[str, Any, Any, float, float]] = []
-  first = checkpoint.read_config(FLAGS.workdir[0])
+  first = checkpoint.read_config(next(iter(workdirs.values())))
   data_config = mlc.ConfigDict(first["data"])
   if data_config.seq_len <= 0:
-    raise ValueError(f"--workdir={FLAGS.workdir[0]} is not a language model run "
+    raise ValueError(f"--workdir={next(iter(workdirs))} is not a language model run "
                      f"(data.seq_len={data_config.seq_len})")
   train = data_text.token_stream(data_config, data_config.train_split)
   valid = data_text.token_stream(data_config, "validation")
@@ -89,12 +95,12 @@ def main(argv: list[str]) -> None:
     bits = bigram_bits(counts, held, alpha)
     rows.append((f"bigram, add-{alpha:.3g} (fitted on {data_config.train_split})", "-",
                  vocab * vocab, bits, bits * tokens / nbytes))
-  for w in FLAGS.workdir:
+  for name, w in workdirs.items():
     metrics, step, params = workdir_metrics(w, FLAGS.split)
     tokens, nbytes = bytes_per_target(mlc.ConfigDict(checkpoint.read_config(w)["data"]),
                                       FLAGS.split)
     bits = metrics["bits_per_token"]
-    rows.append((w, step, params, bits, bits * tokens / nbytes))
+    rows.append((name, step, params, bits, bits * tokens / nbytes))
   print(f"| model | step | parameters | {FLAGS.split} bits per token | bits per byte |")
   print("|---|---|---|---|---|")
   for name, step, params, bits, per_byte in rows:

@@ -32,7 +32,7 @@ import numpy as np
 from eval import calibration, members, report
 from eval import uncertainty_scores as uncertainty
 from eval.sample_quality import mean_and_sd
-from train import files, workdir_lock
+from train import files, remote_workdir, workdir_lock
 
 METHODS = ("single", "temperature", "mc_dropout", "ensemble")
 Trial = dict[str, tuple[np.ndarray, "np.ndarray | None"]]  # set -> (probs (N, C), members' or None)
@@ -179,14 +179,23 @@ def main(argv: list[str]) -> None:
   f = flags.FLAGS
   if bool(f.workdir) == bool(f.sweep):
     raise ValueError("give the runs as --workdir DIR (repeated) or as --sweep DIR, one of the two")
+  if f.sweep and remote_workdir.is_remote(f.sweep):
+    raise ValueError(f"--sweep={f.sweep}: a sweep folder in object storage is not supported; "
+                     "give its runs as --workdir URL (repeated)")
   workdirs = list(f.workdir) if f.workdir else members.workdirs_in(f.sweep)
-  result, first, sets = compare(workdirs, f.shifted, f.passes, f.seed,
-                                                   f.bins, f.noise, f.ensemble_size)
-  out = f.out or os.path.join(workdirs[0], "uncertainty")
-  with workdir_lock.writing_into(workdirs, out):
-    result = write(result, first, sets, out, f.bins)
+  with remote_workdir.local_workdirs(workdirs) as local:  # gs://: local copies, uploaded
+    result, first, sets = compare(local, f.shifted, f.passes, f.seed,
+                                  f.bins, f.noise, f.ensemble_size)
+    named = dict(zip(local, workdirs))  # the report names a gs:// run by its URL
+    result["members"] = [named[w] for w in result["members"]]
+    if "ensembles" in result:
+      result["ensembles"] = [[named[w] for w in g] for g in result["ensembles"]]
+    out = f.out or os.path.join(local[0], "uncertainty")
+    with workdir_lock.writing_into(local, out):
+      result = write(result, first, sets, out, f.bins)
   print(markdown(result))
-  print(f"\nwritten to {out}/report.json, report.md and reliability_*.png")
+  print(f"\nwritten to {f.out or os.path.join(workdirs[0], 'uncertainty')}/report.json, "
+        "report.md and reliability_*.png")
 
 
 def define_flags() -> None:

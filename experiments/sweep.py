@@ -10,7 +10,8 @@ Each (point, seed) trains in WORKDIR/<field=value,...>/seed_<s>; finished runs a
 interrupted ones resume, so a killed sweep restarted with the same command runs only what is
 missing. Across machines, `--shard I/N` runs every N-th run from I (a SLURM job array, a
 Kubernetes indexed Job; docs/pods.md), and `--collect` (or the same command without `--shard`,
-which runs anything still missing) writes the combined tables. `--config.FIELD=VALUE` fixes a field for every point. Writes WORKDIR/results.csv,
+which runs anything still missing) writes the combined tables. `--workdir gs://...` runs the
+sweep in a local copy uploaded as it goes (train/remote_workdir.py; one job, no `--shard`). `--config.FIELD=VALUE` fixes a field for every point. Writes WORKDIR/results.csv,
 results.md (mean ± sd over seeds of each final evaluation metric), results.json and
 results.png (the `--metric` against the first swept field). The spec's grammar is in
 `experiments/sweep_runs.py`. A bad spec (unknown field, empty list, wrong type) fails before any
@@ -57,16 +58,33 @@ def define_flags() -> None:
 
 
 def main(argv: list[str], overrides: dict[str, str]) -> None:
-  from experiments import sweep_results
   from experiments import sweep_runs as sweep_lib
-  from train import compilation_cache, files, progress
+  from train import files, remote_workdir
 
   config_arg = FLAGS.config
   config = config_lib.from_command_line(config_arg, overrides)
   name = config_lib.experiment_name(config_arg)
-  files.check_directory(FLAGS.workdir, "--workdir")  # a URL would become a local "gs:" folder
-  workdir = os.path.abspath(FLAGS.workdir or os.path.join("runs", f"sweep_{name}"))
+  url = FLAGS.workdir if remote_workdir.is_remote(FLAGS.workdir) else ""
+  files.check_directory(None if url else FLAGS.workdir, "--workdir")
   axes = sweep_lib.parse_spec(FLAGS.sweep)
+  if not url:
+    run_sweep(config, config_arg, axes,
+              os.path.abspath(FLAGS.workdir or os.path.join("runs", f"sweep_{name}")))
+    return
+  if FLAGS.shard:  # each shard's job would mirror, lock and upload the whole sweep
+    raise FlagError(f"--shard with --workdir={url}: shards of a sweep in object storage are not "
+                    "supported; run it as one job, or shard onto a shared file system")
+  with remote_workdir.local_workdir(url) as workdir:  # one local copy of the sweep, uploaded
+    run_sweep(config, config_arg, axes, workdir, shown=url)
+
+
+def run_sweep(config, config_arg: str, axes, workdir: str, shown: str = "") -> None:
+  """Plans, runs (or with --dry_run lists) and tabulates the sweep in the local `workdir`
+  (`shown`: how the summary names it, default `workdir`)."""
+  from experiments import sweep_results
+  from experiments import sweep_runs as sweep_lib
+  from train import compilation_cache, files, progress
+
   runs = sweep_lib.plan(config, axes, workdir, FLAGS.seeds, FLAGS.samples,
                         FLAGS.sample_seed)
   mine = runs
@@ -91,7 +109,7 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
   text = sweep_results.write_tables(rows, [a.field for a in axes], workdir, metric,
                                 extra={"command": command})
   progress.console(f"[sweep] ran {counts['ran']}, skipped {counts['skipped']} finished, "
-                   f"{counts['diverged']} diverged; tables in {workdir}/results.*")
+                   f"{counts['diverged']} diverged; tables in {shown or workdir}/results.*")
   print(text)
 
 

@@ -7,9 +7,9 @@ uploads it every `STRATA_SYNC_SECS` (default 10 s) and once more when the run en
 starts downloads the workdir first, so it resumes on any machine from what was uploaded.
 
 What holds, and how:
-- **Checkpoints are complete or absent.** A step's folder is uploaded once orbax has committed
-  it locally, its files first and a marker (`.uploaded`) last; a download takes only steps with
-  the marker. Steps orbax deletes (`train.keep_checkpoints`) or quarantines are deleted on the
+- **Checkpoints are complete or absent**, in every `checkpoints/` folder of the tree (a run's
+  own; each run's of a sweep). A step's folder is uploaded once orbax has committed it locally,
+  its files first and a marker (`.uploaded`) last; a download takes only steps with the marker. Steps orbax deletes (`train.keep_checkpoints`) or quarantines are deleted on the
   remote after the newer ones are up.
 - **Records never run behind the checkpoints.** Each upload lists the committed steps first,
   then uploads every other file whole (metrics.jsonl, throughput.jsonl, config.json,
@@ -42,7 +42,7 @@ from train.errors import CheckpointError, ConfigError
 MARKER = ".uploaded"
 LOCK = object_lock.KEY
 CHECKPOINTS = "checkpoints"
-LOCAL_ONLY = (".lock",)  # the local copy's own fcntl lock
+LOCAL_ONLY = (".lock",)  # the fcntl locks of the local copy and of its runs (a sweep)
 
 
 def is_remote(path: str | None) -> bool:
@@ -55,6 +55,30 @@ def cache_for(url: str) -> str:
   base = os.environ.get("STRATA_CACHE") or os.path.join("~", ".cache", "strata")
   name = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
   return os.path.join(os.path.expanduser(base), "workdirs", name)
+
+
+def _in_checkpoints(rel: str) -> bool:
+  """Whether the relative path `rel` lies in a `checkpoints/` folder of the tree."""
+  return CHECKPOINTS in rel.split("/")[:-1]
+
+
+def _step_folder(rel: str) -> str | None:
+  """The step folder (`.../checkpoints/<step>`) the relative path `rel` lies in, if any: a run's
+  own at the top, or a sweep's runs' one level down."""
+  parts = rel.split("/")
+  for i, part in enumerate(parts[:-2]):
+    if part == CHECKPOINTS:
+      return "/".join(parts[:i + 2]) if parts[i + 1].isdigit() else None
+  return None
+
+
+def _newest(steps: "set[str] | list[str]") -> dict[str, int]:
+  """{checkpoints folder: its newest step} of step folders `.../checkpoints/<step>`."""
+  newest: dict[str, int] = {}
+  for step in steps:
+    folder, _, number = step.rpartition("/")
+    newest[folder] = max(newest.get(folder, -1), int(number))
+  return newest
 
 
 def _sync_secs() -> float:
@@ -102,16 +126,16 @@ class Mirror:
 
   def pull(self) -> None:
     """Downloads the workdir into the local copy: every record, and the checkpoint steps that
-    were uploaded whole. A local copy whose newest committed step is the bucket's or newer (this
-    machine's run, stopped before its last upload) is kept as it is, and uploaded next; one behind
-    the bucket is moved aside (`<copy>.stale-<time>`) and downloaded afresh: another machine has
-    gone on from the bucket."""
+    were uploaded whole. A local copy whose newest committed step is the bucket's or newer, in
+    every `checkpoints/` folder (this machine's run, stopped before its last upload), is kept as
+    it is, and uploaded next; one behind the bucket is moved aside (`<copy>.stale-<time>`) and
+    downloaded afresh: another machine has gone on from the bucket."""
     listing = self._listing()
-    whole = {rel.split("/")[1] for rel in listing
-             if rel.startswith(CHECKPOINTS + "/") and rel.endswith("/" + MARKER)}
+    whole = {rel[:-len(MARKER) - 1] for rel in listing
+             if rel.endswith("/" + MARKER) and _step_folder(rel)}
     if os.path.isdir(self.local) and os.listdir(self.local):
-      local = checkpoint.saved_steps(os.path.join(self.local, CHECKPOINTS))
-      if max(local, default=-1) >= max(map(int, whole), default=-1):
+      newest = _newest(self._local_steps())
+      if all(newest.get(folder, -1) >= step for folder, step in _newest(whole).items()):
         self._steps = set(whole)  # the same run's: the newer local steps go up at the next push
         return
       stale = f"{self.local}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -123,8 +147,9 @@ class Mirror:
       parts = rel.split("/")
       if rel == LOCK or rel.endswith("/" + MARKER):
         continue
-      if parts[0] == CHECKPOINTS and (len(parts) < 3 or parts[1] not in whole):
-        continue  # a step whose upload did not finish
+      step = _step_folder(rel)
+      if (step or _in_checkpoints(rel)) and step not in whole:
+        continue  # a step whose upload did not finish, or orbax's work in progress
       target = os.path.join(self.local, *parts)
       if not (os.path.exists(target) and os.path.getsize(target) == size):
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -134,6 +159,17 @@ class Mirror:
       self._sent[rel] = (stat.st_size, stat.st_mtime_ns)
     self._steps = set(whole)
 
+  def _local_steps(self) -> list[str]:
+    """The committed steps of every `checkpoints/` folder of the local copy, as relative paths
+    (`checkpoints/400`, `lr_0.1/checkpoints/400` in a sweep)."""
+    steps = []
+    for folder, dirs, _ in os.walk(self.local):
+      if os.path.basename(folder) == CHECKPOINTS:
+        rel = os.path.relpath(folder, self.local).replace(os.sep, "/")
+        steps += [f"{rel}/{step}" for step in checkpoint.saved_steps(folder)]
+        dirs[:] = []
+    return steps
+
   def push(self) -> None:
     """Renews the lock's heartbeat, then uploads what changed: the committed steps listed first,
     the other files, then those steps; deletes the steps that are gone locally.
@@ -142,37 +178,35 @@ class Mirror:
       object_lock.LockLost: another run took the workdir over; nothing was uploaded.
     """
     self.lock.renew()
-    ckpt = os.path.join(self.local, CHECKPOINTS)
-    steps = [str(step) for step in checkpoint.saved_steps(ckpt)]
+    steps = self._local_steps()
     for folder, dirs, names in os.walk(self.local):
-      rel_folder = os.path.relpath(folder, self.local)
-      if rel_folder == CHECKPOINTS or rel_folder.startswith(CHECKPOINTS + os.sep):
+      if os.path.basename(folder) == CHECKPOINTS:
         dirs[:] = []
         continue
+      rel_folder = os.path.relpath(folder, self.local)
       for name in names:
         rel = os.path.normpath(os.path.join(rel_folder, name)).replace(os.sep, "/")
-        if rel in LOCAL_ONLY or name.endswith((".part", ".tmp")):
+        if name in LOCAL_ONLY or name.endswith((".part", ".tmp")):
           continue
         self._send(rel)
     for step in steps:
       if step in self._steps:
         continue
-      base = os.path.join(ckpt, step)
+      base = os.path.join(self.local, *step.split("/"))
       for folder, _, names in os.walk(base):
         for name in names:
           rel = os.path.relpath(os.path.join(folder, name), self.local).replace(os.sep, "/")
           self._send(rel)
       if not os.path.isdir(base):  # deleted while it was sent (keep_checkpoints): no marker
         continue
-      self.fs.pipe_file(self._remote(f"{CHECKPOINTS}/{step}/{MARKER}"), b"")
+      self.fs.pipe_file(self._remote(f"{step}/{MARKER}"), b"")
       self._steps.add(step)
     for step in sorted(self._steps - set(steps)):
-      self.fs.rm_file(self._remote(f"{CHECKPOINTS}/{step}/{MARKER}"))
+      self.fs.rm_file(self._remote(f"{step}/{MARKER}"))
       with contextlib.suppress(FileNotFoundError):
-        self.fs.rm(self._remote(f"{CHECKPOINTS}/{step}"), recursive=True)
+        self.fs.rm(self._remote(step), recursive=True)
       self._steps.discard(step)
-      self._sent = {k: v for k, v in self._sent.items()
-                    if not k.startswith(f"{CHECKPOINTS}/{step}/")}
+      self._sent = {k: v for k, v in self._sent.items() if not k.startswith(f"{step}/")}
 
   def _send(self, rel: str) -> None:
     path = os.path.join(self.local, *rel.split("/"))
@@ -282,3 +316,22 @@ def local_workdir(path: str) -> Iterator[str]:
     return
   with mirrored(path) as local:
     yield local
+
+
+@contextlib.contextmanager
+def local_workdirs(paths: "list[str] | tuple[str, ...]") -> Iterator[list[str]]:
+  """`local_workdir` of each of `paths` (the tools that compare several runs), in order."""
+  with contextlib.ExitStack() as stack:
+    yield [stack.enter_context(local_workdir(p)) for p in paths]
+
+
+def upload(local: str, url: str) -> None:
+  """Uploads the local workdir `local` (a finished run, or a sweep) to `url` under its lock, as a
+  run's mirror would: a run trained on a local disk, moved to a bucket."""
+  with _reaching(url):
+    mirror = Mirror(url, local=local)
+    mirror.lock.acquire()
+    try:
+      mirror.push()
+    finally:
+      mirror.release()

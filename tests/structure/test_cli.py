@@ -125,7 +125,7 @@ def _usage_errors(tmp: str) -> dict[str, list[str]]:
       "model": ["train", "--config", "experiments/mnist1d_cnn.py:tiny",
                 "--config.model.name=nope", "--workdir", f"{tmp}/model"],
       "gs": ["experiments.sweep", "--config", "experiments/mnist1d_cnn.py:tiny", "--sweep",
-             "optim.learning_rate=[0.1,0.2]", "--workdir", "gs://b/run"],
+             "optim.learning_rate=[0.1,0.2]", "--shard", "0/2", "--workdir", "gs://b/run"],
       "search_gs": ["experiments.search", "--config", "experiments/mnist1d_cnn.py:tiny",
                     "--space", "optim.learning_rate=loguniform(1e-3,1e-1)", "--workdir",
                     "gs://b/search"],
@@ -177,7 +177,8 @@ def test_train_names_the_mistyped_field_and_the_one_meant(forked):
       "space": (2, "--space item 'optim.learning_rate': expected NAME=VALUES"),
       "shard": (2, "--shard='x'; expected I/N with integers"),
       "model": (2, "model.name='nope' is not a registered model"),
-      "gs": (2, "--workdir='gs://b/run': this tool reads and writes local paths"),
+      "gs": (2, "--shard with --workdir=gs://b/run: shards of a sweep in object storage are not "
+                "supported"),
       "search_gs": (2, "a search's default study is a SQLite file in its workdir"),
       "topology": (2, "--topology='v5e-4' compiles for a slice this host does not have; it "
                       "goes with --dry_run"),

@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
 from train import object_lock, remote_workdir
 from train.errors import ConfigError
 
@@ -81,14 +80,3 @@ def test_a_scheme_without_a_key_value_store_is_one_line():
   with pytest.raises(ConfigError, match="needs a TensorStore key-value store for this scheme"):
     object_lock.ObjectLock("foo://bucket/run")
 
-
-def test_a_run_on_a_file_url_trains_uploads_and_releases(tmp_path, data_dir):
-  r = run_cli(["--config", "experiments/mnist1d_cnn.py:tiny", "--config.train.steps=60",
-               f"--config.data.data_dir={data_dir}", f"--workdir=file://{tmp_path}/bucket/run"],
-              env_extra={"JAX_PLATFORMS": "cpu", "STRATA_CACHE": str(tmp_path / "cache")})
-  assert r.returncode == 0, r.stderr[-2000:]
-  run = tmp_path / "bucket" / "run"
-  assert (run / "checkpoints" / "60" / remote_workdir.MARKER).exists()
-  assert json.loads((run / "summary.json").read_text())["steps"] == 60
-  assert not (run / object_lock.KEY).exists()
-  assert not os.path.exists(os.path.join(ROOT, "file:"))

@@ -8,14 +8,14 @@
 
 Each (point, seed) trains in WORKDIR/<field=value,...>/seed_<s>; finished runs are skipped and
 interrupted ones resume, so a killed sweep restarted with the same command runs only what is
-missing. Across machines, `--shard I/N` runs every N-th run from I (a SLURM job array, a
-Kubernetes indexed Job; docs/pods.md), and `--collect` (or the same command without `--shard`,
-which runs anything still missing) writes the combined tables. `--workdir gs://...` runs the
-sweep in a local copy uploaded as it goes (train/remote_workdir.py; one job, no `--shard`). `--config.FIELD=VALUE` fixes a field for every point. Writes WORKDIR/results.csv,
-results.md (mean ± sd over seeds of each final evaluation metric), results.json and
-results.png (the `--metric` against the first swept field). The spec's grammar is in
-`experiments/sweep_runs.py`. A bad spec (unknown field, empty list, wrong type) fails before any
-run.
+missing. Across machines, `--shard I/N` runs every N-th run from I (a SLURM job array, a Kubernetes
+indexed Job; docs/pods.md), and `--collect` (or the same command without `--shard`, which runs
+anything still missing) writes the combined tables. `--workdir gs://...` runs the sweep in a local
+copy uploaded as it goes (train/remote_workdir.py; one job, no `--shard`). `--config.FIELD=VALUE`
+fixes a field for every point. Writes WORKDIR/results.csv, results.md (mean ± sd over seeds of each
+final evaluation metric), results.json and results.png (the `--metric` against the first swept
+field). The spec's grammar is in `experiments/sweep_runs.py`. A bad spec (unknown field, empty list,
+wrong type) fails before any run.
 """
 
 from __future__ import annotations

@@ -7,10 +7,11 @@ uploads it every `STRATA_SYNC_SECS` (default 10 s) and once more when the run en
 starts downloads the workdir first, so it resumes on any machine from what was uploaded.
 
 What holds, and how:
-- **Checkpoints are complete or absent**, in every `checkpoints/` folder of the tree (a run's
-  own; each run's of a sweep). A step's folder is uploaded once orbax has committed it locally,
-  its files first and a marker (`.uploaded`) last; a download takes only steps with the marker. Steps orbax deletes (`train.keep_checkpoints`) or quarantines are deleted on the
-  remote after the newer ones are up.
+- **Checkpoints are complete or absent**, in every `checkpoints/` folder of the tree (a run's own;
+  each run's of a sweep). A step's folder is uploaded once orbax has committed it locally, its files
+  first and a marker (`.uploaded`) last; a download takes only steps with the marker. Steps orbax
+  deletes (`train.keep_checkpoints`) or quarantines are deleted on the remote after the newer ones
+  are up.
 - **Records never run behind the checkpoints.** Each upload lists the committed steps first,
   then uploads every other file whole (metrics.jsonl, throughput.jsonl, config.json,
   lineage.json, TensorBoard events, samples/, ...), then the steps listed: whatever step a

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from data import build_files, builders, folder, table
+from data import build_files, builders, folder, remote_data_dir, table
 
 DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
 
@@ -71,6 +71,9 @@ class SplitArrays:
 
 
 def _data_dir(data_config) -> str:
+  """The local data dir: `data.data_dir`, or for a URL its local copy (data/remote_data_dir.py)."""
+  if remote_data_dir.is_remote(data_config.data_dir):
+    return remote_data_dir.cache_for(data_config.data_dir)
   return os.path.abspath(os.path.expanduser(data_config.data_dir or DEFAULT_DATA_DIR))
 
 
@@ -86,13 +89,14 @@ def _builder(data_config):
     DataError: the source is unknown, or a catalog dataset is not prepared and cannot be.
   """
   data_dir = _data_dir(data_config)
+  remote = data_config.data_dir if remote_data_dir.is_remote(data_config.data_dir) else ""
   columns = ""  # a table's label and feature columns, read only for a table
   if data_config.source.startswith(table.PREFIX):
     columns = json.dumps([data_config.label, list(data_config.features)])
   try:
     return _cached_builder(data_config.source, data_dir,
                            json.dumps(_builder_overrides(data_config), sort_keys=True),
-                           bool(data_config.download), columns)
+                           bool(data_config.download), columns, remote)
   except OSError as e:  # a data_dir that cannot be made, read or written: name the field
     raise DataError(f"data.data_dir={data_config.data_dir!r} ({data_dir}): cannot prepare or "
                     f"read data.source={data_config.source!r} there: {e.strerror or e} "
@@ -116,15 +120,15 @@ def _quiet():
 
 @functools.cache
 def _cached_builder(name: str, data_dir: str, overrides_json: str, download: bool,
-                    columns_json: str = ""):
+                    columns_json: str = "", remote: str = ""):
   overrides = json.loads(overrides_json)
   if name.startswith(folder.PREFIX):
     return _own_builder(folder.StrataFolder, lambda: folder.folder_config(
-        name[len(folder.PREFIX):], overrides), data_dir)
+        name[len(folder.PREFIX):], overrides), data_dir, remote)
   if name.startswith(table.PREFIX):
     label, features = json.loads(columns_json)
     return _own_builder(table.StrataTable, lambda: table.table_config(
-        name[len(table.PREFIX):], overrides, label, tuple(features)), data_dir)
+        name[len(table.PREFIX):], overrides, label, tuple(features)), data_dir, remote)
   if name in builders.MNIST1D_VARIANTS:
     name, overrides = "mnist1d", {**builders.MNIST1D_VARIANTS[name], **overrides}
   if name in builders.OFFLINE_BUILDERS:
@@ -140,14 +144,16 @@ def _cached_builder(name: str, data_dir: str, overrides_json: str, download: boo
         except ValueError as e:
           raise DataError(str(e)) from None
         # A config that TFDS already knows must be named, not passed again.
-        builder = cls(data_dir=data_dir, config=config.name if not config.overrides else config)
+        make = lambda: cls(data_dir=data_dir,  # noqa: E731
+                           config=config.name if not config.overrides else config)
       else:
-        builder = cls(data_dir=data_dir)
-      if not builder.is_prepared():
+        make = lambda: cls(data_dir=data_dir)  # noqa: E731
+
+      def prepare(builder) -> None:
         print(f"preparing the offline dataset {name!r} in {builder.data_dir} (once; later runs "
               "reuse it)", file=sys.stderr, flush=True)
         builder.download_and_prepare()
-    return builder
+      return remote_data_dir.prepared(make, prepare, data_dir, remote)
 
   if overrides:
     raise DataError(f"data.builder_config={overrides} is only supported by the sources "
@@ -161,6 +167,9 @@ def _cached_builder(name: str, data_dir: str, overrides_json: str, download: boo
         f"data.source={name!r} is neither an offline source "
         f"({sorted([*builders.OFFLINE_BUILDERS, *builders.MNIST1D_VARIANTS])}) "
         f"nor a dataset in the TFDS catalog ({type(e).__name__})") from None
+  if not prepared and remote and remote_data_dir.fetch(builder.data_dir, data_dir, remote):
+    with _quiet():
+      return tfds.builder(name, data_dir=data_dir)
   if not prepared:
     manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
     extra = (", download_config=tfds.download.DownloadConfig(manual_dir='MANUAL_DIR')"
@@ -171,31 +180,33 @@ def _cached_builder(name: str, data_dir: str, overrides_json: str, download: boo
            f"file_format='array_record'{extra})\"\n"
            + ("(MANUAL_DIR holds the files the dataset's site provides; docs/data.md)\n"
               if manual else "") +
-           f"and copy {data_dir}/{builder.name} here, or set data.download=True on a machine with "
-           f"network access")
+           f"and copy {data_dir}/{builder.name} {'to ' + remote if remote else 'here'}, or set "
+           "data.download=True on a machine with network access")
+    shown = remote or data_dir
     if not download:
-      raise DataError(f"data.source={name!r}: dataset not prepared in data_dir={data_dir!r}; {how}")
+      raise DataError(f"data.source={name!r}: dataset not prepared in data_dir={shown!r}; {how}")
     try:
       builder.download_and_prepare(file_format="array_record")
     except Exception as e:
-      raise DataError(f"data.source={name!r}: download into data_dir={data_dir!r} failed "
+      raise DataError(f"data.source={name!r}: download into data_dir={shown!r} failed "
                       f"({type(e).__name__}: {str(e)[:200]}); {how}") from e
+    if remote:
+      remote_data_dir.publish(builder.data_dir, data_dir, remote)
   return builder
 
 
-def _own_builder(cls, make_config, data_dir: str):
+def _own_builder(cls, make_config, data_dir: str, remote: str = ""):
   """A prepared builder of the user's own folder or table (`data.folder`, `data.table`): its
   errors, found while listing, reading or preparing, are DataErrors."""
   try:
     with _quiet():  # TFDS logs a custom config's whole repr, and a folder not yet prepared
       config = make_config()
       config.cache = os.path.join(data_dir, cls.name, f"{config.name}.json")
-      builder = cls(data_dir=data_dir, config=config)
-      if not builder.is_prepared():
-        builder.download_and_prepare()
+      extras = (os.path.relpath(config.cache, data_dir).replace(os.sep, "/"),)
+      return remote_data_dir.prepared(lambda: cls(data_dir=data_dir, config=config),
+                       lambda builder: builder.download_and_prepare(), data_dir, remote, extras)
   except folder.FolderError as e:  # and table.TableError
     raise DataError(str(e)) from None
-  return builder
 
 
 def _keys(data_config, builder) -> tuple[str, str]:

@@ -46,7 +46,8 @@ def _validate(config: mlc.ConfigDict) -> None:
                       "thresholds inputs scaled to [0, 1]: expected data.normalize='unit'")
   check_positive(d.batch_size, "data.batch_size")
   check_positive(d.eval_batch_size, "data.eval_batch_size")
-  files.check_directory(d.data_dir, "data.data_dir")
+  if "://" not in str(d.data_dir or ""):  # a URL: data/remote_data_dir.py, checked at its use
+    files.check_directory(d.data_dir, "data.data_dir")
   for f in ("prefetch", "workers", "seq_len"):
     check_positive(d[f], f"data.{f}", allow_zero=True)
   if d.device_prefetch < -1:

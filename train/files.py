@@ -21,15 +21,13 @@ TENSORBOARD = "tensorboard"
 
 
 def check_directory(path: str | None, field: str) -> None:
-  """Raises ConfigError for a URL (`gs://...`, `s3://...`: only `python -m train` and the report
-  tools take one, through train/remote_workdir.py, and such a path would otherwise become a
-  local folder named `gs:`) or a path that exists and is not a directory."""
+  """Raises ConfigError for a URL (`gs://...`, `s3://...`: `python -m train`, sweeps and the
+  report tools take one, through train/remote_workdir.py, and such a path would otherwise become
+  a local folder named `gs:`) or a path that exists and is not a directory."""
   if path and "://" in str(path):
-    which = ("this tool reads and writes local paths (python -m train and the report tools "
-             "take a gs:// workdir: docs/pods.md)" if field == "--workdir" else
-             "object storage is not supported here yet")
-    raise ConfigError(f"{field}={path!r}: {which}; use a local or mounted path (e.g. a gcsfuse "
-                      "mount of the bucket)")
+    raise ConfigError(f"{field}={path!r}: this tool reads and writes local paths (python -m "
+                      "train, sweeps and the report tools take a gs:// workdir: docs/pods.md); "
+                      "use a local or mounted path (e.g. a gcsfuse mount of the bucket)")
   if path and os.path.exists(path) and not os.path.isdir(path):
     raise ConfigError(f"{field}={path!r} is a file; expected a directory (a new or existing run's)")
 

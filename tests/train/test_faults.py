@@ -97,11 +97,13 @@ def test_workdirs_that_are_not_local_directories(make, field, message, data_dir,
   assert not os.path.exists("gs:")
 
 
-def test_a_data_dir_url_is_refused(data_dir):
+def test_a_data_dir_url_no_file_system_opens_is_one_line(data_dir):
+  from data.sources import DataError
+
   c = load_experiment("mnist1d_mlp", "tiny", data_dir)
   with c.unlocked():
-    c.data.data_dir = "gs://bucket/tfds"
-  with pytest.raises(ConfigError, match="data.data_dir='gs://bucket/tfds': object storage"):
+    c.data.data_dir = "nosuchscheme://bucket/tfds"
+  with pytest.raises(DataError, match="data.data_dir='nosuchscheme://bucket/tfds': .*nosuchscheme"):
     loop.prepare(c)
 
 

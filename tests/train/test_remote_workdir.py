@@ -118,3 +118,26 @@ def test_an_unreachable_bucket_is_one_line_with_status_5(tmp_path):
   assert r.returncode == 5, r.stderr[-2000:]
   lines = [line for line in r.stderr.splitlines() if line.strip()]
   assert len(lines) == 1 and "--workdir=gs://bucket/run cannot be read or written" in lines[0]
+
+
+def test_a_data_dir_in_the_bucket_is_prepared_once_and_downloaded_after(tmp_path):
+  import fsspec
+
+  from tests.train.gcs_emulator import emulator
+
+  args = ["--config", "experiments/mnist1d_cnn.py:tiny", "--config.train.steps=20",
+          "--config.data.data_dir=gs://bucket/tfds"]
+  with emulator("bucket"):
+    fs, _ = fsspec.core.url_to_fs("gs://bucket")
+    runs = []
+    for machine in ("a", "b"):
+      r = run_cli(args + [f"--workdir={tmp_path / machine / 'run'}"], env_extra={
+          "JAX_PLATFORMS": "cpu", "STRATA_CACHE": str(tmp_path / machine / "cache")})
+      assert r.returncode == 0, r.stderr[-2000:]
+      runs.append(r.stderr)
+    assert "preparing the offline dataset 'mnist1d'" in runs[0]
+    assert "data.data_dir=gs://bucket/tfds: uploaded" in runs[0]
+    assert "preparing" not in runs[1] and "data.data_dir=gs://bucket/tfds: downloading" in runs[1]
+    assert [p for p in fs.find("bucket/tfds") if p.endswith("/dataset_info.json")]
+  lineage = [json.loads((tmp_path / m / "run" / "lineage.json").read_text()) for m in "ab"]
+  assert lineage[0]["dataset"]["fingerprint"] == lineage[1]["dataset"]["fingerprint"]

@@ -7,7 +7,9 @@
          logging window's per-step metrics not yet written (a save off the logging period).
 
 Orbax writes a step to a temporary folder and renames it when complete, so a half-written step is
-never listed. A listed step that fails to restore (corrupt files) is moved, not deleted, to
+never listed. In object storage (the checkpoints of a multi-process job's `gs://` workdir,
+train/remote_workdir.py), which has no rename, orbax writes the step in place and
+`commit_success.txt` last; a step is listed once that file is there. A listed step that fails to restore (corrupt files) is moved, not deleted, to
 `WORKDIR/checkpoints_corrupt/` and the previous complete step is tried; if none restores, the
 error says why for each.
 """
@@ -36,9 +38,8 @@ class Checkpointer:
 
   def __init__(self, directory: str, keep: int, async_save: bool = True, keep_every: int = 0):
     """Keeps the newest `keep` steps, and for good every step divisible by `keep_every` (> 0)."""
-    self.directory = os.path.abspath(directory)
-    self.quarantine = os.path.join(os.path.dirname(self.directory),
-                                   os.path.basename(self.directory) + "_corrupt")
+    self.directory = directory.rstrip("/") if _is_url(directory) else os.path.abspath(directory)
+    self.quarantine = self.directory + "_corrupt"
     self._keep, self._async, self._keep_every = keep, async_save, keep_every
     self._manager = self._open()
 
@@ -61,6 +62,8 @@ class Checkpointer:
     if step in self._manager.all_steps():
       raise CheckpointError(f"checkpoint step {step} already exists in {self.directory}; "
                             "refusing to overwrite it")
+    if jax.process_index() == 0:
+      files.before_checkpoint(self.directory)
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=grain.checkpoint.CheckpointSave(iterator),
@@ -103,9 +106,14 @@ class Checkpointer:
 
   def _quarantine(self, step: int) -> str:
     # Only process 0 moves files; every process then reopens the manager to forget the step.
-    src = os.path.join(self.directory, str(step))
-    dst = os.path.join(self.quarantine, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if jax.process_index() == 0 and os.path.exists(src):
+    src = f"{self.directory}/{step}"
+    dst = f"{self.quarantine}/{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if jax.process_index() == 0 and _is_url(src):  # no rename: copied, then deleted
+      fs, path = _url_fs(src)
+      if fs.exists(path):
+        fs.copy(path, _url_fs(dst)[1], recursive=True)
+        fs.rm(path, recursive=True)
+    elif jax.process_index() == 0 and os.path.exists(src):
       os.makedirs(self.quarantine, exist_ok=True)
       shutil.move(src, dst)
     self._manager.close()
@@ -150,8 +158,8 @@ def load_state_tree(directory: str, step: int | None = None) -> tuple[dict[str, 
   Raises:
     CheckpointError: no checkpoint in `directory`, `step` not among them, or none restores.
   """
-  directory = os.path.abspath(directory)
-  manager = ocp.CheckpointManager(directory) if os.path.isdir(directory) else None
+  directory = directory if _is_url(directory) else os.path.abspath(directory)
+  manager = ocp.CheckpointManager(directory) if saved_steps(directory) else None
   steps = sorted(manager.all_steps()) if manager else []
   if not steps:
     raise NoRunError(f"no checkpoint in {directory}; train first with "
@@ -161,7 +169,9 @@ def load_state_tree(directory: str, step: int | None = None) -> tuple[dict[str, 
   failures = []
   for s in ([step] if step is not None else reversed(steps)):
     try:
-      restored = manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+      target = _on_one_device(f"{directory}/{s}/state")
+      restored = manager.restore(s, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target)))
       manager.close()
       return dict(restored["state"]), s
     except Exception as e:  # orbax/tensorstore raise many types for damaged files
@@ -171,16 +181,55 @@ def load_state_tree(directory: str, step: int | None = None) -> tuple[dict[str, 
                         "\n  ".join(failures))
 
 
+def _on_one_device(path: str) -> Any:
+  """The saved state at `path` as a restore target on this process's first device: a step saved
+  by a job of several processes or devices restores into one tool (orbax refuses a different
+  topology without a target)."""
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)  # orbax warns that an item folder has no step metadata
+  try:
+    with ocp.StandardCheckpointer() as reader:
+      tree = reader.metadata(path).item_metadata
+  finally:
+    logging.set_verbosity(verbosity)
+  tree = getattr(tree, "tree", tree)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree_util.tree_map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device)
+      if getattr(m, "shape", None) is not None else m, tree)
+
+
 def saved_steps(directory: str) -> list[int]:
   """The steps saved in `directory`, oldest first ([] when it does not exist): its folders named
   by an integer, the names orbax gives a step once its save is committed (a save in progress is
   `<step>.orbax-checkpoint-tmp-<n>`). A listing, not a `CheckpointManager`: every process of a
   job calls this, at moments that differ, and a manager's creation is a step all processes of a
-  job must take together (a process ahead of the others had made the folder: the job hung)."""
+  job must take together (a process ahead of the others had made the folder: the job hung).
+  In object storage, the folders that hold orbax's `commit_success.txt`."""
+  if _is_url(directory):
+    fs, path = _url_fs(directory)
+    if not fs.exists(path):
+      return []
+    return sorted(int(p.rstrip("/").rsplit("/", 1)[-1]) for p in fs.ls(path, detail=False)
+                  if p.rstrip("/").rsplit("/", 1)[-1].isdigit() and fs.exists(f"{p}/{COMMITTED}"))
   if not os.path.isdir(directory):
     return []
   return sorted(int(n) for n in os.listdir(directory)
                 if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
+
+
+COMMITTED = "commit_success.txt"  # orbax's last file of a step written in place
+
+
+def _is_url(path: str) -> bool:
+  return "://" in str(path)
+
+
+def _url_fs(url: str):
+  """(fsspec file system, path) of a checkpoint folder's URL."""
+  import fsspec
+
+  return fsspec.core.url_to_fs(url)
 
 
 def read_config(workdir: str) -> dict[str, Any]:
@@ -209,5 +258,5 @@ def load_workdir(workdir: str, step: int | None = None) -> tuple[Any, dict[str, 
   """
   config = read_config(workdir)
   model = arch.build(config["model"])
-  state, step = load_state_tree(os.path.join(workdir, files.CHECKPOINTS), step)
+  state, step = load_state_tree(files.checkpoints_dir(workdir), step)
   return model, state, config, step

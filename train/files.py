@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from train.errors import CheckpointError, ConfigError
 
@@ -18,6 +18,38 @@ THROUGHPUT = "throughput.jsonl"  # rates: steps/s, examples/s, MFU
 SUMMARY = "summary.json"        # a finished run: steps, final evaluation, wall time
 CHECKPOINTS = "checkpoints"     # train.checkpoint: one folder per saved step
 TENSORBOARD = "tensorboard"
+
+
+# A local workdir whose checkpoints live elsewhere: {workdir: (checkpoint folder URL, what to do
+# before each save)}; set by train/remote_workdir.py for the local copy of a multi-process job's
+# gs:// workdir, whose processes write their shards straight to the bucket.
+_ELSEWHERE: dict[str, tuple[str, Callable[[], None]]] = {}
+
+
+def checkpoints_dir(workdir: str) -> str:
+  """Where the checkpoints of `workdir` live: `workdir/checkpoints`, or for the local copy of a
+  multi-process job's gs:// workdir the bucket's `checkpoints/` (train/remote_workdir.py)."""
+  elsewhere = _ELSEWHERE.get(os.path.abspath(workdir))
+  return elsewhere[0] if elsewhere else os.path.join(workdir, CHECKPOINTS)
+
+
+def before_checkpoint(directory: str) -> None:
+  """What must happen before a save into the checkpoint folder `directory` (the records' upload,
+  so that they never run behind a checkpoint in the bucket); nothing for a local folder."""
+  for folder, before in _ELSEWHERE.values():
+    if folder == directory:
+      before()
+
+
+@contextlib.contextmanager
+def checkpoints_elsewhere(workdir: str, directory: str, before_save: Callable[[], None]):
+  """`checkpoints_dir(workdir)` is `directory` within the block, and `before_save()` runs before
+  each save into it."""
+  _ELSEWHERE[os.path.abspath(workdir)] = (directory, before_save)
+  try:
+    yield
+  finally:
+    _ELSEWHERE.pop(os.path.abspath(workdir), None)
 
 
 def check_directory(path: str | None, field: str) -> None:

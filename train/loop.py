@@ -136,7 +136,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, dry_run: bool = Fal
 
 def _storage_failure(error: OSError, workdir: str) -> str:
   """The one line for a write that failed in `workdir`: what, where, and what resumes."""
-  saved = checkpoint_lib.saved_steps(os.path.join(workdir, files.CHECKPOINTS))
+  saved = checkpoint_lib.saved_steps(files.checkpoints_dir(workdir))
   where = f" ({error.filename})" if error.filename else ""
   then = (f"run the same command: it resumes from the last complete checkpoint, step {saved[-1]}"
           if saved else "run the same command with --restart: no checkpoint was complete")
@@ -193,7 +193,7 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
 
   iterator = device_prefetch_lib.DevicePrefetch(train_pipe.iterator(prefetch=settings.prefetch),
                                            settings.device_prefetch, batch_sharding)
-  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, files.CHECKPOINTS),
+  ckpt = checkpoint_lib.Checkpointer(files.checkpoints_dir(workdir),
                                      settings.keep_checkpoints,
                                      keep_every=settings.keep_every)
   with good.phase("checkpoint"):

@@ -122,6 +122,12 @@ class ObjectLock:
         f"ago); one run writes a workdir at a time: wait for it; it is taken over after "
         f"{EXPIRY_SECS:.0f} s without a heartbeat ({max(EXPIRY_SECS - age, 0):.0f} s from now)")
 
+  def held(self) -> dict | None:
+    """The lock's content ({owner, heartbeat}), or None: a read that takes nothing (the first
+    request of a process also looks up its credentials, quietly)."""
+    with _without_native_log():
+      return self._read()[0]
+
   def acquire(self) -> None:
     """Takes the lock, or raises ConfigError naming the run that holds it."""
     with _without_native_log():  # the first request

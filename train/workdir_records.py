@@ -56,7 +56,7 @@ def check(workdir: str, total_steps: int, restart: bool = False,
       progress.console(f"--restart: moved the earlier records of {workdir} to "
                        f"{move_aside(workdir)}")
     return None
-  saved = checkpoint.saved_steps(os.path.join(workdir, files.CHECKPOINTS))
+  saved = checkpoint.saved_steps(files.checkpoints_dir(workdir))
   last = metric_writer.last_step(workdir)
   summary_path = os.path.join(workdir, files.SUMMARY)
   choices = (f"pass --restart to move them into {workdir}/{RESTARTED}<time>/ and start again, "

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from tests.conftest import ROOT, run_cli
-from train import object_lock, remote_workdir
+from train import object_lock, workdir_mirror
 
 
 def _put(root, rel, data=b"x"):
@@ -22,11 +22,11 @@ def test_a_download_takes_only_the_steps_uploaded_whole_in_every_checkpoints_fol
   for run in ("lr=0.1/seed_0", "lr=0.2/seed_0"):
     _put(bucket, f"{run}/metrics.jsonl", b'{"step": 10}\n')
     _put(bucket, f"{run}/checkpoints/10/state/x")
-    _put(bucket, f"{run}/checkpoints/10/{remote_workdir.MARKER}", b"")
+    _put(bucket, f"{run}/checkpoints/10/{workdir_mirror.MARKER}", b"")
     _put(bucket, f"{run}/checkpoints/20/state/x")  # its upload did not finish: no marker
     _put(bucket, f"{run}/checkpoints/30.orbax-checkpoint-tmp-1/x")  # orbax's work in progress
   _put(bucket, "results.md", b"| table |")
-  mirror = remote_workdir.Mirror(f"file://{bucket}", local=str(tmp_path / "copy"))
+  mirror = workdir_mirror.Mirror(f"file://{bucket}", local=str(tmp_path / "copy"))
   mirror.pull()
   got = sorted(str(p.relative_to(tmp_path / "copy")) for p in (tmp_path / "copy").rglob("*")
                if p.is_file())
@@ -35,15 +35,15 @@ def test_a_download_takes_only_the_steps_uploaded_whole_in_every_checkpoints_fol
                  "results.md"]
 
   # a local copy behind the bucket in one of its runs is moved aside
-  _put(bucket, "lr=0.2/seed_0/checkpoints/20/" + remote_workdir.MARKER, b"")
-  again = remote_workdir.Mirror(f"file://{bucket}", local=str(tmp_path / "copy"))
+  _put(bucket, "lr=0.2/seed_0/checkpoints/20/" + workdir_mirror.MARKER, b"")
+  again = workdir_mirror.Mirror(f"file://{bucket}", local=str(tmp_path / "copy"))
   again.pull()
   assert (tmp_path / "copy" / "lr=0.2/seed_0/checkpoints/20/state/x").exists()
   assert len(list(tmp_path.glob("copy.stale-*"))) == 1
 
 
 def test_an_upload_sends_each_runs_steps_with_their_markers_and_no_local_lock(tmp_path):
-  mirror = remote_workdir.Mirror(f"file://{tmp_path}/bucket", local=str(tmp_path / "copy"))
+  mirror = workdir_mirror.Mirror(f"file://{tmp_path}/bucket", local=str(tmp_path / "copy"))
   mirror.lock.acquire()
   copy = tmp_path / "copy"
   _put(copy, "a/checkpoints/5/state/x")
@@ -52,14 +52,14 @@ def test_an_upload_sends_each_runs_steps_with_their_markers_and_no_local_lock(tm
   _put(copy, "a/metrics.jsonl")
   mirror.push()
   bucket = tmp_path / "bucket"
-  assert (bucket / "a/checkpoints/5" / remote_workdir.MARKER).exists()
+  assert (bucket / "a/checkpoints/5" / workdir_mirror.MARKER).exists()
   assert not (bucket / "a/.lock").exists()
   assert not (bucket / "a/checkpoints/7.orbax-checkpoint-tmp-2").exists()
   # a step orbax deleted locally (train.keep_checkpoints) goes from the bucket too
   os.rename(copy / "a/checkpoints/5", copy / "a/checkpoints/9")
   mirror.push()
   assert not (bucket / "a/checkpoints/5").exists()
-  assert (bucket / "a/checkpoints/9" / remote_workdir.MARKER).exists()
+  assert (bucket / "a/checkpoints/9" / workdir_mirror.MARKER).exists()
   mirror.lock.release()
 
 
@@ -69,7 +69,7 @@ def test_a_run_on_a_file_url_trains_uploads_and_releases(tmp_path, data_dir):
               env_extra={"JAX_PLATFORMS": "cpu", "STRATA_CACHE": str(tmp_path / "cache")})
   assert r.returncode == 0, r.stderr[-2000:]
   run = tmp_path / "bucket" / "run"
-  assert (run / "checkpoints" / "60" / remote_workdir.MARKER).exists()
+  assert (run / "checkpoints" / "60" / workdir_mirror.MARKER).exists()
   assert json.loads((run / "summary.json").read_text())["steps"] == 60
   assert not (run / object_lock.KEY).exists()
   assert not os.path.exists(os.path.join(ROOT, "file:"))
@@ -91,6 +91,19 @@ def test_a_sweep_on_a_url_uploads_its_runs_and_another_machine_finds_them_done(t
   assert len((sweep / "results.csv").read_text().splitlines()) == 3
   for lr in ("0.01", "0.001"):
     run = sweep / f"optim.learning_rate={lr}" / "seed_0"
-    assert (run / "checkpoints" / "40" / remote_workdir.MARKER).exists()
+    assert (run / "checkpoints" / "40" / workdir_mirror.MARKER).exists()
     assert not (run / ".lock").exists()
   assert not (sweep / object_lock.KEY).exists()
+
+
+def test_a_step_orbax_committed_in_the_bucket_is_whole_its_items_commit_files_are_not(tmp_path):
+  bucket = tmp_path / "bucket"
+  _put(bucket, "checkpoints/10/state/x")
+  _put(bucket, "checkpoints/10/state/commit_success.txt")  # an item's, not the step's
+  _put(bucket, "checkpoints/20/state/x")
+  _put(bucket, "checkpoints/20/state/commit_success.txt")
+  _put(bucket, "checkpoints/20/commit_success.txt")  # orbax's last file of the step
+  mirror = workdir_mirror.Mirror(f"file://{bucket}", local=str(tmp_path / "copy"))
+  mirror.pull()
+  assert not (tmp_path / "copy" / "checkpoints" / "10").exists()
+  assert (tmp_path / "copy" / "checkpoints" / "20" / "state" / "x").exists()

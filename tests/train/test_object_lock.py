@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from train import object_lock, remote_workdir
+from train import object_lock, workdir_mirror
 from train.errors import ConfigError
 
 
@@ -62,7 +62,7 @@ def test_a_dead_process_lock_on_this_host_is_taken_over_at_once(tmp_path):
 
 def test_a_run_whose_lock_was_taken_over_uploads_nothing_more(tmp_path, monkeypatch):
   url = f"file://{tmp_path}/bucket/run"
-  mirror = remote_workdir.Mirror(url, local=str(tmp_path / "copy"))
+  mirror = workdir_mirror.Mirror(url, local=str(tmp_path / "copy"))
   mirror.lock.acquire()
   os.makedirs(mirror.local)
   (tmp_path / "copy" / "metrics.jsonl").write_text('{"step": 1}\n')

@@ -119,7 +119,7 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
                      f"exit codes {codes}; their unfinished trials were resumed")
   study = search_lib.open_study(search)
   text = search_results.write(search, study)
-  progress.console(f"[search] tables in {search.workdir}/results.*")
+  progress.console(f"[search] tables in {search.url or search.workdir}/results.*")
   print(text)
 
 

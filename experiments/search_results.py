@@ -16,7 +16,7 @@ import numpy as np
 from experiments import search_space
 from experiments.search_study import Search, finished, steps_spent
 from experiments.sweep_runs import _format
-from train import figures, files
+from train import figures, files, remote_workdir
 
 
 def state(trial) -> str:
@@ -193,6 +193,9 @@ def write(search: Search, study) -> str:
   files.write_text_atomic(os.path.join(search.workdir, "results.md"), text + "\n")
   if table:
     plot(search, table, weights, os.path.join(search.workdir, "results.png"))
+  if search.url:  # a search in object storage: its tables go up beside its trials
+    remote_workdir.send_files(search.workdir, search.url, [
+        f"results.{ext}" for ext in ("json", "csv", "md", "png")])
   return text
 
 

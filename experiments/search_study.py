@@ -18,19 +18,19 @@ What is never lost:
   exits; the same command resumes the search.
 Several workers (processes, or machines sharing a PostgreSQL or MySQL URL) run one study; each
 worker stops creating trials once `trials` (or the `max_steps` training budget) is reached, so
-with W workers up to W - 1 more trials may start.
+with W workers up to W - 1 more trials may start. With `--workdir gs://...` (and `--storage`),
+each trial is a workdir of its own in the bucket (experiments/search_trial.py), so workers on
+machines that share no disk each run and resume trials; the tables go up beside them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import fcntl
 import json
 import math
 import os
-import socket
 import time
 import warnings
 from typing import Any, Callable, Sequence
@@ -39,10 +39,8 @@ import ml_collections as mlc
 import numpy as np
 
 from experiments import search_space
-from experiments import sweep_runs as sweep
 from experiments.sweep_results import HIGHER_IS_BETTER
-from train import config as config_lib
-from train import files, loop, metric_writer, progress, resumable
+from train import files, loop, progress, remote_workdir, resumable
 from train.errors import ConfigError
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -99,14 +97,18 @@ class Search:
     if self.heartbeat < 1 or self.grace <= self.heartbeat:
       raise ConfigError(f"--heartbeat={self.heartbeat}, --grace={self.grace}; expected "
                         "1 <= heartbeat < grace (seconds)")
-    if "://" in str(self.workdir) and not self.storage:  # its default study lives in it
-      raise ConfigError(f"--workdir={self.workdir!r}: a search's default study is a SQLite file "
-                        "in its workdir, which a URL cannot hold: set --storage (a database "
-                        "URL all workers reach), and a local or mounted --workdir")
+    self.url = ""  # a workdir in object storage: each trial a gs:// workdir of its own
+    if "://" in str(self.workdir):
+      if not self.storage:  # its default study lives in it
+        raise ConfigError(f"--workdir={self.workdir!r}: a search's default study is a SQLite "
+                          "file in its workdir, which a URL cannot hold: set --storage (a "
+                          "database URL all workers reach)")
+      self.url = self.workdir.rstrip("/")
+      self.workdir = remote_workdir.cache_for(self.url)  # the tables, uploaded when written
     files.check_directory(self.workdir, "--workdir")
     self.workdir = os.path.abspath(self.workdir)
     self.storage = self.storage or "sqlite:///" + os.path.join(self.workdir, "study.db")
-    self.study_name = self.study_name or os.path.basename(self.workdir)
+    self.study_name = self.study_name or os.path.basename(self.url or self.workdir)
     self.direction = ("maximize" if any(h in self.metric for h in HIGHER_IS_BETTER)
                       else "minimize")
     self.min_resource = self.min_resource or max(int(self.config.train.eval_every), 1)
@@ -171,7 +173,7 @@ def _pruner(search: Search):
   return optuna.pruners.NopPruner()
 
 
-def _requeue(study, trial) -> None:
+def requeue(study, trial) -> None:
   """Queues a trial's point again, to resume in the workdir of the first trial of that point."""
   root = int(trial.user_attrs.get("resumes", trial.number))
   retries = int(trial.user_attrs.get("retries", 0))
@@ -252,7 +254,7 @@ def _storage(search: Search, optuna, attempts: int = 5):
     try:
       return optuna.storages.RDBStorage(
           search.storage, heartbeat_interval=search.heartbeat, grace_period=search.grace,
-          heartbeat_stale_trial_callback=_requeue,
+          heartbeat_stale_trial_callback=requeue,
           engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else None)
     except ImportError:
       raise
@@ -263,77 +265,6 @@ def _storage(search: Search, optuna, attempts: int = 5):
       raise ConfigError(f"--storage={search.storage!r}: {type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''}; expected an SQLAlchemy URL "
                         "such as sqlite:///path/study.db or postgresql://host/db") from e
-
-
-def trial_dir(workdir: str, number: int) -> str:
-  return os.path.join(workdir, "trials", f"trial_{number:04d}")
-
-
-def objective(search: Search, log: Callable[[str], None]) -> Callable[[Any], float]:
-  """The function a worker's study optimises: one trial = one run (module docstring)."""
-  import optuna
-
-  steps = int(search.config.train.steps)
-
-  def run_trial(trial) -> float:
-    point = search_space.suggest(search.items, trial)
-    root = int(trial.user_attrs.get("resumes", trial.number))
-    workdir = trial_dir(search.workdir, root)
-    label = f"[search] trial {trial.number}" + (f" (resumes {root})" if root != trial.number
-                                                else "")
-    config = copy.deepcopy(search.config)
-    try:
-      for field, value in point.items():
-        config_lib.set_field(config, field, value, f"trial {trial.number}")
-      config_lib.validate(config)
-      sweep.check_unchanged(workdir, config)
-    except ConfigError as e:
-      trial.set_user_attr("error", str(e))
-      log(f"{label}: the experiment refuses {point}: {e}")
-      raise
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-    trial.set_user_attr("workdir", os.path.relpath(workdir, search.workdir))
-    trial.set_user_attr("worker", worker)
-    os.makedirs(workdir, exist_ok=True)
-    files.write_json_atomic(os.path.join(workdir, "trial.json"), {
-        "study": search.study_name, "trial": trial.number, "resumes": root, "point": point,
-        "params": trial.params, "worker": worker})
-    log(f"{label}: {point} in {workdir}")
-    for row in metric_writer.read_metrics(workdir, "eval"):  # a resumed trial's history
-      if search.metric in row:
-        trial.report(float(row[search.metric]), int(row["step"]))
-
-    def on_eval(step: int, name: str, metrics: dict[str, float]) -> None:
-      if name != "eval":
-        return
-      if search.metric not in metrics:
-        raise ConfigError(f"--metric={search.metric!r}: the evaluation gives "
-                          f"{sorted(k for k in metrics if k != 'count')}")
-      trial.report(float(metrics[search.metric]), step)
-      trial.set_user_attr("steps", step)
-      if step < steps and trial.should_prune():
-        files.write_json_atomic(os.path.join(workdir, "pruned.json"),
-                                {"step": step, search.metric: metrics[search.metric]})
-        raise optuna.TrialPruned(f"at step {step}, {search.metric} "
-                                 f"{metrics[search.metric]:.4g}")
-
-    try:
-      final = loop.train_and_evaluate(config, workdir, on_eval=on_eval)
-    except loop.NonFiniteLossError as e:
-      trial.set_user_attr("error", str(e))
-      log(f"{label}: diverged: {e}")
-      raise
-    if not os.path.exists(os.path.join(workdir, files.SUMMARY)):
-      # Optuna has no preempted state: the trial ends as failed in the study, marked preempted
-      # here, and every table and count reads the mark (search_results.state)
-      trial.set_user_attr("preempted", True)
-      _requeue(trial.study, trial)
-      raise Preempted(f"trial {trial.number} stopped with a checkpoint in {workdir}; queued to "
-                      "resume")
-    trial.set_user_attr("steps", steps)
-    return float(final[search.metric])
-
-  return run_trial
 
 
 def finished(study) -> list:
@@ -368,8 +299,10 @@ def work(search: Search, log: Callable[[str], None] = progress.console) -> None:
   import optuna
   from optuna.trial import TrialState
 
+  from experiments import search_trial  # which imports this module
+
   study = open_study(search)
-  run_trial = objective(search, log)
+  run_trial = search_trial.objective(search, log)
 
   def stop_when_done(study, trial) -> None:
     state = trial.state.name.lower()

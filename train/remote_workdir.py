@@ -176,3 +176,14 @@ def upload(local: str, url: str) -> None:
       mirror.push()
     finally:
       mirror.release()
+
+
+def send_files(local: str, url: str, names: "list[str] | tuple[str, ...]") -> None:
+  """Uploads the files `names` of the local folder `local` to the folder at `url`, each whole,
+  without the lock: files derived from elsewhere that any writer may replace (a search's tables,
+  written from its study by each machine's worker)."""
+  with _reaching(url):
+    mirror = Mirror(url, local)
+    for name in names:
+      if os.path.exists(os.path.join(local, name)):
+        mirror.send(name)

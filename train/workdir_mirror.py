@@ -177,7 +177,7 @@ class Mirror:
         rel = os.path.normpath(os.path.join(rel_folder, name)).replace(os.sep, "/")
         if name in LOCAL_ONLY or name.endswith((".part", ".tmp")):
           continue
-        self._send(rel)
+        self.send(rel)
     for step in steps:
       if step in self._steps:
         continue
@@ -185,7 +185,7 @@ class Mirror:
       rels = [os.path.relpath(os.path.join(folder, name), self.local).replace(os.sep, "/")
               for folder, _, names in os.walk(base) for name in names]
       for rel in sorted(rels, key=lambda r: r.endswith("/" + checkpoint.COMMITTED)):
-        self._send(rel)  # orbax's commit file last: a reader may take it for the marker
+        self.send(rel)  # orbax's commit file last: a reader may take it for the marker
       if not os.path.isdir(base):  # deleted while it was sent (keep_checkpoints): no marker
         continue
       self.fs.pipe_file(self._remote(f"{step}/{MARKER}"), b"")
@@ -199,7 +199,8 @@ class Mirror:
       self._steps.discard(step)
       self._sent = {k: v for k, v in self._sent.items() if not k.startswith(f"{step}/")}
 
-  def _send(self, rel: str) -> None:
+  def send(self, rel: str) -> None:
+    """Uploads the local copy's file `rel` whole, unless it is unchanged since its last upload."""
     path = os.path.join(self.local, *rel.split("/"))
     try:
       stat = os.stat(path)

@@ -1,0 +1,44 @@
+"""A search whose workdir is in object storage (`--workdir gs://...` with `--storage`;
+experiments/search_trial.py): each trial a workdir of its own there, uploaded as it runs, and the
+tables beside them. `file://` URLs run the same mirror as `gs://` (tests/train/test_mirror.py)."""
+
+import json
+
+import pytest
+
+from experiments import search_results
+from experiments import search_study as search
+from tests.conftest import load_experiment
+from train import object_lock, workdir_mirror
+from train.config import ConfigError
+
+
+def test_a_search_on_a_url_uploads_each_trial_and_its_tables(data_dir, tmp_path, monkeypatch):
+  monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "cache"))
+  config = load_experiment("mnist1d_logreg", "tiny", data_dir)
+  url = f"file://{tmp_path}/bucket/search"
+  s = search.Search(config=config, config_arg="experiments/mnist1d_logreg.py:tiny",
+                    space="optim.learning_rate=[0.1,0.01]", workdir=url, metric="accuracy",
+                    sampler="grid", storage=f"sqlite:///{tmp_path}/study.db")
+  logs = []
+  search.work(s, log=logs.append)
+  study = search.open_study(s)
+  search_results.write(s, study)
+  bucket = tmp_path / "bucket" / "search"
+  assert sorted(t.user_attrs["workdir"] for t in study.trials) == ["trials/trial_0000",
+                                                                   "trials/trial_0001"]
+  for t in study.trials:
+    run = bucket / t.user_attrs["workdir"]
+    assert json.loads((run / "summary.json").read_text())["steps"] == 20
+    assert (run / "checkpoints" / "20" / workdir_mirror.MARKER).exists()
+    assert not (run / object_lock.KEY).exists()  # each trial's lock, released
+  assert any(f"in {url}/trials/trial_0000" in line for line in logs)
+  table = json.loads((bucket / "results.json").read_text())
+  assert table["counts"]["complete"] == 2 and (bucket / "results.md").exists()
+
+
+def test_a_search_on_a_url_without_storage_is_refused(data_dir):
+  config = load_experiment("mnist1d_logreg", "tiny", data_dir)
+  with pytest.raises(ConfigError, match="default study is a SQLite file in its workdir"):
+    search.Search(config=config, config_arg="x", space="optim.learning_rate=[0.1]",
+                  workdir="gs://bucket/search", metric="accuracy", sampler="grid")

@@ -10,12 +10,13 @@ from __future__ import annotations
 import copy
 import os
 import socket
+import time
 from typing import Any, Callable
 
 from experiments import search_space, search_study
 from experiments import sweep_runs as sweep
 from train import config as config_lib
-from train import files, loop, metric_writer, remote_workdir
+from train import files, loop, metric_writer, object_lock, remote_workdir
 from train.errors import ConfigError
 
 
@@ -34,12 +35,21 @@ def objective(search: search_study.Search, log: Callable[[str], None]) -> Callab
     where = trial_dir(search.url or search.workdir, root)
     label = f"[search] trial {trial.number}" + (f" (resumes {root})" if root != trial.number
                                                 else "")
-    try:
-      with remote_workdir.local_workdir(where) as workdir:  # gs://: the trial's local copy
-        return run_in(trial, root, where, workdir, label)
-    except ConfigError as e:  # also a trial another worker still holds
-      trial.set_user_attr("error", str(e))
-      raise
+    # a trial in object storage whose worker died elsewhere: its lock expires after
+    # object_lock.EXPIRY_SECS, later than the study takes the worker for dead (--grace)
+    deadline = time.monotonic() + object_lock.EXPIRY_SECS + 30
+    while True:
+      try:
+        with remote_workdir.local_workdir(where) as workdir:  # gs://: the trial's local copy
+          return run_in(trial, root, where, workdir, label)
+      except object_lock.LockHeld as e:
+        if time.monotonic() > deadline:
+          trial.set_user_attr("error", str(e))
+          raise
+        if not trial.user_attrs.get("waited"):
+          log(f"{label}: waiting for the lock of {where}: {e}")
+          trial.set_user_attr("waited", True)
+        time.sleep(min(10.0, object_lock.EXPIRY_SECS / 4))
 
   def run_in(trial, root: int, where: str, workdir: str, label: str) -> float:
     """The trial `trial` (resuming the workdir of trial `root`) in the local `workdir`, the copy

@@ -67,6 +67,10 @@ def _without_native_log() -> Iterator[None]:
         os.write(2, b"".join(kept))
 
 
+class LockHeld(ConfigError):
+  """Another run holds the lock (its heartbeat is younger than `EXPIRY_SECS`)."""
+
+
 class LockLost(Exception):
   """Another run took the lock over (this run's heartbeat had stopped for `EXPIRY_SECS`)."""
 
@@ -114,10 +118,10 @@ class ObjectLock:
       self._generation = written
     return bool(written)  # an unmet precondition comes back as an empty generation
 
-  def _refusal(self, held: dict | None) -> ConfigError:
+  def _refusal(self, held: dict | None) -> LockHeld:
     held = held or {}
     age = time.time() - float(held.get("heartbeat", 0))
-    return ConfigError(
+    return LockHeld(
         f"--workdir={self.url} is held by another run ({held.get('owner')}, heartbeat {age:.0f} s "
         f"ago); one run writes a workdir at a time: wait for it; it is taken over after "
         f"{EXPIRY_SECS:.0f} s without a heartbeat ({max(EXPIRY_SECS - age, 0):.0f} s from now)")
@@ -129,7 +133,7 @@ class ObjectLock:
       return self._read()[0]
 
   def acquire(self) -> None:
-    """Takes the lock, or raises ConfigError naming the run that holds it."""
+    """Takes the lock, or raises LockHeld (a ConfigError) naming the run that holds it."""
     with _without_native_log():  # the first request
       held, generation = self._read()
     if held is not None and held.get("owner") != self.owner:

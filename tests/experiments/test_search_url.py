@@ -42,3 +42,24 @@ def test_a_search_on_a_url_without_storage_is_refused(data_dir):
   with pytest.raises(ConfigError, match="default study is a SQLite file in its workdir"):
     search.Search(config=config, config_arg="x", space="optim.learning_rate=[0.1]",
                   workdir="gs://bucket/search", metric="accuracy", sampler="grid")
+
+
+def test_a_trial_held_by_a_dead_workers_lock_waits_for_it_to_expire(data_dir, tmp_path,
+                                                                     monkeypatch):
+  import time
+
+  monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setattr(object_lock, "EXPIRY_SECS", 2.0)
+  trial = tmp_path / "bucket" / "search" / "trials" / "trial_0000"
+  trial.mkdir(parents=True)
+  (trial / object_lock.KEY).write_text(json.dumps(  # a worker on another host, gone
+      {"owner": "other-host:1:x", "heartbeat": time.time()}))
+  config = load_experiment("mnist1d_logreg", "tiny", data_dir)
+  s = search.Search(config=config, config_arg="experiments/mnist1d_logreg.py:tiny",
+                    space="optim.learning_rate=[0.1]", workdir=f"file://{tmp_path}/bucket/search",
+                    metric="accuracy", sampler="grid", storage=f"sqlite:///{tmp_path}/study.db")
+  logs = []
+  search.work(s, log=logs.append)
+  assert any("waiting for the lock of" in line and "other-host:1:x" in line for line in logs)
+  assert [t.state.name for t in search.open_study(s).trials] == ["COMPLETE"]
+  assert json.loads((trial / "summary.json").read_text())["steps"] == 20

@@ -145,10 +145,18 @@ class ObjectLock:
 
   def renew(self) -> None:
     """The heartbeat. Raises LockLost when another run has taken the lock over."""
-    if not self._write(self._generation or b""):
-      held = self._read()[0] or {}
-      raise LockLost(f"another run ({held.get('owner')}) took over the lock of {self.url} after "
-                     f"this run's heartbeat stopped for {EXPIRY_SECS:.0f} s")
+    if not self._generation:  # never taken, or released: an empty generation writes blindly
+      raise LockLost(f"this run does not hold the lock of {self.url}")
+    if self._write(self._generation):
+      return
+    held, generation = self._read()
+    # this run's own last write may have landed with its answer lost (a dropped connection):
+    # the lock is still its own, under a generation it did not learn
+    if held is not None and held.get("owner") == self.owner and self._write(generation):
+      return
+    held = held or {}
+    raise LockLost(f"another run ({held.get('owner')}) took over the lock of {self.url} after "
+                   f"this run's heartbeat stopped for {EXPIRY_SECS:.0f} s")
 
   def release(self) -> None:
     """Deletes the lock if this run still holds it."""

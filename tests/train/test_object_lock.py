@@ -80,3 +80,16 @@ def test_a_scheme_without_a_key_value_store_is_one_line():
   with pytest.raises(ConfigError, match="needs a TensorStore key-value store for this scheme"):
     object_lock.ObjectLock("foo://bucket/run")
 
+
+
+def test_a_heartbeat_whose_answer_was_lost_keeps_the_lock(tmp_path):
+  lock = object_lock.ObjectLock(f"file://{tmp_path}/run")
+  lock.acquire()
+  before = lock._generation
+  assert lock._write(before)  # a heartbeat that landed ...
+  lock._generation = before   # ... but whose answer this run never read
+  lock.renew()                # the lock is its own still: renewed under the generation read
+  assert lock._generation != before
+  lock.release()
+  with pytest.raises(object_lock.LockLost, match="does not hold the lock"):
+    lock.renew()

@@ -4,10 +4,12 @@ are the bytes of an uninterrupted local run; `python -m eval` reports on it and 
 report; nothing is written outside the cache; a workdir another run holds is refused in one
 line."""
 
+import importlib.util
 import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -63,6 +65,18 @@ def test_a_killed_run_resumes_elsewhere_from_the_bucket_bit_identical(tmp_path, 
     assert fs.cat_file("bucket/run/metrics.jsonl") == (
         tmp_path / "straight" / "metrics.jsonl").read_bytes()
     assert json.loads(fs.cat_file("bucket/run/summary.json"))["steps"] == 2000
+    # the TensorBoard writer appends to the local copy; its event files go up whole and parse
+    if importlib.util.find_spec("tensorboardX"):
+      from tensorboardX.proto.event_pb2 import Event
+
+      steps = []
+      for path in fs.find("bucket/run/tensorboard"):
+        data = fs.cat_file(path)
+        while data:
+          n = struct.unpack("<Q", data[:8])[0]
+          steps.append(Event.FromString(data[12:12 + n]).step)
+          data = data[16 + n:]
+      assert max(steps) == 2000
     assert not fs.exists("bucket/run/.lock.json")  # released
     assert not os.path.exists(os.path.join(ROOT, "gs:"))
     straight_bytes = (tmp_path / "straight" / "metrics.jsonl").read_bytes()

@@ -25,6 +25,8 @@ import os
 import sys
 from typing import Any, Callable, Iterator, Sequence
 
+from data.errors import DataError
+
 PREPARED = "dataset_info.json"
 
 
@@ -49,8 +51,6 @@ def _fs(url: str):
   try:
     fs, root = fsspec.core.url_to_fs(url.rstrip("/"), **options)
   except (ImportError, ValueError) as e:
-    from data.sources import DataError  # a module that imports this one
-
     raise DataError(f"data.data_dir={url!r}: {e}; for gs:// install the objectstore extra "
                     "(pip install -e '.[objectstore]')") from None
   return fs, root
@@ -60,8 +60,6 @@ def _fs(url: str):
 def _reaching(url: str) -> Iterator[None]:
   """A bucket that cannot be read or written (its name, the credentials, the network): one
   DataError line."""
-  from data.sources import DataError  # a module that imports this one
-
   try:
     yield
   except DataError:

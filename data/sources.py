@@ -19,13 +19,9 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from data import build_files, builders, folder, remote_data_dir, table
+from data.errors import DataError as DataError  # sources.DataError, as callers know it
 
 DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
-
-
-class DataError(ValueError):
-  """A data source or split that cannot be served as configured."""
-  exit_status = 3  # train.errors.EXIT_DATA (data/ imports nothing of train/)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,20 +39,15 @@ import ml_collections as mlc
 import numpy as np
 
 from experiments import search_space
+from experiments.search_trial import MAX_RETRIES as MAX_RETRIES  # re-exported
+from experiments.search_trial import Preempted as Preempted  # re-exported
+from experiments.search_trial import objective, requeue
 from experiments.sweep_results import HIGHER_IS_BETTER
 from train import files, loop, progress, remote_workdir, resumable
 from train.errors import ConfigError
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("asha", "hyperband", "none")
-MAX_RETRIES = 3
-
-
-class Preempted(InterruptedError):
-  """The worker was asked to stop (SIGTERM); its trial is checkpointed, marked `preempted` and
-  queued to resume. `python -m experiments.search` ends with exit status 0 on it, as a
-  preempted run does."""
-  exit_status = 0
 
 
 @dataclasses.dataclass
@@ -173,16 +168,6 @@ def _pruner(search: Search):
   return optuna.pruners.NopPruner()
 
 
-def requeue(study, trial) -> None:
-  """Queues a trial's point again, to resume in the workdir of the first trial of that point."""
-  root = int(trial.user_attrs.get("resumes", trial.number))
-  retries = int(trial.user_attrs.get("retries", 0))
-  if retries >= MAX_RETRIES:
-    return
-  study.enqueue_trial(trial.params, user_attrs={"resumes": root, "retry_of": trial.number,
-                                                "retries": retries + 1})
-
-
 def open_study(search: Search, create: bool = True):
   """The study at `search.storage`, created if absent; a study of other settings is an error."""
   import optuna
@@ -299,10 +284,8 @@ def work(search: Search, log: Callable[[str], None] = progress.console) -> None:
   import optuna
   from optuna.trial import TrialState
 
-  from experiments import search_trial  # which imports this module
-
   study = open_study(search)
-  run_trial = search_trial.objective(search, log)
+  run_trial = objective(search, log)
 
   def stop_when_done(study, trial) -> None:
     state = trial.state.name.lower()

@@ -13,19 +13,39 @@ import socket
 import time
 from typing import Any, Callable
 
-from experiments import search_space, search_study
+from experiments import search_space
 from experiments import sweep_runs as sweep
 from train import config as config_lib
 from train import files, loop, metric_writer, object_lock, remote_workdir
 from train.errors import ConfigError
+
+MAX_RETRIES = 3
+
+
+class Preempted(InterruptedError):
+  """The worker was asked to stop (SIGTERM); its trial is checkpointed, marked `preempted` and
+  queued to resume. `python -m experiments.search` ends with exit status 0 on it, as a
+  preempted run does."""
+  exit_status = 0
+
+
+def requeue(study, trial) -> None:
+  """Queues a trial's point again, to resume in the workdir of the first trial of that point."""
+  root = int(trial.user_attrs.get("resumes", trial.number))
+  retries = int(trial.user_attrs.get("retries", 0))
+  if retries >= MAX_RETRIES:
+    return
+  study.enqueue_trial(trial.params, user_attrs={"resumes": root, "retry_of": trial.number,
+                                                "retries": retries + 1})
 
 
 def trial_dir(workdir: str, number: int) -> str:
   return os.path.join(workdir, "trials", f"trial_{number:04d}")
 
 
-def objective(search: search_study.Search, log: Callable[[str], None]) -> Callable[[Any], float]:
-  """The function a worker's study optimises: one trial = one run (module docstring)."""
+def objective(search: Any, log: Callable[[str], None]) -> Callable[[Any], float]:
+  """The function a worker's study optimises for `search` (a `search_study.Search`, whose module
+  imports this one): one trial = one run (module docstring)."""
   import optuna
 
   steps = int(search.config.train.steps)
@@ -62,6 +82,7 @@ def objective(search: search_study.Search, log: Callable[[str], None]) -> Callab
       config_lib.validate(config)
       sweep.check_unchanged(workdir, config)
     except ConfigError as e:
+      trial.set_user_attr("error", str(e))
       log(f"{label}: the experiment refuses {point}: {e}")
       raise
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -100,8 +121,8 @@ def objective(search: search_study.Search, log: Callable[[str], None]) -> Callab
       # Optuna has no preempted state: the trial ends as failed in the study, marked preempted
       # here, and every table and count reads the mark (search_results.state)
       trial.set_user_attr("preempted", True)
-      search_study.requeue(trial.study, trial)
-      raise search_study.Preempted(f"trial {trial.number} stopped with a checkpoint in {where}; "
+      requeue(trial.study, trial)
+      raise Preempted(f"trial {trial.number} stopped with a checkpoint in {where}; "
                                    "queued to resume")
     trial.set_user_attr("steps", steps)
     return float(final[search.metric])

@@ -289,4 +289,5 @@ def test_a_url_workdir_without_gcsfs_names_the_extra():
   from train import remote_workdir
 
   with pytest.raises(ConfigError, match=r"pip install -e '\.\[objectstore\]'"):
-    remote_workdir.Mirror("gs://bucket/run")
+    with remote_workdir.local_workdir("gs://bucket/run"):
+      pass

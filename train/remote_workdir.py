@@ -135,8 +135,7 @@ def _across_processes(url: str) -> Iterator[str]:
                        f"files in the local copy {mirror.local}, uploaded every "
                        f"{sync_secs():.0f} s and before each checkpoint")
       mirror.start()
-    with files.checkpoints_elsewhere(mirror.local, f"{mirror.url}/{CHECKPOINTS}",
-                                                mirror.push):
+    with files.checkpoints_elsewhere(mirror.local, f"{mirror.url}/{CHECKPOINTS}", mirror.push):
       try:
         yield mirror.local
       finally:

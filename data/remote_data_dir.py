@@ -19,41 +19,30 @@ locally, as for a local data dir, and uploaded, so the next machine downloads it
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import logging
 import os
 import sys
 from typing import Any, Callable, Iterator, Sequence
 
+from data import object_storage
 from data.errors import DataError
 
 PREPARED = "dataset_info.json"
 
 
-def is_remote(path: str | None) -> bool:
-  """Whether `path` is a URL (`gs://...`)."""
-  return bool(path) and "://" in str(path)
+is_remote = object_storage.is_remote
 
 
 def cache_for(url: str) -> str:
   """The local copy (a TFDS data dir) of the data dir at `url`."""
-  base = os.environ.get("STRATA_CACHE") or os.path.join("~", ".cache", "strata")
-  name = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
-  return os.path.join(os.path.expanduser(base), "data", name)
+  return object_storage.cache_for(url, "data")
 
 
 def _fs(url: str):
   """(file system, root path) of `url`; a DataError naming the field when none opens it."""
-  import fsspec
-
-  logging.getLogger("gcsfs").setLevel(logging.CRITICAL)  # each retried request's traceback
-  options = {"auto_mkdir": True} if url.startswith("file://") else {}
   try:
-    fs, root = fsspec.core.url_to_fs(url.rstrip("/"), **options)
-  except (ImportError, ValueError) as e:
-    raise DataError(f"data.data_dir={url!r}: {e}; for gs:// install the objectstore extra "
-                    "(pip install -e '.[objectstore]')") from None
-  return fs, root
+    return object_storage.open_url(url)
+  except ValueError as e:
+    raise DataError(f"data.data_dir={url!r}: {e}") from None
 
 
 @contextlib.contextmanager
@@ -65,10 +54,7 @@ def _reaching(url: str) -> Iterator[None]:
   except DataError:
     raise
   except Exception as e:
-    detail = str(e).splitlines()[0][:200] if str(e) else ""
-    raise DataError(f"data.data_dir={url} cannot be read or written: {type(e).__name__}: "
-                    f"{detail}; check the bucket's name, the credentials (gcloud auth "
-                    "application-default login) and the network") from None
+    raise DataError(object_storage.unreachable("data.data_dir", url, e)) from None
 
 
 def _rel(path: str, local_root: str) -> str:

@@ -32,25 +32,20 @@ What holds, and how:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from typing import Iterator
 
+from data import object_storage
 from train import files, progress
 from train.errors import CheckpointError, ConfigError
 from train.workdir_mirror import CHECKPOINTS, Mirror, sync_secs
 
-
-def is_remote(path: str | None) -> bool:
-  """Whether `path` is a URL (`gs://...`)."""
-  return bool(path) and "://" in str(path)
+is_remote = object_storage.is_remote
 
 
 def cache_for(url: str) -> str:
   """The local copy's folder of the workdir at `url`."""
-  base = os.environ.get("STRATA_CACHE") or os.path.join("~", ".cache", "strata")
-  name = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
-  return os.path.join(os.path.expanduser(base), "workdirs", name)
+  return object_storage.cache_for(url, "workdirs")
 
 
 @contextlib.contextmanager
@@ -62,10 +57,7 @@ def _reaching(url: str) -> Iterator[None]:
   except (ConfigError, CheckpointError):
     raise
   except Exception as e:
-    detail = str(e).splitlines()[0][:200] if str(e) else ""
-    raise CheckpointError(f"--workdir={url} cannot be read or written: {type(e).__name__}: "
-                          f"{detail}; check the bucket's name, the credentials (gcloud auth "
-                          "application-default login) and the network") from None
+    raise CheckpointError(object_storage.unreachable("--workdir", url, e)) from None
 
 
 @contextlib.contextmanager

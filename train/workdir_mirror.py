@@ -15,11 +15,11 @@ train/remote_workdir.py, which says what holds).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 import time
 
+from data import object_storage
 from train import checkpoint, object_lock, progress
 from train.errors import CheckpointError, ConfigError
 
@@ -63,19 +63,12 @@ class Mirror:
   def __init__(self, url: str, local: str, checkpoints: bool = True):
     """`checkpoints=False`: the `checkpoints/` folders are left to orbax, which writes them in
     the bucket itself (a multi-process job); the mirror carries the other files."""
-    import fsspec
-
-    # gcsfs logs each retried request's traceback; a failure is reported once, in one line
-    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
     self.url = url.rstrip("/")
     self.local = local
     try:
-      # file:// (the tests' stand-in for a bucket) makes the folders a bucket does not need
-      options = {"auto_mkdir": True} if self.url.startswith("file://") else {}
-      self.fs, self.root = fsspec.core.url_to_fs(self.url, **options)
-    except (ImportError, ValueError) as e:
-      raise ConfigError(f"--workdir={url!r}: {e}; for gs:// install the objectstore extra "
-                        "(pip install -e '.[objectstore]')") from None
+      self.fs, self.root = object_storage.open_url(self.url)
+    except ValueError as e:
+      raise ConfigError(f"--workdir={url!r}: {e}") from None
     self.lock = object_lock.ObjectLock(self.url)
     self._sent: dict[str, tuple[int, int]] = {}   # relative path -> (size, mtime_ns) uploaded
     self._steps: set[str] = set()                  # checkpoint steps uploaded whole

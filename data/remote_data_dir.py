@@ -101,8 +101,7 @@ def _publish(build: str, local_root: str, url: str, extras: Sequence[str]) -> No
     names += [_rel(os.path.join(folder, f), local_root) for f in files]
   names += [e for e in extras if os.path.exists(os.path.join(local_root, e))]
   for name in sorted(names, key=lambda n: n.endswith("/" + PREPARED)):
-    with open(os.path.join(local_root, *name.split("/")), "rb") as f:
-      fs.pipe_file(f"{root}/{name}", f.read())
+    fs.put_file(os.path.join(local_root, *name.split("/")), f"{root}/{name}")  # streamed
   print(f"data.data_dir={url}: uploaded {_rel(build, local_root)}; later runs download it",
         file=sys.stderr, flush=True)
 

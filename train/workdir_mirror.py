@@ -201,9 +201,10 @@ class Mirror:
       return
     if self._sent.get(rel) == (stat.st_size, stat.st_mtime_ns):
       return
-    with open(path, "rb") as f:
-      data = f.read()
-    self.fs.pipe_file(self._remote(rel), data)
+    try:
+      self.fs.put_file(path, self._remote(rel))  # streamed: a checkpoint's files can be large
+    except FileNotFoundError:  # removed since (a rewritten record): its successor goes next
+      return
     self._sent[rel] = (stat.st_size, stat.st_mtime_ns)
 
   def start(self) -> None:

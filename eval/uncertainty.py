@@ -187,9 +187,9 @@ def main(argv: list[str]) -> None:
     result, first, sets = compare(local, f.shifted, f.passes, f.seed,
                                   f.bins, f.noise, f.ensemble_size)
     named = dict(zip(local, workdirs))  # the report names a gs:// run by its URL
-    result["members"] = [named[w] for w in result["members"]]
+    result["members"] = [named.get(w, w) for w in result["members"]]
     if "ensembles" in result:
-      result["ensembles"] = [[named[w] for w in g] for g in result["ensembles"]]
+      result["ensembles"] = [[named.get(w, w) for w in g] for g in result["ensembles"]]
     out = f.out or os.path.join(local[0], "uncertainty")
     with workdir_lock.writing_into(local, out):
       result = write(result, first, sets, out, f.bins)

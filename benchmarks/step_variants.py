@@ -194,6 +194,16 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     "onednn_dots": (contextlib.nullcontext, {
         **NO_YNN, "xla_cpu_use_onednn": True,
         "xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}),
+    # XLA:CPU's switches of jax 0.10 that its compile options accept (others its jaxlib names,
+    # custom matmul tiling, MLIR tiling and fusion, the tiled emitter, are refused as options)
+    "no_fusion_emitters": (contextlib.nullcontext, {
+        **NO_YNN, "xla_cpu_use_fusion_emitters": False}),
+    "opt_preset_fast_runtime": (contextlib.nullcontext, {
+        **NO_YNN, "xla_cpu_opt_preset": "CPU_OPT_PRESET_FAST_RUNTIME"}),
+    "scheduler_concurrency": (contextlib.nullcontext, {
+        **NO_YNN, "xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_CONCURRENCY_OPTIMIZED"}),
+    "scheduler_memory": (contextlib.nullcontext, {
+        **NO_YNN, "xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}),
 }
 
 

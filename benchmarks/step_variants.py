@@ -157,6 +157,37 @@ def _head_major_attention() -> contextlib.AbstractContextManager:
   return _patched(attention, "dot_product_attention", dot_product_attention)
 
 
+def _layernorm_as_dots() -> contextlib.AbstractContextManager:
+  """LayerNorm's mean and variance over the features as matrix-vector products with a vector of
+  1/H (XLA:CPU's dots, threaded) rather than reductions (its reduce-window trees); the same
+  parameters ("scale", "bias")."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from arch import transformer_stack
+
+  class DotLayerNorm(nn.Module):
+    epsilon: float = 1e-6
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+      h = x.shape[-1]
+      x32 = x.astype(jnp.float32)
+      mean_of = jnp.full((h,), 1.0 / h, jnp.float32)
+      centred = x32 - (x32 @ mean_of)[..., None]
+      y = centred * jax.lax.rsqrt((centred * centred) @ mean_of + self.epsilon)[..., None]
+      scale = self.param("scale", nn.initializers.ones, (h,), self.param_dtype)
+      bias = self.param("bias", nn.initializers.zeros, (h,), self.param_dtype)
+      return (y * scale + bias).astype(self.dtype or x.dtype)
+
+  layer = transformer_stack.norm_layer
+  return _patched(transformer_stack, "norm_layer",
+                  lambda kind: DotLayerNorm if kind == "layer" else layer(kind))
+
+
 def _flat_optimizer() -> contextlib.AbstractContextManager:
   """The optimizer over one flattened vector (`optax.flatten`); weight decay's mask then sees
   one vector, so this is for timing only."""
@@ -180,6 +211,7 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     "causal_blocks_2": (lambda: _causal_blocks(2), NO_YNN),
     "flat_optimizer": (_flat_optimizer, NO_YNN),
     "head_major_attention": (_head_major_attention, NO_YNN),
+    "layernorm_as_dots": (_layernorm_as_dots, NO_YNN),
     "vector_width_512": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_prefer_vector_width": 512}),
     "no_concurrency_scheduler": (contextlib.nullcontext, {
         **NO_YNN, "xla_cpu_enable_concurrency_optimized_scheduler": False}),

@@ -62,3 +62,19 @@ def test_every_variants_compile_options_are_accepted_by_this_jaxlib():
     if name == "onednn_dots":  # compiles tiny steps, but stops a real one's process (SIGILL)
       continue
     step.lower(x).compile(compiler_options=options)  # an unknown option raises
+
+
+def test_layernorm_as_dots_is_flax_s_layernorm():
+  import flax.linen as nn
+  import jax
+  import numpy as np
+
+  from arch import transformer_stack
+
+  x = jax.random.normal(jax.random.key(0), (3, 5, 12)) * 3 + 1
+  reference = nn.LayerNorm(epsilon=1e-5)
+  params = reference.init(jax.random.key(1), x)
+  params = jax.tree_util.tree_map(lambda p: p + 0.1 * np.arange(p.size).reshape(p.shape), params)
+  with step_variants._layernorm_as_dots():
+    dots = transformer_stack.norm_layer("layer")(epsilon=1e-5)
+  np.testing.assert_allclose(dots.apply(params, x), reference.apply(params, x), atol=1e-5)

@@ -154,19 +154,18 @@ def _cached_builder(name: str, data_dir: str, overrides_json: str, download: boo
   if overrides:
     raise DataError(f"data.builder_config={overrides} is only supported by the sources "
                     f"{sorted(builders.CONFIGURABLE)}")
-  try:
-    with _quiet():  # TFDS warns that a folder not yet prepared has no dataset_info.json
-      builder = tfds.builder(name, data_dir=data_dir)
-      prepared = builder.is_prepared()
-  except Exception as e:  # TFDS raises DatasetNotFoundError with a long catalog listing.
-    raise DataError(
-        f"data.source={name!r} is neither an offline source "
-        f"({sorted([*builders.OFFLINE_BUILDERS, *builders.MNIST1D_VARIANTS])}) "
-        f"nor a dataset in the TFDS catalog ({type(e).__name__})") from None
-  if not prepared and remote and remote_data_dir.fetch(builder.data_dir, data_dir, remote):
-    with _quiet():
-      return tfds.builder(name, data_dir=data_dir)
-  if not prepared:
+
+  def make():
+    try:
+      with _quiet():  # TFDS warns that a folder not yet prepared has no dataset_info.json
+        return tfds.builder(name, data_dir=data_dir)
+    except Exception as e:  # TFDS raises DatasetNotFoundError with a long catalog listing.
+      raise DataError(
+          f"data.source={name!r} is neither an offline source "
+          f"({sorted([*builders.OFFLINE_BUILDERS, *builders.MNIST1D_VARIANTS])}) "
+          f"nor a dataset in the TFDS catalog ({type(e).__name__})") from None
+
+  def prepare(builder) -> None:
     manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
     extra = (", download_config=tfds.download.DownloadConfig(manual_dir='MANUAL_DIR')"
              if manual else "")
@@ -186,9 +185,8 @@ def _cached_builder(name: str, data_dir: str, overrides_json: str, download: boo
     except Exception as e:
       raise DataError(f"data.source={name!r}: download into data_dir={shown!r} failed "
                       f"({type(e).__name__}: {str(e)[:200]}); {how}") from e
-    if remote:
-      remote_data_dir.publish(builder.data_dir, data_dir, remote)
-  return builder
+
+  return remote_data_dir.prepared(make, prepare, data_dir, remote)
 
 
 def _own_builder(cls, make_config, data_dir: str, remote: str = ""):
@@ -200,7 +198,8 @@ def _own_builder(cls, make_config, data_dir: str, remote: str = ""):
       config.cache = os.path.join(data_dir, cls.name, f"{config.name}.json")
       extras = (os.path.relpath(config.cache, data_dir).replace(os.sep, "/"),)
       return remote_data_dir.prepared(lambda: cls(data_dir=data_dir, config=config),
-                       lambda builder: builder.download_and_prepare(), data_dir, remote, extras)
+                                      lambda builder: builder.download_and_prepare(),
+                                      data_dir, remote, extras)
   except folder.FolderError as e:  # and table.TableError
     raise DataError(str(e)) from None
 

@@ -83,3 +83,11 @@ def test_an_unreachable_data_dir_bucket_is_one_data_error(tmp_path, monkeypatch)
   monkeypatch.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
   with pytest.raises(sources.DataError, match="data.data_dir=gs://nobucket/tfds cannot be read"):
     _info("breast_cancer", "gs://nobucket/tfds", tmp_path / "a", monkeypatch)
+
+
+def test_a_catalog_dataset_in_neither_copy_names_the_bucket(tmp_path, monkeypatch):
+  url = f"file://{tmp_path}/bucket/tfds"
+  with pytest.raises(sources.DataError) as e:
+    _info("mnist", url, tmp_path / "a", monkeypatch)
+  assert f"dataset not prepared in data_dir='{url}'" in str(e.value)
+  assert f"to {url}, or set data.download=True" in str(e.value)

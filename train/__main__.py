@@ -118,10 +118,10 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
   workdir = _WORKDIR.value or default_workdir(_CONFIG.value)
   if _DRY_RUN.value and remote_workdir.is_remote(workdir):  # writes nothing: no copy to keep
     workdir = remote_workdir.cache_for(workdir)
-  if _RESTART.value and remote_workdir.is_remote(workdir) and jax.process_count() > 1:
-    raise FlagError(f"--restart with --workdir={workdir} and {jax.process_count()} processes: "
-                    "the checkpoints in the bucket cannot be moved aside with the records; "
-                    "use another --workdir")
+  if _RESTART.value and remote_workdir.is_remote(workdir) and remote_workdir.in_bucket():
+    raise FlagError(f"--restart with --workdir={workdir} whose checkpoints orbax writes in the "
+                    f"bucket ({jax.process_count()} process(es)): they cannot be moved aside "
+                    "with the records; use another --workdir")
   with remote_workdir.local_workdir(workdir) as local:  # gs://...: a local copy, uploaded
     loop.train_and_evaluate(config, local, dry_run=_DRY_RUN.value, restart=_RESTART.value)
 

@@ -26,7 +26,8 @@ What holds, and how:
   whose lock was taken over uploads nothing more and says so.
 - **Several processes** (hosts that share no disk): orbax writes the checkpoints in the bucket
   itself, and process 0 carries the other files as above, uploading them also before each
-  checkpoint (`_across_processes`).
+  checkpoint (`_across_processes`). `STRATA_CHECKPOINTS_IN_BUCKET=1` does the same for one
+  process: a host whose disk cannot hold the checkpoints (a large model on a small boot disk).
 """
 
 from __future__ import annotations
@@ -60,13 +61,20 @@ def _reaching(url: str) -> Iterator[None]:
     raise CheckpointError(object_storage.unreachable("--workdir", url, e)) from None
 
 
+def in_bucket() -> bool:
+  """Whether orbax writes a URL workdir's checkpoints in the bucket itself: in a job of several
+  processes, or with `STRATA_CHECKPOINTS_IN_BUCKET=1`."""
+  import jax
+
+  return jax.process_count() > 1 or os.environ.get("STRATA_CHECKPOINTS_IN_BUCKET") == "1"
+
+
 @contextlib.contextmanager
 def mirrored(url: str) -> Iterator[str]:
   """The local copy of the workdir at `url`, downloaded, uploaded as the run goes and at the
   end (also when the run fails: what it wrote is kept)."""
-  import jax
 
-  if jax.process_count() > 1:
+  if in_bucket():
     with _across_processes(url) as local:
       yield local
     return
@@ -127,7 +135,9 @@ def _across_processes(url: str) -> Iterator[str]:
                        f"files in the local copy {mirror.local}, uploaded every "
                        f"{sync_secs():.0f} s and before each checkpoint")
       mirror.start()
-    with files.checkpoints_elsewhere(mirror.local, f"{mirror.url}/{CHECKPOINTS}", mirror.push):
+    # orbax opens gs:// and s3:// itself; a file:// URL (the tests' bucket) is a local path to it
+    folder = f"{mirror.url}/{CHECKPOINTS}".removeprefix("file://")
+    with files.checkpoints_elsewhere(mirror.local, folder, mirror.push):
       try:
         yield mirror.local
       finally:

@@ -107,3 +107,25 @@ def test_a_step_orbax_committed_in_the_bucket_is_whole_its_items_commit_files_ar
   mirror.pull()
   assert not (tmp_path / "copy" / "checkpoints" / "10").exists()
   assert (tmp_path / "copy" / "checkpoints" / "20" / "state" / "x").exists()
+
+
+def test_checkpoints_in_the_bucket_for_one_process_resume_on_another_machine(tmp_path, data_dir):
+  """`STRATA_CHECKPOINTS_IN_BUCKET=1`: orbax writes the checkpoints in the bucket itself (a
+  file:// bucket is a local path to orbax), the local copy holds the records only."""
+  args = ["--config", "experiments/mnist1d_cnn.py:tiny", f"--config.data.data_dir={data_dir}",
+          f"--workdir=file://{tmp_path}/bucket/run"]
+  for machine, steps in (("a", 40), ("b", 60)):
+    r = run_cli(args + [f"--config.train.steps={steps}"], env_extra={
+        "JAX_PLATFORMS": "cpu", "STRATA_CACHE": str(tmp_path / machine),
+        "STRATA_CHECKPOINTS_IN_BUCKET": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not list((tmp_path / machine).rglob("checkpoints"))
+  assert "resumed from" in r.stderr
+  run = tmp_path / "bucket" / "run"
+  assert (run / "checkpoints" / "60" / "commit_success.txt").exists()
+  assert not (run / "checkpoints" / "60" / workdir_mirror.MARKER).exists()  # orbax's, not ours
+  assert json.loads((run / "summary.json").read_text())["steps"] == 60
+  restart = run_cli(args + ["--config.train.steps=60", "--restart"], env_extra={
+      "JAX_PLATFORMS": "cpu", "STRATA_CACHE": str(tmp_path / "c"),
+      "STRATA_CHECKPOINTS_IN_BUCKET": "1"})
+  assert restart.returncode == 2 and "cannot be moved aside with the records" in restart.stderr

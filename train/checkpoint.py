@@ -169,10 +169,17 @@ def load_state_tree(directory: str, step: int | None = None) -> tuple[dict[str, 
   failures = []
   for s in ([step] if step is not None else reversed(steps)):
     try:
-      target = _on_one_device(f"{directory}/{s}/state")
+      try:
+        target = _on_one_device(f"{directory}/{s}/state")
+      except Exception as e:  # its metadata unread: as saved (enough for one process's save)
+        logging.warning("checkpoint step %d's metadata: %s: %s", s, type(e).__name__, e)
+        target = None
       restored = manager.restore(s, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target)))
       manager.close()
+      if failures:  # a reader that falls back to an older step says so
+        logging.warning("read checkpoint step %d of %s; newer steps do not restore: %s", s,
+                        directory, "; ".join(failures))
       return dict(restored["state"]), s
     except Exception as e:  # orbax/tensorstore raise many types for damaged files
       failures.append(f"step {s}: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")

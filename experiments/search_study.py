@@ -93,7 +93,7 @@ class Search:
       raise ConfigError(f"--heartbeat={self.heartbeat}, --grace={self.grace}; expected "
                         "1 <= heartbeat < grace (seconds)")
     self.url = ""  # a workdir in object storage: each trial a gs:// workdir of its own
-    if "://" in str(self.workdir):
+    if remote_workdir.is_remote(self.workdir):
       if not self.storage:  # its default study lives in it
         raise ConfigError(f"--workdir={self.workdir!r}: a search's default study is a SQLite "
                           "file in its workdir, which a URL cannot hold: set --storage (a "

@@ -9,9 +9,9 @@
 Orbax writes a step to a temporary folder and renames it when complete, so a half-written step is
 never listed. In object storage (the checkpoints of a multi-process job's `gs://` workdir,
 train/remote_workdir.py), which has no rename, orbax writes the step in place and
-`commit_success.txt` last; a step is listed once that file is there. A listed step that fails to restore (corrupt files) is moved, not deleted, to
-`WORKDIR/checkpoints_corrupt/` and the previous complete step is tried; if none restores, the
-error says why for each.
+`commit_success.txt` last; a step is listed once that file is there. A listed step that fails
+to restore (corrupt files) is moved, not deleted, to `WORKDIR/checkpoints_corrupt/` and the
+previous complete step is tried; if none restores, the error says why for each.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 import arch
+from data import object_storage
 from train import files
 from train.errors import CheckpointError, NoRunError
 
@@ -38,7 +39,8 @@ class Checkpointer:
 
   def __init__(self, directory: str, keep: int, async_save: bool = True, keep_every: int = 0):
     """Keeps the newest `keep` steps, and for good every step divisible by `keep_every` (> 0)."""
-    self.directory = directory.rstrip("/") if _is_url(directory) else os.path.abspath(directory)
+    remote = object_storage.is_remote(directory)
+    self.directory = directory.rstrip("/") if remote else os.path.abspath(directory)
     self.quarantine = self.directory + "_corrupt"
     self._keep, self._async, self._keep_every = keep, async_save, keep_every
     self._manager = self._open()
@@ -108,10 +110,10 @@ class Checkpointer:
     # Only process 0 moves files; every process then reopens the manager to forget the step.
     src = f"{self.directory}/{step}"
     dst = f"{self.quarantine}/{step}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if jax.process_index() == 0 and _is_url(src):  # no rename: copied, then deleted
-      fs, path = _url_fs(src)
+    if jax.process_index() == 0 and object_storage.is_remote(src):  # no rename: copy, delete
+      fs, path = object_storage.open_url(src)
       if fs.exists(path):
-        fs.copy(path, _url_fs(dst)[1], recursive=True)
+        fs.copy(path, object_storage.open_url(dst)[1], recursive=True)
         fs.rm(path, recursive=True)
     elif jax.process_index() == 0 and os.path.exists(src):
       os.makedirs(self.quarantine, exist_ok=True)
@@ -158,7 +160,7 @@ def load_state_tree(directory: str, step: int | None = None) -> tuple[dict[str, 
   Raises:
     CheckpointError: no checkpoint in `directory`, `step` not among them, or none restores.
   """
-  directory = directory if _is_url(directory) else os.path.abspath(directory)
+  directory = directory if object_storage.is_remote(directory) else os.path.abspath(directory)
   manager = ocp.CheckpointManager(directory) if saved_steps(directory) else None
   steps = sorted(manager.all_steps()) if manager else []
   if not steps:
@@ -213,8 +215,8 @@ def saved_steps(directory: str) -> list[int]:
   job calls this, at moments that differ, and a manager's creation is a step all processes of a
   job must take together (a process ahead of the others had made the folder: the job hung).
   In object storage, the folders that hold orbax's `commit_success.txt`."""
-  if _is_url(directory):
-    fs, path = _url_fs(directory)
+  if object_storage.is_remote(directory):
+    fs, path = object_storage.open_url(directory)
     if not fs.exists(path):
       return []
     return sorted(int(p.rstrip("/").rsplit("/", 1)[-1]) for p in fs.ls(path, detail=False)
@@ -226,17 +228,6 @@ def saved_steps(directory: str) -> list[int]:
 
 
 COMMITTED = "commit_success.txt"  # orbax's last file of a step written in place
-
-
-def _is_url(path: str) -> bool:
-  return "://" in str(path)
-
-
-def _url_fs(url: str):
-  """(fsspec file system, path) of a checkpoint folder's URL."""
-  import fsspec
-
-  return fsspec.core.url_to_fs(url)
 
 
 def read_config(workdir: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 import ml_collections as mlc
 
 from data import label_noise as data_label_noise
+from data import object_storage
 from data import pipeline as data_pipeline
 from data import preprocess as data_preprocess
 from data import synthetic as data_synthetic
@@ -46,7 +47,7 @@ def _validate(config: mlc.ConfigDict) -> None:
                       "thresholds inputs scaled to [0, 1]: expected data.normalize='unit'")
   check_positive(d.batch_size, "data.batch_size")
   check_positive(d.eval_batch_size, "data.eval_batch_size")
-  if "://" not in str(d.data_dir or ""):  # a URL: data/remote_data_dir.py, checked at its use
+  if not object_storage.is_remote(d.data_dir):  # a URL: data/remote_data_dir.py, at its use
     files.check_directory(d.data_dir, "data.data_dir")
   for f in ("prefetch", "workers", "seq_len"):
     check_positive(d[f], f"data.{f}", allow_zero=True)

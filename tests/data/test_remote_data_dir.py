@@ -28,7 +28,8 @@ def test_a_dataset_prepared_on_one_machine_is_downloaded_on_the_next(tmp_path, m
   url = f"file://{tmp_path}/bucket/tfds"
   first = _info("mnist1d", url, tmp_path / "a", monkeypatch)
   err = capfd.readouterr().err
-  assert "preparing the offline dataset 'mnist1d'" in err and f"data.data_dir={url}: uploaded" in err
+  assert "preparing the offline dataset 'mnist1d'" in err
+  assert f"data.data_dir={url}: uploaded" in err
   build = os.path.relpath(first.data_dir, remote_data_dir.cache_for(url))
   assert (tmp_path / "bucket" / "tfds" / build / remote_data_dir.PREPARED).exists()
 

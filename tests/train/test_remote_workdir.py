@@ -103,7 +103,10 @@ def test_a_killed_run_resumes_elsewhere_from_the_bucket_bit_identical(tmp_path, 
                                 STRATA_CACHE=str(tmp_path / "machine_c")))
     assert report.returncode == 0, report.stderr[-2000:]
     assert "written to gs://bucket/run/report" in report.stdout
+    # the newest step is read as saved: no fallback to its metadata's absence or an older step
+    assert "checkpoint step" not in report.stderr, report.stderr[-2000:]
     metrics = json.loads(fs.cat_file("bucket/run/report/metrics.json"))
+    assert metrics["checkpoint_step"] == 2200, report.stderr[-2000:]
     final = json.loads(fs.cat_file("bucket/run/summary.json"))["final_eval"]
     assert metrics["metrics"]["accuracy"] == pytest.approx(final["accuracy"]), report.stderr
     assert fs.exists("bucket/run/report/report.md")

@@ -7,7 +7,7 @@ example at the same step gets the same crop and flip, so a resumed run is exact.
 
 - `decode`: JPEG bytes through libjpeg-turbo (`simplejpeg`: the pixels of TFDS's PIL decoding,
   in 0.27 against 0.48 ms for a 256 px image); other formats, and JPEGs it cannot convert
-  (CMYK), through TFDS's numpy decoding (OpenCV when installed, else PIL).
+  (CMYK), through TFDS's numpy decoding (OpenCV's, a dependency; PIL's without it).
 - `resize(image, size)`: to (size, size), or `resize_small(image, side)`: shorter side to `side`
   keeping the aspect ratio; PIL's bilinear filter (or bicubic: `method`, for every op that
   resizes), antialiased when shrinking; a bilinear enlargement (most Inception crops) through

@@ -56,7 +56,6 @@ def measure(images: int = 200, size: int = 256) -> dict[str, tuple[float, int]]:
   # left, top, right, bottom: 70% x 62% of the image (180 x 158 pixels of a 256 px one)
   crop = tuple(round(f * size) for f in (0.08, 0.12, 0.78, 0.74))
   image = Image.fromarray(reference)
-  resized = np.asarray(image.resize((224, 224), Image.Resampling.BILINEAR, box=crop))
   window = reference[crop[1]:crop[3], crop[0]:crop[2]]
   resizes = {
       "PIL resize, antialiased bilinear":
@@ -65,6 +64,7 @@ def measure(images: int = 200, size: int = 256) -> dict[str, tuple[float, int]]:
           lambda _: cv2.resize(window, (224, 224), interpolation=cv2.INTER_LINEAR),
       "image_ops.resize_box (OpenCV warpAffine)":
           lambda _: image_ops.resize_box(reference, 224, 224, crop)}
+  resized = resizes["PIL resize, antialiased bilinear"](None)  # the reference of the others
   for name, fn in resizes.items():
     out[name] = (_ms(fn, data), int(np.abs(fn(None).astype(int) - resized).max()))
   return out

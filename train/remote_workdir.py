@@ -8,10 +8,11 @@ starts downloads the workdir first, so it resumes on any machine from what was u
 
 What holds, and how:
 - **Checkpoints are complete or absent**, in every `checkpoints/` folder of the tree (a run's own;
-  each run's of a sweep). A step's folder is uploaded once orbax has committed it locally, its files
-  first and a marker (`.uploaded`) last; a download takes only steps with the marker. Steps orbax
-  deletes (`train.keep_checkpoints`) or quarantines are deleted on the remote after the newer ones
-  are up.
+  each run's of a sweep). A step's folder is uploaded once orbax has committed it locally, its
+  files first, orbax's `commit_success.txt` next and a marker (`.uploaded`) last; a download
+  takes only steps with either (train/workdir_mirror.py). Steps orbax deletes
+  (`train.keep_checkpoints`) or quarantines are deleted on the remote after the newer ones are
+  up.
 - **Records never run behind the checkpoints.** Each upload lists the committed steps first,
   then uploads every other file whole (metrics.jsonl, throughput.jsonl, config.json,
   lineage.json, TensorBoard events, samples/, ...), then the steps listed: whatever step a
@@ -73,7 +74,6 @@ def in_bucket() -> bool:
 def mirrored(url: str) -> Iterator[str]:
   """The local copy of the workdir at `url`, downloaded, uploaded as the run goes and at the
   end (also when the run fails: what it wrote is kept)."""
-
   if in_bucket():
     with _across_processes(url) as local:
       yield local

@@ -86,6 +86,49 @@ def test_enlargements_match_a_float64_bilinear_closer_than_pil(image):
   assert np.abs(out - _reference_resize(grey, 50, 60, (2, 3, 30, 33))).max() <= 0.55
 
 
+def test_shrinks_match_a_float64_antialiased_bilinear_and_pil(image, monkeypatch):
+  # A box larger than the output on some side (a quarter of the Inception crops of a 256 px
+  # image, most of ImageNet's) goes through fast_image_resize's port of PIL's antialiased
+  # filter: within 1 level of the float64 reference, as PIL is, and of PIL's own pixels.
+  calls = []
+  shrink = image_ops._shrink
+  monkeypatch.setattr(image_ops, "_shrink", lambda *a: calls.append(a[1:3]) or shrink(*a))
+  rng = np.random.default_rng(3)
+  for i in range(60):
+    w, h = rng.uniform(8, 53), rng.uniform(8, 37)
+    left, top = rng.uniform(0, 53 - w), rng.uniform(0, 37 - h)
+    box = (left, top, left + w, top + h)
+    if rng.random() < 0.5:  # integer boxes, some on the image's edge
+      box = tuple(float(round(v)) for v in box)
+    # narrower than the box; taller or shorter (a side that enlarges is the plain filter)
+    size = (int(rng.integers(3, math.floor(box[3] - box[1]) + 8)),
+            int(rng.integers(3, math.floor(box[2] - box[0]))))
+    grey = i % 5 == 0
+    x = image[..., :1] if grey else image
+    mirror = bool(rng.random() < 0.5)
+    ref = _reference_resize(x, *size, box)
+    out = image_ops.resize_box(x, *size, box, mirror=mirror)
+    pil = np.asarray(_pil_image(x).resize(size[::-1], Image.Resampling.BILINEAR, box))
+    pil = pil.reshape(*size, x.shape[-1])
+    if mirror:
+      ref, pil = ref[:, ::-1], pil[:, ::-1]
+    assert out.shape == (*size, x.shape[-1]) and out.dtype == np.uint8
+    assert np.abs(out.astype(np.float64) - ref).max() <= 1.0 + 1e-9, (box, size)
+    assert np.abs(out.astype(int) - pil.astype(int)).max() <= 1, (box, size)
+  assert len(calls) == 60
+  # four channels (PIL premultiplies alpha) and bicubic stay with PIL; so do boxes outside
+  # the image, which PIL refuses
+  image_ops.resize_box(np.dstack([image, image[..., :1]]), 10, 10)
+  image_ops.resize_box(image, 10, 10, method="bicubic")
+  with pytest.raises(ValueError, match="negative"):
+    image_ops.resize_box(image, 10, 10, (-2.0, 0.0, 40.0, 30.0))
+  assert len(calls) == 60
+
+
+def _pil_image(x):
+  return Image.fromarray(x[..., 0] if x.shape[-1] == 1 else x)
+
+
 def test_resize_small_keeps_the_aspect_ratio(image):
   out = image_ops.resize_small(image, 20)
   assert out.shape == (20, round(53 * 20 / 37), 3)

@@ -203,6 +203,41 @@ def _flat_optimizer() -> contextlib.AbstractContextManager:
   return _patched(optim, "make", flat)
 
 
+def _batch_slices(k: int) -> contextlib.AbstractContextManager:
+  """The model's training pass over `k` equal slices of the batch, outputs concatenated: `k`
+  chains of ops with no edge between them until the parameter gradients are summed, which
+  XLA:CPU's executor may run side by side on its threads (the step's loss and gradient are the
+  same sums in another order; dropout would draw each slice's masks from `fold_in(rng, i)`).
+  Models that update state in training (BatchNorm) are refused."""
+  import jax
+  import jax.numpy as jnp
+
+  import arch
+
+  build = arch.build
+
+  def sliced_build(model_config):
+    model = build(model_config)
+    apply = model.apply
+
+    def sliced_apply(variables, *args, train=False, rngs=None, mutable=False, **kwargs):
+      if not train:
+        return apply(variables, *args, train=train, rngs=rngs, mutable=mutable, **kwargs)
+      if mutable:
+        raise ValueError(f"batch slices with a model that updates {mutable} in training")
+      n = args[0].shape[0] // k
+
+      def part(i):
+        cut = [a[i * n:(i + 1) * n] if getattr(a, "ndim", 0) else a for a in args]
+        r = None if rngs is None else {name: jax.random.fold_in(v, i)
+                                       for name, v in rngs.items()}
+        return apply(variables, *cut, train=train, rngs=r, **kwargs)
+      return jax.tree.map(lambda *xs: jnp.concatenate(xs), *[part(i) for i in range(k)])
+    object.__setattr__(model, "apply", sliced_apply)
+    return model
+  return _patched(arch, "build", sliced_build)
+
+
 # name -> (context that changes the build, compiler options)
 VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[str, Any]]] = {
     "strata": (contextlib.nullcontext, NO_YNN),
@@ -212,6 +247,8 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     "flat_optimizer": (_flat_optimizer, NO_YNN),
     "head_major_attention": (_head_major_attention, NO_YNN),
     "layernorm_as_dots": (_layernorm_as_dots, NO_YNN),
+    "batch_slices_2": (lambda: _batch_slices(2), NO_YNN),
+    "batch_slices_4": (lambda: _batch_slices(4), NO_YNN),
     "vector_width_512": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_prefer_vector_width": 512}),
     "no_concurrency_scheduler": (contextlib.nullcontext, {
         **NO_YNN, "xla_cpu_enable_concurrency_optimized_scheduler": False}),

@@ -78,3 +78,14 @@ def test_layernorm_as_dots_is_flax_s_layernorm():
   with step_variants._layernorm_as_dots():
     dots = transformer_stack.norm_layer("layer")(epsilon=1e-5)
   np.testing.assert_allclose(dots.apply(params, x), reference.apply(params, x), atol=1e-5)
+
+
+def test_batch_slices_compute_the_same_step_over_independent_slices(data_dir):
+  config = load_experiment("charlm_transformer", "tiny", data_dir)
+  params, metrics, dots = _first_step(config)
+  with step_variants._batch_slices(2):
+    sliced_params, sliced_metrics, sliced_dots = _first_step(config)
+  assert sliced_dots == 2 * dots  # every dot of the pass, forward and backward, once a slice
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params),
+                                                  jax.tree.leaves(sliced_params)))
+  np.testing.assert_allclose(sliced_metrics, metrics, rtol=1e-5, atol=1e-6)

@@ -144,6 +144,9 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   # steps; off (Eigen's dots, XLA's own reductions): the DCGAN and the UNet 1.3-1.4x faster, the
   # other three benchmark workloads within the noise (docs/benchmarks.md). CPU only.
   c.train.xla_cpu_ynnpack = False
+  # supervised: the training pass over K independent slices of the batch, which XLA:CPU runs
+  # side by side on its threads (train/batch_slices.py: faster for a small Transformer on CPU)
+  c.train.batch_slices = 1
   c.train.precision = "float32"                     # float32|bfloat16: the compute dtype;
                                                     # parameters and optimizer state stay float32
 

@@ -16,7 +16,7 @@ from data import preprocess as data_preprocess
 from data import synthetic as data_synthetic
 from data import tokenizer as data_tokenizer
 from data import transforms as data_transforms
-from train import evaluators, field_use, files, paradigms, writers
+from train import batch_slices, evaluators, field_use, files, paradigms, writers
 from train.errors import ConfigError, check_choice, check_positive
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
@@ -66,6 +66,7 @@ def _validate(config: mlc.ConfigDict) -> None:
     raise ConfigError(str(e)) from None
   for f in ("shift", "crop_padding", "noise_std"):
     check_positive(d.augment[f], f"data.augment.{f}", allow_zero=True)
+  batch_slices.check(config.train.batch_slices, d.batch_size, config.paradigm)
   if d.image.normalize_on_device and config.paradigm != "supervised":
     raise ConfigError(f"data.image.normalize_on_device=True with paradigm "
                       f"{config.paradigm!r}; the supervised step alone normalises uint8 "

@@ -42,10 +42,10 @@ import optax
 import data as data_lib
 from data import preprocess, transforms
 from data import text as data_text
+from train import batch_slices, optim
 from train import distill as distill_lib
 from train import lora as lora_lib
 from train import mixing as mixing_lib
-from train import optim
 from train import state as state_lib
 from train.errors import ConfigError, check_choice, check_fraction, check_positive
 from train.paradigms.common import Paradigm
@@ -179,6 +179,7 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
   # parameters; losses (and so the gradients' accumulation into float32) in float32
   compute = state_lib.compute_dtype(config)
   log_norms = bool(config.train.log_norms)  # the norms' metrics (optim.norms)
+  slices = int(config.train.batch_slices)
   low = state_lib.in_compute_dtype(model, compute)  # the model computing in `compute`
   mixing = config.supervised.mixup > 0 or config.supervised.cutmix > 0
   lora = config.optim.get("lora")
@@ -208,9 +209,14 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
       inputs = state_lib.cast_floating(inputs, compute)
     variables = {"params": params, **state.model_state}
     mutable = list(state.model_state) if train and state.model_state else False
-    extra = {"segments": segments} if segments is not None and takes_segments else {}
-    out = low.apply(variables, inputs, train=train, rngs={"dropout": rng} if rng is not None
-                      else None, mutable=mutable, **extra)
+
+    def call(batched, rng):
+      inputs, segments = batched
+      extra = {"segments": segments} if segments is not None and takes_segments else {}
+      return low.apply(variables, inputs, train=train, rngs={"dropout": rng} if rng is not None
+                       else None, mutable=mutable, **extra)
+    # train.batch_slices: the training pass as independent chains (train/batch_slices.py)
+    out = batch_slices.sliced(call, slices if train else 1, (inputs, segments), rng, mutable)
     return out if mutable else (out, state.model_state)
 
   def train_step(state, batch, rng):

@@ -4,6 +4,8 @@ docs/benchmarks.md lists as tried and dropped.
   python -m benchmarks.step_variants --workload charlm_transformer \
       --variants strata,fused_qkv,causal_blocks_1,causal_blocks_2,head_major_attention
   python -m benchmarks.step_variants --workload digits_unet --variants strata,flat_optimizer
+  python -m benchmarks.step_variants --workload charlm_transformer \
+      --variants strata,one_pass,batch_slices_4
   python -m benchmarks.step_variants --workload digits_unet \
       --variants strata,vector_width_512,no_concurrency_scheduler,fast_math,opt_level_1
   python -m benchmarks.step_variants --workload digits_unet \
@@ -247,8 +249,11 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     "flat_optimizer": (_flat_optimizer, NO_YNN),
     "head_major_attention": (_head_major_attention, NO_YNN),
     "layernorm_as_dots": (_layernorm_as_dots, NO_YNN),
+    # the training pass as K slices, in any paradigm (on the experiment's one pass); and the
+    # experiment's pass unsliced where it sets train.xla_cpu_batch_slices (CONFIG below)
     "batch_slices_2": (lambda: _batch_slices(2), NO_YNN),
     "batch_slices_4": (lambda: _batch_slices(4), NO_YNN),
+    "one_pass": (contextlib.nullcontext, NO_YNN),
     "vector_width_512": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_prefer_vector_width": 512}),
     "no_concurrency_scheduler": (contextlib.nullcontext, {
         **NO_YNN, "xla_cpu_enable_concurrency_optimized_scheduler": False}),
@@ -276,6 +281,11 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
 }
 
 
+# variant -> config fields it sets on the experiment's
+CONFIG: dict[str, dict[str, Any]] = {
+    name: {"xla_cpu_batch_slices": 1} for name in ("batch_slices_2", "batch_slices_4", "one_pass")}
+
+
 def measure(name: str, variants: list[str], windows: int = 7, steps: int = 8,
             tiny: bool = False, data_dir: str | None = None) -> dict[str, dict[str, Any]]:
   """{variant: {"rates": [steps/s of each window], "compile_s": float}} for workload `name`."""
@@ -288,6 +298,8 @@ def measure(name: str, variants: list[str], windows: int = 7, steps: int = 8,
     context, options = VARIANTS[v]
     config = workload_config(name, tiny, data_dir)
     config.train.xla_cpu_ynnpack = True  # the jit's options: none; the variant's below
+    for field, value in CONFIG.get(v, {}).items():
+      config.train[field] = value
     with context():
       run = loop.build(config)
       state = run.init_state()

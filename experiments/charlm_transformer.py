@@ -19,5 +19,5 @@ def get_config(arg: str | None = None):
                  tiny_model=dict(width=16, depth=1, num_heads=2, mlp_dim=32, max_len=16))
   # the training pass as two independent chains XLA:CPU runs side by side: 4-13% faster steps
   # on 2 cores (train/batch_slices.py; docs/benchmarks.md), the same step up to float rounding
-  c.train.batch_slices = 2
+  c.train.xla_cpu_batch_slices = 2
   return c

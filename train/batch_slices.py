@@ -1,5 +1,5 @@
 """The model's training pass over K independent slices of the batch, in one compiled step
-(`train.batch_slices`, supervised paradigm).
+(`train.xla_cpu_batch_slices`: supervised paradigm, on a mesh of one CPU device).
 
 XLA:CPU runs a step's ops one after another unless they are independent: its executor starts
 every op whose inputs are ready, on a pool of one thread per core. A small Transformer's pass
@@ -9,7 +9,9 @@ same pass over two slices of the batch is two chains with no edge between them u
 parameter gradients are summed, which the executor runs side by side. Measured with
 `python -m benchmarks.step_variants --variants strata,batch_slices_2,batch_slices_4`
 (docs/benchmarks.md): the character LM 4-13% faster, the diffusion UNet 6-10% slower; so it is
-set per experiment (`experiments/charlm_transformer.py`), not by default.
+set per experiment (`experiments/charlm_transformer.py`), not by default. GPUs and TPUs run
+each op over the whole chip, and their runs are compiled unsliced whatever the field says
+(`of_mesh`), as are meshes of several CPU devices.
 
 The outputs are the slices' outputs concatenated, so the loss and every metric see the whole
 batch; the gradient is the same sum in another order (equal within float rounding). Dropout
@@ -28,15 +30,24 @@ from train.errors import ConfigError
 
 
 def check(slices: int, batch_size: int, paradigm: str) -> None:
-  """Raises ConfigError when `train.batch_slices` cannot split this run's batches."""
+  """Raises ConfigError when `train.xla_cpu_batch_slices` cannot split this run's batches."""
   if slices < 1:
-    raise ConfigError(f"train.batch_slices={slices}; expected a count >= 1")
+    raise ConfigError(f"train.xla_cpu_batch_slices={slices}; expected a count >= 1")
   if slices > 1 and paradigm != "supervised":
-    raise ConfigError(f"train.batch_slices={slices} with paradigm {paradigm!r}; the supervised "
-                      "step alone slices its batch: expected 1")
+    raise ConfigError(f"train.xla_cpu_batch_slices={slices} with paradigm {paradigm!r}; the "
+                      "supervised step alone slices its batch: expected 1")
   if batch_size % slices:
-    raise ConfigError(f"train.batch_slices={slices} with data.batch_size={batch_size}; "
+    raise ConfigError(f"train.xla_cpu_batch_slices={slices} with data.batch_size={batch_size}; "
                       "expected a count that divides the batch")
+
+
+def of_mesh(config: Any, mesh: Any) -> int:
+  """The slices of the run's training pass: `train.xla_cpu_batch_slices` on a mesh of one CPU
+  device, else 1 (a GPU or TPU runs each op over the whole chip, and a batch sharded over
+  devices is split already). Read on every mesh: a set field is used."""
+  slices = int(config.train.xla_cpu_batch_slices)
+  one_cpu = mesh.devices.size == 1 and mesh.devices.flat[0].platform == "cpu"
+  return slices if one_cpu else 1
 
 
 def sliced(fn: Callable[[Any, Any], Any], slices: int, batched: Any, rng: Any = None,
@@ -48,7 +59,7 @@ def sliced(fn: Callable[[Any, Any], Any], slices: int, batched: Any, rng: Any = 
   if slices == 1:
     return fn(batched, rng)
   if mutable:
-    raise ConfigError(f"train.batch_slices={slices} with a model that updates "
+    raise ConfigError(f"train.xla_cpu_batch_slices={slices} with a model that updates "
                       f"{list(mutable)} in training; expected 1: each slice would normalise by "
                       "its own batch statistics")
   leaves, tree = jax.tree.flatten(batched)

@@ -146,7 +146,7 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.train.xla_cpu_ynnpack = False
   # supervised: the training pass over K independent slices of the batch, which XLA:CPU runs
   # side by side on its threads (train/batch_slices.py: faster for a small Transformer on CPU)
-  c.train.batch_slices = 1
+  c.train.xla_cpu_batch_slices = 1
   c.train.precision = "float32"                     # float32|bfloat16: the compute dtype;
                                                     # parameters and optimizer state stay float32
 

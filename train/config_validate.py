@@ -66,7 +66,7 @@ def _validate(config: mlc.ConfigDict) -> None:
     raise ConfigError(str(e)) from None
   for f in ("shift", "crop_padding", "noise_std"):
     check_positive(d.augment[f], f"data.augment.{f}", allow_zero=True)
-  batch_slices.check(config.train.batch_slices, d.batch_size, config.paradigm)
+  batch_slices.check(config.train.xla_cpu_batch_slices, d.batch_size, config.paradigm)
   if d.image.normalize_on_device and config.paradigm != "supervised":
     raise ConfigError(f"data.image.normalize_on_device=True with paradigm "
                       f"{config.paradigm!r}; the supervised step alone normalises uint8 "

@@ -19,9 +19,8 @@ import data as data_lib
 from arch import common as arch_common
 from data import abstract as data_abstract
 from data import synthetic as data_synthetic
-from train import config as config_lib
-from train import evaluators as evaluators_lib
 from train import (
+  batch_slices,
   field_use,
   histograms,
   optim,
@@ -30,6 +29,8 @@ from train import (
   synthetic,
   throughput,
 )
+from train import config as config_lib
+from train import evaluators as evaluators_lib
 
 
 def _packed(train_step, names: list[str], histograms_every: int = 0):
@@ -159,7 +160,9 @@ def build(config: mlc.ConfigDict, devices: list | None = None) -> Run:
   module = paradigms.get(config.paradigm)
   if not abstract_data:  # the paradigm's own data requirements, before any compute
     module.check_data(config, model)
-  paradigm = module.make(model, config, total_steps=steps)
+  slices = batch_slices.of_mesh(config, mesh)  # XLA:CPU's independent chains; else 1
+  paradigm = module.make(model, config, total_steps=steps,
+                         **({"batch_slices": slices} if slices > 1 else {}))
 
   batch_sharding = parallel.batch_sharding(mesh)
   replicated = parallel.replicated(mesh)

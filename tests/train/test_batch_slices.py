@@ -1,6 +1,6 @@
-"""train.batch_slices: the supervised training pass over independent slices of the batch gives
-the step of one pass (within float rounding), draws each slice's dropout from its own key, and
-refuses what it cannot slice."""
+"""train.xla_cpu_batch_slices: the supervised training pass over independent slices of the batch
+on a one-CPU mesh gives the step of one pass (within float rounding), draws each slice's dropout
+from its own key, and refuses what it cannot slice."""
 
 import jax
 import jax.numpy as jnp
@@ -27,10 +27,10 @@ def _two_steps(config):
 def test_the_sliced_step_is_the_step_of_one_pass(data_dir, slices):
   config = load_experiment("charlm_transformer", "tiny", data_dir)
   with config.unlocked():
-    config.train.batch_slices = 1
+    config.train.xla_cpu_batch_slices = 1
   params, first, second, dots = _two_steps(config)
   with config.unlocked():
-    config.train.batch_slices = slices
+    config.train.xla_cpu_batch_slices = slices
   s_params, s_first, s_second, s_dots = _two_steps(config)
   assert s_dots == slices * dots  # the pass's dots once a slice: the slices are real
   np.testing.assert_allclose(s_first, first, rtol=1e-5, atol=1e-6)
@@ -39,8 +39,16 @@ def test_the_sliced_step_is_the_step_of_one_pass(data_dir, slices):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_the_experiment_that_sets_it_slices_its_training_pass():
-  assert load_experiment("charlm_transformer").train.batch_slices == 2
+def test_the_experiment_that_sets_it_slices_its_training_pass_on_one_cpu_alone(data_dir):
+  import numpy as np
+
+  from train import batch_slices, parallel
+
+  config = load_experiment("charlm_transformer", None, data_dir)
+  assert config.train.xla_cpu_batch_slices == 2
+  assert batch_slices.of_mesh(config, parallel.make_mesh(config.mesh)) == 2
+  several = jax.sharding.Mesh(np.array(jax.devices()[:1] * 2), ("data",))  # two "devices"
+  assert batch_slices.of_mesh(config, several) == 1
 
 
 def test_each_slice_draws_its_own_dropout_and_outputs_concatenate_in_order():
@@ -65,15 +73,16 @@ def test_what_cannot_be_sliced_is_refused_in_one_line():
     batch_slices.sliced(lambda b, r: b, 2, (jnp.ones((4, 2)), None), None, ["batch_stats"])
   base = config_lib.base()
   for slices, batch, paradigm, message in [
-      (0, 32, "supervised", "train.batch_slices=0; expected a count >= 1"),
-      (3, 32, "supervised", "train.batch_slices=3 with data.batch_size=32; expected a count "
-       "that divides"),
-      (2, 32, "diffusion", "train.batch_slices=2 with paradigm 'diffusion'; the supervised"),
+      (0, 32, "supervised", "train.xla_cpu_batch_slices=0; expected a count >= 1"),
+      (3, 32, "supervised", "train.xla_cpu_batch_slices=3 with data.batch_size=32; expected a "
+       "count that divides"),
+      (2, 32, "diffusion", "train.xla_cpu_batch_slices=2 with paradigm 'diffusion'; the "
+       "supervised"),
   ]:
     c = config_lib.base()
     c.paradigm = paradigm
     c.data.batch_size = batch
-    c.train.batch_slices = slices
+    c.train.xla_cpu_batch_slices = slices
     with pytest.raises(ConfigError, match=message) as err:
       config_lib.validate(c)
     assert "\n" not in str(err.value)

@@ -42,10 +42,11 @@ import optax
 import data as data_lib
 from data import preprocess, transforms
 from data import text as data_text
-from train import batch_slices, optim
+from train import batch_slices as slices_lib
 from train import distill as distill_lib
 from train import lora as lora_lib
 from train import mixing as mixing_lib
+from train import optim
 from train import state as state_lib
 from train.errors import ConfigError, check_choice, check_fraction, check_positive
 from train.paradigms.common import Paradigm
@@ -169,8 +170,11 @@ def check_data(config: Any, model: nn.Module) -> None:
                           f"data.source={config.data.source!r} split {split!r}")
 
 
-def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Paradigm:
-  """The supervised step factory; `total_steps` sizes the learning-rate schedule."""
+def make(model: nn.Module, config: Any, *, total_steps: int | None = None,
+         batch_slices: int = 1) -> Paradigm:
+  """The supervised step factory; `total_steps` sizes the learning-rate schedule;
+  `batch_slices` > 1 runs the training pass over that many independent slices of the batch
+  (`train.xla_cpu_batch_slices` on a one-CPU mesh: `train/batch_slices.py`)."""
   pruned = bool(config.get("init_from", {}).get("prune", 0.0))
   tx, lr = optim.make(config.optim, total_steps or config.train.steps, keep_zeros=pruned)
   loss_kind = config.supervised.loss
@@ -179,7 +183,6 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
   # parameters; losses (and so the gradients' accumulation into float32) in float32
   compute = state_lib.compute_dtype(config)
   log_norms = bool(config.train.log_norms)  # the norms' metrics (optim.norms)
-  slices = int(config.train.batch_slices)
   low = state_lib.in_compute_dtype(model, compute)  # the model computing in `compute`
   mixing = config.supervised.mixup > 0 or config.supervised.cutmix > 0
   lora = config.optim.get("lora")
@@ -215,8 +218,9 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
       extra = {"segments": segments} if segments is not None and takes_segments else {}
       return low.apply(variables, inputs, train=train, rngs={"dropout": rng} if rng is not None
                        else None, mutable=mutable, **extra)
-    # train.batch_slices: the training pass as independent chains (train/batch_slices.py)
-    out = batch_slices.sliced(call, slices if train else 1, (inputs, segments), rng, mutable)
+    # the training pass as independent chains of ops (train/batch_slices.py)
+    out = slices_lib.sliced(call, batch_slices if train else 1, (inputs, segments), rng,
+                              mutable)
     return out if mutable else (out, state.model_state)
 
   def train_step(state, batch, rng):

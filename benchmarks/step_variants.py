@@ -1,5 +1,5 @@
 """Variants of a workload's train step, A/B in alternated windows of one process: the attempts
-docs/benchmarks.md lists as tried and dropped.
+docs/benchmarks.md lists as tried (dropped, or adopted: the batch slices).
 
   python -m benchmarks.step_variants --workload charlm_transformer \
       --variants strata,fused_qkv,causal_blocks_1,causal_blocks_2,head_major_attention

@@ -132,7 +132,7 @@ def _shrink(image: np.ndarray, height: int, width: int,
 
   h, w, c = image.shape
   kind = PixelType.U8x3 if c == 3 else PixelType.U8
-  src = ImageData(w, h, kind, np.ascontiguousarray(image).tobytes())
+  src = ImageData(w, h, kind, image.tobytes())  # C-order bytes of any view
   dst = ImageData(width, height, kind)
   left, top, right, bottom = box
   options = ResizeOptions(resize_alg=ResizeAlg.convolution(FilterType.bilinear),

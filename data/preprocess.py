@@ -41,7 +41,8 @@ def defaults() -> mlc.ConfigDict:
   c.std = ()
   # Training batches leave the pipeline as uint8 pixels, and the supervised step applies the
   # last op, "normalize", on the device: a quarter of the bytes written, in the worker
-  # processes' fresh batch memory, and sent (docs/data.md). Evaluation batches stay float.
+  # processes' fresh batch memory, and sent (docs/input_pipeline.md). Evaluation batches stay
+  # float.
   c.normalize_on_device = False
   c.randaug_layers = 2                   # randaugment: ops per image (N)
   c.randaug_magnitude = 10.0             # randaugment: strength 0..10 (M)

@@ -29,7 +29,7 @@ def get_config(arg: str | None = None):
   c.data.image.eval = ("decode", "central_crop_fraction", "normalize")
   c.data.image.size = 56
   # uint8 crops from the workers, normalised in the step: the pipeline's images/s doubles
-  # (docs/data.md, "Input pipeline against tf.data and PyTorch")
+  # (docs/input_pipeline.md)
   c.data.image.normalize_on_device = True
   c.data.image.crop_scale = (0.25, 1.0)  # the shapes fill 20-60% of the side
   c.model = dict(name="cnn.ResNet", num_classes=10, stage_sizes=(1, 1, 1), widths=(16, 32, 64))

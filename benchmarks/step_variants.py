@@ -206,15 +206,12 @@ def _flat_optimizer() -> contextlib.AbstractContextManager:
 
 
 def _batch_slices(k: int) -> contextlib.AbstractContextManager:
-  """The model's training pass over `k` equal slices of the batch, outputs concatenated: `k`
-  chains of ops with no edge between them until the parameter gradients are summed, which
-  XLA:CPU's executor may run side by side on its threads (the step's loss and gradient are the
-  same sums in another order; dropout would draw each slice's masks from `fold_in(rng, i)`).
-  Models that update state in training (BatchNorm) are refused."""
-  import jax
-  import jax.numpy as jnp
-
+  """The model's training pass over `k` equal slices of the batch, in any paradigm: the built
+  model's `apply` in training goes through `train.batch_slices.sliced` (which the supervised
+  step uses for `train.xla_cpu_batch_slices`), its positional arrays sliced and its `rngs`
+  folded per slice."""
   import arch
+  from train import batch_slices
 
   build = arch.build
 
@@ -225,16 +222,9 @@ def _batch_slices(k: int) -> contextlib.AbstractContextManager:
     def sliced_apply(variables, *args, train=False, rngs=None, mutable=False, **kwargs):
       if not train:
         return apply(variables, *args, train=train, rngs=rngs, mutable=mutable, **kwargs)
-      if mutable:
-        raise ValueError(f"batch slices with a model that updates {mutable} in training")
-      n = args[0].shape[0] // k
-
-      def part(i):
-        cut = [a[i * n:(i + 1) * n] if getattr(a, "ndim", 0) else a for a in args]
-        r = None if rngs is None else {name: jax.random.fold_in(v, i)
-                                       for name, v in rngs.items()}
-        return apply(variables, *cut, train=train, rngs=r, **kwargs)
-      return jax.tree.map(lambda *xs: jnp.concatenate(xs), *[part(i) for i in range(k)])
+      return batch_slices.sliced(
+          lambda cut, r: apply(variables, *cut, train=train, rngs=r, **kwargs), k, args, rngs,
+          mutable)
     object.__setattr__(model, "apply", sliced_apply)
     return model
   return _patched(arch, "build", sliced_build)

@@ -54,8 +54,9 @@ def sliced(fn: Callable[[Any, Any], Any], slices: int, batched: Any, rng: Any = 
            mutable: Any = False) -> Any:
   """`fn(batched, rng)` as `fn(slice_i, fold_in(rng, i))` over `slices` equal slices along axis
   0 of every array in the pytree `batched` (None leaves pass whole), the outputs' arrays
-  concatenated along axis 0. `slices` 1 calls `fn(batched, rng)`. `mutable`: the collections
-  the model updates in training, refused with more than one slice."""
+  concatenated along axis 0. `rng`: a key, a pytree of keys (flax's `rngs`, each folded) or
+  None. `slices` 1 calls `fn(batched, rng)`. `mutable`: the collections the model updates in
+  training, refused with more than one slice."""
   if slices == 1:
     return fn(batched, rng)
   if mutable:
@@ -65,5 +66,5 @@ def sliced(fn: Callable[[Any, Any], Any], slices: int, batched: Any, rng: Any = 
   leaves, tree = jax.tree.flatten(batched)
   n = leaves[0].shape[0] // slices
   outs = [fn(jax.tree.unflatten(tree, [x[i * n:(i + 1) * n] for x in leaves]),
-             None if rng is None else jax.random.fold_in(rng, i)) for i in range(slices)]
+             jax.tree.map(lambda key: jax.random.fold_in(key, i), rng)) for i in range(slices)]
   return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *outs)

@@ -68,9 +68,6 @@ def measure(images: int = 200, size: int = 256) -> dict[str, tuple[float, int]]:
           lambda _: cv2.resize(window, (224, 224), interpolation=cv2.INTER_LINEAR),
       "image_ops.resize_box (OpenCV warpAffine)":
           lambda _: image_ops.resize_box(reference, 224, 224, crop)}
-  resized = resizes["PIL resize, antialiased bilinear"](None)  # the reference of the others
-  for name, fn in resizes.items():
-    out[name] = (_ms(fn, data), int(np.abs(fn(None).astype(int) - resized).max()))
   # 96% x 94% of the image (246 x 241 pixels of a 256 px one): shrunk to 224
   big = tuple(round(f * size) for f in (0.03, 0.02, 0.99, 0.96))
   shrinks = {
@@ -78,9 +75,10 @@ def measure(images: int = 200, size: int = 256) -> dict[str, tuple[float, int]]:
           lambda _: np.asarray(image.resize((224, 224), Image.Resampling.BILINEAR, box=big)),
       "image_ops.resize_box of it (fast_image_resize)":
           lambda _: image_ops.resize_box(reference, 224, 224, big)}
-  resized = shrinks["PIL resize of a larger crop (a shrink), antialiased bilinear"](None)
-  for name, fn in shrinks.items():
-    out[name] = (_ms(fn, data), int(np.abs(fn(None).astype(int) - resized).max()))
+  for group in (resizes, shrinks):
+    resized = next(iter(group.values()))(None)  # PIL's, the reference of the others
+    for name, fn in group.items():
+      out[name] = (_ms(fn, data), int(np.abs(fn(None).astype(int) - resized).max()))
   return out
 
 

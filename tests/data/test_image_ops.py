@@ -108,7 +108,7 @@ def test_shrinks_match_a_float64_antialiased_bilinear_and_pil(image, monkeypatch
     mirror = bool(rng.random() < 0.5)
     ref = _reference_resize(x, *size, box)
     out = image_ops.resize_box(x, *size, box, mirror=mirror)
-    pil = np.asarray(_pil_image(x).resize(size[::-1], Image.Resampling.BILINEAR, box))
+    pil = np.asarray(image_ops._pil(x).resize(size[::-1], Image.Resampling.BILINEAR, box))
     pil = pil.reshape(*size, x.shape[-1])
     if mirror:
       ref, pil = ref[:, ::-1], pil[:, ::-1]
@@ -123,10 +123,6 @@ def test_shrinks_match_a_float64_antialiased_bilinear_and_pil(image, monkeypatch
   with pytest.raises(ValueError, match="negative"):
     image_ops.resize_box(image, 10, 10, (-2.0, 0.0, 40.0, 30.0))
   assert len(calls) == 60
-
-
-def _pil_image(x):
-  return Image.fromarray(x[..., 0] if x.shape[-1] == 1 else x)
 
 
 def test_resize_small_keeps_the_aspect_ratio(image):

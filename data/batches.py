@@ -29,7 +29,7 @@ from typing import Any, Callable
 import grain
 import numpy as np
 
-from data import sources
+from data import shared_batches, sources
 
 Batch = dict[str, np.ndarray]
 
@@ -104,8 +104,13 @@ def _in_grain_worker() -> bool:
 
 
 def _batch_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-  """An empty batch array: in a grain worker, in shared memory, which grain hands to the main
-  process without copying it (an ImageNet batch of 256 is 154 MB); else ordinary memory."""
+  """An empty batch array. In a grain
+  worker it is in shared memory, which reaches the main process without a copy (an ImageNet
+  batch of 256 is 154 MB): a recycled segment of `data.shared_batches`, else grain's own;
+  outside a worker, ordinary memory."""
+  pooled = shared_batches.take(shape, dtype)
+  if pooled is not None:
+    return pooled
   if _in_grain_worker():
     from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
 

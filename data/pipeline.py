@@ -25,15 +25,13 @@ import dataclasses
 import functools
 import os
 import sys
-import threading
-import time
 from typing import Any, Iterator
 
 import grain
 import numpy as np
 from absl import flags
 
-from data import curation, sources
+from data import curation, shared_batches, sources, worker_init
 from data import preprocess as preprocess_lib
 from data import synthetic as synthetic_lib
 from data import text as text_lib
@@ -87,29 +85,16 @@ class Pipeline:
         flags.FLAGS.mark_as_parsed()
       options = grain.MultiprocessingOptions(num_workers=self.workers,
                                              per_worker_buffer_size=max(prefetch, 2))
-      return iter(self.dataset.to_iter_dataset(
-          grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)).mp_prefetch(
-              options, worker_init_fn=functools.partial(exit_with_parent, os.getpid())))
+      tag = shared_batches.new_tag() if shared_batches.available() else None
+      ds = self.dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+      if tag is not None:
+        ds = ds.map(shared_batches.send)
+      it = iter(ds.mp_prefetch(
+          options, worker_init_fn=functools.partial(worker_init.init, os.getpid(), tag)))
+      return it if tag is None else shared_batches.OpenBatches(it, tag)
     options = grain.ReadOptions(num_threads=1 if prefetch else 0,
                                 prefetch_buffer_size=prefetch)
     return iter(self.dataset.to_iter_dataset(options))
-
-
-def exit_with_parent(parent: int, worker_index: int = 0, worker_count: int = 0) -> None:
-  """grain's worker init (bound to the starting process's id, `parent`): a daemon thread ends
-  this worker within a second of that process's death (the worker's parent id is no longer
-  `parent`, also when it died while the worker was still starting), so a trainer killed with
-  SIGKILL leaves no input worker behind holding hundreds of MB. A watched parent rather than
-  PR_SET_PDEATHSIG, which fires when the *thread* that started the worker ends, not its
-  process."""
-  del worker_index, worker_count
-
-  def watch() -> None:
-    while os.getppid() == parent:
-      time.sleep(0.5)
-    os._exit(0)
-
-  threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def worker_count(data_config, train: bool, streaming: bool) -> int:

@@ -1,0 +1,117 @@
+"""Recycled shared-memory batch buffers (`data.shared_batches`): the worker's and the main
+process's sides in one process, then through grain's worker processes."""
+
+import gc
+import glob
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import data as data_lib
+from data import shared_batches
+from tests.conftest import data_config
+
+pytestmark = pytest.mark.skipif(not shared_batches.available(), reason="no /dev/shm")
+
+
+@pytest.fixture
+def worker():
+  """This process as a pooling worker (tag unique to the test); reset and swept after."""
+  tag = shared_batches.new_tag()
+  shared_batches.init_worker(tag)
+  opener = shared_batches._Opener(tag)
+  yield opener
+  shared_batches._tag = None
+  shared_batches._pool.clear()
+  opener.sweep()
+  assert not glob.glob(f"/dev/shm/{shared_batches.PREFIX}{tag}-*")
+
+
+def _batch(seed, shape=(8, 128, 128, 3)):  # 1.5 MB: over MIN_BYTES
+  rng = np.random.default_rng(seed)
+  return {"inputs": rng.standard_normal(shape).astype(np.float32),
+          "label": np.arange(shape[0], dtype=np.int32)}
+
+
+def test_a_freed_batch_s_segment_is_reused_and_a_held_one_never_is(worker):
+  sent = [shared_batches.send(_batch(0))]
+  assert isinstance(sent[0]["inputs"], shared_batches.Token)
+  assert isinstance(sent[0]["label"], np.ndarray)  # small arrays stay with grain
+  held = worker.open(sent[0])
+  np.testing.assert_array_equal(held["inputs"], _batch(0)["inputs"])
+  view = held["inputs"][3:5]  # a view keeps the segment as much as the array does
+  alias = jnp.asarray(held["inputs"])  # may alias the buffer on CPU
+  del held
+  for seed in range(1, 6):  # each batch freed before the next is made
+    got = worker.open(shared_batches.send(_batch(seed)))
+    np.testing.assert_array_equal(got["inputs"], _batch(seed)["inputs"])
+    del got
+    gc.collect()
+  # The first segment stayed busy, the second was reused by all five.
+  assert len(shared_batches._pool) == 2 and len(worker._maps) == 2
+  np.testing.assert_array_equal(view, _batch(0)["inputs"][3:5])
+  np.testing.assert_array_equal(np.asarray(alias), _batch(0)["inputs"])
+  del view, alias
+  gc.collect()
+  assert all(s.mm[0] == shared_batches._Segment.FREE for s in shared_batches._pool)
+
+
+def test_a_buffer_from_take_is_sent_without_a_copy_and_an_unsent_one_is_freed(worker):
+  x = shared_batches.take((8, 128, 128, 3), np.float32)
+  x[...] = _batch(7)["inputs"]
+  token = shared_batches.send({"inputs": x})["inputs"]
+  assert token.name == shared_batches._pool[0].name and len(shared_batches._pool) == 1
+  # A taken buffer that a later transform replaced is free again once the batch is sent.
+  shared_batches.take((8, 128, 128, 3), np.uint8)
+  shared_batches.send(_batch(8))
+  states = sorted(s.mm[0] for s in shared_batches._pool)
+  assert states == [shared_batches._Segment.FREE, shared_batches._Segment.SENT,
+                    shared_batches._Segment.SENT]
+  np.testing.assert_array_equal(worker.array(token), _batch(7)["inputs"])
+
+
+def test_a_full_pool_leaves_batches_to_grain(worker, monkeypatch):
+  monkeypatch.setattr(shared_batches, "MAX_SEGMENTS", 2)
+  sent = [shared_batches.send(_batch(i)) for i in range(3)]  # none freed
+  assert [isinstance(s["inputs"], shared_batches.Token) for s in sent] == [True, True, False]
+
+
+def test_outside_a_worker_nothing_changes():
+  assert shared_batches._tag is None
+  assert shared_batches.take((4, 4), np.float32) is None
+  b = _batch(0)
+  assert shared_batches.send(b) is b
+
+
+def test_worker_processes_recycle_segments_and_give_the_same_batches(tmp_path):
+  c = data_config("shapes", str(tmp_path), batch_size=64, in_memory="false", workers=2,
+                  builder_config={"num_examples": 64, "num_classes": 4, "image_size": 32},
+                  image={"train": ("decode", "random_resized_crop", "flip", "normalize"),
+                         "size": 40})
+  p = data_lib.build_pipeline(c, "train", train=True, seed=0)
+  it = p.iterator(prefetch=2)
+  assert isinstance(it, shared_batches.OpenBatches)
+  try:
+    first = next(it)  # held to the end: its segment must not be reused
+    for i in range(1, 37):
+      got = next(it)
+      want = p.dataset[i]
+      assert got["inputs"].nbytes >= shared_batches.MIN_BYTES
+      for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+      del got
+      if i == 2:
+        state = it.get_state()
+      if i == 24:  # grain keeps up to about 4 batches a worker in flight
+        seen = it.segments
+    # The pools stopped growing: batches 25-36 came in segments that batches 1-24 had used.
+    assert seen == it.segments <= 2 * shared_batches.MAX_SEGMENTS
+    np.testing.assert_array_equal(first["inputs"], p.dataset[0]["inputs"])
+    it.set_state(state)  # mid-stream: the batches in flight are dropped, not handed out
+    for i in range(3, 6):
+      np.testing.assert_array_equal(next(it)["inputs"], p.dataset[i]["inputs"])
+  finally:
+    it.close()
+  assert not glob.glob(f"/dev/shm/{shared_batches.PREFIX}{os.getpid()}-*")

@@ -19,7 +19,8 @@ array of the batch it last held:
   name at once (both processes keep their mappings, so a crash leaks nothing after that), and
   makes the batch array on the mapping; when that array and every view of it (a jax array
   aliasing it included) are gone, a finalizer marks the segment free.
-- When the iterator closes, segments never received (still named) are unlinked.
+- Segments never received (still named) are unlinked when the iterator closes, or by their
+  worker when the main process dies.
 A worker holds at most `MAX_SEGMENTS` segments; past that, or where /dev/shm does not exist,
 batches go through grain's own shared memory as before. A mid-stream `set_state` drops the
 batches in flight without freeing their segments: the pool grows by those (up to its cap) until
@@ -138,6 +139,16 @@ def send(element: Any) -> Any:
     if s.mm[0] == _Segment.TAKEN:
       s.mm[0] = _Segment.FREE
   return out
+
+
+def unlink_pool() -> None:
+  """In a worker whose main process died: unlinks the names of its segments that the main process
+  never received (nobody will open them now), so that a SIGKILLed trainer leaves none behind."""
+  for s in _pool:
+    try:
+      os.unlink(os.path.join(SHM_DIR, s.name))
+    except FileNotFoundError:
+      pass
 
 
 def _create(name: str, nbytes: int) -> _Segment:

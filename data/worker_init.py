@@ -22,12 +22,13 @@ def exit_with_parent(parent: int) -> None:
   """A daemon thread ends this worker within a second of the death of process `parent` (the
   worker's parent id is no longer `parent`, also when it died while the worker was still
   starting), so a trainer killed with SIGKILL leaves no input worker behind holding hundreds of
-  MB. A watched parent rather than PR_SET_PDEATHSIG, which fires when the *thread* that started
-  the worker ends, not its process."""
+  MB, nor its batch segments in /dev/shm. A watched parent rather than PR_SET_PDEATHSIG, which
+  fires when the *thread* that started the worker ends, not its process."""
 
   def watch() -> None:
     while os.getppid() == parent:
       time.sleep(0.5)
+    shared_batches.unlink_pool()
     os._exit(0)
 
   threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -4,6 +4,10 @@ process's sides in one process, then through grain's worker processes."""
 import gc
 import glob
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -78,6 +82,16 @@ def test_a_full_pool_leaves_batches_to_grain(worker, monkeypatch):
   assert [isinstance(s["inputs"], shared_batches.Token) for s in sent] == [True, True, False]
 
 
+def test_a_worker_whose_trainer_died_unlinks_the_segments_never_received(worker):
+  received = worker.open(shared_batches.send(_batch(0)))  # unlinked by the main process
+  shared_batches.send(_batch(1))  # never received
+  named = glob.glob(f"/dev/shm/{shared_batches.PREFIX}{worker.tag}-*")
+  assert len(named) == 1
+  shared_batches.unlink_pool()
+  assert not glob.glob(f"/dev/shm/{shared_batches.PREFIX}{worker.tag}-*")
+  np.testing.assert_array_equal(received["inputs"], _batch(0)["inputs"])  # mappings stay
+
+
 def test_outside_a_worker_nothing_changes():
   assert shared_batches._tag is None
   assert shared_batches.take((4, 4), np.float32) is None
@@ -115,3 +129,38 @@ def test_worker_processes_recycle_segments_and_give_the_same_batches(tmp_path):
   finally:
     it.close()
   assert not glob.glob(f"/dev/shm/{shared_batches.PREFIX}{os.getpid()}-*")
+
+
+_KILLED = """
+import sys
+from tests.conftest import data_config
+import data as data_lib
+if __name__ == "__main__":
+  c = data_config("shapes", sys.argv[1], batch_size=64, in_memory="false", workers=2,
+                  builder_config={"num_examples": 64, "num_classes": 4, "image_size": 32},
+                  image={"train": ("decode", "random_resized_crop", "flip", "normalize"),
+                         "size": 40})
+  it = data_lib.build_pipeline(c, "train", train=True, seed=0).iterator(prefetch=2)
+  for _ in range(3):
+    next(it)
+  print("ready", flush=True)
+  sys.stdin.read()
+"""
+
+
+@pytest.mark.slow  # a trainer-like process with two workers, killed: 10 s
+def test_a_sigkilled_trainer_leaves_no_segment_behind(tmp_path):
+  script = tmp_path / "killed.py"
+  script.write_text(_KILLED)
+  proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True, cwd=os.getcwd(),
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+  assert proc.stdout.readline().strip() == "ready"
+  pattern = f"/dev/shm/{shared_batches.PREFIX}{proc.pid}-*"
+  assert glob.glob(pattern)  # the workers have batches queued, never received
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  deadline = time.monotonic() + 10
+  while glob.glob(pattern) and time.monotonic() < deadline:
+    time.sleep(0.2)
+  assert not glob.glob(pattern)

@@ -34,6 +34,7 @@ import glob
 import itertools
 import mmap
 import os
+import secrets
 import weakref
 from typing import Any
 
@@ -80,8 +81,9 @@ def available() -> bool:
 
 
 def new_tag() -> str:
-  """A name for one iterator's segments: the main process's id and a counter."""
-  return f"{os.getpid()}-{next(_tags)}"
+  """A name for one iterator's segments: the main process's id, a counter and a random part (a
+  container sharing /dev/shm may reuse the id)."""
+  return f"{os.getpid()}-{next(_tags)}{secrets.token_hex(3)}"
 
 
 def init_worker(tag: str) -> None:
@@ -100,7 +102,10 @@ def _segment(nbytes: int) -> _Segment | None:
   if segment is None:
     if len(_pool) >= MAX_SEGMENTS:
       return None
-    segment = _create(f"{PREFIX}{_tag}-{next(_names)}", nbytes)
+    try:
+      segment = _create(f"{PREFIX}{_tag}-{next(_names)}", nbytes)
+    except OSError:  # the name taken, or /dev/shm refused it: grain's own way
+      return None
     _pool.append(segment)
   segment.mm[0] = _Segment.TAKEN
   return segment
@@ -153,10 +158,14 @@ def unlink_pool() -> None:
 
 def _create(name: str, nbytes: int) -> _Segment:
   size = PAGE + max(nbytes, 1)
-  fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+  path = os.path.join(SHM_DIR, name)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
   try:
     os.ftruncate(fd, size)
     mm = mmap.mmap(fd, size)
+  except OSError:
+    os.unlink(path)
+    raise
   finally:
     os.close(fd)
   segment = _Segment(name, nbytes, mm)

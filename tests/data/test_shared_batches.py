@@ -3,6 +3,7 @@ process's sides in one process, then through grain's worker processes."""
 
 import gc
 import glob
+import itertools
 import os
 import signal
 import subprocess
@@ -90,6 +91,18 @@ def test_a_worker_whose_trainer_died_unlinks_the_segments_never_received(worker)
   shared_batches.unlink_pool()
   assert not glob.glob(f"/dev/shm/{shared_batches.PREFIX}{worker.tag}-*")
   np.testing.assert_array_equal(received["inputs"], _batch(0)["inputs"])  # mappings stay
+
+
+def test_a_name_already_taken_leaves_the_batch_to_grain(worker):
+  taken = f"/dev/shm/{shared_batches.PREFIX}{shared_batches._tag}-{next(shared_batches._names)}"
+  open(taken, "w").close()
+  shared_batches._names = iter(range(int(taken.rsplit("-", 1)[1]), 10**6))  # the next name
+  try:
+    assert isinstance(shared_batches.send(_batch(0))["inputs"], np.ndarray)
+    assert isinstance(shared_batches.send(_batch(0))["inputs"], shared_batches.Token)
+  finally:
+    os.unlink(taken)
+    shared_batches._names = itertools.count()
 
 
 def test_outside_a_worker_nothing_changes():

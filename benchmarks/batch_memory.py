@@ -12,7 +12,6 @@ uint8 batches.
 
 from __future__ import annotations
 
-import gc
 import statistics
 import time
 from typing import Callable
@@ -65,7 +64,6 @@ def measure(batches: int = 7, batch: int = 256, size: int = 224) -> dict[str, fl
                         ("fresh ordinary memory (np.empty)", _ordinary)):
         times = []
         for _ in range(batches + 1):
-          gc.collect()
           t = time.perf_counter()
           way(shape, dtype, image)
           times.append(time.perf_counter() - t)

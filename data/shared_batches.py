@@ -3,8 +3,8 @@
 grain hands a worker's batch to the main process in a fresh shared-memory segment
 (`SharedMemoryArray`), which the main process unlinks when the batch is freed. A fresh segment's
 pages are allocated and zeroed by the kernel on first touch: filling a new 154 MB ImageNet batch
-(256 x 224 x 224 x 3 float32) took 160 ms on this machine against 11 ms for a recycled one
-(`python -m benchmarks.batch_memory`), 0.6 ms an image. And a batch that a later transform
+(256 x 224 x 224 x 3 float32) took 145 ms on this machine against 10 ms for a recycled one
+(`python -m benchmarks.batch_memory`), 0.57 ms an image. And a batch that a later transform
 returned as a plain array view (`np.asarray` of grain's array, as the float32 cast does) was
 copied by grain into a second fresh segment.
 

@@ -26,6 +26,10 @@ from absl import flags
 
 from train import cli
 
+# Trace events on XLA's threads that are not ops: the executor's own spans, the thread pool's
+# parallel-region markers (one set per region inside an op), and each op's end marker.
+NOT_OPS = ("ThunkExecutor", "ThreadpoolListener::", "end: ")
+
 
 def _ops(path: str) -> dict[str, list[int]]:
   """{op name: [total ns, count]} of the XLA ops on XLA:CPU's worker threads in a trace."""
@@ -37,7 +41,7 @@ def _ops(path: str) -> dict[str, list[int]]:
       if not line.name.startswith("tf_XLAEigen"):
         continue
       for event in line.events:
-        if event.name.startswith("ThunkExecutor"):
+        if event.name.startswith(NOT_OPS):
           continue
         ops[event.name][0] += event.duration_ns
         ops[event.name][1] += 1

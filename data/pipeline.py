@@ -76,8 +76,9 @@ class Pipeline:
 
   def iterator(self, prefetch: int = 0) -> grain.DatasetIterator:
     """A checkpointable grain iterator. Streaming with workers: each of `workers` processes makes
-    every W-th batch, `max(prefetch, 2)` ahead; otherwise `prefetch` batches are made ahead on a
-    background thread. Close it (`.close()`) to stop the workers before it is exhausted."""
+    every W-th batch, `max(prefetch, 2)` ahead, and hands batches of 1 MB or more over in
+    recycled shared memory (`data.shared_batches`); otherwise `prefetch` batches are made ahead
+    on a background thread. Close it (`.close()`) to stop the workers before it is exhausted."""
     if self.streaming and self.workers:
       if not flags.FLAGS.is_parsed():
         # grain's worker start reads its absl flags; a program that is not an absl app (a

@@ -42,23 +42,23 @@ def _batch(seed, shape=(8, 128, 128, 3)):  # 1.5 MB: over MIN_BYTES
 
 
 def test_a_freed_batch_s_segment_is_reused_and_a_held_one_never_is(worker):
-  sent = [shared_batches.send(_batch(0))]
-  assert isinstance(sent[0]["inputs"], shared_batches.Token)
-  assert isinstance(sent[0]["label"], np.ndarray)  # small arrays stay with grain
-  held = worker.open(sent[0])
-  np.testing.assert_array_equal(held["inputs"], _batch(0)["inputs"])
-  view = held["inputs"][3:5]  # a view keeps the segment as much as the array does
-  alias = jnp.asarray(held["inputs"])  # may alias the buffer on CPU
+  sent = shared_batches.send(_batch(0))
+  assert isinstance(sent["inputs"], shared_batches.Token)
+  assert isinstance(sent["label"], np.ndarray)  # small arrays stay with grain
+  view = worker.open(sent)["inputs"][3:5]  # a view alone holds its batch's segment
+  held = worker.open(shared_batches.send(_batch(1)))["inputs"]
+  alias = jnp.asarray(held)  # on CPU jax may alias the buffer instead of copying it
   del held
-  for seed in range(1, 6):  # each batch freed before the next is made
+  for seed in range(2, 7):  # each batch freed before the next is made
     got = worker.open(shared_batches.send(_batch(seed)))
     np.testing.assert_array_equal(got["inputs"], _batch(seed)["inputs"])
     del got
     gc.collect()
-  # The first segment stayed busy, the second was reused by all five.
-  assert len(shared_batches._pool) == 2 and len(worker._maps) == 2
+  # The view's segment stayed busy, the alias's too if jax aliased it; one more served the
+  # five others in turn.
+  assert len(shared_batches._pool) in (2, 3) and len(worker._maps) == len(shared_batches._pool)
   np.testing.assert_array_equal(view, _batch(0)["inputs"][3:5])
-  np.testing.assert_array_equal(np.asarray(alias), _batch(0)["inputs"])
+  np.testing.assert_array_equal(np.asarray(alias), _batch(1)["inputs"])
   del view, alias
   gc.collect()
   assert all(s.mm[0] == shared_batches._Segment.FREE for s in shared_batches._pool)

@@ -51,11 +51,8 @@ def _recycled(opener: shared_batches._Opener) -> Callable[..., None]:
 
 def measure(batches: int = 7, batch: int = 256, size: int = 224) -> dict[str, float]:
   """ms a batch, median over `batches`, by way and dtype."""
-  tag = shared_batches.new_tag()
-  shared_batches.init_worker(tag)
-  opener = shared_batches._Opener(tag)
   out = {}
-  try:
+  with shared_batches.both_sides_here() as opener:
     for dtype in (np.float32, np.uint8):
       image = np.random.default_rng(0).integers(0, 255, (size, size, 3)).astype(dtype)
       shape = (batch, size, size, 3)
@@ -68,10 +65,6 @@ def measure(batches: int = 7, batch: int = 256, size: int = 224) -> dict[str, fl
           way(shape, dtype, image)
           times.append(time.perf_counter() - t)
         out[f"{name}, {np.dtype(dtype).name}"] = 1e3 * statistics.median(times[1:])
-  finally:
-    shared_batches._tag = None
-    shared_batches._pool.clear()
-    opener.sweep()
   return out
 
 

@@ -29,6 +29,7 @@ the iterator closes; a resumed run sets the state before the first batch, when n
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import itertools
@@ -36,7 +37,7 @@ import mmap
 import os
 import secrets
 import weakref
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import grain
 import numpy as np
@@ -149,9 +150,14 @@ def send(element: Any) -> Any:
 def unlink_pool() -> None:
   """In a worker whose main process died: unlinks the names of its segments that the main process
   never received (nobody will open them now), so that a SIGKILLed trainer leaves none behind."""
-  for s in _pool:
+  _unlink_quietly(os.path.join(SHM_DIR, s.name) for s in _pool)
+
+
+def _unlink_quietly(paths: Iterable[str]) -> None:
+  """Unlinks `paths`, those already gone (the other side unlinked them) included."""
+  for path in paths:
     try:
-      os.unlink(os.path.join(SHM_DIR, s.name))
+      os.unlink(path)
     except FileNotFoundError:
       pass
 
@@ -209,11 +215,24 @@ class _Opener:
 
   def sweep(self) -> None:
     """Unlinks this iterator's segments that were never received (the iterator has closed)."""
-    for path in glob.glob(os.path.join(SHM_DIR, f"{PREFIX}{self.tag}-*")):
-      try:
-        os.unlink(path)
-      except FileNotFoundError:
-        pass
+    _unlink_quietly(glob.glob(os.path.join(SHM_DIR, f"{PREFIX}{self.tag}-*")))
+
+
+@contextlib.contextmanager
+def both_sides_here() -> Iterator[_Opener]:
+  """This process as a pooling worker and as its main process at once (for timing and tests):
+  yields the main side's opener; afterwards the process is no worker again and its segments are
+  unlinked."""
+  global _tag
+  tag = new_tag()
+  init_worker(tag)
+  opener = _Opener(tag)
+  try:
+    yield opener
+  finally:
+    _tag = None
+    _pool.clear()
+    opener.sweep()
 
 
 class OpenBatches(grain.DatasetIterator):

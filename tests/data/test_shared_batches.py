@@ -25,14 +25,10 @@ pytestmark = pytest.mark.skipif(not shared_batches.available(), reason="no /dev/
 @pytest.fixture
 def worker():
   """This process as a pooling worker (tag unique to the test); reset and swept after."""
-  tag = shared_batches.new_tag()
-  shared_batches.init_worker(tag)
-  opener = shared_batches._Opener(tag)
-  yield opener
-  shared_batches._tag = None
-  shared_batches._pool.clear()
-  opener.sweep()
-  assert not glob.glob(f"/dev/shm/{shared_batches.PREFIX}{tag}-*")
+  with shared_batches.both_sides_here() as opener:
+    yield opener
+  assert shared_batches._tag is None and not shared_batches._pool
+  assert not glob.glob(f"/dev/shm/{shared_batches.PREFIX}{opener.tag}-*")
 
 
 def _batch(seed, shape=(8, 128, 128, 3)):  # 1.5 MB: over MIN_BYTES
@@ -113,12 +109,17 @@ def test_outside_a_worker_nothing_changes():
   assert shared_batches.send(b) is b
 
 
-def test_worker_processes_recycle_segments_and_give_the_same_batches(tmp_path):
-  c = data_config("shapes", str(tmp_path), batch_size=64, in_memory="false", workers=2,
+def streaming_pipeline(data_dir):
+  """Batches of 64 crops of 40 px in float32 (1.2 MB, over MIN_BYTES) from 2 worker processes."""
+  c = data_config("shapes", str(data_dir), batch_size=64, in_memory="false", workers=2,
                   builder_config={"num_examples": 64, "num_classes": 4, "image_size": 32},
                   image={"train": ("decode", "random_resized_crop", "flip", "normalize"),
                          "size": 40})
-  p = data_lib.build_pipeline(c, "train", train=True, seed=0)
+  return data_lib.build_pipeline(c, "train", train=True, seed=0)
+
+
+def test_worker_processes_recycle_segments_and_give_the_same_batches(tmp_path):
+  p = streaming_pipeline(tmp_path)
   it = p.iterator(prefetch=2)
   assert isinstance(it, shared_batches.OpenBatches)
   try:
@@ -146,14 +147,9 @@ def test_worker_processes_recycle_segments_and_give_the_same_batches(tmp_path):
 
 _KILLED = """
 import sys
-from tests.conftest import data_config
-import data as data_lib
+from tests.data.test_shared_batches import streaming_pipeline
 if __name__ == "__main__":
-  c = data_config("shapes", sys.argv[1], batch_size=64, in_memory="false", workers=2,
-                  builder_config={"num_examples": 64, "num_classes": 4, "image_size": 32},
-                  image={"train": ("decode", "random_resized_crop", "flip", "normalize"),
-                         "size": 40})
-  it = data_lib.build_pipeline(c, "train", train=True, seed=0).iterator(prefetch=2)
+  it = streaming_pipeline(sys.argv[1]).iterator(prefetch=2)
   for _ in range(3):
     next(it)
   print("ready", flush=True)

@@ -46,20 +46,46 @@ def test_a_search_on_a_url_without_storage_is_refused(data_dir):
 
 def test_a_trial_held_by_a_dead_workers_lock_waits_for_it_to_expire(data_dir, tmp_path,
                                                                      monkeypatch):
+  import os
+  import threading
   import time
 
   monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "cache"))
   monkeypatch.setattr(object_lock, "EXPIRY_SECS", 2.0)
   trial = tmp_path / "bucket" / "search" / "trials" / "trial_0000"
   trial.mkdir(parents=True)
-  (trial / object_lock.KEY).write_text(json.dumps(  # a worker on another host, gone
+  waiting = threading.Event()
+
+  def other_worker():
+    """A worker on another host: alive (renewing its heartbeat) until this worker has seen its
+    lock and waits, then gone. A heartbeat written once at the start could expire before this
+    worker first looks on a loaded machine (CI: set-up past 2 s), and the wait went untested."""
+    deadline = time.monotonic() + 60
+    while not waiting.is_set() and time.monotonic() < deadline:
+      (trial / "renew.tmp").write_text(json.dumps(
+          {"owner": "other-host:1:x", "heartbeat": time.time()}))
+      os.replace(trial / "renew.tmp", trial / object_lock.KEY)
+      waiting.wait(0.2)
+
+  def log(line: str) -> None:
+    logs.append(line)
+    if "waiting for the lock of" in line:
+      waiting.set()
+
+  (trial / object_lock.KEY).write_text(json.dumps(
       {"owner": "other-host:1:x", "heartbeat": time.time()}))
+  renewer = threading.Thread(target=other_worker, daemon=True)
+  renewer.start()
   config = load_experiment("mnist1d_logreg", "tiny", data_dir)
   s = search.Search(config=config, config_arg="experiments/mnist1d_logreg.py:tiny",
                     space="optim.learning_rate=[0.1]", workdir=f"file://{tmp_path}/bucket/search",
                     metric="accuracy", sampler="grid", storage=f"sqlite:///{tmp_path}/study.db")
   logs = []
-  search.work(s, log=logs.append)
+  try:
+    search.work(s, log=log)
+  finally:
+    waiting.set()
+    renewer.join()
   assert any("waiting for the lock of" in line and "other-host:1:x" in line for line in logs)
   assert [t.state.name for t in search.open_study(s).trials] == ["COMPLETE"]
   assert json.loads((trial / "summary.json").read_text())["steps"] == 20

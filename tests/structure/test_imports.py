@@ -152,17 +152,21 @@ def test_every_module_imports(package):
       importlib.import_module(name)
 
 
-def test_a_training_run_imports_no_optional_heavyweights(tmp_path):
+def test_a_training_run_imports_no_optional_heavyweights(tmp_path, data_dir):
   """A run of the default experiment loads what it uses: PyTorch (which tensorboardX's package
   imports whenever it is installed: 4.5 s), the forecasting series' statsmodels and pandas
   (1.6 s), the search's optuna, the audit's cleanlab, scikit-learn and the reference libraries
-  stay out until a run asks for them. Read from the run's own `-X importtime` lines."""
+  stay out until a run asks for them. Read from the run's own `-X importtime` lines. The data
+  is prepared (`data_dir`): building MNIST-1D once imports the mnist1d package, whose utils
+  import matplotlib; the run read the default data dir before, and failed in CI whenever no
+  earlier test had built the data there."""
   import re
   import subprocess
   import sys
 
   r = subprocess.run([sys.executable, "-X", "importtime", "-m", "train", "--config",
-                      "experiments/mnist1d_cnn.py:tiny", "--workdir", str(tmp_path / "run")],
+                      "experiments/mnist1d_cnn.py:tiny", "--workdir", str(tmp_path / "run"),
+                      f"--config.data.data_dir={data_dir}"],
                      capture_output=True, text=True, cwd=ROOT, timeout=300,
                      env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert r.returncode == 0, r.stderr[-2000:]

@@ -27,6 +27,11 @@ Writes OUT/benchmark.json and OUT/benchmark.md, and prints the table.
 
 from __future__ import annotations
 
+from train import huge_pages
+
+if __name__ == "__main__":  # first, before jax: as `python -m train` runs (train.huge_pages)
+  huge_pages.restart()
+
 import os
 import resource
 import statistics

@@ -14,6 +14,11 @@ train` builds it), compiles its train step, times `--steps` steps, then traces a
 
 from __future__ import annotations
 
+from train import huge_pages
+
+if __name__ == "__main__":  # first, before jax: as `python -m train` runs (train.huge_pages)
+  huge_pages.restart()
+
 import collections
 import os
 import re

@@ -19,6 +19,11 @@ fastest window, and the compile seconds.
 
 from __future__ import annotations
 
+from train import huge_pages
+
+if __name__ == "__main__":  # first, before jax: as `python -m train` runs (train.huge_pages)
+  huge_pages.restart()
+
 import contextlib
 import functools
 import statistics

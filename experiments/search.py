@@ -22,6 +22,11 @@ it, fANOVA parameter importances, best value against training steps spent) and r
 
 from __future__ import annotations
 
+from train import huge_pages
+
+if __name__ == "__main__":  # first, before jax: as `python -m train` runs (train.huge_pages)
+  huge_pages.restart()
+
 import os
 import subprocess
 import sys

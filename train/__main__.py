@@ -11,10 +11,12 @@ each process (or `--distributed` where JAX detects them), with one shared `--wor
 
 from __future__ import annotations
 
-# standard library only: SIGTERM, SIGINT and SIGUSR1 are handled from the first instant
-from train import signals
+# standard library only: SIGTERM, SIGINT and SIGUSR1 are handled from the first instant, after
+# the restart with huge pages for XLA's per-step temporaries (train.huge_pages), before jax
+from train import huge_pages, signals
 
 if __name__ == "__main__":
+  huge_pages.restart()
   signals.install_early()
 
 import os  # noqa: E402

@@ -1,0 +1,76 @@
+"""train.huge_pages: the restart's conditions, and what it does to a large malloc'd block."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+from train import huge_pages
+
+ON_GLIBC = huge_pages.environment({}) is not None  # Linux, glibc 2.35+, THP not "never"
+
+# A block of 100 MB from glibc's malloc (numpy's own large arrays ask for huge pages already),
+# written and freed 10 times: the page faults per block, and the process's id and tunables.
+_SCRIPT = """
+import ctypes, os, resource
+from train import huge_pages
+before = os.getpid()
+huge_pages.restart()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+  p = libc.malloc(100 << 20)
+  ctypes.memset(p, 1, 100 << 20)
+  libc.free(p)
+faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0) // 10
+print(before, os.getpid(), os.environ.get("GLIBC_TUNABLES"), faults)
+"""
+
+
+def _run(**env: str) -> list[str]:
+  out = subprocess.run([sys.executable, "-c", _SCRIPT], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60, env={**os.environ, **env}, check=True)
+  lines = out.stdout.splitlines()
+  assert len(lines) == 1, out.stdout  # the restarted program ran once
+  return lines[0].split()
+
+
+def test_the_tunable_is_added_to_a_users_own_and_a_set_one_stands():
+  if not ON_GLIBC:
+    pytest.skip("not Linux with glibc 2.35+ and transparent huge pages")
+  assert huge_pages.environment({})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+  env = huge_pages.environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "A": "b"})
+  assert env == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1", "A": "b"}
+  assert huge_pages.environment({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None
+  assert huge_pages.environment({"STRATA_HUGE_PAGES": "0"}) is None
+
+
+def test_restart_keeps_the_process_and_takes_a_large_blocks_page_faults_down():
+  if not ON_GLIBC:
+    pytest.skip("not Linux with glibc 2.35+ and transparent huge pages")
+  before, after, tunables, faults = _run()
+  assert before == after and tunables == "glibc.malloc.hugetlb=1"
+  before, after, tunables, plain = _run(STRATA_HUGE_PAGES="0")
+  assert before == after and tunables == "None"
+  assert int(plain) >= 25_000  # 100 MB in 4 KB pages, each faulted in again after each free
+  # huge pages where the kernel grants them (THP "madvise" or "always"): 2 MB pages
+  assert int(faults) < int(plain) / 10, (faults, plain)
+
+
+def test_the_training_cli_restarts_before_importing_jax(tmp_path):
+  """`python -m train` restarts first: jax is imported once, by the restarted process."""
+  if not ON_GLIBC:
+    pytest.skip("not Linux with glibc 2.35+ and transparent huge pages")
+  r = subprocess.run([sys.executable, "-X", "importtime", "-m", "train", "--help"], cwd=ROOT,
+                     capture_output=True, text=True, timeout=120,
+                     env={k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"})
+  assert "--config" in r.stdout, r.stderr[-2000:]  # the help (absl exits with status 1 there)
+  # `-X importtime` prints one line per module imported, in each process
+  assert r.stderr.count("| jax\n") == 1
+  assert r.stderr.count("| train.huge_pages\n") == 2

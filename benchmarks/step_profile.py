@@ -5,8 +5,8 @@
 Builds the workload (`benchmarks.run.WORKLOADS`: the experiment's full config, as `python -m
 train` builds it), compiles its train step, times `--steps` steps, then traces as many with
 `jax.profiler` and reads the trace back (`jax.profiler.ProfileData`). Prints:
-- the step's wall time, and the sum of the XLA ops' times over XLA's worker threads (their
-  ratio is how many ops run at once on average);
+- the step's wall time, its page faults and CPU time (user, system), and the sum of the XLA
+  ops' times over XLA's worker threads (their ratio is how many ops run at once on average);
 - the ops grouped by kind (an op's name without its number: `dot`, `transpose_copy_fusion`,
   `wrapped_reduce-window`, ...), with the count per step;
 - the `--top` single ops with their output shapes, from the compiled HLO.
@@ -22,6 +22,7 @@ if __name__ == "__main__":  # first, before jax: as `python -m train` runs (trai
 import collections
 import os
 import re
+import resource
 import statistics
 import tempfile
 import time
@@ -55,7 +56,8 @@ def _ops(path: str) -> dict[str, list[int]]:
 
 def profile(name: str, steps: int = 10, tiny: bool = False,
             data_dir: str | None = None) -> dict[str, Any]:
-  """{"step_ms", "ops": {name: (ms per step, count per step)}, "shapes": {name: HLO shape}}
+  """{"step_ms", "page_faults", "user_ms", "sys_ms" (a step's, the process's CPU time), "ops":
+  {name: (ms per step, count per step)}, "shapes": {name: HLO shape}}
   for workload `name`'s train step (its tiny mode with `tiny`)."""
   import glob
 
@@ -78,10 +80,17 @@ def profile(name: str, steps: int = 10, tiny: bool = False,
   for _ in range(3):
     step()
   times = []
+  before = resource.getrusage(resource.RUSAGE_SELF)
   for _ in range(steps):
     t = time.perf_counter()
     step()
     times.append(time.perf_counter() - t)
+  after = resource.getrusage(resource.RUSAGE_SELF)
+  # the process's page faults and CPU time over the timed steps (train.huge_pages: a step's
+  # temporaries faulted in again every step, 4 KB at a time, without huge pages)
+  per_step = {"page_faults": (after.ru_minflt - before.ru_minflt) / steps,
+              "user_ms": 1e3 * (after.ru_utime - before.ru_utime) / steps,
+              "sys_ms": 1e3 * (after.ru_stime - before.ru_stime) / steps}
   with tempfile.TemporaryDirectory() as trace:
     jax.profiler.start_trace(trace)
     for _ in range(steps):
@@ -93,7 +102,7 @@ def profile(name: str, steps: int = 10, tiny: bool = False,
     m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = (\S+) ", line)
     if m:
       shapes[m.group(1)] = m.group(2)
-  return {"step_ms": 1e3 * statistics.median(times),
+  return {"step_ms": 1e3 * statistics.median(times), **per_step,
           "ops": {k: (ns / 1e6 / steps, n / steps) for k, (ns, n) in ops.items()},
           "shapes": shapes}
 
@@ -114,7 +123,9 @@ def report(name: str, result: dict[str, Any], top: int) -> str:
   total = sum(ms for ms, _ in ops.values())
   lines = [f"{name}: step {result['step_ms']:.1f} ms; XLA ops {total:.1f} ms summed over "
            f"threads ({total / result['step_ms']:.2f} ops at once on average), "
-           f"{sum(n for _, n in ops.values()):.0f} ops a step", "",
+           f"{sum(n for _, n in ops.values()):.0f} ops a step; {result['page_faults']:,.0f} page "
+           f"faults and {result['user_ms']:.0f} ms user + {result['sys_ms']:.0f} ms system CPU "
+           f"time a step", "",
            "| op kind | ms a step | share of op time | ops a step |", "|---|---|---|---|"]
   shown = 0.0
   for k, (ms, count) in kinds(ops).items():

@@ -56,12 +56,21 @@ def environment(env: dict[str, str] | None = None) -> dict[str, str] | None:
   return env
 
 
-def restart() -> None:
-  """Restarts this program with huge pages for malloc's large blocks, when `environment` says to;
-  returns only when it does not. Call it first in a `__main__`, before jax is imported (an
+def started_as(module: str) -> bool:
+  """Whether this interpreter was started as `python [options] -m module ...`: only then does
+  its command line (`sys.orig_argv`) run that program again. A module run by `runpy` in another
+  program (a test's forked child, a notebook) is not restarted: that line is the other's."""
+  argv = sys.orig_argv
+  return any(a == "-m" and b == module for a, b in zip(argv, argv[1:]))
+
+
+def restart(module: str) -> None:
+  """Restarts the program `python -m module` with huge pages for malloc's large blocks, when
+  `environment` says to and this interpreter was started as that command; returns only when it
+  is not restarted. Call it first in the module's `__main__` code, before jax is imported (an
   import done here would be done twice)."""
   env = environment()
-  if env is None:
+  if env is None or not started_as(module):
     return
   sys.stdout.flush()
   sys.stderr.flush()

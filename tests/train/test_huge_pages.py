@@ -19,7 +19,7 @@ _SCRIPT = """
 import ctypes, os, resource
 from train import huge_pages
 before = os.getpid()
-huge_pages.restart()
+huge_pages.restart("fault_probe")
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -33,9 +33,12 @@ print(before, os.getpid(), os.environ.get("GLIBC_TUNABLES"), faults)
 """
 
 
-def _run(**env: str) -> list[str]:
-  out = subprocess.run([sys.executable, "-c", _SCRIPT], cwd=ROOT, capture_output=True,
-                       text=True, timeout=60, env={**os.environ, **env}, check=True)
+def _run(tmp_path, **env: str) -> list[str]:
+  """`python -m fault_probe` (the script above): restarted as any `python -m` program is."""
+  (tmp_path / "fault_probe.py").write_text(_SCRIPT)
+  out = subprocess.run([sys.executable, "-m", "fault_probe"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60, check=True,
+                       env={**os.environ, "PYTHONPATH": ROOT, **env})
   lines = out.stdout.splitlines()
   assert len(lines) == 1, out.stdout  # the restarted program ran once
   return lines[0].split()
@@ -51,12 +54,12 @@ def test_the_tunable_is_added_to_a_users_own_and_a_set_one_stands():
   assert huge_pages.environment({"STRATA_HUGE_PAGES": "0"}) is None
 
 
-def test_restart_keeps_the_process_and_takes_a_large_blocks_page_faults_down():
+def test_restart_keeps_the_process_and_takes_a_large_blocks_page_faults_down(tmp_path):
   if not ON_GLIBC:
     pytest.skip("not Linux with glibc 2.35+ and transparent huge pages")
-  before, after, tunables, faults = _run()
+  before, after, tunables, faults = _run(tmp_path)
   assert before == after and tunables == "glibc.malloc.hugetlb=1"
-  before, after, tunables, plain = _run(STRATA_HUGE_PAGES="0")
+  before, after, tunables, plain = _run(tmp_path, STRATA_HUGE_PAGES="0")
   assert before == after and tunables == "None"
   assert int(plain) >= 25_000  # 100 MB in 4 KB pages, each faulted in again after each free
   # huge pages where the kernel grants them (THP "madvise" or "always"): 2 MB pages
@@ -74,3 +77,17 @@ def test_the_training_cli_restarts_before_importing_jax(tmp_path):
   # `-X importtime` prints one line per module imported, in each process
   assert r.stderr.count("| jax\n") == 1
   assert r.stderr.count("| train.huge_pages\n") == 2
+
+
+def test_a_module_run_inside_another_program_is_not_restarted():
+  """`runpy` in a program started otherwise (a test's forked child, a notebook): its command
+  line is that program's, which a restart would run again."""
+  code = ("import os, runpy, sys; sys.argv = ['train', '--help']\n"
+          "try:\n  runpy.run_module('train', run_name='__main__')\n"
+          "except SystemExit:\n  pass\n"
+          "print('ran once', os.environ.get('GLIBC_TUNABLES'))")
+  r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                     timeout=120, env={k: v for k, v in os.environ.items()
+                                       if k != "GLIBC_TUNABLES"})
+  assert r.stdout.count("ran once") == 1 and "ran once None" in r.stdout, r.stderr[-2000:]
+  assert not huge_pages.started_as("train")  # pytest's own command line

@@ -62,9 +62,9 @@ def test_a_trial_held_by_a_dead_workers_lock_waits_for_it_to_expire(data_dir, tm
     worker first looks on a loaded machine (CI: set-up past 2 s), and the wait went untested."""
     deadline = time.monotonic() + 60
     while not waiting.is_set() and time.monotonic() < deadline:
-      (trial / "renew.tmp").write_text(json.dumps(
+      (tmp_path / "renew.tmp").write_text(json.dumps(  # outside the trial's workdir
           {"owner": "other-host:1:x", "heartbeat": time.time()}))
-      os.replace(trial / "renew.tmp", trial / object_lock.KEY)
+      os.replace(tmp_path / "renew.tmp", trial / object_lock.KEY)
       waiting.wait(0.2)
 
   def log(line: str) -> None:

@@ -13,6 +13,11 @@ our Transformer) and `charlm` (the character LMs on pydoc_text).
 
 from __future__ import annotations
 
+from train import huge_pages
+
+if __name__ == "__main__":  # first, before jax: as `python -m train` runs (train.huge_pages)
+  huge_pages.restart("experiments.reproduce")
+
 import dataclasses
 import os
 

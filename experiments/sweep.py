@@ -20,6 +20,11 @@ wrong type) fails before any run.
 
 from __future__ import annotations
 
+from train import huge_pages
+
+if __name__ == "__main__":  # first, before jax: as `python -m train` runs (train.huge_pages)
+  huge_pages.restart("experiments.sweep")
+
 import os
 import sys
 

@@ -91,3 +91,20 @@ def test_a_module_run_inside_another_program_is_not_restarted():
                                        if k != "GLIBC_TUNABLES"})
   assert r.stdout.count("ran once") == 1 and "ran once None" in r.stdout, r.stderr[-2000:]
   assert not huge_pages.started_as("train")  # pytest's own command line
+
+
+def test_each_program_restarts_under_its_own_module_name():
+  """A name other than the program's own would never match its `python -m` line: no restart."""
+  import re
+
+  calls = {}
+  for folder in ("train", "experiments", "benchmarks", "eval"):
+    for name in sorted(os.listdir(os.path.join(ROOT, folder))):
+      if name.endswith(".py"):
+        with open(os.path.join(ROOT, folder, name)) as f:
+          found = re.findall(r'huge_pages\.restart\("([\w.]+)"\)', f.read())
+        if found:
+          module = f"{folder}.{name[:-3]}".removesuffix(".__main__")
+          calls[module] = found
+  assert calls and all(found == [module] for module, found in calls.items()), calls
+  assert {"train", "experiments.search", "experiments.sweep", "benchmarks.run"} <= set(calls)

@@ -10,7 +10,7 @@ transparent huge pages on those blocks (`madvise(MADV_HUGEPAGE)`), which the ker
 its default THP mode "madvise": 2 MB pages, 500 faults a step. The setting is read only when a
 process starts, hence the restart (`os.execve`: the same process id, arguments and environment
 plus the tunable). Measured in docs/benchmarks.md (item 11): the LM's and the UNet's steps 21-24%
-faster; the streaming experiment no faster, at 137 MB more peak memory.
+faster; the streaming experiment's run 7% (medians of three), at 0-137 MB more peak memory.
 
 Nothing happens when: not Linux with glibc 2.35 or newer, THP is "never" on this machine,
 `GLIBC_TUNABLES` already names `glibc.malloc.hugetlb` (a user's own setting stands, and a

@@ -17,7 +17,7 @@ from __future__ import annotations
 from train import huge_pages
 
 if __name__ == "__main__":  # first, before jax: as `python -m train` runs (train.huge_pages)
-  huge_pages.restart("benchmarks.step_profile")
+  huge_pages.restart(__spec__)
 
 import collections
 import os

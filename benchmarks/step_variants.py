@@ -22,7 +22,7 @@ from __future__ import annotations
 from train import huge_pages
 
 if __name__ == "__main__":  # first, before jax: as `python -m train` runs (train.huge_pages)
-  huge_pages.restart("benchmarks.step_variants")
+  huge_pages.restart(__spec__)
 
 import contextlib
 import functools

@@ -16,7 +16,7 @@ from __future__ import annotations
 from train import huge_pages, signals
 
 if __name__ == "__main__":
-  huge_pages.restart("train")
+  huge_pages.restart(__spec__)
   signals.install_early()
 
 import os  # noqa: E402

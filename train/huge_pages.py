@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from importlib.machinery import ModuleSpec
 
 TUNABLE = "glibc.malloc.hugetlb"
 OFF = "STRATA_HUGE_PAGES"  # "0": keep glibc's defaults (no restart)
@@ -66,13 +67,18 @@ def started_as(module: str) -> bool:
   return any(a == "-m" and b == module for a, b in zip(argv, argv[1:]))
 
 
-def restart(module: str) -> None:
-  """Restarts the program `python -m module` with huge pages for malloc's large blocks, when
+def restart(spec: ModuleSpec | None) -> None:
+  """Restarts the program `python -m M` with huge pages for malloc's large blocks, when
   `environment` says to and this interpreter was started as that command; returns only when it
-  is not restarted. Call it first in the module's `__main__` code, before jax is imported (an
-  import done here would be done twice)."""
+  is not restarted. `spec` is the calling module's `__spec__` (M is its name, a package's
+  `__main__` standing for the package; None for a script run by path, never restarted). Call it
+  first in the module's `__main__` code, before jax is imported (an import done here would be
+  done twice)."""
+  if spec is None:
+    return
   env = environment()
-  if env is None or not started_as(module):
+  names = {spec.name, spec.name.removesuffix(".__main__")}
+  if env is None or not any(started_as(name) for name in names):
     return
   sys.stdout.flush()
   sys.stderr.flush()

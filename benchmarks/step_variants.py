@@ -10,6 +10,8 @@ docs/benchmarks.md lists as tried (dropped, or adopted: the batch slices).
       --variants strata,vector_width_512,no_concurrency_scheduler,fast_math,opt_level_1
   python -m benchmarks.step_variants --workload digits_unet \
       --variants strata,xnn_graph,onednn_custom_call
+  python -m benchmarks.step_variants --workload charlm_transformer \
+      --variants strata,column_sums_as_dots,layernorm_as_dots
 
 Each variant builds the workload (`benchmarks.run.WORKLOADS`) with one change, compiles its
 train step (timing the compile), and the variants' windows of `--steps` steps then alternate
@@ -28,23 +30,15 @@ import contextlib
 import functools
 import statistics
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from absl import flags
 
+from benchmarks import reductions_as_dots
 from train import cli
 
 NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
-
-
-@contextlib.contextmanager
-def _patched(module: Any, name: str, value: Any) -> Iterator[None]:
-  old = getattr(module, name)
-  setattr(module, name, value)
-  try:
-    yield
-  finally:
-    setattr(module, name, old)
+_patched = reductions_as_dots.patched
 
 
 def _fused_qkv() -> contextlib.AbstractContextManager:
@@ -164,77 +158,6 @@ def _head_major_attention() -> contextlib.AbstractContextManager:
   return _patched(attention, "dot_product_attention", dot_product_attention)
 
 
-def _layernorm_as_dots() -> contextlib.AbstractContextManager:
-  """LayerNorm's mean and variance over the features as matrix-vector products with a vector of
-  1/H (XLA:CPU's dots, threaded) rather than reductions (its reduce-window trees); the same
-  parameters ("scale", "bias")."""
-  import flax.linen as nn
-  import jax
-  import jax.numpy as jnp
-
-  from arch import transformer_stack
-
-  class DotLayerNorm(nn.Module):
-    epsilon: float = 1e-6
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-      h = x.shape[-1]
-      x32 = x.astype(jnp.float32)
-      mean_of = jnp.full((h,), 1.0 / h, jnp.float32)
-      centred = x32 - (x32 @ mean_of)[..., None]
-      y = centred * jax.lax.rsqrt((centred * centred) @ mean_of + self.epsilon)[..., None]
-      scale = self.param("scale", nn.initializers.ones, (h,), self.param_dtype)
-      bias = self.param("bias", nn.initializers.zeros, (h,), self.param_dtype)
-      return (y * scale + bias).astype(self.dtype or x.dtype)
-
-  layer = transformer_stack.norm_layer
-  return _patched(transformer_stack, "norm_layer",
-                  lambda kind: DotLayerNorm if kind == "layer" else layer(kind))
-
-
-def _groupnorm_as_dots() -> contextlib.AbstractContextManager:
-  """The UNet's GroupNorm with its per-channel means over the positions as matrix-vector products
-  with a vector of 1/N (XLA:CPU's dots, threaded; its reductions are reduce-window trees, 12% of
-  the UNet's op time and 838 of its 3,600 ops), then the small per-group mean; centred variance;
-  the same parameters ("scale", "bias")."""
-  import types
-
-  import flax.linen as nn
-  import jax
-  import jax.numpy as jnp
-
-  from arch import unet
-
-  class DotGroupNorm(nn.Module):
-    num_groups: int = 32
-    epsilon: float = 1e-6
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-      b, c, g = x.shape[0], x.shape[-1], self.num_groups
-      flat = x.astype(jnp.float32).reshape(b, -1, c)
-      avg = jnp.full((flat.shape[1],), 1.0 / flat.shape[1], jnp.float32)
-
-      def group_mean(t):
-        per_channel = jnp.einsum("bnc,n->bc", t, avg).reshape(b, g, c // g)
-        per_group = jnp.mean(per_channel, axis=-1, keepdims=True)
-        return jnp.broadcast_to(per_group, per_channel.shape).reshape(b, 1, c)
-
-      centred = flat - group_mean(flat)
-      y = (centred * jax.lax.rsqrt(group_mean(centred * centred) + self.epsilon)).reshape(x.shape)
-      scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
-      bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
-      return (y * scale + bias).astype(self.dtype or x.dtype)
-
-  names = {k: getattr(nn, k) for k in dir(nn) if not k.startswith("__")}
-  return _patched(unet, "nn", types.SimpleNamespace(**{**names, "GroupNorm": DotGroupNorm}))
-
-
 def _flat_optimizer() -> contextlib.AbstractContextManager:
   """The optimizer over one flattened vector (`optax.flatten`); weight decay's mask then sees
   one vector, so this is for timing only."""
@@ -283,8 +206,9 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     "causal_blocks_2": (lambda: _causal_blocks(2), NO_YNN),
     "flat_optimizer": (_flat_optimizer, NO_YNN),
     "head_major_attention": (_head_major_attention, NO_YNN),
-    "layernorm_as_dots": (_layernorm_as_dots, NO_YNN),
-    "groupnorm_as_dots": (_groupnorm_as_dots, NO_YNN),
+    "layernorm_as_dots": (reductions_as_dots.layernorm, NO_YNN),
+    "groupnorm_as_dots": (reductions_as_dots.groupnorm, NO_YNN),
+    "column_sums_as_dots": (reductions_as_dots.column_sums, NO_YNN),
     # the training pass as K slices, in any paradigm (on the experiment's one pass); and the
     # experiment's pass unsliced where it sets train.xla_cpu_batch_slices (CONFIG below)
     "batch_slices_2": (lambda: _batch_slices(2), NO_YNN),

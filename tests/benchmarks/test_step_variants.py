@@ -64,40 +64,6 @@ def test_every_variants_compile_options_are_accepted_by_this_jaxlib():
     step.lower(x).compile(compiler_options=options)  # an unknown option raises
 
 
-def test_layernorm_as_dots_is_flax_s_layernorm():
-  import flax.linen as nn
-  import jax
-  import numpy as np
-
-  from arch import transformer_stack
-
-  x = jax.random.normal(jax.random.key(0), (3, 5, 12)) * 3 + 1
-  reference = nn.LayerNorm(epsilon=1e-5)
-  params = reference.init(jax.random.key(1), x)
-  params = jax.tree_util.tree_map(lambda p: p + 0.1 * np.arange(p.size).reshape(p.shape), params)
-  with step_variants._layernorm_as_dots():
-    dots = transformer_stack.norm_layer("layer")(epsilon=1e-5)
-  np.testing.assert_allclose(dots.apply(params, x), reference.apply(params, x), atol=1e-5)
-
-
-def test_groupnorm_as_dots_is_flax_s_groupnorm_in_the_unet():
-  import flax.linen as nn
-  import jax
-  import numpy as np
-
-  from arch import unet
-
-  x = jax.random.normal(jax.random.key(0), (3, 6, 5, 16)) * 3 + 1
-  reference = nn.GroupNorm(4)
-  params = reference.init(jax.random.key(1), x)
-  params = jax.tree_util.tree_map(lambda p: p + 0.1 * np.arange(p.size).reshape(p.shape), params)
-  with step_variants._groupnorm_as_dots():
-    dots = unet.nn.GroupNorm(4)
-    assert unet.nn.Conv is nn.Conv  # the rest of flax.linen as it was
-  assert unet.nn is nn  # restored
-  np.testing.assert_allclose(dots.apply(params, x), reference.apply(params, x), atol=1e-5)
-
-
 def test_batch_slices_compute_the_same_step_over_independent_slices(data_dir):
   config = load_experiment("charlm_transformer", "tiny", data_dir)
   config.train.xla_cpu_batch_slices = 1  # as the variants set it (step_variants.CONFIG)

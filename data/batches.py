@@ -108,13 +108,9 @@ def _batch_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
   process without a copy (an ImageNet batch of 256 is 154 MB): a recycled segment of
   `data.shared_batches`, else grain's own; outside a worker, ordinary memory."""
   pooled = shared_batches.take(shape, dtype)
-  if pooled is not None:
-    return pooled
-  if _in_grain_worker():
-    from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
-
-    return SharedMemoryArray(shape, dtype)
-  return np.empty(shape, dtype)
+  if pooled is None and _in_grain_worker():
+    pooled = shared_batches.grain_array(shape, dtype)
+  return np.empty(shape, dtype) if pooled is None else pooled
 
 
 class Batches(grain.MapDataset):

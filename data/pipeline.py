@@ -88,11 +88,14 @@ class Pipeline:
                                              per_worker_buffer_size=max(prefetch, 2))
       tag = shared_batches.new_tag() if shared_batches.available() else None
       ds = self.dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-      if tag is not None:
-        ds = ds.map(shared_batches.send)
+      ds = ds.map(shared_batches.send)
+      # grain's own shared memory only for arrays of 1 MB or more (its default: every array):
+      # a label array pickles faster than a segment is made, mapped and unlinked
+      ds = grain.experimental.WithOptionsIterDataset(
+          ds, grain.experimental.DatasetOptions(min_shm_size=shared_batches.MIN_BYTES))
       it = iter(ds.mp_prefetch(
           options, worker_init_fn=functools.partial(worker_init.init, os.getpid(), tag)))
-      return it if tag is None else shared_batches.OpenBatches(it, tag)
+      return shared_batches.OpenBatches(it, tag)
     options = grain.ReadOptions(num_threads=1 if prefetch else 0,
                                 prefetch_buffer_size=prefetch)
     return iter(self.dataset.to_iter_dataset(options))

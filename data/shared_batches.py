@@ -22,13 +22,15 @@ array of the batch it last held:
 - Segments never received (still named) are unlinked when the iterator closes, or by their
   worker when the main process dies.
 A worker holds at most `MAX_SEGMENTS` segments; past that, or where /dev/shm does not exist,
-batches go through grain's own shared memory as before. A mid-stream `set_state` drops the
+batches go through grain's own shared memory as before, and the main process unlinks each of
+those segments' names as it receives it too (`_unlinked`). A mid-stream `set_state` drops the
 batches in flight without freeing their segments: the pool grows by those (up to its cap) until
 the iterator closes; a resumed run sets the state before the first batch, when none is in flight.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import glob
@@ -50,6 +52,8 @@ MIN_BYTES = 1 << 20  # smaller arrays (labels, masks) go through grain as before
 
 _tag: str | None = None  # set in a worker by `init_worker`: segments are named after it
 _pool: list[_Segment] = []
+_loose: collections.deque[str] = collections.deque(maxlen=64)  # `grain_array`s' names, newest
+_unsent: list[Any] = []  # `grain_array`s made since the last `send`
 _names = itertools.count()
 _tags = itertools.count()
 
@@ -92,6 +96,7 @@ def init_worker(tag: str) -> None:
   global _tag
   _tag = f"{tag}-{os.getpid()}"
   _pool.clear()
+  _loose.clear()
 
 
 def _segment(nbytes: int) -> _Segment | None:
@@ -116,20 +121,74 @@ def take(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
   """In a pooling worker, an empty batch array in a recycled segment (else None): filled in
   place, it is sent by `send` without a copy."""
   dtype = np.dtype(dtype)
-  segment = _segment(int(np.prod(shape)) * dtype.itemsize)
+  nbytes = int(np.prod(shape)) * dtype.itemsize
+  if nbytes < MIN_BYTES:  # see `grain_array`
+    return None
+  segment = _segment(nbytes)
   return None if segment is None else segment.array(tuple(shape), dtype)
+
+
+def grain_array(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+  """In a grain worker, an empty batch array in grain's own shared memory (`SharedMemoryArray`,
+  which grain sends as it is) for a batch that `take` could not pool (the pool is full and busy,
+  or this worker does not pool: no /dev/shm); None if it cannot be made. `send` unlinks it if
+  the batch is sent without it (a later transform replaced it): grain would have left it
+  behind. In a pooling worker it is named as this worker's segments are, so that the main
+  process's sweep finds it if it is never received, and Python's resource tracker is told to
+  forget it here (the main process's unlink on receipt, `_unlinked`, tracks it there; one swept
+  would otherwise be reported as leaked at exit). Neither this nor `take` serves an array under
+  `MIN_BYTES`: grain pickles those, and its queue pickles on a thread, after the worker may have
+  reused a pooled array's segment for the next batch."""
+  from multiprocessing import resource_tracker, shared_memory
+
+  from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
+
+  dtype = np.dtype(dtype)
+  size = int(np.prod(shape)) * dtype.itemsize
+  if size < MIN_BYTES:
+    return None
+  try:
+    if _tag is None:
+      array = SharedMemoryArray(tuple(shape), dtype)
+    else:
+      shm = shared_memory.SharedMemory(f"{PREFIX}{_tag}-{next(_names)}", create=True, size=size)
+      resource_tracker.unregister(shm._name, "shared_memory")  # the "/"-prefixed name
+      _loose.append(shm.name)
+      array = SharedMemoryArray.from_shared_memory(shm, tuple(shape), dtype)
+  except OSError:
+    return None
+  _unsent.append(array)
+  return array
+
+
+def _unlink_unsent(sent: Iterable[Any]) -> None:
+  """Unlinks the `grain_array`s made since the last batch that are not among `sent`."""
+  names = {getattr(getattr(v, "shm", None), "name", None) for v in sent}
+  for array in _unsent:
+    if array.shm.name in names:
+      continue
+    if array.shm.name.startswith(PREFIX):  # untracked (`grain_array`)
+      _unlink_quietly([os.path.join(SHM_DIR, array.shm.name)])
+    else:
+      array.shm.unlink()
+  _unsent.clear()
 
 
 def send(element: Any) -> Any:
   """The last step of a worker's pipeline: each array of `MIN_BYTES` or more in the element (a
   dict) becomes a `Token` of a segment: its own when it was made by `take`, else a copy. Segments
   taken for arrays that were not sent (a later transform replaced them, or the batch failed)
-  are free again."""
-  if _tag is None or not isinstance(element, dict):
+  are free again, and `grain_array`s not sent are unlinked. In every grain worker, pooling or
+  not."""
+  if not isinstance(element, dict):
+    return element
+  _unlink_unsent(element.values())
+  if _tag is None:
     return element
   out = dict(element)
   for key, value in element.items():
-    if not isinstance(value, np.ndarray) or value.nbytes < MIN_BYTES or value.dtype.hasobject:
+    if (not isinstance(value, np.ndarray) or value.nbytes < MIN_BYTES or value.dtype.hasobject
+        or getattr(value, "shm", None) is not None):  # already in grain's shared memory
       continue
     address = value.__array_interface__["data"][0]
     segment = next((s for s in _pool if s.address == address and s.size == value.nbytes
@@ -150,7 +209,7 @@ def send(element: Any) -> Any:
 def unlink_pool() -> None:
   """In a worker whose main process died: unlinks the names of its segments that the main process
   never received (nobody will open them now), so that a SIGKILLed trainer leaves none behind."""
-  _unlink_quietly(os.path.join(SHM_DIR, s.name) for s in _pool)
+  _unlink_quietly(os.path.join(SHM_DIR, name) for name in [s.name for s in _pool] + list(_loose))
 
 
 def _unlink_quietly(paths: Iterable[str]) -> None:
@@ -184,11 +243,25 @@ def _release(mm: mmap.mmap) -> None:
     mm[0] = _Segment.FREE
 
 
+def _unlinked(value: Any) -> Any:
+  """`value`; when it is an array in grain's own shared memory (an array this module did not
+  pool), with the segment's name unlinked now, as `_Opener.array` does with its own. grain
+  unlinks it when the array is freed, on a thread, and a batch still held at exit (the last
+  one) was never unlinked: Python's resource tracker then warned of leaked shared_memory
+  objects after the run's last line. The mapping stays valid after the unlink."""
+  shm = getattr(value, "shm", None)
+  if shm is None or not getattr(value, "_unlink_on_del", False):
+    return value
+  shm.unlink()  # also tells the resource tracker
+  value._unlink_on_del = False  # grain's __del__ now only closes the mapping
+  return value
+
+
 class _Opener:
   """The main process's side: maps segments by name, once each, and makes batch arrays."""
 
-  def __init__(self, tag: str):
-    self.tag = tag
+  def __init__(self, tag: str | None):
+    self.tag = tag  # None: no pooled segments (grain's own shared memory only)
     self._maps: dict[str, mmap.mmap] = {}
 
   def array(self, token: Token) -> np.ndarray:
@@ -210,11 +283,14 @@ class _Opener:
 
   def open(self, element: Any) -> Any:
     if isinstance(element, dict):
-      return {k: self.array(v) if isinstance(v, Token) else v for k, v in element.items()}
+      return {k: self.array(v) if isinstance(v, Token) else _unlinked(v)
+              for k, v in element.items()}
     return element
 
   def sweep(self) -> None:
     """Unlinks this iterator's segments that were never received (the iterator has closed)."""
+    if self.tag is None:
+      return
     _unlink_quietly(glob.glob(os.path.join(SHM_DIR, f"{PREFIX}{self.tag}-*")))
 
 
@@ -232,15 +308,16 @@ def both_sides_here() -> Iterator[_Opener]:
   finally:
     _tag = None
     _pool.clear()
+    _loose.clear()
     opener.sweep()
 
 
 class OpenBatches(grain.DatasetIterator):
   """The iterator over a worker-backed iterator's elements with each `Token` replaced by its
-  array; closing it (or its collection, or the interpreter's exit) unlinks segments never
+  array (`tag` None: no pooled segments) and grain's shared-memory arrays unlinked; closing it (or its collection, or the interpreter's exit) unlinks segments never
   received. Checkpoint state is the parent's."""
 
-  def __init__(self, parent: grain.DatasetIterator, tag: str):
+  def __init__(self, parent: grain.DatasetIterator, tag: str | None):
     super().__init__(parent)
     self._opener = _Opener(tag)
     self._sweep = weakref.finalize(self, _Opener.sweep, self._opener)

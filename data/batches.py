@@ -106,7 +106,8 @@ def _in_grain_worker() -> bool:
 def _batch_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
   """An empty batch array. In a grain worker it is in shared memory, which reaches the main
   process without a copy (an ImageNet batch of 256 is 154 MB): a recycled segment of
-  `data.shared_batches`, else grain's own; outside a worker, ordinary memory."""
+  `data.shared_batches`, else grain's own; under 1 MB (`shared_batches.MIN_BYTES`) or outside a
+  worker, ordinary memory."""
   pooled = shared_batches.take(shape, dtype)
   if pooled is None and _in_grain_worker():
     pooled = shared_batches.grain_array(shape, dtype)

@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--batch", type=int, default=256)
   p.add_argument("--size", type=int, default=224)
   args = p.parse_args(argv)
+  if args.batch * args.size * args.size * 3 < shared_batches.MIN_BYTES:
+    cli.fail(f"--batch={args.batch} --size={args.size}: a uint8 batch of "
+             f"{args.batch * args.size ** 2 * 3:,} bytes; expected at least "
+             f"{shared_batches.MIN_BYTES:,}, the least that data.shared_batches pools", 2)
   if not shared_batches.available():
     cli.fail("/dev/shm is not writable here; expected POSIX shared memory as files", 2)
   print("| batch memory | ms a batch | ms an image |")

@@ -27,11 +27,6 @@ Writes OUT/benchmark.json and OUT/benchmark.md, and prints the table.
 
 from __future__ import annotations
 
-from train import huge_pages
-
-if __name__ == "__main__":  # first, before jax: as `python -m train` runs (train.huge_pages)
-  huge_pages.restart(__spec__)
-
 import os
 import resource
 import statistics
@@ -40,7 +35,7 @@ from typing import Any, Callable
 
 from absl import flags
 
-from train import cli
+from train import cli, huge_pages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # workload -> (experiment file, paradigm shown in the table)
@@ -263,6 +258,9 @@ def main(argv: list[str]) -> None:
   unknown = sorted(set(names) - set(WORKLOADS))
   if unknown:
     raise ValueError(f"--only {unknown}: expected some of {list(WORKLOADS)}")
+  # train.huge_pages, as `python -m train` runs those experiments: the whole process (the other
+  # workloads and the PyTorch twins too) restarts with it when one of them sets it
+  huge_pages.restart_for([workload_config(n, data_dir=FLAGS.data_dir) for n in names], __spec__)
   # the rate the training records divide by (measured once per machine, kept beside the CLI's
   # default compilation cache), so this table's share and their MFU share a denominator
   from train import throughput

@@ -14,11 +14,6 @@ train` builds it), compiles its train step, times `--steps` steps, then traces a
 
 from __future__ import annotations
 
-from train import huge_pages
-
-if __name__ == "__main__":  # first, before jax: as `python -m train` runs (train.huge_pages)
-  huge_pages.restart(__spec__)
-
 import collections
 import os
 import re
@@ -30,7 +25,7 @@ from typing import Any
 
 from absl import flags
 
-from train import cli
+from train import cli, huge_pages
 
 # Trace events on XLA's threads that are not ops: the executor's own spans, the thread pool's
 # parallel-region markers (one set per region inside an op), and each op's end marker.
@@ -150,11 +145,12 @@ def define_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-  from benchmarks.run import WORKLOADS
+  from benchmarks.run import WORKLOADS, workload_config
   from train import throughput
 
   if FLAGS.workload not in WORKLOADS:
     raise ValueError(f"--workload={FLAGS.workload!r}: expected one of {list(WORKLOADS)}")
+  huge_pages.restart_for([workload_config(FLAGS.workload)], __spec__)  # as `python -m train`
   print(f"dense float32 matmul: {throughput.matmul_flops(2048, 10) / 1e9:.0f} GFLOP/s")
   print(report(FLAGS.workload, profile(FLAGS.workload, FLAGS.steps), FLAGS.top))
 

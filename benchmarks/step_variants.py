@@ -21,11 +21,6 @@ fastest window, and the compile seconds.
 
 from __future__ import annotations
 
-from train import huge_pages
-
-if __name__ == "__main__":  # first, before jax: as `python -m train` runs (train.huge_pages)
-  huge_pages.restart(__spec__)
-
 import contextlib
 import functools
 import statistics
@@ -35,7 +30,7 @@ from typing import Any, Callable
 from absl import flags
 
 from benchmarks import reductions_as_dots
-from train import cli
+from train import cli, huge_pages
 
 NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
 _patched = reductions_as_dots.patched
@@ -288,7 +283,7 @@ def define_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-  from benchmarks.run import WORKLOADS
+  from benchmarks.run import WORKLOADS, workload_config
   from train import throughput
 
   if FLAGS.workload not in WORKLOADS:
@@ -296,6 +291,7 @@ def main(argv: list[str]) -> None:
   unknown = sorted(set(FLAGS.variants) - set(VARIANTS))
   if unknown:
     raise ValueError(f"--variants {unknown}: expected some of {list(VARIANTS)}")
+  huge_pages.restart_for([workload_config(FLAGS.workload)], __spec__)  # as `python -m train`
   print(f"dense float32 matmul: {throughput.matmul_flops(2048, 10) / 1e9:.0f} GFLOP/s")
   print("| variant | steps/s, median (range) | compile s |\n|---|---|---|")
   for v, r in measure(FLAGS.workload, FLAGS.variants, FLAGS.windows, FLAGS.steps).items():

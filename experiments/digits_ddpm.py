@@ -22,4 +22,5 @@ def get_config(arg: str | None = None):
   c.diffusion.prediction = "v"
   c.diffusion.weighting = "min_snr"
   c.diffusion.eta = 0.5
+  c.train.huge_pages = True  # the UNet's steps 21% faster (train/huge_pages.py)
   return diffusion.finish(c, "digits_ddpm", arg)

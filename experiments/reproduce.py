@@ -13,17 +13,12 @@ our Transformer) and `charlm` (the character LMs on pydoc_text).
 
 from __future__ import annotations
 
-from train import huge_pages
-
-if __name__ == "__main__":  # first, before jax: as `python -m train` runs (train.huge_pages)
-  huge_pages.restart(__spec__)
-
 import dataclasses
 import os
 
 from absl import app, flags
 
-from train import cli
+from train import cli, huge_pages
 
 EXPERIMENTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -142,6 +137,12 @@ def main(argv: list[str]) -> None:
 
   if len(argv) != 2:
     raise app.UsageError(f"expected one table name, one of {sorted(TABLES)}; got {argv[1:]}")
+  if argv[1] in TABLES:  # (reproduce refuses another in one line) train.huge_pages, before runs
+    from train import config as config_lib
+
+    huge_pages.restart_for([config_lib.load(os.path.join(EXPERIMENTS, f"{r.experiment}.py"))
+                            for r in TABLES[argv[1]].rows
+                            if not FLAGS.only or r.experiment in FLAGS.only], __spec__)
   compilation_cache.use_compilation_cache(FLAGS.compilation_cache)
   _, text = reproduce(argv[1], FLAGS.seeds, FLAGS.workdir, FLAGS.tiny, FLAGS.only,
                       FLAGS.data_dir, log=progress.console)

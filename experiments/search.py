@@ -22,18 +22,13 @@ it, fANOVA parameter importances, best value against training steps spent) and r
 
 from __future__ import annotations
 
-from train import huge_pages
-
-if __name__ == "__main__":  # first, before jax: as `python -m train` runs (train.huge_pages)
-  huge_pages.restart(__spec__)
-
 import os
 import subprocess
 import sys
 
 from absl import flags
 
-from train import cli
+from train import cli, huge_pages
 from train import config as config_lib
 from train.errors import FlagError
 
@@ -103,6 +98,7 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
     study = search_lib.open_study(search, create=False)
     print(search_results.write(search, study))
     return
+  huge_pages.restart_for([search.config], __spec__)  # train.huge_pages, before anything runs
   compilation_cache.use_compilation_cache(FLAGS.compilation_cache)
   search_lib.open_study(search)  # created once, before the other workers open it
   # the other processes of --workers N: they run trials; this one writes the tables

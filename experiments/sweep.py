@@ -20,17 +20,12 @@ wrong type) fails before any run.
 
 from __future__ import annotations
 
-from train import huge_pages
-
-if __name__ == "__main__":  # first, before jax: as `python -m train` runs (train.huge_pages)
-  huge_pages.restart(__spec__)
-
 import os
 import sys
 
 from absl import flags
 
-from train import cli
+from train import cli, huge_pages
 from train import config as config_lib
 from train.errors import FlagError
 
@@ -68,6 +63,7 @@ def main(argv: list[str], overrides: dict[str, str]) -> None:
 
   config_arg = FLAGS.config
   config = config_lib.from_command_line(config_arg, overrides)
+  huge_pages.restart_for([config], __spec__)  # train.huge_pages: once, before anything runs
   name = config_lib.experiment_name(config_arg)
   url = FLAGS.workdir if remote_workdir.is_remote(FLAGS.workdir) else ""
   files.check_directory(None if url else FLAGS.workdir, "--workdir")

@@ -11,12 +11,10 @@ each process (or `--distributed` where JAX detects them), with one shared `--wor
 
 from __future__ import annotations
 
-# standard library only: SIGTERM, SIGINT and SIGUSR1 are handled from the first instant, after
-# the restart with huge pages for XLA's per-step temporaries (train.huge_pages), before jax
+# standard library only: SIGTERM, SIGINT and SIGUSR1 are handled from the first instant, before jax
 from train import huge_pages, signals
 
 if __name__ == "__main__":
-  huge_pages.restart(__spec__)
   signals.install_early()
 
 import os  # noqa: E402
@@ -104,6 +102,7 @@ def default_workdir(config_arg: str) -> str:
 
 def main(argv: list[str], overrides: dict[str, str]) -> None:
   config = config_lib.from_command_line(_CONFIG.value, overrides)
+  huge_pages.restart_for([config], __spec__)  # train.huge_pages: once, before anything runs
   if _TOPOLOGY.value is not None:
     if not _DRY_RUN.value:
       raise FlagError(f"--topology={_TOPOLOGY.value!r} compiles for a slice this host does not "

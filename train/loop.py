@@ -174,6 +174,8 @@ def _train(config: mlc.ConfigDict, workdir: str, run: Run, settings: Settings, t
   usage = memory.report(run.abstract, memory.device_bytes(abstract_batch(run)), train_step)
   limit, source = memory.device_limit(settings.memory_limit_gb)
   progress.console(memory.line(usage, limit, source))
+  if settings.huge_pages_note:
+    progress.console(settings.huge_pages_note)
   memory.check(usage, limit, source, config)
   if dry_run:
     progress.console(f"dry run: {config.model.name}, {speed.flops_per_step / 1e9:.3g} GFLOP a "

@@ -23,6 +23,7 @@ from train import (
   batch_slices,
   field_use,
   histograms,
+  huge_pages,
   optim,
   paradigms,
   parallel,
@@ -315,6 +316,7 @@ class Settings:
   init_from: dict[str, Any] | None  # config.init_from when it names a workdir
   first_step_timeout_secs: float = 0.0
   logging: dict[str, Any] | None = None  # config.logging (train.writers)
+  huge_pages_note: str = ""  # train.huge_pages asked for, not in effect here: why (one line)
 
   @classmethod
   def of(cls, config: mlc.ConfigDict) -> "Settings":
@@ -325,7 +327,8 @@ class Settings:
                d.prefetch, device_prefetch(d.device_prefetch), config.optim.grad_accum_steps,
                init.to_dict() if init is not None and (init.workdir or init.get("path"))
                else None,
-               float(t.first_step_timeout_secs), config.logging.to_dict())
+               float(t.first_step_timeout_secs), config.logging.to_dict(),
+               huge_pages.not_in_effect(bool(t.huge_pages)))
 
 
 def device_prefetch(size: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -66,17 +67,34 @@ def test_restart_keeps_the_process_and_takes_a_large_blocks_page_faults_down(tmp
   assert int(faults) < int(plain) / 10, (faults, plain)
 
 
-def test_the_training_cli_restarts_before_importing_jax(tmp_path):
-  """`python -m train` restarts first: jax is imported once, by the restarted process."""
+@pytest.mark.parametrize("asked", [True, False])
+def test_the_training_cli_restarts_when_the_config_asks(tmp_path, data_dir, asked):
+  """`python -m train` restarts once its config is loaded when it sets train.huge_pages (the
+  restarted process imports everything again), and only then."""
   if not ON_GLIBC:
     pytest.skip("not Linux with glibc 2.35+ and transparent huge pages")
-  r = subprocess.run([sys.executable, "-X", "importtime", "-m", "train", "--help"], cwd=ROOT,
+  r = subprocess.run([sys.executable, "-X", "importtime", "-m", "train", "--config",
+                      "experiments/mnist1d_cnn.py:tiny", f"--config.data.data_dir={data_dir}",
+                      f"--config.train.huge_pages={asked}", "--dry_run",
+                      "--workdir", str(tmp_path / "w"), "--compilation_cache="], cwd=ROOT,
                      capture_output=True, text=True, timeout=120,
                      env={k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"})
-  assert "--config" in r.stdout, r.stderr[-2000:]  # the help (absl exits with status 1 there)
+  assert r.returncode == 0 and "dry run: cnn.CNN" in r.stderr, r.stderr[-2000:]
   # `-X importtime` prints one line per module imported, in each process
-  assert r.stderr.count("| jax\n") == 1
-  assert r.stderr.count("| train.huge_pages\n") == 2
+  assert r.stderr.count("| jax\n") == r.stderr.count("| train.huge_pages\n") == 1 + asked
+
+
+def test_the_experiments_that_ask_for_huge_pages():
+  """Set where their steps measured faster (docs/benchmarks.md item 11), never in a smoke run;
+  the default experiment's step has no block large enough to gain (docs/default_run.md)."""
+  from train import config as config_lib
+
+  def asks(arg):
+    return huge_pages.wanted([config_lib.load(os.path.join(ROOT, "experiments", arg))])
+
+  assert all(asks(f"{e}.py") and not asks(f"{e}.py:tiny")
+             for e in ("charlm_transformer", "digits_ddpm", "shapes_resnet"))
+  assert not asks("mnist1d_cnn.py") and not config_lib.base().train.huge_pages
 
 
 def test_a_module_run_inside_another_program_is_not_restarted():
@@ -94,14 +112,25 @@ def test_a_module_run_inside_another_program_is_not_restarted():
 
 
 def test_the_training_programs_restart():
-  """Each program that trains or times steps restarts itself (with its own `__spec__`, from
-  which the restart reads the `python -m` name it was started under)."""
+  """Each program that trains or times steps restarts itself when its configs ask (with its own
+  `__spec__`, from which the restart reads the `python -m` name it was started under)."""
   callers = set()
   for folder in ("train", "experiments", "benchmarks", "eval"):
     for name in sorted(os.listdir(os.path.join(ROOT, folder))):
       if name.endswith(".py"):
         with open(os.path.join(ROOT, folder, name)) as f:
-          if "huge_pages.restart(__spec__)" in f.read():
+          if re.search(r"huge_pages\.restart_for\(.*?__spec__\)", f.read(), re.S):
             callers.add(f"{folder}.{name[:-3]}".removesuffix(".__main__"))
   assert {"train", "experiments.search", "experiments.sweep", "experiments.reproduce",
           "benchmarks.run", "benchmarks.step_profile", "benchmarks.step_variants"} <= callers
+
+
+def test_a_run_asking_for_huge_pages_without_them_says_why():
+  hp = "glibc.malloc.hugetlb"
+  assert huge_pages.not_in_effect(False, {}) == ""
+  assert huge_pages.not_in_effect(True, {"GLIBC_TUNABLES": f"a=1:{hp}=1"}) == ""
+  assert "STRATA_HUGE_PAGES=0" in huge_pages.not_in_effect(True, {"STRATA_HUGE_PAGES": "0"})
+  assert f"{hp}=0 sets it" in huge_pages.not_in_effect(True, {"GLIBC_TUNABLES": f"{hp}=0"})
+  note = huge_pages.not_in_effect(True, {})
+  assert note.startswith("train.huge_pages=True: running without") and "\n" not in note
+  assert ("python -m" in note) == ON_GLIBC  # else: the platform's reason

@@ -314,8 +314,9 @@ def both_sides_here() -> Iterator[_Opener]:
 
 class OpenBatches(grain.DatasetIterator):
   """The iterator over a worker-backed iterator's elements with each `Token` replaced by its
-  array (`tag` None: no pooled segments) and grain's shared-memory arrays unlinked; closing it (or its collection, or the interpreter's exit) unlinks segments never
-  received. Checkpoint state is the parent's."""
+  array (`tag` None: no pooled segments) and grain's shared-memory arrays unlinked; closing it
+  (or its collection, or the interpreter's exit) unlinks segments never received. Checkpoint
+  state is the parent's."""
 
   def __init__(self, parent: grain.DatasetIterator, tag: str | None):
     super().__init__(parent)

@@ -24,6 +24,7 @@ Nothing happens when: the configs do not set it, not Linux with glibc 2.35 or ne
 setting stands, and a restarted process does not restart again), `STRATA_HUGE_PAGES=0`, or the
 interpreter was not started as `python -m` that program (`started_as`).
 """
+
 from __future__ import annotations
 
 import os

@@ -12,7 +12,8 @@ import functools
 import json
 import os
 import sys
-from typing import Any
+import tempfile
+from typing import Any, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -101,6 +102,26 @@ def _builder(data_config):
 
 
 @contextlib.contextmanager
+def _no_temp_litter() -> Iterator[None]:
+  """TFDS's DatasetBuilder, made on a data dir not yet prepared, makes an empty temporary
+  directory for dataset info it then fails to fetch (`DatasetInfo.initialize_from_bucket`) and
+  never removes it: one left in /tmp per dataset prepared (1,089 after a day of tests here).
+  Made inside a private temporary directory, which is removed after when nothing but such empty
+  directories is in it (another thread's file there is left alone)."""
+  private = tempfile.mkdtemp(prefix="strata-tfds-")
+  tempdir, tempfile.tempdir = tempfile.tempdir, private
+  try:
+    yield
+  finally:
+    tempfile.tempdir = tempdir
+    for name in os.listdir(private):
+      with contextlib.suppress(OSError):  # not empty: not TFDS's
+        os.rmdir(os.path.join(private, name))
+    with contextlib.suppress(OSError):
+      os.rmdir(private)
+
+
+@contextlib.contextmanager
 def _quiet():
   """TFDS's warnings and per-split progress bars off while an offline builder is made and
   prepared (it downloads nothing, so they say nothing a user needs)."""
@@ -133,7 +154,8 @@ def _cached_builder(name: str, data_dir: str, overrides_json: str, download: boo
     if overrides and make_config is None:
       raise DataError(f"data.builder_config={overrides} is not supported by source {name!r}; "
                       f"only {sorted(builders.CONFIGURABLE)} take builder arguments")
-    with _quiet():  # TFDS warns that a folder not yet prepared has no dataset_info.json
+    # TFDS warns that a folder not yet prepared has no dataset_info.json
+    with _quiet(), _no_temp_litter():
       if make_config is not None:
         try:
           config = make_config(overrides)
@@ -157,7 +179,8 @@ def _cached_builder(name: str, data_dir: str, overrides_json: str, download: boo
 
   def make():
     try:
-      with _quiet():  # TFDS warns that a folder not yet prepared has no dataset_info.json
+      # TFDS warns that a folder not yet prepared has no dataset_info.json
+      with _quiet(), _no_temp_litter():
         return tfds.builder(name, data_dir=data_dir)
     except Exception as e:  # TFDS raises DatasetNotFoundError with a long catalog listing.
       raise DataError(
@@ -193,7 +216,8 @@ def _own_builder(cls, make_config, data_dir: str, remote: str = ""):
   """A prepared builder of the user's own folder or table (`data.folder`, `data.table`): its
   errors, found while listing, reading or preparing, are DataErrors."""
   try:
-    with _quiet():  # TFDS logs a custom config's whole repr, and a folder not yet prepared
+    # TFDS logs a custom config's whole repr, and a folder not yet prepared
+    with _quiet(), _no_temp_litter():
       config = make_config()
       config.cache = os.path.join(data_dir, cls.name, f"{config.name}.json")
       extras = (os.path.relpath(config.cache, data_dir).replace(os.sep, "/"),)

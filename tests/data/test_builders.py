@@ -108,3 +108,21 @@ def test_preparing_an_offline_source_says_one_line(tmp_path, capfd):
                    "(once; later runs reuse it)"], lines
   sources.load_split(c, "train")
   assert not "".join(capfd.readouterr()).strip()  # prepared: nothing more
+
+
+def test_preparing_a_dataset_leaves_nothing_in_the_temporary_directory(tmp_path, monkeypatch):
+  # TFDS's DatasetBuilder, made on a data dir not yet prepared, left an empty directory in /tmp
+  # for every dataset prepared (DatasetInfo.initialize_from_bucket)
+  import tempfile
+
+  from data import sources
+  from train import config as config_lib
+
+  temp = tmp_path / "temp"
+  temp.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(temp))
+  c = config_lib.base().data
+  c.source, c.data_dir = "breast_cancer", str(tmp_path / "tfds")
+  sources.source_info(c)
+  assert (tmp_path / "tfds").exists() and not list(temp.iterdir())
+  assert tempfile.tempdir == str(temp)  # restored

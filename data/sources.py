@@ -6,20 +6,17 @@ it with `builder.as_data_source(split)` and returns its inputs and labels as num
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
 import os
 import sys
-import tempfile
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import logging
 
-from data import build_files, builders, folder, remote_data_dir, table
+from data import build_files, builders, folder, remote_data_dir, table, tfds_quiet
 from data.errors import DataError as DataError  # sources.DataError, as callers know it
 
 DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
@@ -101,40 +98,6 @@ def _builder(data_config):
                     "user can write") from None
 
 
-@contextlib.contextmanager
-def _no_temp_litter() -> Iterator[None]:
-  """TFDS's DatasetBuilder, made on a data dir not yet prepared, makes an empty temporary
-  directory for dataset info it then fails to fetch (`DatasetInfo.initialize_from_bucket`) and
-  never removes it: one left in /tmp per dataset prepared (1,089 after a day of tests here).
-  Made inside a private temporary directory, which is removed after when nothing but such empty
-  directories is in it (another thread's file there is left alone)."""
-  private = tempfile.mkdtemp(prefix="strata-tfds-")
-  tempdir, tempfile.tempdir = tempfile.tempdir, private
-  try:
-    yield
-  finally:
-    tempfile.tempdir = tempdir
-    for name in os.listdir(private):
-      with contextlib.suppress(OSError):  # not empty: not TFDS's
-        os.rmdir(os.path.join(private, name))
-    with contextlib.suppress(OSError):
-      os.rmdir(private)
-
-
-@contextlib.contextmanager
-def _quiet():
-  """TFDS's warnings and per-split progress bars off while an offline builder is made and
-  prepared (it downloads nothing, so they say nothing a user needs)."""
-  verbosity = logging.get_verbosity()
-  logging.set_verbosity(logging.ERROR)
-  tfds.display_progress_bar(False)
-  try:
-    yield
-  finally:
-    logging.set_verbosity(verbosity)
-    tfds.display_progress_bar(True)
-
-
 @functools.cache
 def _cached_builder(name: str, data_dir: str, overrides_json: str, download: bool,
                     columns_json: str = "", remote: str = ""):
@@ -155,7 +118,7 @@ def _cached_builder(name: str, data_dir: str, overrides_json: str, download: boo
       raise DataError(f"data.builder_config={overrides} is not supported by source {name!r}; "
                       f"only {sorted(builders.CONFIGURABLE)} take builder arguments")
     # TFDS warns that a folder not yet prepared has no dataset_info.json
-    with _quiet(), _no_temp_litter():
+    with tfds_quiet.building():
       if make_config is not None:
         try:
           config = make_config(overrides)
@@ -180,7 +143,7 @@ def _cached_builder(name: str, data_dir: str, overrides_json: str, download: boo
   def make():
     try:
       # TFDS warns that a folder not yet prepared has no dataset_info.json
-      with _quiet(), _no_temp_litter():
+      with tfds_quiet.building():
         return tfds.builder(name, data_dir=data_dir)
     except Exception as e:  # TFDS raises DatasetNotFoundError with a long catalog listing.
       raise DataError(
@@ -216,8 +179,8 @@ def _own_builder(cls, make_config, data_dir: str, remote: str = ""):
   """A prepared builder of the user's own folder or table (`data.folder`, `data.table`): its
   errors, found while listing, reading or preparing, are DataErrors."""
   try:
-    # TFDS logs a custom config's whole repr, and a folder not yet prepared
-    with _quiet(), _no_temp_litter():
+    # TFDS logs a custom config's whole repr, and warns of a folder not yet prepared
+    with tfds_quiet.building():
       config = make_config()
       config.cache = os.path.join(data_dir, cls.name, f"{config.name}.json")
       extras = (os.path.relpath(config.cache, data_dir).replace(os.sep, "/"),)
@@ -347,7 +310,8 @@ def load_split(data_config, split: str) -> SplitArrays:
 def _cached_split(builder, split: str, input_key: str, label_key: str) -> SplitArrays:
   source = _data_source(builder, split)
   n = len(source)
-  with _quiet():  # TFDS warns once that it decodes PNGs with PIL when OpenCV is not installed
+  # TFDS warns once that it decodes PNGs with PIL when OpenCV is not installed
+  with tfds_quiet.quiet():
     records = read_records(source, range(n))  # one bulk read (0.39 s vs 0.58 s, MNIST-1D train)
   shapes = sorted({np.shape(r[input_key]) for r in records})
   if len(shapes) > 1:

@@ -5,7 +5,8 @@
 
 Median time of one forward + backward pass (gradients of q, k and v) at the benchmark workloads'
 shapes: the character LM's causal self-attention and the digits UNet's attention over 4 x 4
-positions.
+positions, compiled with strata's options for its steps (`train.run.compiler_options`: no
+YNNPACK calls).
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ SHAPES = {"charlm_transformer (causal)": (32, 128, 4, 24, True),
 
 
 def main() -> None:
+  import ml_collections
+
+  from train import run
+
+  options = run.compiler_options(
+      ml_collections.ConfigDict({"train": {"xla_cpu_ynnpack": False}}), "cpu")
   print("| shape | jax.nn.dot_product_attention | arch.attention | PyTorch SDPA |")
   print("|---|---|---|---|")
   for name, (b, t, n, h, causal) in SHAPES.items():
@@ -32,7 +39,7 @@ def main() -> None:
     for f in (jax.nn.dot_product_attention, attention.dot_product_attention):
       def fwd_bwd(q, k, v, f=f):
         return jax.vjp(lambda *a: f(*a, is_causal=causal), q, k, v)[1](g)
-      step = jax.jit(fwd_bwd)
+      step = jax.jit(fwd_bwd).lower(q, k, v).compile(options)
       times.append(median_ms(lambda: jax.block_until_ready(step(q, k, v))))
     try:
       import torch

@@ -2,7 +2,7 @@
 that swap a reduction for a dot (XLA:CPU's dots are threaded Eigen kernels; its reductions are
 reduce-window trees, 12-17% of the LM's op time): LayerNorm's and GroupNorm's statistics, and
 every gradient that sums a broadcast over the batch (biases, norm scales, learned positions).
-None measured faster (docs/benchmarks.md, items 9 and 12); kept so that the record can be
+None measured faster (docs/speed_attempts.md, items 9, 12, 13); kept so that the record can be
 rerun.
 """
 
@@ -103,12 +103,17 @@ def groupnorm() -> contextlib.AbstractContextManager:
   return patched(unet, "nn", types.SimpleNamespace(**{**names, "GroupNorm": DotGroupNorm}))
 
 
-def column_sums(min_rows: int = 256) -> contextlib.AbstractContextManager:
+def column_sums(min_rows: int = 256, as_rows: bool = False) -> contextlib.AbstractContextManager:
   """Every gradient that sums a broadcast over its leading axes (biases, norm scales, learned
   positions) as a product with a vector of ones (XLA:CPU's dots) instead of a reduction (its
-  reduce-window trees): jax's transpose of `broadcast_in_dim`, swapped while tracing."""
+  reduce-window trees): jax's transpose of `broadcast_in_dim`, swapped while tracing. With
+  `as_rows`, still a reduction, but over the rows of the gradient flattened to 2-D behind an
+  optimisation barrier: XLA's simplifier would otherwise fold the reshape away, and its tree
+  rewriter then sums a (B, T, D) gradient over B and T in one reduce-window of B x 32 rows a
+  window (strided, 745 us for (32, 128, 384)) instead of 32 rows at a time (108 us)."""
   import math
 
+  import jax
   import jax.numpy as jnp
   from jax._src import ad_util
   from jax._src.interpreters import ad
@@ -122,6 +127,8 @@ def column_sums(min_rows: int = 256) -> contextlib.AbstractContextManager:
     rows = math.prod(x.shape[:lead])
     if lead == 0 or rows < min_rows or not jnp.issubdtype(x.dtype, jnp.floating):
       return None
+    if as_rows:
+      return jax.lax.optimization_barrier(x.reshape(rows, -1)).sum(0).reshape(out_shape)
     return (jnp.ones((rows,), x.dtype) @ x.reshape(rows, -1)).reshape(out_shape)
 
   def as_dot(ct, operand, shape, broadcast_dimensions, sharding):

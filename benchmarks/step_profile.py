@@ -1,6 +1,7 @@
 """Where a workload's compiled train step spends its time on XLA:CPU, op by op.
 
   python -m benchmarks.step_profile --workload charlm_transformer [--steps 10] [--top 15]
+                                   [--modules]
 
 Builds the workload (`benchmarks.run.WORKLOADS`: the experiment's full config, as `python -m
 train` builds it), compiles its train step, times `--steps` steps, then traces as many with
@@ -9,7 +10,12 @@ train` builds it), compiles its train step, times `--steps` steps, then traces a
   ops' times over XLA's worker threads (their ratio is how many ops run at once on average);
 - the ops grouped by kind (an op's name without its number: `dot`, `transpose_copy_fusion`,
   `wrapped_reduce-window`, ...), with the count per step;
-- the `--top` single ops with their output shapes, from the compiled HLO.
+- the `--top` single ops with their output shapes, from the compiled HLO;
+- with `--modules`, the op time by the model's module that each op comes from (the flax module
+  path in the op's HLO metadata, repeated layers merged: `block*/attn`), forward and backward
+  apart; ops XLA made itself (its tree reductions' partial sums) have no source and are one row.
+  Ops that run side by side (the LM's two batch slices) share the cores, so their times
+  overlap; `--one_pass` profiles such an experiment's step as one pass.
 """
 
 from __future__ import annotations
@@ -49,11 +55,12 @@ def _ops(path: str) -> dict[str, list[int]]:
   return ops
 
 
-def profile(name: str, steps: int = 10, tiny: bool = False,
-            data_dir: str | None = None) -> dict[str, Any]:
+def profile(name: str, steps: int = 10, tiny: bool = False, data_dir: str | None = None,
+            one_pass: bool = False) -> dict[str, Any]:
   """{"step_ms", "page_faults", "user_ms", "sys_ms" (a step's, the process's CPU time), "ops":
-  {name: (ms per step, count per step)}, "shapes": {name: HLO shape}}
-  for workload `name`'s train step (its tiny mode with `tiny`)."""
+  {name: (ms per step, count per step)}, "shapes": {name: HLO shape}, "sources": {name: the
+  op_name of its HLO metadata}} for workload `name`'s train step (its tiny mode with `tiny`;
+  with `one_pass`, the training pass unsliced whatever `train.xla_cpu_batch_slices` says)."""
   import glob
 
   import jax
@@ -62,6 +69,8 @@ def profile(name: str, steps: int = 10, tiny: bool = False,
   from train import loop, parallel
 
   config = workload_config(name, tiny, data_dir)
+  if one_pass:
+    config.train.xla_cpu_batch_slices = 1
   run = loop.build(config)
   state = run.init_state()
   compiled = run.train_step.lower(state, run.example, run.step_rng).compile()
@@ -92,14 +101,17 @@ def profile(name: str, steps: int = 10, tiny: bool = False,
       step()
     jax.profiler.stop_trace()
     ops = _ops(glob.glob(os.path.join(trace, "**", "*.xplane.pb"), recursive=True)[0])
-  shapes = {}
+  shapes, sources = {}, {}
   for line in compiled.as_text().splitlines():
     m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = (\S+) ", line)
     if m:
       shapes[m.group(1)] = m.group(2)
+      source = re.search(r'op_name="([^"]*)"', line)
+      if source:
+        sources[m.group(1)] = source.group(1)
   return {"step_ms": 1e3 * statistics.median(times), **per_step,
           "ops": {k: (ns / 1e6 / steps, n / steps) for k, (ns, n) in ops.items()},
-          "shapes": shapes}
+          "shapes": shapes, "sources": sources}
 
 
 def kinds(ops: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
@@ -112,8 +124,44 @@ def kinds(ops: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]
   return dict(sorted(((k, (v[0], v[1])) for k, v in out.items()), key=lambda kv: -kv[1][0]))
 
 
-def report(name: str, result: dict[str, Any], top: int) -> str:
-  """Markdown: the step, the kinds that make up 90% of the op time, the `top` single ops."""
+NO_SOURCE = "(made by XLA: no source)"
+
+
+def module_of(source: str | None) -> str:
+  """'forward ' or 'backward ' and the module path of an op whose HLO metadata names
+  `source` (e.g. "jit(step)/transpose(jvp(TransformerLM))/decoder/block1/attn/query/
+  dot_general" -> "backward TransformerLM/decoder/block*/attn/query"): the model's name from
+  jax's transformation wrappers, then the flax path; the primitive's own name, jitted helpers
+  (`jit(_take)`) and einsum specs (`btnh,bsnh->bnts`, the module's own) are dropped, layer
+  numbers become "*" so that repeated layers add up.
+  Ops outside the model (the loss, the optimizer) are "(step)"."""
+  if not source:
+    return NO_SOURCE
+  parts = []
+  for p in source.split("/")[:-1]:
+    wrapped = re.fullmatch(r"(?:(?:jvp|transpose|vmap|checkpoint|remat)\()+(\w+)\)+", p)
+    if wrapped:
+      parts.append(wrapped.group(1))
+    elif p and not any(c in p for c in "(),>"):  # not jitted helpers nor einsum specs
+      parts.append(re.sub(r"(?<=\D)\d+$", "*", p))
+  direction = "backward " if "transpose(" in source else "forward "
+  return direction + ("/".join(parts) or "(step)")
+
+
+def modules(ops: dict[str, tuple[float, float]], sources: dict[str, str]
+            ) -> dict[str, tuple[float, float]]:
+  """`ops` summed by `module_of` their source, largest time first."""
+  out: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+  for name, (ms, count) in ops.items():
+    k = module_of(sources.get(name))
+    out[k][0] += ms
+    out[k][1] += count
+  return dict(sorted(((k, (v[0], v[1])) for k, v in out.items()), key=lambda kv: -kv[1][0]))
+
+
+def report(name: str, result: dict[str, Any], top: int, by_module: bool = False) -> str:
+  """Markdown: the step, the kinds that make up 90% of the op time, the `top` single ops;
+  with `by_module`, the modules that make up 95% of it."""
   ops = result["ops"]
   total = sum(ms for ms, _ in ops.values())
   lines = [f"{name}: step {result['step_ms']:.1f} ms; XLA ops {total:.1f} ms summed over "
@@ -131,6 +179,14 @@ def report(name: str, result: dict[str, Any], top: int) -> str:
   lines += ["", "| op | ms a step | output |", "|---|---|---|"]
   for op, (ms, _) in sorted(ops.items(), key=lambda kv: -kv[1][0])[:top]:
     lines.append(f"| {op} | {ms:.2f} | `{result['shapes'].get(op, '?')[:48]}` |")
+  if by_module:
+    lines += ["", "| module | ms a step | share of op time | ops a step |", "|---|---|---|---|"]
+    shown = 0.0
+    for k, (ms, count) in modules(ops, result.get("sources", {})).items():
+      if shown > 0.95 * total:
+        break
+      shown += ms
+      lines.append(f"| {k} | {ms:.2f} | {ms / total:.1%} | {count:.0f} |")
   return "\n".join(lines)
 
 
@@ -142,6 +198,9 @@ def define_flags() -> None:
   flags.DEFINE_string("workload", "charlm_transformer", "A workload of benchmarks.run.")
   flags.DEFINE_integer("steps", 10, "Steps timed, then as many traced.")
   flags.DEFINE_integer("top", 15, "Single ops listed.")
+  flags.DEFINE_bool("modules", False, "Also the op time by the model's module.")
+  flags.DEFINE_bool("one_pass", False, "The training pass unsliced "
+                    "(train.xla_cpu_batch_slices=1), so that per-op times do not overlap.")
 
 
 def main(argv: list[str]) -> None:
@@ -152,7 +211,8 @@ def main(argv: list[str]) -> None:
     raise ValueError(f"--workload={FLAGS.workload!r}: expected one of {list(WORKLOADS)}")
   huge_pages.restart_for([workload_config(FLAGS.workload)], __spec__)  # as `python -m train`
   print(f"dense float32 matmul: {throughput.matmul_flops(2048, 10) / 1e9:.0f} GFLOP/s")
-  print(report(FLAGS.workload, profile(FLAGS.workload, FLAGS.steps), FLAGS.top))
+  print(report(FLAGS.workload, profile(FLAGS.workload, FLAGS.steps, one_pass=FLAGS.one_pass),
+               FLAGS.top, FLAGS.modules))
 
 
 if __name__ == "__main__":

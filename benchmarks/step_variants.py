@@ -1,5 +1,5 @@
 """Variants of a workload's train step, A/B in alternated windows of one process: the attempts
-docs/benchmarks.md lists as tried (dropped, or adopted: the batch slices).
+docs/speed_attempts.md lists as tried (dropped, or adopted: the batch slices).
 
   python -m benchmarks.step_variants --workload charlm_transformer \
       --variants strata,fused_qkv,causal_blocks_1,causal_blocks_2,head_major_attention
@@ -16,7 +16,9 @@ docs/benchmarks.md lists as tried (dropped, or adopted: the batch slices).
 Each variant builds the workload (`benchmarks.run.WORKLOADS`) with one change, compiles its
 train step (timing the compile), and the variants' windows of `--steps` steps then alternate
 for `--windows` rounds on one in-memory batch. Prints the median steps/s with the slowest and
-fastest window, and the compile seconds.
+fastest window, each window's ratio to the first variant's window of the same round (median and
+range), and the compile seconds. The attention variants are in `attention_variants`, those that
+swap reductions in `reductions_as_dots`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any, Callable
 
 from absl import flags
 
-from benchmarks import reductions_as_dots
+from benchmarks import attention_variants, reductions_as_dots
 from train import cli, huge_pages
 
 NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
@@ -95,64 +97,6 @@ def _causal_blocks(n: int) -> contextlib.AbstractContextManager:
                   functools.partial(attention.dot_product_attention, causal_blocks=n))
 
 
-def _head_major_attention() -> contextlib.AbstractContextManager:
-  """Attention computed in (B, N, T, H) layout: queries, keys and values transposed once on the
-  way in and the output once on the way out, instead of XLA transposing each einsum's operands
-  (the causal blocks' too). The same products and sums in the same order as strata's."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-
-  from arch import attention
-
-  @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-  def softmax_attention(q, k, v, mask, dtype=None):
-    return forward(q, k, v, mask, dtype)[0]
-
-  def forward(q, k, v, mask, dtype):
-    dt = jnp.promote_types(q.dtype, jnp.float32) if dtype is None else dtype
-    logits = jnp.einsum("bnth,bnsh->bnts", q.astype(dt), k.astype(dt))
-    logits = logits / np.asarray(np.sqrt(q.shape[-1]), dt)
-    if mask is not None:
-      logits = jnp.where(mask, logits, jnp.finfo(dt).min)
-    p = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum("bnts,bnsh->bnth", p, v.astype(p.dtype))
-    return out.astype(v.dtype), (q, k, v, mask, p, out)
-
-  def backward(dtype, residuals, g):
-    q, k, v, mask, p, out = residuals
-    dt = p.dtype
-    g = g.astype(dt)
-    dp = jnp.einsum("bnth,bnsh->bnts", g, v.astype(dt))
-    delta = jnp.einsum("bnth,bnth->bnt", g, out)[..., None]
-    ds = p * (dp - delta) / float(np.sqrt(q.shape[-1]))
-    mask_grad = None if mask is None else np.zeros(mask.shape, jax.dtypes.float0)
-    return (jnp.einsum("bnts,bnsh->bnth", ds, k.astype(dt)).astype(q.dtype),
-            jnp.einsum("bnts,bnth->bnsh", ds, q.astype(dt)).astype(k.dtype),
-            jnp.einsum("bnts,bnth->bnsh", p, g).astype(v.dtype), mask_grad)
-  softmax_attention.defvjp(forward, backward)
-
-  def dot_product_attention(q, k, v, mask=None, is_causal=False, causal_blocks=4,
-                            logits_dtype=None):
-    heads = [jnp.swapaxes(x, 1, 2) for x in (q, k, v)]
-    steps, keys = q.shape[1], k.shape[1]
-    if mask is not None:
-      mask = jnp.broadcast_to(mask, (q.shape[0], q.shape[2], steps, keys))
-    if not is_causal:
-      return jnp.swapaxes(softmax_attention(*heads, mask, logits_dtype), 1, 2)
-    bounds = sorted({round(i * steps / causal_blocks) for i in range(causal_blocks + 1)})
-    outs = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-      block = (jnp.arange(hi)[None, :] <= jnp.arange(lo, hi)[:, None])[None, None]
-      if mask is not None:
-        block = jnp.logical_and(block, mask[:, :, lo:hi, :hi])
-      qh, kh, vh = heads
-      outs.append(softmax_attention(qh[:, :, lo:hi], kh[:, :, :hi], vh[:, :, :hi], block,
-                                    logits_dtype))
-    return jnp.swapaxes(jnp.concatenate(outs, axis=2), 1, 2)
-  return _patched(attention, "dot_product_attention", dot_product_attention)
-
-
 def _flat_optimizer() -> contextlib.AbstractContextManager:
   """The optimizer over one flattened vector (`optax.flatten`); weight decay's mask then sees
   one vector, so this is for timing only."""
@@ -200,10 +144,12 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     "causal_blocks_1": (lambda: _causal_blocks(1), NO_YNN),
     "causal_blocks_2": (lambda: _causal_blocks(2), NO_YNN),
     "flat_optimizer": (_flat_optimizer, NO_YNN),
-    "head_major_attention": (_head_major_attention, NO_YNN),
+    "head_major_attention": (attention_variants.head_major, NO_YNN),
+    "late_normalised_attention": (attention_variants.late_normalised, NO_YNN),
     "layernorm_as_dots": (reductions_as_dots.layernorm, NO_YNN),
     "groupnorm_as_dots": (reductions_as_dots.groupnorm, NO_YNN),
     "column_sums_as_dots": (reductions_as_dots.column_sums, NO_YNN),
+    "column_sums_as_rows": (lambda: reductions_as_dots.column_sums(as_rows=True), NO_YNN),
     # the training pass as K slices, in any paradigm (on the experiment's one pass); and the
     # experiment's pass unsliced where it sets train.xla_cpu_batch_slices (CONFIG below)
     "batch_slices_2": (lambda: _batch_slices(2), NO_YNN),
@@ -293,12 +239,24 @@ def main(argv: list[str]) -> None:
     raise ValueError(f"--variants {unknown}: expected some of {list(VARIANTS)}")
   huge_pages.restart_for([workload_config(FLAGS.workload)], __spec__)  # as `python -m train`
   print(f"dense float32 matmul: {throughput.matmul_flops(2048, 10) / 1e9:.0f} GFLOP/s")
-  print("| variant | steps/s, median (range) | compile s |\n|---|---|---|")
-  for v, r in measure(FLAGS.workload, FLAGS.variants, FLAGS.windows, FLAGS.steps).items():
-    rates = r["rates"]
-    print(f"| {v} | {statistics.median(rates):.2f} ({min(rates):.2f}-{max(rates):.2f}) | "
-          f"{r['compile_s']:.1f} |")
+  results = measure(FLAGS.workload, FLAGS.variants, FLAGS.windows, FLAGS.steps)
+  print(table(results))
 
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+  """Markdown of `measure`'s results: each variant's median steps/s (slowest and fastest
+  window), and the median of its windows' ratios to the first variant's window of the same
+  round (timed back to back, so a drift of the machine's speed cancels), with their range."""
+  first = next(iter(results.values()))["rates"]
+  lines = ["| variant | steps/s, median (range) | / first variant, window pairs: median "
+           "(range) | compile s |", "|---|---|---|---|"]
+  for v, r in results.items():
+    rates = r["rates"]
+    ratios = [a / b for a, b in zip(rates, first)]
+    lines.append(f"| {v} | {statistics.median(rates):.2f} ({min(rates):.2f}-{max(rates):.2f}) "
+                 f"| {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}) | "
+                 f"{r['compile_s']:.1f} |")
+  return "\n".join(lines)
 
 if __name__ == "__main__":
   define_flags()

@@ -59,3 +59,22 @@ def test_column_sums_as_dots_give_jax_s_gradients_through_dots():
   assert grads_and_hlo()[1] == hlo  # jax's rules restored
   for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_column_sums_as_rows_give_jax_s_gradients_through_2d_sums():
+  model = nn.Dense(6)
+  x = jax.random.normal(jax.random.key(0), (4, 128, 8))
+  params = model.init(jax.random.key(1), x)
+
+  def grads_and_hlo():
+    loss = lambda p: jnp.sum(jnp.sin(model.apply(p, x)))  # noqa: E731
+    return jax.grad(loss)(params), jax.jit(jax.grad(loss)).lower(params).as_text()
+
+  expected, hlo = grads_and_hlo()
+  with reductions_as_dots.column_sums(as_rows=True):
+    got, rows_hlo = grads_and_hlo()
+  # the bias's sum over 512 rows: of the gradient flattened to (512, 6), behind a barrier
+  assert "optimization_barrier" in rows_hlo and "optimization_barrier" not in hlo
+  assert "tensor<512x6xf32>" in rows_hlo
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)

@@ -15,8 +15,32 @@ def test_the_traced_ops_of_a_tiny_step_are_grouped_by_kind(data_dir):
   assert list(by_kind.values()) == sorted(by_kind.values(), key=lambda v: -v[0])
   text = step_profile.report("mnist1d_cnn", result, top=3)
   assert text.startswith("mnist1d_cnn: step") and text.count("\n| ") >= 3
+  # by module: the convolution layers' gradients are found by their flax path
+  by_module = step_profile.modules(result["ops"], result["sources"])
+  assert abs(sum(ms for ms, _ in by_module.values()) - total) < 1e-9
+  assert "backward CNN/conv*" in by_module, list(by_module)
+  assert "| module | ms a step |" in step_profile.report("mnist1d_cnn", result, 3, by_module=True)
 
 
 def test_kinds_drop_the_op_number():
   ops = {"dot.1": (1.0, 1.0), "dot.22": (2.0, 1.0), "transpose_copy_fusion": (0.5, 2.0)}
   assert step_profile.kinds(ops) == {"dot": (3.0, 2.0), "transpose_copy_fusion": (0.5, 2.0)}
+
+
+def test_module_of_names_the_layer_path_with_repeated_layers_merged():
+  m = step_profile.module_of
+  assert (m("jit(step)/transpose(jvp(TransformerLM))/decoder/block1/attn/query/dot_general")
+          == "backward TransformerLM/decoder/block*/attn/query")
+  assert (m("jit(step)/jvp(TransformerLM)/decoder/block0/tanh")
+          == "forward TransformerLM/decoder/block*")
+  assert m("jit(step)/jvp(TransformerLM)/embed/jit(_take)/gather") == "forward TransformerLM/embed"
+  assert (m("jit(step)/transpose(jvp(CNN))/conv1/transpose(jvp())/conv_general_dilated")
+          == "backward CNN/conv*")
+  assert (m("jit(step)/transpose(jvp(TransformerLM))/decoder/block2/attn/btnh,bsnh->bnts/"
+            "dot_general") == "backward TransformerLM/decoder/block*/attn")
+  assert m("jit(step)/add") == "forward (step)"
+  assert m(None) == step_profile.NO_SOURCE
+  ops = {"a": (1.0, 1.0), "b": (2.0, 2.0), "c": (0.5, 1.0)}
+  sources = {"a": "jit(step)/jvp(M)/block0/x/dot_general", "b": "jit(step)/jvp(M)/block1/x/add"}
+  assert step_profile.modules(ops, sources) == {"forward M/block*/x": (3.0, 3.0),
+                                                step_profile.NO_SOURCE: (0.5, 1.0)}

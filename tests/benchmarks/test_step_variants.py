@@ -1,7 +1,8 @@
 import jax
 import numpy as np
+import pytest
 
-from benchmarks import step_variants
+from benchmarks import attention_variants, step_variants
 from tests.conftest import load_experiment
 from train import loop
 
@@ -34,7 +35,17 @@ def test_variants_are_compiled_and_timed_in_alternate_windows(data_dir):
              for r in got.values())
 
 
-def test_head_major_attention_computes_strata_s_attention_and_gradients():
+def test_the_table_gives_each_variant_s_window_pair_ratios_to_the_first():
+  results = {"strata": {"rates": [10.0, 5.0, 8.0], "compile_s": 1.0},
+             "other": {"rates": [11.0, 6.0, 4.0], "compile_s": 2.0}}
+  lines = step_variants.table(results).splitlines()
+  assert lines[2] == "| strata | 8.00 (5.00-10.00) | 1.000 (1.000-1.000) | 1.0 |"
+  # ratios 1.1, 1.2, 0.5: their median, not the ratio of the medians (6.0 / 8.0)
+  assert lines[3] == "| other | 6.00 (4.00-11.00) | 1.100 (0.500-1.200) | 2.0 |"
+
+
+@pytest.mark.parametrize("variant", ["head_major", "late_normalised"])
+def test_the_attention_variants_compute_strata_s_attention_and_gradients(variant):
   from arch import attention
 
   rng = np.random.default_rng(0)
@@ -46,7 +57,7 @@ def test_head_major_attention_computes_strata_s_attention_and_gradients():
         q, k, v, mask=None if causal else mask, is_causal=causal))), argnums=(0, 1, 2))(q, k, v)
   for causal in (True, False):
     ours = grads(causal)
-    with step_variants._head_major_attention():
+    with getattr(attention_variants, variant)():
       theirs = grads(causal)
     for a, b in zip(ours, theirs):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

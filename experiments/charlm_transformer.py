@@ -18,7 +18,7 @@ def get_config(arg: str | None = None):
   c = experiment("charlm_transformer", model, arg,
                  tiny_model=dict(width=16, depth=1, num_heads=2, mlp_dim=32, max_len=16))
   # the training pass as two independent chains XLA:CPU runs side by side: 4-13% faster steps
-  # on 2 cores (train/batch_slices.py; docs/benchmarks.md), the same step up to float rounding
+  # on 2 cores (train/batch_slices.py; docs/speed_attempts.md), the same step up to float rounding
   c.train.xla_cpu_batch_slices = 2
   # malloc's huge pages for the step's 159 MB of temporaries: 24% faster steps (train/huge_pages)
   c.train.huge_pages = arg != "tiny"

@@ -42,7 +42,8 @@ def get_config(arg: str | None = None):
   c.train.log_every = 100
   c.train.eval_every = 1000
   c.train.checkpoint_every = 500
-  c.train.huge_pages = True  # the run 7% faster (train/huge_pages.py; docs/benchmarks.md item 11)
+  # the run 7% faster (train/huge_pages.py; docs/speed_attempts.md item 11)
+  c.train.huge_pages = True
   if arg == "tiny":
     c.data.builder_config.num_examples = 40
     c.data.builder_config.image_size = 32

@@ -8,10 +8,10 @@ over one batch is one long chain of small ops (about one op at a time on average
 same pass over two slices of the batch is two chains with no edge between them until the
 parameter gradients are summed, which the executor runs side by side. Measured with
 `python -m benchmarks.step_variants --variants strata,batch_slices_2,batch_slices_4`
-(docs/benchmarks.md): the character LM 4-13% faster, the diffusion UNet 6-10% slower; so it is
-set per experiment (`experiments/charlm_transformer.py`), not by default. GPUs and TPUs run
-each op over the whole chip, and their runs are compiled unsliced whatever the field says
-(`of_mesh`), as are meshes of several CPU devices.
+(docs/speed_attempts.md, item 10): the character LM 4-13% faster, the diffusion UNet 6-10%
+slower; so it is set per experiment (`experiments/charlm_transformer.py`), not by default.
+GPUs and TPUs run each op over the whole chip, and their runs are compiled unsliced whatever
+the field says (`of_mesh`), as are meshes of several CPU devices.
 
 The outputs are the slices' outputs concatenated, so the loss and every metric see the whole
 batch; the gradient is the same sum in another order (equal within float rounding). Dropout

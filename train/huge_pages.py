@@ -10,7 +10,7 @@ quarter of the process's cycles in the kernel (`perf`). With the tunable (glibc 
 asks for transparent huge pages on its blocks of 2 MB or more (`madvise(MADV_HUGEPAGE)`), which
 the kernel grants under its default THP mode "madvise": 2 MB pages, 500 faults a step. The
 setting is read only when a process starts, hence the restart (`os.execve`: the same process id,
-arguments and environment plus the tunable). Measured in docs/benchmarks.md (item 11): the LM's
+arguments and environment plus the tunable). Measured in docs/speed_attempts.md (item 11): the LM's
 and the UNet's steps 21-24% faster; the streaming experiment's run 7% (medians of three).
 
 Why only where a config asks: the tunable has a cost of its own, about 0.25 s a process on this

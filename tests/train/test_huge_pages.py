@@ -85,7 +85,7 @@ def test_the_training_cli_restarts_when_the_config_asks(tmp_path, data_dir, aske
 
 
 def test_the_experiments_that_ask_for_huge_pages():
-  """Set where their steps measured faster (docs/benchmarks.md item 11), never in a smoke run;
+  """Set where their steps measured faster (docs/speed_attempts.md item 11), never in a smoke run;
   the default experiment's step has no block large enough to gain (docs/default_run.md)."""
   from train import config as config_lib
 

@@ -74,7 +74,8 @@ def late_normalised() -> contextlib.AbstractContextManager:
   [V, 1], so that the row sums l come out of the same batched matmul as E V, and the division is
   on the (T, H) output instead of the (T, S) weights. The backward pass works on E with the
   output's gradient divided by l: dV = E^T (dO / l), dS = E * ((dO / l) V^T - rowsum(dO * O) / l).
-  The query is scaled before the product, (T, H) instead of (T, S) multiplications."""
+  The query is scaled before the product, (T, H) instead of (T, S) multiplications. In the
+  inputs' dtype: `model.attention_logits` is not read (the LM's logits are float32 as it is)."""
   import jax
   import jax.numpy as jnp
   import numpy as np

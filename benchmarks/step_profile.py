@@ -1,7 +1,7 @@
 """Where a workload's compiled train step spends its time on XLA:CPU, op by op.
 
   python -m benchmarks.step_profile --workload charlm_transformer [--steps 10] [--top 15]
-                                   [--modules]
+                                   [--modules] [--one_pass]
 
 Builds the workload (`benchmarks.run.WORKLOADS`: the experiment's full config, as `python -m
 train` builds it), compiles its train step, times `--steps` steps, then traces as many with
@@ -27,7 +27,7 @@ import resource
 import statistics
 import tempfile
 import time
-from typing import Any
+from typing import Any, Callable
 
 from absl import flags
 
@@ -114,14 +114,20 @@ def profile(name: str, steps: int = 10, tiny: bool = False, data_dir: str | None
           "shapes": shapes, "sources": sources}
 
 
-def kinds(ops: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
-  """`ops` summed by kind (the name without a trailing ".N"), largest time first."""
+def _summed(ops: dict[str, tuple[float, float]], key: Callable[[str], str]
+            ) -> dict[str, tuple[float, float]]:
+  """`ops` summed by `key(op name)`, largest time first."""
   out: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
   for name, (ms, count) in ops.items():
-    k = re.sub(r"\.\d+$", "", name)
+    k = key(name)
     out[k][0] += ms
     out[k][1] += count
   return dict(sorted(((k, (v[0], v[1])) for k, v in out.items()), key=lambda kv: -kv[1][0]))
+
+
+def kinds(ops: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+  """`ops` summed by kind (the name without a trailing ".N"), largest time first."""
+  return _summed(ops, lambda name: re.sub(r"\.\d+$", "", name))
 
 
 NO_SOURCE = "(made by XLA: no source)"
@@ -151,12 +157,7 @@ def module_of(source: str | None) -> str:
 def modules(ops: dict[str, tuple[float, float]], sources: dict[str, str]
             ) -> dict[str, tuple[float, float]]:
   """`ops` summed by `module_of` their source, largest time first."""
-  out: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
-  for name, (ms, count) in ops.items():
-    k = module_of(sources.get(name))
-    out[k][0] += ms
-    out[k][1] += count
-  return dict(sorted(((k, (v[0], v[1])) for k, v in out.items()), key=lambda kv: -kv[1][0]))
+  return _summed(ops, lambda name: module_of(sources.get(name)))
 
 
 def report(name: str, result: dict[str, Any], top: int, by_module: bool = False) -> str:

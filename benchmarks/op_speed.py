@@ -12,7 +12,9 @@ and at the whole sequence. Median of `--repeats` calls, in microseconds.
 - batched matmuls: the attention's per-(sequence, head) products, 128 of them a call;
 - a dense layer's matmul, for comparison (the same rate on both sides);
 - the column sum of a (4096, 384) gradient (a bias's): `jnp.sum` over the rows, which XLA:CPU
-  computes as a reduce-window tree, and the same sum as a product with a vector of ones;
+  computes as a reduce-window tree, the same of the (32, 128, 384) array it comes from in the
+  model (jax's gradient of a bias sums over batch and steps: one strided reduce-window), and the
+  sum as a product with a vector of ones;
 - LayerNorm and GELU (tanh form), forward + backward.
 """
 
@@ -77,6 +79,8 @@ def cases() -> dict[str, tuple[Callable[..., Any], str, list[np.ndarray]]]:
           (bmm, "mm", [x, _normal(WIDTH, MLP)]),
       "column sum of (4096, 384), jnp.sum":
           (lambda a: a.sum(0), "sum", [h]),
+      "the same of (32, 128, 384), over its first two axes":
+          (lambda a: a.sum((0, 1)), "sum01", [h.reshape(32, STEPS, MLP)]),
       "column sum of (4096, 384), ones @ x":
           (lambda a, o: o @ a, "ones", [h, ones]),
       "LayerNorm (4096, 96), forward + backward":
@@ -93,7 +97,8 @@ def torch_op(how: Any, arrays: list[np.ndarray]) -> Callable[[], Any]:
   if callable(how):
     return lambda: how(*ts)
   return {"bmm": lambda: ts[0] @ ts[1], "mm": lambda: ts[0] @ ts[1],
-          "sum": lambda: ts[0].sum(0), "ones": lambda: ts[1] @ ts[0]}[how]
+          "sum": lambda: ts[0].sum(0), "sum01": lambda: ts[0].sum((0, 1)),
+          "ones": lambda: ts[1] @ ts[0]}[how]
 
 
 def _torch_ms(how: Any, arrays: list[np.ndarray], repeats: int) -> float | None:

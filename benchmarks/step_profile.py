@@ -1,7 +1,7 @@
 """Where a workload's compiled train step spends its time on XLA:CPU, op by op.
 
   python -m benchmarks.step_profile --workload charlm_transformer [--steps 10] [--top 15]
-                                   [--modules] [--one_pass]
+                                   [--modules] [--one_pass] [--variant NAME]
 
 Builds the workload (`benchmarks.run.WORKLOADS`: the experiment's full config, as `python -m
 train` builds it), compiles its train step, times `--steps` steps, then traces as many with
@@ -16,6 +16,7 @@ train` builds it), compiles its train step, times `--steps` steps, then traces a
   apart; ops XLA made itself (its tree reductions' partial sums) have no source and are one row.
   Ops that run side by side (the LM's two batch slices) share the cores, so their times
   overlap; `--one_pass` profiles such an experiment's step as one pass.
+`--variant` profiles one of `benchmarks.step_variants`'s variants of the step instead.
 """
 
 from __future__ import annotations
@@ -56,24 +57,31 @@ def _ops(path: str) -> dict[str, list[int]]:
 
 
 def profile(name: str, steps: int = 10, tiny: bool = False, data_dir: str | None = None,
-            one_pass: bool = False) -> dict[str, Any]:
+            one_pass: bool = False, variant: str = "strata") -> dict[str, Any]:
   """{"step_ms", "page_faults", "user_ms", "sys_ms" (a step's, the process's CPU time), "ops":
   {name: (ms per step, count per step)}, "shapes": {name: HLO shape}, "sources": {name: the
   op_name of its HLO metadata}} for workload `name`'s train step (its tiny mode with `tiny`;
-  with `one_pass`, the training pass unsliced whatever `train.xla_cpu_batch_slices` says)."""
+  with `one_pass`, the training pass unsliced whatever `train.xla_cpu_batch_slices` says;
+  `variant`: a `benchmarks.step_variants.VARIANTS` name, its change and compile options)."""
   import glob
 
   import jax
 
+  from benchmarks import step_variants
   from benchmarks.run import workload_config
   from train import loop, parallel
 
   config = workload_config(name, tiny, data_dir)
+  context, options = step_variants.VARIANTS[variant]
+  config.train.xla_cpu_ynnpack = True  # the jit's own options: none; the variant's below
+  for field, value in step_variants.CONFIG.get(variant, {}).items():
+    config.train[field] = value
   if one_pass:
     config.train.xla_cpu_batch_slices = 1
-  run = loop.build(config)
-  state = run.init_state()
-  compiled = run.train_step.lower(state, run.example, run.step_rng).compile()
+  with context():
+    run = loop.build(config)
+    state = run.init_state()
+    compiled = run.train_step.lower(state, run.example, run.step_rng).compile(options)
   batch = parallel.global_batch(next(run.train_pipe.iterator()), run.batch_sharding)
 
   def step():
@@ -202,6 +210,7 @@ def define_flags() -> None:
   flags.DEFINE_bool("modules", False, "Also the op time by the model's module.")
   flags.DEFINE_bool("one_pass", False, "The training pass unsliced "
                     "(train.xla_cpu_batch_slices=1), so that per-op times do not overlap.")
+  flags.DEFINE_string("variant", "strata", "A variant of benchmarks.step_variants.")
 
 
 def main(argv: list[str]) -> None:
@@ -210,9 +219,14 @@ def main(argv: list[str]) -> None:
 
   if FLAGS.workload not in WORKLOADS:
     raise ValueError(f"--workload={FLAGS.workload!r}: expected one of {list(WORKLOADS)}")
+  from benchmarks.step_variants import VARIANTS
+
+  if FLAGS.variant not in VARIANTS:
+    raise ValueError(f"--variant={FLAGS.variant!r}: expected one of {list(VARIANTS)}")
   huge_pages.restart_for([workload_config(FLAGS.workload)], __spec__)  # as `python -m train`
   print(f"dense float32 matmul: {throughput.matmul_flops(2048, 10) / 1e9:.0f} GFLOP/s")
-  print(report(FLAGS.workload, profile(FLAGS.workload, FLAGS.steps, one_pass=FLAGS.one_pass),
+  print(report(FLAGS.workload, profile(FLAGS.workload, FLAGS.steps, one_pass=FLAGS.one_pass,
+                                         variant=FLAGS.variant),
                FLAGS.top, FLAGS.modules))
 
 

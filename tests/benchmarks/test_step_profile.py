@@ -44,3 +44,20 @@ def test_module_of_names_the_layer_path_with_repeated_layers_merged():
   sources = {"a": "jit(step)/jvp(M)/block0/x/dot_general", "b": "jit(step)/jvp(M)/block1/x/add"}
   assert step_profile.modules(ops, sources) == {"forward M/block*/x": (3.0, 3.0),
                                                 step_profile.NO_SOURCE: (0.5, 1.0)}
+
+
+def test_a_variant_of_the_step_is_profiled_with_its_change(data_dir, monkeypatch):
+  import contextlib
+
+  from benchmarks import step_variants
+
+  entered = []
+
+  @contextlib.contextmanager
+  def change():
+    entered.append(True)
+    yield
+  monkeypatch.setitem(step_variants.VARIANTS, "probe", (change, {"xla_cpu_enable_fast_math": True}))
+  result = step_profile.profile("mnist1d_cnn", steps=1, tiny=True, data_dir=data_dir,
+                                variant="probe")
+  assert entered == [True] and result["ops"]

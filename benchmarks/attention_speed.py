@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from arch import attention
-from benchmarks.conv_speed import median_ms
+from benchmarks.conv_speed import median_ms, step_options
 from train import cli
 
 # name: (B, T, N, H, causal)
@@ -24,12 +24,7 @@ SHAPES = {"charlm_transformer (causal)": (32, 128, 4, 24, True),
 
 
 def main() -> None:
-  import ml_collections
-
-  from train import run
-
-  options = run.compiler_options(
-      ml_collections.ConfigDict({"train": {"xla_cpu_ynnpack": False}}), "cpu")
+  options = step_options()
   print("| shape | jax.nn.dot_product_attention | arch.attention | PyTorch SDPA |")
   print("|---|---|---|---|")
   for name, (b, t, n, h, causal) in SHAPES.items():

@@ -1,6 +1,6 @@
-"""Attention variants of `benchmarks.step_variants` (docs/speed_attempts.md, items 8 and 13): each a
-context that swaps `arch.attention`'s CPU attention while a step is built. Both compute strata's
-attention and its gradients (tests/benchmarks/test_step_variants.py)."""
+"""Attention variants of `benchmarks.step_variants` (docs/speed_attempts.md, items 8 and 13):
+each a context that swaps `arch.attention`'s CPU attention while a step is built. Both compute
+strata's attention and its gradients (tests/benchmarks/test_step_variants.py)."""
 
 from __future__ import annotations
 

@@ -72,6 +72,15 @@ def torch_times(xs: tuple, ws: tuple, kind: str, s: int) -> tuple[float, float, 
   return median_ms(fwd), median_ms(grad(0)), median_ms(grad(1))
 
 
+def step_options() -> dict[str, str] | None:
+  """The XLA options of strata's compiled CPU steps (`train.run.compiler_options` of the default
+  config: no YNNPACK calls), for timing single ops as the steps compile them."""
+  from train import config as config_lib
+  from train import run
+
+  return run.compiler_options(config_lib.base(), "cpu")
+
+
 def median_ms(f, repeats: int = 50) -> float:
   jax.block_until_ready(f())
   times = []

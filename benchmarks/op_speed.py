@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.conv_speed import median_ms
+from benchmarks.conv_speed import median_ms, step_options
 from train import cli
 
 TOKENS, WIDTH, MLP, HEADS, HEAD, STEPS = 4096, 96, 384, 4, 24, 128
@@ -110,12 +110,7 @@ def _torch_ms(how: Any, arrays: list[np.ndarray], repeats: int) -> float | None:
 
 def measure(repeats: int = 50) -> list[dict[str, Any]]:
   """[{"op", "xla_us", "torch_us" (None without torch)}] for each of `cases()`."""
-  import ml_collections
-
-  from train import run
-
-  options = run.compiler_options(ml_collections.ConfigDict(
-      {"train": {"xla_cpu_ynnpack": False}}), "cpu")
+  options = step_options()
   rows = []
   for name, (f, how, arrays) in cases().items():
     args = [jnp.asarray(a) for a in arrays]

@@ -68,21 +68,10 @@ def profile(name: str, steps: int = 10, tiny: bool = False, data_dir: str | None
   import jax
 
   from benchmarks import step_variants
-  from benchmarks.run import workload_config
-  from train import loop, parallel
 
-  config = workload_config(name, tiny, data_dir)
-  context, options = step_variants.VARIANTS[variant]
-  config.train.xla_cpu_ynnpack = True  # the jit's own options: none; the variant's below
-  for field, value in step_variants.CONFIG.get(variant, {}).items():
-    config.train[field] = value
-  if one_pass:
-    config.train.xla_cpu_batch_slices = 1
-  with context():
-    run = loop.build(config)
-    state = run.init_state()
-    compiled = run.train_step.lower(state, run.example, run.step_rng).compile(options)
-  batch = parallel.global_batch(next(run.train_pipe.iterator()), run.batch_sharding)
+  built = step_variants.build(name, variant, tiny, data_dir,
+                              {"xla_cpu_batch_slices": 1} if one_pass else None)
+  run, state, compiled, batch = built["run"], built["state"], built["step"], built["batch"]
 
   def step():
     nonlocal state

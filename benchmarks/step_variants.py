@@ -187,32 +187,39 @@ CONFIG: dict[str, dict[str, Any]] = {
     name: {"xla_cpu_batch_slices": 1} for name in ("batch_slices_2", "batch_slices_4", "one_pass")}
 
 
+def build(name: str, variant: str, tiny: bool = False, data_dir: str | None = None,
+          fields: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Workload `name`'s train step with `variant`'s change, config fields (then `fields`, more
+  `train.*` fields) and compile options: {"run", "state", "step" (compiled), "compile_s",
+  "batch" (one, on the run's devices)}."""
+  from benchmarks.run import workload_config
+  from train import loop, parallel
+
+  context, options = VARIANTS[variant]
+  config = workload_config(name, tiny, data_dir)
+  config.train.xla_cpu_ynnpack = True  # the jit's options: none; the variant's below
+  for field, value in {**CONFIG.get(variant, {}), **(fields or {})}.items():
+    config.train[field] = value
+  with context():
+    run = loop.build(config)
+    state = run.init_state()
+    t = time.perf_counter()
+    step = run.train_step.lower(state, run.example, run.step_rng).compile(
+        compiler_options=options)
+    compile_s = time.perf_counter() - t
+  batch = parallel.global_batch(next(run.train_pipe.iterator()), run.batch_sharding)
+  return {"run": run, "state": state, "step": step, "compile_s": compile_s, "batch": batch}
+
+
 def measure(name: str, variants: list[str], windows: int = 7, steps: int = 8,
             tiny: bool = False, data_dir: str | None = None) -> dict[str, dict[str, Any]]:
   """{variant: {"rates": [steps/s of each window], "compile_s": float}} for workload `name`."""
+  from benchmarks.run import alternated_windows
 
-  from benchmarks.run import alternated_windows, workload_config
-  from train import loop, parallel
-
-  built = {}
-  for v in variants:
-    context, options = VARIANTS[v]
-    config = workload_config(name, tiny, data_dir)
-    config.train.xla_cpu_ynnpack = True  # the jit's options: none; the variant's below
-    for field, value in CONFIG.get(v, {}).items():
-      config.train[field] = value
-    with context():
-      run = loop.build(config)
-      state = run.init_state()
-      t = time.perf_counter()
-      step = run.train_step.lower(state, run.example, run.step_rng).compile(
-          compiler_options=options)
-      compile_s = time.perf_counter() - t
-    batch = parallel.global_batch(next(run.train_pipe.iterator()), run.batch_sharding)
-    built[v] = {"step": step, "state": state, "batch": batch, "rng": run.step_rng,
-                "compile_s": compile_s}
+  built = {v: build(name, v, tiny, data_dir) for v in variants}
   rates = alternated_windows(
-      {v: lambda s, i, b=b: b["step"](s, b["batch"], b["rng"])[0] for v, b in built.items()},
+      {v: lambda s, i, b=b: b["step"](s, b["batch"], b["run"].step_rng)[0]
+       for v, b in built.items()},
       {v: b["state"] for v, b in built.items()}, windows, steps)
   return {v: {"rates": rates[v], "compile_s": b["compile_s"]} for v, b in built.items()}
 

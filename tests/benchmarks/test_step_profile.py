@@ -57,7 +57,8 @@ def test_a_variant_of_the_step_is_profiled_with_its_change(data_dir, monkeypatch
   def change():
     entered.append(True)
     yield
-  monkeypatch.setitem(step_variants.VARIANTS, "probe", (change, {"xla_cpu_enable_fast_math": True}))
+  monkeypatch.setitem(step_variants.VARIANTS, "probe",
+                      (change, {"xla_cpu_enable_fast_math": True}))
   result = step_profile.profile("mnist1d_cnn", steps=1, tiny=True, data_dir=data_dir,
                                 variant="probe")
   assert entered == [True] and result["ops"]

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arch import common
+from arch import common, cpu_attention
 
 
 def sinusoidal(positions: jnp.ndarray, dim: int, base: float = 10000.0) -> jnp.ndarray:
@@ -171,9 +171,21 @@ def _attention_in(dtype: Any, q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
   return jnp.einsum("bnts,bsnh->btnh", p.astype(v.dtype), v)
 
 
+# How attention is computed on the CPU (`model.attention_kernel`): "xla", XLA's ops (below); or
+# "cpu", the compiled kernel of `arch.cpu_attention` (built on first use; float32 calls without a
+# mask other than the causal one: any other call takes XLA's ops). GPU and TPU ignore it.
+ATTENTION_KERNELS = ("xla", "cpu")
+
+
+def _kernel_covers(q, k, v, mask, logits_dtype) -> bool:
+  return mask is None and logits_dtype is None and all(
+      x.dtype == jnp.float32 for x in (q, k, v))
+
+
 def dot_product_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
                           mask: jnp.ndarray | None = None, is_causal: bool = False,
-                          causal_blocks: int = 4, logits_dtype: Any = None) -> jnp.ndarray:
+                          causal_blocks: int = 4, logits_dtype: Any = None,
+                          kernel: str = "xla") -> jnp.ndarray:
   """`jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)` (shapes in the
   module docstring); on GPU and TPU that call itself, on CPU an equal computation that is
   faster there (`python -m benchmarks.attention_speed`):
@@ -182,19 +194,29 @@ def dot_product_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
     the keys at or before its last position, which skips most of the masked-out products.
   `logits_dtype` (`logits_dtype()`; None: float32, as jax computes them) is the precision of the
   logits and their softmax; on GPU and TPU another one computes as flax does (`_attention_in`).
+  `kernel` ("xla" or "cpu", `ATTENTION_KERNELS`): "cpu" computes the calls it covers on the CPU
+  with `arch.cpu_attention`'s compiled kernel, raising ValueError where it cannot be built.
   """
+  common.check_choice(kernel, ATTENTION_KERNELS, "attention_kernel")
   if common.target_platform() != "cpu":
     if logits_dtype is not None:
       return _attention_in(logits_dtype, q, k, v, mask, is_causal)
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
   steps, keys = q.shape[1], k.shape[1]
+  if is_causal and steps != keys:
+    raise ValueError(f"causal attention of {steps} queries to {keys} keys: expected as many "
+                     "keys as queries")
+  if kernel == "cpu" and _kernel_covers(q, k, v, mask, logits_dtype):
+    try:
+      cpu_attention.ensure()
+    except cpu_attention.KernelUnavailable as e:
+      raise ValueError(f"model.attention_kernel='cpu': {e}; expected a machine that builds it, "
+                       "or attention_kernel='xla'") from None
+    return cpu_attention.attention(q, k, v, is_causal)
   if mask is not None:
     mask = jnp.broadcast_to(mask, (q.shape[0], q.shape[2], steps, keys))
   if not is_causal:
     return _softmax_attention(q, k, v, mask, logits_dtype)
-  if steps != keys:
-    raise ValueError(f"causal attention of {steps} queries to {keys} keys: expected as many "
-                     "keys as queries")
   bounds = sorted({round(i * steps / causal_blocks) for i in range(causal_blocks + 1)})
   outs = []
   for lo, hi in zip(bounds[:-1], bounds[1:]):
@@ -222,6 +244,8 @@ class MultiHeadAttention(nn.Module):
     use_bias: biases on the four projections (GPT-2 and ViTs have them, Llama has none).
     qkv_bias: biases on the query, key and value projections even without `use_bias` (Qwen2's:
       none on the output projection).
+    attention_kernel: "xla" or "cpu" (`ATTENTION_KERNELS`): on the CPU, the softmax attention by
+      XLA's ops or by `arch.cpu_attention`'s compiled kernel.
 
   Call arguments:
     mask: bool, broadcastable to (B, N, T, S); True where a query may attend to a key.
@@ -248,6 +272,7 @@ class MultiHeadAttention(nn.Module):
   use_bias: bool = True
   rope_scaling: tuple[float, ...] = ()  # Llama 3's (`rotary_frequencies`)
   qkv_bias: bool = False
+  attention_kernel: str = "xla"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None, *, causal: bool = False,
@@ -306,7 +331,8 @@ class MultiHeadAttention(nn.Module):
       mask = jnp.broadcast_to(mask, (batch, self.num_heads, steps, k.shape[1]))
 
     dtype = logits_dtype(self.attention_logits, self.dtype)
-    out = dot_product_attention(q, k, v, mask=mask, is_causal=causal, logits_dtype=dtype)
+    out = dot_product_attention(q, k, v, mask=mask, is_causal=causal, logits_dtype=dtype,
+                                kernel=self.attention_kernel)
     if self.is_mutable_collection("intermediates") and not self.is_initializing():
       full_mask = mask
       if causal:  # the fused call applies it through is_causal; explicit weights need the mask

@@ -123,6 +123,9 @@ class TransformerClassifier(nn.Module):
       compute them; `arch.attention.ATTENTION_LOGITS`).
     gelu: the MLP's GELU, "tanh" (the tanh approximation: flax's `nn.gelu` default, GPT-2's) or
       "exact" (the erf form: PyTorch's `nn.GELU()`, timm's ViTs).
+    attention_kernel: on the CPU, the blocks' attention by XLA's ops ("xla") or by a compiled kernel
+      ("cpu": `arch.cpu_attention`, built on first use; float32 and unmasked or causal calls);
+      GPU and TPU ignore it.
     norm_epsilon: the LayerNorms' epsilon (flax's and timm's 1e-6; GPT-2's and PyTorch's 1e-5).
   Returns (B, num_classes). Pooled features are sown as `intermediates/features`, attention
   weights as `intermediates/.../attention_weights` (B, N, T', T') with T' including the CLS token.
@@ -153,6 +156,7 @@ class TransformerClassifier(nn.Module):
   attention_logits: str = "float32"
   gelu: str = "tanh"
   norm_epsilon: float = 1e-6
+  attention_kernel: str = "xla"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False,
@@ -257,8 +261,8 @@ class TransformerLM(nn.Module):
     width, depth, num_heads, mlp_dim, dropout: the usual.
     max_len: the longest sequence (and cache) the model accepts.
     positions: "learned", "sinusoidal", "rotary" or "none".
-    remat, remat_policy, scan_layers, attention_logits, gelu, norm_epsilon: as
-      `TransformerClassifier`'s.
+    remat, remat_policy, scan_layers, attention_logits, gelu, norm_epsilon, attention_kernel:
+      as `TransformerClassifier`'s.
     norm: "layer" (LayerNorm) or "rms" (RMSNorm: no mean, no bias).
     mlp: "gelu" (Dense, GELU, Dense) or "swiglu" (SiLU(x W_gate) * x W_in, then W_out).
     num_kv_heads: key/value heads of grouped-query attention (0: num_heads).
@@ -288,6 +292,7 @@ class TransformerLM(nn.Module):
   attention_logits: str = "float32"
   gelu: str = "tanh"
   norm_epsilon: float = 1e-6
+  attention_kernel: str = "xla"
   norm: str = "layer"
   mlp: str = "gelu"
   num_kv_heads: int = 0

@@ -56,6 +56,7 @@ class Block(nn.Module):
   rope_base: float = 10000.0
   rope_scaling: tuple[float, ...] = ()
   qkv_bias: bool = False
+  attention_kernel: str = "xla"
 
   @nn.compact
   def __call__(self, x, mask=None, causal=False, decode=False, train=False, positions=None):
@@ -71,7 +72,8 @@ class Block(nn.Module):
                            kernel_init=inits.get("kernel_init"),
                            attention_logits=self.attention_logits,
                            num_kv_heads=self.num_kv_heads, use_bias=self.use_bias,
-                           qkv_bias=self.qkv_bias, name="attn")(
+                           qkv_bias=self.qkv_bias, attention_kernel=self.attention_kernel,
+                           name="attn")(
                                h, mask, causal=causal, positions=positions, decode=decode,
                                train=train)
     # whole along T here, so that in the backward pass the cotangent is gathered before the

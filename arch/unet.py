@@ -68,6 +68,7 @@ class AttentionBlock(nn.Module):
   groups: int
   dtype: Any
   param_dtype: Any
+  attention_kernel: str = "xla"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -75,7 +76,7 @@ class AttentionBlock(nn.Module):
     h = nn.GroupNorm(self.groups, dtype=self.dtype, param_dtype=self.param_dtype,
                      name="norm")(x).reshape(b, -1, c)
     h = MultiHeadAttention(self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
-                           name="attention")(h)
+                           attention_kernel=self.attention_kernel, name="attention")(h)
     h = nn.Dense(c, kernel_init=nn.initializers.zeros_init(), dtype=self.dtype,
                  param_dtype=self.param_dtype, name="out")(h)
     return x + h.reshape(x.shape)
@@ -100,6 +101,8 @@ class UNet(nn.Module):
     remat_policy: what the backward pass keeps of each block (`arch.common.REMAT_POLICIES`:
       "" everything, "nothing_saveable" the same as `remat=True`, "dots_saveable",
       "dots_with_no_batch_dims_saveable").
+    attention_kernel: on the CPU, the attention by XLA's ops ("xla") or by a compiled kernel
+      ("cpu": `arch.cpu_attention`, built on first use); GPU and TPU ignore it.
   """
 
   data_shape: tuple[int, ...]
@@ -116,6 +119,7 @@ class UNet(nn.Module):
   param_dtype: Any = jnp.float32
   remat: bool = False
   remat_policy: str = ""
+  attention_kernel: str = "xla"
 
   def _check(self, x: jnp.ndarray, t: jnp.ndarray, labels: jnp.ndarray | None) -> None:
     if tuple(x.shape[1:]) != tuple(self.data_shape):
@@ -162,7 +166,8 @@ class UNet(nn.Module):
     def attend(h, level, name):
       if level not in self.attention_levels:
         return h
-      return AttentionBlock(self.num_heads, self.groups, name=name, **kw)(h)
+      return AttentionBlock(self.num_heads, self.groups, name=name, **kw,
+                            attention_kernel=self.attention_kernel)(h)
 
     conv = lambda f, name, **c: conv_lib.Conv(f, (3,) * self.ndim, padding="SAME",  # noqa: E731
                                               name=name, **kw, **c)
@@ -179,7 +184,8 @@ class UNet(nn.Module):
 
     width = self.channels * self.channel_mults[-1]
     h = block(h, width, "mid_block0")
-    h = AttentionBlock(self.num_heads, self.groups, name="mid_attn", **kw)(h)
+    h = AttentionBlock(self.num_heads, self.groups, name="mid_attn", **kw,
+                       attention_kernel=self.attention_kernel)(h)
     h = block(h, width, "mid_block1")
 
     for i in reversed(range(levels)):

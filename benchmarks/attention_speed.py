@@ -1,5 +1,6 @@
-"""Attention on XLA:CPU: `jax.nn.dot_product_attention` against `arch.attention`'s, and PyTorch's
-`scaled_dot_product_attention` when torch is installed.
+"""Attention on XLA:CPU: `jax.nn.dot_product_attention` against `arch.attention`'s (XLA's ops and
+the compiled kernel of `arch.cpu_attention`), and PyTorch's `scaled_dot_product_attention` when
+torch is installed.
 
   python -m benchmarks.attention_speed
 
@@ -10,6 +11,8 @@ YNNPACK calls).
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import numpy as np
@@ -25,13 +28,15 @@ SHAPES = {"charlm_transformer (causal)": (32, 128, 4, 24, True),
 
 def main() -> None:
   options = step_options()
-  print("| shape | jax.nn.dot_product_attention | arch.attention | PyTorch SDPA |")
-  print("|---|---|---|---|")
+  print("| shape | jax.nn.dot_product_attention | arch.attention, XLA's ops | arch.attention, "
+        "CPU kernel | PyTorch SDPA |")
+  print("|---|---|---|---|---|")
   for name, (b, t, n, h, causal) in SHAPES.items():
     keys = jax.random.split(jax.random.key(0), 4)
     q, k, v, g = (jax.random.normal(key, (b, t, n, h)) for key in keys)
     times = []
-    for f in (jax.nn.dot_product_attention, attention.dot_product_attention):
+    for f in (jax.nn.dot_product_attention, attention.dot_product_attention,
+              functools.partial(attention.dot_product_attention, kernel="cpu")):
       def fwd_bwd(q, k, v, f=f):
         return jax.vjp(lambda *a: f(*a, is_causal=causal), q, k, v)[1](g)
       step = jax.jit(fwd_bwd).lower(q, k, v).compile(options)
@@ -50,7 +55,8 @@ def main() -> None:
       torch_ms = f"{median_ms(torch_step):.2f}"
     except ImportError:
       torch_ms = "(no torch)"
-    print(f"| {name} | {times[0]:.2f} ms | {times[1]:.2f} ms | {torch_ms} ms |")
+    print(f"| {name} | {times[0]:.2f} ms | {times[1]:.2f} ms | {times[2]:.2f} ms | {torch_ms} "
+          "ms |")
 
 
 if __name__ == "__main__":

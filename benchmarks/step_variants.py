@@ -155,6 +155,10 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     "batch_slices_2": (lambda: _batch_slices(2), NO_YNN),
     "batch_slices_4": (lambda: _batch_slices(4), NO_YNN),
     "one_pass": (contextlib.nullcontext, NO_YNN),
+    # the attention by XLA's ops or by arch.cpu_attention's compiled kernel (model.
+    # attention_kernel, CONFIG below), whichever the experiment sets
+    "attention_kernel_xla": (contextlib.nullcontext, NO_YNN),
+    "attention_kernel_cpu": (contextlib.nullcontext, NO_YNN),
     "vector_width_512": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_prefer_vector_width": 512}),
     "no_concurrency_scheduler": (contextlib.nullcontext, {
         **NO_YNN, "xla_cpu_enable_concurrency_optimized_scheduler": False}),
@@ -182,9 +186,13 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
 }
 
 
-# variant -> config fields it sets on the experiment's
+# variant -> config fields it sets on the experiment's (`train.*` unless the name has a dot)
 CONFIG: dict[str, dict[str, Any]] = {
-    name: {"xla_cpu_batch_slices": 1} for name in ("batch_slices_2", "batch_slices_4", "one_pass")}
+    **{name: {"xla_cpu_batch_slices": 1}
+       for name in ("batch_slices_2", "batch_slices_4", "one_pass")},
+    "attention_kernel_xla": {"model.attention_kernel": "xla"},
+    "attention_kernel_cpu": {"model.attention_kernel": "cpu"},
+}
 
 
 def build(name: str, variant: str, tiny: bool = False, data_dir: str | None = None,
@@ -199,7 +207,8 @@ def build(name: str, variant: str, tiny: bool = False, data_dir: str | None = No
   config = workload_config(name, tiny, data_dir)
   config.train.xla_cpu_ynnpack = True  # the jit's options: none; the variant's below
   for field, value in {**CONFIG.get(variant, {}), **(fields or {})}.items():
-    config.train[field] = value
+    section, _, name = field.rpartition(".")
+    config[section or "train"][name] = value
   with context():
     run = loop.build(config)
     state = run.init_state()

@@ -170,7 +170,22 @@ def _partitioned(name: str, operands: str, results: str, causal: bool):
                    sharding_rule=f"{', '.join(' '.join(d) for d in ins)} -> "
                                  f"{', '.join(' '.join(d) for d in outs)}",
                    need_replication_factors=tuple(d for d in order if d in "tsh"))
-  return fn
+
+  # under jax.vmap, the mapped axis folds into the batch axis (every array's first), which
+  # custom_partitioning has no batching rule for
+  @jax.custom_batching.custom_vmap
+  def batched(*args):
+    return fn(*args)
+
+  @batched.def_vmap
+  def _(axis_size, in_batched, *args):
+    args = [x if b else jnp.broadcast_to(x, (axis_size, *x.shape))
+            for x, b in zip(args, in_batched)]
+    outs = batched(*(x.reshape(-1, *x.shape[2:]) for x in args))
+    return (tuple(o.reshape(axis_size, -1, *o.shape[1:]) for o in outs),
+            (True,) * len(outs))
+
+  return batched
 
 
 @functools.cache

@@ -178,3 +178,22 @@ def test_unet_same_with_either_kernel():
   outs = {k: jax.jit(n.apply)(params, x, t) for k, n in nets.items()}
   assert _custom_calls(nets["cpu"].apply, params, x, t) > 0
   np.testing.assert_allclose(outs["cpu"], outs["xla"], atol=1e-5, rtol=1e-5)
+
+
+def test_under_vmap_and_its_gradients():
+  """jax.vmap folds the mapped axis into the kernel's batch (an unmapped operand broadcast), and
+  so does vmap of a gradient and the gradient of a vmap."""
+  q = jax.random.normal(jax.random.key(0), (3, 2, 8, 2, 8))
+  k = jax.random.normal(jax.random.key(1), (2, 8, 2, 8))
+
+  def f(kernel):
+    return lambda q, k: attention.dot_product_attention(q, k, k, is_causal=True, kernel=kernel)
+
+  def grad_of_vmap(kernel):
+    return jax.grad(lambda q: jax.vmap(f(kernel), (0, None))(q, k).sum())(q)
+
+  def vmap_of_grad(kernel):
+    return jax.vmap(jax.grad(lambda q: f(kernel)(q, k).sum()))(q)
+
+  for fn in (lambda kern: jax.vmap(f(kern), (0, None))(q, k), grad_of_vmap, vmap_of_grad):
+    np.testing.assert_allclose(fn("cpu"), fn("xla"), atol=1e-5, rtol=1e-5)

@@ -156,7 +156,7 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     "batch_slices_4": (lambda: _batch_slices(4), NO_YNN),
     "one_pass": (contextlib.nullcontext, NO_YNN),
     # the attention by XLA's ops or by arch.cpu_attention's compiled kernel (model.
-    # attention_kernel, CONFIG below), whichever the experiment sets
+    # attention_kernel, CONFIG below), whatever the experiment sets
     "attention_kernel_xla": (contextlib.nullcontext, NO_YNN),
     "attention_kernel_cpu": (contextlib.nullcontext, NO_YNN),
     "vector_width_512": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_prefer_vector_width": 512}),
@@ -193,6 +193,10 @@ CONFIG: dict[str, dict[str, Any]] = {
     "attention_kernel_xla": {"model.attention_kernel": "xla"},
     "attention_kernel_cpu": {"model.attention_kernel": "cpu"},
 }
+# variants of XLA's attention ops: built with model.attention_kernel="xla" where the experiment
+# has the field (its compiled kernel would bypass their change)
+XLA_ATTENTION = ("causal_blocks_1", "causal_blocks_2", "head_major_attention",
+                 "late_normalised_attention")
 
 
 def build(name: str, variant: str, tiny: bool = False, data_dir: str | None = None,
@@ -206,9 +210,14 @@ def build(name: str, variant: str, tiny: bool = False, data_dir: str | None = No
   context, options = VARIANTS[variant]
   config = workload_config(name, tiny, data_dir)
   config.train.xla_cpu_ynnpack = True  # the jit's options: none; the variant's below
+  if variant in XLA_ATTENTION and "attention_kernel" in config.model:
+    config.model.attention_kernel = "xla"
   for field, value in {**CONFIG.get(variant, {}), **(fields or {})}.items():
-    section, _, name = field.rpartition(".")
-    config[section or "train"][name] = value
+    section, _, key = field.rpartition(".")
+    if key not in config[section or "train"]:
+      raise ValueError(f"--variants {variant}: workload {name}'s config has no field "
+                       f"{section or 'train'}.{key}")
+    config[section or "train"][key] = value
   with context():
     run = loop.build(config)
     state = run.init_state()

@@ -44,6 +44,20 @@ def test_the_table_gives_each_variant_s_window_pair_ratios_to_the_first():
   assert lines[3] == "| other | 6.00 (4.00-11.00) | 1.100 (0.500-1.200) | 2.0 |"
 
 
+def test_attention_variants_choose_the_attention_kernel(data_dir):
+  """attention_kernel_* set the LM's field; the variants of XLA's attention ops build it with
+  XLA's ops, which the compiled kernel would otherwise bypass; a workload without the field is
+  refused in one line."""
+  calls = {v: step_variants.build("charlm_transformer", v, tiny=True, data_dir=data_dir)[
+      "step"].as_text().count("strata_attention") for v in (
+          "strata", "attention_kernel_xla", "attention_kernel_cpu", "causal_blocks_1")}
+  assert calls["strata"] == calls["attention_kernel_cpu"] > 0  # the experiment sets "cpu"
+  assert calls["attention_kernel_xla"] == calls["causal_blocks_1"] == 0
+  with pytest.raises(ValueError, match=r"^--variants attention_kernel_cpu: workload mnist1d_cnn's "
+                                       r"config has no field model\.attention_kernel$"):
+    step_variants.build("mnist1d_cnn", "attention_kernel_cpu", tiny=True, data_dir=data_dir)
+
+
 @pytest.mark.parametrize("variant", ["head_major", "late_normalised"])
 def test_the_attention_variants_compute_strata_s_attention_and_gradients(variant):
   from arch import attention

@@ -1,6 +1,7 @@
 """Where the character LM's step time goes: the whole training step against the same step with
 attention replaced by the identity (q, k and the softmax gone, v passed through), for strata and
-its PyTorch twin, and strata with other numbers of causal blocks.
+its PyTorch twin, and strata's attention by XLA's ops with other numbers of causal blocks and by
+the compiled CPU kernel (`model.attention_kernel`, which the experiment sets to "cpu").
 
   python -m benchmarks.lm_ablation [--blocks 2,4,8]
 
@@ -21,8 +22,10 @@ from train import cli, loop, parallel
 from train import config as config_lib
 
 
-def _config():
-  return config_lib.load("experiments.charlm_transformer")
+def _config(kernel: str = "cpu"):
+  config = config_lib.load("experiments.charlm_transformer")
+  config.model.attention_kernel = kernel
+  return config
 
 
 def _median_ms(step, windows: int = 7, per: int = 5) -> float:
@@ -37,12 +40,13 @@ def _median_ms(step, windows: int = 7, per: int = 5) -> float:
   return 1e3 * statistics.median(times)
 
 
-def strata_ms(attend) -> float:
-  """strata's jitted step with `attention.dot_product_attention` replaced by `attend`."""
+def strata_ms(attend, kernel: str = "xla") -> float:
+  """strata's jitted step with `attention.dot_product_attention` replaced by `attend`, the model
+  built with `model.attention_kernel=kernel`."""
   original = attention.dot_product_attention
   attention.dot_product_attention = attend
   try:
-    built = loop.build(_config())
+    built = loop.build(_config(kernel))
     state = built.init_state()
     compiled = built.train_step.lower(state, built.example, built.step_rng).compile()
   finally:
@@ -82,10 +86,11 @@ def main(argv: list[str] | None = None) -> None:
     blocks = [int(b) for b in args.blocks.split(",")]
   except ValueError:
     cli.fail(f"--blocks={args.blocks!r}: expected whole numbers separated by commas, e.g. 2,4,8", 2)
-  identity = lambda q, k, v, mask=None, is_causal=False: v  # noqa: E731
-  rows = [(f"strata, {b} causal blocks",
+  identity = lambda q, k, v, **_: v  # noqa: E731
+  rows = [(f"strata, XLA's ops, {b} causal blocks",
            strata_ms(functools.partial(attention.dot_product_attention, causal_blocks=b)))
           for b in blocks]
+  rows.append(("strata, CPU kernel", strata_ms(attention.dot_product_attention, "cpu")))
   rows.append(("strata, attention as identity", strata_ms(identity)))
   rows.append(("PyTorch", torch_ms(False)))
   rows.append(("PyTorch, attention as identity", torch_ms(True)))

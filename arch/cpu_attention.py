@@ -67,10 +67,14 @@ def library_path(compiler: str) -> pathlib.Path:
 def _build(compiler: str, target: pathlib.Path) -> None:
   if shutil.which(compiler) is None:
     raise KernelUnavailable(f"no C++ compiler {compiler!r} (set $CXX) to build {SOURCE.name}")
-  target.parent.mkdir(parents=True, exist_ok=True)
   # built beside the target and renamed into place: a concurrent build or a failure never
   # leaves a partial library under the target's name
-  fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
+  try:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
+  except OSError as e:
+    raise KernelUnavailable(f"cannot write the kernel into {target.parent} ({e.strerror}); set "
+                            "$STRATA_KERNEL_DIR to a writable folder") from None
   os.close(fd)
   try:
     result = subprocess.run([compiler, *FLAGS, "-isystem", jax.ffi.include_dir(), str(SOURCE),
@@ -114,15 +118,6 @@ def ensure() -> None:
         _OUTCOME.append(e)
     if _OUTCOME[0] is not None:
       raise KernelUnavailable(str(_OUTCOME[0]))
-
-
-def available() -> str:
-  """"" when the kernel can run here, else why not (one line)."""
-  try:
-    ensure()
-  except KernelUnavailable as e:
-    return str(e)
-  return ""
 
 
 def _spec(sharding, dims: str, out: str) -> tuple:

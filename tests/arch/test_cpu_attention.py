@@ -197,3 +197,18 @@ def test_under_vmap_and_its_gradients():
 
   for fn in (lambda kern: jax.vmap(f(kern), (0, None))(q, k), grad_of_vmap, vmap_of_grad):
     np.testing.assert_allclose(fn("cpu"), fn("xla"), atol=1e-5, rtol=1e-5)
+
+
+def test_unwritable_build_folder_refuses_in_one_line(tmp_path):
+  blocked = tmp_path / "file"
+  blocked.write_text("not a folder")
+  code = ("import jax.numpy as jnp\nfrom arch import attention\nq = jnp.zeros((1, 4, 1, 8))\n"
+          "try:\n  attention.dot_product_attention(q, q, q, kernel='cpu')\n"
+          "except ValueError as e:\n  print(e)\n")
+  env = {**os.environ, "STRATA_KERNEL_DIR": str(blocked / "sub"), "JAX_PLATFORMS": "cpu"}
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)
+  lines = out.stdout.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(
+      f"model.attention_kernel='cpu': cannot write the kernel into {blocked / 'sub'} (")
+  assert "set $STRATA_KERNEL_DIR to a writable folder" in lines[0]

@@ -27,9 +27,18 @@ using namespace strata;  // NOLINT: the vector helpers
 // query rows computed together against each loaded key vector (as many registers as fit)
 constexpr int kRows = kLanes == 16 ? 8 : 4;
 
+// Vectors along the head dimension: 8 floats (head widths are multiples of 8 more often than of
+// 16: 24 in the character LM, 40, 56, 72...), padded to a multiple of 8 (AVX-512's 16 would
+// pad the LM's 24 to 32, a quarter of the work wasted).
+constexpr int kCols = 8;
+typedef float vc __attribute__((vector_size(4 * kCols)));
+inline vc LoadC(const float* p) { vc x; std::memcpy(&x, p, sizeof x); return x; }
+inline void StoreC(float* p, vc x) { std::memcpy(p, &x, sizeof x); }
+inline vc SplatC(float x) { return vc{} + x; }
+
 struct Shape {
   int64_t b, t, s, n, h;
-  int64_t hp() const { return Padded(h); }
+  int64_t hp() const { return (h + kCols - 1) / kCols * kCols; }
   int64_t sp() const { return Padded(s); }
 };
 
@@ -82,25 +91,25 @@ void Logits(const float* q, const float* kt, const Shape& d, int64_t keys, float
 template <int U>
 void MixColumns(const float* w, int64_t sp, const float* x, int64_t hp, int64_t c0,
                 int64_t keys, float* out) {
-  vf acc[kRows][U] = {};
+  vc acc[kRows][U] = {};
   for (int64_t j = 0; j < keys; ++j) {
-    vf xv[U];
-    for (int u = 0; u < U; ++u) xv[u] = Load(x + j * hp + c0 + u * kLanes);
+    vc xv[U];
+    for (int u = 0; u < U; ++u) xv[u] = LoadC(x + j * hp + c0 + u * kCols);
     for (int r = 0; r < kRows; ++r) {
-      vf wr = Splat(w[r * sp + j]);
+      vc wr = SplatC(w[r * sp + j]);
       for (int u = 0; u < U; ++u) acc[r][u] += wr * xv[u];
     }
   }
   for (int r = 0; r < kRows; ++r)
-    for (int u = 0; u < U; ++u) Store(out + r * hp + c0 + u * kLanes, acc[r][u]);
+    for (int u = 0; u < U; ++u) StoreC(out + r * hp + c0 + u * kCols, acc[r][u]);
 }
 
 void Mix(const float* w, int64_t sp, const float* x, int64_t hp, int64_t keys, float* out) {
   for (int64_t c0 = 0; c0 < hp;) {
-    int64_t left = (hp - c0) / kLanes;
-    if (left >= 3) { MixColumns<3>(w, sp, x, hp, c0, keys, out); c0 += 3 * kLanes; }
-    else if (left == 2) { MixColumns<2>(w, sp, x, hp, c0, keys, out); c0 += 2 * kLanes; }
-    else { MixColumns<1>(w, sp, x, hp, c0, keys, out); c0 += kLanes; }
+    int64_t left = (hp - c0) / kCols;
+    if (left >= 3) { MixColumns<3>(w, sp, x, hp, c0, keys, out); c0 += 3 * kCols; }
+    else if (left == 2) { MixColumns<2>(w, sp, x, hp, c0, keys, out); c0 += 2 * kCols; }
+    else { MixColumns<1>(w, sp, x, hp, c0, keys, out); c0 += kCols; }
   }
 }
 
@@ -109,17 +118,17 @@ void Mix(const float* w, int64_t sp, const float* x, int64_t hp, int64_t keys, f
 template <int U>
 void AccumulateColumns(const float* w, int64_t sp, const float* y, int64_t hp, int64_t c0,
                        int64_t keys, float* acc) {
-  vf yv[kRows][U];
+  vc yv[kRows][U];
   for (int r = 0; r < kRows; ++r)
-    for (int u = 0; u < U; ++u) yv[r][u] = Load(y + r * hp + c0 + u * kLanes);
+    for (int u = 0; u < U; ++u) yv[r][u] = LoadC(y + r * hp + c0 + u * kCols);
   for (int64_t j = 0; j < keys; ++j) {
-    vf wr[kRows];
-    for (int r = 0; r < kRows; ++r) wr[r] = Splat(w[r * sp + j]);
+    vc wr[kRows];
+    for (int r = 0; r < kRows; ++r) wr[r] = SplatC(w[r * sp + j]);
     for (int u = 0; u < U; ++u) {
-      float* a = acc + j * hp + c0 + u * kLanes;
-      vf sum = Load(a);
+      float* a = acc + j * hp + c0 + u * kCols;
+      vc sum = LoadC(a);
       for (int r = 0; r < kRows; ++r) sum += wr[r] * yv[r][u];
-      Store(a, sum);
+      StoreC(a, sum);
     }
   }
 }
@@ -127,10 +136,10 @@ void AccumulateColumns(const float* w, int64_t sp, const float* y, int64_t hp, i
 void Accumulate(const float* w, int64_t sp, const float* y, int64_t hp, int64_t keys,
                 float* acc) {
   for (int64_t c0 = 0; c0 < hp;) {
-    int64_t left = (hp - c0) / kLanes;
-    if (left >= 3) { AccumulateColumns<3>(w, sp, y, hp, c0, keys, acc); c0 += 3 * kLanes; }
-    else if (left == 2) { AccumulateColumns<2>(w, sp, y, hp, c0, keys, acc); c0 += 2 * kLanes; }
-    else { AccumulateColumns<1>(w, sp, y, hp, c0, keys, acc); c0 += kLanes; }
+    int64_t left = (hp - c0) / kCols;
+    if (left >= 3) { AccumulateColumns<3>(w, sp, y, hp, c0, keys, acc); c0 += 3 * kCols; }
+    else if (left == 2) { AccumulateColumns<2>(w, sp, y, hp, c0, keys, acc); c0 += 2 * kCols; }
+    else { AccumulateColumns<1>(w, sp, y, hp, c0, keys, acc); c0 += kCols; }
   }
 }
 

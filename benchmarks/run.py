@@ -8,8 +8,8 @@ Each workload is an experiment file's full config, built by `train.loop.build` e
 - compile: seconds to lower and compile the jitted train step;
 - steps/s: the median over timed windows (after warm-up) of steady-state training steps per
   second, fed by the real grain pipeline, and fed from batches already on the device; their
-  ratio is the input pipeline's overhead. The two kinds of window alternate, so a drift in the
-  machine's speed touches both;
+  ratio is the input pipeline's overhead. The kinds of window alternate, each round in a rotated
+  order, so a drift in the machine's speed touches all alike;
 - FLOPs per step from XLA's cost analysis of the compiled step, the achieved FLOP/s (in-memory
   rate), and that as a fraction of this machine's dense float32 matmul rate (a 1024 x 1024 x
   1024 jitted matmul, median of repeats), the figure the training records' MFU divides by:
@@ -159,8 +159,11 @@ def measure(name: str, quick: bool = False, tiny: bool = False, data_dir: str | 
   rates: dict[str, list[float]] = {"memory": [], "pipeline": []}
   if twin is not None:
     rates["torch"] = []
-  for _ in range(windows):
-    for source in rates:
+  # each round in another order (rotated), so that no source always follows the same one (the
+  # LM's in-memory windows, always right after PyTorch's, had run 0.8-1.0x the pipeline's)
+  sources = list(rates)
+  for i in range(windows):
+    for source in sources[i % len(sources):] + sources[:i % len(sources)]:
       rates[source].append(window(source))
   memory_rate = statistics.median(rates["memory"])
   pipeline_rate = statistics.median(rates["pipeline"])

@@ -1,6 +1,6 @@
 """Character (byte) language model: a decoder-only Transformer (3 pre-LN blocks of width 96, 4
-heads, learned positions) on pydoc_text, the recipe in `recipes/charlm.py`; the same parameter count and
-step budget as `charlm_lstm.py`.
+heads, learned positions) on pydoc_text, the recipe in `recipes/charlm.py`; the same parameter
+count and step budget as `charlm_lstm.py`.
 
   python -m train --config experiments/charlm_transformer.py --workdir runs/charlm_transformer
   python -m train.generate --workdir runs/charlm_transformer --prompt "The with statement"

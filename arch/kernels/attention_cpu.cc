@@ -40,6 +40,9 @@ struct Shape {
   int64_t b, t, s, n, h;
   int64_t hp() const { return (h + kCols - 1) / kCols * kCols; }
   int64_t sp() const { return Padded(s); }
+  // where pair i = (batch i / n, head i % n) starts in a (B, T, N, H) and a (B, S, N, H) array
+  int64_t queries_at(int64_t i) const { return ((i / n) * t * n + i % n) * h; }
+  int64_t keys_at(int64_t i) const { return ((i / n) * s * n + i % n) * h; }
 };
 
 // Local copies of one (batch, head) pair's keys or values: rows (Sp, Hp) and transposed (H, Sp),
@@ -168,8 +171,9 @@ inline int64_t Visible(int64_t t, const Shape& d, bool causal) {
 }
 
 struct Scratch {
-  std::vector<float> kt, kr, vt, vr, q, g, out, logits, p, dk, dv;
+  std::vector<float> kt, kr, vt, vr, q, g, out, logits, p, dk, dv, delta;
   void Reserve(const Shape& d) {
+    delta.resize(d.t);
     kt.resize(d.h * d.sp()); vt.resize(d.h * d.sp());
     kr.resize(d.sp() * d.hp()); vr.resize(d.sp() * d.hp());
     dk.resize(d.sp() * d.hp()); dv.resize(d.sp() * d.hp());
@@ -232,14 +236,20 @@ void ForwardPair(const float* q, const float* k, const float* v, float* o, float
   }
 }
 
-void BackwardPair(const float* q, const float* k, const float* v, const float* g,
-                  const float* lse, const float* delta, float* dq, float* dk, float* dv,
+void BackwardPair(const float* q, const float* k, const float* v, const float* o,
+                  const float* g, const float* lse, float* dq, float* dk, float* dv,
                   const Shape& d, bool causal, float scale) {
   Scratch& w = LocalScratch(d);
   CopyTransposed(k, d, w.kt.data());
   CopyRows(k, d, w.kr.data());
   CopyTransposed(v, d, w.vt.data());
   const int64_t hp = d.hp(), sp = d.sp(), stride = d.n * d.h;
+  float* delta = w.delta.data();  // rowsum(dO * O): the softmax's gradient through its sum
+  for (int64_t t = 0; t < d.t; ++t) {
+    float sum = 0.0f;
+    for (int64_t c = 0; c < d.h; ++c) sum += g[t * stride + c] * o[t * stride + c];
+    delta[t] = sum;
+  }
   std::fill(w.dk.begin(), w.dk.end(), 0.0f);
   std::fill(w.dv.begin(), w.dv.end(), 0.0f);
   for (int64_t t0 = 0; t0 < d.t; t0 += kRows) {
@@ -295,10 +305,8 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ff
   const float *qp = q.typed_data(), *kp = k.typed_data(), *vp = v.typed_data();
   float *op = o->typed_data(), *lp = lse->typed_data();
   ParallelFor(pool, d.b * d.n, [&](int64_t i) {
-    int64_t b = i / d.n, n = i % d.n;
-    ForwardPair(qp + (b * d.t * d.n + n) * d.h, kp + (b * d.s * d.n + n) * d.h,
-                vp + (b * d.s * d.n + n) * d.h, op + (b * d.t * d.n + n) * d.h,
-                lp + i * d.t, d, causal, scale);
+    int64_t tq = d.queries_at(i), tk = d.keys_at(i);
+    ForwardPair(qp + tq, kp + tk, vp + tk, op + tq, lp + i * d.t, d, causal, scale);
   });
   return ffi::Error::Success();
 }
@@ -315,16 +323,8 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<f
   const float *opp = o.typed_data(), *lp = lse.typed_data(), *gp = g.typed_data();
   float *dqp = dq->typed_data(), *dkp = dk->typed_data(), *dvp = dv->typed_data();
   ParallelFor(pool, d.b * d.n, [&](int64_t i) {
-    int64_t b = i / d.n, n = i % d.n;
-    int64_t tq = (b * d.t * d.n + n) * d.h, tk = (b * d.s * d.n + n) * d.h;
-    std::vector<float> delta(d.t);  // rowsum(dO * O): the softmax's gradient through its sum
-    for (int64_t t = 0; t < d.t; ++t) {
-      float sum = 0.0f;
-      for (int64_t c = 0; c < d.h; ++c)
-        sum += gp[tq + t * d.n * d.h + c] * opp[tq + t * d.n * d.h + c];
-      delta[t] = sum;
-    }
-    BackwardPair(qp + tq, kp + tk, vp + tk, gp + tq, lp + i * d.t, delta.data(), dqp + tq,
+    int64_t tq = d.queries_at(i), tk = d.keys_at(i);
+    BackwardPair(qp + tq, kp + tk, vp + tk, opp + tq, gp + tq, lp + i * d.t, dqp + tq,
                  dkp + tk, dvp + tk, d, causal, scale);
   });
   return ffi::Error::Success();

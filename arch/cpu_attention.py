@@ -143,8 +143,7 @@ def _partitioned(name: str, operands: str, results: str, causal: bool):
     for dims in outs:
       size = {d: x.shape[dims_in.index(d)] for x, dims_in in zip(args, ins) for d in dims_in}
       shapes.append(jax.ShapeDtypeStruct(tuple(size[d] for d in dims), jnp.float32))
-    return jax.ffi.ffi_call(name, tuple(shapes), vmap_method="sequential")(
-        *args, causal=np.int64(causal))
+    return jax.ffi.ffi_call(name, tuple(shapes))(*args, causal=np.int64(causal))
 
   def shardings(mesh, arg_shapes):
     first = arg_shapes[0].sharding

@@ -103,17 +103,30 @@ def test_bad_field_value_is_one_line():
     attention.dot_product_attention(q, q, q, kernel="fast")
 
 
+REFUSAL = '''
+import jax.numpy as jnp
+from arch import attention
+q = jnp.zeros((1, 4, 1, 8))
+try:
+  attention.dot_product_attention(q, q, q, is_causal=True, kernel="cpu")
+except ValueError as e:
+  print(e)
+'''
+
+
+def _refusal(**env: str) -> list[str]:
+  """What a process that asks for the kernel prints, with `env` set (the outcome of building it
+  is per process)."""
+  out = subprocess.run([sys.executable, "-c", REFUSAL], cwd=ROOT, capture_output=True,
+                       text=True, env={**os.environ, "JAX_PLATFORMS": "cpu", **env}, timeout=120)
+  return out.stdout.strip().splitlines()
+
+
 def test_no_compiler_refuses_in_one_line(tmp_path):
   """Without a compiler (and no library built), a model asking for the kernel stops with one
   line naming the field and the alternative, in its own process (the outcome is per process)."""
-  code = ("import jax.numpy as jnp\nfrom arch import attention\nq = jnp.zeros((1, 4, 1, 8))\n"
-          "try:\n  attention.dot_product_attention(q, q, q, is_causal=True, kernel='cpu')\n"
-          "except ValueError as e:\n  print(e)\n")
-  env = {**os.environ, "CXX": str(tmp_path / "no-compiler"), "STRATA_KERNEL_DIR": str(tmp_path),
-         "JAX_PLATFORMS": "cpu"}
-  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=120)
-  assert out.stdout.strip().splitlines() == [
+  lines = _refusal(CXX=str(tmp_path / "no-compiler"), STRATA_KERNEL_DIR=str(tmp_path))
+  assert lines == [
       f"model.attention_kernel='cpu': no C++ compiler '{tmp_path / 'no-compiler'}' (set $CXX) "
       "to build attention_cpu.cc; expected a machine that builds it, or attention_kernel='xla'"]
   assert not list(tmp_path.glob("*.so"))
@@ -202,13 +215,7 @@ def test_under_vmap_and_its_gradients():
 def test_unwritable_build_folder_refuses_in_one_line(tmp_path):
   blocked = tmp_path / "file"
   blocked.write_text("not a folder")
-  code = ("import jax.numpy as jnp\nfrom arch import attention\nq = jnp.zeros((1, 4, 1, 8))\n"
-          "try:\n  attention.dot_product_attention(q, q, q, kernel='cpu')\n"
-          "except ValueError as e:\n  print(e)\n")
-  env = {**os.environ, "STRATA_KERNEL_DIR": str(blocked / "sub"), "JAX_PLATFORMS": "cpu"}
-  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=120)
-  lines = out.stdout.strip().splitlines()
+  lines = _refusal(STRATA_KERNEL_DIR=str(blocked / "sub"))
   assert len(lines) == 1 and lines[0].startswith(
       f"model.attention_kernel='cpu': cannot write the kernel into {blocked / 'sub'} (")
   assert "set $STRATA_KERNEL_DIR to a writable folder" in lines[0]

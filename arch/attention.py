@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from arch import common, cpu_attention
+from arch.cpu_dense import dense_layer
 
 
 def sinusoidal(positions: jnp.ndarray, dim: int, base: float = 10000.0) -> jnp.ndarray:
@@ -246,6 +247,8 @@ class MultiHeadAttention(nn.Module):
       none on the output projection).
     attention_kernel: "xla" or "cpu" (`ATTENTION_KERNELS`): on the CPU, the softmax attention by
       XLA's ops or by `arch.cpu_attention`'s compiled kernel.
+    dense_kernel: "xla" or "cpu" (`arch.cpu_dense.DENSE_KERNELS`): on the CPU, the projections'
+      backward pass by XLA's ops or by `arch.cpu_dense`'s (a compiled bias-gradient kernel).
 
   Call arguments:
     mask: bool, broadcastable to (B, N, T, S); True where a query may attend to a key.
@@ -273,6 +276,7 @@ class MultiHeadAttention(nn.Module):
   rope_scaling: tuple[float, ...] = ()  # Llama 3's (`rotary_frequencies`)
   qkv_bias: bool = False
   attention_kernel: str = "xla"
+  dense_kernel: str = "xla"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None, *, causal: bool = False,
@@ -291,8 +295,10 @@ class MultiHeadAttention(nn.Module):
 
     inits = {} if self.kernel_init is None else {"kernel_init": self.kernel_init}
 
+    dense = dense_layer(self.dense_kernel, general=True)
+
     def proj(name, heads):
-      return nn.DenseGeneral((heads, head), dtype=self.dtype, param_dtype=self.param_dtype,
+      return dense((heads, head), dtype=self.dtype, param_dtype=self.param_dtype,
                              use_bias=self.use_bias or self.qkv_bias, **inits, name=name)
     q = proj("query", self.num_heads)(x)                                   # (B, T, N, H)
     source = x if kv is None else kv
@@ -339,8 +345,8 @@ class MultiHeadAttention(nn.Module):
         lower = jnp.tril(jnp.ones((steps, steps), bool))[None, None]
         full_mask = lower if mask is None else jnp.logical_and(mask, lower)
       self.sow("intermediates", "attention_weights", attention_weights(q, k, full_mask, dtype))
-    out = nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
-                          use_bias=self.use_bias, **inits, name="out")(out)
+    out = dense(width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
+                use_bias=self.use_bias, **inits, name="out")(out)
     if self.dropout > 0:
       out = nn.Dropout(self.dropout, deterministic=not train)(out)
     return out

@@ -9,115 +9,21 @@ backward pass recomputes them from each query's log-sum-exp. `model.attention_ke
 turns it on (`arch.attention.dot_product_attention`); `python -m benchmarks.attention_speed`
 times it.
 
-The build: `$CXX` (default `c++`) with -O3 -march=native against jaxlib's FFI headers, into
-`arch/kernels/_build/` (or `$STRATA_KERNEL_DIR`), named by a hash of the sources, the flags,
-jaxlib's version and the CPU's feature flags, so that a change to any of them rebuilds. About 3 s
-once; a failed build raises `KernelUnavailable` with the compiler's first error line.
+The kernel is built and registered by `arch.cpu_kernels` (`ensure()`).
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import hashlib
-import os
-import pathlib
-import shutil
-import subprocess
-import tempfile
-import threading
 
 import jax
 import jax.numpy as jnp
-import jaxlib
 import numpy as np
 
-SOURCE = pathlib.Path(__file__).parent / "kernels" / "attention_cpu.cc"  # and cpu_vector.h
-FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
-_TARGETS = {"strata_attention_forward": "StrataAttentionForward",
-            "strata_attention_backward": "StrataAttentionBackward"}
-_LOCK = threading.Lock()
+from arch import cpu_kernels
 
-
-class KernelUnavailable(RuntimeError):
-  """The kernel could not be built or loaded on this machine (the message says why)."""
-
-
-def _cpu_flags() -> str:
-  try:
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith(("flags", "Features")):
-        return line
-  except OSError:
-    pass
-  return ""
-
-
-def library_path(compiler: str) -> pathlib.Path:
-  """Where the built kernel for this source, compiler, flags, jaxlib and CPU lives."""
-  key = hashlib.sha256()
-  sources = sorted(SOURCE.parent.glob("*.cc")) + sorted(SOURCE.parent.glob("*.h"))
-  for part in (*(f.read_bytes() for f in sources), compiler.encode(), " ".join(FLAGS).encode(),
-               jaxlib.__version__.encode(), _cpu_flags().encode()):
-    key.update(part)
-  root = os.environ.get("STRATA_KERNEL_DIR") or str(SOURCE.parent / "_build")
-  return pathlib.Path(root) / f"attention_cpu_{key.hexdigest()[:16]}.so"
-
-
-def _build(compiler: str, target: pathlib.Path) -> None:
-  if shutil.which(compiler) is None:
-    raise KernelUnavailable(f"no C++ compiler {compiler!r} (set $CXX) to build {SOURCE.name}")
-  # built beside the target and renamed into place: a concurrent build or a failure never
-  # leaves a partial library under the target's name
-  try:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
-  except OSError as e:
-    raise KernelUnavailable(f"cannot write the kernel into {target.parent} ({e.strerror}); set "
-                            "$STRATA_KERNEL_DIR to a writable folder") from None
-  os.close(fd)
-  try:
-    result = subprocess.run([compiler, *FLAGS, "-isystem", jax.ffi.include_dir(), str(SOURCE),
-                             "-o", partial], capture_output=True, text=True)
-    if result.returncode:
-      errors = [line for line in result.stderr.splitlines() if "error" in line]
-      first = (errors or result.stderr.strip().splitlines() or ["no output"])[0]
-      raise KernelUnavailable(f"{compiler} could not build {SOURCE.name}: {first}")
-    os.replace(partial, target)
-  finally:
-    if os.path.exists(partial):
-      os.unlink(partial)
-
-
-_OUTCOME: list[KernelUnavailable | None] = []  # [None] once registered, [error] once failed
-
-
-def _register() -> None:
-  compiler = os.environ.get("CXX", "c++")
-  target = library_path(compiler)
-  if not target.exists():
-    _build(compiler, target)
-  try:
-    library = ctypes.cdll.LoadLibrary(str(target))
-  except OSError as e:
-    raise KernelUnavailable(f"could not load {target}: {e}") from None
-  for name, symbol in _TARGETS.items():
-    jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, symbol)),
-                                platform="cpu")
-
-
-def ensure() -> None:
-  """Builds (once per source and machine) and registers the kernel; raises KernelUnavailable
-  with the reason when it cannot (again on every call, without trying again)."""
-  with _LOCK:
-    if not _OUTCOME:
-      try:
-        _register()
-        _OUTCOME.append(None)
-      except KernelUnavailable as e:
-        _OUTCOME.append(e)
-    if _OUTCOME[0] is not None:
-      raise KernelUnavailable(str(_OUTCOME[0]))
+ensure = cpu_kernels.ensure
+KernelUnavailable = cpu_kernels.KernelUnavailable
 
 
 def _spec(sharding, dims: str, out: str) -> tuple:

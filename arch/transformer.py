@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from arch.attention import MultiHeadAttention, sincos2d
 from arch.common import check_choice, constrain_batch, constrain_sequence
+from arch.cpu_dense import dense_layer
 from arch.transformer_stack import GELUS, INITS, MLPS, NORMS, Stack, block_fields
 from arch.transformer_stack import dense_inits as _dense_inits
 
@@ -126,6 +127,10 @@ class TransformerClassifier(nn.Module):
     attention_kernel: on the CPU, the blocks' attention by XLA's ops ("xla") or by a compiled kernel
       ("cpu": `arch.cpu_attention`, built on first use; float32 and unmasked or causal calls);
       GPU and TPU ignore it.
+    dense_kernel: on the CPU, the dense layers' backward pass (attention projections, MLP, the
+      LM's head) by XLA's ops ("xla") or as `arch.cpu_dense` computes it ("cpu": the weight
+      gradient over flattened rows, the bias gradient by a compiled kernel; float32 layers with
+      a bias); the same parameters; GPU and TPU ignore it.
     norm_epsilon: the LayerNorms' epsilon (flax's and timm's 1e-6; GPT-2's and PyTorch's 1e-5).
   Returns (B, num_classes). Pooled features are sown as `intermediates/features`, attention
   weights as `intermediates/.../attention_weights` (B, N, T', T') with T' including the CLS token.
@@ -157,6 +162,7 @@ class TransformerClassifier(nn.Module):
   gelu: str = "tanh"
   norm_epsilon: float = 1e-6
   attention_kernel: str = "xla"
+  dense_kernel: str = "xla"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False,
@@ -261,8 +267,8 @@ class TransformerLM(nn.Module):
     width, depth, num_heads, mlp_dim, dropout: the usual.
     max_len: the longest sequence (and cache) the model accepts.
     positions: "learned", "sinusoidal", "rotary" or "none".
-    remat, remat_policy, scan_layers, attention_logits, gelu, norm_epsilon, attention_kernel:
-      as `TransformerClassifier`'s.
+    remat, remat_policy, scan_layers, attention_logits, gelu, norm_epsilon, attention_kernel,
+      dense_kernel: as `TransformerClassifier`'s (dense_kernel reaches the head too).
     norm: "layer" (LayerNorm) or "rms" (RMSNorm: no mean, no bias).
     mlp: "gelu" (Dense, GELU, Dense) or "swiglu" (SiLU(x W_gate) * x W_in, then W_out).
     num_kv_heads: key/value heads of grouped-query attention (0: num_heads).
@@ -293,6 +299,7 @@ class TransformerLM(nn.Module):
   gelu: str = "tanh"
   norm_epsilon: float = 1e-6
   attention_kernel: str = "xla"
+  dense_kernel: str = "xla"
   norm: str = "layer"
   mlp: str = "gelu"
   num_kv_heads: int = 0
@@ -339,8 +346,9 @@ class TransformerLM(nn.Module):
     x = constrain_sequence(x, split=False)
     if self.tie_embeddings:
       return constrain_batch(embed.attend(x), split_last=True)
-    return constrain_batch(nn.Dense(self.vocab_size, **kw, use_bias=self.use_bias,
-                                    name="head")(x), split_last=True)
+    head = dense_layer(self.dense_kernel)(self.vocab_size, **kw, use_bias=self.use_bias,
+                                          name="head")
+    return constrain_batch(head(x), split_last=True)
 
 
 # The Llama build (Touvron et al. 2023) of the decoder: rotary positions, RMSNorm (epsilon 1e-5),

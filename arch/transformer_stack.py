@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from arch.attention import MultiHeadAttention, sinusoidal
 from arch.common import constrain_sequence, maybe_remat
+from arch.cpu_dense import dense_layer
 
 INITS = ("lecun_normal", "xavier_uniform")
 GELUS = ("tanh", "exact")
@@ -57,13 +58,15 @@ class Block(nn.Module):
   rope_scaling: tuple[float, ...] = ()
   qkv_bias: bool = False
   attention_kernel: str = "xla"
+  dense_kernel: str = "xla"
 
   @nn.compact
   def __call__(self, x, mask=None, causal=False, decode=False, train=False, positions=None):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     inits = dense_inits(self.dense_init)
     norm = functools.partial(norm_layer(self.norm), **kw, epsilon=self.norm_epsilon)
-    dense = functools.partial(nn.Dense, **kw, **inits, use_bias=self.use_bias)
+    dense = functools.partial(dense_layer(self.dense_kernel), **kw, **inits,
+                              use_bias=self.use_bias)
     x = constrain_sequence(x, split=True)
     h = constrain_sequence(norm(name="ln_attn")(x), split=False)
     h = MultiHeadAttention(self.num_heads, rotary=self.rotary, rope_base=self.rope_base,
@@ -73,7 +76,7 @@ class Block(nn.Module):
                            attention_logits=self.attention_logits,
                            num_kv_heads=self.num_kv_heads, use_bias=self.use_bias,
                            qkv_bias=self.qkv_bias, attention_kernel=self.attention_kernel,
-                           name="attn")(
+                           dense_kernel=self.dense_kernel, name="attn")(
                                h, mask, causal=causal, positions=positions, decode=decode,
                                train=train)
     # whole along T here, so that in the backward pass the cotangent is gathered before the

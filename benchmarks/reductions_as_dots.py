@@ -103,7 +103,8 @@ def groupnorm() -> contextlib.AbstractContextManager:
   return patched(unet, "nn", types.SimpleNamespace(**{**names, "GroupNorm": DotGroupNorm}))
 
 
-def column_sums(min_rows: int = 256, as_rows: bool = False) -> contextlib.AbstractContextManager:
+def column_sums(min_rows: int = 256, as_rows: bool = False,
+                kernel: bool = False) -> contextlib.AbstractContextManager:
   """Every gradient that sums a broadcast over its leading axes (biases, norm scales, learned
   positions) as a product with a vector of ones (XLA:CPU's dots) instead of a reduction (its
   reduce-window trees): jax's transpose of `broadcast_in_dim`, swapped while tracing. With
@@ -120,6 +121,10 @@ def column_sums(min_rows: int = 256, as_rows: bool = False) -> contextlib.Abstra
   from jax._src.interpreters import ad
   from jax._src.lax import lax as lax_internal
 
+  from arch import cpu_dense, cpu_kernels
+
+  if kernel:
+    cpu_kernels.ensure()
   rule = lax_internal._broadcast_in_dim_transpose_rule
   unbroadcast = lax_internal._unbroadcast
 
@@ -128,6 +133,8 @@ def column_sums(min_rows: int = 256, as_rows: bool = False) -> contextlib.Abstra
     rows = math.prod(x.shape[:lead])
     if lead == 0 or rows < min_rows or not jnp.issubdtype(x.dtype, jnp.floating):
       return None
+    if kernel and x.dtype == jnp.float32:
+      return cpu_dense.column_sum(x.reshape(rows, -1)).reshape(out_shape)
     if as_rows:
       return jax.lax.optimization_barrier(x.reshape(rows, -1)).sum(0).reshape(out_shape)
     return (jnp.ones((rows,), x.dtype) @ x.reshape(rows, -1)).reshape(out_shape)
@@ -162,3 +169,12 @@ def column_sums(min_rows: int = 256, as_rows: bool = False) -> contextlib.Abstra
         patched(lax_internal, "_unbroadcast", unbroadcast_as_dot):
       yield
   return swapped()
+
+
+
+def dense_sums_by_xla() -> contextlib.AbstractContextManager:
+  """`arch.cpu_dense`'s layers with their bias gradients summed by XLA's reduce over the
+  flattened rows instead of the compiled kernel (with `model.dense_kernel="cpu"`)."""
+  from arch import cpu_dense
+
+  return patched(cpu_dense, "column_sum", lambda x: x.sum(0))

@@ -66,10 +66,10 @@ def _fused_qkv() -> contextlib.AbstractContextManager:
                          self.param_dtype) if self.use_bias else None)
       return kernel, bias
 
-  original = attention.nn.DenseGeneral
+  original_layer = attention.dense_layer
   state: dict[str, Any] = {}
 
-  def dense_general(features, *args, name=None, **kwargs):
+  def dense_general(features, *args, name=None, original=None, **kwargs):
     if name not in ("query", "key", "value") or not isinstance(features, tuple):
       return original(features, *args, name=name, **kwargs)
 
@@ -87,7 +87,10 @@ def _fused_qkv() -> contextlib.AbstractContextManager:
       q, state["key"], state["value"] = jnp.split(out, np.cumsum([heads] * 2), axis=2)
       return q
     return project
-  return _patched(attention.nn, "DenseGeneral", dense_general)
+
+  def dense_layer(kernel, general=False):  # the fused projection, whichever dense_kernel
+    return functools.partial(dense_general, original=original_layer(kernel, general))
+  return _patched(attention, "dense_layer", dense_layer)
 
 
 def _causal_blocks(n: int) -> contextlib.AbstractContextManager:
@@ -150,6 +153,7 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     "groupnorm_as_dots": (reductions_as_dots.groupnorm, NO_YNN),
     "column_sums_as_dots": (reductions_as_dots.column_sums, NO_YNN),
     "column_sums_as_rows": (lambda: reductions_as_dots.column_sums(as_rows=True), NO_YNN),
+    "column_sums_by_kernel": (lambda: reductions_as_dots.column_sums(kernel=True), NO_YNN),
     # the training pass as K slices, in any paradigm (on the experiment's one pass); and the
     # experiment's pass unsliced where it sets train.xla_cpu_batch_slices (CONFIG below)
     "batch_slices_2": (lambda: _batch_slices(2), NO_YNN),
@@ -159,6 +163,11 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     # attention_kernel, CONFIG below), whatever the experiment sets
     "attention_kernel_xla": (contextlib.nullcontext, NO_YNN),
     "attention_kernel_cpu": (contextlib.nullcontext, NO_YNN),
+    # the dense layers' backward by XLA's ops or by arch.cpu_dense (model.dense_kernel), and
+    # arch.cpu_dense with XLA's reduce for its bias gradients
+    "dense_kernel_xla": (contextlib.nullcontext, NO_YNN),
+    "dense_kernel_cpu": (contextlib.nullcontext, NO_YNN),
+    "dense_kernel_cpu_xla_sums": (reductions_as_dots.dense_sums_by_xla, NO_YNN),
     "vector_width_512": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_prefer_vector_width": 512}),
     "no_concurrency_scheduler": (contextlib.nullcontext, {
         **NO_YNN, "xla_cpu_enable_concurrency_optimized_scheduler": False}),
@@ -192,6 +201,9 @@ CONFIG: dict[str, dict[str, Any]] = {
        for name in ("batch_slices_2", "batch_slices_4", "one_pass")},
     "attention_kernel_xla": {"model.attention_kernel": "xla"},
     "attention_kernel_cpu": {"model.attention_kernel": "cpu"},
+    "dense_kernel_xla": {"model.dense_kernel": "xla"},
+    "dense_kernel_cpu": {"model.dense_kernel": "cpu"},
+    "dense_kernel_cpu_xla_sums": {"model.dense_kernel": "cpu"},
 }
 # variants of XLA's attention ops: built with model.attention_kernel="xla" where the experiment
 # has the field (its compiled kernel would bypass their change)

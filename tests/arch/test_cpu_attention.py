@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from arch import attention, common, cpu_attention
+from arch import attention, common, cpu_attention, cpu_kernels
 from arch.transformer import TransformerLM
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -128,7 +128,8 @@ def test_no_compiler_refuses_in_one_line(tmp_path):
   lines = _refusal(CXX=str(tmp_path / "no-compiler"), STRATA_KERNEL_DIR=str(tmp_path))
   assert lines == [
       f"model.attention_kernel='cpu': no C++ compiler '{tmp_path / 'no-compiler'}' (set $CXX) "
-      "to build attention_cpu.cc; expected a machine that builds it, or attention_kernel='xla'"]
+      "to build attention_cpu.cc, column_sum_cpu.cc; expected a machine that builds it, or "
+      "attention_kernel='xla'"]
   assert not list(tmp_path.glob("*.so"))
 
 
@@ -136,7 +137,7 @@ def test_library_is_named_by_its_inputs(tmp_path, monkeypatch):
   """The built library's name changes with the compiler (and the source, flags, jaxlib and CPU
   it hashes), so a stale build is never loaded; $STRATA_KERNEL_DIR moves it."""
   monkeypatch.setenv("STRATA_KERNEL_DIR", str(tmp_path))
-  a, b = cpu_attention.library_path("c++"), cpu_attention.library_path("clang++")
+  a, b = cpu_kernels.library_path("c++"), cpu_kernels.library_path("clang++")
   assert a.parent == b.parent == tmp_path and a != b
 
 
@@ -165,15 +166,20 @@ print(json.dumps({"err": max(float(np.abs(a - b).max()) for a, b in zip(out["cpu
 '''
 
 
+def on_four_devices(script: str) -> dict:
+  """The JSON that `script` prints last, run in its own process on 4 CPU devices."""
+  env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") +
+         " --xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+  r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
+                     env=env, timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def test_sharded_by_batch_and_heads_without_gathering():
   """On a 2 x 2 mesh (batch over one axis, heads over the other) each device runs the kernel on
   its own quarter, (2, 16, 2, 8), with no all-gather, and gets XLA's attention and gradients."""
-  env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") +
-         " --xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-  r = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, cwd=ROOT,
-                     env=env, timeout=300)
-  assert r.returncode == 0, r.stderr[-3000:]
-  got = json.loads(r.stdout.strip().splitlines()[-1])
+  got = on_four_devices(SHARDED)
   assert got["err"] < 1e-5
   assert got["gathers"] == 0
   assert len(got["calls"]) == 2 and all("f32[2,16,2,8]" in c for c in got["calls"])
@@ -217,5 +223,5 @@ def test_unwritable_build_folder_refuses_in_one_line(tmp_path):
   blocked.write_text("not a folder")
   lines = _refusal(STRATA_KERNEL_DIR=str(blocked / "sub"))
   assert len(lines) == 1 and lines[0].startswith(
-      f"model.attention_kernel='cpu': cannot write the kernel into {blocked / 'sub'} (")
+      f"model.attention_kernel='cpu': cannot write the kernels into {blocked / 'sub'} (")
   assert "set $STRATA_KERNEL_DIR to a writable folder" in lines[0]

@@ -3,7 +3,9 @@ compiler into one library and registered as XLA FFI targets (`jax.ffi`).
 
 - `strata_attention_forward`, `strata_attention_backward` (attention_cpu.cc): softmax attention,
   `arch.cpu_attention`.
-- `strata_column_sum` (column_sum_cpu.cc): a gradient summed over its rows, `arch.cpu_reduce`.
+- `strata_column_sum` (column_sum_cpu.cc): a gradient summed over its rows, `arch.cpu_dense`.
+- `strata_group_norm_forward`, `strata_group_norm_backward` (group_norm_cpu.cc): GroupNorm,
+  `arch.cpu_norm`.
 
 The build: `$CXX` (default `c++`) with -O3 -march=native against jaxlib's FFI headers, into
 `arch/kernels/_build/` (or `$STRATA_KERNEL_DIR`), named by a hash of the sources, the flags,
@@ -30,7 +32,9 @@ FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
 # FFI target -> the library's symbol
 TARGETS = {"strata_attention_forward": "StrataAttentionForward",
            "strata_attention_backward": "StrataAttentionBackward",
-           "strata_column_sum": "StrataColumnSum"}
+           "strata_column_sum": "StrataColumnSum",
+           "strata_group_norm_forward": "StrataGroupNormForward",
+           "strata_group_norm_backward": "StrataGroupNormBackward"}
 _LOCK = threading.Lock()
 
 
@@ -65,9 +69,9 @@ def library_path(compiler: str) -> pathlib.Path:
 
 
 def _build(compiler: str, target: pathlib.Path) -> None:
-  names = ", ".join(f.name for f in sources())
   if shutil.which(compiler) is None:
-    raise KernelUnavailable(f"no C++ compiler {compiler!r} (set $CXX) to build {names}")
+    raise KernelUnavailable(f"no C++ compiler {compiler!r} (set $CXX) to build the CPU kernels "
+                            "in arch/kernels")
   # built beside the target and renamed into place: a concurrent build or a failure never
   # leaves a partial library under the target's name
   try:
@@ -83,7 +87,7 @@ def _build(compiler: str, target: pathlib.Path) -> None:
     if result.returncode:
       errors = [line for line in result.stderr.splitlines() if "error" in line]
       first = (errors or result.stderr.strip().splitlines() or ["no output"])[0]
-      raise KernelUnavailable(f"{compiler} could not build {names}: {first}")
+      raise KernelUnavailable(f"{compiler} could not build the CPU kernels: {first}")
     os.replace(partial, target)
   finally:
     if os.path.exists(partial):

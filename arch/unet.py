@@ -31,6 +31,8 @@ import jax.numpy as jnp
 from arch import conv as conv_lib
 from arch.attention import MultiHeadAttention, sinusoidal
 from arch.common import channels_last, maybe_remat
+from arch.cpu_dense import dense_layer
+from arch.cpu_norm import group_norm_layer
 
 
 class ResBlock(nn.Module):
@@ -42,17 +44,19 @@ class ResBlock(nn.Module):
   dropout: float
   dtype: Any
   param_dtype: Any
+  norm_kernel: str = "xla"
+  dense_kernel: str = "xla"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, emb: jnp.ndarray, train: bool) -> jnp.ndarray:
     conv = lambda f, k, name, **kw: conv_lib.Conv(  # noqa: E731
         f, (k,) * self.ndim, padding="SAME", name=name, dtype=self.dtype,
         param_dtype=self.param_dtype, **kw)
-    norm = lambda name: nn.GroupNorm(self.groups, dtype=self.dtype,  # noqa: E731
-                                     param_dtype=self.param_dtype, name=name)
+    norm = lambda name: group_norm_layer(self.norm_kernel)(  # noqa: E731
+        self.groups, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
     h = conv(self.features, 3, "conv0")(nn.silu(norm("norm0")(x)))
-    e = nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name="emb")(
-        nn.silu(emb))
+    e = dense_layer(self.dense_kernel)(self.features, dtype=self.dtype,
+                                       param_dtype=self.param_dtype, name="emb")(nn.silu(emb))
     h = h + e.reshape((e.shape[0],) + (1,) * self.ndim + (self.features,))
     h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(norm("norm1")(h)))
     h = conv(self.features, 3, "conv1", kernel_init=nn.initializers.zeros_init())(h)
@@ -69,16 +73,21 @@ class AttentionBlock(nn.Module):
   dtype: Any
   param_dtype: Any
   attention_kernel: str = "xla"
+  norm_kernel: str = "xla"
+  dense_kernel: str = "xla"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     b, c = x.shape[0], x.shape[-1]
-    h = nn.GroupNorm(self.groups, dtype=self.dtype, param_dtype=self.param_dtype,
-                     name="norm")(x).reshape(b, -1, c)
+    h = group_norm_layer(self.norm_kernel)(self.groups, dtype=self.dtype,
+                                           param_dtype=self.param_dtype,
+                                           name="norm")(x).reshape(b, -1, c)
     h = MultiHeadAttention(self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
-                           attention_kernel=self.attention_kernel, name="attention")(h)
-    h = nn.Dense(c, kernel_init=nn.initializers.zeros_init(), dtype=self.dtype,
-                 param_dtype=self.param_dtype, name="out")(h)
+                           attention_kernel=self.attention_kernel,
+                           dense_kernel=self.dense_kernel, name="attention")(h)
+    h = dense_layer(self.dense_kernel)(c, kernel_init=nn.initializers.zeros_init(),
+                                       dtype=self.dtype, param_dtype=self.param_dtype,
+                                       name="out")(h)
     return x + h.reshape(x.shape)
 
 
@@ -103,6 +112,10 @@ class UNet(nn.Module):
       "dots_with_no_batch_dims_saveable").
     attention_kernel: on the CPU, the attention by XLA's ops ("xla") or by a compiled kernel
       ("cpu": `arch.cpu_attention`, built on first use); GPU and TPU ignore it.
+    norm_kernel: on the CPU, the GroupNorms by XLA's ops ("xla") or by a compiled kernel ("cpu":
+      `arch.cpu_norm`, float32); the same parameters; GPU and TPU ignore it.
+    dense_kernel: on the CPU, the dense layers' backward pass (time embedding, attention) by
+      XLA's ops ("xla") or by `arch.cpu_dense` ("cpu"); GPU and TPU ignore it.
   """
 
   data_shape: tuple[int, ...]
@@ -120,6 +133,8 @@ class UNet(nn.Module):
   remat: bool = False
   remat_policy: str = ""
   attention_kernel: str = "xla"
+  norm_kernel: str = "xla"
+  dense_kernel: str = "xla"
 
   def _check(self, x: jnp.ndarray, t: jnp.ndarray, labels: jnp.ndarray | None) -> None:
     if tuple(x.shape[1:]) != tuple(self.data_shape):
@@ -147,13 +162,15 @@ class UNet(nn.Module):
                train: bool = False) -> jnp.ndarray:
     self._check(x, t, labels)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    kernels = dict(norm_kernel=self.norm_kernel, dense_kernel=self.dense_kernel)
     shape = channels_last(self.data_shape, self.ndim)
     h = x.reshape((x.shape[0],) + shape).astype(self.dtype)
 
     dim = 4 * self.channels
     emb = sinusoidal(t.astype(jnp.float32), self.channels)
-    emb = nn.Dense(dim, name="time0", **kw)(emb)
-    emb = nn.Dense(dim, name="time1", **kw)(nn.silu(emb))
+    dense = dense_layer(self.dense_kernel)
+    emb = dense(dim, name="time0", **kw)(emb)
+    emb = dense(dim, name="time1", **kw)(nn.silu(emb))
     if self.num_classes:
       emb = emb + nn.Embed(self.num_classes + 1, dim, name="class_embed", **kw)(labels)
 
@@ -161,12 +178,13 @@ class UNet(nn.Module):
                             policy=self.remat_policy)
 
     def block(h, width, name):
-      return res_block(width, self.ndim, self.groups, self.dropout, name=name, **kw)(h, emb, train)
+      return res_block(width, self.ndim, self.groups, self.dropout, name=name, **kw,
+                       **kernels)(h, emb, train)
 
     def attend(h, level, name):
       if level not in self.attention_levels:
         return h
-      return AttentionBlock(self.num_heads, self.groups, name=name, **kw,
+      return AttentionBlock(self.num_heads, self.groups, name=name, **kw, **kernels,
                             attention_kernel=self.attention_kernel)(h)
 
     conv = lambda f, name, **c: conv_lib.Conv(f, (3,) * self.ndim, padding="SAME",  # noqa: E731
@@ -184,7 +202,7 @@ class UNet(nn.Module):
 
     width = self.channels * self.channel_mults[-1]
     h = block(h, width, "mid_block0")
-    h = AttentionBlock(self.num_heads, self.groups, name="mid_attn", **kw,
+    h = AttentionBlock(self.num_heads, self.groups, name="mid_attn", **kw, **kernels,
                        attention_kernel=self.attention_kernel)(h)
     h = block(h, width, "mid_block1")
 
@@ -198,7 +216,7 @@ class UNet(nn.Module):
         h = jax.image.resize(h, (h.shape[0],) + size + (h.shape[-1],), "nearest")
         h = conv(h.shape[-1], f"up{i}_upsample")(h)
 
-    h = nn.silu(nn.GroupNorm(self.groups, name="out_norm", **kw)(h))
+    h = nn.silu(group_norm_layer(self.norm_kernel)(self.groups, name="out_norm", **kw)(h))
     h = conv(shape[-1], "out", kernel_init=nn.initializers.zeros_init())(h)
     h = h.astype(jnp.promote_types(h.dtype, jnp.float32))
     return h.reshape((x.shape[0],) + tuple(self.data_shape))

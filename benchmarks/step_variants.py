@@ -168,6 +168,10 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     "dense_kernel_xla": (contextlib.nullcontext, NO_YNN),
     "dense_kernel_cpu": (contextlib.nullcontext, NO_YNN),
     "dense_kernel_cpu_xla_sums": (reductions_as_dots.dense_sums_by_xla, NO_YNN),
+    # the GroupNorms by XLA's ops or by arch.cpu_norm's compiled kernel (model.norm_kernel)
+    "norm_kernel_xla": (contextlib.nullcontext, NO_YNN),
+    "norm_kernel_cpu": (contextlib.nullcontext, NO_YNN),
+    "norm_and_dense_kernel_cpu": (contextlib.nullcontext, NO_YNN),
     "vector_width_512": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_prefer_vector_width": 512}),
     "no_concurrency_scheduler": (contextlib.nullcontext, {
         **NO_YNN, "xla_cpu_enable_concurrency_optimized_scheduler": False}),
@@ -204,6 +208,9 @@ CONFIG: dict[str, dict[str, Any]] = {
     "dense_kernel_xla": {"model.dense_kernel": "xla"},
     "dense_kernel_cpu": {"model.dense_kernel": "cpu"},
     "dense_kernel_cpu_xla_sums": {"model.dense_kernel": "cpu"},
+    "norm_kernel_xla": {"model.norm_kernel": "xla"},
+    "norm_kernel_cpu": {"model.norm_kernel": "cpu"},
+    "norm_and_dense_kernel_cpu": {"model.norm_kernel": "cpu", "model.dense_kernel": "cpu"},
 }
 # variants of XLA's attention ops: built with model.attention_kernel="xla" where the experiment
 # has the field (its compiled kernel would bypass their change)

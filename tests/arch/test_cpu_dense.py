@@ -163,22 +163,26 @@ def test_bad_field_value_is_one_line():
 
 REFUSAL = '''
 import jax, jax.numpy as jnp
-from arch import cpu_dense
-layer = cpu_dense.CpuDense(3)
+from arch import cpu_dense, cpu_norm
 try:
-  layer.init(jax.random.key(0), jnp.ones((2, 4)))
+  {layer}.init(jax.random.key(0), jnp.ones((2, 4)))
 except ValueError as e:
   print(e)
 '''
 
 
-def test_no_compiler_refuses_in_one_line(tmp_path):
-  out = subprocess.run([sys.executable, "-c", REFUSAL], cwd=ROOT, capture_output=True,
-                       text=True, timeout=120,
+def no_compiler_lines(layer: str, tmp_path) -> list[str]:
+  """What a process that initialises `layer` (an expression) prints without a C++ compiler."""
+  out = subprocess.run([sys.executable, "-c", REFUSAL.format(layer=layer)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120,
                        env={**os.environ, "JAX_PLATFORMS": "cpu",
                             "CXX": str(tmp_path / "no-compiler"),
                             "STRATA_KERNEL_DIR": str(tmp_path)})
-  assert out.stdout.strip().splitlines() == [
+  return out.stdout.strip().splitlines()
+
+
+def test_no_compiler_refuses_in_one_line(tmp_path):
+  assert no_compiler_lines("cpu_dense.CpuDense(3)", tmp_path) == [
       f"model.dense_kernel='cpu': no C++ compiler '{tmp_path / 'no-compiler'}' (set $CXX) to "
-      "build attention_cpu.cc, column_sum_cpu.cc; expected a machine that builds it, or "
+      "build the CPU kernels in arch/kernels; expected a machine that builds it, or "
       "dense_kernel='xla'"]

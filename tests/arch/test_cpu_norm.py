@@ -1,0 +1,143 @@
+"""`arch.cpu_norm` (`model.norm_kernel="cpu"`): the compiled GroupNorm against a float64 NumPy
+computation and against flax's `nn.GroupNorm` (parameters, outputs, gradients), the UNet with
+either kernel, the calls left to XLA, a mesh, vmap, and the one-line refusal."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from arch import common, cpu_norm
+from tests.arch.test_cpu_attention import on_four_devices
+from tests.arch.test_cpu_dense import no_compiler_lines
+
+
+def _reference64(x, scale, bias, groups, eps, dy):
+  """float64 (y, dx, dscale, dbias) of GroupNorm with output cotangent dy (closed form)."""
+  x, scale, bias, dy = (np.asarray(a, np.float64) for a in (x, scale, bias, dy))
+  b, c = x.shape[0], x.shape[-1]
+  xg = x.reshape(b, -1, groups, c // groups)
+  mean = xg.mean((1, 3), keepdims=True)
+  rstd = 1 / np.sqrt(((xg - mean) ** 2).mean((1, 3), keepdims=True) + eps)
+  xhat = ((xg - mean) * rstd).reshape(x.shape)
+  dxhat = (dy * scale).reshape(xg.shape)
+  xh = xhat.reshape(xg.shape)
+  dx = rstd * (dxhat - dxhat.mean((1, 3), keepdims=True)
+               - xh * (dxhat * xh).mean((1, 3), keepdims=True))
+  axes = tuple(range(x.ndim - 1))
+  return (xhat * scale + bias, dx.reshape(x.shape), (dy * xhat).sum(axes), dy.sum(axes))
+
+
+@pytest.mark.parametrize("shape,groups", [((3, 8, 8, 32), 8), ((2, 5, 12), 3),
+                                          ((4, 4, 4, 96), 32), ((2, 7, 7, 20), 4),
+                                          ((1, 3, 3, 17), 1)])
+def test_kernel_matches_float64_and_flax(shape, groups):
+  """Channels on and off the vector width, one group and one channel a group; an offset input
+  (the two-pass statistics)."""
+  rng = np.random.default_rng(sum(shape))
+  x = jnp.asarray(rng.normal(size=shape) * 2 + 3, jnp.float32)
+  dy = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  ours, flax_norm = cpu_norm.CpuGroupNorm(groups), nn.GroupNorm(groups)
+  params = flax_norm.init(jax.random.key(0), x)
+  assert jax.tree.structure(params) == jax.tree.structure(ours.init(jax.random.key(0), x))
+  params = jax.tree.map(lambda p: p + jnp.asarray(rng.normal(size=p.shape), jnp.float32),
+                        params)
+  p = params["params"]
+  want = _reference64(x, p["scale"], p["bias"], groups, 1e-6, dy)
+
+  def run(layer):
+    y, vjp = jax.vjp(layer.apply, params, x)
+    grads, dx = vjp(dy)
+    return y, dx, grads["params"]["scale"], grads["params"]["bias"]
+  got, flax_got = jax.jit(lambda: run(ours))(), jax.jit(lambda: run(flax_norm))()
+  for a, b, f in zip(got, want, flax_got):
+    np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(a, f, atol=2e-5, rtol=1e-5)
+  assert jax.jit(lambda: run(ours)).lower().as_text().count("strata_group_norm") == 2
+
+
+def test_uncovered_calls_take_xla():
+  x = jnp.ones((2, 4, 4, 8))
+  params = cpu_norm.CpuGroupNorm(4).init(jax.random.key(0), x)
+
+  def calls(layer):
+    return jax.jit(jax.grad(lambda p: layer.apply(p, x).sum())).lower(params).as_text().count(
+        "strata_group_norm")
+  assert calls(cpu_norm.CpuGroupNorm(4)) == 2
+  assert calls(cpu_norm.CpuGroupNorm(4, dtype=jnp.bfloat16)) == 0
+  with common.compiling_for("tpu"):  # traced for a TPU: flax's computation
+    assert calls(cpu_norm.CpuGroupNorm(4)) == 0
+
+
+def test_unet_same_with_either_kernel():
+  from arch.unet import UNet
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+  t = jnp.array([3, 700])
+  nets = {k: UNet(data_shape=(8, 8, 1), channels=8, groups=4, num_res_blocks=1, norm_kernel=k,
+                  dense_kernel=k) for k in ("xla", "cpu")}
+  params = nets["xla"].init(jax.random.key(1), x, t)
+  params = jax.tree.map(lambda p: p + 0.05, params)  # zero-initialised layers made to count
+
+  def loss(net):
+    return jax.jit(jax.value_and_grad(lambda p: jnp.mean(net.apply(p, x, t) ** 2)))(params)
+  (l0, g0), (l1, g1) = loss(nets["xla"]), loss(nets["cpu"])
+  np.testing.assert_allclose(l1, l0, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4), g1, g0)
+
+
+def test_per_example_gradients_under_vmap():
+  """vmap of the gradient: the parameter gradients stay per example (one call per index)."""
+  x = jax.random.normal(jax.random.key(2), (3, 2, 4, 4, 8))
+  params = nn.GroupNorm(4).init(jax.random.key(0), x[0])
+
+  def per_example(layer):
+    return jax.vmap(jax.grad(lambda p, xi: jnp.sum(jnp.sin(layer.apply(p, xi)))), (None, 0))(
+        params, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5),
+               per_example(cpu_norm.CpuGroupNorm(4)), per_example(nn.GroupNorm(4)))
+
+
+SHARDED = '''
+import json
+import flax.linen as nn
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from arch import cpu_norm
+mesh = Mesh(np.array(jax.devices()).reshape(4), ("data",))
+x = jax.random.normal(jax.random.key(0), (8, 4, 4, 16))
+params = nn.GroupNorm(4).init(jax.random.key(1), x)
+def grads(layer):
+  return jax.jit(jax.grad(lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x))), argnums=(0, 1)),
+                 in_shardings=(None, NamedSharding(mesh, P("data"))))
+step = grads(cpu_norm.CpuGroupNorm(4))
+got, want = step(params, x), grads(nn.GroupNorm(4))(params, x)
+hlo = step.lower(params, x).compile().as_text()
+calls = [ln.split(" = ")[1].split(" custom-call")[0] for ln in hlo.splitlines()
+         if "custom-call(" in ln and "strata_group_norm" in ln]
+print(json.dumps({"err": max(float((np.abs(a - b) / (1 + np.abs(b))).max())
+                             for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))),
+                  "gathers": hlo.count("all-gather("), "calls": calls}))
+'''
+
+
+def test_sharded_by_batch_without_gathering():
+  """Batch over 4 devices: each normalises its own 2 examples, the scale and bias gradients are
+  added over the devices, no all-gather; flax's gradients (to 1e-5 relative)."""
+  got = on_four_devices(SHARDED)
+  assert got["err"] < 1e-5
+  assert got["gathers"] == 0
+  assert len(got["calls"]) == 2 and all(c.startswith("(f32[2,16,16]") for c in got["calls"])
+
+
+def test_bad_field_value_is_one_line():
+  with pytest.raises(ValueError, match=r"^model\.norm_kernel='fast'; expected one of "
+                                       r"\['xla', 'cpu'\]$"):
+    cpu_norm.group_norm_layer("fast")
+
+
+def test_no_compiler_refuses_in_one_line(tmp_path):
+  assert no_compiler_lines("cpu_norm.CpuGroupNorm(2)", tmp_path) == [
+      f"model.norm_kernel='cpu': no C++ compiler '{tmp_path / 'no-compiler'}' (set $CXX) to "
+      "build the CPU kernels in arch/kernels; expected a machine that builds it, or "
+      "norm_kernel='xla'"]

@@ -4,8 +4,8 @@ compiler into one library and registered as XLA FFI targets (`jax.ffi`).
 - `strata_attention_forward`, `strata_attention_backward` (attention_cpu.cc): softmax attention,
   `arch.cpu_attention`.
 - `strata_column_sum` (column_sum_cpu.cc): a gradient summed over its rows, `arch.cpu_dense`.
-- `strata_group_norm_forward`, `strata_group_norm_backward` (group_norm_cpu.cc): GroupNorm,
-  `arch.cpu_norm`.
+- `strata_group_norm_*`, `strata_layer_norm_*` (norm_cpu.cc): GroupNorm and LayerNorm, forward
+  and backward, `arch.cpu_norm`.
 
 The build: `$CXX` (default `c++`) with -O3 -march=native against jaxlib's FFI headers, into
 `arch/kernels/_build/` (or `$STRATA_KERNEL_DIR`), named by a hash of the sources, the flags,
@@ -34,7 +34,9 @@ TARGETS = {"strata_attention_forward": "StrataAttentionForward",
            "strata_attention_backward": "StrataAttentionBackward",
            "strata_column_sum": "StrataColumnSum",
            "strata_group_norm_forward": "StrataGroupNormForward",
-           "strata_group_norm_backward": "StrataGroupNormBackward"}
+           "strata_group_norm_backward": "StrataGroupNormBackward",
+           "strata_layer_norm_forward": "StrataLayerNormForward",
+           "strata_layer_norm_backward": "StrataLayerNormBackward"}
 _LOCK = threading.Lock()
 
 

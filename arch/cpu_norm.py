@@ -1,12 +1,12 @@
-"""GroupNorm on the CPU as a compiled kernel (`model.norm_kernel="cpu"`):
-`arch/kernels/group_norm_cpu.cc`, one XLA FFI call for the forward pass and one for the
-backward pass, where XLA:CPU runs about 60 small ops (reductions as reduce-window trees,
-broadcasts, elementwise fusions) for each GroupNorm, and the UNet has 25. Each example is one task
-on XLA's intra-op threads; the statistics are two-pass, summed in double per group.
+"""GroupNorm and LayerNorm on the CPU as compiled kernels (`model.norm_kernel="cpu"`):
+`arch/kernels/norm_cpu.cc`, one XLA FFI call for each forward pass and one for each backward
+pass, where XLA:CPU runs about 60 small ops for a GroupNorm and 25 for a LayerNorm (reductions as
+reduce-window trees, broadcasts, elementwise fusions). A GroupNorm's tasks are its examples, a
+LayerNorm's blocks of 128 rows; the statistics are two-pass.
 
-`CpuGroupNorm` has flax's `nn.GroupNorm` parameters ("scale", "bias", (C,)), so a checkpoint
-moves between the two. On GPU and TPU and for other dtypes it computes as flax does
-(`reference`).
+`CpuGroupNorm` and `CpuLayerNorm` have flax's `nn.GroupNorm` and `nn.LayerNorm` parameters
+("scale", "bias", (C,)), so a checkpoint moves between them. On GPU and TPU and for other dtypes
+they compute as flax does (`reference`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ NORM_KERNELS = ("xla", "cpu")
 
 def reference(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray, groups: int,
               epsilon: float) -> jnp.ndarray:
-  """flax's GroupNorm of x (B, ..., C) as XLA computes it (the mean and the mean of squares)."""
+  """flax's GroupNorm of x (B, ..., C) as XLA computes it (the mean and the mean of squares); a
+  LayerNorm is that of each row (R, 1, C) in one group."""
   b, c = x.shape[0], x.shape[-1]
   g = x.reshape(b, -1, groups, c // groups)
   mean = g.mean((1, 3), keepdims=True)
@@ -41,9 +42,9 @@ def _batch_spec(arg_shapes) -> Any:
 
 def _partitioned(call: Callable, operands: str, results: str, summed: tuple[int, ...] = ()):
   """`call` as a `custom_partitioning` function sharded by the batch (each device normalises its
-  own examples; the results in `summed`, parameter gradients, are added over the batch's mesh
-  axes). `operands`, `results`: each array's dimensions (b batch, p positions, c channels,
-  g groups), comma separated."""
+  own examples or rows; the results in `summed`, parameter gradients, are added over the batch's
+  mesh axes). `operands`, `results`: each array's dimensions (b batch or rows, p positions,
+  c channels, g groups), comma separated."""
   from jax.experimental.custom_partitioning import custom_partitioning
   from jax.sharding import NamedSharding, PartitionSpec
 
@@ -70,28 +71,8 @@ def _partitioned(call: Callable, operands: str, results: str, summed: tuple[int,
   fn.def_partition(partition, infer_sharding_from_operands=infer,
                    sharding_rule=f"{', '.join(' '.join(d) for d in ins)} -> "
                                  f"{', '.join(' '.join(d) for d in outs)}",
-                   need_replication_factors=("p", "c", "g"))
+                   need_replication_factors=tuple(d for d in "pcg" if d in operands + results))
   return fn
-
-
-@functools.cache
-def _calls(groups: int, epsilon: float):
-  def forward(x, scale, bias):
-    b, _, c = x.shape
-    stats = jax.ShapeDtypeStruct((b, groups), jnp.float32)
-    return jax.ffi.ffi_call("strata_group_norm_forward",
-                            (jax.ShapeDtypeStruct(x.shape, jnp.float32), stats, stats))(
-                                x, scale, bias, epsilon=np.float32(epsilon))
-
-  def backward(x, scale, mean, rstd, dy):
-    c = jax.ShapeDtypeStruct(scale.shape, jnp.float32)
-    return jax.ffi.ffi_call("strata_group_norm_backward",
-                            (jax.ShapeDtypeStruct(x.shape, jnp.float32), c, c))(
-                                x, scale, mean, rstd, dy)
-
-  return (_mapped(_partitioned(forward, "bpc,c,c", "bpc,bg,bg"), fold=True),
-          _mapped(_partitioned(backward, "bpc,c,bg,bg,bpc", "bpc,c,c", summed=(1, 2)),
-                  fold=False))
 
 
 def _mapped(fn: Callable, fold: bool) -> Callable:
@@ -115,28 +96,76 @@ def _mapped(fn: Callable, fold: bool) -> Callable:
   return mapped
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def group_norm(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray, groups: int,
+@functools.cache
+def _calls(kind: str, groups: int, epsilon: float) -> tuple[Callable, Callable]:
+  """The forward and backward calls of `kind` "group" (x (B, N, C), statistics (B, G)) or
+  "layer" (x (R, C), statistics (R,))."""
+  x_dims, stat_dims = ("bpc", "bg") if kind == "group" else ("bc", "b")
+
+  def forward(x, scale, bias):
+    stats = jax.ShapeDtypeStruct(x.shape[:1] + ((groups,) if kind == "group" else ()),
+                                 jnp.float32)
+    return jax.ffi.ffi_call(f"strata_{kind}_norm_forward",
+                            (jax.ShapeDtypeStruct(x.shape, jnp.float32), stats, stats))(
+                                x, scale, bias, epsilon=np.float32(epsilon))
+
+  def backward(x, scale, mean, rstd, dy):
+    c = jax.ShapeDtypeStruct(scale.shape, jnp.float32)
+    return jax.ffi.ffi_call(f"strata_{kind}_norm_backward",
+                            (jax.ShapeDtypeStruct(x.shape, jnp.float32), c, c))(
+                                x, scale, mean, rstd, dy)
+
+  return (_mapped(_partitioned(forward, f"{x_dims},c,c", f"{x_dims},{stat_dims},{stat_dims}"),
+                  fold=True),
+          _mapped(_partitioned(backward, f"{x_dims},c,{stat_dims},{stat_dims},{x_dims}",
+                               f"{x_dims},c,c", summed=(1, 2)), fold=False))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def normalized(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray, kind: str, groups: int,
                epsilon: float) -> jnp.ndarray:
-  """GroupNorm of float32 x (B, N, C) (N positions), scale and bias (C,), over `groups` groups
-  of C / groups channels each: (B, N, C). Call `cpu_kernels.ensure()` first (outside jit)."""
-  return _calls(groups, epsilon)[0](x, scale, bias)[0]
+  """float32 x normalised by the kernel of `kind`: "group", x (B, N, C) over `groups` groups of
+  C / groups channels and the N positions; "layer", x (R, C) over each row (`groups` unused).
+  Scale and bias (C,). Call `cpu_kernels.ensure()` first (outside jit)."""
+  return _calls(kind, groups, epsilon)[0](x, scale, bias)[0]
 
 
-def _group_norm_fwd(x, scale, bias, groups, epsilon):
-  y, mean, rstd = _calls(groups, epsilon)[0](x, scale, bias)
+def _normalized_fwd(x, scale, bias, kind, groups, epsilon):
+  y, mean, rstd = _calls(kind, groups, epsilon)[0](x, scale, bias)
   return y, (x, scale, mean, rstd)
 
 
-def _group_norm_bwd(groups, epsilon, residuals, dy):
+def _normalized_bwd(kind, groups, epsilon, residuals, dy):
   x, scale, mean, rstd = residuals
-  return _calls(groups, epsilon)[1](x, scale, mean, rstd, dy.astype(jnp.float32))
+  return _calls(kind, groups, epsilon)[1](x, scale, mean, rstd, dy.astype(jnp.float32))
 
 
-group_norm.defvjp(_group_norm_fwd, _group_norm_bwd)
+normalized.defvjp(_normalized_fwd, _normalized_bwd)
 
 
-class CpuGroupNorm(nn.Module):
+class _CpuNorm(nn.Module):
+  """The parameters flax's norms create, and the choice between the kernel and `reference`
+  (the subclasses declare the fields, in flax's order: `epsilon`, `dtype`, `param_dtype`)."""
+
+  def _normalize(self, x: jnp.ndarray, kind: str, groups: int) -> jnp.ndarray:
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
+    bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
+    x, scale, bias = nn.dtypes.promote_dtype(x, scale, bias, dtype=self.dtype)
+    rows = x.reshape(x.shape[0], -1, c) if kind == "group" else x.reshape(-1, 1, c)
+    if common.target_platform() != "cpu" or x.dtype != jnp.float32 or x.ndim < 2:
+      return reference(rows, scale, bias, groups, self.epsilon).reshape(x.shape)
+    try:
+      cpu_kernels.ensure()
+    except cpu_kernels.KernelUnavailable as e:
+      raise ValueError(f"model.norm_kernel='cpu': {e}; expected a machine that builds it, or "
+                       "norm_kernel='xla'") from None
+    if kind == "layer":
+      rows = rows.reshape(-1, c)
+    return normalized(rows, scale, bias, kind, groups, float(self.epsilon)).reshape(x.shape)
+
+
+class CpuGroupNorm(_CpuNorm):
   """flax's `nn.GroupNorm(num_groups)` over the channels (last axis) of x (B, ..., C), with its
   parameters, by the compiled kernel on the CPU (float32)."""
 
@@ -147,22 +176,30 @@ class CpuGroupNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    c = x.shape[-1]
-    if c % self.num_groups:
-      raise ValueError(f"GroupNorm of {c} channels in {self.num_groups} groups: expected "
-                       "channels divisible by the groups")
-    scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
-    bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
-    x, scale, bias = nn.dtypes.promote_dtype(x, scale, bias, dtype=self.dtype)
-    if common.target_platform() != "cpu" or x.dtype != jnp.float32 or x.ndim < 2:
-      return reference(x, scale, bias, self.num_groups, self.epsilon)
-    try:
-      cpu_kernels.ensure()
-    except cpu_kernels.KernelUnavailable as e:
-      raise ValueError(f"model.norm_kernel='cpu': {e}; expected a machine that builds it, or "
-                       "norm_kernel='xla'") from None
-    rows = x.reshape(x.shape[0], -1, c)
-    return group_norm(rows, scale, bias, self.num_groups, float(self.epsilon)).reshape(x.shape)
+    if x.shape[-1] % self.num_groups:
+      raise ValueError(f"GroupNorm of {x.shape[-1]} channels in {self.num_groups} groups: "
+                       "expected channels divisible by the groups")
+    return self._normalize(x, "group", self.num_groups)
+
+
+class CpuLayerNorm(_CpuNorm):
+  """flax's `nn.LayerNorm` over the last axis of x (..., C), with its parameters, by the
+  compiled kernel on the CPU (float32)."""
+
+  epsilon: float = 1e-6
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    return self._normalize(x, "layer", 1)
+
+
+def layer_norm_class(kernel: str) -> Any:
+  """The LayerNorm class for `model.norm_kernel` (`NORM_KERNELS`): flax's `nn.LayerNorm` for
+  "xla", `CpuLayerNorm` (the same constructor arguments used here, and parameters) for "cpu"."""
+  common.check_choice(kernel, NORM_KERNELS, "norm_kernel")
+  return CpuLayerNorm if kernel == "cpu" else nn.LayerNorm
 
 
 def group_norm_layer(kernel: str) -> Any:

@@ -131,6 +131,9 @@ class TransformerClassifier(nn.Module):
       LM's head) by XLA's ops ("xla") or as `arch.cpu_dense` computes it ("cpu": the weight
       gradient over flattened rows, the bias gradient by a compiled kernel; float32 layers with
       a bias); the same parameters; GPU and TPU ignore it.
+    norm_kernel: on the CPU, the blocks' and the final LayerNorms by XLA's ops ("xla") or by a
+      compiled kernel ("cpu": `arch.cpu_norm`, float32; RMSNorm stays XLA's); the same
+      parameters; GPU and TPU ignore it.
     norm_epsilon: the LayerNorms' epsilon (flax's and timm's 1e-6; GPT-2's and PyTorch's 1e-5).
   Returns (B, num_classes). Pooled features are sown as `intermediates/features`, attention
   weights as `intermediates/.../attention_weights` (B, N, T', T') with T' including the CLS token.
@@ -163,6 +166,7 @@ class TransformerClassifier(nn.Module):
   norm_epsilon: float = 1e-6
   attention_kernel: str = "xla"
   dense_kernel: str = "xla"
+  norm_kernel: str = "xla"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False,
@@ -268,7 +272,7 @@ class TransformerLM(nn.Module):
     max_len: the longest sequence (and cache) the model accepts.
     positions: "learned", "sinusoidal", "rotary" or "none".
     remat, remat_policy, scan_layers, attention_logits, gelu, norm_epsilon, attention_kernel,
-      dense_kernel: as `TransformerClassifier`'s (dense_kernel reaches the head too).
+      dense_kernel, norm_kernel: as `TransformerClassifier`'s (dense_kernel reaches the head too).
     norm: "layer" (LayerNorm) or "rms" (RMSNorm: no mean, no bias).
     mlp: "gelu" (Dense, GELU, Dense) or "swiglu" (SiLU(x W_gate) * x W_in, then W_out).
     num_kv_heads: key/value heads of grouped-query attention (0: num_heads).
@@ -300,6 +304,7 @@ class TransformerLM(nn.Module):
   norm_epsilon: float = 1e-6
   attention_kernel: str = "xla"
   dense_kernel: str = "xla"
+  norm_kernel: str = "xla"
   norm: str = "layer"
   mlp: str = "gelu"
   num_kv_heads: int = 0

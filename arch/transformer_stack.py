@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from arch.attention import MultiHeadAttention, sinusoidal
 from arch.common import constrain_sequence, maybe_remat
 from arch.cpu_dense import dense_layer
+from arch.cpu_norm import layer_norm_class
 
 INITS = ("lecun_normal", "xavier_uniform")
 GELUS = ("tanh", "exact")
@@ -59,12 +60,14 @@ class Block(nn.Module):
   qkv_bias: bool = False
   attention_kernel: str = "xla"
   dense_kernel: str = "xla"
+  norm_kernel: str = "xla"
 
   @nn.compact
   def __call__(self, x, mask=None, causal=False, decode=False, train=False, positions=None):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     inits = dense_inits(self.dense_init)
-    norm = functools.partial(norm_layer(self.norm), **kw, epsilon=self.norm_epsilon)
+    norm = functools.partial(norm_layer(self.norm, self.norm_kernel), **kw,
+                             epsilon=self.norm_epsilon)
     dense = functools.partial(dense_layer(self.dense_kernel), **kw, **inits,
                               use_bias=self.use_bias)
     x = constrain_sequence(x, split=True)
@@ -123,8 +126,11 @@ def block_fields(model: nn.Module) -> dict[str, Any]:
   return {f: getattr(model, f) for f in BLOCK_FIELDS if hasattr(model, f)}
 
 
-def norm_layer(kind: str) -> Any:
-  return nn.RMSNorm if kind == "rms" else nn.LayerNorm
+def norm_layer(kind: str, kernel: str = "xla") -> Any:
+  """The norm class of `kind` (`NORMS`); with `kernel` "cpu" a LayerNorm is
+  `arch.cpu_norm.CpuLayerNorm` (RMSNorm has no kernel and stays flax's)."""
+  layer = layer_norm_class(kernel)  # checks the field
+  return nn.RMSNorm if kind == "rms" else layer
 
 
 class Stack(nn.Module):
@@ -178,5 +184,6 @@ class Stack(nn.Module):
         x = block(**fields, name=f"block{i}")(x, mask, causal, decode, train, positions)
     if not self.final_norm:
       return x
-    return norm_layer(fields["norm"])(dtype=fields["dtype"], param_dtype=fields["param_dtype"],
-                                      epsilon=fields["norm_epsilon"], name="ln_final")(x)
+    norm = norm_layer(fields["norm"], fields["norm_kernel"])
+    return norm(dtype=fields["dtype"], param_dtype=fields["param_dtype"],
+                epsilon=fields["norm_epsilon"], name="ln_final")(x)

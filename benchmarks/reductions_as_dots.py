@@ -59,8 +59,10 @@ def layernorm() -> contextlib.AbstractContextManager:
       return (y * scale + bias).astype(self.dtype or x.dtype)
 
   layer = transformer_stack.norm_layer
-  return patched(transformer_stack, "norm_layer",
-                  lambda kind: DotLayerNorm if kind == "layer" else layer(kind))
+
+  def norm_layer(kind: str, kernel: str = "xla") -> Any:
+    return DotLayerNorm if kind == "layer" else layer(kind, kernel)
+  return patched(transformer_stack, "norm_layer", norm_layer)
 
 
 def groupnorm() -> contextlib.AbstractContextManager:

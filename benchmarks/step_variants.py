@@ -168,7 +168,8 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     "dense_kernel_xla": (contextlib.nullcontext, NO_YNN),
     "dense_kernel_cpu": (contextlib.nullcontext, NO_YNN),
     "dense_kernel_cpu_xla_sums": (reductions_as_dots.dense_sums_by_xla, NO_YNN),
-    # the GroupNorms by XLA's ops or by arch.cpu_norm's compiled kernel (model.norm_kernel)
+    # the norms (the UNet's GroupNorms, the Transformers' LayerNorms) by XLA's ops or by
+    # arch.cpu_norm's compiled kernels (model.norm_kernel)
     "norm_kernel_xla": (contextlib.nullcontext, NO_YNN),
     "norm_kernel_cpu": (contextlib.nullcontext, NO_YNN),
     "norm_and_dense_kernel_cpu": (contextlib.nullcontext, NO_YNN),

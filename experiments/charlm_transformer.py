@@ -19,7 +19,7 @@ def get_config(arg: str | None = None):
                # 1.06-1.22x as fast as with XLA's ops (docs/speed_attempts.md item 14)
                attention_kernel="cpu",
                # on the CPU, the dense layers' backward pass as arch/cpu_dense.py computes it
-               dense_kernel="cpu")
+               dense_kernel="cpu", norm_kernel="cpu")
   c = experiment("charlm_transformer", model, arg,
                  tiny_model=dict(width=16, depth=1, num_heads=2, mlp_dim=32, max_len=16))
   # the training pass as two independent chains XLA:CPU runs side by side: 4-13% faster steps

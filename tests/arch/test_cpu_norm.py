@@ -1,6 +1,7 @@
-"""`arch.cpu_norm` (`model.norm_kernel="cpu"`): the compiled GroupNorm against a float64 NumPy
-computation and against flax's `nn.GroupNorm` (parameters, outputs, gradients), the UNet with
-either kernel, the calls left to XLA, a mesh, vmap, and the one-line refusal."""
+"""`arch.cpu_norm` (`model.norm_kernel="cpu"`): the compiled GroupNorm and LayerNorm against a
+float64 NumPy computation and against flax's `nn.GroupNorm` and `nn.LayerNorm` (parameters,
+outputs, gradients), the UNet and the LM with either kernel, the calls left to XLA, a mesh, vmap,
+and the one-line refusal."""
 
 import flax.linen as nn
 import jax
@@ -44,8 +45,12 @@ def test_kernel_matches_float64_and_flax(shape, groups):
   params = jax.tree.map(lambda p: p + jnp.asarray(rng.normal(size=p.shape), jnp.float32),
                         params)
   p = params["params"]
-  want = _reference64(x, p["scale"], p["bias"], groups, 1e-6, dy)
+  _check(ours, flax_norm, params, x, dy, _reference64(x, p["scale"], p["bias"], groups, 1e-6, dy),
+         "strata_group_norm")
 
+
+def _check(ours, flax_norm, params, x, dy, want, target):
+  """`ours` and flax's norm give `want` (y, dx, dscale, dbias), and `ours` calls `target` twice."""
   def run(layer):
     y, vjp = jax.vjp(layer.apply, params, x)
     grads, dx = vjp(dy)
@@ -54,7 +59,50 @@ def test_kernel_matches_float64_and_flax(shape, groups):
   for a, b, f in zip(got, want, flax_got):
     np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-5)
     np.testing.assert_allclose(a, f, atol=2e-5, rtol=1e-5)
-  assert jax.jit(lambda: run(ours)).lower().as_text().count("strata_group_norm") == 2
+  assert jax.jit(lambda: run(ours)).lower().as_text().count(target) == 2
+
+
+@pytest.mark.parametrize("shape", [(4, 16, 96), (3, 7), (2, 5, 17), (300, 40)])
+def test_layer_norm_matches_float64_and_flax(shape):
+  """Rows in one block of 128 and across blocks; widths on and off the vector width. A
+  LayerNorm is a GroupNorm of each row in one group: the same float64 reference."""
+  rng = np.random.default_rng(sum(shape))
+  x = jnp.asarray(rng.normal(size=shape) * 2 + 3, jnp.float32)
+  dy = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  ours, flax_norm = cpu_norm.CpuLayerNorm(), nn.LayerNorm()
+  params = flax_norm.init(jax.random.key(0), x)
+  assert jax.tree.structure(params) == jax.tree.structure(ours.init(jax.random.key(0), x))
+  params = jax.tree.map(lambda p: p + jnp.asarray(rng.normal(size=p.shape), jnp.float32),
+                        params)
+  p = params["params"]
+  rows = x.reshape(-1, 1, shape[-1])
+  y, dx, dscale, dbias = _reference64(rows, p["scale"], p["bias"], 1, 1e-6,
+                                      dy.reshape(rows.shape))
+  _check(ours, flax_norm, params, x, dy, (y.reshape(shape), dx.reshape(shape), dscale, dbias),
+         "strata_layer_norm")
+
+
+def test_lm_same_with_either_kernel():
+  """The LM's 5 LayerNorms (2 a block, the final one) by the kernel: flax's loss and gradients;
+  RMSNorm has no kernel (flax's)."""
+  from arch.transformer import TransformerLM
+  tokens = jax.random.randint(jax.random.key(1), (4, 16), 0, 50)
+  got = {}
+  for kernel in ("xla", "cpu"):
+    lm = TransformerLM(vocab_size=50, width=32, depth=2, num_heads=4, mlp_dim=64, max_len=16,
+                       norm_kernel=kernel)
+    params = lm.init(jax.random.key(0), tokens)
+    loss = jax.jit(jax.value_and_grad(lambda p, lm=lm: jnp.mean(lm.apply(p, tokens) ** 2)))
+    got[kernel] = (params, *loss(params), loss.lower(params).as_text().count("strata_layer_norm"))
+  jax.tree.map(np.testing.assert_array_equal, got["xla"][0], got["cpu"][0])
+  np.testing.assert_allclose(got["cpu"][1], got["xla"][1], rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5),
+               got["cpu"][2], got["xla"][2])
+  assert got["xla"][3] == 0 and got["cpu"][3] == 2 * 5
+  rms = TransformerLM(vocab_size=50, width=32, depth=1, num_heads=4, mlp_dim=64, max_len=16,
+                      norm="rms", norm_kernel="cpu")
+  params = rms.init(jax.random.key(0), tokens)
+  assert "strata_layer_norm" not in jax.jit(rms.apply).lower(params, tokens).as_text()
 
 
 def test_uncovered_calls_take_xla():
@@ -63,11 +111,13 @@ def test_uncovered_calls_take_xla():
 
   def calls(layer):
     return jax.jit(jax.grad(lambda p: layer.apply(p, x).sum())).lower(params).as_text().count(
-        "strata_group_norm")
-  assert calls(cpu_norm.CpuGroupNorm(4)) == 2
-  assert calls(cpu_norm.CpuGroupNorm(4, dtype=jnp.bfloat16)) == 0
-  with common.compiling_for("tpu"):  # traced for a TPU: flax's computation
-    assert calls(cpu_norm.CpuGroupNorm(4)) == 0
+        "strata_")
+  for layer in (cpu_norm.CpuGroupNorm, cpu_norm.CpuLayerNorm):
+    args = (4,) if layer is cpu_norm.CpuGroupNorm else ()
+    assert calls(layer(*args)) == 2
+    assert calls(layer(*args, dtype=jnp.bfloat16)) == 0
+    with common.compiling_for("tpu"):  # traced for a TPU: flax's computation
+      assert calls(layer(*args)) == 0
 
 
 def test_unet_same_with_either_kernel():
@@ -87,15 +137,18 @@ def test_unet_same_with_either_kernel():
 
 
 def test_per_example_gradients_under_vmap():
-  """vmap of the gradient: the parameter gradients stay per example (one call per index)."""
+  """vmap of the gradient: the parameter gradients stay per example (one call per index); both
+  norms have parameters of the same (C,) shape."""
   x = jax.random.normal(jax.random.key(2), (3, 2, 4, 4, 8))
   params = nn.GroupNorm(4).init(jax.random.key(0), x[0])
 
   def per_example(layer):
     return jax.vmap(jax.grad(lambda p, xi: jnp.sum(jnp.sin(layer.apply(p, xi)))), (None, 0))(
         params, x)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5),
-               per_example(cpu_norm.CpuGroupNorm(4)), per_example(nn.GroupNorm(4)))
+  for ours, flax_norm in ((cpu_norm.CpuGroupNorm(4), nn.GroupNorm(4)),
+                          (cpu_norm.CpuLayerNorm(), nn.LayerNorm())):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5),
+                 per_example(ours), per_example(flax_norm))
 
 
 SHARDED = '''
@@ -110,24 +163,32 @@ params = nn.GroupNorm(4).init(jax.random.key(1), x)
 def grads(layer):
   return jax.jit(jax.grad(lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x))), argnums=(0, 1)),
                  in_shardings=(None, NamedSharding(mesh, P("data"))))
-step = grads(cpu_norm.CpuGroupNorm(4))
-got, want = step(params, x), grads(nn.GroupNorm(4))(params, x)
-hlo = step.lower(params, x).compile().as_text()
-calls = [ln.split(" = ")[1].split(" custom-call")[0] for ln in hlo.splitlines()
-         if "custom-call(" in ln and "strata_group_norm" in ln]
-print(json.dumps({"err": max(float((np.abs(a - b) / (1 + np.abs(b))).max())
-                             for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))),
-                  "gathers": hlo.count("all-gather("), "calls": calls}))
+out = {}
+for name, ours, theirs in (("group", cpu_norm.CpuGroupNorm(4), nn.GroupNorm(4)),
+                           ("layer", cpu_norm.CpuLayerNorm(), nn.LayerNorm())):
+  step = grads(ours)
+  got, want = step(params, x), grads(theirs)(params, x)
+  hlo = step.lower(params, x).compile().as_text()
+  out[name] = {
+      "err": max(float((np.abs(a - b) / (1 + np.abs(b))).max())
+                 for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))),
+      "gathers": hlo.count("all-gather("),
+      "calls": [ln.split(" = ")[1].split(" custom-call")[0] for ln in hlo.splitlines()
+                if "custom-call(" in ln and "strata_" in ln]}
+print(json.dumps(out))
 '''
 
 
 def test_sharded_by_batch_without_gathering():
-  """Batch over 4 devices: each normalises its own 2 examples, the scale and bias gradients are
-  added over the devices, no all-gather; flax's gradients (to 1e-5 relative)."""
+  """Batch over 4 devices: each normalises its own 2 examples (a LayerNorm its 2 x 16 rows), the
+  scale and bias gradients are added over the devices, no all-gather; flax's gradients (to 1e-5
+  relative)."""
   got = on_four_devices(SHARDED)
-  assert got["err"] < 1e-5
-  assert got["gathers"] == 0
-  assert len(got["calls"]) == 2 and all(c.startswith("(f32[2,16,16]") for c in got["calls"])
+  for name, shape in (("group", "(f32[2,16,16]"), ("layer", "(f32[32,16]")):
+    assert got[name]["err"] < 1e-5
+    assert got[name]["gathers"] == 0
+    calls = got[name]["calls"]
+    assert len(calls) == 2 and all(c.startswith(shape) for c in calls), calls
 
 
 def test_bad_field_value_is_one_line():

@@ -2,7 +2,7 @@
 first use with the machine's C++ compiler and called through XLA's FFI (`jax.ffi`).
 
 XLA:CPU computes attention as separate ops, with its small per-head matmuls at about half
-PyTorch's speed (docs/speed_attempts.md item 13). The kernel is one custom call for the forward
+PyTorch's speed (docs/speed_kernels.md item 13). The kernel is one custom call for the forward
 pass and one for the backward pass, FlashAttention-2's scheme (Dao 2023): each (batch, head)
 pair is a task on XLA's intra-op threads, the (T, S) weights never leave the cache, and the
 backward pass recomputes them from each query's log-sum-exp. `model.attention_kernel="cpu"`

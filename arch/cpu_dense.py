@@ -5,7 +5,7 @@ column-sum kernel (`arch/kernels/column_sum_cpu.cc`, through XLA's FFI).
 jax differentiates flax's Dense on a (B, T, I) input into a weight gradient that contracts B and
 T at once, for which XLA:CPU first copies the output's gradient transposed (its producer, a GELU's
 derivative, recomputed inside the copy), and a bias gradient summed over B and T by a strided
-reduce-window tree (686 us for (32, 128, 384) against PyTorch's 53 us, docs/speed_attempts.md
+reduce-window tree (686 us for (32, 128, 384) against PyTorch's 53 us, docs/speed_kernels.md
 item 13). Here the layer is one custom-VJP function of the (B*T, I) rows: the same products and
 sums, in float32, to rounding (tests/arch/test_cpu_dense.py).
 

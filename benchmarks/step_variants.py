@@ -173,10 +173,15 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     "norm_kernel_xla": (contextlib.nullcontext, NO_YNN),
     "norm_kernel_cpu": (contextlib.nullcontext, NO_YNN),
     "norm_and_dense_kernel_cpu": (contextlib.nullcontext, NO_YNN),
+    "layers_xla": (contextlib.nullcontext, NO_YNN),  # dense layers and norms both XLA's
+    # the step without its logged gradient, update and parameter norms (train.log_norms)
+    "no_log_norms": (contextlib.nullcontext, NO_YNN),
     "vector_width_512": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_prefer_vector_width": 512}),
     "no_concurrency_scheduler": (contextlib.nullcontext, {
         **NO_YNN, "xla_cpu_enable_concurrency_optimized_scheduler": False}),
     "fast_math": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_enable_fast_math": True}),
+    # Eigen's matmuls and convolutions on the calling thread alone
+    "single_thread_eigen": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_multi_thread_eigen": False}),
     "opt_level_1": (contextlib.nullcontext, {**NO_YNN, "xla_backend_optimization_level": 1}),
     # jax 0.10's other library paths: XNNPACK subgraphs, oneDNN's custom calls (which this
     # jaxlib leaves unused) and oneDNN dot fusions (which stop the process with SIGILL).
@@ -212,11 +217,17 @@ CONFIG: dict[str, dict[str, Any]] = {
     "norm_kernel_xla": {"model.norm_kernel": "xla"},
     "norm_kernel_cpu": {"model.norm_kernel": "cpu"},
     "norm_and_dense_kernel_cpu": {"model.norm_kernel": "cpu", "model.dense_kernel": "cpu"},
+    "layers_xla": {"model.norm_kernel": "xla", "model.dense_kernel": "xla"},
+    "no_log_norms": {"train.log_norms": False},
 }
 # variants of XLA's attention ops: built with model.attention_kernel="xla" where the experiment
 # has the field (its compiled kernel would bypass their change)
 XLA_ATTENTION = ("causal_blocks_1", "causal_blocks_2", "head_major_attention",
                  "late_normalised_attention")
+# variants of XLA's reductions: built with flax's dense layers and norms where the experiment has
+# model.dense_kernel / norm_kernel (arch.cpu_dense's and arch.cpu_norm's would bypass them)
+XLA_LAYERS = ("layernorm_as_dots", "groupnorm_as_dots", "column_sums_as_dots",
+              "column_sums_as_rows", "column_sums_by_kernel")
 
 
 def build(name: str, variant: str, tiny: bool = False, data_dir: str | None = None,
@@ -232,6 +243,9 @@ def build(name: str, variant: str, tiny: bool = False, data_dir: str | None = No
   config.train.xla_cpu_ynnpack = True  # the jit's options: none; the variant's below
   if variant in XLA_ATTENTION and "attention_kernel" in config.model:
     config.model.attention_kernel = "xla"
+  for field in ("dense_kernel", "norm_kernel"):
+    if variant in XLA_LAYERS and field in config.model:
+      config.model[field] = "xla"
   for field, value in {**CONFIG.get(variant, {}), **(fields or {})}.items():
     section, _, key = field.rpartition(".")
     if key not in config[section or "train"]:

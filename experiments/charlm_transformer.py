@@ -16,9 +16,11 @@ def get_config(arg: str | None = None):
                num_heads=4, mlp_dim=384, max_len=SEQ_LEN, positions="learned",
                scan_layers=False, remat_policy="",
                # on the CPU, the attention by a compiled kernel (arch/cpu_attention.py): steps
-               # 1.06-1.22x as fast as with XLA's ops (docs/speed_attempts.md item 14)
+               # 1.06-1.22x as fast as with XLA's ops (docs/speed_kernels.md item 14)
                attention_kernel="cpu",
-               # on the CPU, the dense layers' backward pass as arch/cpu_dense.py computes it
+               # and the dense layers' backward pass and the LayerNorms the way XLA:CPU runs them
+               # fastest (arch/cpu_dense.py, arch/cpu_norm.py): steps 1.26x as fast as with
+               # flax's layers; the same bits per character (docs/cpu_layers.md)
                dense_kernel="cpu", norm_kernel="cpu")
   c = experiment("charlm_transformer", model, arg,
                  tiny_model=dict(width=16, depth=1, num_heads=2, mlp_dim=32, max_len=16))

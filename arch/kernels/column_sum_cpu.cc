@@ -2,7 +2,7 @@
 // (arch/cpu_kernels.py registers it): out[c] = sum_r x[r, c] for x viewed as (R, C), where C is
 // the result's size. The gradients of biases and norm scales are such sums of a (batch, ...,
 // features) cotangent; XLA:CPU computes them as reduce-window trees at a third to a twelfth of
-// memory speed (docs/speed_attempts.md item 13).
+// memory speed (docs/speed_kernels.md item 13).
 //
 // The rows are cut into blocks of a fixed size, each summed on one of XLA's intra-op threads
 // into its own partial row, and the partials are added in block order: the result does not

@@ -3,7 +3,7 @@
 // reciprocal standard deviation of each normalised set), and the backward pass from them.
 // XLA:CPU computes a GroupNorm's forward and backward pass as about 60 small ops and a
 // LayerNorm's as about 25 (reductions as reduce-window trees, broadcasts, elementwise fusions;
-// a LayerNorm at the character LM's (4096, 96) 1.6x PyTorch's time, docs/speed_attempts.md item
+// a LayerNorm at the character LM's (4096, 96) 1.6x PyTorch's time, docs/speed_kernels.md item
 // 13); here each pass is one op, its tasks on XLA's intra-op thread pool. Statistics are two-pass
 // (the mean, then the centred squares).
 //

@@ -32,8 +32,14 @@ def test_the_sliced_step_is_the_step_of_one_pass(data_dir):
   assert s_dots == 2 * dots  # the pass's dots once a slice: the slices are real
   np.testing.assert_allclose(s_first, first, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(s_second, second, rtol=1e-5, atol=1e-6)
-  for a, b in zip(jax.tree.leaves(s_params), jax.tree.leaves(params)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  for (path, a), b in zip(jax.tree.leaves_with_path(s_params), jax.tree.leaves(params)):
+    name = jax.tree_util.keystr(path)
+    if "['key']['bias']" in name:
+      # softmax ignores a bias added to every key, so this gradient is rounding noise, which
+      # Adam scales to a step of either sign: both runs keep it near its zero start
+      assert np.abs(a).max() < 1e-5 and np.abs(b).max() < 1e-5, name
+      continue
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
 def test_the_experiment_that_sets_it_slices_its_training_pass_on_one_cpu_alone(data_dir):

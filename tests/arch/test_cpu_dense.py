@@ -183,3 +183,24 @@ def test_no_compiler_refuses_in_one_line(tmp_path):
       f"model.dense_kernel='cpu': no C++ compiler '{tmp_path / 'no-compiler'}' (set $CXX) to "
       "build the CPU kernels in arch/kernels; expected a machine that builds it, or "
       "dense_kernel='xla'"]
+
+
+@pytest.mark.slow
+def test_scanned_and_rematerialised_lm_with_every_kernel():
+  """`scan_layers` and `remat` around all three CPU kernels (attention, dense, norms): the loss
+  and gradients of XLA's ops."""
+  tokens = jax.random.randint(jax.random.key(1), (4, 16), 0, 50)
+  got = {}
+  for kernel in ("xla", "cpu"):
+    lm = TransformerLM(vocab_size=50, width=32, depth=2, num_heads=4, mlp_dim=64, max_len=16,
+                       scan_layers=True, remat=True, attention_kernel=kernel,
+                       dense_kernel=kernel, norm_kernel=kernel)
+    params = lm.init(jax.random.key(0), tokens)
+    step = jax.jit(jax.value_and_grad(lambda p, lm=lm: jnp.mean(lm.apply(p, tokens) ** 2)))
+    got[kernel] = step(params)
+    text = step.lower(params).as_text()
+    calls = [text.count(f"strata_{k}") for k in ("attention", "column_sum", "layer_norm")]
+    assert all(calls) if kernel == "cpu" else not any(calls), calls
+  np.testing.assert_allclose(got["cpu"][0], got["xla"][0], rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5),
+               got["cpu"][1], got["xla"][1])

@@ -93,6 +93,25 @@ def _fused_qkv() -> contextlib.AbstractContextManager:
   return _patched(attention, "dense_layer", dense_layer)
 
 
+def _repeat_upsample() -> contextlib.AbstractContextManager:
+  """Nearest-neighbour upsampling by whole factors (the UNet's) as a broadcast and a reshape:
+  the same values as `jax.image.resize(..., "nearest")`, whose XLA form is a gather (and its
+  gradient scatter-adds); the gradient is then a sum over each block."""
+  import jax
+  import jax.numpy as jnp
+
+  resize = jax.image.resize
+
+  def repeat(image, shape, method, *args, **kwargs):
+    factors = [n // m if m and n % m == 0 else 0 for n, m in zip(shape, image.shape)]
+    if method != "nearest" or args or kwargs or not all(factors):
+      return resize(image, shape, method, *args, **kwargs)
+    expanded = image.reshape([d for m in image.shape for d in (m, 1)])
+    tiled = jnp.broadcast_to(expanded, [d for m, f in zip(image.shape, factors) for d in (m, f)])
+    return tiled.reshape(shape)
+  return _patched(jax.image, "resize", repeat)
+
+
 def _causal_blocks(n: int) -> contextlib.AbstractContextManager:
   from arch import attention
 
@@ -180,6 +199,7 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     "no_concurrency_scheduler": (contextlib.nullcontext, {
         **NO_YNN, "xla_cpu_enable_concurrency_optimized_scheduler": False}),
     "fast_math": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_enable_fast_math": True}),
+    "repeat_upsample": (_repeat_upsample, NO_YNN),
     # Eigen's matmuls and convolutions on the calling thread alone
     "single_thread_eigen": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_multi_thread_eigen": False}),
     "opt_level_1": (contextlib.nullcontext, {**NO_YNN, "xla_backend_optimization_level": 1}),

@@ -120,6 +120,7 @@ def test_uncovered_calls_take_xla():
       assert calls(layer(*args)) == 0
 
 
+@pytest.mark.slow  # 7 s; no experiment's UNet sets the fields (docs/cpu_layers.md)
 def test_unet_same_with_either_kernel():
   from arch.unet import UNet
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arch import common, cpu_attention
+from arch import common, cpu_attention, cpu_kernels
 from arch.cpu_dense import dense_layer
 
 
@@ -208,11 +208,7 @@ def dot_product_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
     raise ValueError(f"causal attention of {steps} queries to {keys} keys: expected as many "
                      "keys as queries")
   if kernel == "cpu" and _kernel_covers(q, k, v, mask, logits_dtype):
-    try:
-      cpu_attention.ensure()
-    except cpu_attention.KernelUnavailable as e:
-      raise ValueError(f"model.attention_kernel='cpu': {e}; expected a machine that builds it, "
-                       "or attention_kernel='xla'") from None
+    cpu_kernels.ensure_for("attention_kernel")
     return cpu_attention.attention(q, k, v, is_causal)
   if mask is not None:
     mask = jnp.broadcast_to(mask, (q.shape[0], q.shape[2], steps, keys))

@@ -26,22 +26,10 @@ ensure = cpu_kernels.ensure
 KernelUnavailable = cpu_kernels.KernelUnavailable
 
 
-def _spec(sharding, dims: str, out: str) -> tuple:
-  """The mesh axes of `out`'s dimensions from a `dims`-ordered operand's sharding: its batch
-  (b) and head (n) axes kept, every other dimension whole."""
-  spec = tuple(getattr(sharding, "spec", ())) + (None,) * len(dims)
-  axes = {"b": spec[dims.index("b")], "n": spec[dims.index("n")]}
-  return tuple(axes.get(d) for d in out)
-
-
-def _partitioned(name: str, operands: str, results: str, causal: bool):
-  """The FFI call `name` as a `custom_partitioning` function: under a mesh each device runs the
-  kernel on its own batch rows and heads (the pairs are independent), instead of XLA gathering
-  the whole batch onto every device. `operands` and `results`: each array's dimensions, comma
-  separated (b batch, t queries, s keys, n heads, h head width)."""
-  from jax.experimental.custom_partitioning import custom_partitioning
-  from jax.sharding import NamedSharding, PartitionSpec
-
+def _call(name: str, operands: str, results: str, causal: bool):
+  """The FFI call `name`, sharded by batch rows and heads (the pairs are independent) and with
+  vmap folded into the batch. `operands` and `results`: each array's dimensions, comma separated
+  (b batch, t queries, s keys, n heads, h head width)."""
   ins, outs = operands.split(","), results.split(",")
 
   def call(*args):
@@ -51,48 +39,15 @@ def _partitioned(name: str, operands: str, results: str, causal: bool):
       shapes.append(jax.ShapeDtypeStruct(tuple(size[d] for d in dims), jnp.float32))
     return jax.ffi.ffi_call(name, tuple(shapes))(*args, causal=np.int64(causal))
 
-  def shardings(mesh, arg_shapes):
-    first = arg_shapes[0].sharding
-    spec = lambda dims: PartitionSpec(*_spec(first, ins[0], dims))  # noqa: E731
-    return (tuple(NamedSharding(mesh, spec(d)) for d in outs),
-            tuple(NamedSharding(mesh, spec(d)) for d in ins))
-
-  def partition(mesh, arg_shapes, result_shape):
-    results, args = shardings(mesh, arg_shapes)
-    return mesh, call, results, args
-
-  def infer(mesh, arg_shapes, result_shape):
-    return shardings(mesh, arg_shapes)[0]
-
-  fn = custom_partitioning(call)
-  order = list(dict.fromkeys("".join(ins + outs)))  # factors in order of first appearance
-  fn.def_partition(partition, infer_sharding_from_operands=infer,
-                   sharding_rule=f"{', '.join(' '.join(d) for d in ins)} -> "
-                                 f"{', '.join(' '.join(d) for d in outs)}",
-                   need_replication_factors=tuple(d for d in order if d in "tsh"))
-
-  # under jax.vmap, the mapped axis folds into the batch axis (every array's first), which
-  # custom_partitioning has no batching rule for
-  @jax.custom_batching.custom_vmap
-  def batched(*args):
-    return fn(*args)
-
-  @batched.def_vmap
-  def _(axis_size, in_batched, *args):
-    args = [x if b else jnp.broadcast_to(x, (axis_size, *x.shape))
-            for x, b in zip(args, in_batched)]
-    outs = batched(*(x.reshape(-1, *x.shape[2:]) for x in args))
-    return (tuple(o.reshape(axis_size, -1, *o.shape[1:]) for o in outs),
-            (True,) * len(outs))
-
-  return batched
+  return cpu_kernels.vmapped(cpu_kernels.partitioned(call, operands, results, kept="bn"),
+                             batch_led=[True] * len(ins), fold=True)
 
 
 @functools.cache
 def _calls(causal: bool):
-  return (_partitioned("strata_attention_forward", "btnh,bsnh,bsnh", "btnh,bnt", causal),
-          _partitioned("strata_attention_backward", "btnh,bsnh,bsnh,btnh,bnt,btnh",
-                       "btnh,bsnh,bsnh", causal))
+  return (_call("strata_attention_forward", "btnh,bsnh,bsnh", "btnh,bnt", causal),
+          _call("strata_attention_backward", "btnh,bsnh,bsnh,btnh,bnt,btnh", "btnh,bsnh,bsnh",
+                causal))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))

@@ -34,36 +34,12 @@ def _column_sum_call(x: jnp.ndarray) -> jnp.ndarray:
                           jax.ShapeDtypeStruct(x.shape[1:], jnp.float32))(x)
 
 
-def _partitioned_column_sum() -> Callable[[jnp.ndarray], jnp.ndarray]:
-  """The FFI call as a `custom_partitioning` function: under a mesh each device sums its own
-  rows and the partial sums are added over the rows' mesh axes (one all-reduce of a (C,)
-  vector), instead of XLA gathering the whole gradient onto every device."""
-  from jax.experimental.custom_partitioning import custom_partitioning
-  from jax.sharding import NamedSharding, PartitionSpec
+def _column_sum_with_rules() -> Callable[[jnp.ndarray], jnp.ndarray]:
+  """The FFI call sharded by rows and columns: under a mesh each device sums its own rows and
+  the partial sums are added over the rows' mesh axes (one all-reduce of a (C,) vector). Under
+  jax.vmap (per-example gradients) the rows of each example are summed by XLA's reduce."""
+  fn = cpu_kernels.partitioned(_column_sum_call, "rc", "c", kept="rc")
 
-  def axes(arg_shapes) -> tuple[Any, Any]:
-    spec = tuple(getattr(arg_shapes[0].sharding, "spec", ())) + (None, None)
-    return spec[0], spec[1]
-
-  def partition(mesh, arg_shapes, result_shape):
-    rows, cols = axes(arg_shapes)
-    names = () if rows is None else (rows if isinstance(rows, tuple) else (rows,))
-
-    def lower(x):
-      summed = _column_sum_call(x)
-      return jax.lax.psum(summed, names) if names else summed
-    return (mesh, lower, NamedSharding(mesh, PartitionSpec(cols)),
-            (NamedSharding(mesh, PartitionSpec(rows, cols)),))
-
-  def infer(mesh, arg_shapes, result_shape):
-    return NamedSharding(mesh, PartitionSpec(axes(arg_shapes)[1]))
-
-  fn = custom_partitioning(_column_sum_call)
-  fn.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule="r c -> c",
-                   reduction_factors=("r",))
-
-  # under jax.vmap (per-example gradients) the rows of each example are summed by XLA's reduce:
-  # custom_partitioning has no batching rule
   @jax.custom_batching.custom_vmap
   def batched(x):
     return fn(x)
@@ -84,7 +60,7 @@ def column_sum(x: jnp.ndarray) -> jnp.ndarray:
   columns under a mesh. Not differentiable (it computes gradients). Call `cpu_kernels.ensure()`
   first (outside jit)."""
   if not _COLUMN_SUM:
-    _COLUMN_SUM.append(_partitioned_column_sum())
+    _COLUMN_SUM.append(_column_sum_with_rules())
   return _COLUMN_SUM[0](x)
 
 
@@ -150,11 +126,7 @@ class CpuDense(nn.Module):
     trailing = axis == tuple(range(len(kept), inputs.ndim))
     if (common.target_platform() == "cpu" and bias is not None and trailing
         and inputs.dtype == jnp.float32 and self.precision is None):
-      try:
-        cpu_kernels.ensure()
-      except cpu_kernels.KernelUnavailable as e:
-        raise ValueError(f"model.dense_kernel='cpu': {e}; expected a machine that builds it, "
-                         "or dense_kernel='xla'") from None
+      cpu_kernels.ensure_for("dense_kernel")
       rows = dense(inputs.reshape(-1, fan_in), kernel.reshape(fan_in, fan_out),
                    bias.reshape(fan_out))
       return rows.reshape(kept + features)

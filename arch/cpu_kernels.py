@@ -10,7 +10,11 @@ compiler into one library and registered as XLA FFI targets (`jax.ffi`).
 The build: `$CXX` (default `c++`) with -O3 -march=native against jaxlib's FFI headers, into
 `arch/kernels/_build/` (or `$STRATA_KERNEL_DIR`), named by a hash of the sources, the flags,
 jaxlib's version and the CPU's feature flags, so that a change to any of them rebuilds. About 4 s
-once; a failed build raises `KernelUnavailable` with the compiler's first error line.
+once; a failed build raises `KernelUnavailable` with the compiler's first error line
+(`ensure_for` turns it into the one-line error of the model field that asked).
+
+The calls share their rules: `partitioned` (which mesh axes each array keeps, and the all-reduce
+of partial sums) and `vmapped` (the mapped axis folded into the batch, or one call per index).
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import jaxlib
 
 KERNELS = pathlib.Path(__file__).parent / "kernels"
@@ -125,3 +131,89 @@ def ensure() -> None:
         _OUTCOME.append(e)
     if _OUTCOME[0] is not None:
       raise KernelUnavailable(str(_OUTCOME[0]))
+
+
+def ensure_for(field: str) -> None:
+  """`ensure()` for a model that sets `model.<field>="cpu"`: its failure as one ValueError line
+  naming the field, the reason and the way out."""
+  try:
+    ensure()
+  except KernelUnavailable as e:
+    raise ValueError(f"model.{field}='cpu': {e}; expected a machine that builds it, or "
+                     f"{field}='xla'") from None
+
+
+def partitioned(call: Callable, operands: str, results: str, kept: str) -> Callable:
+  """`call(*arrays)` (an FFI call) as a `custom_partitioning` function, so that under a mesh each
+  device runs the kernel on its own block instead of XLA gathering whole arrays onto every
+  device. `operands`, `results`: each array's dimensions as letters, comma separated. The first
+  operand's mesh axes of the `kept` letters stay on every array that has them; every other
+  dimension is whole. A result without a kept dimension that the operands are split along is the
+  sum of the devices' results (a psum over those axes: a parameter gradient's partial sums)."""
+  from jax.experimental.custom_partitioning import custom_partitioning
+  from jax.sharding import NamedSharding, PartitionSpec
+
+  ins, outs = operands.split(","), results.split(",")
+  single = len(outs) == 1
+
+  def axes(arg_shapes) -> dict[str, Any]:
+    spec = tuple(getattr(arg_shapes[0].sharding, "spec", ())) + (None,) * len(ins[0])
+    return {d: spec[ins[0].index(d)] for d in kept if d in ins[0]}
+
+  def shardings(mesh, split: dict[str, Any], arrays: list[str]) -> tuple:
+    return tuple(NamedSharding(mesh, PartitionSpec(*(split.get(d) for d in dims)))
+                 for dims in arrays)
+
+  def partition(mesh, arg_shapes, result_shape):
+    split = axes(arg_shapes)
+
+    def lower(*args):
+      out = call(*args)
+      out = (out,) if single else out
+      summed = []
+      for o, dims in zip(out, outs):
+        names = tuple(n for d, a in split.items() if d not in dims and a is not None
+                      for n in (a if isinstance(a, tuple) else (a,)))
+        summed.append(jax.lax.psum(o, names) if names else o)
+      return summed[0] if single else tuple(summed)
+    results_ = shardings(mesh, split, outs)
+    return mesh, lower, results_[0] if single else results_, shardings(mesh, split, ins)
+
+  def infer(mesh, arg_shapes, result_shape):
+    results_ = shardings(mesh, axes(arg_shapes), outs)
+    return results_[0] if single else results_
+
+  fn = custom_partitioning(call)
+  letters = list(dict.fromkeys("".join(ins + outs)))  # factors in order of first appearance
+  fn.def_partition(partition, infer_sharding_from_operands=infer,
+                   sharding_rule=f"{', '.join(' '.join(d) for d in ins)} -> "
+                                 f"{', '.join(' '.join(d) for d in outs)}",
+                   reduction_factors=tuple(d for d in kept if not any(d in o for o in outs)),
+                   need_replication_factors=tuple(d for d in letters if d not in kept))
+  return fn
+
+
+def vmapped(fn: Callable, batch_led: Sequence[bool], fold: bool) -> Callable:
+  """`fn` (of arrays, returning a tuple) with a vmap rule, which custom_partitioning lacks. With
+  `fold`, where every mapped operand is batch-led (`batch_led`: its first axis is the batch),
+  the mapped axis is folded into the batch (an unmapped batch-led operand broadcast first) and
+  out of every result again (all batch-led); otherwise one call per index (`jax.lax.map`), which
+  keeps results such as parameter gradients per mapped example."""
+  @jax.custom_batching.custom_vmap
+  def mapped(*args):
+    return fn(*args)
+
+  @mapped.def_vmap
+  def _(axis_size, in_batched, *args):
+    if fold and all(led or not b for led, b in zip(batch_led, in_batched)):
+      args = [jnp.broadcast_to(a, (axis_size, *a.shape)) if led and not b else a
+              for a, led, b in zip(args, batch_led, in_batched)]
+      outs = mapped(*(a.reshape(-1, *a.shape[2:]) if led else a
+                      for a, led in zip(args, batch_led)))
+      return tuple(o.reshape(axis_size, -1, *o.shape[1:]) for o in outs), (True,) * len(outs)
+    full = [a if b else jnp.broadcast_to(a, (axis_size, *a.shape))
+            for a, b in zip(args, in_batched)]
+    outs = jax.lax.map(lambda a: mapped(*a), full)
+    return outs, (True,) * len(outs)
+
+  return mapped

@@ -36,66 +36,6 @@ def reference(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray, groups: int
   return y * scale + bias
 
 
-def _batch_spec(arg_shapes) -> Any:
-  return (tuple(getattr(arg_shapes[0].sharding, "spec", ())) + (None,))[0]
-
-
-def _partitioned(call: Callable, operands: str, results: str, summed: tuple[int, ...] = ()):
-  """`call` as a `custom_partitioning` function sharded by the batch (each device normalises its
-  own examples or rows; the results in `summed`, parameter gradients, are added over the batch's
-  mesh axes). `operands`, `results`: each array's dimensions (b batch or rows, p positions,
-  c channels, g groups), comma separated."""
-  from jax.experimental.custom_partitioning import custom_partitioning
-  from jax.sharding import NamedSharding, PartitionSpec
-
-  ins, outs = operands.split(","), results.split(",")
-
-  def sharding(mesh, batch, dims):
-    return NamedSharding(mesh, PartitionSpec(*(batch if d == "b" else None for d in dims)))
-
-  def partition(mesh, arg_shapes, result_shape):
-    batch = _batch_spec(arg_shapes)
-    names = () if batch is None else (batch if isinstance(batch, tuple) else (batch,))
-
-    def lower(*args):
-      out = call(*args)
-      return tuple(jax.lax.psum(o, names) if i in summed and names else o
-                   for i, o in enumerate(out))
-    return (mesh, lower, tuple(sharding(mesh, batch, d) for d in outs),
-            tuple(sharding(mesh, batch, d) for d in ins))
-
-  def infer(mesh, arg_shapes, result_shape):
-    return tuple(sharding(mesh, _batch_spec(arg_shapes), d) for d in outs)
-
-  fn = custom_partitioning(call)
-  fn.def_partition(partition, infer_sharding_from_operands=infer,
-                   sharding_rule=f"{', '.join(' '.join(d) for d in ins)} -> "
-                                 f"{', '.join(' '.join(d) for d in outs)}",
-                   need_replication_factors=tuple(d for d in "pcg" if d in operands + results))
-  return fn
-
-
-def _mapped(fn: Callable, fold: bool) -> Callable:
-  """`fn` with a vmap rule (custom_partitioning has none): with `fold`, the mapped axis folded
-  into the batch where only batch-led operands are mapped (every array's first axis); otherwise
-  (the backward pass, whose parameter gradients stay per mapped example) one call per index."""
-  @jax.custom_batching.custom_vmap
-  def mapped(*args):
-    return fn(*args)
-
-  @mapped.def_vmap
-  def _(axis_size, in_batched, *args):
-    if fold and in_batched[0] and not any(in_batched[1:]):
-      outs = mapped(args[0].reshape(-1, *args[0].shape[2:]), *args[1:])
-      return tuple(o.reshape(axis_size, -1, *o.shape[1:]) for o in outs), (True,) * len(outs)
-    full = [a if b else jnp.broadcast_to(a, (axis_size, *a.shape))
-            for a, b in zip(args, in_batched)]
-    outs = jax.lax.map(lambda a: mapped(*a), full)
-    return outs, (True,) * len(outs)
-
-  return mapped
-
-
 @functools.cache
 def _calls(kind: str, groups: int, epsilon: float) -> tuple[Callable, Callable]:
   """The forward and backward calls of `kind` "group" (x (B, N, C), statistics (B, G)) or
@@ -115,10 +55,15 @@ def _calls(kind: str, groups: int, epsilon: float) -> tuple[Callable, Callable]:
                             (jax.ShapeDtypeStruct(x.shape, jnp.float32), c, c))(
                                 x, scale, mean, rstd, dy)
 
-  return (_mapped(_partitioned(forward, f"{x_dims},c,c", f"{x_dims},{stat_dims},{stat_dims}"),
-                  fold=True),
-          _mapped(_partitioned(backward, f"{x_dims},c,{stat_dims},{stat_dims},{x_dims}",
-                               f"{x_dims},c,c", summed=(1, 2)), fold=False))
+  # sharded by the batch (or rows), the parameter gradients added over it; under vmap the
+  # forward pass folds the mapped axis into the batch, the backward pass maps (its parameter
+  # gradients stay per example)
+  forward_call = cpu_kernels.partitioned(forward, f"{x_dims},c,c",
+                                         f"{x_dims},{stat_dims},{stat_dims}", kept="b")
+  backward_call = cpu_kernels.partitioned(backward, f"{x_dims},c,{stat_dims},{stat_dims},{x_dims}",
+                                          f"{x_dims},c,c", kept="b")
+  return (cpu_kernels.vmapped(forward_call, batch_led=(True, False, False), fold=True),
+          cpu_kernels.vmapped(backward_call, batch_led=(), fold=False))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
@@ -155,11 +100,7 @@ class _CpuNorm(nn.Module):
     rows = x.reshape(x.shape[0], -1, c) if kind == "group" else x.reshape(-1, 1, c)
     if common.target_platform() != "cpu" or x.dtype != jnp.float32 or x.ndim < 2:
       return reference(rows, scale, bias, groups, self.epsilon).reshape(x.shape)
-    try:
-      cpu_kernels.ensure()
-    except cpu_kernels.KernelUnavailable as e:
-      raise ValueError(f"model.norm_kernel='cpu': {e}; expected a machine that builds it, or "
-                       "norm_kernel='xla'") from None
+    cpu_kernels.ensure_for("norm_kernel")
     if kind == "layer":
       rows = rows.reshape(-1, c)
     return normalized(rows, scale, bias, kind, groups, float(self.epsilon)).reshape(x.shape)

@@ -49,7 +49,7 @@ def head_major() -> contextlib.AbstractContextManager:
 
   def dot_product_attention(q, k, v, mask=None, is_causal=False, causal_blocks=4,
                             logits_dtype=None, kernel="xla"):
-    del kernel  # a variant of XLA's ops (step_variants.XLA_ATTENTION)
+    del kernel  # a variant of XLA's ops (step_variants.XLA_OPS)
     heads = [jnp.swapaxes(x, 1, 2) for x in (q, k, v)]
     steps, keys = q.shape[1], k.shape[1]
     if mask is not None:

@@ -201,7 +201,8 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     "fast_math": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_enable_fast_math": True}),
     "repeat_upsample": (_repeat_upsample, NO_YNN),
     # Eigen's matmuls and convolutions on the calling thread alone
-    "single_thread_eigen": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_multi_thread_eigen": False}),
+    "single_thread_eigen": (contextlib.nullcontext,
+                            {**NO_YNN, "xla_cpu_multi_thread_eigen": False}),
     "opt_level_1": (contextlib.nullcontext, {**NO_YNN, "xla_backend_optimization_level": 1}),
     # jax 0.10's other library paths: XNNPACK subgraphs, oneDNN's custom calls (which this
     # jaxlib leaves unused) and oneDNN dot fusions (which stop the process with SIGILL).
@@ -240,14 +241,14 @@ CONFIG: dict[str, dict[str, Any]] = {
     "layers_xla": {"model.norm_kernel": "xla", "model.dense_kernel": "xla"},
     "no_log_norms": {"train.log_norms": False},
 }
-# variants of XLA's attention ops: built with model.attention_kernel="xla" where the experiment
-# has the field (its compiled kernel would bypass their change)
-XLA_ATTENTION = ("causal_blocks_1", "causal_blocks_2", "head_major_attention",
-                 "late_normalised_attention")
-# variants of XLA's reductions: built with flax's dense layers and norms where the experiment has
-# model.dense_kernel / norm_kernel (arch.cpu_dense's and arch.cpu_norm's would bypass them)
-XLA_LAYERS = ("layernorm_as_dots", "groupnorm_as_dots", "column_sums_as_dots",
-              "column_sums_as_rows", "column_sums_by_kernel")
+# variants of XLA's own ops, built with the model fields whose compiled CPU kernels would bypass
+# their change at "xla", where the experiment has those fields: the attention's, and the
+# reductions' (flax's dense layers and norms)
+XLA_OPS = {**dict.fromkeys(("causal_blocks_1", "causal_blocks_2", "head_major_attention",
+                            "late_normalised_attention"), ("attention_kernel",)),
+           **dict.fromkeys(("layernorm_as_dots", "groupnorm_as_dots", "column_sums_as_dots",
+                            "column_sums_as_rows", "column_sums_by_kernel"),
+                           ("dense_kernel", "norm_kernel"))}
 
 
 def build(name: str, variant: str, tiny: bool = False, data_dir: str | None = None,
@@ -261,10 +262,8 @@ def build(name: str, variant: str, tiny: bool = False, data_dir: str | None = No
   context, options = VARIANTS[variant]
   config = workload_config(name, tiny, data_dir)
   config.train.xla_cpu_ynnpack = True  # the jit's options: none; the variant's below
-  if variant in XLA_ATTENTION and "attention_kernel" in config.model:
-    config.model.attention_kernel = "xla"
-  for field in ("dense_kernel", "norm_kernel"):
-    if variant in XLA_LAYERS and field in config.model:
+  for field in XLA_OPS.get(variant, ()):
+    if field in config.model:
       config.model[field] = "xla"
   for field, value in {**CONFIG.get(variant, {}), **(fields or {})}.items():
     section, _, key = field.rpartition(".")

@@ -6,6 +6,7 @@ compiler into one library and registered as XLA FFI targets (`jax.ffi`).
 - `strata_column_sum` (column_sum_cpu.cc): a gradient summed over its rows, `arch.cpu_dense`.
 - `strata_group_norm_*`, `strata_layer_norm_*` (norm_cpu.cc): GroupNorm and LayerNorm, forward
   and backward, `arch.cpu_norm`.
+- `strata_adam_update` (adam_cpu.cc): a step's whole Adam/AdamW update, `train.cpu_optimizer`.
 
 The build: `$CXX` (default `c++`) with -O3 -march=native against jaxlib's FFI headers, into
 `arch/kernels/_build/` (or `$STRATA_KERNEL_DIR`), named by a hash of the sources, the flags,
@@ -42,7 +43,8 @@ TARGETS = {"strata_attention_forward": "StrataAttentionForward",
            "strata_group_norm_forward": "StrataGroupNormForward",
            "strata_group_norm_backward": "StrataGroupNormBackward",
            "strata_layer_norm_forward": "StrataLayerNormForward",
-           "strata_layer_norm_backward": "StrataLayerNormBackward"}
+           "strata_layer_norm_backward": "StrataLayerNormBackward",
+           "strata_adam_update": "StrataAdamUpdate"}
 _LOCK = threading.Lock()
 
 
@@ -133,14 +135,14 @@ def ensure() -> None:
       raise KernelUnavailable(str(_OUTCOME[0]))
 
 
-def ensure_for(field: str) -> None:
-  """`ensure()` for a model that sets `model.<field>="cpu"`: its failure as one ValueError line
+def ensure_for(field: str, section: str = "model", error: type[Exception] = ValueError) -> None:
+  """`ensure()` for a config that sets `<section>.<field>="cpu"`: its failure as one `error` line
   naming the field, the reason and the way out."""
   try:
     ensure()
   except KernelUnavailable as e:
-    raise ValueError(f"model.{field}='cpu': {e}; expected a machine that builds it, or "
-                     f"{field}='xla'") from None
+    raise error(f"{section}.{field}='cpu': {e}; expected a machine that builds it, or "
+                f"{section}.{field}='xla'") from None
 
 
 def partitioned(call: Callable, operands: str, results: str, kept: str) -> Callable:

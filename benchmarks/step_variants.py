@@ -193,6 +193,10 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     "norm_kernel_cpu": (contextlib.nullcontext, NO_YNN),
     "norm_and_dense_kernel_cpu": (contextlib.nullcontext, NO_YNN),
     "layers_xla": (contextlib.nullcontext, NO_YNN),  # dense layers and norms both XLA's
+    # the optimizer update (with the EMA and the logged norms) by optax's ops or as one call
+    # of train.cpu_optimizer's compiled kernel (optim.kernel)
+    "optim_kernel_xla": (contextlib.nullcontext, NO_YNN),
+    "optim_kernel_cpu": (contextlib.nullcontext, NO_YNN),
     # the step without its logged gradient, update and parameter norms (train.log_norms)
     "no_log_norms": (contextlib.nullcontext, NO_YNN),
     "vector_width_512": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_prefer_vector_width": 512}),
@@ -240,6 +244,8 @@ CONFIG: dict[str, dict[str, Any]] = {
     "norm_and_dense_kernel_cpu": {"model.norm_kernel": "cpu", "model.dense_kernel": "cpu"},
     "layers_xla": {"model.norm_kernel": "xla", "model.dense_kernel": "xla"},
     "no_log_norms": {"train.log_norms": False},
+    "optim_kernel_xla": {"optim.kernel": "xla"},
+    "optim_kernel_cpu": {"optim.kernel": "cpu"},
 }
 # variants of XLA's own ops, built with the model fields whose compiled CPU kernels would bypass
 # their change at "xla", where the experiment has those fields: the attention's, and the

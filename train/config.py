@@ -107,6 +107,7 @@ def base(paradigm: str = "supervised") -> mlc.ConfigDict:
   c.optim.clip_norm = 0.0                           # global-norm clipping, 0 = off
   c.optim.grad_accum_steps = 1                      # optax.MultiSteps
   c.optim.mu_dtype = "float32"                      # float32|bfloat16: first moment's dtype
+  c.optim.kernel = "xla"                            # xla|cpu: adam(w) as one CPU call
   c.optim.freeze = ()                               # regexes of parameter paths kept fixed
   c.optim.lora = mlc.ConfigDict()                   # LoRA adapters (train/lora.py)
   c.optim.lora.rank = 0                             # 0 = off; > 0: only adapters train

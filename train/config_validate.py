@@ -16,7 +16,15 @@ from data import preprocess as data_preprocess
 from data import synthetic as data_synthetic
 from data import tokenizer as data_tokenizer
 from data import transforms as data_transforms
-from train import batch_slices, evaluators, field_use, files, paradigms, writers
+from train import (
+  batch_slices,
+  cpu_optimizer,
+  evaluators,
+  field_use,
+  files,
+  paradigms,
+  writers,
+)
 from train.errors import ConfigError, check_choice, check_positive
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
@@ -83,6 +91,7 @@ def _validate(config: mlc.ConfigDict) -> None:
   for f in ("warmup_steps", "weight_decay", "clip_norm", "end_lr_factor"):
     check_positive(o[f], f"optim.{f}", allow_zero=True)
   check_positive(o.grad_accum_steps, "optim.grad_accum_steps")
+  cpu_optimizer.check(config)
   t = config.train
   check_positive(t.steps, "train.steps")
   if t.epochs is not None:

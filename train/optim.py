@@ -13,7 +13,7 @@ import contextlib
 import functools
 import re
 import threading
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -150,3 +150,34 @@ def make(optim_config, total_steps: int, keep_zeros: bool = False
   if o.grad_accum_steps > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=o.grad_accum_steps)
   return tx, lr
+
+
+def apply(optim_config: Any, tx: optax.GradientTransformation, lr: optax.Schedule, grads: Any,
+          opt_state: Any, params: Any, names: Sequence[str] = ("grad", "update", "param"),
+          log_norms: bool = False, prefix: str = "", average: Any = None,
+          average_weight: jax.Array | None = None) -> tuple[Any, Any, Any, dict[str, jax.Array]]:
+  """One optimizer update: (new params, new optimizer state, new average, `norms`). `tx`, `lr`:
+  `make(optim_config, ...)`'s. The average (None: none) moves to `average_weight` w times itself
+  plus (1 - w) times the new parameters. `names`: the trees of "grad", "update" (the step's
+  change) and "param" (the new parameters) handed to `norms` (`log_norms`, `prefix`). Under
+  `optim.kernel="cpu"` on a CPU all of it is one compiled call (`train.cpu_optimizer`);
+  otherwise optax's `tx.update` and `apply_updates`."""
+  from arch import common
+  from train import cpu_optimizer
+
+  if optim_config.get("kernel", "xla") == "cpu" and common.target_platform() == "cpu":
+    done = cpu_optimizer.update(optim_config, lr, grads, opt_state, params, average,
+                                average_weight)
+    trees = {"grad": grads, "param": done.params}
+    if "update" in names and getattr(_WATCH, "trees", None) is not None:
+      trees["update"] = jax.tree.map(jnp.subtract, done.params, params)  # only for a watch()
+    norms(False, prefix, **{n: trees[n] for n in names if n in trees})
+    return done.params, done.opt_state, done.average, {
+        f"{prefix}{n}_norm": done.norms[n] for n in names} if log_norms else {}
+  updates, opt_state = tx.update(grads, opt_state, params)
+  new = optax.apply_updates(params, updates)
+  if average is not None:
+    w = average_weight
+    average = jax.tree.map(lambda a, p: w * a + (1.0 - w) * p, average, new)
+  trees = {"grad": grads, "update": updates, "param": new}
+  return new, opt_state, average, norms(log_norms, prefix, **{n: trees[n] for n in names})

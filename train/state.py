@@ -35,9 +35,14 @@ def update_average(average: Any, params: Any, decay: float, step: jnp.ndarray) -
   in the first steps (TensorFlow's `ExponentialMovingAverage` with `num_updates`)."""
   if average is None:
     return None
-  step = step.astype(jnp.float32)
-  w = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+  w = average_weight(decay, step)
   return jax.tree.map(lambda a, p: w * a + (1.0 - w) * p, average, params)
+
+
+def average_weight(decay: float, step: jnp.ndarray) -> jnp.ndarray:
+  """The old average's weight after update `step`: min(decay, (1 + step) / (10 + step))."""
+  step = step.astype(jnp.float32)
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
 def compute_dtype(config: Any) -> Any:

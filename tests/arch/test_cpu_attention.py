@@ -129,7 +129,7 @@ def test_no_compiler_refuses_in_one_line(tmp_path):
   assert lines == [
       f"model.attention_kernel='cpu': no C++ compiler '{tmp_path / 'no-compiler'}' (set $CXX) "
       "to build the CPU kernels in arch/kernels; expected a machine that builds it, or "
-      "attention_kernel='xla'"]
+      "model.attention_kernel='xla'"]
   assert not list(tmp_path.glob("*.so"))
 
 

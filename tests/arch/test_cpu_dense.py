@@ -182,7 +182,7 @@ def test_no_compiler_refuses_in_one_line(tmp_path):
   assert no_compiler_lines("cpu_dense.CpuDense(3)", tmp_path) == [
       f"model.dense_kernel='cpu': no C++ compiler '{tmp_path / 'no-compiler'}' (set $CXX) to "
       "build the CPU kernels in arch/kernels; expected a machine that builds it, or "
-      "dense_kernel='xla'"]
+      "model.dense_kernel='xla'"]
 
 
 @pytest.mark.slow

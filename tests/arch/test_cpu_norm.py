@@ -203,4 +203,4 @@ def test_no_compiler_refuses_in_one_line(tmp_path):
   assert no_compiler_lines("cpu_norm.CpuGroupNorm(2)", tmp_path) == [
       f"model.norm_kernel='cpu': no C++ compiler '{tmp_path / 'no-compiler'}' (set $CXX) to "
       "build the CPU kernels in arch/kernels; expected a machine that builds it, or "
-      "norm_kernel='xla'"]
+      "model.norm_kernel='xla'"]

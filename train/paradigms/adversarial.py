@@ -162,10 +162,14 @@ class Updates(NamedTuple):
 
 
 def updates(model: Any, config: Any, tx_g: optax.GradientTransformation,
-            tx_d: optax.GradientTransformation) -> Updates:
-  """The discriminator and generator updates of `model` under `config.adversarial`."""
+            tx_d: optax.GradientTransformation, lr_g: optax.Schedule | None = None,
+            lr_d: optax.Schedule | None = None) -> Updates:
+  """The discriminator and generator updates of `model` under `config.adversarial`, by the
+  optimizers `optim.make` built (`tx_*`) with their schedules (`lr_*`, which `optim.kernel="cpu"`
+  needs)."""
   a = config.adversarial
   latent = model.latent_dim
+  d_optim = _d_optim(config)
 
   compute = state_lib.compute_dtype(config)  # training in bfloat16 under train.precision
   log_norms = bool(config.train.log_norms)  # the norms' metrics (optim.norms)
@@ -212,10 +216,9 @@ def updates(model: Any, config: Any, tx_g: optax.GradientTransformation,
 
     (loss, (model_state, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params["discriminator"])
-    upd, opt_d = tx_d.update(grads, opt_d, params["discriminator"])
-    params = {**params, "discriminator": optax.apply_updates(params["discriminator"], upd)}
-    return params, opt_d, model_state, {"d_loss": loss,
-                                        **optim.norms(log_norms, "d_", grad=grads), **aux}
+    d, opt_d, _, norms = optim.apply(d_optim, tx_d, lr_d, grads, opt_d,
+                                     params["discriminator"], ("grad",), log_norms, "d_")
+    return {**params, "discriminator": d}, opt_d, model_state, {"d_loss": loss, **norms, **aux}
 
   def g_update(params, opt_g, model_state, labels, n, key):
     """One generator update on n fresh fakes."""
@@ -228,10 +231,9 @@ def updates(model: Any, config: Any, tx_g: optax.GradientTransformation,
       return jnp.mean(g_loss(logits, a.loss)), ms
 
     (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params["generator"])
-    upd, opt_g = tx_g.update(grads, opt_g, params["generator"])
-    params = {**params, "generator": optax.apply_updates(params["generator"], upd)}
-    return params, opt_g, model_state, {"g_loss": loss,
-                                        **optim.norms(log_norms, "g_", grad=grads)}
+    g, opt_g, _, norms = optim.apply(config.optim, tx_g, lr_g, grads, opt_g,
+                                     params["generator"], ("grad",), log_norms, "g_")
+    return {**params, "generator": g}, opt_g, model_state, {"g_loss": loss, **norms}
 
   return Updates(apply, d_update, g_update)
 
@@ -242,10 +244,10 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
   a = config.adversarial
   steps = total_steps or config.train.steps
   tx_g, lr = optim.make(config.optim, steps)
-  tx_d, _ = optim.make(_d_optim(config), steps * a.n_critic)
+  tx_d, lr_d = optim.make(_d_optim(config), steps * a.n_critic)
   conditional = model.num_classes > 0
   latent = model.latent_dim
-  step_fns = updates(model, config, tx_g, tx_d)
+  step_fns = updates(model, config, tx_g, tx_d, lr, lr_d)
   apply = step_fns.apply
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> state_lib.TrainState:

@@ -17,7 +17,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
-import optax
 
 from train import optim
 from train import state as state_lib
@@ -176,11 +175,11 @@ def make(model: Any, config: Any, *, total_steps: int | None = None) -> Paradigm
       return jnp.sum(weighted * mask) / mask.size, jnp.mean(err)
 
     (loss, mse), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    ema = state_lib.update_average(state.ema_params, params, f.ema_decay, state.step)
-    metrics = {"loss": loss, "mse": mse,
-               **optim.norms(log_norms, grad=grads, param=params)}
+    params, opt_state, ema, norms = optim.apply(
+        config.optim, tx, lr, grads, state.opt_state, state.params,
+        ("grad", "param"), log_norms, average=state.ema_params,
+        average_weight=state_lib.average_weight(f.ema_decay, state.step))
+    metrics = {"loss": loss, "mse": mse, **norms}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                          ema_params=ema), metrics
 

@@ -238,11 +238,9 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None) -> Pa
       return jnp.sum(per * mask) / per.size, aux
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, **optim.norms(log_norms, grad=grads, update=updates,
-                                               param=params),
-               **{k: jnp.mean(v) for k, v in aux.items()}}
+    params, opt_state, _, norms = optim.apply(config.optim, tx, lr, grads, state.opt_state,
+                                              state.params, log_norms=log_norms)
+    metrics = {"loss": loss, **norms, **{k: jnp.mean(v) for k, v in aux.items()}}
     if is_vae:
       metrics["kl_weight"] = weight
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics

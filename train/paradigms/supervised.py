@@ -257,10 +257,9 @@ def make(model: nn.Module, config: Any, *, total_steps: int | None = None,
 
     (loss, (outputs, model_state, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, **optim.norms(log_norms, grad=grads, update=updates,
-                                               param=params)}
+    params, opt_state, _, norms = optim.apply(config.optim, tx, lr, grads, state.opt_state,
+                                              state.params, log_norms=log_norms)
+    metrics = {"loss": loss, **norms}
     if loss_kind == "cross_entropy":
       metrics["accuracy"] = jnp.mean(jnp.argmax(outputs, -1) == batch["label"])
     if taught is not None:

@@ -88,11 +88,12 @@ def _float32(tree: Any, what: str) -> None:
 
 
 def update(optim_config: Any, schedule: optax.Schedule, grads: Any, opt_state: Any,
-           params: Any, average: Any = None, average_weight: jax.Array | None = None
-           ) -> Applied:
+           params: Any, decay: Any, average: Any = None,
+           average_weight: jax.Array | None = None) -> Applied:
   """One step of `optim.make(optim_config, ...)`'s optimizer (whose schedule is `schedule`) on
   `params` given `grads`, and of the average (`average_weight` w: average <- w average + (1 - w)
-  new params; `train.state.average_weight`), as one call of the CPU kernel.
+  new params; `train.state.average_weight`), as one call of the CPU kernel. `decay`: a tree of
+  bools like `params`, True where weight decay applies (`optim.decay_mask`).
 
   Raises:
     ConfigError: arrays other than float32, or no compiler to build the kernel with.
@@ -117,7 +118,7 @@ def update(optim_config: Any, schedule: optax.Schedule, grads: Any, opt_state: A
   leaves, treedef = jax.tree.flatten(params)
   trees = [grads, adam.mu, adam.nu] + ([average] if average is not None else [])
   operands = [jax.tree.leaves(t) for t in [trees[0], params, *trees[1:]]]
-  mask = [int(m) for m in jax.tree.leaves(_decay_mask(params))]
+  mask = [int(m) for m in jax.tree.leaves(decay)]
   cpu_kernels.ensure_for("kernel", section="optim", error=ConfigError)
   results = jax.ffi.ffi_call(
       "strata_adam_update",
@@ -136,7 +137,3 @@ def update(optim_config: Any, schedule: optax.Schedule, grads: Any, opt_state: A
   return Applied(new[0], type(opt_state)(state), new[3] if average is not None else None,
                  {"grad": norms[0], "update": norms[1], "param": norms[2]})
 
-
-def _decay_mask(params: Any) -> Any:
-  from train import optim
-  return optim.decay_mask(params)

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from arch import common
+from train import cpu_optimizer
 from train.errors import ConfigError
 
 _WATCH = threading.local()
@@ -162,12 +164,9 @@ def apply(optim_config: Any, tx: optax.GradientTransformation, lr: optax.Schedul
   change) and "param" (the new parameters) handed to `norms` (`log_norms`, `prefix`). Under
   `optim.kernel="cpu"` on a CPU all of it is one compiled call (`train.cpu_optimizer`);
   otherwise optax's `tx.update` and `apply_updates`."""
-  from arch import common
-  from train import cpu_optimizer
-
   if optim_config.get("kernel", "xla") == "cpu" and common.target_platform() == "cpu":
-    done = cpu_optimizer.update(optim_config, lr, grads, opt_state, params, average,
-                                average_weight)
+    done = cpu_optimizer.update(optim_config, lr, grads, opt_state, params, decay_mask(params),
+                                average, average_weight)
     trees = {"grad": grads, "param": done.params}
     if "update" in names and getattr(_WATCH, "trees", None) is not None:
       trees["update"] = jax.tree.map(jnp.subtract, done.params, params)  # only for a watch()

@@ -20,10 +20,13 @@ ARGS = diffusion.ARGS  # the arguments of get_config (besides none)
 def get_config(arg: str | None = None):
   # the attention on the compiled CPU kernel (arch/cpu_attention.py; docs/cpu_attention.md): the
   # same Frechet distance within its seed spread (docs/results/generative.md). The GroupNorm and
-  # dense-layer kernels stay off: the UNet's steps were no faster with them (docs/cpu_dense.md)
+  # dense-layer kernels stay off: the UNet's steps were no faster with them (docs/cpu_layers.md)
   c = diffusion.digits(steps=20000, attention_kernel="cpu", norm_kernel="xla", dense_kernel="xla")
   c.diffusion.prediction = "v"
   c.diffusion.weighting = "min_snr"
   c.diffusion.eta = 0.5
   c.train.huge_pages = True  # the UNet's steps 21% faster (train/huge_pages.py)
+  # the AdamW update, clipping, EMA and logged norms as one compiled call (train/cpu_optimizer.py):
+  # the first compile 11.6 -> 5.7 s, steps no slower (docs/cpu_optimizer.md)
+  c.optim.kernel = "cpu"
   return diffusion.finish(c, "digits_ddpm", arg)

@@ -21,6 +21,7 @@ import optax
 
 from arch import common
 from train import cpu_optimizer
+from train import state as state_lib
 from train.errors import ConfigError
 
 _WATCH = threading.local()
@@ -176,7 +177,6 @@ def apply(optim_config: Any, tx: optax.GradientTransformation, lr: optax.Schedul
   updates, opt_state = tx.update(grads, opt_state, params)
   new = optax.apply_updates(params, updates)
   if average is not None:
-    w = average_weight
-    average = jax.tree.map(lambda a, p: w * a + (1.0 - w) * p, average, new)
+    average = state_lib.moved_average(average, new, average_weight)
   trees = {"grad": grads, "update": updates, "param": new}
   return new, opt_state, average, norms(log_norms, prefix, **{n: trees[n] for n in names})

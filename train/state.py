@@ -35,8 +35,12 @@ def update_average(average: Any, params: Any, decay: float, step: jnp.ndarray) -
   in the first steps (TensorFlow's `ExponentialMovingAverage` with `num_updates`)."""
   if average is None:
     return None
-  w = average_weight(decay, step)
-  return jax.tree.map(lambda a, p: w * a + (1.0 - w) * p, average, params)
+  return moved_average(average, params, average_weight(decay, step))
+
+
+def moved_average(average: Any, params: Any, weight: jnp.ndarray) -> Any:
+  """weight * average + (1 - weight) * params, array by array."""
+  return jax.tree.map(lambda a, p: weight * a + (1.0 - weight) * p, average, params)
 
 
 def average_weight(decay: float, step: jnp.ndarray) -> jnp.ndarray:

@@ -4,16 +4,16 @@
 `optim.decay_mask`, the moments, the learning-rate schedule), the parameters' update, their
 exponential moving average and the logged norms run in one XLA FFI call over every parameter
 array (`strata_adam_update`, arch/kernels/adam_cpu.cc) instead of five to eight small XLA ops an
-array: the UNet's step spent as long between its 3,481 ops as in them (docs/speed_kernels.md).
+array. It halves the first compile of the UNet's and the LM's steps; the UNet's step itself is
+no faster (docs/cpu_optimizer.md).
 
 The optimizer state is optax's own (the chain's `ScaleByAdamState` and `ScaleByScheduleState`),
 so checkpoints move between the kernel and optax either way. The scalars (bias corrections, the
-learning rate, the average's weight) are computed here as optax computes them, and every
-element's operations run in optax's order without fused multiply-adds: without clipping the
-update equals optax's to the bit; with it, the global norm is summed in another order (float64
-partials), a rounding's difference. On GPU and TPU the same call computes by optax.
+learning rate, the average's weight) are computed here as optax computes them, and each
+element's operations run in optax's order; the rounding can differ where the compiler fuses a
+multiply and an add that XLA did not, and in the clipping's global norm (float64 partials summed
+in another order). On GPU and TPU `train.optim.apply` computes with optax instead.
 """
-
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from arch import cpu_kernels
 from train.errors import ConfigError
 
 KERNELS = ("xla", "cpu")
@@ -98,8 +99,6 @@ def update(optim_config: Any, schedule: optax.Schedule, grads: Any, opt_state: A
   Raises:
     ConfigError: arrays other than float32, or no compiler to build the kernel with.
   """
-  from arch import cpu_kernels
-
   o = optim_config
   _float32(params, "parameters")
   _float32(grads, "gradients")
@@ -116,8 +115,8 @@ def update(optim_config: Any, schedule: optax.Schedule, grads: Any, opt_state: A
       (1 - b2 ** count).astype(jnp.float32), jnp.asarray(-1 * schedule(sched.count), jnp.float32),
       w, 1.0 - w])
   leaves, treedef = jax.tree.flatten(params)
-  trees = [grads, adam.mu, adam.nu] + ([average] if average is not None else [])
-  operands = [jax.tree.leaves(t) for t in [trees[0], params, *trees[1:]]]
+  groups = [grads, params, adam.mu, adam.nu] + ([average] if average is not None else [])
+  operands = [jax.tree.leaves(t) for t in groups]  # each in params' order
   mask = [int(m) for m in jax.tree.leaves(decay)]
   cpu_kernels.ensure_for("kernel", section="optim", error=ConfigError)
   results = jax.ffi.ffi_call(

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from absl import flags
 
-from benchmarks import attention_variants, reductions_as_dots
+from benchmarks import attention_variants, conv_variants, reductions_as_dots
 from train import cli, huge_pages
 
 NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
@@ -204,6 +204,7 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
         **NO_YNN, "xla_cpu_enable_concurrency_optimized_scheduler": False}),
     "fast_math": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_enable_fast_math": True}),
     "repeat_upsample": (_repeat_upsample, NO_YNN),
+    "conv_weight_grad_as_dots": (conv_variants.weight_grad_as_dots, NO_YNN),
     # Eigen's matmuls and convolutions on the calling thread alone
     "single_thread_eigen": (contextlib.nullcontext,
                             {**NO_YNN, "xla_cpu_multi_thread_eigen": False}),

@@ -205,6 +205,9 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     "fast_math": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_enable_fast_math": True}),
     "repeat_upsample": (_repeat_upsample, NO_YNN),
     "conv_weight_grad_as_dots": (conv_variants.weight_grad_as_dots, NO_YNN),
+    # the convolutions handed to YNNPACK (XNNPACK's successor in jax 0.10), nothing else
+    "ynn_convolutions": (contextlib.nullcontext, {
+        "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}),
     # Eigen's matmuls and convolutions on the calling thread alone
     "single_thread_eigen": (contextlib.nullcontext,
                             {**NO_YNN, "xla_cpu_multi_thread_eigen": False}),

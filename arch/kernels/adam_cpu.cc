@@ -47,7 +47,6 @@ struct Task {
 struct Arrays {
   std::vector<const float*> grad, param, mu, nu, average;
   std::vector<float*> new_param, new_mu, new_nu, new_average;
-  std::vector<int64_t> size;
 };
 
 double SumSquares(const float* x, int64_t n) {
@@ -176,7 +175,6 @@ ffi::Error AdamUpdate(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::Re
       t.average.push_back(av->typed_data());
       t.new_average.push_back((*nav)->typed_data());
     }
-    t.size.push_back(size);
     for (int64_t b = 0; b < size; b += kBlock) tasks.push_back({a, b, std::min(size, b + kBlock)});
   }
   auto norms = rets.get<ffi::Buffer<ffi::F32>>((inputs - 1) * n);

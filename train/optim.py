@@ -46,11 +46,16 @@ def norms(enabled: bool, prefix: str = "", **trees: Any) -> dict[str, jax.Array]
   the optimizer's update, and on a TPU those fusions' outputs go through on-chip memory and back
   (ResNet-50's step on v5e:2x2 moves 0.54 GB more a step with them, 0.65% of its time;
   docs/pod_table.md). The trees also go to an open `watch()`."""
+  _to_watch(prefix, trees)
+  return {f"{prefix}{name}_norm": optax.global_norm(tree) for name, tree in trees.items()
+          } if enabled else {}
+
+
+def _to_watch(prefix: str, trees: dict[str, Any]) -> None:
+  """Hands `trees` to the open `watch()`, if any, as {PREFIX + NAME: tree}."""
   watched = getattr(_WATCH, "trees", None)
   if watched is not None:
     watched.update({f"{prefix}{name}": tree for name, tree in trees.items()})
-  return {f"{prefix}{name}_norm": optax.global_norm(tree) for name, tree in trees.items()
-          } if enabled else {}
 
 
 def schedule(optim_config, num_updates: int) -> optax.Schedule:
@@ -168,10 +173,10 @@ def apply(optim_config: Any, tx: optax.GradientTransformation, lr: optax.Schedul
   if optim_config.get("kernel", "xla") == "cpu" and common.target_platform() == "cpu":
     done = cpu_optimizer.update(optim_config, lr, grads, opt_state, params, decay_mask(params),
                                 average, average_weight)
-    trees = {"grad": grads, "param": done.params}
-    if "update" in names and getattr(_WATCH, "trees", None) is not None:
-      trees["update"] = jax.tree.map(jnp.subtract, done.params, params)  # only for a watch()
-    norms(False, prefix, **{n: trees[n] for n in names if n in trees})
+    if getattr(_WATCH, "trees", None) is not None:  # the update tree only for a watch()
+      trees = {"grad": grads, "param": done.params,
+               "update": jax.tree.map(jnp.subtract, done.params, params)}
+      _to_watch(prefix, {n: trees[n] for n in names})
     return done.params, done.opt_state, done.average, {
         f"{prefix}{n}_norm": done.norms[n] for n in names} if log_norms else {}
   updates, opt_state = tx.update(grads, opt_state, params)

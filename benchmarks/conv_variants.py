@@ -17,19 +17,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from arch import conv as conv_lib
 from benchmarks.reductions_as_dots import patched
 
 _CONV = lax.conv_general_dilated  # XLA's, before any patch
 
 
-def _spec(ndim: int) -> tuple[str, str, str]:
-  s = "DHW"[5 - ndim:]
-  return (f"N{s}C", f"{s}IO", f"N{s}C")
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv(x: jnp.ndarray, w: jnp.ndarray, pads: tuple) -> jnp.ndarray:
-  return _CONV(x, w, (1,) * (x.ndim - 2), pads, dimension_numbers=_spec(x.ndim))
+  return _CONV(x, w, (1,) * (x.ndim - 2), pads, dimension_numbers=conv_lib._spec(x.ndim - 2))
 
 
 def _fwd(x, w, pads):
@@ -39,7 +35,7 @@ def _fwd(x, w, pads):
 def _bwd(pads, residuals, dy):
   x, w = residuals
   dx = jax.vjp(lambda x_: _CONV(x_, w, (1,) * (x.ndim - 2), pads,
-                                dimension_numbers=_spec(x.ndim)), x)[1](dy)[0]
+                                dimension_numbers=conv_lib._spec(x.ndim - 2)), x)[1](dy)[0]
   xp = jnp.pad(x, [(0, 0), *pads, (0, 0)])
   taps = [jnp.einsum("...c,...o->co", xp[(slice(None),) + tuple(
       slice(i, i + n) for i, n in zip(index, dy.shape[1:-1]))], dy)
@@ -57,7 +53,7 @@ def weight_grad_as_dots() -> contextlib.AbstractContextManager:
            dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
            preferred_element_type=None):
     nd = lhs.ndim - 2
-    spec = _spec(lhs.ndim) if 1 <= nd <= 3 else None
+    spec = conv_lib._spec(nd) if 1 <= nd <= 3 else None
     numbers = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
     ours = lax.conv_dimension_numbers(lhs.shape, rhs.shape, spec) if spec else None
     if (numbers != ours or any(s != 1 for s in window_strides)

@@ -67,18 +67,25 @@ def _cpu_flags() -> str:
   return ""
 
 
-def library_path(compiler: str) -> pathlib.Path:
-  """Where the built library for these sources, compiler, flags, jaxlib and CPU lives."""
+def library_path(compiler: str, files: Sequence[pathlib.Path] | None = None,
+                 extra: Sequence[str] = (), name: str = "strata_cpu") -> pathlib.Path:
+  """Where the built library for these sources (`sources()` unless `files`), compiler, flags
+  (`FLAGS` and `extra`), jaxlib and CPU lives."""
   key = hashlib.sha256()
-  for part in (*(f.read_bytes() for f in sources() + sorted(KERNELS.glob("*.h"))),
-               compiler.encode(), " ".join(FLAGS).encode(), jaxlib.__version__.encode(),
-               _cpu_flags().encode()):
+  files = sources() if files is None else list(files)
+  for part in (*(f.read_bytes() for f in files + sorted(KERNELS.glob("*.h"))),
+               compiler.encode(), " ".join((*FLAGS, *extra)).encode(),
+               jaxlib.__version__.encode(), _cpu_flags().encode()):
     key.update(part)
   root = os.environ.get("STRATA_KERNEL_DIR") or str(KERNELS / "_build")
-  return pathlib.Path(root) / f"strata_cpu_{key.hexdigest()[:16]}.so"
+  return pathlib.Path(root) / f"{name}_{key.hexdigest()[:16]}.so"
 
 
-def _build(compiler: str, target: pathlib.Path) -> None:
+def build(compiler: str, target: pathlib.Path, files: Sequence[pathlib.Path] | None = None,
+          extra: Sequence[str] = ()) -> None:
+  """Compiles `files` (`sources()` unless given) with `FLAGS` and `extra` (include folders,
+  libraries) into the library `target`; raises KernelUnavailable with the first error line."""
+  files = sources() if files is None else list(files)
   if shutil.which(compiler) is None:
     raise KernelUnavailable(f"no C++ compiler {compiler!r} (set $CXX) to build the CPU kernels "
                             "in arch/kernels")
@@ -93,7 +100,8 @@ def _build(compiler: str, target: pathlib.Path) -> None:
   os.close(fd)
   try:
     result = subprocess.run([compiler, *FLAGS, "-isystem", jax.ffi.include_dir(),
-                             *map(str, sources()), "-o", partial], capture_output=True, text=True)
+                             *map(str, files), *extra, "-o", partial], capture_output=True,
+                            text=True)
     if result.returncode:
       errors = [line for line in result.stderr.splitlines() if "error" in line]
       first = (errors or result.stderr.strip().splitlines() or ["no output"])[0]
@@ -111,7 +119,7 @@ def _register() -> None:
   compiler = os.environ.get("CXX", "c++")
   target = library_path(compiler)
   if not target.exists():
-    _build(compiler, target)
+    build(compiler, target)
   try:
     library = ctypes.cdll.LoadLibrary(str(target))
   except OSError as e:

@@ -28,9 +28,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from arch import conv as conv_lib
 from arch.attention import MultiHeadAttention, sinusoidal
 from arch.common import channels_last, maybe_remat
+from arch.cpu_conv import conv_layer
 from arch.cpu_dense import dense_layer
 from arch.cpu_norm import group_norm_layer
 
@@ -46,10 +46,11 @@ class ResBlock(nn.Module):
   param_dtype: Any
   norm_kernel: str = "xla"
   dense_kernel: str = "xla"
+  conv_kernel: str = "xla"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, emb: jnp.ndarray, train: bool) -> jnp.ndarray:
-    conv = lambda f, k, name, **kw: conv_lib.Conv(  # noqa: E731
+    conv = lambda f, k, name, **kw: conv_layer(self.conv_kernel)(  # noqa: E731
         f, (k,) * self.ndim, padding="SAME", name=name, dtype=self.dtype,
         param_dtype=self.param_dtype, **kw)
     norm = lambda name: group_norm_layer(self.norm_kernel)(  # noqa: E731
@@ -116,6 +117,8 @@ class UNet(nn.Module):
       `arch.cpu_norm`, float32); the same parameters; GPU and TPU ignore it.
     dense_kernel: on the CPU, the dense layers' backward pass (time embedding, attention) by
       XLA's ops ("xla") or by `arch.cpu_dense` ("cpu"); GPU and TPU ignore it.
+    conv_kernel: on the CPU, the 2-D convolutions by XLA ("xla", `arch.conv`) or by oneDNN
+      ("onednn": `arch.cpu_conv`, float32); the same parameters; GPU and TPU ignore it.
   """
 
   data_shape: tuple[int, ...]
@@ -135,6 +138,7 @@ class UNet(nn.Module):
   attention_kernel: str = "xla"
   norm_kernel: str = "xla"
   dense_kernel: str = "xla"
+  conv_kernel: str = "xla"
 
   def _check(self, x: jnp.ndarray, t: jnp.ndarray, labels: jnp.ndarray | None) -> None:
     if tuple(x.shape[1:]) != tuple(self.data_shape):
@@ -163,6 +167,7 @@ class UNet(nn.Module):
     self._check(x, t, labels)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     kernels = dict(norm_kernel=self.norm_kernel, dense_kernel=self.dense_kernel)
+    conv_class = conv_layer(self.conv_kernel)
     shape = channels_last(self.data_shape, self.ndim)
     h = x.reshape((x.shape[0],) + shape).astype(self.dtype)
 
@@ -179,7 +184,7 @@ class UNet(nn.Module):
 
     def block(h, width, name):
       return res_block(width, self.ndim, self.groups, self.dropout, name=name, **kw,
-                       **kernels)(h, emb, train)
+                       **kernels, conv_kernel=self.conv_kernel)(h, emb, train)
 
     def attend(h, level, name):
       if level not in self.attention_levels:
@@ -187,8 +192,8 @@ class UNet(nn.Module):
       return AttentionBlock(self.num_heads, self.groups, name=name, **kw, **kernels,
                             attention_kernel=self.attention_kernel)(h)
 
-    conv = lambda f, name, **c: conv_lib.Conv(f, (3,) * self.ndim, padding="SAME",  # noqa: E731
-                                              name=name, **kw, **c)
+    conv = lambda f, name, **c: conv_class(f, (3,) * self.ndim, padding="SAME",  # noqa: E731
+                                           name=name, **kw, **c)
     h = conv(self.channels, "stem")(h)
     skips = [h]
     levels = len(self.channel_mults)

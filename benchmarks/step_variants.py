@@ -197,6 +197,9 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     # of train.cpu_optimizer's compiled kernel (optim.kernel)
     "optim_kernel_xla": (contextlib.nullcontext, NO_YNN),
     "optim_kernel_cpu": (contextlib.nullcontext, NO_YNN),
+    # the 2-D convolutions by XLA or by oneDNN (model.conv_kernel, arch.cpu_conv)
+    "conv_kernel_xla": (contextlib.nullcontext, NO_YNN),
+    "conv_kernel_onednn": (contextlib.nullcontext, NO_YNN),
     # the step without its logged gradient, update and parameter norms (train.log_norms)
     "no_log_norms": (contextlib.nullcontext, NO_YNN),
     "vector_width_512": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_prefer_vector_width": 512}),
@@ -250,6 +253,8 @@ CONFIG: dict[str, dict[str, Any]] = {
     "no_log_norms": {"train.log_norms": False},
     "optim_kernel_xla": {"optim.kernel": "xla"},
     "optim_kernel_cpu": {"optim.kernel": "cpu"},
+    "conv_kernel_xla": {"model.conv_kernel": "xla"},
+    "conv_kernel_onednn": {"model.conv_kernel": "onednn"},
 }
 # variants of XLA's own ops, built with the model fields whose compiled CPU kernels would bypass
 # their change at "xla", where the experiment has those fields: the attention's, and the

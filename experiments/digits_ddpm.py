@@ -21,7 +21,9 @@ def get_config(arg: str | None = None):
   # the attention on the compiled CPU kernel (arch/cpu_attention.py; docs/cpu_attention.md): the
   # same Frechet distance within its seed spread (docs/results/generative.md). The GroupNorm and
   # dense-layer kernels stay off: the UNet's steps were no faster with them (docs/cpu_layers.md)
-  c = diffusion.digits(steps=20000, attention_kernel="cpu", norm_kernel="xla", dense_kernel="xla")
+  # The convolutions by oneDNN (arch/cpu_conv.py): steps 1.2x faster (docs/cpu_conv.md)
+  c = diffusion.digits(steps=20000, attention_kernel="cpu", norm_kernel="xla", dense_kernel="xla",
+                       conv_kernel="onednn")
   c.diffusion.prediction = "v"
   c.diffusion.weighting = "min_snr"
   c.diffusion.eta = 0.5

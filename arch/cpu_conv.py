@@ -1,0 +1,200 @@
+"""2-D convolutions on the CPU by oneDNN (`model.conv_kernel="onednn"`): the forward pass, the
+input gradient and the kernel gradient each one XLA FFI call (`arch/kernels/onednn/
+conv_onednn.cc`) into oneDNN's blocked direct-convolution kernels, the library behind PyTorch's
+CPU convolutions. XLA:CPU packs patches for Eigen's matrix multiply instead, 1.5-2.8x oneDNN's
+time at the UNet's sizes (docs/cpu_conv.md).
+
+oneDNN comes from the package index (`onednn-cpu-gomp`, its headers `onednn-devel-cpu-gomp`,
+dependencies of strata on x86-64 Linux); the call is built once per machine like the other
+kernels (`arch.cpu_kernels`), linked against that library. Where either is missing, or on
+another CPU, `ensure_for` says so in one line.
+
+`OneDnnConv` is flax's `nn.Conv` (the same parameters and outputs) computing through
+`conv_general_dilated`, which takes float32, channels-last 2-D convolutions without dilation or
+feature groups, at any strides and padding; every other case (and every backend but the CPU)
+goes to `arch.conv.conv_general_dilated`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.metadata
+import os
+import pathlib
+import threading
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from arch import common, cpu_kernels
+from arch import conv as conv_lib
+
+CONV_KERNELS = ("xla", "onednn")
+SOURCE = cpu_kernels.KERNELS / "onednn" / "conv_onednn.cc"
+# the oneDNN release the call is built against (its library and its headers)
+ONEDNN = ("onednn-cpu-gomp", "onednn-devel-cpu-gomp", "2023.2.0")
+_LOCK = threading.Lock()
+_OUTCOME: list[cpu_kernels.KernelUnavailable | None] = []
+
+
+def _located(distribution: str, suffix: str) -> pathlib.Path:
+  """The installed file of `distribution` whose path ends with `suffix`."""
+  install = (f"pip install {ONEDNN[0]}=={ONEDNN[2]} {ONEDNN[1]}=={ONEDNN[2]}")
+  try:
+    dist = importlib.metadata.distribution(distribution)
+  except importlib.metadata.PackageNotFoundError:
+    raise cpu_kernels.KernelUnavailable(f"oneDNN is not installed ({distribution} missing; "
+                                        f"{install})") from None
+  for f in dist.files or ():
+    if str(f).endswith(suffix):
+      return pathlib.Path(dist.locate_file(f)).resolve()
+  raise cpu_kernels.KernelUnavailable(f"{distribution} has no {suffix} ({install})")
+
+
+def _register() -> None:
+  library = _located(ONEDNN[0], "libdnnl.so.3")
+  header = _located(ONEDNN[1], "oneapi/dnnl/dnnl.hpp")
+  extra = ("-fopenmp", "-isystem", str(header.parents[2]), str(library),
+           f"-Wl,-rpath,{library.parent}")
+  compiler = os.environ.get("CXX", "c++")
+  target = cpu_kernels.library_path(compiler, [SOURCE], extra, name="strata_onednn")
+  if not target.exists():
+    cpu_kernels.build(compiler, target, [SOURCE], extra)
+  try:
+    handle = ctypes.cdll.LoadLibrary(str(target))
+  except OSError as e:
+    raise cpu_kernels.KernelUnavailable(f"could not load {target}: {e}") from None
+  jax.ffi.register_ffi_target("strata_conv", jax.ffi.pycapsule(handle.StrataConv),
+                              platform="cpu")
+
+
+def ensure() -> None:
+  """Builds (once per machine) and registers the oneDNN call; raises KernelUnavailable with the
+  reason when it cannot (again on every call, without trying again)."""
+  with _LOCK:
+    if not _OUTCOME:
+      try:
+        _register()
+        _OUTCOME.append(None)
+      except cpu_kernels.KernelUnavailable as e:
+        _OUTCOME.append(e)
+    if _OUTCOME[0] is not None:
+      raise cpu_kernels.KernelUnavailable(str(_OUTCOME[0]))
+
+
+def ensure_for(field: str = "conv_kernel", section: str = "model",
+               error: type[Exception] = ValueError) -> None:
+  """`ensure()` for a config that sets `<section>.<field>="onednn"`, its failure one line."""
+  try:
+    ensure()
+  except cpu_kernels.KernelUnavailable as e:
+    raise error(f"{section}.{field}='onednn': {e}; expected a machine that builds it, or "
+                f"{section}.{field}='xla'") from None
+
+
+Pads = tuple[tuple[int, int], tuple[int, int]]
+_PASSES = {"forward": 0, "input_gradient": 1, "kernel_gradient": 2}
+
+
+@functools.cache
+def _calls(strides: tuple[int, int], pads: Pads) -> dict[str, Callable]:
+  """The three calls for these strides and pads, sharded along the batch (a kernel gradient's
+  partial sums added over it) and mapped under vmap."""
+  attrs = dict(sh=np.int64(strides[0]), sw=np.int64(strides[1]), ph0=np.int64(pads[0][0]),
+               ph1=np.int64(pads[0][1]), pw0=np.int64(pads[1][0]), pw1=np.int64(pads[1][1]))
+
+  def call(name: str, shape: Callable) -> Callable:
+    def run(a, b):
+      out = jax.ShapeDtypeStruct(shape(a, b), jnp.float32)
+      return (jax.ffi.ffi_call("strata_conv", out)(a, b, **attrs,
+                                                   **{"pass": np.int64(_PASSES[name])}),)
+    return run
+
+  def out_spatial(n: int, k: int, s: int, p: tuple[int, int]) -> int:
+    return (n + p[0] + p[1] - k) // s + 1
+
+  def forward_shape(x, w):
+    return (x.shape[0], *(out_spatial(x.shape[1 + i], w.shape[i], strides[i], pads[i])
+                          for i in range(2)), w.shape[3])
+
+  # the input's spatial size is not a function of the output's under strides: carried by
+  # `conv2d` as a zero-size operand would be wasteful, so the backward calls are made per shape
+  spec = {"forward": ("bhwc,klco", "bpqo", True),
+          "input_gradient": ("bpqo,klco", "bhwc", True),
+          "kernel_gradient": ("bhwc,bpqo", "klco", False)}
+  calls = {}
+  for name, (ins, outs, fold) in spec.items():
+    def make(shape, name=name, ins=ins, outs=outs, fold=fold):
+      fn = cpu_kernels.partitioned(call(name, shape), ins, outs, kept="b")
+      return cpu_kernels.vmapped(fn, batch_led=(True, not fold), fold=fold)
+    calls[name] = make
+  calls["forward"] = calls["forward"](forward_shape)
+  return calls
+
+
+@functools.cache
+def _backward_calls(strides: tuple[int, int], pads: Pads, x_shape: tuple[int, ...],
+                    w_shape: tuple[int, ...]) -> tuple[Callable, Callable]:
+  calls = _calls(strides, pads)
+  return (calls["input_gradient"](lambda dy, w: (dy.shape[0], *x_shape)),
+          calls["kernel_gradient"](lambda x, dy: w_shape))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv2d(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int], pads: Pads) -> jnp.ndarray:
+  """float32 x (N, H, W, C) convolved with w (KH, KW, C, O) at `strides`, zero-padded by `pads`
+  ((low, high) of each spatial axis): y (N, OH, OW, O), as `jax.lax.conv_general_dilated` with
+  ("NHWC", "HWIO", "NHWC"). Call `ensure()` first (outside jit)."""
+  return _calls(strides, pads)["forward"](x, w)[0]
+
+
+def _conv2d_fwd(x, w, strides, pads):
+  return conv2d(x, w, strides, pads), (x, w)
+
+
+def _conv2d_bwd(strides, pads, residuals, dy):
+  x, w = residuals
+  input_gradient, kernel_gradient = _backward_calls(strides, pads, x.shape[1:], w.shape)
+  dy = dy.astype(jnp.float32)
+  return input_gradient(dy, w)[0], kernel_gradient(x, dy)[0]
+
+
+conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+
+def conv_general_dilated(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides: Sequence[int],
+                         padding: Any, lhs_dilation: Sequence[int] | None = None,
+                         rhs_dilation: Sequence[int] | None = None,
+                         dimension_numbers: Any = None, feature_group_count: int = 1,
+                         batch_group_count: int = 1, precision: Any = None,
+                         preferred_element_type: Any = None) -> jnp.ndarray:
+  """`jax.lax.conv_general_dilated`: by `conv2d` (oneDNN) for float32 channels-last 2-D
+  convolutions on the CPU without dilation or groups, otherwise `arch.conv`'s."""
+  nd = lhs.ndim - 2
+  if (common.target_platform() == "cpu" and nd == 2 and lhs.dtype == rhs.dtype == jnp.float32
+      and feature_group_count == 1 and batch_group_count == 1 and preferred_element_type is None
+      and all(d == 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+      and conv_lib._channels_last(dimension_numbers, lhs.ndim)):
+    ensure_for()
+    strides = tuple(int(s) for s in window_strides)
+    pads = conv_lib._explicit_pads(padding, lhs.shape[1:-1], rhs.shape[:2], strides, (1, 1))
+    return conv2d(lhs, rhs, strides, tuple((int(lo), int(hi)) for lo, hi in pads))
+  return conv_lib.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+                                       rhs_dilation, dimension_numbers, feature_group_count,
+                                       batch_group_count, precision, preferred_element_type)
+
+
+class OneDnnConv(nn.Conv):
+  """`flax.linen.Conv` computed by `conv_general_dilated` (same parameters and outputs)."""
+  conv_general_dilated: Any = staticmethod(conv_general_dilated)
+
+
+def conv_layer(kernel: str) -> Any:
+  """The convolution class for `model.conv_kernel` (`CONV_KERNELS`): `arch.conv.Conv` for "xla",
+  `OneDnnConv` (the same constructor arguments and parameters) for "onednn"."""
+  common.check_choice(kernel, CONV_KERNELS, "conv_kernel")
+  return OneDnnConv if kernel == "onednn" else conv_lib.Conv

@@ -110,8 +110,8 @@ def _calls(strides: tuple[int, int], pads: Pads) -> dict[str, Callable]:
   def call(name: str, shape: Callable) -> Callable:
     def run(a, b):
       out = jax.ShapeDtypeStruct(shape(a, b), jnp.float32)
-      return (jax.ffi.ffi_call("strata_conv", out)(a, b, **attrs,
-                                                   **{"pass": np.int64(_PASSES[name])}),)
+      return jax.ffi.ffi_call("strata_conv", out)(a, b, **attrs,
+                                                  **{"pass": np.int64(_PASSES[name])})
     return run
 
   def out_spatial(n: int, k: int, s: int, p: tuple[int, int]) -> int:
@@ -130,7 +130,7 @@ def _calls(strides: tuple[int, int], pads: Pads) -> dict[str, Callable]:
   for name, (ins, outs, fold) in spec.items():
     def make(shape, name=name, ins=ins, outs=outs, fold=fold):
       fn = cpu_kernels.partitioned(call(name, shape), ins, outs, kept="b")
-      return cpu_kernels.vmapped(fn, batch_led=(True, not fold), fold=fold)
+      return cpu_kernels.vmapped(lambda a, b: (fn(a, b),), batch_led=(True, not fold), fold=fold)
     calls[name] = make
   calls["forward"] = calls["forward"](forward_shape)
   return calls

@@ -8,6 +8,9 @@ compiler into one library and registered as XLA FFI targets (`jax.ffi`).
   and backward, `arch.cpu_norm`.
 - `strata_adam_update` (adam_cpu.cc): a step's whole Adam/AdamW update, `train.cpu_optimizer`.
 
+`arch.cpu_conv` builds a second library the same way (`build` with its own sources and flags):
+`strata_conv` (onednn/conv_onednn.cc), linked against oneDNN from the package index.
+
 The build: `$CXX` (default `c++`) with -O3 -march=native against jaxlib's FFI headers, into
 `arch/kernels/_build/` (or `$STRATA_KERNEL_DIR`), named by a hash of the sources, the flags,
 jaxlib's version and the CPU's feature flags, so that a change to any of them rebuilds. About 4 s

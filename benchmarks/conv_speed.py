@@ -4,8 +4,10 @@
 
 For convolutions of the benchmark workloads (shapes from digits_dcgan, digits_vae, digits_unet
 and mnist1d_cnn), the median time of the forward pass, the input gradient and the kernel
-gradient, each jitted on its own, with `jax.lax`, with `arch.conv` (the same as `jax.lax` at
-stride 1) and, when torch is installed, with PyTorch (NCHW, eager, the same shapes and FLOPs).
+gradient, each jitted on its own with the XLA options of strata's steps, with `jax.lax`, with
+`arch.conv` (the same as `jax.lax` at stride 1), with oneDNN (`arch.cpu_conv`, the 2-D
+convolutions, where oneDNN is installed) and, when torch is installed, with PyTorch (NCHW, eager,
+the same shapes and FLOPs).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from arch import conv
+from arch import conv, cpu_conv, cpu_kernels
 from train import cli
 
 SPECS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
@@ -92,6 +94,13 @@ def median_ms(f, repeats: int = 50) -> float:
 
 
 def main() -> None:
+  options = step_options()
+  try:
+    cpu_conv.ensure()
+    onednn = True
+  except cpu_kernels.KernelUnavailable as e:
+    print(f"(no oneDNN rows: {e})")
+    onednn = False
   print("| layer | implementation | forward ms | input gradient ms | kernel gradient ms |")
   print("|---|---|---|---|---|")
   for name, (xs, ws, kind, s, pad) in LAYERS.items():
@@ -108,12 +117,15 @@ def main() -> None:
     }
     if kind == "conv" and s == 1:
       del impls["arch.conv"]  # it is jax.lax's convolution at stride 1
+    if kind == "conv" and nd == 2 and onednn:
+      impls["oneDNN (arch.cpu_conv)"] = lambda x, w: cpu_conv.conv_general_dilated(
+          x, w, (s,) * nd, pad, dimension_numbers=SPECS[nd])
     for impl, f in impls.items():
-      fwd = jax.jit(f)
-      dx = jax.jit(jax.grad(lambda x, w: jnp.sum(f(x, w) ** 2), 0))
-      dw = jax.jit(jax.grad(lambda x, w: jnp.sum(f(x, w) ** 2), 1))
-      print(f"| {name} | {impl} | {median_ms(lambda: fwd(x, w)):.3f} | "
-            f"{median_ms(lambda: dx(x, w)):.3f} | {median_ms(lambda: dw(x, w)):.3f} |")
+      fns = (f, lambda x, w, f=f: jax.grad(lambda x, w: jnp.sum(f(x, w) ** 2), 0)(x, w),
+             lambda x, w, f=f: jax.grad(lambda x, w: jnp.sum(f(x, w) ** 2), 1)(x, w))
+      compiled = [jax.jit(g).lower(x, w).compile(options) for g in fns]
+      print(f"| {name} | {impl} | " + " | ".join(
+          f"{median_ms(lambda c=c: c(x, w)):.3f}" for c in compiled) + " |")
     theirs = torch_times(xs, ws, kind, s)
     if theirs is not None:
       print(f"| {name} | PyTorch | " + " | ".join(f"{t:.3f}" for t in theirs) + " |")

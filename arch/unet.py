@@ -35,6 +35,18 @@ from arch.cpu_dense import dense_layer
 from arch.cpu_norm import group_norm_layer
 
 
+def upsample(h: jnp.ndarray) -> jnp.ndarray:
+  """Nearest-neighbour upsampling of h (B, *spatial, C) by 2 along every spatial axis: the values
+  of `jax.image.resize(..., "nearest")` as a broadcast and a reshape, whose gradient is a sum
+  over each 2 x 2 block, where XLA:CPU computes resize's gather and its gradient's scatter-adds
+  (`benchmarks.step_variants --variants strata,gather_upsample`; docs/cpu_conv.md)."""
+  spatial = h.shape[1:-1]
+  expanded = h.reshape((h.shape[0], *(d for n in spatial for d in (n, 1)), h.shape[-1]))
+  tiled = jnp.broadcast_to(expanded, (h.shape[0], *(d for n in spatial for d in (n, 2)),
+                                      h.shape[-1]))
+  return tiled.reshape((h.shape[0], *(2 * n for n in spatial), h.shape[-1]))
+
+
 class ResBlock(nn.Module):
   """The residual block with a time (and class) embedding added between its two convolutions."""
 
@@ -217,9 +229,7 @@ class UNet(nn.Module):
         h = attend(block(h, self.channels * self.channel_mults[i], f"up{i}_block{j}"), i,
                    f"up{i}_attn{j}")
       if i > 0:
-        size = tuple(2 * s for s in h.shape[1:-1])
-        h = jax.image.resize(h, (h.shape[0],) + size + (h.shape[-1],), "nearest")
-        h = conv(h.shape[-1], f"up{i}_upsample")(h)
+        h = conv(h.shape[-1], f"up{i}_upsample")(upsample(h))
 
     h = nn.silu(group_norm_layer(self.norm_kernel)(self.groups, name="out_norm", **kw)(h))
     h = conv(shape[-1], "out", kernel_init=nn.initializers.zeros_init())(h)

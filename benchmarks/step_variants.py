@@ -112,6 +112,19 @@ def _repeat_upsample() -> contextlib.AbstractContextManager:
   return _patched(jax.image, "resize", repeat)
 
 
+def _gather_upsample() -> contextlib.AbstractContextManager:
+  """The UNet's upsampling by `jax.image.resize(..., "nearest")` (a gather; the UNet's own until
+  2026-12-05, `arch.unet.upsample`)."""
+  import jax
+
+  from arch import unet
+
+  def resize(h):
+    size = tuple(2 * s for s in h.shape[1:-1])
+    return jax.image.resize(h, (h.shape[0],) + size + (h.shape[-1],), "nearest")
+  return _patched(unet, "upsample", resize)
+
+
 def _causal_blocks(n: int) -> contextlib.AbstractContextManager:
   from arch import attention
 
@@ -206,7 +219,9 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager], dict[
     "no_concurrency_scheduler": (contextlib.nullcontext, {
         **NO_YNN, "xla_cpu_enable_concurrency_optimized_scheduler": False}),
     "fast_math": (contextlib.nullcontext, {**NO_YNN, "xla_cpu_enable_fast_math": True}),
+    # (a no-op on the UNet since its own upsampling is the broadcast, arch.unet.upsample)
     "repeat_upsample": (_repeat_upsample, NO_YNN),
+    "gather_upsample": (_gather_upsample, NO_YNN),
     "conv_weight_grad_as_dots": (conv_variants.weight_grad_as_dots, NO_YNN),
     # the convolutions handed to YNNPACK (XNNPACK's successor in jax 0.10), nothing else
     "ynn_convolutions": (contextlib.nullcontext, {

@@ -19,10 +19,11 @@ ARGS = diffusion.ARGS  # the arguments of get_config (besides none)
 
 def get_config(arg: str | None = None):
   # the attention on the compiled CPU kernel (arch/cpu_attention.py; docs/cpu_attention.md): the
-  # same Frechet distance within its seed spread (docs/results/generative.md). The GroupNorm and
-  # dense-layer kernels stay off: the UNet's steps were no faster with them (docs/cpu_layers.md)
-  # The convolutions by oneDNN (arch/cpu_conv.py): steps 1.2x faster (docs/cpu_conv.md)
-  c = diffusion.digits(steps=20000, attention_kernel="cpu", norm_kernel="xla", dense_kernel="xla",
+  # same Frechet distance within its seed spread (docs/results/generative.md). The convolutions by
+  # oneDNN (arch/cpu_conv.py): steps 1.2-1.3x faster; with them, the GroupNorm and dense-layer
+  # kernels (docs/cpu_layers.md) 1.00-1.19x more, and the first compile 5.7 -> 3.3 s
+  # (docs/cpu_conv.md)
+  c = diffusion.digits(steps=20000, attention_kernel="cpu", norm_kernel="cpu", dense_kernel="cpu",
                        conv_kernel="onednn")
   c.diffusion.prediction = "v"
   c.diffusion.weighting = "min_snr"

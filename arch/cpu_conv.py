@@ -97,51 +97,29 @@ def ensure_for(field: str = "conv_kernel", section: str = "model",
 
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
-_PASSES = {"forward": 0, "input_gradient": 1, "kernel_gradient": 2}
+# pass: (its number in the call, the operands' and the result's dimensions, whether vmap folds the
+# mapped axis into the batch (else one call per index: the kernel gradient stays per example))
+_PASSES = {"forward": (0, "bhwc,klco", "bpqo", True),
+           "input_gradient": (1, "bpqo,klco", "bhwc", True),
+           "kernel_gradient": (2, "bhwc,bpqo", "klco", False)}
 
 
 @functools.cache
-def _calls(strides: tuple[int, int], pads: Pads) -> dict[str, Callable]:
-  """The three calls for these strides and pads, sharded along the batch (a kernel gradient's
-  partial sums added over it) and mapped under vmap."""
-  attrs = dict(sh=np.int64(strides[0]), sw=np.int64(strides[1]), ph0=np.int64(pads[0][0]),
-               ph1=np.int64(pads[0][1]), pw0=np.int64(pads[1][0]), pw1=np.int64(pads[1][1]))
+def _call(name: str, strides: tuple[int, int], pads: Pads, result: tuple[int, ...]) -> Callable:
+  """(a, b) -> (out,), the FFI call of pass `name` (`_PASSES`): out (B, *result) with B the
+  batch of `a` (as split by a mesh, or folded with a mapped axis), or `result` itself for the
+  kernel gradient; split along the batch (a kernel gradient's partial sums added over it)."""
+  number, ins, outs, fold = _PASSES[name]
+  attrs = dict(sh=strides[0], sw=strides[1], ph0=pads[0][0], ph1=pads[0][1], pw0=pads[1][0],
+               pw1=pads[1][1], **{"pass": number})
 
-  def call(name: str, shape: Callable) -> Callable:
-    def run(a, b):
-      out = jax.ShapeDtypeStruct(shape(a, b), jnp.float32)
-      return jax.ffi.ffi_call("strata_conv", out)(a, b, **attrs,
-                                                  **{"pass": np.int64(_PASSES[name])})
-    return run
+  def run(a, b):
+    shape = result if name == "kernel_gradient" else (a.shape[0], *result)
+    return jax.ffi.ffi_call("strata_conv", jax.ShapeDtypeStruct(shape, jnp.float32))(
+        a, b, **{k: np.int64(v) for k, v in attrs.items()})
 
-  def out_spatial(n: int, k: int, s: int, p: tuple[int, int]) -> int:
-    return (n + p[0] + p[1] - k) // s + 1
-
-  def forward_shape(x, w):
-    return (x.shape[0], *(out_spatial(x.shape[1 + i], w.shape[i], strides[i], pads[i])
-                          for i in range(2)), w.shape[3])
-
-  # the input's spatial size is not a function of the output's under strides: carried by
-  # `conv2d` as a zero-size operand would be wasteful, so the backward calls are made per shape
-  spec = {"forward": ("bhwc,klco", "bpqo", True),
-          "input_gradient": ("bpqo,klco", "bhwc", True),
-          "kernel_gradient": ("bhwc,bpqo", "klco", False)}
-  calls = {}
-  for name, (ins, outs, fold) in spec.items():
-    def make(shape, name=name, ins=ins, outs=outs, fold=fold):
-      fn = cpu_kernels.partitioned(call(name, shape), ins, outs, kept="b")
-      return cpu_kernels.vmapped(lambda a, b: (fn(a, b),), batch_led=(True, not fold), fold=fold)
-    calls[name] = make
-  calls["forward"] = calls["forward"](forward_shape)
-  return calls
-
-
-@functools.cache
-def _backward_calls(strides: tuple[int, int], pads: Pads, x_shape: tuple[int, ...],
-                    w_shape: tuple[int, ...]) -> tuple[Callable, Callable]:
-  calls = _calls(strides, pads)
-  return (calls["input_gradient"](lambda dy, w: (dy.shape[0], *x_shape)),
-          calls["kernel_gradient"](lambda x, dy: w_shape))
+  split = cpu_kernels.partitioned(run, ins, outs, kept="b")
+  return cpu_kernels.vmapped(lambda a, b: (split(a, b),), batch_led=(True, not fold), fold=fold)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -149,7 +127,8 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int], pads: Pads)
   """float32 x (N, H, W, C) convolved with w (KH, KW, C, O) at `strides`, zero-padded by `pads`
   ((low, high) of each spatial axis): y (N, OH, OW, O), as `jax.lax.conv_general_dilated` with
   ("NHWC", "HWIO", "NHWC"). Call `ensure()` first (outside jit)."""
-  return _calls(strides, pads)["forward"](x, w)[0]
+  out = tuple((x.shape[1 + i] + sum(pads[i]) - w.shape[i]) // strides[i] + 1 for i in range(2))
+  return _call("forward", strides, pads, (*out, w.shape[3]))(x, w)[0]
 
 
 def _conv2d_fwd(x, w, strides, pads):
@@ -158,9 +137,9 @@ def _conv2d_fwd(x, w, strides, pads):
 
 def _conv2d_bwd(strides, pads, residuals, dy):
   x, w = residuals
-  input_gradient, kernel_gradient = _backward_calls(strides, pads, x.shape[1:], w.shape)
   dy = dy.astype(jnp.float32)
-  return input_gradient(dy, w)[0], kernel_gradient(x, dy)[0]
+  return (_call("input_gradient", strides, pads, x.shape[1:])(dy, w)[0],
+          _call("kernel_gradient", strides, pads, w.shape)(x, dy)[0])
 
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)

@@ -50,6 +50,7 @@ struct Entry {
   dnnl::primitive conv;
   dnnl::memory::desc x, y, w_plain, w_blocked, scratch;  // NHWC, NHWC, HWIO, oneDNN's, bytes
   bool same_layout = false;  // the primitive takes the plain kernel layout as it is
+  dnnl::reorder w_reorder;   // plain -> blocked (the kernel), or blocked -> plain (its gradient)
 };
 
 dnnl::engine& Engine() {
@@ -90,6 +91,13 @@ Entry Build(const Key& key) {
     e.conv = dnnl::convolution_backward_weights(pd);
   }
   e.same_layout = e.w_blocked == e.w_plain;
+  if (!e.same_layout) {
+    // built once on descriptions; each call runs it on its own buffers
+    dnnl::memory plain(e.w_plain, eng, DNNL_MEMORY_NONE);
+    dnnl::memory blocked(e.w_blocked, eng, DNNL_MEMORY_NONE);
+    e.w_reorder = pass == kKernelGradient ? dnnl::reorder(blocked, plain)
+                                          : dnnl::reorder(plain, blocked);
+  }
   return e;
 }
 
@@ -104,12 +112,14 @@ const Entry& Lookup(const Key& key) {
   return *entry;
 }
 
-// Reorders `from` (layout `a`) into `to` (layout `b`) on the calling thread.
-void Reorder(const dnnl::memory::desc& a, void* from, const dnnl::memory::desc& b, void* to) {
+// Runs the entry's kernel reorder on the calling thread: the kernel from the plain layout into
+// the blocked one, or (`to_plain`) the kernel gradient back.
+void Reorder(const Entry& e, bool to_plain, void* from, void* to) {
   dnnl::engine& eng = Engine();
-  dnnl::memory src(a, eng, from), dst(b, eng, to);
+  dnnl::memory src(to_plain ? e.w_blocked : e.w_plain, eng, from);
+  dnnl::memory dst(to_plain ? e.w_plain : e.w_blocked, eng, to);
   dnnl::stream stream(eng);
-  dnnl::reorder(src, dst).execute(stream, src, dst);
+  e.w_reorder.execute(stream, src, dst);
   stream.wait();
 }
 
@@ -122,6 +132,9 @@ ffi::Error Conv(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
   if (xs.size() != 4 || ws.size() != 4 || xs[3] != ws[2])
     return ffi::Error::InvalidArgument(
         "strata_conv: expected x (N, H, W, C), kernel (KH, KW, C, O)");
+  if (a.element_type() != ffi::DataType::F32 || b.element_type() != ffi::DataType::F32 ||
+      out->element_type() != ffi::DataType::F32)
+    return ffi::Error::InvalidArgument("strata_conv: expected float32 arrays");
   // equal pieces, as many as the pool has threads where that divides the batch (pieces of two
   // sizes could have oneDNN pick two kernel layouts)
   const int64_t n = xs[0];
@@ -150,8 +163,11 @@ ffi::Error Conv(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
   if (kept.size() < w_bytes * count) kept.resize(w_bytes * count);
   char* blocked = kept.data();  // the caller's: a thread_local named in a task is the task's
   void* w_ptr = gradient ? out->untyped_data() : b.untyped_data();
-  if (!gradient && !first.same_layout)
-    Reorder(first.w_plain, w_ptr, first.w_blocked, blocked);
+  try {
+    if (!gradient && !first.same_layout) Reorder(first, false, w_ptr, blocked);
+  } catch (const dnnl::error& err) {
+    return ffi::Error::Internal(std::string("strata_conv: oneDNN: ") + err.what());
+  }
   char* a_ptr = static_cast<char*>(a.untyped_data());
   char* b_ptr = static_cast<char*>(b.untyped_data());
   char* o_ptr = static_cast<char*>(out->untyped_data());
@@ -197,10 +213,14 @@ ffi::Error Conv(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
       const float* part = reinterpret_cast<const float*>(blocked + i * w_bytes);
       for (int64_t j = 0; j < floats; ++j) sum[j] += part[j];
     }
-    if (first.same_layout)
-      std::memcpy(w_ptr, sum, w_bytes);
-    else
-      Reorder(first.w_blocked, sum, first.w_plain, w_ptr);
+    try {
+      if (first.same_layout)
+        std::memcpy(w_ptr, sum, w_bytes);
+      else
+        Reorder(first, true, sum, w_ptr);
+    } catch (const dnnl::error& err) {
+      return ffi::Error::Internal(std::string("strata_conv: oneDNN: ") + err.what());
+    }
   }
   return ffi::Error::Success();
 }

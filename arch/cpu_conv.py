@@ -1,7 +1,7 @@
 """2-D convolutions on the CPU by oneDNN (`model.conv_kernel="onednn"`): the forward pass, the
 input gradient and the kernel gradient each one XLA FFI call (`arch/kernels/onednn/
 conv_onednn.cc`) into oneDNN's blocked direct-convolution kernels, the library behind PyTorch's
-CPU convolutions. XLA:CPU packs patches for Eigen's matrix multiply instead, 1.5-2.8x oneDNN's
+CPU convolutions. XLA:CPU packs patches for Eigen's matrix multiply instead, 1.4-1.9x oneDNN's
 time at the UNet's sizes (docs/cpu_conv.md).
 
 oneDNN comes from the package index (`onednn-cpu-gomp`, its headers `onednn-devel-cpu-gomp`,

@@ -2,7 +2,7 @@
 // pass, the input gradient and the kernel gradient, each one XLA FFI call into oneDNN's blocked
 // direct-convolution kernels (brgconv / jit avx512 on this project's machines), the kernels
 // PyTorch's CPU convolutions use. XLA:CPU computes a convolution as patches packed for a matrix
-// multiply (Eigen), 1.5-2.8x oneDNN's time at the UNet's sizes (docs/cpu_conv.md).
+// multiply (Eigen), 1.4-1.9x oneDNN's time at the UNet's sizes (docs/cpu_conv.md).
 //
 // Layouts: x and its gradient (N, H, W, C) and y and its gradient (N, OH, OW, O) float32,
 // channels last; the kernel and its gradient (KH, KW, C, O) (flax's HWIO). Strides and the low

@@ -78,3 +78,12 @@ def test_errors_name_the_field(kwargs, call, match):
   args.update(call)
   with pytest.raises(ValueError, match=match):
     model.init(jax.random.key(0), args["x"], args["t"], args["labels"])
+
+
+def test_upsample_is_resize_nearest():
+  """`arch.unet.upsample` (a broadcast and a reshape) gives `jax.image.resize`'s nearest values,
+  for 1-D signals and 2-D images."""
+  for shape in ((2, 5, 3), (2, 3, 4, 5)):
+    h = jax.random.normal(jax.random.key(len(shape)), shape)
+    size = (shape[0], *(2 * n for n in shape[1:-1]), shape[-1])
+    np.testing.assert_array_equal(unet.upsample(h), jax.image.resize(h, size, "nearest"))

@@ -7,7 +7,7 @@ time at the UNet's sizes (docs/cpu_conv.md).
 oneDNN comes from the package index (`onednn-cpu-gomp`, its headers `onednn-devel-cpu-gomp`,
 dependencies of strata on x86-64 Linux); the call is built once per machine like the other
 kernels (`arch.cpu_kernels`), linked against that library. Where either is missing, or on
-another CPU, `ensure_for` says so in one line.
+another CPU, a run that sets the field says so in one line.
 
 `OneDnnConv` is flax's `nn.Conv` (the same parameters and outputs) computing through
 `conv_general_dilated`, which takes float32, channels-last 2-D convolutions without dilation or
@@ -17,12 +17,9 @@ goes to `arch.conv.conv_general_dilated`.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import importlib.metadata
-import os
 import pathlib
-import threading
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -37,8 +34,6 @@ CONV_KERNELS = ("xla", "onednn")
 SOURCE = cpu_kernels.KERNELS / "onednn" / "conv_onednn.cc"
 # the oneDNN release the call is built against (its library and its headers)
 ONEDNN = ("onednn-cpu-gomp", "onednn-devel-cpu-gomp", "2023.2.0")
-_LOCK = threading.Lock()
-_OUTCOME: list[cpu_kernels.KernelUnavailable | None] = []
 
 
 def _located(distribution: str, suffix: str) -> pathlib.Path:
@@ -60,40 +55,12 @@ def _register() -> None:
   header = _located(ONEDNN[1], "oneapi/dnnl/dnnl.hpp")
   extra = ("-fopenmp", "-isystem", str(header.parents[2]), str(library),
            f"-Wl,-rpath,{library.parent}")
-  compiler = os.environ.get("CXX", "c++")
-  target = cpu_kernels.library_path(compiler, [SOURCE], extra, name="strata_onednn")
-  if not target.exists():
-    cpu_kernels.build(compiler, target, [SOURCE], extra)
-  try:
-    handle = ctypes.cdll.LoadLibrary(str(target))
-  except OSError as e:
-    raise cpu_kernels.KernelUnavailable(f"could not load {target}: {e}") from None
-  jax.ffi.register_ffi_target("strata_conv", jax.ffi.pycapsule(handle.StrataConv),
-                              platform="cpu")
+  cpu_kernels.load("strata_onednn", [SOURCE], extra, {"strata_conv": "StrataConv"})
 
 
-def ensure() -> None:
-  """Builds (once per machine) and registers the oneDNN call; raises KernelUnavailable with the
-  reason when it cannot (again on every call, without trying again)."""
-  with _LOCK:
-    if not _OUTCOME:
-      try:
-        _register()
-        _OUTCOME.append(None)
-      except cpu_kernels.KernelUnavailable as e:
-        _OUTCOME.append(e)
-    if _OUTCOME[0] is not None:
-      raise cpu_kernels.KernelUnavailable(str(_OUTCOME[0]))
-
-
-def ensure_for(field: str = "conv_kernel", section: str = "model",
-               error: type[Exception] = ValueError) -> None:
-  """`ensure()` for a config that sets `<section>.<field>="onednn"`, its failure one line."""
-  try:
-    ensure()
-  except cpu_kernels.KernelUnavailable as e:
-    raise error(f"{section}.{field}='onednn': {e}; expected a machine that builds it, or "
-                f"{section}.{field}='xla'") from None
+# Builds (once per machine) and registers the oneDNN call; raises KernelUnavailable with the
+# reason when it cannot.
+ensure = cpu_kernels.registered_once(_register)
 
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -158,7 +125,7 @@ def conv_general_dilated(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides: Seq
       and feature_group_count == 1 and batch_group_count == 1 and preferred_element_type is None
       and all(d == 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
       and conv_lib._channels_last(dimension_numbers, lhs.ndim)):
-    ensure_for()
+    cpu_kernels.ensure_for("conv_kernel", value="onednn", check=ensure)
     strides = tuple(int(s) for s in window_strides)
     pads = conv_lib._explicit_pads(padding, lhs.shape[1:-1], rhs.shape[:2], strides, (1, 1))
     return conv2d(lhs, rhs, strides, tuple((int(lo), int(hi)) for lo, hi in pads))

@@ -8,7 +8,7 @@ compiler into one library and registered as XLA FFI targets (`jax.ffi`).
   and backward, `arch.cpu_norm`.
 - `strata_adam_update` (adam_cpu.cc): a step's whole Adam/AdamW update, `train.cpu_optimizer`.
 
-`arch.cpu_conv` builds a second library the same way (`build` with its own sources and flags):
+`arch.cpu_conv` builds a second library the same way (`load` with its own sources and flags):
 `strata_conv` (onednn/conv_onednn.cc), linked against oneDNN from the package index.
 
 The build: `$CXX` (default `c++`) with -O3 -march=native against jaxlib's FFI headers, into
@@ -48,7 +48,6 @@ TARGETS = {"strata_attention_forward": "StrataAttentionForward",
            "strata_layer_norm_forward": "StrataLayerNormForward",
            "strata_layer_norm_backward": "StrataLayerNormBackward",
            "strata_adam_update": "StrataAdamUpdate"}
-_LOCK = threading.Lock()
 
 
 class KernelUnavailable(RuntimeError):
@@ -115,44 +114,55 @@ def build(compiler: str, target: pathlib.Path, files: Sequence[pathlib.Path] | N
       os.unlink(partial)
 
 
-_OUTCOME: list[KernelUnavailable | None] = []  # [None] once registered, [error] once failed
-
-
-def _register() -> None:
+def load(name: str, files: Sequence[pathlib.Path], extra: Sequence[str],
+         targets: dict[str, str]) -> None:
+  """Builds `files` with `extra` flags into the library `name` (unless this machine has it),
+  loads it and registers its `targets` (FFI target -> symbol); KernelUnavailable if it cannot."""
   compiler = os.environ.get("CXX", "c++")
-  target = library_path(compiler)
+  target = library_path(compiler, files, extra, name)
   if not target.exists():
-    build(compiler, target)
+    build(compiler, target, files, extra)
   try:
     library = ctypes.cdll.LoadLibrary(str(target))
   except OSError as e:
     raise KernelUnavailable(f"could not load {target}: {e}") from None
-  for name, symbol in TARGETS.items():
-    jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, symbol)),
+  for ffi_name, symbol in targets.items():
+    jax.ffi.register_ffi_target(ffi_name, jax.ffi.pycapsule(getattr(library, symbol)),
                                 platform="cpu")
 
 
-def ensure() -> None:
-  """Builds (once per source and machine) and registers the kernels; raises KernelUnavailable
-  with the reason when it cannot (again on every call, without trying again)."""
-  with _LOCK:
-    if not _OUTCOME:
-      try:
-        _register()
-        _OUTCOME.append(None)
-      except KernelUnavailable as e:
-        _OUTCOME.append(e)
-    if _OUTCOME[0] is not None:
-      raise KernelUnavailable(str(_OUTCOME[0]))
+def registered_once(register: Callable[[], None]) -> Callable[[], None]:
+  """An `ensure()` that runs `register` once (under a lock) and raises its KernelUnavailable
+  again on every later call, without trying again."""
+  lock = threading.Lock()
+  outcome: list[KernelUnavailable | None] = []  # [None] once registered, [error] once failed
+
+  def ensure() -> None:
+    with lock:
+      if not outcome:
+        try:
+          register()
+          outcome.append(None)
+        except KernelUnavailable as e:
+          outcome.append(e)
+      if outcome[0] is not None:
+        raise KernelUnavailable(str(outcome[0]))
+  return ensure
 
 
-def ensure_for(field: str, section: str = "model", error: type[Exception] = ValueError) -> None:
-  """`ensure()` for a config that sets `<section>.<field>="cpu"`: its failure as one `error` line
-  naming the field, the reason and the way out."""
+# Builds (once per source and machine) and registers the kernels above; raises KernelUnavailable
+# with the reason when it cannot.
+ensure = registered_once(lambda: load("strata_cpu", sources(), (), TARGETS))
+
+
+def ensure_for(field: str, section: str = "model", error: type[Exception] = ValueError,
+               value: str = "cpu", check: Callable[[], None] | None = None) -> None:
+  """`check()` (default `ensure()`) for a config that sets `<section>.<field>=value`: its failure
+  as one `error` line naming the field, the reason and the way out."""
   try:
-    ensure()
+    (check or ensure)()
   except KernelUnavailable as e:
-    raise error(f"{section}.{field}='cpu': {e}; expected a machine that builds it, or "
+    raise error(f"{section}.{field}={value!r}: {e}; expected a machine that builds it, or "
                 f"{section}.{field}='xla'") from None
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from arch import cpu_conv
+from arch import cpu_conv, cpu_kernels
 from tests.arch.test_cpu_attention import on_four_devices
 
 SPEC = ("NHWC", "HWIO", "NHWC")
@@ -109,7 +109,7 @@ import json
 import flax.linen as nn
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from arch import cpu_conv
+from arch import cpu_conv, cpu_kernels
 mesh = Mesh(np.array(jax.devices()).reshape(4), ("data",))
 x = jax.random.normal(jax.random.key(0), (8, 6, 6, 4))
 params = nn.Conv(8, (3, 3)).init(jax.random.key(1), x)
@@ -147,7 +147,7 @@ def test_bad_field_value_is_one_line():
 def test_without_onednn_refuses_in_one_line(monkeypatch):
   def missing(name):
     raise importlib.metadata.PackageNotFoundError(name)
-  monkeypatch.setattr(cpu_conv, "_OUTCOME", [])
+  monkeypatch.setattr(cpu_conv, "ensure", cpu_kernels.registered_once(cpu_conv._register))
   monkeypatch.setattr(cpu_conv.importlib.metadata, "distribution", missing)
   with pytest.raises(ValueError) as e:
     cpu_conv.OneDnnConv(2, (3, 3)).init(jax.random.key(0), jnp.ones((1, 4, 4, 1)))

@@ -1,6 +1,7 @@
 """XLA:CPU's convolutions against `arch.conv`'s rewrite and PyTorch's, one layer at a time.
 
   python -m benchmarks.conv_speed
+  python -m benchmarks.conv_speed --training     # strided convolutions in training only
 
 For convolutions of the benchmark workloads (shapes from digits_dcgan, digits_vae, digits_unet
 and mnist1d_cnn), the median time of the forward pass, the input gradient and the kernel
@@ -8,6 +9,11 @@ gradient, each jitted on its own with the XLA options of strata's steps, with `j
 `arch.conv` (the same as `jax.lax` at stride 1), with oneDNN (`arch.cpu_conv`, the 2-D
 convolutions, where oneDNN is installed) and, when torch is installed, with PyTorch (NCHW, eager,
 the same shapes and FLOPs).
+
+Then "strided convolutions in training": for strided layers of the workloads and larger ones, one
+jitted forward pass with both gradients (what a training step computes), with `arch.conv`'s
+strided convolution as XLA's convolutions and as products with the patch matrix (im2col), timed in
+turns; the rows say the layer's size and which of the two `arch.conv`'s bounds (`IM2COL_*`) pick.
 """
 
 from __future__ import annotations
@@ -43,6 +49,62 @@ LAYERS = {
     "digits_unet up1_block0 conv0 (64,4,4,128) k3 s1": ((64, 4, 4, 128), (3, 3, 128, 64), "conv",
                                                          1, "SAME"),
 }
+
+
+# Strided layers in training: name: (input shape, kernel shape, stride, padding).
+TRAINING = {
+    "mnist1d_cnn conv0 (100,40,1) k5 s2": ((100, 40, 1), (5, 1, 25), 2, ((1, 1),)),
+    "mnist1d_cnn conv1 (100,19,25) k3 s2": ((100, 19, 25), (3, 25, 25), 2, ((1, 1),)),
+    "mnist1d_cnn conv2 (100,10,25) k3 s2": ((100, 10, 25), (3, 25, 25), 2, ((1, 1),)),
+    "digits_vae enc conv0 (64,8,8,1) k3 s2": ((64, 8, 8, 1), (3, 3, 1, 32), 2, "SAME"),
+    "digits_vae enc conv1 (64,4,4,32) k3 s2": ((64, 4, 4, 32), (3, 3, 32, 64), 2, "SAME"),
+    "digits_dcgan D conv0 (128,8,8,1) k4 s2": ((128, 8, 8, 1), (4, 4, 1, 64), 2, ((1, 1), (1, 1))),
+    "digits_dcgan D conv1 (128,4,4,64) k4 s2": ((128, 4, 4, 64), (4, 4, 64, 128), 2,
+                                                 ((1, 1), (1, 1))),
+    "digits_unet down0_pool (64,8,8,32) k3 s2": ((64, 8, 8, 32), (3, 3, 32, 32), 2, "SAME"),
+    "RGB 32x32 (64,32,32,3) k4 s2": ((64, 32, 32, 3), (4, 4, 3, 64), 2, ((1, 1), (1, 1))),
+    "(64,14,14,16) k3 s2": ((64, 14, 14, 16), (3, 3, 16, 32), 2, ((1, 1), (1, 1))),
+    "1x1 projection (32,32,32,64) s2": ((32, 32, 32, 64), (1, 1, 64, 128), 2, "VALID"),
+    "1-D (100,40,16) k3 s2": ((100, 40, 16), (3, 16, 32), 2, ((1, 1),)),
+    "(32,8,8,32) k3 s2": ((32, 8, 8, 32), (3, 3, 32, 32), 2, "SAME"),
+    "gray (128,28,28,1) k3 s2": ((128, 28, 28, 1), (3, 3, 1, 32), 2, ((1, 1), (1, 1))),
+    "RGB (128,64,64,3) k4 s2": ((128, 64, 64, 3), (4, 4, 3, 64), 2, ((1, 1), (1, 1))),
+    "1-D (64,512,64) k3 s2": ((64, 512, 64), (3, 64, 128), 2, ((1, 1),)),
+    "cifar ResNet (32,32,32,64) k3 s2": ((32, 32, 32, 64), (3, 3, 64, 128), 2, ((1, 1), (1, 1))),
+    "(128,28,28,32) k3 s2": ((128, 28, 28, 32), (3, 3, 32, 64), 2, ((1, 1), (1, 1))),
+}
+
+
+def training_rows(options: dict[str, str] | None, rounds: int = 5) -> None:
+  """The "strided convolutions in training" table: forward and both gradients, XLA's
+  convolutions against im2col, medians of `rounds` interleaved timings."""
+  print("| layer | multiply-adds | patch matrix elements | picked | convolutions ms | im2col ms "
+        "| speed-up |")
+  print("|---|---|---|---|---|---|---|")
+  default = conv.IM2COL_MACS, conv.IM2COL_ELEMENTS
+  for name, (xs, ws, s, pad) in TRAINING.items():
+    nd = len(xs) - 2
+    x = jax.random.normal(jax.random.key(0), xs)
+    w = jax.random.normal(jax.random.key(1), ws)
+    y = lax.conv_general_dilated(x, w, (s,) * nd, pad, dimension_numbers=SPECS[nd])
+    g = jax.random.normal(jax.random.key(2), y.shape)
+    picked = "im2col" if conv._im2col(x, w, (s,) * nd, conv._explicit_pads(
+        pad, xs[1:-1], ws[:nd], (s,) * nd, (1,) * nd)) else "convolutions"
+    compiled = {}
+    for way, bound in (("convolutions", 0), ("im2col", 1 << 62)):
+      conv.IM2COL_MACS = conv.IM2COL_ELEMENTS = bound  # read when traced, each traced afresh
+      compiled[way] = jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(conv.conv_general_dilated(
+          x, w, (s,) * nd, pad, dimension_numbers=SPECS[nd]) * g), (0, 1))).lower(
+              x, w).compile(options)
+    conv.IM2COL_MACS, conv.IM2COL_ELEMENTS = default
+    times = {way: [] for way in compiled}
+    for _ in range(rounds):
+      for way, c in compiled.items():
+        times[way].append(median_ms(lambda c=c: c(x, w), repeats=20))
+    a, b = (statistics.median(times[way]) for way in compiled)
+    elements = y.size // y.shape[-1] * (w.size // w.shape[-1])
+    print(f"| {name} | {elements * ws[-1] / 1e6:.1f}M | {elements:,} | {picked} | {a:.3f} | "
+          f"{b:.3f} | {a / b:.2f}x |")
 
 
 def torch_times(xs: tuple, ws: tuple, kind: str, s: int) -> tuple[float, float, float] | None:
@@ -93,8 +155,11 @@ def median_ms(f, repeats: int = 50) -> float:
   return 1e3 * statistics.median(times)
 
 
-def main() -> None:
+def main(training: bool = False) -> None:
   options = step_options()
+  if training:
+    training_rows(options)
+    return
   try:
     cpu_conv.ensure()
     onednn = True
@@ -129,8 +194,13 @@ def main() -> None:
     theirs = torch_times(xs, ws, kind, s)
     if theirs is not None:
       print(f"| {name} | PyTorch | " + " | ".join(f"{t:.3f}" for t in theirs) + " |")
+  print()
+  training_rows(options)
 
 
 if __name__ == "__main__":
-  cli.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
-  cli.guarded(main)
+  parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--training", action="store_true",
+                      help="only the table of strided convolutions in training")
+  args = parser.parse_args()
+  cli.guarded(lambda: main(args.training))

@@ -22,6 +22,16 @@ def rewrite_every_size(monkeypatch):
   monkeypatch.setattr(conv, "MIN_REWRITE_MACS", 0)
 
 
+@pytest.fixture(params=["im2col", "convolutions"])
+def gradients(request, monkeypatch):
+  """A strided convolution's gradients both ways: as matrix products over the patch matrix (these
+  sizes' own choice) and as convolutions (XLA's kernel gradient, the phase input gradient)."""
+  if request.param == "convolutions":
+    monkeypatch.setattr(conv, "IM2COL_MACS", 0)
+    monkeypatch.setattr(conv, "IM2COL_ELEMENTS", 0)
+  return request.param
+
+
 def _data(nd, size, k, seed=0):
   rng = np.random.default_rng(seed)
   x = jnp.asarray(rng.normal(size=(2,) + (size,) * nd + (3,)))
@@ -41,7 +51,7 @@ def _check(ref, new, x, w):
 
 
 @pytest.mark.parametrize("nd,size,k,s,pad", CASES)
-def test_strided_and_transposed_convolutions_equal_lax(nd, size, k, s, pad):
+def test_strided_and_transposed_convolutions_equal_lax(nd, size, k, s, pad, gradients):
   with jax.enable_x64(True):
     x, w = _data(nd, size, k)
     strides, padding = (s,) * nd, _pad(pad, nd)
@@ -54,7 +64,7 @@ def test_strided_and_transposed_convolutions_equal_lax(nd, size, k, s, pad):
              lambda x, w: conv.conv_transpose(x, w, strides, pad), x, w)
 
 
-def test_second_derivatives_equal_lax():
+def test_second_derivatives_equal_lax(gradients):
   """The R1 penalty differentiates a gradient: the custom input gradient is differentiable."""
   with jax.enable_x64(True):
     x, w = _data(2, 8, 4, seed=1)
@@ -109,14 +119,39 @@ def test_a_program_traced_for_a_tpu_keeps_the_cpu_rewrites_out():
     return jax.grad(lambda x: conv.conv_general_dilated(
         x, w, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")).sum())(x)
 
+  def lax_grad(x):
+    return jax.grad(lambda x: lax.conv_general_dilated(
+        x, w, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")).sum())(x)
+
   def attend(q):
     return attention.dot_product_attention(q, q, q, is_causal=True)
 
-  assert "custom_vjp" in str(jax.make_jaxpr(lambda x: conv_grad(x))(x))  # this host's rewrite
+  lax_program = str(jax.make_jaxpr(lax_grad)(x))
+  assert str(jax.make_jaxpr(lambda x: conv_grad(x))(x)) != lax_program  # this host's rewrite
   assert "custom_vjp" in str(jax.make_jaxpr(lambda q: attend(q))(q))
   with common.compiling_for("tpu"):
     assert common.target_platform() == "tpu"
-    assert "custom_vjp" not in str(jax.make_jaxpr(lambda x: conv_grad(x))(x))
+    assert str(jax.make_jaxpr(lambda x: conv_grad(x))(x)) == lax_program
     assert str(jax.make_jaxpr(lambda q: attend(q))(q)) == str(jax.make_jaxpr(
         lambda q: jax.nn.dot_product_attention(q, q, q, is_causal=True))(q))
   assert common.target_platform() == "cpu"
+
+
+def test_small_strided_convolutions_train_through_matrix_products(monkeypatch):
+  """Within the `IM2COL_*` bounds a differentiated strided convolution and its gradients hold no
+  convolution; at 0 they are XLA's forward pass and kernel gradient and the four phase
+  convolutions of the input gradient. Undifferentiated, it is XLA's convolution either way."""
+  x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))  # a 32 x 27 patch matrix
+
+  def convolutions():  # traced afresh: the thresholds are read at tracing
+    loss = lambda x, w: jnp.sum(conv.conv_general_dilated(  # noqa: E731
+        x, w, (2, 2), "SAME", dimension_numbers=SPECS[2]) ** 2)
+    return jax.jit(jax.grad(loss, (0, 1))).lower(x, w).as_text().count("stablehlo.convolution")
+
+  assert convolutions() == 0
+  forward = jax.jit(lambda x, w: conv.conv_general_dilated(x, w, (2, 2), "SAME",
+                                                           dimension_numbers=SPECS[2]))
+  assert forward.lower(x, w).as_text().count("stablehlo.convolution") == 1
+  monkeypatch.setattr(conv, "IM2COL_MACS", 0)
+  monkeypatch.setattr(conv, "IM2COL_ELEMENTS", 0)
+  assert convolutions() == 6

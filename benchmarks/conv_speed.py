@@ -13,7 +13,8 @@ the same shapes and FLOPs).
 Then "strided convolutions in training": for strided layers of the workloads and larger ones, one
 jitted forward pass with both gradients (what a training step computes), with `arch.conv`'s
 strided convolution as XLA's convolutions and as products with the patch matrix (im2col), timed in
-turns; the rows say the layer's size and which of the two `arch.conv`'s bounds (`IM2COL_*`) pick.
+turns; the rows say the layer's size and which of the two `arch.conv`'s bounds (`IM2COL_*`) pick,
+and the forward pass alone each way (what evaluation runs: XLA's convolution, undifferentiated).
 """
 
 from __future__ import annotations
@@ -77,10 +78,11 @@ TRAINING = {
 
 def training_rows(options: dict[str, str] | None, rounds: int = 5) -> None:
   """The "strided convolutions in training" table: forward and both gradients, XLA's
-  convolutions against im2col, medians of `rounds` interleaved timings."""
+  convolutions against im2col, medians of `rounds` interleaved timings; and the forward pass
+  alone each way (what an evaluation would run)."""
   print("| layer | multiply-adds | patch matrix elements | picked | convolutions ms | im2col ms "
-        "| speed-up |")
-  print("|---|---|---|---|---|---|---|")
+        "| speed-up | forward alone: convolution ms | im2col ms |")
+  print("|---|---|---|---|---|---|---|---|---|")
   default = conv.IM2COL_MACS, conv.IM2COL_ELEMENTS
   for name, (xs, ws, s, pad) in TRAINING.items():
     nd = len(xs) - 2
@@ -88,23 +90,27 @@ def training_rows(options: dict[str, str] | None, rounds: int = 5) -> None:
     w = jax.random.normal(jax.random.key(1), ws)
     y = lax.conv_general_dilated(x, w, (s,) * nd, pad, dimension_numbers=SPECS[nd])
     g = jax.random.normal(jax.random.key(2), y.shape)
-    picked = "im2col" if conv._im2col(x, w, (s,) * nd, conv._explicit_pads(
-        pad, xs[1:-1], ws[:nd], (s,) * nd, (1,) * nd)) else "convolutions"
+    pads = tuple(conv._explicit_pads(pad, xs[1:-1], ws[:nd], (s,) * nd, (1,) * nd))
+    picked = "im2col" if conv._im2col(x, w, (s,) * nd, pads) else "convolutions"
     compiled = {}
     for way, bound in (("convolutions", 0), ("im2col", 1 << 62)):
       conv.IM2COL_MACS = conv.IM2COL_ELEMENTS = bound  # read when traced, each traced afresh
       compiled[way] = jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(conv.conv_general_dilated(
           x, w, (s,) * nd, pad, dimension_numbers=SPECS[nd]) * g), (0, 1))).lower(
               x, w).compile(options)
+      # the forward pass alone: XLA's convolution (undifferentiated) or the patch product
+      compiled[way + " forward"] = jax.jit(
+          lambda x, w: conv._strided_fwd(x, w, (s,) * nd, pads, None)[0]).lower(
+              x, w).compile(options)
     conv.IM2COL_MACS, conv.IM2COL_ELEMENTS = default
     times = {way: [] for way in compiled}
     for _ in range(rounds):
       for way, c in compiled.items():
         times[way].append(median_ms(lambda c=c: c(x, w), repeats=20))
-    a, b = (statistics.median(times[way]) for way in compiled)
+    a, fa, b, fb = (statistics.median(times[way]) for way in compiled)
     elements = y.size // y.shape[-1] * (w.size // w.shape[-1])
     print(f"| {name} | {elements * ws[-1] / 1e6:.1f}M | {elements:,} | {picked} | {a:.3f} | "
-          f"{b:.3f} | {a / b:.2f}x |")
+          f"{b:.3f} | {a / b:.2f}x | {fa:.3f} | {fb:.3f} |")
 
 
 def torch_times(xs: tuple, ws: tuple, kind: str, s: int) -> tuple[float, float, float] | None:

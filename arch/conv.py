@@ -19,9 +19,9 @@ training (differentiated) is instead a product with its patch matrix (im2col), a
 gradients: the patch matrix's transpose times the output gradient is the kernel gradient, and
 the output gradient times the kernel, scattered back over the patches (col2im), the input
 gradient; for small layers and few input channels (`IM2COL_MACS`) these are the faster.
-Undifferentiated (evaluation, inference), XLA's forward convolution is the faster. Other cases (kernel dilation,
-feature groups, layouts other than channels-last, a preferred element type) and every backend
-other than CPU go to `jax.lax.conv_general_dilated` unchanged.
+Undifferentiated (evaluation, inference), XLA's forward convolution is the faster. Other cases
+(kernel dilation, feature groups, layouts other than channels-last, a preferred element type)
+and every backend other than CPU go to `jax.lax.conv_general_dilated` unchanged.
 
 `Conv` and `ConvTranspose` are flax's modules (same parameters, initialisation and outputs)
 computing through it.
@@ -56,9 +56,10 @@ MIN_REWRITE_MACS = 10_000_000
 # IM2COL_CHANNELS input channels (an image's or a signal's: XLA's kernel gradient then contracts,
 # and its input gradient's phase convolutions produce, so few channels that they run at their
 # slowest) with at most IM2COL_ELEMENTS patch-matrix elements (its memory: 32 MB in float32).
-# `python -m benchmarks.conv_speed --training`, forward and both gradients: 1.1-1.9x faster for
-# the MNIST-1D CNN's layers (0.2-1.9M multiply-adds), 1.4-2.4x for 1-3 input channels up to 6.3M
-# elements; 0.88-1.00x at 4.7M multiply-adds and 32-64 channels, 0.45-0.71x for larger layers.
+# `python -m benchmarks.conv_speed --training` (benchmarks/README.md), forward and both
+# gradients: 1.19-1.91x faster for the MNIST-1D CNN's layers (0.2-1.9M multiply-adds),
+# 1.34-2.51x for 1-3 input channels up to 6.3M elements; 0.89-1.08x at 4.7-9.4M multiply-adds and
+# 32-64 channels (0.88x in another run), 0.48-0.69x for the larger 3x3 and 4x4 layers.
 IM2COL_MACS = 4_000_000
 IM2COL_CHANNELS = 4
 IM2COL_ELEMENTS = 8_000_000
@@ -142,6 +143,12 @@ def _spec(nd: int) -> tuple[str, str, str]:
           3: ("NDHWC", "DHWIO", "NDHWC")}[nd]
 
 
+def _out_sizes(spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+               pads: Pads) -> list[int]:
+  """Output sizes of a strided convolution of `spatial` sizes, padded by `pads`."""
+  return [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(spatial, kernel, strides, pads)]
+
+
 def _patches(x: jnp.ndarray, kernel: Sequence[int], strides: Sequence[int],
              pads: Pads) -> jnp.ndarray:
   """The im2col matrix of a strided channels-last convolution: (batch x output positions,
@@ -149,7 +156,7 @@ def _patches(x: jnp.ndarray, kernel: Sequence[int], strides: Sequence[int],
   (taps..., I, O) layout reshaped to (taps x I, O))."""
   cfg = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)]
   xp = lax.pad(x, jnp.zeros((), x.dtype), cfg) if any(lo or hi for lo, hi in pads) else x
-  out = [(n - k) // s + 1 for n, k, s in zip(xp.shape[1:-1], kernel, strides)]
+  out = _out_sizes(x.shape[1:-1], kernel, strides, pads)
   cols = [lax.slice(xp, (0,) + t + (0,),
                     (xp.shape[0],) + tuple(ti + s * (o - 1) + 1
                                            for ti, s, o in zip(t, strides, out)) + (xp.shape[-1],),
@@ -159,11 +166,9 @@ def _patches(x: jnp.ndarray, kernel: Sequence[int], strides: Sequence[int],
   return p.reshape(x.shape[0] * math.prod(out), len(cols) * x.shape[-1])
 
 
-def _im2col(x: jnp.ndarray, w: jnp.ndarray, strides: Sequence[int], pads: Pads) -> bool:
+def _use_im2col(x: jnp.ndarray, w: jnp.ndarray, strides: Sequence[int], pads: Pads) -> bool:
   """Whether the differentiated convolution goes through its patch matrix (IM2COL_*)."""
-  nd = x.ndim - 2
-  out = [(n + lo + hi - k) // s + 1
-         for n, k, s, (lo, hi) in zip(x.shape[1:-1], w.shape[:nd], strides, pads)]
+  out = _out_sizes(x.shape[1:-1], w.shape[:x.ndim - 2], strides, pads)
   elements = x.shape[0] * math.prod(out) * math.prod(w.shape[:-1])
   return (elements * w.shape[-1] <= IM2COL_MACS
           or (x.shape[-1] <= IM2COL_CHANNELS and elements <= IM2COL_ELEMENTS))
@@ -180,13 +185,13 @@ def strided(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, ...],
 
 
 def _strided_fwd(x, w, strides, pads, precision):
-  if not _im2col(x, w, strides, pads):
+  if not _use_im2col(x, w, strides, pads):
     return strided(x, w, strides, pads, precision), (x, w, None)
-  p = _patches(x, w.shape[:x.ndim - 2], strides, pads)
+  nd = x.ndim - 2
+  p = _patches(x, w.shape[:nd], strides, pads)
   y = lax.dot_general(p, w.reshape(-1, w.shape[-1]), (((1,), (0,)), ((), ())),
                       precision=precision)
-  out = [(n + lo + hi - k) // s + 1
-         for n, k, s, (lo, hi) in zip(x.shape[1:-1], w.shape, strides, pads)]
+  out = _out_sizes(x.shape[1:-1], w.shape[:nd], strides, pads)
   return y.reshape((x.shape[0], *out, w.shape[-1])).astype(x.dtype), (x, w, p)
 
 

@@ -91,7 +91,7 @@ def training_rows(options: dict[str, str] | None, rounds: int = 5) -> None:
     y = lax.conv_general_dilated(x, w, (s,) * nd, pad, dimension_numbers=SPECS[nd])
     g = jax.random.normal(jax.random.key(2), y.shape)
     pads = tuple(conv._explicit_pads(pad, xs[1:-1], ws[:nd], (s,) * nd, (1,) * nd))
-    picked = "im2col" if conv._im2col(x, w, (s,) * nd, pads) else "convolutions"
+    picked = "im2col" if conv._use_im2col(x, w, (s,) * nd, pads) else "convolutions"
     compiled = {}
     for way, bound in (("convolutions", 0), ("im2col", 1 << 62)):
       conv.IM2COL_MACS = conv.IM2COL_ELEMENTS = bound  # read when traced, each traced afresh

@@ -83,14 +83,19 @@ def _channels_last(dimension_numbers: Any, ndim: int) -> bool:
           and dn.rhs_spec == (ndim - 1, ndim - 2) + tuple(range(ndim - 2)))
 
 
+def _pad(x: jnp.ndarray, pads: Pads) -> jnp.ndarray:
+  """x (B, *spatial, C) zero-padded by `pads` ((low, high) per spatial axis; negative crops)."""
+  if not any(lo or hi for lo, hi in pads):
+    return x
+  cfg = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)]
+  return lax.pad(x, jnp.zeros((), x.dtype), cfg)
+
+
 def _conv1(x: jnp.ndarray, w: jnp.ndarray, pads: Pads, **kw: Any) -> jnp.ndarray:
   """A stride-1 channels-last convolution (negative pads crop)."""
   nd = x.ndim - 2
-  cfg = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)]
-  if any(lo or hi for lo, hi in pads):
-    x = lax.pad(x, jnp.zeros((), x.dtype), cfg)
-  return lax.conv_general_dilated(x, w, (1,) * nd, [(0, 0)] * nd, dimension_numbers=_spec(nd),
-                                  **kw)
+  return lax.conv_general_dilated(_pad(x, pads), w, (1,) * nd, [(0, 0)] * nd,
+                                  dimension_numbers=_spec(nd), **kw)
 
 
 def _dilated_out(spatial: Sequence[int], kernel: Sequence[int], lhs_dilation: Sequence[int],
@@ -154,8 +159,7 @@ def _patches(x: jnp.ndarray, kernel: Sequence[int], strides: Sequence[int],
   """The im2col matrix of a strided channels-last convolution: (batch x output positions,
   kernel taps x input channels), taps in row-major order then channels (the kernel's
   (taps..., I, O) layout reshaped to (taps x I, O))."""
-  cfg = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)]
-  xp = lax.pad(x, jnp.zeros((), x.dtype), cfg) if any(lo or hi for lo, hi in pads) else x
+  xp = _pad(x, pads)
   out = _out_sizes(x.shape[1:-1], kernel, strides, pads)
   cols = [lax.slice(xp, (0,) + t + (0,),
                     (xp.shape[0],) + tuple(ti + s * (o - 1) + 1

@@ -94,7 +94,7 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int], pads: Pads)
   """float32 x (N, H, W, C) convolved with w (KH, KW, C, O) at `strides`, zero-padded by `pads`
   ((low, high) of each spatial axis): y (N, OH, OW, O), as `jax.lax.conv_general_dilated` with
   ("NHWC", "HWIO", "NHWC"). Call `ensure()` first (outside jit)."""
-  out = tuple((x.shape[1 + i] + sum(pads[i]) - w.shape[i]) // strides[i] + 1 for i in range(2))
+  out = conv_lib._out_sizes(x.shape[1:3], w.shape[:2], strides, pads)
   return _call("forward", strides, pads, (*out, w.shape[3]))(x, w)[0]
 
 

@@ -14,6 +14,7 @@ from jax import lax
 
 from arch import cpu_conv, cpu_kernels
 from tests.arch.test_cpu_attention import on_four_devices
+from tests.arch.test_cpu_norm import assert_unet_same
 
 SPEC = ("NHWC", "HWIO", "NHWC")
 
@@ -75,19 +76,7 @@ def test_cases_left_to_xla():
 
 @pytest.mark.slow  # 8 s
 def test_unet_same_with_either_kernel():
-  from arch.unet import UNet
-  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
-  t = jnp.array([3, 700])
-  nets = {k: UNet(data_shape=(8, 8, 1), channels=8, groups=4, num_res_blocks=1,
-                  attention_levels=(), conv_kernel=k) for k in ("xla", "onednn")}
-  params = nets["xla"].init(jax.random.key(1), x, t)
-  params = jax.tree.map(lambda p: p + 0.05, params)  # zero-initialised layers made to count
-
-  def loss(net):
-    return jax.jit(jax.value_and_grad(lambda p: jnp.mean(net.apply(p, x, t) ** 2)))(params)
-  (l0, g0), (l1, g1) = loss(nets["xla"]), loss(nets["onednn"])
-  np.testing.assert_allclose(l1, l0, rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4), g1, g0)
+  assert_unet_same(dict(conv_kernel="xla"), dict(conv_kernel="onednn"))
 
 
 @pytest.mark.slow  # 5 s

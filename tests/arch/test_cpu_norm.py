@@ -120,22 +120,28 @@ def test_uncovered_calls_take_xla():
       assert calls(layer(*args)) == 0
 
 
-@pytest.mark.slow  # 7 s; no experiment's UNet sets the fields (docs/cpu_layers.md)
-def test_unet_same_with_either_kernel():
+def assert_unet_same(xla: dict, kernels: dict, **unet) -> None:
+  """A small UNet's loss and parameter gradients with the fields `kernels` (the compiled CPU
+  kernels) equal those with `xla`, the other fields `unet` on both."""
   from arch.unet import UNet
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
   t = jnp.array([3, 700])
-  nets = {k: UNet(data_shape=(8, 8, 1), channels=8, groups=4, num_res_blocks=1,
-                  channel_mults=(1,), attention_levels=(), norm_kernel=k, dense_kernel=k)
-          for k in ("xla", "cpu")}
-  params = nets["xla"].init(jax.random.key(1), x, t)
+  nets = [UNet(data_shape=(8, 8, 1), channels=8, groups=4, num_res_blocks=1,
+               attention_levels=(), **unet, **fields) for fields in (xla, kernels)]
+  params = nets[0].init(jax.random.key(1), x, t)
   params = jax.tree.map(lambda p: p + 0.05, params)  # zero-initialised layers made to count
 
   def loss(net):
     return jax.jit(jax.value_and_grad(lambda p: jnp.mean(net.apply(p, x, t) ** 2)))(params)
-  (l0, g0), (l1, g1) = loss(nets["xla"]), loss(nets["cpu"])
+  (l0, g0), (l1, g1) = loss(nets[0]), loss(nets[1])
   np.testing.assert_allclose(l1, l0, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4), g1, g0)
+
+
+@pytest.mark.slow  # 7 s; no experiment's UNet sets the fields (docs/cpu_layers.md)
+def test_unet_same_with_either_kernel():
+  assert_unet_same(dict(norm_kernel="xla", dense_kernel="xla"),
+                   dict(norm_kernel="cpu", dense_kernel="cpu"), channel_mults=(1,))
 
 
 def test_per_example_gradients_under_vmap():
